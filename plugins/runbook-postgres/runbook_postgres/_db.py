@@ -1,0 +1,211 @@
+"""What the store, the lock provider and the audit sink share: URL options, the pool, migrations.
+
+Each provider owns one small ``psycopg_pool.ConnectionPool`` of autocommit connections and wraps
+every method in one explicit transaction, so a method either happened entirely or not at all. The
+pool is not health-checked on every checkout (that would double the latency of each write);
+instead a connection failure is reported once as the provider's error type and the pool then
+drops its dead connections, so the call after it gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from runbook.errors import ConfigError, RunbookError
+
+DEFAULT_SCHEMA = "runbook"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Options runbook reads itself; every other query parameter goes to libpq (sslmode, ...).
+_OWN_OPTIONS = ("schema", "pool_max", "pool_timeout")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (in the userinfo or a ``password=`` option) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else f"{k}={v}" if v else k
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """A parsed ``postgresql://`` URL: what libpq gets, and what runbook keeps for itself."""
+
+    url: str
+    conninfo: str
+    schema: str
+    pool_max: int
+    pool_timeout: float
+    password: str | None
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    @classmethod
+    def parse(cls, url: str, *, default_pool_max: int = 4) -> PgTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"{redact_url(url)}: expected a postgresql:// URL")
+        own: dict[str, str] = {}
+        rest: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in _OWN_OPTIONS:
+                own[key] = value
+            else:
+                rest.append((key, value))
+        schema = own.get("schema", DEFAULT_SCHEMA)
+        if not _IDENT.match(schema):
+            raise ConfigError(
+                f"{redact_url(url)}: schema {schema!r} must be a plain SQL identifier "
+                "(letters, digits, underscore; at most 63 characters)"
+            )
+        try:
+            pool_max = int(own.get("pool_max", default_pool_max))
+            pool_timeout = float(own.get("pool_timeout", 10.0))
+        except ValueError as exc:
+            raise ConfigError(f"{redact_url(url)}: bad pool option: {exc}") from None
+        given = dict(rest)
+        if "application_name" not in given:
+            rest.append(("application_name", "runbook"))
+        if "connect_timeout" not in given:  # libpq waits forever by default
+            rest.append(("connect_timeout", "5"))
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+        password = parts.password or dict(rest).get("password")
+        return cls(url, conninfo, schema, max(pool_max, 1), pool_timeout, password)
+
+
+def qident(name: str) -> str:
+    """Quote an identifier already checked against ``_IDENT``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    # UTC on the session so timestamptz values come back as UTC datetimes on every host.
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+class Database:
+    """A pool plus the translation of driver errors into ``error_type`` with a redacted URL."""
+
+    def __init__(self, target: PgTarget, error_type: type[RunbookError], what: str) -> None:
+        self.target = target
+        self.error_type = error_type
+        self.what = what
+        self.pool = psycopg_pool.ConnectionPool(
+            target.conninfo,
+            min_size=1,
+            max_size=target.pool_max,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            open=False,
+            timeout=target.pool_timeout,
+            num_workers=1,
+            name=f"runbook-{what}",
+        )
+
+    def open(self, migrate: Callable[[psycopg.Connection], None]) -> None:
+        """Connect once directly (to report *why* a server is unreachable), migrate, then pool."""
+        try:
+            with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+                _configure(conn)
+                with conn.transaction():
+                    migrate(conn)
+        except psycopg.Error as exc:
+            raise self.fail("cannot open", exc) from None
+        self.pool.open()
+
+    def fail(self, doing: str, exc: BaseException) -> RunbookError:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self.target.password:
+            message = message.replace(self.target.password, "***")
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            message = (
+                f"no connection available within {self.target.pool_timeout:g}s (is the server up?)"
+            )
+        return self.error_type(f"PostgreSQL {self.what} {self.target.safe_url}: {doing}: {message}")
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[psycopg.Connection]:
+        """One transaction on a pooled connection; driver errors become ``error_type``."""
+        broken = False
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except RunbookError:
+            raise
+        except psycopg.OperationalError as exc:
+            broken = True
+            raise self.fail(doing, exc) from None
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise self.fail(doing, exc) from None
+        finally:
+            if broken:
+                # A lost server usually kills every idle connection too: weed them out now so
+                # the next call does not trip over the next dead one.
+                self.pool.check()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def ensure_version(
+    conn: psycopg.Connection,
+    schema: str,
+    component: str,
+    migrations: list[str],
+    error_type: type[RunbookError],
+    safe_url: str,
+) -> None:
+    """Bring ``component``'s tables to the latest version, serialised across hosts.
+
+    The advisory lock is transaction-scoped, so a host that dies mid-migration releases it and
+    its half-done DDL rolls back with it (PostgreSQL DDL is transactional).
+    """
+    s = qident(schema)
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('runbook-migrate'), hashtext(%s))", (schema,)
+    )
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+        " component text PRIMARY KEY, version integer NOT NULL,"
+        " migrated_at timestamptz NOT NULL DEFAULT now())"
+    )
+    row = conn.execute(
+        f"SELECT version FROM {s}.schema_version WHERE component = %s", (component,)
+    ).fetchone()
+    current = row[0] if row else 0
+    if current > len(migrations):
+        raise error_type(
+            f"PostgreSQL {safe_url}: schema {schema!r} has {component} version {current}, newer "
+            f"than this runbook-postgres knows ({len(migrations)}); upgrade runbook-postgres"
+        )
+    for version in range(current + 1, len(migrations) + 1):
+        conn.execute(migrations[version - 1].format(s=s))
+    if current < len(migrations):
+        conn.execute(
+            f"INSERT INTO {s}.schema_version (component, version) VALUES (%s, %s) "
+            "ON CONFLICT (component) DO UPDATE SET version = excluded.version, migrated_at = now()",
+            (component, len(migrations)),
+        )
+
+
+def options_flag(value: Any) -> bool:
+    return str(value).lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,234 @@
+"""``postgresql://``: the audit trail in an append-only table, one hash chain for every host.
+
+``append`` takes a transaction-scoped advisory lock on the sink's schema before reading the chain
+head, so appenders on several hosts take turns and still form a single chain. Each row keeps the
+event's canonical JSON as *text* (JSONB would re-order keys and re-format numbers, and the hash is
+over exact bytes) next to indexed copies of the fields queries filter on. A trigger refuses UPDATE,
+DELETE and TRUNCATE; a superuser can still get around it (``session_replication_role = replica``,
+``ALTER TABLE ... DISABLE TRIGGER``), which is why ``verify`` re-computes the chain from the stored
+JSON and checks the indexed columns against it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from runbook.audit.events import (
+    GENESIS,
+    AuditEvent,
+    AuditQuery,
+    VerifyReport,
+    canonical_json,
+    verify_chain,
+)
+from runbook.errors import AuditError
+from runbook_postgres._db import Database, PgTarget, ensure_version
+
+MIGRATIONS = [
+    """
+    CREATE TABLE {s}.audit_events (
+        seq bigint PRIMARY KEY,
+        run_id text NOT NULL,
+        step text,
+        kind text NOT NULL,
+        actor text NOT NULL DEFAULT '',
+        at timestamptz,
+        event text NOT NULL,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE INDEX audit_events_run ON {s}.audit_events (run_id, seq);
+    CREATE INDEX audit_events_step ON {s}.audit_events (step, seq);
+    CREATE INDEX audit_events_kind ON {s}.audit_events (kind, seq);
+    CREATE INDEX audit_events_actor ON {s}.audit_events (actor, seq);
+    CREATE INDEX audit_events_at ON {s}.audit_events (at);
+    CREATE FUNCTION {s}.audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the runbook audit trail is append-only: % on %.% refused',
+            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END
+    $$;
+    CREATE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON {s}.audit_events
+        FOR EACH ROW EXECUTE FUNCTION {s}.audit_events_append_only();
+    CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON {s}.audit_events
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.audit_events_append_only();
+    """,
+]
+
+_PAGE = 1000
+
+
+def _at(value: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+class PostgresSink:
+    def __init__(self, url: str, best_effort: bool = False) -> None:
+        self.url = url
+        self.best_effort = best_effort
+        self._target = PgTarget.parse(url)
+        self._db = Database(self._target, AuditError, "audit sink")
+        self._s = f'"{self._target.schema}"'
+        self._db.open(
+            lambda conn: ensure_version(
+                conn, self._target.schema, "audit", MIGRATIONS, AuditError, self._target.safe_url
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({self._target.safe_url!r})"
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        with self._db.transaction(f"append {event.kind} event of run {event.run_id}") as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('runbook-audit'), hashtext(%s))",
+                (self._target.schema,),
+            )
+            head = conn.execute(
+                f"SELECT seq, hash FROM {self._s}.audit_events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            stored = event.chained(head[0] + 1 if head else 1, head[1] if head else GENESIS)
+            conn.execute(
+                f"INSERT INTO {self._s}.audit_events (seq, run_id, step, kind, actor, at, event,"
+                " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    stored.seq,
+                    stored.run_id,
+                    stored.step,
+                    stored.kind,
+                    stored.actor,
+                    _at(stored.at),
+                    canonical_json(stored.to_dict()),
+                    stored.prev_hash,
+                    stored.hash,
+                ),
+            )
+        return stored
+
+    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
+        """Served by SQL in pages keyed on ``seq``, so no connection is held between pages."""
+        q = query or AuditQuery()
+        where, args = ["seq > %s"], []
+        for column, value in (
+            ("run_id", q.run_id),
+            ("step", q.step),
+            ("kind", q.kind),
+            ("actor", q.actor),
+        ):
+            if value:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if q.since:
+            where.append("at >= %s")
+            args.append(q.since)
+        if q.until:
+            where.append("at <= %s")
+            args.append(q.until)
+        remaining = q.limit or None
+        after = 0
+        while True:
+            page = min(_PAGE, remaining) if remaining else _PAGE
+            rows = self._page(" AND ".join(where), [after, *args], page)
+            for seq, text in rows:
+                yield self._parse(seq, text)
+            if remaining:
+                remaining -= len(rows)
+                if remaining <= 0:
+                    return
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def _page(self, where: str, args: list[Any], limit: int) -> list[tuple[int, str]]:
+        with self._db.transaction("read events") as conn:
+            return conn.execute(
+                f"SELECT seq, event FROM {self._s}.audit_events WHERE {where}"
+                " ORDER BY seq LIMIT %s",
+                (*args, limit),
+            ).fetchall()
+
+    def _parse(self, seq: int, text: str) -> AuditEvent:
+        try:
+            return AuditEvent.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise AuditError(
+                f"PostgreSQL audit sink {self._target.safe_url}: event {seq} is "
+                f"not a readable audit event ({exc}); run `runbook audit verify`"
+            ) from None
+
+    def verify(self) -> VerifyReport:
+        """The chain over the stored JSON, plus the indexed columns checked against that JSON."""
+        checked = 0
+        problem: list[VerifyReport] = []
+
+        def stream() -> Iterator[AuditEvent]:
+            nonlocal checked
+            after = 0
+            while True:
+                with self._db.transaction("verify the chain") as conn:
+                    rows = conn.execute(
+                        f"SELECT seq, run_id, step, kind, actor, prev_hash, hash, event"
+                        f" FROM {self._s}.audit_events WHERE seq > %s ORDER BY seq LIMIT %s",
+                        (after, _PAGE),
+                    ).fetchall()
+                for seq, run_id, step, kind, actor, prev_hash, hash_, text in rows:
+                    checked += 1
+                    try:
+                        event = AuditEvent.from_dict(json.loads(text))
+                    except (ValueError, TypeError) as exc:
+                        problem.append(
+                            VerifyReport(
+                                False, checked, seq, f"event {seq} is not valid event JSON: {exc}"
+                            )
+                        )
+                        return
+                    columns = {
+                        "seq": seq,
+                        "run_id": run_id,
+                        "step": step,
+                        "kind": kind,
+                        "actor": actor,
+                        "prev_hash": prev_hash,
+                        "hash": hash_,
+                    }
+                    stored = {
+                        "seq": event.seq,
+                        "run_id": event.run_id,
+                        "step": event.step,
+                        "kind": event.kind,
+                        "actor": event.actor,
+                        "prev_hash": event.prev_hash,
+                        "hash": event.hash,
+                    }
+                    differ = sorted(k for k in columns if columns[k] != stored[k])
+                    if differ:
+                        problem.append(
+                            VerifyReport(
+                                False,
+                                checked,
+                                seq,
+                                f"event {seq}: column(s) {', '.join(differ)} were edited (they no "
+                                "longer match the event's hashed JSON)",
+                            )
+                        )
+                        return
+                    yield event
+                if len(rows) < _PAGE:
+                    return
+                after = rows[-1][0]
+
+        report = verify_chain(stream())
+        # ``stream`` stops at a column problem, which verify_chain then sees as the end of an
+        # intact chain: the column problem is the first one.
+        return problem[0] if problem else report
+
+    def close(self) -> None:
+        self._db.close()

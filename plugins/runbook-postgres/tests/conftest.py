@@ -1,0 +1,57 @@
+"""Fixtures for tests against a real PostgreSQL (RUNBOOK_TEST_POSTGRES).
+
+Unreachable server: the tests skip, except under ``CI=true`` where they fail, so a CI machine
+without PostgreSQL cannot pass by skipping. Every test gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pg_helpers import with_options
+from runbook_postgres._db import redact_url
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "service: needs a real PostgreSQL or Redis")
+    config.addinivalue_line("markers", "slow: spawns real processes")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    url = os.environ.get("RUNBOOK_TEST_POSTGRES", DEFAULT_URL)
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        message = f"PostgreSQL not reachable at {redact_url(url)}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: a missing service fails instead of skipping)")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def pg_schema(pg_server: str) -> Iterator[str]:
+    name = f"rbtest_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def pg_url(pg_server: str, pg_schema: str) -> str:
+    """The provider URL for this test: its own schema and a recognisable application_name."""
+    return with_options(pg_server, schema=pg_schema, application_name=pg_schema)
+
+
+@pytest.fixture
+def pg_admin(pg_server: str) -> Iterator[psycopg.Connection]:
+    """A superuser connection outside runbook, for tampering and for killing backends."""
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        yield conn

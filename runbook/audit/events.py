@@ -1,0 +1,209 @@
+"""Audit events and their hash chain.
+
+Each sink owns one chain: it stamps ``seq`` and ``prev_hash`` at append time under its own lock
+(a file lock, a transaction), so several processes appending to one sink still form one chain.
+``hash`` is SHA-256 over the canonical JSON of the event without ``hash``; changing any byte of any
+field, removing, inserting or reordering an event breaks the chain at a point ``verify_chain`` names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+GENESIS = "0" * 64
+
+KINDS = (
+    "run_started", "run_finished", "step_started", "step_succeeded", "step_failed",
+    "step_retried", "step_skipped", "approval_requested", "approval_granted", "approval_denied",
+    "lock_acquired", "lock_released", "lock_denied", "rollback_started", "rollback_succeeded",
+    "rollback_failed", "run_paused", "run_resumed", "run_cancelled", "change_recorded",
+    "notification_failed",
+)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    kind: str
+    run_id: str
+    runbook: dict[str, str] = field(default_factory=dict)  # {"path": ..., "sha256": ...}
+    step: str | None = None
+    actor: str = ""
+    host: str = ""
+    env: str = ""
+    at: str = ""  # UTC ISO-8601
+    params: dict[str, Any] = field(default_factory=dict)  # already redacted
+    data: dict[str, Any] = field(default_factory=dict)  # already redacted
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditEvent:
+        known = set(cls.__dataclass_fields__)
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"unknown audit field(s): {', '.join(sorted(extra))}")
+        return cls(**data)
+
+    def chained(self, seq: int, prev_hash: str) -> AuditEvent:
+        """This event stamped as number ``seq`` after ``prev_hash``, with its own hash."""
+        event = replace(self, seq=seq, prev_hash=prev_hash, hash=None)
+        return replace(event, hash=event_hash(event))
+
+    @property
+    def at_datetime(self) -> datetime:
+        return datetime.fromisoformat(self.at)
+
+
+def canonical_json(data: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8: the one byte string a hash is computed over."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(event: AuditEvent) -> str:
+    body = event.to_dict()
+    body.pop("hash", None)
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    checked: int
+    seq: int | None = None  # the first bad event's seq (or where one is missing)
+    problem: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.checked} events, chain intact"
+        return f"TAMPERED at seq {self.seq}: {self.problem} ({self.checked} events checked)"
+
+
+def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
+    """Re-compute the chain in stored order and name the first event that breaks it.
+
+    Distinguishes an edited event (its hash no longer matches its content), a removed one (a gap
+    in ``seq`` with a link to a hash that is not there), an inserted one and a reordered one.
+    """
+    prev_hash = GENESIS
+    expected_seq: int | None = None
+    checked = 0
+    for event in events:
+        checked += 1
+        if event.hash != event_hash(event):
+            return VerifyReport(False, checked, event.seq,
+                                f"event {event.seq} ({event.kind}) was edited: its hash does not "
+                                "match its content")
+        if expected_seq is not None and event.seq != expected_seq:
+            if event.seq is not None and event.seq > expected_seq:
+                what = (f"event(s) {expected_seq}..{event.seq - 1} removed"
+                        if event.seq - 1 > expected_seq else f"event {expected_seq} removed")
+            else:
+                what = f"event {event.seq} is out of order or inserted (expected seq {expected_seq})"
+            return VerifyReport(False, checked, event.seq, what)
+        if event.prev_hash != prev_hash:
+            return VerifyReport(False, checked, event.seq,
+                                f"event {event.seq} ({event.kind}) does not link to the event "
+                                "before it: an event was removed, inserted or reordered")
+        prev_hash = event.hash
+        expected_seq = (event.seq or 0) + 1
+    return VerifyReport(True, checked)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    run_id: str | None = None
+    step: str | None = None
+    kind: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+    def matches(self, event: AuditEvent) -> bool:
+        if self.run_id and event.run_id != self.run_id:
+            return False
+        if self.step and event.step != self.step:
+            return False
+        if self.kind and event.kind != self.kind:
+            return False
+        if self.actor and event.actor != self.actor:
+            return False
+        if self.since or self.until:
+            at = event.at_datetime
+            if self.since and at < self.since:
+                return False
+            if self.until and at > self.until:
+                return False
+        return True
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Opened from a URL by a plugin (``runbook_audit_sinks`` hook).
+
+    ``append`` must be durable when it returns (or raise): the engine does not take the next side
+    effect until every non-best-effort sink has accepted the event.
+    """
+
+    url: str
+    best_effort: bool
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        """Chain (seq, prev_hash, hash) and persist the event; return it as stored."""
+        ...
+
+    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
+        """Stored events in chain order, filtered."""
+        ...
+
+    def verify(self) -> VerifyReport: ...
+
+    def close(self) -> None: ...
+
+
+class MemorySink:
+    """``memory://``: the chain in a list. The test helpers read ``RunResult.audit`` from here."""
+
+    def __init__(self, url: str = "memory://", best_effort: bool = False) -> None:
+        import threading
+
+        self.url = url
+        self.best_effort = best_effort
+        self._events: list[AuditEvent] = []
+        self._lock = threading.Lock()
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        with self._lock:
+            prev = self._events[-1] if self._events else None
+            stored = event.chained((prev.seq or 0) + 1 if prev else 1,
+                                   prev.hash if prev and prev.hash else GENESIS)
+            self._events.append(stored)
+            return stored
+
+    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
+        with self._lock:
+            snapshot = list(self._events)
+        q = query or AuditQuery()
+        count = 0
+        for event in snapshot:
+            if q.matches(event):
+                yield event
+                count += 1
+                if q.limit and count >= q.limit:
+                    return
+
+    def verify(self) -> VerifyReport:
+        with self._lock:
+            return verify_chain(list(self._events))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,263 @@
+"""``jsonl://PATH``: the default audit sink, one canonical-JSON event per line.
+
+An append holds an exclusive ``flock`` on the file while it reads the last line (seeking from the
+end, so appending stays O(1) in the file's size), writes the new line and ``fsync``s it. Any number
+of processes on one host appending to one file therefore form one chain. ``flock`` is advisory and
+host-local: do not share one file between hosts over NFS; give each host its own file, or use the
+``sqlite://`` / ``postgresql://`` sinks.
+
+A crash in the middle of a write leaves a torn last line. That event was never acknowledged (the
+engine waits for ``append`` to return), but chaining onto garbage would hide the damage, so the
+next append refuses with an ``AuditError`` that says how to repair, and ``verify`` reports it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runbook.audit.events import (
+    GENESIS,
+    AuditEvent,
+    AuditQuery,
+    VerifyReport,
+    canonical_json,
+    verify_chain,
+)
+from runbook.audit.query import explain_gap, matches, safe_url
+from runbook.errors import AuditError
+
+log = logging.getLogger("runbook.audit")
+
+_BLOCK = 8192
+
+
+class TornLog(Exception):
+    """The file does not end with a complete, parsable event (internal; surfaced as AuditError)."""
+
+
+def _truthy(value: object) -> bool:
+    return str(value).lower() in {"1", "true", "yes", "on"}
+
+
+def parse_line(line: bytes) -> AuditEvent:
+    """One stored line back into an event; ValueError when it is not one."""
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return AuditEvent.from_dict(data)
+
+
+class JsonlSink:
+    """An append-only JSON-lines file with a hash chain; see the module docstring."""
+
+    queryable = True
+
+    def __init__(
+        self, url: str, path: Path, *, best_effort: bool = False, fsync: bool = True
+    ) -> None:
+        self.url = url
+        self.path = path
+        self.best_effort = best_effort
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        # flock is per open file description: threads of one process sharing the descriptor
+        # would not exclude each other, so they also take this lock.
+        self._thread_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls, url: str, best_effort: bool = False, fsync: object = True, **_options: Any
+    ) -> JsonlSink:
+        raw = url.split("://", 1)[1].split("?", 1)[0]
+        if not raw:
+            raise AuditError(f"audit sink {url}: missing path (jsonl://PATH)")
+        return cls(
+            url, Path(raw).expanduser(), best_effort=_truthy(best_effort), fsync=_truthy(fsync)
+        )
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _descriptor(self) -> int:
+        """The append descriptor, reopened if the file was rotated or removed under us."""
+        try:
+            st = os.stat(self.path)
+            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            current = None
+        if self._fd is not None and current == self._inode:
+            return self._fd
+        self._close_fd()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        st = os.fstat(fd)
+        self._fd, self._inode = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        with self._thread_lock:
+            try:
+                fd = self._descriptor()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    return self._append_locked(fd, event)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except AuditError:
+                raise
+            except (OSError, ValueError, TypeError) as exc:
+                raise AuditError(
+                    f"audit sink {safe_url(self.url)} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _append_locked(self, fd: int, event: AuditEvent) -> AuditEvent:
+        size = os.fstat(fd).st_size
+        try:
+            last = _last_event(fd, size)
+        except TornLog as exc:
+            raise AuditError(
+                f"audit sink {safe_url(self.url)} refuses to append: {exc}. Inspect it with "
+                f"`runbook audit verify --sink {safe_url(self.url)}`; a line cut short by a crash "
+                f"is an event that was never acknowledged, and removing it repairs the log "
+                f"(truncate -s {exc.args[1]} {self.path})"
+            ) from None
+        seq = (last.seq or 0) + 1 if last else 1
+        prev = last.hash if last and last.hash else GENESIS
+        stored = event.chained(seq, prev)
+        line = (canonical_json(stored.to_dict()) + "\n").encode()
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            # Leave no half line behind (disk full...): the event was not stored, say so.
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+        return stored
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _lines(self) -> Iterator[tuple[int, bytes, bool]]:
+        """(line number, bytes without newline, complete?) for every line, streamed."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise AuditError(f"audit sink {safe_url(self.url)} cannot be read: {exc}") from exc
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                complete = line.endswith(b"\n")
+                yield number, line.rstrip(b"\n"), complete
+
+    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
+        """Events in file order; unreadable lines are skipped here (with a warning) and reported
+        by ``verify``, so the trail can still be read after damage."""
+        query = query or AuditQuery()
+        count = 0
+        for number, line, _ in self._lines():
+            try:
+                event = parse_line(line)
+            except (ValueError, TypeError) as exc:
+                log.warning(
+                    "%s line %d is not an audit event (%s); skipped", self.path, number, exc
+                )
+                continue
+            if matches(query, event):
+                yield event
+                count += 1
+                if query.limit and count >= query.limit:
+                    return
+
+    def verify(self) -> VerifyReport:
+        damaged: list[VerifyReport] = []
+        seen: list[tuple[int, AuditEvent]] = []  # the last two (line, event) handed to the chain
+
+        def stream() -> Iterator[AuditEvent]:
+            for number, line, complete in self._lines():
+                try:
+                    if not complete:
+                        raise ValueError("the line is incomplete (a write was cut short)")
+                    event = parse_line(line)
+                except (ValueError, TypeError) as exc:
+                    after = (seen[-1][1].seq or 0) if seen else 0
+                    damaged.append(
+                        VerifyReport(
+                            False,
+                            number,
+                            after + 1,
+                            f"line {number} (after event {after}) is not an audit event: {exc}",
+                        )
+                    )
+                    return
+                seen[:] = [*seen[-1:], (number, event)]
+                yield event
+
+        events = stream()
+        report = verify_chain(events)
+        if not report.ok:
+            number, failing = seen[-1]
+            previous = (seen[0][1].seq or 0) if len(seen) > 1 else 0
+            report = explain_gap(report, failing, previous, events)
+            return VerifyReport(
+                False, report.checked, report.seq, f"{report.problem} [line {number}]"
+            )
+        return damaged[0] if damaged else report
+
+    def close(self) -> None:
+        with self._thread_lock:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            finally:
+                self._fd, self._inode = None, None
+
+    def __repr__(self) -> str:
+        return f"JsonlSink({self.url!r})"
+
+
+def _last_event(fd: int, size: int) -> AuditEvent | None:
+    """The last line's event, read backwards in blocks; TornLog if the file ends mid-event."""
+    if size == 0:
+        return None
+    tail = b""
+    pos = size
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        tail = os.pread(fd, step, pos) + tail
+        # Need the full last line: a newline before it (or the start of the file).
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        if b"\n" in body or pos == 0:
+            break
+    if not tail.endswith(b"\n"):
+        start = tail.rfind(b"\n") + 1
+        raise TornLog(
+            f"{size - (pos + start)} bytes at the end of the file do not form a complete line",
+            pos + start,
+        )
+    body = tail[:-1]
+    start = body.rfind(b"\n") + 1
+    try:
+        event = parse_line(body[start:])
+    except (ValueError, TypeError) as exc:
+        raise TornLog(f"the last line is not an audit event ({exc})", pos + start) from None
+    if not isinstance(event.seq, int) or not event.hash:
+        raise TornLog("the last line is an event without seq/hash", pos + start)
+    return event

@@ -1,0 +1,234 @@
+"""Reading the trail: time expressions, opening a sink by URL, and the CLI's compact formatting.
+
+Everything here is shared by the sinks (time normalisation, URL display) and by ``runbook audit``;
+none of it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from runbook.audit.events import AuditEvent, AuditQuery, VerifyReport
+
+if TYPE_CHECKING:
+    from runbook.audit.events import AuditSink
+    from runbook.plugins import Plugins
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*(?:ago)?\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+# -- time ---------------------------------------------------------------------------------------
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive datetime is read as UTC (the trail is written in UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """``--since``/``--until`` values: ISO-8601 or an age (``30m``, ``2h``, ``7d``, ``1w`` ago).
+
+    A date alone means its midnight UTC; a date-time without an offset is UTC. ``now`` is injected
+    so relative forms are testable and consistent within one command.
+    """
+    raw = text.strip()
+    if raw.lower() == "now":
+        return to_utc(now)
+    match = _RELATIVE.match(raw)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        return to_utc(now) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            day = date.fromisoformat(raw)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return to_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        pass
+    raise ValueError(
+        f"invalid time {text!r}: use ISO-8601 (2026-11-23, 2026-11-23T14:05:00Z, "
+        "2026-11-23T15:05:00+01:00) or an age such as 90s, 30m, 2h, 7d, 1w"
+    )
+
+
+def normalize_at(at: str) -> str | None:
+    """An event's ``at`` as fixed-width UTC text, so string order is time order (SQL indexes)."""
+    try:
+        return format_utc(datetime.fromisoformat(at))
+    except (TypeError, ValueError):
+        return None
+
+
+def format_utc(value: datetime) -> str:
+    return to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def matches(query: AuditQuery, event: AuditEvent) -> bool:
+    """``AuditQuery.matches`` with time zones normalised: naive bounds and ``Z`` suffixes are UTC,
+    and an event whose ``at`` cannot be read never matches a time bound (instead of raising)."""
+    if query.since is None and query.until is None:
+        return query.matches(event)
+    if not AuditQuery(query.run_id, query.step, query.kind, query.actor).matches(event):
+        return False
+    try:
+        at = to_utc(datetime.fromisoformat(event.at))
+    except (TypeError, ValueError):
+        return False
+    if query.since is not None and at < to_utc(query.since):
+        return False
+    return not (query.until is not None and at > to_utc(query.until))
+
+
+def explain_gap(
+    report: VerifyReport,
+    failing: AuditEvent | None,
+    previous_seq: int,
+    remaining: Iterable[AuditEvent],
+) -> VerifyReport:
+    """Tell a reordering from a removal: ``verify_chain`` sees a gap at the first event out of
+    place; if the missing event turns up later in the sink, it was moved, not removed. Only runs on
+    a broken chain, so an intact one is still read once."""
+    if report.ok or failing is None or failing.seq is None or failing.seq <= previous_seq + 1:
+        return report
+    missing = previous_seq + 1
+    for later in remaining:
+        if later.seq == missing:
+            return VerifyReport(
+                False,
+                report.checked,
+                failing.seq,
+                f"events were reordered: event {failing.seq} ({failing.kind}) is stored before "
+                f"event {missing}, right after event {previous_seq}",
+            )
+    return report
+
+
+# -- sinks --------------------------------------------------------------------------------------
+
+
+def open_sink(url: str, plugins: Plugins | None = None, **options: Any) -> AuditSink:
+    """The sink serving ``url``'s scheme, from the built-ins or any installed plugin."""
+    if plugins is None:
+        from runbook.plugins import Plugins
+
+        plugins = Plugins()
+    return plugins.open("audit", url, **options)
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages: a password in it (``postgresql://u:pw@h/db``) becomes ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+            return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+    return url
+
+
+def resolve_url(url: str, base: Path) -> str:
+    """Make a relative ``jsonl://`` or ``sqlite:///`` path relative to ``base`` (config folder).
+
+    Sinks resolve relative paths against the working directory; a caller that read the URL from a
+    configuration file calls this first so ``runbook audit`` finds the same file from any folder.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme == "jsonl" and rest and not rest.startswith("/"):
+        return f"jsonl://{(base / rest).resolve()}"
+    if scheme == "sqlite" and not rest.startswith("//"):
+        # sqlite:///rel.db is relative, sqlite:////abs.db absolute; bare sqlite:// is the default
+        # run store file (SQLAlchemy's convention, which the run store's URLs follow too).
+        from runbook.audit.sqlite import DEFAULT_DB
+
+        relative = rest[1:] if rest.startswith("/") else (rest or DEFAULT_DB)
+        return f"sqlite:///{(base / relative).resolve()}"
+    return url
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+# The data keys worth a glance in a one-line listing, in the order an operator reads them.
+_DETAIL_KEYS = (
+    "error",
+    "duration_ms",
+    "attempt",
+    "lock",
+    "fencing_token",
+    "approver",
+    "comment",
+    "reason",
+    "target",
+    "status",
+)
+_DETAIL_WIDTH = 70
+
+
+def _detail(event: AuditEvent) -> str:
+    parts: list[str] = []
+    data = event.data or {}
+    for key in _DETAIL_KEYS:
+        if key not in data or data[key] in (None, ""):
+            continue
+        value = data[key]
+        if key == "duration_ms" and isinstance(value, int | float):
+            parts.append(f"{value / 1000:.1f}s" if value >= 1000 else f"{value:.0f}ms")
+        elif key == "error":
+            parts.append(" ".join(str(value).split()))
+        else:
+            parts.append(f"{key}={value}")
+    text = "  ".join(parts)
+    return text if len(text) <= _DETAIL_WIDTH else text[: _DETAIL_WIDTH - 1] + "…"
+
+
+def _short_at(at: str) -> str:
+    try:
+        return to_utc(datetime.fromisoformat(at)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return at or "?"
+
+
+def format_table(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """One line per event: seq, time (UTC), run, kind, step, actor, the most telling data.
+
+    Columns are sized to the events shown, so the listing is read like ``git log --oneline``.
+    """
+    rows = [
+        (
+            str(e.seq if e.seq is not None else "?"),
+            _short_at(e.at),
+            e.run_id,
+            e.kind,
+            e.step or "-",
+            e.actor or "-",
+            _detail(e),
+        )
+        for e in events
+    ]
+    if not rows:
+        return
+    header = ("SEQ", "AT (UTC)", "RUN", "KIND", "STEP", "ACTOR", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
+    for row in [header, *rows]:
+        cells = [row[0].rjust(widths[0])]
+        cells += [row[i].ljust(widths[i]) for i in range(1, 6)]
+        yield ("  ".join(cells) + "  " + row[6]).rstrip()
+
+
+def events_json(events: Iterable[AuditEvent]) -> str:
+    """A JSON array of events, every field included, for ``--json`` and for piping to ``jq``."""
+    return json.dumps([e.to_dict() for e in events], indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,292 @@
+"""``sqlite://``: the audit trail as a table in the run store's database, queryable with SQL.
+
+``sqlite:///rel/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute
+(SQLAlchemy's convention, as the run store's URLs); bare ``sqlite://`` is the default run store file
+``.runbook/runbook.db``. The table is ``audit_events``; the run store's own tables live beside it.
+
+Each row keeps the event's canonical JSON (the bytes the hash was computed over) next to indexed
+copies of ``run_id``, ``step``, ``kind``, ``actor`` and ``at``. Queries filter on the columns;
+``verify`` trusts only the JSON and also checks every column against it, so an ``UPDATE`` of any
+column, a ``DELETE``, an ``INSERT`` or rows swapped are all reported.
+
+An append runs in a ``BEGIN IMMEDIATE`` transaction (the write lock is taken before the last row
+is read), so processes sharing the file chain one after the other; ``synchronous=FULL`` makes the
+event durable when ``append`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from runbook.audit.events import (
+    GENESIS,
+    AuditEvent,
+    AuditQuery,
+    VerifyReport,
+    canonical_json,
+    event_hash,
+    verify_chain,
+)
+from runbook.audit.query import format_utc, normalize_at, safe_url
+from runbook.errors import AuditError
+
+DEFAULT_DB = ".runbook/runbook.db"
+BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before append fails
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq       INTEGER PRIMARY KEY,
+    run_id    TEXT NOT NULL,
+    step      TEXT,
+    kind      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    at        TEXT,            -- UTC, fixed width: text order is time order
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    event     TEXT NOT NULL    -- canonical JSON: the bytes the hash covers
+);
+CREATE INDEX IF NOT EXISTS audit_events_run_id ON audit_events (run_id);
+CREATE INDEX IF NOT EXISTS audit_events_kind ON audit_events (kind);
+CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor);
+CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
+"""
+
+_COLUMNS = ("run_id", "step", "kind", "actor", "at", "prev_hash", "hash")
+
+
+def _truthy(value: object) -> bool:
+    return str(value).lower() in {"1", "true", "yes", "on"}
+
+
+def sqlite_path(url: str) -> str:
+    """The database file named by a ``sqlite://`` URL (see the module docstring)."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    if not rest:
+        return DEFAULT_DB
+    return rest[1:] if rest.startswith("/") else rest
+
+
+class SqliteSink:
+    """The ``audit_events`` table of a SQLite file; see the module docstring."""
+
+    queryable = True
+
+    def __init__(self, url: str, path: str, *, best_effort: bool = False) -> None:
+        self.url = url
+        self.path = path
+        self.best_effort = best_effort
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str, best_effort: bool = False, **_options: Any) -> SqliteSink:
+        path = sqlite_path(url)
+        if path == ":memory:":
+            raise AuditError(
+                f"audit sink {url}: an in-memory database is private to one "
+                "connection; use memory:// for an in-process trail"
+            )
+        return cls(url, path, best_effort=_truthy(best_effort))
+
+    def _error(self, action: str, exc: BaseException) -> AuditError:
+        return AuditError(f"audit sink {safe_url(self.url)} {action}: {type(exc).__name__}: {exc}")
+
+    def _connect(self) -> sqlite3.Connection:
+        """The writer connection, creating the database and the table on first use."""
+        if self._conn is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                pass  # another connection is mid-transaction; the file keeps its journal mode
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """A read-only connection of its own, so a long listing streams rows without blocking
+        appends (WAL gives it a consistent snapshot) and never creates the database."""
+        if not Path(self.path).exists():
+            return None
+        uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False)
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'"
+        ).fetchone()
+        if row is None:
+            conn.close()
+            return None
+        return conn
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        with self._lock:
+            try:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    last = conn.execute(
+                        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+                    ).fetchone()
+                    stored = event.chained(last[0] + 1 if last else 1, last[1] if last else GENESIS)
+                    conn.execute(
+                        "INSERT INTO audit_events (seq, run_id, step, kind, actor, at, prev_hash,"
+                        " hash, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            stored.seq,
+                            stored.run_id,
+                            stored.step,
+                            stored.kind,
+                            stored.actor,
+                            normalize_at(stored.at),
+                            stored.prev_hash,
+                            stored.hash,
+                            canonical_json(stored.to_dict()),
+                        ),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return stored
+            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+                raise self._error("failed", exc) from exc
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
+        """Filtered by SQL on the indexed columns, in chain order; the JSON is what is returned."""
+        sql, args = select_sql(query or AuditQuery())
+        try:
+            conn = self._reader()
+            if conn is None:
+                return
+            with closing(conn):
+                for (text,) in conn.execute(sql, args):
+                    try:
+                        yield AuditEvent.from_dict(json.loads(text))
+                    except (ValueError, TypeError) as exc:
+                        raise AuditError(
+                            f"audit sink {safe_url(self.url)} holds a row that is not an audit "
+                            f"event ({exc}); run `runbook audit verify`"
+                        ) from None
+        except sqlite3.Error as exc:
+            raise self._error("cannot be read", exc) from exc
+
+    def verify(self) -> VerifyReport:
+        try:
+            conn = self._reader()
+            if conn is None:
+                return VerifyReport(True, 0)
+            with closing(conn):
+                return _verify_rows(
+                    conn.execute(
+                        f"SELECT seq, {', '.join(_COLUMNS)}, event FROM audit_events ORDER BY seq"
+                    )
+                )
+        except sqlite3.Error as exc:
+            raise self._error("cannot be read", exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"SqliteSink({self.url!r})"
+
+
+def select_sql(query: AuditQuery) -> tuple[str, list[Any]]:
+    """The SELECT serving a query: filters are WHERE clauses (run_id, kind, actor, at indexed)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column in ("run_id", "step", "kind", "actor"):
+        value = getattr(query, column)
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since is not None:
+        where.append("at >= ?")
+        args.append(format_utc(query.since))
+    if query.until is not None:
+        where.append("at <= ?")
+        args.append(format_utc(query.until))
+    sql = "SELECT event FROM audit_events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    # A time range on a trail sorted by seq: left alone, SQLite scans the whole table in rowid
+    # order to skip the sort. ``+seq`` tells it to use the ``at`` index and sort the few matches.
+    timed = query.since is not None or query.until is not None
+    sql += " ORDER BY +seq" if timed else " ORDER BY seq"
+    if query.limit:
+        sql += " LIMIT ?"
+        args.append(int(query.limit))
+    return sql, args
+
+
+def _verify_rows(rows: Any) -> VerifyReport:
+    """The chain over the stored JSON, plus every indexed column checked against that JSON."""
+    mismatch: list[VerifyReport] = []
+    position = 0
+
+    def stream() -> Iterator[AuditEvent]:
+        nonlocal position
+        for row in rows:
+            position += 1
+            seq, text = row[0], row[-1]
+            try:
+                event = AuditEvent.from_dict(json.loads(text))
+            except (ValueError, TypeError) as exc:
+                mismatch.append(
+                    VerifyReport(False, position, seq, f"row {seq} is not an audit event: {exc}")
+                )
+                return
+            if event.hash != event_hash(event):
+                yield event  # verify_chain names it as edited
+                return
+            if event.seq != seq:
+                mismatch.append(
+                    VerifyReport(
+                        False,
+                        position,
+                        seq,
+                        f"row {seq} holds the event hashed as seq {event.seq}: rows were "
+                        "renumbered, swapped or inserted",
+                    )
+                )
+                return
+            stored = dict(zip(_COLUMNS, row[1:-1], strict=True))
+            expected = {c: getattr(event, c) for c in _COLUMNS}
+            expected["at"] = normalize_at(event.at)
+            for column in _COLUMNS:
+                if stored[column] != expected[column]:
+                    mismatch.append(
+                        VerifyReport(
+                            False,
+                            position,
+                            seq,
+                            f"event {seq} ({event.kind}) was edited: column {column} is "
+                            f"{stored[column]!r} but the hashed event says {expected[column]!r}",
+                        )
+                    )
+                    return
+            yield event
+
+    report = verify_chain(stream())
+    if not report.ok:
+        return report
+    return mismatch[0] if mismatch else report

@@ -1,0 +1,46 @@
+"""The ``runbook`` command line. Each command group lives in its own module, registered here."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from runbook import __version__
+
+# Modules that define ``COMMANDS``: a list of click commands or groups.
+COMMAND_MODULES = (
+    "runbook.cli.exec_",
+    "runbook.cli.inspect",
+    "runbook.cli.runs",
+    "runbook.cli.audit",
+    "runbook.cli.locks",
+    "runbook.cli.notify",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="runbook")
+def cli() -> None:
+    """Run safety-critical operations written as plain Python step functions."""
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        for command in getattr(module, "COMMANDS", ()):
+            cli.add_command(command)
+    # Plugins may add commands too (runbook_cli_commands hook).
+    from runbook.plugins import Plugins
+
+    try:
+        Plugins().hook.runbook_cli_commands(group=cli)
+    except Exception as exc:  # a broken plugin must not take the whole CLI down
+        click.echo(f"runbook: warning: plugin CLI commands not loaded: {exc}", err=True)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="runbook")

@@ -1,0 +1,427 @@
+"""Commands that look without running: ``list`` (collect only), ``graph`` and ``plugins``.
+
+They import the runbook (which runs its module-level code, like pytest's ``--collect-only``) but
+open no store, take no lock and call no step, so they are safe to point at a production runbook.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runbook.cli.common import config_option, handle_errors, load_config
+from runbook.collect import Runbook, StepDef, load
+from runbook.errors import UsageError
+from runbook.params import ParamSpec, _describe_choices
+
+FORMATS = ("text", "mermaid", "dot")
+NL, BACKSLASH_N = "\n", "\\n"
+
+
+def plugin_option(func: Any) -> Any:
+    return click.option(
+        "-P",
+        "--plugin",
+        "plugin_modules",
+        multiple=True,
+        metavar="MODULE",
+        help="Load this plugin module too (repeatable), in addition to config `plugins`.",
+    )(func)
+
+
+def _plugins(config: Any, extra: Iterable[str]) -> Any:
+    from runbook.plugins import Plugins
+
+    return Plugins(extra=[*(getattr(config, "plugins", None) or ()), *extra])
+
+
+def collect(path: Path, config_path: Path | None, plugin_modules: Iterable[str]) -> Runbook:
+    """Load a runbook with the plugins its project configures (they may provide resources)."""
+    if not path.is_file():
+        raise UsageError(f"no such runbook file: {path}")
+    config = load_config(path.resolve().parent, config_path)
+    return load(path, plugins=_plugins(config, plugin_modules))
+
+
+# -- describing steps and params -------------------------------------------------------------
+
+
+def approval_text(step: StepDef) -> str | None:
+    approval = step.options.approval
+    if approval is None:
+        return None
+    parts = []
+    if approval.min > 1:
+        parts.append(f"min {approval.min}")
+    if not approval.allow_self:
+        parts.append("not self")
+    if approval.approvers:
+        parts.append("by " + ", ".join(approval.approvers))
+    return "approval" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def step_facts(step: StepDef) -> list[str]:
+    """The short facts ``list`` and ``exec --dry-run`` show after a step's name."""
+    o = step.options
+    facts: list[str] = []
+    if step.deps:
+        facts.append("needs " + ", ".join(step.deps))
+    if step.after:
+        facts.append("after " + ", ".join(step.after))
+    if o.when is not None:
+        facts.append("when")
+    if gate := approval_text(step):
+        facts.append(gate)
+    if o.lock:
+        facts.append(f"lock {o.lock}")
+    if step.rollback is not None:
+        facts.append(f"rollback {step.rollback.func.__name__}")
+    elif o.reversible:
+        facts.append("reversible (no rollback!)")
+    if o.retries:
+        facts.append(f"retries {o.retries} (backoff {o.backoff:g}s)")
+    if o.timeout:
+        facts.append(f"timeout {o.timeout:g}s")
+    if not o.required:
+        facts.append("not required")
+    if o.idempotent:
+        facts.append("idempotent")
+    if o.tags:
+        facts.append("tags " + ", ".join(o.tags))
+    return facts
+
+
+def step_dict(step: StepDef, level: int) -> dict[str, Any]:
+    o = step.options
+    approval = None
+    if o.approval is not None:
+        approval = {
+            "min": o.approval.min,
+            "allow_self": o.approval.allow_self,
+            "approvers": list(o.approval.approvers),
+        }
+    return {
+        "name": step.name,
+        "kind": step.kind,
+        "level": level,
+        "deps": list(step.deps),
+        "after": list(step.after),
+        "when": o.when is not None,
+        "approval": approval,
+        "lock": o.lock,
+        "rollback": step.rollback.func.__name__ if step.rollback else None,
+        "reversible": step.reversible,
+        "retries": o.retries,
+        "backoff": o.backoff,
+        "timeout": o.timeout,
+        "required": o.required,
+        "idempotent": o.idempotent,
+        "tags": list(o.tags),
+        "group": step.group,
+        "async": step.is_async,
+        "file": o.file,
+        "line": o.line,
+        "doc": (step.func.__doc__ or "").strip().splitlines()[0] if step.func.__doc__ else "",
+    }
+
+
+def param_dict(spec: ParamSpec) -> dict[str, Any]:
+    default: Any = None
+    if not spec.required:
+        default = "***" if spec.secret else spec.default
+    choices = None
+    if spec.choices is not None:
+        choices = (
+            _describe_choices(spec.choices)
+            if isinstance(spec.choices, range)
+            else [c for c in spec.choices]  # type: ignore[attr-defined]
+        )
+    return {
+        "name": spec.name,
+        "type": spec.type_name,
+        "required": spec.required,
+        "default": default,
+        "choices": choices,
+        "secret": spec.secret,
+        "env": spec.env,
+        "help": spec.help,
+    }
+
+
+def step_levels(rb: Runbook) -> dict[str, int]:
+    return {name: i + 1 for i, level in enumerate(rb.levels()) for name in level}
+
+
+def runbook_dict(rb: Runbook) -> dict[str, Any]:
+    levels = step_levels(rb)
+    return {
+        "runbook": str(rb.path),
+        "name": rb.name,
+        "doc": rb.doc,
+        "sha256": rb.sha256,
+        "lock": rb.lock,
+        "params": [param_dict(p) for p in rb.params.values()],
+        "resources": [
+            {"name": r.name, "origin": r.origin, "line": r.line} for r in rb.resources.values()
+        ],
+        "levels": rb.levels(),
+        "steps": [step_dict(s, levels[s.name]) for s in rb.steps.values()],
+    }
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return [
+        indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+
+
+def render_list(rb: Runbook) -> list[str]:
+    title = rb.doc.splitlines()[0] if rb.doc else ""
+    lines = [f"runbook {rb.path}" + (f": {title}" if title else "")]
+    if rb.lock:
+        lines.append(f"run lock: {rb.lock}")
+    lines.append("")
+    lines.append(f"params ({len(rb.params)}):")
+    rows = []
+    for spec in rb.params.values():
+        d = param_dict(spec)
+        default = "required" if spec.required else f"default {spec.describe_default()}"
+        extra = []
+        if d["choices"] is not None:
+            shown = (
+                d["choices"]
+                if isinstance(d["choices"], str)
+                else ", ".join(map(repr, d["choices"]))
+            )
+            extra.append(f"choices {shown}")
+        if spec.secret:
+            extra.append("secret")
+        if spec.env:
+            extra.append(f"${spec.env}")
+        rows.append([spec.name, spec.type_name, default, " ".join(extra), spec.help])
+    lines += _table(rows) if rows else ["  (none)"]
+    if rb.resources:
+        lines.append("")
+        lines.append(f"resources ({len(rb.resources)}):")
+        lines += _table([[r.name, f"{r.origin}:{r.line}"] for r in rb.resources.values()])
+    lines.append("")
+    lines.append(f"steps ({len(rb.steps)}, in order):")
+    levels = step_levels(rb)
+    rows = [
+        [f"{levels[s.name]}", s.name, s.kind, " · ".join(step_facts(s))] for s in rb.steps.values()
+    ]
+    lines += _table(rows) if rows else ["  (none)"]
+    return lines
+
+
+# -- graph renderers -------------------------------------------------------------------------
+
+
+def _edges(rb: Runbook) -> list[tuple[str, str, str]]:
+    """(from, to, kind) with kind ``data`` or ``after``, in step order."""
+    out = []
+    for step in rb.steps.values():
+        out += [(dep, step.name, "data") for dep in step.deps]
+        out += [(dep, step.name, "after") for dep in step.after]
+    return out
+
+
+def _node_text(step: StepDef) -> str:
+    if step.kind == "probe":
+        return f"({step.name})"
+    if step.options.approval is not None:
+        return f"<{step.name}>"
+    return f"[{step.name}]"
+
+
+def render_text(rb: Runbook) -> list[str]:
+    levels = rb.levels()
+    lines = [f"{rb.name}: {len(rb.steps)} steps in {len(levels)} levels"]
+    for i, level in enumerate(levels, 1):
+        if i > 1:
+            lines.append("   │")
+            lines.append("   ▼")
+        nodes = "  ".join(_node_text(rb.steps[n]) for n in level)
+        lines.append(f"{i:>2} {nodes}")
+    edges = _edges(rb)
+    rollbacks = [(s.name, s.rollback.func.__name__) for s in rb.steps.values() if s.rollback]
+    if edges or rollbacks:
+        lines.append("")
+        lines.append("edges:")
+        width = max((len(a) for a, _, _ in edges), default=0)
+        for a, b, kind in edges:
+            arrow = "──▶" if kind == "data" else "┄┄▶"
+            lines.append(
+                f"  {a.ljust(width)} {arrow} {b}" + ("  (after)" if kind == "after" else "")
+            )
+        for name, undo in rollbacks:
+            lines.append(f"  {name.ljust(width)} ↺   {undo}  (rollback)")
+    locks = [(s.name, s.options.lock) for s in rb.steps.values() if s.options.lock]
+    if rb.lock or locks:
+        lines.append("")
+        lines.append(
+            "locks: "
+            + ", ".join(
+                ([f"run: {rb.lock}"] if rb.lock else []) + [f"{n}: {lk}" for n, lk in locks]
+            )
+        )
+    lines.append("")
+    lines.append("legend: [step]  (probe)  <approval gate>  ──▶ data  ┄┄▶ after  ↺ rollback")
+    return lines
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _label(step: StepDef, newline: str) -> str:
+    parts = [step.name]
+    if step.options.approval is not None:
+        parts.append(approval_text(step) or "approval")
+    if step.options.lock:
+        parts.append(f"lock {step.options.lock}")
+    return newline.join(parts)
+
+
+def render_mermaid(rb: Runbook) -> list[str]:
+    ids = {name: f"s{i}" for i, name in enumerate(rb.steps)}
+    lines = ["flowchart TD"]
+    for name, step in rb.steps.items():
+        text = _label(step, "<br/>").replace('"', "#quot;")
+        if step.kind == "probe":
+            shape = f'(["{text}"])'  # stadium: read-only
+        elif step.options.approval is not None:
+            shape = f'{{{{"{text}"}}}}'  # hexagon: a human gate
+        else:
+            shape = f'["{text}"]'
+        lines.append(f"    {ids[name]}{shape}")
+        css = (
+            "probe"
+            if step.kind == "probe"
+            else ("gate" if step.options.approval is not None else "step")
+        )
+        lines.append(f"    class {ids[name]} {css}")
+    for a, b, kind in _edges(rb):
+        lines.append(f"    {ids[a]} {'-->' if kind == 'data' else '==>|after|'} {ids[b]}")
+    for i, (name, step) in enumerate((n, s) for n, s in rb.steps.items() if s.rollback):
+        rid = f"r{i}"
+        undo = step.rollback.func.__name__ if step.rollback else ""
+        lines.append(f'    {rid}[/"↺ {undo}"/]')
+        lines.append(f"    class {rid} rollback")
+        lines.append(f"    {ids[name]} -.->|rollback| {rid}")
+    lines += [
+        "    classDef step fill:#eef4ff,stroke:#4a6fa5",
+        "    classDef probe fill:#f0fff0,stroke:#4a9a4a,stroke-dasharray:2 2",
+        "    classDef gate fill:#fff4e0,stroke:#d08000,stroke-width:2px",
+        "    classDef rollback fill:#fff0f0,stroke:#b04040,stroke-dasharray:5 5",
+    ]
+    return lines
+
+
+def render_dot(rb: Runbook) -> list[str]:
+    lines = [
+        f'digraph "{_quote(rb.name)}" {{',
+        "    rankdir=TB;",
+        '    node [shape=box, style="rounded,filled", fillcolor="#eef4ff", fontname="Helvetica"];',
+    ]
+    for name, step in rb.steps.items():
+        attrs = [f'label="{_quote(_label(step, NL)).replace(NL, BACKSLASH_N)}"']
+        if step.kind == "probe":
+            attrs += ["shape=ellipse", 'style="dashed,filled"', 'fillcolor="#f0fff0"']
+        elif step.options.approval is not None:
+            attrs += ["shape=hexagon", 'fillcolor="#fff4e0"', "penwidth=2"]
+        lines.append(f'    "{_quote(name)}" [{", ".join(attrs)}];')
+    for level in rb.levels():
+        if len(level) > 1:
+            lines.append("    { rank=same; " + " ".join(f'"{_quote(n)}";' for n in level) + " }")
+    for a, b, kind in _edges(rb):
+        style = "" if kind == "data" else ' [style=bold, label="after"]'
+        lines.append(f'    "{_quote(a)}" -> "{_quote(b)}"{style};')
+    for name, step in rb.steps.items():
+        if step.rollback:
+            node = f"rollback:{step.rollback.func.__name__}"
+            lines.append(
+                f'    "{_quote(node)}" [label="↺ {_quote(step.rollback.func.__name__)}", '
+                'shape=note, style="dashed,filled", fillcolor="#fff0f0"];'
+            )
+            lines.append(
+                f'    "{_quote(name)}" -> "{_quote(node)}" '
+                '[style=dashed, arrowhead=empty, label="rollback"];'
+            )
+    lines.append("}")
+    return lines
+
+
+RENDERERS = {"text": render_text, "mermaid": render_mermaid, "dot": render_dot}
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@click.command("list")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@plugin_option
+@config_option
+@handle_errors
+def list_cmd(
+    path: Path, as_json: bool, plugin_modules: tuple[str, ...], config_path: Path | None
+) -> None:
+    """Collect a runbook without running it: params, resources, steps with gates and rollbacks."""
+    rb = collect(path, config_path, plugin_modules)
+    if as_json:
+        click.echo(json.dumps(runbook_dict(rb), indent=2, default=repr))
+        return
+    for line in render_list(rb):
+        click.echo(line)
+
+
+@click.command("graph")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for a terminal, mermaid for Markdown, dot for Graphviz.",
+)
+@plugin_option
+@config_option
+@handle_errors
+def graph_cmd(
+    path: Path, fmt: str, plugin_modules: tuple[str, ...], config_path: Path | None
+) -> None:
+    """Draw the step DAG: parallel levels, data and ordering edges, gates, probes, rollbacks."""
+    rb = collect(path, config_path, plugin_modules)
+    for line in RENDERERS[fmt](rb):
+        click.echo(line)
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@plugin_option
+@config_option
+@handle_errors
+def plugins_cmd(as_json: bool, plugin_modules: tuple[str, ...], config_path: Path | None) -> None:
+    """List loaded plugins, where each comes from, and the hooks it implements."""
+    config = load_config(None, config_path)
+    infos = _plugins(config, plugin_modules).describe()
+    if as_json:
+        data = [{"name": i.name, "source": i.source, "hooks": list(i.hooks)} for i in infos]
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = [
+        [i.name, i.source, ", ".join(h.removeprefix("runbook_") for h in i.hooks)] for i in infos
+    ]
+    for line in _table([["plugin", "source", "hooks"], *rows], indent=""):
+        click.echo(line)
+
+
+COMMANDS = [list_cmd, graph_cmd, plugins_cmd]

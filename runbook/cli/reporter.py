@@ -1,0 +1,252 @@
+"""The terminal reporter: pytest-like output for a run, as an ordinary lifecycle-hook plugin.
+
+It registers on the Runner's plugin manager like any outside plugin would, so everything it shows
+is also available to a plugin author. Hooks may be called from the event loop or from worker
+threads: each one formats a line and writes it under a lock, nothing slower.
+
+Colour and the single updating progress line are used only when the output is a terminal; a log
+file or CI gets plain lines, one per event, and progress at most once per 10% or message change.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+import click
+
+from runbook.hookspecs import hookimpl
+
+# Status of a step -> (symbol, colour) for its line.
+SYMBOLS: Mapping[str, tuple[str, str | None]] = {
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "skipped": ("↷", "yellow"),
+    "awaiting_approval": ("⏸", "cyan"),
+    "rolled_back": ("↺", "magenta"),
+    "rollback_failed": ("✗", "red"),
+    "cancelled": ("⊘", "yellow"),
+    "denied": ("✗", "red"),
+    "planned": ("·", "blue"),
+    "pending": ("·", None),
+    "running": ("…", None),
+}
+
+# The order of the summary line; anything else follows in the order seen.
+SUMMARY_ORDER = (
+    "succeeded",
+    "planned",
+    "failed",
+    "skipped",
+    "awaiting_approval",
+    "denied",
+    "cancelled",
+    "rolled_back",
+    "rollback_failed",
+    "pending",
+    "running",
+)
+
+_DIGITS = re.compile(r"\d+(\.\d+)?")
+
+RUN_COLOURS = {
+    "succeeded": "green",
+    "paused": "cyan",
+    "failed": "red",
+    "rolled_back": "red",
+    "rollback_failed": "red",
+    "cancelled": "yellow",
+}
+
+
+def label(status: str) -> str:
+    """``rolled_back`` -> ``rolled back``: statuses read as words in human output."""
+    return status.replace("_", " ")
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def summarize(counts: Mapping[str, int]) -> str:
+    """``{"succeeded": 4, "skipped": 1}`` -> ``4 succeeded, 1 skipped`` in a stable order."""
+    order = [s for s in SUMMARY_ORDER if counts.get(s)] + [
+        s for s in counts if s not in SUMMARY_ORDER and counts[s]
+    ]
+    return ", ".join(f"{counts[s]} {label(s)}" for s in order) or "no steps"
+
+
+class TerminalReporter:
+    """Writes the header, one line per finished step or rollback, progress and the summary.
+
+    ``color``/``tty`` default to whether ``out`` is a terminal. ``names`` (the runbook's step names)
+    only lets the step column line up from the first line on.
+    """
+
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        *,
+        color: bool | None = None,
+        tty: bool | None = None,
+        names: list[str] | None = None,
+        quiet_steps: bool = False,
+    ) -> None:
+        self.out = out if out is not None else sys.stdout
+        isatty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.tty = isatty if tty is None else tty
+        self.color = self.tty if color is None else color
+        self.width = max((len(n) for n in names or ()), default=0)
+        # In dry-run the exec command prints the plan itself, so the per-step lines are noise.
+        self.quiet_steps = quiet_steps
+        self.run: Any = None
+        self._lock = threading.Lock()
+        self._progress_line = False  # an updating line is on screen (TTY only)
+        self._last_progress: dict[str | None, tuple[str, int | None]] = {}
+        self._started = time.monotonic()
+
+    # -- output primitives --------------------------------------------------------------------
+
+    def _style(self, text: str, fg: str | None = None, bold: bool = False) -> str:
+        if not self.color or (fg is None and not bold):
+            return text
+        return click.style(text, fg=fg, bold=bold)
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            if self._progress_line:
+                # Clear the updating progress line before a normal line takes its place.
+                self.out.write("\r\x1b[2K")
+                self._progress_line = False
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def _step_line(self, symbol_status: str, step: str, detail: str = "") -> str:
+        symbol, fg = SYMBOLS.get(symbol_status, ("·", None))
+        name = step.ljust(self.width) if detail else step
+        text = f"{self._style(symbol, fg, bold=True)} {name}"
+        return f"{text}  {detail}" if detail else text
+
+    # -- lifecycle hooks ----------------------------------------------------------------------
+
+    @hookimpl
+    def runbook_run_started(self, run: Any) -> None:
+        self.run = run
+        self._started = time.monotonic()
+        parts = [
+            f"runbook {run.runbook}",
+            f"env {run.env}",
+            f"actor {run.actor}",
+            f"run {run.run_id}",
+        ]
+        if getattr(run, "resumed", False):
+            parts.append("resumed")
+        if getattr(run, "dry_run", False):
+            parts.append("DRY RUN")
+        self._write(self._style(" · ".join(parts), bold=True))
+
+    @hookimpl
+    def runbook_step_started(self, run: Any, step: str, attempt: int) -> None:
+        if attempt > 1 and not self.quiet_steps:
+            self._write(self._step_line("running", step, f"retrying (attempt {attempt})"))
+
+    @hookimpl
+    def runbook_step_finished(self, run: Any, step: str, result: Any) -> None:
+        if self.quiet_steps:
+            return
+        status = result.status
+        if status == "succeeded":
+            detail = format_duration(result.duration)
+            if result.attempts and result.attempts > 1:
+                detail += f" (attempt {result.attempts})"
+        elif status == "skipped":
+            detail = f"skipped ({result.reason})" if result.reason else "skipped"
+        elif status == "awaiting_approval":
+            detail = "awaiting approval"
+        elif status == "failed":
+            detail = first_line(result.error) or "failed"
+        elif status == "denied":
+            detail = f"denied: {first_line(result.reason or result.error)}".rstrip(": ")
+        else:
+            reason = first_line(result.reason or result.error)
+            detail = label(status) + (f" ({reason})" if reason else "")
+        self._write(self._step_line(status, step, detail))
+
+    @hookimpl
+    def runbook_rollback_finished(self, run: Any, step: str, result: Any) -> None:
+        if result.status == "rolled_back":
+            self._write(self._step_line("rolled_back", step, "rolled back"))
+        else:
+            error = first_line(result.rollback_error or result.error)
+            self._write(self._step_line("rollback_failed", step, f"rollback failed: {error}"))
+
+    @hookimpl
+    def runbook_progress(
+        self, run: Any, step: str | None, message: str, fraction: float | None
+    ) -> None:
+        percent = None if fraction is None else max(0, min(100, int(fraction * 100)))
+        prefix = f"{step}: " if step else ""
+        shown = f"  … {prefix}{message}" + (f" ({percent}%)" if percent is not None else "")
+        if self.tty:
+            with self._lock:
+                self.out.write("\r\x1b[2K" + self._style(shown, "bright_black"))
+                self.out.flush()
+                self._progress_line = True
+            return
+        # Not a terminal: a line only when the 10% bucket or the message's words change, so a
+        # poll loop reporting "attempt 3/40" every second does not flood a CI log.
+        key = (_DIGITS.sub("#", message), None if percent is None else percent // 10)
+        with self._lock:
+            if self._last_progress.get(step) == key:
+                return
+            self._last_progress[step] = key
+        self._write(shown)
+
+    @hookimpl
+    def runbook_run_finished(self, run: Any, result: Any) -> None:
+        duration = result.duration
+        if duration is None:
+            duration = time.monotonic() - self._started
+        status = result.status
+        summary = f"{summarize(result.counts())} in {format_duration(duration)}"
+        head = "dry run" if result.dry_run else f"run {label(status)}"
+        self._write(self._style(f"{head}: {summary}", RUN_COLOURS.get(status), bold=True))
+        if status == "paused":
+            self._paused(result)
+        elif status == "rollback_failed":
+            self._rollback_failed(result)
+        elif status in ("failed", "rolled_back") and result.error:
+            self._write(f"error: {first_line(result.error)}")
+
+    def _paused(self, result: Any) -> None:
+        waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
+        self._write(f"paused: waiting for approval of {', '.join(waiting) or 'a step'}")
+        for name in waiting:
+            self._write(f"  runbook approve {result.run_id} --step {name}")
+        self._write(f"  runbook resume {result.run_id}")
+
+    def _rollback_failed(self, result: Any) -> None:
+        failed = [s for s in result.steps.values() if s.status == "rollback_failed"]
+        self._write(
+            self._style("!! ROLLBACK FAILED: MANUAL INTERVENTION NEEDED !!", "red", bold=True)
+        )
+        for step in failed:
+            why = first_line(step.rollback_error or step.error) or "no detail"
+            self._write(self._style(f"  {step.name}: {why}", "red"))
+        self._write(f"  inspect: runbook show {result.run_id}")

@@ -1,0 +1,77 @@
+"""Time, behind one object, so a test can run a 10-minute bake in no wall time.
+
+Every wait in runbook (backoff, bake, polling, lock waits) goes through a ``Clock``. Step timeouts
+are deadlines kept in a context variable: a clock sleep that would cross the current step's
+deadline sleeps only to the deadline and raises ``StepTimeout``, which is how a timeout fires under
+a fake clock, where nothing ever really waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from runbook.errors import StepTimeout
+
+# (deadline on the clock's monotonic scale, step name, timeout seconds) of the running step.
+DEADLINE: contextvars.ContextVar[tuple[float, str, float] | None] = contextvars.ContextVar(
+    "runbook_deadline", default=None
+)
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Aware UTC datetime."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    async def asleep(self, seconds: float) -> None: ...
+
+
+def remaining(clock: Clock) -> float | None:
+    """Seconds left before the current step's deadline, or None without one."""
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return None
+    return max(0.0, deadline[0] - clock.monotonic())
+
+
+def clip_to_deadline(clock: Clock, seconds: float) -> tuple[float, StepTimeout | None]:
+    """How long a sleep may last, and the timeout to raise after it if it hits the deadline."""
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return seconds, None
+    left = deadline[0] - clock.monotonic()
+    if seconds < left:
+        return seconds, None
+    return max(0.0, left), StepTimeout(f"step {deadline[1]!r} timed out after {deadline[2]:g}s")
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        seconds, timeout = clip_to_deadline(self, seconds)
+        if seconds > 0:
+            time.sleep(seconds)
+        if timeout:
+            raise timeout
+
+    async def asleep(self, seconds: float) -> None:
+        seconds, timeout = clip_to_deadline(self, seconds)
+        await asyncio.sleep(seconds)
+        if timeout:
+            raise timeout

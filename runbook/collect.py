@@ -1,0 +1,385 @@
+"""Collection: import a runbook module by path and turn its decorated functions into a checked DAG.
+
+Everything that can be wrong with a runbook's definition (a cycle, a name that resolves to nothing,
+a duplicate, a rollback for a missing step, a bad option) is found here and raised as one
+``DefinitionError`` naming file and line, before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from runbook import dag
+from runbook.errors import DefinitionError
+from runbook.groups import StepGroup
+from runbook.markers import RESOURCE_ATTR, ROLLBACK_ATTR, STEP_ATTR, StepOptions
+from runbook.params import ParamSpec
+
+CONF_NAME = "runbookconf.py"
+ROOT_MARKERS = ("pyproject.toml", "runbook.toml", ".git")
+# Provided by the engine for every run; plugins add their own resource names on top.
+BUILTINS = frozenset(
+    {"ctx", "params", "env", "shell", "http", "clock", "log", "notify", "router", "injector"}
+)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """How one parameter of a step (or rollback, or ``when``) gets its value."""
+
+    name: str
+    source: str  # "step" (an output), "name" (resource/built-in), "default", "extra"
+    key: str
+    default: Any = inspect.Parameter.empty
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class RollbackDef:
+    func: Callable[..., Any]
+    args: tuple[Arg, ...]
+    is_async: bool
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    func: Callable[..., Any]
+    options: StepOptions
+    args: tuple[Arg, ...]
+    deps: tuple[str, ...]  # data dependencies (step names)
+    after: tuple[str, ...]  # ordering-only dependencies
+    when_args: tuple[Arg, ...] | None = None
+    rollback: RollbackDef | None = None
+    is_async: bool = False
+    group: str | None = None
+    uses: tuple[Callable[..., Any], ...] = ()
+    extra: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.options.kind
+
+    @property
+    def predecessors(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.deps, *self.after)))
+
+    @property
+    def reversible(self) -> bool:
+        return self.options.reversible or self.rollback is not None
+
+    @property
+    def where(self) -> str:
+        return f"{self.options.file}:{self.options.line}"
+
+
+@dataclass(frozen=True)
+class ResourceDef:
+    name: str
+    func: Callable[..., Any]
+    origin: str  # file that defined it
+    line: int | None = None
+
+
+@dataclass
+class Runbook:
+    path: Path
+    name: str
+    doc: str
+    sha256: str
+    module: ModuleType
+    steps: dict[str, StepDef]  # topological order
+    params: dict[str, ParamSpec]
+    resources: dict[str, ResourceDef]
+    lock: str | None = None
+    conftests: tuple[ModuleType, ...] = ()
+    groups: dict[str, StepGroup] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def levels(self) -> list[list[str]]:
+        return dag.levels(list(self.steps), {n: s.predecessors for n, s in self.steps.items()})
+
+    def dependents(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {name: [] for name in self.steps}
+        for name, step in self.steps.items():
+            for pred in step.predecessors:
+                out[pred].append(name)
+        return out
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise DefinitionError("not a Python module", file=str(path))
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # sibling imports work, as in pytest's prepend mode
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except DefinitionError:
+        sys.modules.pop(name, None)
+        raise
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise DefinitionError(f"syntax error: {exc.msg}", file=str(path), line=exc.lineno) from None
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        line = None
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if Path(frame.filename) == path:
+                line = frame.lineno
+        raise DefinitionError(f"import failed: {type(exc).__name__}: {exc}", file=str(path),
+                              line=line) from None
+    return module
+
+
+def find_conftests(folder: Path) -> list[Path]:
+    """``runbookconf.py`` files from the project root down to ``folder`` (outermost first)."""
+    found: list[Path] = []
+    for directory in [folder, *folder.parents]:
+        candidate = directory / CONF_NAME
+        if candidate.is_file():
+            found.append(candidate)
+        if any((directory / marker).exists() for marker in ROOT_MARKERS):
+            break
+    return list(reversed(found))
+
+
+def _resources_of(module: ModuleType, origin: str) -> dict[str, ResourceDef]:
+    out: dict[str, ResourceDef] = {}
+    for value in vars(module).values():
+        spec = getattr(value, RESOURCE_ATTR, None)
+        if spec is not None and callable(value):
+            out[spec.name] = ResourceDef(spec.name, value, origin, spec.line)
+    return out
+
+
+def _analyze(
+    func: Callable[..., Any],
+    steps: Iterable[str],
+    names: frozenset[str],
+    where: tuple[str | None, int | None],
+    *,
+    what: str,
+    extra: Iterable[str] = (),
+    rename: dict[str, str] | None = None,
+) -> tuple[Arg, ...]:
+    """Resolve every parameter of ``func`` to a source, in DESIGN order: outputs, resources,
+    built-ins. A name that resolves to nothing is a definition error unless it has a default."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        raise DefinitionError(f"{what}: cannot read its signature", file=where[0],
+                              line=where[1]) from None
+    step_names = set(steps)
+    extra = set(extra)
+    rename = rename or {}
+    args: list[Arg] = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise DefinitionError(f"{what}: parameter {p.name!r} must be a plain named parameter "
+                                  "(injection is by name)", file=where[0], line=where[1])
+        if p.name in extra:
+            args.append(Arg(p.name, "extra", p.name, p.default))
+        elif p.name in rename:
+            args.append(Arg(p.name, "step", rename[p.name], p.default))
+        elif p.name in step_names:
+            args.append(Arg(p.name, "step", p.name, p.default))
+        elif p.name in names:
+            args.append(Arg(p.name, "name", p.name, p.default))
+        elif p.default is not p.empty:
+            args.append(Arg(p.name, "default", p.name, p.default))
+        else:
+            known = sorted(step_names | names)
+            import difflib
+
+            close = difflib.get_close_matches(p.name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DefinitionError(
+                f"{what}: parameter {p.name!r} is not a step, resource or built-in{hint}",
+                file=where[0], line=where[1])
+    return tuple(args)
+
+
+def _step_name(target: Any) -> str | None:
+    if isinstance(target, str):
+        return target
+    options = getattr(target, STEP_ATTR, None)
+    if options is not None:
+        return options.name or target.__name__
+    return None
+
+
+def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = None) -> Runbook:
+    """Import the runbook at ``path`` and collect it; raise ``DefinitionError`` on any problem."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DefinitionError("no such runbook file", file=str(path))
+    source = path.read_bytes()
+    sha = hashlib.sha256(source).hexdigest()
+    conf_modules: list[ModuleType] = []
+    resources: dict[str, ResourceDef] = {}
+    for conf in find_conftests(path.parent):
+        digest = hashlib.sha256(str(conf).encode()).hexdigest()[:12]
+        mod = _import(conf, f"runbookconf_{digest}")
+        conf_modules.append(mod)
+        resources.update(_resources_of(mod, str(conf)))  # nearer folders override outer ones
+    module = _import(path, f"runbook_{path.stem}_{sha[:12]}")
+    resources.update(_resources_of(module, str(path)))
+
+    if plugins is None:
+        from runbook.plugins import Plugins
+
+        plugins = Plugins()
+    names = frozenset(BUILTINS | set(resources) | set(plugins.resources()) | set(extra_names))
+
+    params: dict[str, ParamSpec] = {}
+    raw_steps: list[tuple[str, Callable[..., Any], StepOptions]] = []
+    groups: dict[str, StepGroup] = {}
+    rollbacks: list[tuple[Callable[..., Any], Any]] = []
+    seen: set[int] = set()
+    for var, value in vars(module).items():
+        if isinstance(value, ParamSpec):
+            if value.name in params and params[value.name] is not value:
+                raise DefinitionError(f"parameter {value.name!r} declared twice", file=str(path))
+            params[value.name] = value
+        elif isinstance(value, StepGroup):
+            groups[var] = value
+        elif callable(value) and id(value) not in seen:
+            if (opts := getattr(value, STEP_ATTR, None)) is not None:
+                seen.add(id(value))
+                raw_steps.append((opts.name or value.__name__, value, opts))
+            if (rb := getattr(value, ROLLBACK_ATTR, None)) is not None:
+                seen.add(id(value))
+                rollbacks.append((value, rb))
+    raw_steps.sort(key=lambda s: (s[2].line or 0))
+
+    # Expand strategy groups into ordinary steps named "<variable>.<local>".
+    group_steps: dict[str, tuple[Any, StepGroup]] = {}
+    aliases: dict[str, str] = {}
+    for var, group in groups.items():
+        local = {gs.name for gs in group.steps}
+        for gs in group.steps:
+            full = f"{var}.{gs.name}"
+            bad = [a for a in gs.after if a not in local]
+            if bad:
+                raise DefinitionError(f"group {var}: step {gs.name} is after unknown {bad}",
+                                      file=group.file, line=group.line)
+            after = tuple(f"{var}.{a}" for a in gs.after) or tuple(group.after)
+            opts = replace(gs.options, name=full, after=after, file=group.file or str(path),
+                           line=group.line)
+            raw_steps.append((full, gs.func, opts))
+            group_steps[full] = (gs, group)
+        if group.steps:
+            aliases[var] = f"{var}.{group.steps[-1].name}"
+
+    all_names = [name for name, _, _ in raw_steps]
+    dupes = sorted({n for n in all_names if all_names.count(n) > 1})
+    if dupes:
+        first = next(o for n, _, o in raw_steps if n == dupes[0])
+        raise DefinitionError(f"duplicate step name {dupes[0]!r}", file=first.file, line=first.line)
+    step_names = set(all_names) | set(aliases)
+
+    rollback_of: dict[str, RollbackDef] = {}
+    for func, rb in rollbacks:
+        target = _step_name(rb.target)
+        if target not in all_names:
+            shown = target if target else repr(rb.target)
+            raise DefinitionError(f"rollback {func.__name__!r} undoes unknown step {shown!r}",
+                                  file=rb.file, line=rb.line)
+        if target in rollback_of:
+            raise DefinitionError(f"step {target!r} has two rollbacks", file=rb.file, line=rb.line)
+        args = _analyze(func, step_names, names, (rb.file, rb.line),
+                        what=f"rollback {func.__name__!r}", rename=aliases)
+        rollback_of[target] = RollbackDef(func, args, inspect.iscoroutinefunction(func),
+                                          rb.file, rb.line)
+
+    steps: dict[str, StepDef] = {}
+    for name, func, opts in raw_steps:
+        where = (opts.file, opts.line)
+        _check_options(name, opts)
+        gs, group = group_steps.get(name, (None, None))
+        extra = gs.extra if gs else ()
+        args = _analyze(func, step_names, names, where, what=f"step {name!r}", rename=aliases,
+                        extra=extra)
+        deps = [a.key for a in args if a.source == "step"]
+        for callback in gs.uses if gs else ():
+            cb_args = _analyze(callback, step_names, names, where, extra=extra, rename=aliases,
+                               what=f"{group.strategy if group else ''} callback "
+                                    f"{getattr(callback, '__name__', callback)!r} of {name}")
+            deps += [a.key for a in cb_args if a.source == "step"]
+        when_args = None
+        if opts.when is not None:
+            if not callable(opts.when):
+                raise DefinitionError(f"step {name!r}: when= must be callable", *where)
+            when_args = _analyze(opts.when, step_names, names, where,
+                                 what=f"when= of step {name!r}", rename=aliases)
+            deps += [a.key for a in when_args if a.source == "step"]
+        after = []
+        for target in opts.after:
+            target_name = aliases.get(str(target), _step_name(target))
+            if target_name not in all_names:
+                raise DefinitionError(f"step {name!r}: after= names unknown step {target!r}",
+                                      *where)
+            after.append(target_name)
+        if name in deps:
+            raise DefinitionError(f"step {name!r} depends on itself", *where)
+        rollback = rollback_of.get(name)
+        if gs is not None and gs.rollback is not None:
+            rollback = RollbackDef(
+                gs.rollback,
+                _analyze(gs.rollback, step_names, names, where, extra=(*extra, "output"),
+                         what=f"rollback of {name!r}", rename=aliases),
+                inspect.iscoroutinefunction(gs.rollback), opts.file, opts.line)
+        steps[name] = StepDef(
+            name=name, func=func, options=opts, args=args, deps=tuple(dict.fromkeys(deps)),
+            after=tuple(dict.fromkeys(a for a in after if a not in deps)), when_args=when_args,
+            rollback=rollback, is_async=inspect.iscoroutinefunction(func),
+            group=name.split(".", 1)[0] if gs else None,
+            uses=gs.uses if gs else (), extra=tuple(extra))
+
+    edges = {n: s.predecessors for n, s in steps.items()}
+    cycle = dag.find_cycle(edges)
+    if cycle:
+        first = steps[cycle[0]]
+        raise DefinitionError(f"dependency cycle: {' -> '.join(cycle)}", file=first.options.file,
+                              line=first.options.line)
+    order = dag.toposort(list(steps), edges)
+    lock = getattr(module, "lock", None)
+    if lock is not None and not isinstance(lock, str):
+        raise DefinitionError(f"module-level lock must be a string template, got {lock!r}",
+                              file=str(path))
+    return Runbook(
+        path=path, name=path.stem, doc=inspect.cleandoc(module.__doc__ or ""), sha256=sha,
+        module=module, steps={n: steps[n] for n in order}, params=params, resources=resources,
+        lock=lock, conftests=tuple(conf_modules), groups=groups, aliases=aliases)
+
+
+def _check_options(name: str, o: StepOptions) -> None:
+    where = (o.file, o.line)
+    if not isinstance(o.retries, int) or o.retries < 0:
+        raise DefinitionError(f"step {name!r}: retries must be an integer >= 0", *where)
+    if not isinstance(o.backoff, int | float) or o.backoff < 0:
+        raise DefinitionError(f"step {name!r}: backoff must be seconds >= 0", *where)
+    if o.timeout is not None and (not isinstance(o.timeout, int | float) or o.timeout <= 0):
+        raise DefinitionError(f"step {name!r}: timeout must be seconds > 0", *where)
+    if o.lock is not None and not isinstance(o.lock, str):
+        raise DefinitionError(f"step {name!r}: lock must be a name template", *where)
+    if o.kind == "probe" and (o.approval or o.reversible):
+        raise DefinitionError(f"probe {name!r} is read-only: no approval or reversible", *where)

@@ -1,0 +1,135 @@
+"""Every exception runbook raises, in one hierarchy.
+
+Each error that can end a CLI command carries the exit code DESIGN.md assigns to it, so the CLI maps
+exceptions to exit codes in one place (``exit_code``) instead of sprinkling ``sys.exit`` around.
+"""
+
+from __future__ import annotations
+
+# Exit codes of the public contract (DESIGN.md section 2).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PAUSED = 3
+EXIT_ROLLBACK_FAILED = 4
+EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 130
+
+
+class RunbookError(Exception):
+    """Base class: anything runbook raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(RunbookError):
+    """The user asked for something that cannot be done; nothing ran."""
+
+    exit_code = EXIT_USAGE
+
+
+class DefinitionError(UsageError):
+    """A runbook (or runbookconf.py) is malformed: found at collection, before anything runs."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        self.message = message
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{message}")
+
+
+class ParamError(UsageError):
+    """One or more ``-p`` values are unknown, missing, of the wrong type or out of choices."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class ConfigError(UsageError):
+    """A configuration key or value is wrong; the message names the key and the file."""
+
+
+class PluginError(UsageError):
+    """A plugin could not be loaded, or no plugin serves a URL scheme."""
+
+
+class StoreError(RunbookError):
+    """The run store cannot be read or written. The run stops before its next side effect."""
+
+
+class StoreCorrupt(StoreError):
+    """The store file or a row in it is not what runbook wrote. Nothing is modified."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunNotFound(UsageError):
+    """No run with that id in the store."""
+
+
+class AuditError(RunbookError):
+    """An audit sink failed to take an event; audit is a safety property, so the run stops."""
+
+
+class AuditTampered(RunbookError):
+    """``audit verify`` found an event that was edited, removed, inserted or reordered."""
+
+    def __init__(self, message: str, *, seq: int | None = None):
+        self.seq = seq
+        super().__init__(message)
+
+
+class LockError(RunbookError):
+    """A lock provider failed (not: the lock is held, see ``LockHeld``)."""
+
+
+class LockHeld(LockError):
+    """Another run holds the lock; the message names the holder, its actor and since when."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, name: str, holder: str | None = None, actor: str | None = None,
+                 since: str | None = None):
+        self.name = name
+        self.holder = holder
+        self.actor = actor
+        self.since = since
+        who = f" by run {holder}" if holder else ""
+        if actor:
+            who += f" ({actor})"
+        if since:
+            who += f" since {since}"
+        super().__init__(f"lock {name!r} is held{who}")
+
+
+class LeaseLost(LockError):
+    """The lock's lease could not be renewed: the holder is no longer protected."""
+
+
+class ApprovalError(UsageError):
+    """An approval was refused: self-approval, an approver not on the list, a step not waiting."""
+
+
+class StepTimeout(TimeoutError):
+    """A step ran past its ``timeout``. A TimeoutError so user code catching that also sees it."""
+
+
+class StepFailed(RunbookError):
+    """Raised by strategies and helpers to fail a step with a message rather than a traceback."""
+
+
+class Ambiguous(RunbookError):
+    """A probe could not tell: it timed out or saw something unexpected. Never read as healthy."""
+
+
+class NotificationError(RunbookError):
+    """A notifier could not deliver. Never fails a run; recorded as ``notification_failed``."""
+
+
+def exit_code(exc: BaseException) -> int:
+    """Map any exception to its documented CLI exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return getattr(exc, "exit_code", EXIT_FAILED)

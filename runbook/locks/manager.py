@@ -1,0 +1,268 @@
+"""Waiting for locks, keeping their leases alive, and noticing when one is lost.
+
+Providers answer at once; this module adds what every provider needs the same way: a global
+acquisition order (sorted names) so two runs never deadlock, waiting with capped exponential
+backoff up to ``--lock-timeout`` (through the run's clock, so tests wait in no time), progress
+while waiting, re-entrancy per run, and a background task that renews every held lease at a third
+of its length and reports a lease it could not renew before it ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from runbook.errors import LeaseLost, LockError, LockHeld
+from runbook.locks.base import Lease, LockProvider
+
+DEFAULT_LEASE = 30.0
+_FIRST_DELAY = 0.05
+_MAX_DELAY = 2.0
+_WAIT_REPORT_EVERY = 1.0
+
+OnLost = Callable[[str, Exception], None]
+OnWait = Callable[[str, Lease, float], None]
+
+
+def since(lease: Lease) -> str:
+    """When the lease was taken, as the ISO-8601 UTC string used in messages."""
+    return datetime.fromtimestamp(lease.acquired_at, UTC).isoformat(timespec="seconds")
+
+
+class LockManager:
+    """The locks of one run (``owner`` = its run id), for one event loop."""
+
+    def __init__(
+        self,
+        provider: LockProvider,
+        *,
+        clock: Any,
+        owner: str,
+        actor: str,
+        lease: float = DEFAULT_LEASE,
+        timeout: float = 0.0,
+        on_lost: OnLost | None = None,
+        on_wait: OnWait | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if lease <= 0:
+            raise ValueError(f"lock lease must be positive, got {lease!r}")
+        self.provider = provider
+        self.clock = clock
+        self.owner = owner
+        self.actor = actor
+        self.lease = lease
+        self.timeout = max(0.0, timeout)
+        self.on_lost = on_lost
+        self.on_wait = on_wait
+        self._rng = rng or random.Random()
+        self._held: dict[str, Lease] = {}
+        self._refs: dict[str, int] = {}
+        self._length: dict[str, float] = {}  # lease length per name (extend() makes it longer)
+        self._lost: dict[str, Exception] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._renewing = asyncio.Lock()  # a keeper renewal must not undo an extend()
+
+    def lease_of(self, name: str) -> Lease | None:
+        return self._held.get(name)
+
+    def lost(self, name: str) -> Exception | None:
+        return self._lost.get(name)
+
+    def held(self) -> list[Lease]:
+        """The leases this run holds now, by name (a lost lease is no longer among them)."""
+        return [self._held[name] for name in sorted(self._held)]
+
+    async def acquire(self, names: Iterable[str]) -> list[Lease]:
+        """Acquire all ``names`` in sorted order, or none of them (raise ``LockHeld``)."""
+        wanted = sorted(set(names))
+        taken: list[str] = []
+        try:
+            for name in wanted:
+                await self._acquire_one(name)
+                taken.append(name)
+        except BaseException:
+            await self.release(taken)
+            raise
+        self._ensure_keeper()
+        return [self._held[n] for n in wanted]
+
+    async def _acquire_one(self, name: str) -> Lease:
+        if name in self._held:
+            self._refs[name] += 1
+            return self._held[name]
+        started = self.clock.monotonic()
+        deadline = started + self.timeout
+        delay = _FIRST_DELAY
+        reported: float | None = None
+        free_retry = True
+        while True:
+            lease = await self._call(
+                self.provider.acquire, name, self.owner, actor=self.actor, lease=self.lease
+            )
+            if lease is not None:
+                self._held[name] = lease
+                self._refs[name] = 1
+                self._length[name] = self.lease
+                self._lost.pop(name, None)
+                return lease
+            now = self.clock.monotonic()
+            remaining = deadline - now
+            report = self.on_wait is not None and (
+                reported is None or now - reported >= _WAIT_REPORT_EVERY
+            )
+            if remaining <= 0 or report:
+                holder = await self._call(self.provider.holder, name)
+                if holder is None and free_retry:
+                    free_retry = False
+                    continue  # released between the two calls: try again at once
+                if holder is None:
+                    holder = Lease(name=name, owner="", token=0)
+                if remaining <= 0:
+                    raise LockHeld(
+                        name,
+                        holder.owner or None,
+                        holder.actor or None,
+                        since(holder) if holder.owner else None,
+                    )
+                reported = now
+                self._report_wait(name, holder, now - started)
+            await self.clock.asleep(min(remaining, delay * (0.5 + self._rng.random() / 2)))
+            delay = min(delay * 2, _MAX_DELAY)
+
+    def _report_wait(self, name: str, holder: Lease, waited: float) -> None:
+        assert self.on_wait is not None
+        with contextlib.suppress(Exception):  # progress output must never break acquisition
+            self.on_wait(name, holder, waited)
+
+    async def extend(self, names: Iterable[str], seconds: float) -> list[Lease]:
+        """Renew these held leases once to ``seconds`` and keep them that long from now on.
+
+        For a run that pauses (approval gate) and whose process exits: its run lock must outlive
+        the process until ``resume`` re-acquires it under the same run id (re-entrant at the
+        provider, same fencing token). Raises ``LeaseLost`` if a lease is already gone.
+        """
+        if seconds <= 0:
+            raise ValueError(f"lease extension must be positive, got {seconds!r}")
+        extended = []
+        for name in sorted(set(names)):
+            lease = self._held.get(name)
+            if lease is None:
+                if name in self._lost:
+                    raise self._lost[name]
+                raise LockError(f"lock {name!r} is not held by run {self.owner}")
+            async with self._renewing:
+                lease = self._held.get(name, lease)
+                try:
+                    renewed = await self._call(self.provider.renew, lease, seconds)
+                except Exception as exc:
+                    self._mark_lost(name, exc)
+                    raise self._lost[name] from None
+                self._held[name] = renewed
+                self._length[name] = seconds
+            extended.append(renewed)
+        return extended
+
+    async def release(self, names: Iterable[str]) -> list[Lease]:
+        """Drop one reference to each name; release the lock when the last one goes."""
+        released = []
+        for name in sorted(set(names), reverse=True):
+            if name not in self._held:
+                continue
+            self._refs[name] -= 1
+            if self._refs[name] > 0:
+                continue
+            lease = self._forget(name)
+            # A provider that is down cannot be told; the lease then simply runs out.
+            with contextlib.suppress(Exception):
+                await self._call(self.provider.release, lease)
+            released.append(lease)
+        if not self._held:
+            await self._stop_keeper()
+        return released
+
+    async def release_all(self) -> list[Lease]:
+        for name in self._refs:
+            self._refs[name] = 1
+        return await self.release(list(self._held))
+
+    async def aclose(self) -> None:
+        """Stop renewing without releasing (a paused run's extended leases stay)."""
+        await self._stop_keeper()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # Providers do blocking I/O (flock, SQLite, network): keep it off the event loop.
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    def _forget(self, name: str) -> Lease:
+        self._refs.pop(name, None)
+        self._length.pop(name, None)
+        return self._held.pop(name)
+
+    def _mark_lost(self, name: str, exc: Exception) -> None:
+        lost = (
+            exc
+            if isinstance(exc, LeaseLost)
+            else LeaseLost(
+                f"lease on lock {name!r} could not be renewed: {type(exc).__name__}: {exc}"
+            )
+        )
+        self._lost[name] = lost
+        if name in self._held:
+            self._forget(name)
+
+    def _ensure_keeper(self) -> None:
+        if self._held and (self._keeper is None or self._keeper.done()):
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _stop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is None or keeper is asyncio.current_task():
+            return
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+    async def _keep(self) -> None:
+        # Real time on purpose: the lease runs out in real time at the provider, whatever clock the
+        # runbook's own waits use.
+        interval = max(self.lease / 3.0, 0.01)
+        while self._held:
+            await asyncio.sleep(interval)
+            for name in list(self._held):
+                async with self._renewing:
+                    await self._renew_one(name, interval)
+
+    async def _renew_one(self, name: str, interval: float) -> None:
+        lease = self._held.get(name)
+        if lease is None:
+            return
+        length = self._length.get(name, self.lease)
+        try:
+            # A renewal that hangs past what is left of the lease is a lost lease too.
+            renewed = await asyncio.wait_for(
+                self._call(self.provider.renew, lease, length), timeout=max(length - interval, 0.01)
+            )
+        except Exception as exc:
+            if self._held.get(name) is not lease:
+                return  # released while we were renewing: not a loss
+            if isinstance(exc, TimeoutError):
+                exc = LeaseLost(
+                    f"lease on lock {name!r} could not be renewed within "
+                    f"{length - interval:g}s (lock provider not answering)"
+                )
+            self._mark_lost(name, exc)
+            if self.on_lost:
+                try:
+                    self.on_lost(name, self._lost[name])
+                except Exception:  # the callback must not stop the other renewals
+                    pass
+            return
+        if self._held.get(name) is lease:
+            self._held[name] = renewed

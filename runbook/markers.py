@@ -1,0 +1,196 @@
+"""The decorators a runbook is written with: ``@step``, ``@probe``, ``@rollback``, ``@resource``.
+
+Each decorator returns the function unchanged and only attaches a frozen spec to it, so a step stays
+a plain callable that a unit test can call directly. Collection (``runbook.collect``) reads the specs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STEP_ATTR = "__runbook_step__"
+ROLLBACK_ATTR = "__runbook_rollback__"
+RESOURCE_ATTR = "__runbook_resource__"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Who must approve a gated step before it runs.
+
+    ``min`` distinct approvers are needed; with ``allow_self=False`` the actor who started the run
+    cannot be one of them; a non-empty ``approvers`` list is the only people allowed to approve.
+    """
+
+    min: int = 1
+    allow_self: bool = True
+    approvers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min, int) or self.min < 1:
+            raise ValueError(f"Approval(min=...) must be an integer >= 1, got {self.min!r}")
+        object.__setattr__(self, "approvers", tuple(self.approvers))
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Everything ``@step(...)`` accepts. Validation that needs the whole runbook is in collect."""
+
+    kind: str = "step"  # "step" | "probe"
+    name: str | None = None
+    after: tuple[Any, ...] = ()
+    when: Callable[..., Any] | None = None
+    approval: Approval | None = None
+    reversible: bool = False
+    retries: int = 0
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+    timeout: float | None = None
+    lock: str | None = None
+    required: bool = True
+    idempotent: bool = False
+    tags: tuple[str, ...] = ()
+    # Where the decorator was applied, for error messages.
+    file: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+
+
+def _normalize_approval(value: Any) -> Approval | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Approval()
+    if isinstance(value, Approval):
+        return value
+    raise TypeError(f"approval must be a bool or Approval(...), got {value!r}")
+
+
+def _where(func: Callable[..., Any]) -> tuple[str | None, int | None]:
+    try:
+        return inspect.getsourcefile(func), inspect.getsourcelines(func)[1]
+    except (OSError, TypeError):
+        code = getattr(func, "__code__", None)
+        return (code.co_filename, code.co_firstlineno) if code else (None, None)
+
+
+def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> StepOptions:
+    unknown = set(kwargs) - set(StepOptions.__dataclass_fields__) - {"approval"}
+    if unknown or "kind" in kwargs or "file" in kwargs or "line" in kwargs:
+        bad = sorted(unknown | ({"kind", "file", "line"} & set(kwargs)))
+        file, line = _where(func)
+        from runbook.errors import DefinitionError
+
+        raise DefinitionError(f"@{kind}: unknown option(s) {', '.join(bad)}", file=file, line=line)
+    after = kwargs.pop("after", ()) or ()
+    if not isinstance(after, Iterable) or isinstance(after, str):
+        after = (after,)
+    tags = kwargs.pop("tags", ()) or ()
+    if isinstance(tags, str):
+        tags = (tags,)
+    approval = kwargs.pop("approval", None)
+    file, line = _where(func)
+    try:
+        approval = _normalize_approval(approval)
+    except TypeError as exc:
+        from runbook.errors import DefinitionError
+
+        raise DefinitionError(str(exc), file=file, line=line) from None
+    return StepOptions(
+        kind=kind,
+        after=tuple(after),
+        tags=tuple(tags),
+        approval=approval,
+        file=file,
+        line=line,
+        **kwargs,
+    )
+
+
+def _decorator(kind: str, func: F | None, kwargs: dict[str, Any]) -> Any:
+    def mark(f: F) -> F:
+        if not callable(f):
+            raise TypeError(f"@{kind} decorates a function, got {f!r}")
+        setattr(f, STEP_ATTR, _make_options(kind, f, dict(kwargs)))
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+@overload
+def step(func: F, /) -> F: ...
+@overload
+def step(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+def step(func: F | None = None, /, **options: Any) -> Any:
+    """Mark a function as a step. Works bare (``@step``) and with options (``@step(retries=3)``)."""
+    return _decorator("step", func, options)
+
+
+@overload
+def probe(func: F, /) -> F: ...
+@overload
+def probe(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+def probe(func: F | None = None, /, **options: Any) -> Any:
+    """Mark a read-only step: probes run for real even in ``--dry-run``."""
+    return _decorator("probe", func, options)
+
+
+@dataclass(frozen=True)
+class RollbackSpec:
+    target: Any  # the step function or its name
+    file: str | None = None
+    line: int | None = None
+
+
+def rollback(target: Any) -> Callable[[F], F]:
+    """Declare ``func`` as the undo of ``target`` (a step function or its name).
+
+    The rollback receives the step's output under the step's name, plus any resource.
+    """
+    if callable(target) and not hasattr(target, STEP_ATTR) and not isinstance(target, str):
+        # ``@rollback`` used bare on a function: a mistake we can name precisely.
+        file, line = _where(target)
+        from runbook.errors import DefinitionError
+
+        raise DefinitionError("@rollback needs the step it undoes: @rollback(step)", file=file,
+                              line=line)
+
+    def mark(f: F) -> F:
+        file, line = _where(f)
+        setattr(f, ROLLBACK_ATTR, RollbackSpec(target=target, file=file, line=line))
+        return f
+
+    return mark
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    name: str
+    file: str | None = None
+    line: int | None = None
+
+
+@overload
+def resource(func: F, /) -> F: ...
+@overload
+def resource(func: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+def resource(func: F | None = None, /, *, name: str | None = None) -> Any:
+    """Declare a resource factory, injected by name like a pytest fixture (one instance per run).
+
+    The factory may ask for other resources and built-ins. A generator factory is torn down after
+    the run (code after ``yield``), like a yield fixture.
+    """
+
+    def mark(f: F) -> F:
+        file, line = _where(f)
+        setattr(f, RESOURCE_ATTR, ResourceSpec(name=name or f.__name__, file=file, line=line))
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+def options_of(func: Any) -> StepOptions | None:
+    return getattr(func, STEP_ATTR, None)

@@ -1,0 +1,63 @@
+"""Channel URLs carry secrets (a Slack webhook token in the path, an SMTP password, a signing key).
+
+Anything a person or the audit trail sees names a channel by scheme and host only, and error text
+is scrubbed of every secret-bearing part of the URL it came from.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from runbook.redact import Redactor
+
+HIDDEN = "***"
+
+
+def redact_url(url: str) -> str:
+    """``slack://hooks.slack.com/services/T/B/X`` -> ``slack://hooks.slack.com/***``.
+
+    Scheme, host and port survive (enough to tell channels apart in a log); user, password, path
+    and query do not, because any of them may be the credential.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed port, say: show nothing of it rather than guess
+        return url.split("://", 1)[0] + "://" + HIDDEN if "://" in url else HIDDEN
+    tail = f"/{HIDDEN}" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{tail}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every substring of ``url`` that could be a credential, for scrubbing free text."""
+    candidates = {url}
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    scheme = parts.scheme
+    if "+" in scheme:  # webhook+https://... is requested as https://...
+        candidates.add(url.split("+", 1)[1])
+    rest = url.split("://", 1)[1] if "://" in url else url
+    candidates.add(rest)
+    host = parts.hostname or ""
+    path = parts.path.strip("/")
+    if path:
+        candidates.add(f"{host}{parts.path}")
+        candidates.add(parts.path)
+        candidates.update(seg for seg in path.split("/") if len(seg) >= 8)
+    if parts.query:
+        candidates.add(parts.query)
+        candidates.update(value for _, value in parse_qsl(parts.query) if len(value) >= 4)
+    if parts.password:
+        candidates.update({parts.password, unquote(parts.password)})
+    return [c for c in candidates if c]
+
+
+def scrub(text: str, *urls: str) -> str:
+    """``text`` with every secret-bearing part of ``urls`` masked."""
+    secrets: list[str] = []
+    for url in urls:
+        secrets.extend(url_secrets(url))
+    return Redactor(secrets).text(text) if secrets else text

@@ -1,0 +1,210 @@
+"""Typed runbook parameters: declared with ``param()``, converted and validated before any step runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Container, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runbook.errors import ParamError
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _to_list(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {bool: _to_bool, list: _to_list}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A declared parameter. ``secret`` values are redacted as ``***`` everywhere they could leak."""
+
+    name: str
+    type: Callable[[Any], Any] = str
+    default: Any = REQUIRED
+    help: str = ""
+    choices: Container[Any] | None = None
+    secret: bool = False
+    env: str | None = None
+    example: Any = REQUIRED  # the value ``pytest --runbooks`` uses for a required parameter
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type_name(self) -> str:
+        return getattr(self.type, "__name__", repr(self.type))
+
+    def convert(self, raw: Any) -> Any:
+        """Convert one raw value (a ``-p`` string or a Python value); raise ``ValueError``."""
+        typ = self.type
+        if isinstance(typ, type) and isinstance(raw, typ) and typ is not bool:
+            value = raw
+        else:
+            converter = _CONVERTERS.get(typ, typ)
+            try:
+                value = converter(raw)
+            except (TypeError, ValueError) as exc:
+                shown = "***" if self.secret else repr(raw)
+                raise ValueError(f"expected {self.type_name}, got {shown}") from exc
+        if self.choices is not None and value not in self.choices:
+            shown = "***" if self.secret else repr(value)
+            raise ValueError(f"{shown} is not one of {_describe_choices(self.choices)}")
+        return value
+
+    def describe_default(self) -> str:
+        if self.required:
+            return "required"
+        return "***" if self.secret else repr(self.default)
+
+
+def _describe_choices(choices: Container[Any]) -> str:
+    if isinstance(choices, range):
+        return f"{choices.start}..{choices.stop - 1}" + (
+            f" step {choices.step}" if choices.step != 1 else ""
+        )
+    try:
+        return ", ".join(repr(c) for c in choices)  # type: ignore[attr-defined]
+    except TypeError:
+        return repr(choices)
+
+
+def param(
+    name: str,
+    *,
+    type: Callable[[Any], Any] = str,  # noqa: A002 - mirrors click/argparse
+    default: Any = REQUIRED,
+    help: str = "",  # noqa: A002
+    choices: Container[Any] | None = None,
+    secret: bool = False,
+    env: str | None = None,
+    example: Any = REQUIRED,
+) -> ParamSpec:
+    """Declare a parameter at module level: ``version = param("version", help="...")``.
+
+    ``env`` names an environment variable read when the value is not given with ``-p``; that is how
+    secrets should arrive, so they never sit in shell history.
+    """
+    return ParamSpec(name=name, type=type, default=default, help=help, choices=choices,
+                     secret=secret, env=env, example=example)
+
+
+class Params(Mapping[str, Any]):
+    """The resolved parameter values, with attribute access (``params.version``)."""
+
+    __slots__ = ("_secret", "_values")
+
+    def __init__(self, values: Mapping[str, Any], secret: frozenset[str] = frozenset()):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_secret", secret)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}; declared: {sorted(self._values)}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are read-only during a run")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return self._secret
+
+    def public(self) -> dict[str, Any]:
+        """The values with secrets replaced by ``***``: what audit, store and output may see."""
+        return {k: ("***" if k in self._secret else v) for k, v in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f"Params({self.public()!r})"
+
+
+def resolve_params(
+    specs: Mapping[str, ParamSpec],
+    given: Mapping[str, Any],
+    *,
+    config_defaults: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Params:
+    """Resolve every declared parameter, or raise one ``ParamError`` listing every problem.
+
+    Precedence: explicit value, then the environment variable named by ``env=``, then the selected
+    environment's ``params`` from configuration, then the declared default.
+    """
+    environ = os.environ if environ is None else environ
+    config_defaults = config_defaults or {}
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for key in given:
+        if key not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            problems.append(f"unknown parameter {key!r} (declared: {known})")
+    for name, spec in specs.items():
+        if name in given:
+            raw, source = given[name], "-p"
+        elif spec.env and spec.env in environ:
+            raw, source = environ[spec.env], f"${spec.env}"
+        elif name in config_defaults:
+            raw, source = config_defaults[name], "config"
+        elif not spec.required:
+            values[name] = spec.default
+            continue
+        else:
+            hint = f" (-p {name}=...{' or $' + spec.env if spec.env else ''})"
+            problems.append(f"missing required parameter {name!r}{hint}")
+            continue
+        try:
+            values[name] = spec.convert(raw)
+        except ValueError as exc:
+            problems.append(f"parameter {name!r} from {source}: {exc}")
+    if problems:
+        raise ParamError(problems)
+    return Params(values, frozenset(n for n, s in specs.items() if s.secret))
+
+
+def parse_assignments(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Parse ``-p key=value`` strings; a pair without ``=`` is a usage error naming it."""
+    out: dict[str, str] = {}
+    bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].strip()]
+    if bad:
+        raise ParamError([f"-p expects key=value, got {b!r}" for b in bad])
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value
+    return out

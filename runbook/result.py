@@ -1,0 +1,128 @@
+"""What a run returns: ``RunResult`` and one ``StepResult`` per step, with the statuses of DESIGN.md 2."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runbook import errors
+
+# Run statuses (public contract).
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ROLLED_BACK = "rolled_back"
+ROLLBACK_FAILED = "rollback_failed"
+PAUSED = "paused"
+CANCELLED = "cancelled"
+RUNNING = "running"  # only ever seen in the store, while a run is live or after its process died
+RUN_STATUSES = (SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED, PAUSED, CANCELLED, RUNNING)
+
+# Step statuses.
+PENDING = "pending"
+STEP_RUNNING = "running"
+STEP_SUCCEEDED = "succeeded"
+STEP_FAILED = "failed"
+SKIPPED = "skipped"
+AWAITING_APPROVAL = "awaiting_approval"
+STEP_ROLLED_BACK = "rolled_back"
+STEP_ROLLBACK_FAILED = "rollback_failed"
+STEP_CANCELLED = "cancelled"
+DENIED = "denied"
+PLANNED = "planned"  # --dry-run: would run
+STEP_STATUSES = (PENDING, STEP_RUNNING, STEP_SUCCEEDED, STEP_FAILED, SKIPPED, AWAITING_APPROVAL,
+                 STEP_ROLLED_BACK, STEP_ROLLBACK_FAILED, STEP_CANCELLED, DENIED, PLANNED)
+
+# Statuses after which a step's dependents may run.
+DONE_STATUSES = frozenset({STEP_SUCCEEDED, SKIPPED})
+
+EXIT_CODES = {
+    SUCCEEDED: errors.EXIT_OK,
+    FAILED: errors.EXIT_FAILED,
+    ROLLED_BACK: errors.EXIT_FAILED,
+    ROLLBACK_FAILED: errors.EXIT_ROLLBACK_FAILED,
+    PAUSED: errors.EXIT_PAUSED,
+    CANCELLED: errors.EXIT_INTERRUPTED,
+}
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str = PENDING
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration: float | None = None
+    reason: str | None = None  # why skipped / cancelled / awaiting
+    rollback_error: str | None = None
+    kind: str = "step"
+
+    @property
+    def ok(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("started_at", "finished_at"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    runbook: str = ""
+    env: str = ""
+    actor: str = ""
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    audit: list[Any] = field(default_factory=list)
+    error: str | None = None  # the first required failure, for the summary line
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    dry_run: bool = False
+    lock_denied: str | None = None  # a step lock held by another run ended this run
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCEEDED
+
+    @property
+    def exit_code(self) -> int:
+        if self.lock_denied and self.status in (FAILED, ROLLED_BACK):
+            return errors.EXIT_LOCKED
+        return EXIT_CODES.get(self.status, errors.EXIT_FAILED)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for step in self.steps.values():
+            out[step.status] = out.get(step.status, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "runbook": self.runbook,
+            "env": self.env,
+            "actor": self.actor,
+            "dry_run": self.dry_run,
+            "lock_denied": self.lock_denied,
+            "error": self.error,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "duration": self.duration,
+            "steps": {name: s.to_dict() for name, s in self.steps.items()},
+            "audit": [e.to_dict() if hasattr(e, "to_dict") else e for e in self.audit],
+        }

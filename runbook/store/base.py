@@ -1,0 +1,109 @@
+"""The run store contract: where runs, step states, outputs and approvals live between processes.
+
+State is written before a step's side effects start (status ``running``) and after they end, so a
+process that dies leaves a store that says exactly which step was interrupted. Implementations must
+make each method one transaction and be safe with several processes sharing one store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    runbook_path: str
+    runbook_sha256: str
+    env: str
+    actor: str
+    status: str
+    params: dict[str, Any] = field(default_factory=dict)  # secrets stored as "***", never the value
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    host: str = ""
+    pid: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # max_parallel, dry_run, ...
+    error: str | None = None
+
+    def evolve(self, **changes: Any) -> RunRecord:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    run_id: str
+    name: str
+    status: str
+    output: Any = None  # JSON-serialisable; the engine refuses other outputs with a clear error
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration: float | None = None
+    reason: str | None = None
+    # Monotonic per run: the order in which steps completed, which is the reverse rollback order.
+    completed_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    run_id: str
+    step: str
+    actor: str
+    decision: str  # "granted" | "denied"
+    comment: str = ""
+    at: datetime | None = None
+    auto: bool = False  # granted by an env with protection "none", recorded as such
+
+
+@dataclass(frozen=True)
+class InterruptDecision:
+    """What a human chose for a step that was running when its process died."""
+
+    run_id: str
+    step: str
+    choice: str  # "retry" | "skip"
+    actor: str
+    at: datetime | None = None
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Opened from a URL by a plugin (``runbook_run_stores`` hook); ``memory://`` is built in."""
+
+    url: str
+
+    def create_run(self, run: RunRecord) -> None: ...
+
+    def update_run(self, run_id: str, **changes: Any) -> RunRecord:
+        """Change fields of a run (``status``, ``error``, ``pid``...), stamping ``updated_at``."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Raise ``runbook.errors.RunNotFound`` when absent, ``StoreCorrupt`` for a bad row."""
+        ...
+
+    def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Newest first."""
+        ...
+
+    def save_step(self, step: StepRecord) -> None:
+        """Insert or replace the state of one step of one run."""
+        ...
+
+    def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
+
+    def add_approval(self, approval: ApprovalRecord) -> None: ...
+
+    def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
+        """In the order they were given."""
+        ...
+
+    def add_interrupt_decision(self, decision: InterruptDecision) -> None: ...
+
+    def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,99 @@
+"""``memory://``: a run store in a dict, for tests and for runs that need no history."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from runbook.errors import RunNotFound
+from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+
+# One namespace per URL so that two Runner objects given "memory://shared" see the same runs,
+# which is what a test of approve-then-resume needs.
+_SHARED: dict[str, MemoryStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        self._runs: dict[str, RunRecord] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._approvals: list[ApprovalRecord] = []
+        self._decisions: list[InterruptDecision] = []
+
+    @classmethod
+    def open(cls, url: str) -> MemoryStore:
+        name = url.removeprefix("memory://")
+        if not name:
+            return cls(url)
+        with _SHARED_LOCK:
+            if name not in _SHARED:
+                _SHARED[name] = cls(url)
+            return _SHARED[name]
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._lock:
+            now = datetime.now(UTC)
+            self._runs[run.run_id] = replace(run, created_at=run.created_at or now, updated_at=now)
+            self._steps.setdefault(run.run_id, {})
+
+    def update_run(self, run_id: str, **changes: Any) -> RunRecord:
+        with self._lock:
+            run = self.get_run(run_id)
+            run = replace(run, updated_at=datetime.now(UTC), **changes)
+            self._runs[run_id] = run
+            return run
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._lock:
+            try:
+                return self._runs[run_id]
+            except KeyError:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}") from None
+
+    def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        with self._lock:
+            runs = [r for r in self._runs.values() if status is None or r.status == status]
+        runs.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return runs[:limit]
+
+    def save_step(self, step: StepRecord) -> None:
+        with self._lock:
+            self._steps.setdefault(step.run_id, {})[step.name] = step
+
+    def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        with self._lock:
+            return dict(self._steps.get(run_id, {}))
+
+    def add_approval(self, approval: ApprovalRecord) -> None:
+        with self._lock:
+            self._approvals.append(approval)
+
+    def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
+        with self._lock:
+            return [a for a in self._approvals
+                    if a.run_id == run_id and (step is None or a.step == step)]
+
+    def add_interrupt_decision(self, decision: InterruptDecision) -> None:
+        with self._lock:
+            self._decisions.append(decision)
+
+    def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:
+        with self._lock:
+            return [d for d in self._decisions if d.run_id == run_id]
+
+    def close(self) -> None:
+        pass
+
+
+from runbook.hookspecs import Provider, hookimpl  # noqa: E402
+
+
+@hookimpl
+def runbook_run_stores() -> list[Provider]:
+    return [Provider("memory", lambda url, **_: MemoryStore.open(url),
+                     "in-process store; memory://NAME is shared within the process")]

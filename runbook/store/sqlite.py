@@ -1,0 +1,347 @@
+"""``sqlite://``: the default run store, one SQLite file shared by every process of a project.
+
+SQLite because a run store must survive ``kill -9`` and a lost terminal without a server to run:
+each method is one committed transaction (``synchronous=FULL``), WAL lets ``runbook runs`` read
+while a run writes, and ``busy_timeout`` makes a second writer (``runbook approve`` in another
+terminal, a resume on the same host) wait for the first instead of failing.
+
+The file is shared: the sqlite audit sink and the sqlite lock provider keep their own tables in it,
+opened with their own connections through :func:`connect` (``runbook.store.sqlitedb``, re-exported
+here). This module owns ``runs``, ``steps``, ``approvals`` and ``interrupt_decisions``, versions
+them with ``PRAGMA user_version`` and never touches other tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from runbook.errors import RunNotFound, StoreCorrupt, StoreError, UsageError
+from runbook.hookspecs import Provider, hookimpl
+from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+from runbook.store.sqlitedb import (
+    BUSY_TIMEOUT,
+    Migration,
+    connect,
+    migrate,
+    path_from_url,
+    translate_error,
+)
+
+__all__ = ["MIGRATIONS", "SqliteStore", "connect", "migrate", "open_url", "path_from_url"]
+
+R = TypeVar("R", RunRecord, StepRecord, ApprovalRecord, InterruptDecision)
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    for statement in (
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, runbook_path TEXT NOT NULL, runbook_sha256 TEXT NOT NULL,
+            env TEXT NOT NULL, actor TEXT NOT NULL, status TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            host TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,
+            options TEXT NOT NULL DEFAULT '{}', error TEXT)""",
+        "CREATE INDEX runs_by_created ON runs (created_at)",
+        "CREATE INDEX runs_by_status ON runs (status, created_at)",
+        """CREATE TABLE steps (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            name TEXT NOT NULL, status TEXT NOT NULL, output TEXT NOT NULL DEFAULT 'null',
+            error TEXT, attempts INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT,
+            duration REAL, reason TEXT, completed_seq INTEGER, PRIMARY KEY (run_id, name))""",
+        """CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            step TEXT NOT NULL, actor TEXT NOT NULL, decision TEXT NOT NULL,
+            comment TEXT NOT NULL DEFAULT '', at TEXT, auto INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX approvals_by_run ON approvals (run_id, id)",
+        """CREATE TABLE interrupt_decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            step TEXT NOT NULL, choice TEXT NOT NULL, actor TEXT NOT NULL, at TEXT)""",
+        "CREATE INDEX interrupt_decisions_by_run ON interrupt_decisions (run_id, id)",
+    ):
+        conn.execute(statement)
+
+
+# Append only: a released runbook may have written any prefix of this list into a user's file.
+MIGRATIONS: list[Migration] = [_v1_initial]
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+_TABLES = {
+    RunRecord: "runs",
+    StepRecord: "steps",
+    ApprovalRecord: "approvals",
+    InterruptDecision: "interrupt_decisions",
+}
+_JSON = frozenset({"params", "options", "output"})
+_DATES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "at"})
+
+
+def _encode(record: Any, what: str) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if f.name in _JSON:
+            try:
+                value = json.dumps(value, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"{what}: {f.name} is not JSON-serialisable ({exc})") from None
+        elif f.name in _DATES and value is not None:
+            value = _utc(value).isoformat(timespec="microseconds")
+        elif isinstance(value, bool):
+            value = int(value)
+        row[f.name] = value
+    return row
+
+
+def _decode(cls: type[R], row: sqlite3.Row, path: Path, what: str) -> R:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = row[f.name]
+        try:
+            if f.name in _JSON:
+                value = json.loads(raw)
+                if f.name != "output" and not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+            elif f.name in _DATES:
+                value = None if raw is None else _utc(datetime.fromisoformat(raw))
+            elif f.name == "auto":
+                value = bool(raw)
+            else:
+                value = raw
+        except (TypeError, ValueError) as exc:
+            kind = "JSON" if f.name in _JSON else "an ISO-8601 datetime"
+            raise StoreCorrupt(
+                f"{path}: {what}: column {_TABLES[cls]}.{f.name} is not valid {kind} "
+                f"({type(exc).__name__}); the row was not written by runbook"
+            ) from None
+        values[f.name] = value
+    return cls(**values)
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC: runbook itself only ever produces UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _insert_sql(table: str, row: dict[str, Any]) -> str:
+    return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+class SqliteStore:
+    """A :class:`~runbook.store.base.RunStore` in one SQLite file.
+
+    One connection per store object, serialised by a lock, so the event-loop thread and the
+    worker threads of a run can share it; other processes use their own objects and SQLite's
+    file locks. A forked child opens a fresh connection on first use instead of sharing the
+    parent's, which SQLite forbids.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        url: str | None = None,
+        timeout: float = BUSY_TIMEOUT,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.url = url or f"sqlite:///{self.path}"
+        self._timeout = timeout
+        self._now = now or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._inherited: list[sqlite3.Connection] = []  # a forked parent's, never used or closed
+        self._conn: sqlite3.Connection | None = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path, timeout=self._timeout)
+        try:
+            migrate(conn, MIGRATIONS, path=self.path)
+        except BaseException:
+            conn.close()
+            raise
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def _tx(self, action: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        if self._pid != os.getpid():  # forked: never touch the parent's connection or lock
+            self._lock, self._pid = threading.RLock(), os.getpid()
+            if self._conn is not None:
+                self._inherited.append(self._conn)
+                self._conn = None
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the run store {self.path} is closed")
+            if self._conn is None:
+                self._conn = self._open()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.path, action) from exc
+
+    def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.url}")
+
+    def create_run(self, run: RunRecord) -> None:
+        now = self._now()
+        run = replace(run, created_at=run.created_at or now, updated_at=now)
+        row = _encode(run, f"run {run.run_id!r}")
+        with self._tx("create a run in", write=True) as conn:
+            exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            if exists:
+                raise StoreError(f"run {run.run_id!r} already exists in {self.url}")
+            conn.execute(_insert_sql("runs", row), row)
+
+    def update_run(self, run_id: str, **changes: Any) -> RunRecord:
+        if "run_id" in changes:
+            raise TypeError("update_run() cannot change run_id")
+        with self._tx("update a run in", write=True) as conn:
+            run = self._get_run(conn, run_id)
+            run = replace(run, updated_at=self._now(), **changes)
+            row = _encode(run, f"run {run_id!r}")
+            sets = ", ".join(f"{k} = :{k}" for k in row if k != "run_id")
+            conn.execute(f"UPDATE runs SET {sets} WHERE run_id = :run_id", row)
+            return run
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._tx("read a run from") as conn:
+            return self._get_run(conn, run_id)
+
+    def _get_run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
+        row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.url}")
+        return _decode(RunRecord, row, self.path, f"run {run_id!r}")
+
+    def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
+        with self._tx("list the runs in") as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                [*args, max(limit, 0)],
+            ).fetchall()
+            return [_decode(RunRecord, r, self.path, f"run {r['run_id']!r}") for r in rows]
+
+    def save_step(self, step: StepRecord) -> None:
+        row = _encode(step, f"step {step.name!r} of run {step.run_id!r}")
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("run_id", "name"))
+        with self._tx("save a step in", write=True) as conn:
+            self._require_run(conn, step.run_id)
+            conn.execute(
+                f"{_insert_sql('steps', row)} ON CONFLICT (run_id, name) DO UPDATE SET {updates}",
+                row,
+            )
+
+    def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        with self._tx("read the steps from") as conn:
+            rows = conn.execute(
+                "SELECT * FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+            return {
+                r["name"]: _decode(
+                    StepRecord, r, self.path, f"step {r['name']!r} of run {run_id!r}"
+                )
+                for r in rows
+            }
+
+    def add_approval(self, approval: ApprovalRecord) -> None:
+        self._append("approvals", approval)
+
+    def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
+        return self._history(ApprovalRecord, run_id, step)
+
+    def add_interrupt_decision(self, decision: InterruptDecision) -> None:
+        self._append("interrupt_decisions", decision)
+
+    def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:
+        return self._history(InterruptDecision, run_id, None)
+
+    def _append(self, table: str, record: ApprovalRecord | InterruptDecision) -> None:
+        row = _encode(record, f"{table} of run {record.run_id!r}")
+        with self._tx(f"add to the {table} of", write=True) as conn:
+            self._require_run(conn, record.run_id)
+            conn.execute(_insert_sql(table, row), row)
+
+    def _history(self, cls: type[R], run_id: str, step: str | None) -> list[R]:
+        table = _TABLES[cls]
+        sql = f"SELECT * FROM {table} WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if step is not None:
+            sql, args = sql + " AND step = ?", [run_id, step]
+        with self._tx(f"read the {table} from") as conn:
+            rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+            return [_decode(cls, r, self.path, f"{table} of run {run_id!r}") for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+
+# -- URLs and registration -----------------------------------------------------------------------
+
+
+def open_url(url: str, *, timeout: float | str | None = None, **_: Any) -> SqliteStore:
+    """The ``sqlite`` provider: ``?timeout=SECONDS`` sets how long a writer waits for a lock."""
+    query = parse_qs(url.partition("?")[2], keep_blank_values=True)
+    unknown = set(query) - {"timeout"}
+    if unknown:
+        raise UsageError(
+            f"unknown sqlite:// URL option(s): {', '.join(sorted(unknown))} (known: timeout)"
+        )
+    raw = query["timeout"][-1] if "timeout" in query else timeout
+    try:
+        seconds = BUSY_TIMEOUT if raw is None else float(raw)
+    except ValueError:
+        raise UsageError(f"sqlite:// timeout must be a number of seconds, got {raw!r}") from None
+    return SqliteStore(path_from_url(url), url=url, timeout=seconds)
+
+
+@hookimpl
+def runbook_run_stores() -> list[Provider]:
+    return [
+        Provider(
+            "sqlite",
+            open_url,
+            "SQLite file shared by processes: sqlite:///relative.db, sqlite:////abs.db",
+        )
+    ]

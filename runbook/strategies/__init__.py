@@ -1,0 +1,50 @@
+"""Deployment strategies: functions that expand into ordinary steps (DESIGN.md 6).
+
+::
+
+    from runbook.strategies import canary
+    release = canary("web", weights=[5, 25, 50, 100], bake=300, analysis=error_rate_ok)
+
+becomes the steps ``release.shift-5``, ``release.bake-5``, ``release.analyze-5``, ... so audit,
+locks, approvals and rollback treat them like hand-written steps. The built-ins register through
+the ``runbook_strategies`` hook like a plugin's would; ``get(name)`` finds any registered one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runbook.errors import PluginError
+from runbook.hookspecs import StrategySpec, hookimpl
+from runbook.strategies.blue_green import blue_green
+from runbook.strategies.canary import canary
+from runbook.strategies.rolling import rolling
+
+__all__ = ["blue_green", "canary", "get", "rolling"]
+
+
+@hookimpl
+def runbook_strategies() -> list[StrategySpec]:
+    return [
+        StrategySpec("blue_green", blue_green, "deploy the idle color, check it, switch traffic"),
+        StrategySpec("canary", canary, "shift traffic by weights with bake and analysis"),
+        StrategySpec("rolling", rolling, "deploy hosts in batches, health-checking each"),
+    ]
+
+
+def get(name: str, plugins: Any = None) -> Callable[..., Any]:
+    """The factory of strategy ``name`` from every loaded plugin (built-ins, entry points).
+
+    Pass a ``runbook.plugins.Plugins`` to look in a specific plugin set; by default one with the
+    built-ins and the installed entry points is created.
+    """
+    if plugins is None:
+        from runbook.plugins import Plugins
+
+        plugins = Plugins()
+    specs = plugins.strategies()
+    if name not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        raise PluginError(f"no strategy named {name!r} (known: {known})")
+    return specs[name].factory

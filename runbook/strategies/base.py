@@ -1,0 +1,183 @@
+"""What the three built-in strategies share: argument checks, callback calls, bake and gate steps.
+
+Group step functions are ``async def``: a bake or a health poll then waits on the clock without
+holding a worker thread, and a user's callback may be sync or async. A sync callback (or a router
+call, which may block on a file lock) runs in a worker thread through ``asyncio.to_thread``, which
+copies the context, so the step's deadline and name follow it.
+
+Steps keep no state in closures between them: each one reads what it needs from the router (the
+source of truth, which is also what a run resumed in another process sees) or from its own
+output, which the engine hands to its rollback as ``output``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from runbook.errors import DefinitionError, StepFailed, StepTimeout
+from runbook.groups import GroupStep
+from runbook.markers import Approval, StepOptions
+from runbook.probes import Outcome, ProbeResult
+
+_HERE = __name__.rsplit(".", 1)[0]
+
+
+def caller() -> tuple[str | None, int | None]:
+    """File and line of the runbook line that called the strategy, for definition errors."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_HERE):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # pragma: no cover - always called from somewhere outside
+        return None, None
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+class Definition:
+    """Collects a strategy's location once, so every check can raise a located error."""
+
+    def __init__(self, strategy: str) -> None:
+        self.strategy = strategy
+        self.file, self.line = caller()
+
+    def error(self, message: str) -> DefinitionError:
+        return DefinitionError(f"{self.strategy}(): {message}", file=self.file, line=self.line)
+
+    def name(self, value: Any, what: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(f"{what} must be a non-empty string, got {value!r}")
+        return value
+
+    def callback(self, value: Any, what: str, *, required: bool) -> Callable[..., Any] | None:
+        if value is None and not required:
+            return None
+        if not callable(value):
+            need = "a function" if required else "a function or None"
+            raise self.error(f"{what}= must be {need}, got {value!r}")
+        return value
+
+    def seconds(self, value: Any, what: str, *, positive: bool = False) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise self.error(f"{what}= must be a number of seconds {bound}, got {value!r}")
+        return float(value)
+
+    def count(self, value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(f"{what}= must be an integer >= 1, got {value!r}")
+        return value
+
+    def options(self, **kwargs: Any) -> StepOptions:
+        """Step options that point at the strategy's call site in error messages."""
+        return StepOptions(kind="step", file=self.file, line=self.line, **kwargs)
+
+    def approval(self, value: Any, what: str) -> Approval | None:
+        if value is None or value is False:
+            return None
+        if value is True:
+            return Approval()
+        if isinstance(value, Approval):
+            return value
+        raise self.error(f"{what}= must be a bool or Approval(...), got {value!r}")
+
+
+def as_after(value: Any) -> tuple[Any, ...]:
+    """``after=`` accepts one step (function or name) or a list of them, like ``@step``."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return (value,)
+    return tuple(value)
+
+
+def label(func: Callable[..., Any]) -> str:
+    return getattr(func, "__name__", None) or repr(func)
+
+
+def named(func: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
+    """Give a generated step function a readable name and docstring (tracebacks, ``list``)."""
+    func.__name__ = func.__qualname__ = name.replace("-", "_")
+    func.__doc__ = doc
+    return func
+
+
+async def blocking(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run a call that may block (a router writing a locked file) off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def call_user(injector: Any, func: Callable[..., Any], /, **extra: Any) -> Any:
+    """Call a user callback with injection: async ones awaited, sync ones in a worker thread."""
+    if inspect.iscoroutinefunction(func):
+        return await injector.acall(func, **extra)
+    result = await asyncio.to_thread(injector.call, func, **extra)
+    if inspect.isawaitable(result):  # a sync wrapper around a coroutine, e.g. functools.partial
+        result = await result
+    return result
+
+
+def verdict(result: Any, what: str) -> None:
+    """Fail unless ``result`` passes: ``False`` or a non-healthy probe result fails; ``None``
+    passes, so an assert-style check (raise on failure, return nothing) works."""
+    if isinstance(result, ProbeResult):
+        if not result.healthy:
+            raise StepFailed(f"{what}: {result.outcome}: {result.detail}")
+    elif isinstance(result, Outcome):
+        if result is not Outcome.HEALTHY:
+            raise StepFailed(f"{what}: {result}")
+    elif result is False:
+        raise StepFailed(f"{what}: returned False")
+
+
+async def checked(what: str, awaitable: Any) -> Any:
+    """Await a user callback; turn what it raised into a ``StepFailed`` that says which check.
+
+    Step timeouts pass through unchanged: the engine reports those itself.
+    """
+    try:
+        return await awaitable
+    except (StepTimeout, StepFailed):
+        raise
+    except Exception as exc:
+        raise StepFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def bake_step(service: str, seconds: float, doc: str, name: str) -> Callable[..., Any]:
+    """A clock-driven wait that reports progress at least every 10% of the bake (and every
+    minute of a long one), so the terminal shows it is alive and a fake clock skips it."""
+    chunks = max(10, math.ceil(seconds / 60))
+
+    async def bake(clock: Any, ctx: Any) -> dict[str, Any]:
+        ctx.progress(f"baking {service}: 0s of {seconds:g}s", 0.0)
+        done = 0.0
+        for i in range(1, chunks + 1):
+            target = seconds * i / chunks
+            await clock.asleep(target - done)
+            done = target
+            ctx.progress(f"baking {service}: {done:g}s of {seconds:g}s", i / chunks)
+        return {"service": service, "baked": seconds}
+
+    return named(bake, name, doc)
+
+
+def gate_step(name: str, approval: Approval, doc: str, where: Definition) -> GroupStep:
+    """A no-op step whose only job is its approval: the run pauses before it."""
+
+    async def gate() -> None:
+        return None
+
+    return GroupStep(name, named(gate, name, doc), where.options(approval=approval))
+
+
+def chain(steps: list[GroupStep]) -> tuple[GroupStep, ...]:
+    """Order steps one after the other (each ``after`` its predecessor)."""
+    return tuple(
+        replace(step, after=(steps[index - 1].name,) if index else ())
+        for index, step in enumerate(steps)
+    )

@@ -1,0 +1,23 @@
+"""Test helpers: fakes for every outside effect, and the pytest plugin that provides them.
+
+A runbook's own test suite uses the fixtures (``runbook_runner``, ``fake_shell``, ``fake_clock``,
+``fake_router``, ``fake_notifier``) that the ``pytest11`` entry point registers automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell
+from runbook.testing.plugin import RunbookRunner
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FakeRouter":
+        from runbook.testing.router import FakeRouter
+
+        return FakeRouter
+    raise AttributeError(name)
+
+
+__all__ = ["FakeClock", "FakeNotifier", "FakeRouter", "FakeShell", "RunbookRunner"]

@@ -1,0 +1,181 @@
+"""Fakes for the outside world: a scripted shell, a clock that never waits, a notifier that keeps.
+
+Each fake implements the same interface as the real resource, so a runbook runs unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+import shlex
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from runbook.clock import clip_to_deadline
+from runbook.notify.base import Message
+from runbook.resources import CommandFailed, ShellResult
+
+
+@dataclass
+class _Rule:
+    pattern: str
+    regex: bool
+    result: ShellResult | Callable[[str], ShellResult] | BaseException
+    times: int | None
+
+    def matches(self, command: str) -> bool:
+        if self.regex:
+            return re.search(self.pattern, command) is not None
+        return fnmatch.fnmatchcase(command, self.pattern)
+
+
+class FakeShell:
+    """A ``shell`` that runs nothing: scripted results by glob (or regex), every call recorded.
+
+    Unscripted commands succeed with empty output, unless ``strict=True``, where they fail the
+    step: useful to prove a runbook runs exactly the commands you expect.
+    """
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self.calls: list[str] = []
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+
+    def on(self, pattern: str, *, stdout: str = "", stderr: str = "", returncode: int = 0,
+           raises: BaseException | None = None, regex: bool = False,
+           times: int | None = None,
+           handler: Callable[[str], ShellResult] | None = None) -> FakeShell:
+        """Script commands matching ``pattern``; the newest matching rule wins."""
+        result: Any = raises or handler or ShellResult(pattern, returncode, stdout, stderr)
+        self._rules.insert(0, _Rule(pattern, regex, result, times))
+        return self
+
+    def __call__(self, command: str | Sequence[str], *, check: bool = True,
+                 timeout: float | None = None, cwd: str | None = None,
+                 env: Mapping[str, str] | None = None, input: str | None = None,  # noqa: A002
+                 ) -> ShellResult:
+        text = command if isinstance(command, str) else shlex.join(command)
+        with self._lock:
+            self.calls.append(text)
+            rule = next((r for r in self._rules if r.matches(text) and r.times != 0), None)
+            if rule is not None and rule.times is not None:
+                rule.times -= 1
+        if rule is None:
+            if self.strict:
+                raise AssertionError(f"unexpected command in strict FakeShell: {text}")
+            return ShellResult(text, 0, "", "")
+        if isinstance(rule.result, BaseException):
+            raise rule.result
+        result = rule.result(text) if callable(rule.result) else ShellResult(
+            text, rule.result.returncode, rule.result.stdout, rule.result.stderr)
+        if check and result.returncode != 0:
+            raise CommandFailed(result)
+        return result
+
+    def ran(self, pattern: str) -> bool:
+        return any(fnmatch.fnmatchcase(c, pattern) for c in self.calls)
+
+
+class FakeClock:
+    """A clock where sleeping advances time instantly; ``datetime.now()`` follows it (freezegun).
+
+    Timeouts still fire: a sleep that crosses the running step's deadline advances only to the
+    deadline and raises ``StepTimeout``. Parallel branches that sleep each advance the shared
+    time, so fake time is the sum of their waits, not the maximum: assert on ``sleeps``, not on
+    total elapsed time, when branches run in parallel.
+    """
+
+    def __init__(self, start: datetime | None = None, *, freeze: bool = True) -> None:
+        self._start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._offset = 0.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+        self._freezer: Any = None
+        self._frozen: Any = None
+        if freeze:
+            from freezegun import freeze_time
+
+            self._freezer = freeze_time(self._start, real_asyncio=True, tick=False)
+
+    def start(self) -> FakeClock:
+        if self._freezer is not None and self._frozen is None:
+            self._frozen = self._freezer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._frozen is not None:
+            self._freezer.stop()
+            self._frozen = None
+
+    def __enter__(self) -> FakeClock:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self._offset)
+
+    def monotonic(self) -> float:
+        return self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
+            if self._frozen is not None:
+                self._frozen.tick(timedelta(seconds=seconds))
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        seconds, timeout = clip_to_deadline(self, seconds)
+        self.advance(seconds)
+        if timeout:
+            raise timeout
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)  # still a suspension point, as a real sleep would be
+
+    @property
+    def elapsed(self) -> float:
+        return self._offset
+
+
+class FakeNotifier:
+    """A notification channel that keeps every ``Message`` (``fake://`` in routing rules)."""
+
+    url = "fake://"
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.fail_with: BaseException | None = None
+
+    async def send(self, message: Message) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.append(message)
+
+    async def aclose(self) -> None:
+        pass
+
+    def kinds(self) -> list[str]:
+        return [m.kind for m in self.messages]
+
+    @property
+    def plugin(self) -> Any:
+        """A plugin object registering this notifier for ``fake://``."""
+        from runbook.hookspecs import Provider, hookimpl
+
+        notifier = self
+
+        class _Plugin:
+            @hookimpl
+            def runbook_notifiers(self) -> list[Provider]:
+                return [Provider("fake", lambda url, **_: notifier, "test notifier")]
+
+        return _Plugin()

@@ -1,0 +1,185 @@
+"""The pytest plugin (entry point ``pytest11``): fixtures, and ``pytest --runbooks DIR``.
+
+Fixtures: ``runbook_runner`` (runs a runbook with every fake below and an in-memory store),
+``fake_shell``, ``fake_clock``, ``fake_router``, ``fake_notifier``. ``pytest --runbooks DIR``
+collects every runbook under DIR as a test item that runs it with fakes and fails on a definition
+error or a run that does not succeed. A runbook may set a module-level ``TEST`` dict to steer its
+item: ``{"params": {...}, "env": "dev", "resources": {name: value or factory(tmp_path)},
+"expect": "succeeded", "skip": "reason"}``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell
+
+ALL_KINDS = None  # notification rule "on" for every kind
+
+
+class RunbookRunner:
+    """Runs runbooks in a test with fakes; one shared in-memory store per test.
+
+    ``run(path, **params)`` returns the ``RunResult``; ``runner(**kwargs)`` gives the configured
+    ``Runner`` for anything else (approve, resume, deny, cancel).
+    """
+
+    def __init__(self, *, shell: FakeShell, clock: FakeClock, router: Any,
+                 notifier: FakeNotifier) -> None:
+        self.shell = shell
+        self.clock = clock
+        self.router = router
+        self.notifier = notifier
+        self.store_url = f"memory://test-{uuid.uuid4().hex}"
+        self.locks_url = f"memory://test-{uuid.uuid4().hex}"
+
+    def runner(self, **kwargs: Any) -> Any:
+        from runbook.audit.events import KINDS
+        from runbook.runner import Runner
+
+        resources = {"shell": self.shell, "clock": self.clock, "router": self.router,
+                     **kwargs.pop("resources", {})}
+        kwargs.setdefault("store", self.store_url)
+        kwargs.setdefault("locks", self.locks_url)
+        kwargs.setdefault("actor", "tester")
+        kwargs.setdefault("seed", 0)
+        kwargs.setdefault("notify", [{"to": "fake://", "on": list(KINDS)}])
+        plugins = [self.notifier.plugin, *kwargs.pop("plugins", [])]
+        return Runner(resources=resources, plugins=plugins, **kwargs)
+
+    def run(self, runbook: Any, *, env: str = "dev", runner: Mapping[str, Any] | None = None,
+            **params: Any) -> Any:
+        return self.runner(env=env, **dict(runner or {})).run(runbook, params=params)
+
+
+@pytest.fixture
+def fake_shell() -> FakeShell:
+    return FakeShell()
+
+
+@pytest.fixture
+def fake_clock() -> Iterator[FakeClock]:
+    with FakeClock() as clock:
+        yield clock
+
+
+@pytest.fixture
+def fake_router() -> Any:
+    from runbook.testing.router import FakeRouter
+
+    return FakeRouter()
+
+
+@pytest.fixture
+def fake_notifier() -> FakeNotifier:
+    return FakeNotifier()
+
+
+@pytest.fixture
+def runbook_runner(fake_shell: FakeShell, fake_clock: FakeClock, fake_router: Any,
+                   fake_notifier: FakeNotifier) -> RunbookRunner:
+    return RunbookRunner(shell=fake_shell, clock=fake_clock, router=fake_router,
+                         notifier=fake_notifier)
+
+
+# -- pytest --runbooks DIR ---------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("runbook")
+    group.addoption("--runbooks", action="append", default=[], metavar="DIR",
+                    help="collect every runbook under DIR as a test run with fakes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    dirs = [Path(d).resolve() for d in config.getoption("runbooks") or []]
+    config.stash[_DIRS] = dirs
+    for d in dirs:
+        if str(d) not in config.args:
+            config.args.append(str(d))
+
+
+_DIRS = pytest.StashKey[list]()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    dirs = parent.config.stash.get(_DIRS, [])
+    if (file_path.suffix == ".py" and not file_path.name.startswith(("_", "test_"))
+            and file_path.name != "runbookconf.py"
+            and any(d == file_path.parent or d in file_path.parents for d in dirs)):
+        return RunbookFile.from_parent(parent, path=file_path)
+    return None
+
+
+class RunbookFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        yield RunbookItem.from_parent(self, name=f"run[{self.path.stem}]")
+
+
+def _example(spec: Any) -> Any:
+    from runbook.params import REQUIRED
+
+    if spec.example is not REQUIRED:
+        return spec.example
+    if spec.choices is not None:
+        try:
+            return next(iter(spec.choices))
+        except TypeError:
+            pass
+    return {int: 1, float: 1.0, bool: False}.get(spec.type, "example")
+
+
+class RunbookItem(pytest.Item):
+    def runtest(self) -> None:
+        import tempfile
+
+        from runbook.collect import load
+        from runbook.errors import DefinitionError
+
+        try:
+            rb = load(self.path)
+        except DefinitionError as exc:
+            raise RunbookFailed(f"definition error: {exc}") from None
+        spec = getattr(rb.module, "TEST", {}) or {}
+        if spec.get("skip"):
+            pytest.skip(spec["skip"])
+        params = {n: _example(p) for n, p in rb.params.items() if p.required}
+        params.update(spec.get("params", {}))
+        with tempfile.TemporaryDirectory() as tmp, FakeClock() as clock:
+            resources = {
+                "http": httpx.Client(transport=httpx.MockTransport(
+                    lambda request: httpx.Response(200, json={"status": "ok"}))),
+            }
+            for name, value in spec.get("resources", {}).items():
+                resources[name] = value(Path(tmp)) if callable(value) else value
+            from runbook.testing.router import FakeRouter
+
+            runner = RunbookRunner(shell=FakeShell(), clock=clock, router=FakeRouter(),
+                                   notifier=FakeNotifier())
+            result = runner.run(rb, env=spec.get("env", "dev"),
+                                runner={"protection": "none", "resources": resources}, **params)
+        expected = spec.get("expect", "succeeded")
+        if result.status != expected:
+            lines = [f"run {result.status} (expected {expected}): {result.error or ''}"]
+            lines += [f"  {n}: {s.status}{' - ' + s.error if s.error else ''}"
+                      for n, s in result.steps.items()]
+            raise RunbookFailed("\n".join(lines))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+                     ) -> str:
+        if isinstance(excinfo.value, RunbookFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"runbook {self.path.name}"
+
+
+class RunbookFailed(Exception):
+    """A runbook item failed: its message is the whole report, no traceback needed."""
