@@ -187,7 +187,7 @@ def _analyze(
     except (TypeError, ValueError):
         raise DefinitionError(f"{what}: cannot read its signature", file=where[0],
                               line=where[1]) from None
-    step_names = set(steps)
+    step_names = steps if isinstance(steps, set | frozenset) else set(steps)
     extra = set(extra)
     rename = rename or {}
     args: list[Arg] = []
@@ -290,11 +290,18 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
             aliases[var] = f"{var}.{group.steps[-1].name}"
 
     all_names = [name for name, _, _ in raw_steps]
-    dupes = sorted({n for n in all_names if all_names.count(n) > 1})
+    seen_names: set[str] = set()
+    dupes = sorted({n for n in all_names if n in seen_names or seen_names.add(n)})
     if dupes:
         first = next(o for n, _, o in raw_steps if n == dupes[0])
         raise DefinitionError(f"duplicate step name {dupes[0]!r}", file=first.file, line=first.line)
-    step_names = set(all_names) | set(aliases)
+    clash = sorted(set(aliases) & seen_names)
+    if clash:
+        group = groups[clash[0]]
+        raise DefinitionError(f"strategy group {clash[0]!r} has the name of a step", group.file,
+                              group.line)
+    all_names = frozenset(seen_names)  # type: ignore[assignment]
+    step_names = all_names | frozenset(aliases)
 
     rollback_of: dict[str, RollbackDef] = {}
     for func, rb in rollbacks:

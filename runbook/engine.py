@@ -45,6 +45,7 @@ from runbook.scope import ResourceScope
 from runbook.store.base import RunStore, StepRecord
 
 _NOTHING = object()
+_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Execution:
         self._executor: ThreadPoolExecutor | None = None
         self._want = setup.hooks_wanted
         self._run_lock: str | None = None
+        # Nothing listens (no sink, no hook, no notifier): skip building events at all.
+        self._quiet = not setup.recorder.sinks and not setup.recorder.listeners
+        self._done_like: frozenset[str] = frozenset()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -117,6 +121,8 @@ class Execution:
     def emit(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None,
              **kw: Any) -> None:
         """Audit an event; a refused required sink makes the run fail before its next effect."""
+        if self._quiet:
+            return
         try:
             self.s.recorder.emit(kind, step, data, **kw)
         except AuditError as exc:
@@ -271,50 +277,65 @@ class Execution:
     # -- scheduling -----------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
+        """Event-driven: each finished task releases its dependents and starts what is ready.
+
+        Done-callbacks instead of ``asyncio.wait`` in a loop keep the per-step cost flat; the
+        coroutine only waits for the moment nothing is running any more.
+        """
         done_like = R.DONE_STATUSES | {R.STEP_FAILED, R.STEP_CANCELLED, R.PLANNED}
+        self._done_like = done_like
         waiting: dict[str, int] = {}
-        dependents = self.rb.dependents()
+        self._dependents = self.rb.dependents()
         ready: deque[str] = deque()
         for name, step in self.steps.items():
-            if self.results[name].status in done_like | {R.AWAITING_APPROVAL}:
-                if self.results[name].status == R.AWAITING_APPROVAL:
-                    ready.append(name)  # re-check its approvals now
+            status = self.results[name].status
+            if status == R.AWAITING_APPROVAL:
+                ready.append(name)  # re-check its approvals now
+                continue
+            if status in done_like:
                 continue
             count = sum(1 for p in step.predecessors if self.results[p].status not in done_like)
             waiting[name] = count
             if count == 0:
                 ready.append(name)
-        running = self._tasks
-        limit = max(1, self.s.max_parallel)
+        self._waiting, self._ready = waiting, ready
+        self._limit = max(1, self.s.max_parallel)
+        self._loop = asyncio.get_running_loop()
+        self._idle = self._loop.create_future()
+        self._pump()
+        if self._tasks:
+            await self._idle
 
-        def release(name: str) -> None:
-            for dep in dependents[name]:
+    def _pump(self) -> None:
+        ready, running = self._ready, self._tasks
+        while ready and not (self.failing or self.cancelled) and len(running) < self._limit:
+            name = ready.popleft()
+            task = self._loop.create_task(self._run_step(name))
+            running[task] = name
+            task.add_done_callback(self._task_done)
+        if not running and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        name = self._tasks.pop(task, None)
+        if name is None:
+            return
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._fatal(exc)
+        if self.results[name].status in self._done_like:
+            waiting = self._waiting
+            for dep in self._dependents[name]:
                 if dep in waiting:
                     waiting[dep] -= 1
                     if waiting[dep] == 0:
-                        ready.append(dep)
-
-        loop = asyncio.get_running_loop()
-        while True:
-            while ready and not self.failing and len(running) < limit:
-                name = ready.popleft()
-                task = loop.create_task(self._run_step(name))
-                running[task] = name
-            if not running:
-                break
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                name = running.pop(task)
-                exc = task.exception() if not task.cancelled() else None
-                if exc is not None:
-                    self._fatal(exc)
-                if self.results[name].status in done_like:
-                    release(name)
-            if self.failing and running:
-                await self._cancel_running()
+                        self._ready.append(dep)
+        if self.failing or self.cancelled:
+            for other in self._tasks:
+                other.cancel()
+        self._pump()
 
     async def _cancel_running(self) -> None:
-        running = dict(self._tasks)
+        running = list(self._tasks)
         for task in running:
             task.cancel()
         if running:
@@ -468,7 +489,7 @@ class Execution:
                 exc = lost
             except Exception as error:
                 exc = error
-            if exc is None:
+            if exc is None and type(output) not in _PLAIN:
                 try:
                     json.dumps(output)
                 except (TypeError, ValueError):
@@ -529,8 +550,17 @@ class Execution:
             import contextvars
 
             call = functools.partial(contextvars.copy_context().run, func, **kwargs)
-            future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-            return await (asyncio.wait_for(future, timeout) if timeout else future)
+            thread_future = self._executor.submit(call)
+            future = asyncio.wrap_future(thread_future)
+            try:
+                return await (asyncio.wait_for(future, timeout) if timeout else future)
+            except asyncio.CancelledError:
+                # A thread cannot be interrupted: let the step return before rollbacks start,
+                # so an undo never races the half-done thing it undoes.
+                if not thread_future.done():
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(asyncio.wrap_future(thread_future))
+                raise
         except TimeoutError as exc:
             if isinstance(exc, StepTimeout):
                 raise

@@ -46,9 +46,15 @@ __all__ = [
     "wait_until",
 ]
 
-# Errors that mean the check itself is broken, not that the system is not ready yet: retrying
-# them for the whole timeout would only hide the bug for minutes.
-_BUG_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError, AttributeError, ImportError)
+# Never "not ready yet": the step's own timeout fired, or the check itself is broken (retrying a
+# TypeError for the whole timeout would only hide the bug for minutes).
+_NEVER_RETRIED: tuple[type[BaseException], ...] = (
+    StepTimeout,
+    TypeError,
+    NameError,
+    AttributeError,
+    ImportError,
+)
 
 
 class Outcome(enum.StrEnum):
@@ -147,7 +153,7 @@ class _Poll:
 
     def record(self, value: Any = None, error: BaseException | None = None) -> None:
         if error is not None and (
-            isinstance(error, StepTimeout | _BUG_ERRORS) or not isinstance(error, self.retry_on)
+            isinstance(error, _NEVER_RETRIED) or not isinstance(error, self.retry_on)
         ):
             raise error
         self.attempts += 1
@@ -177,6 +183,8 @@ class _Poll:
             seen = f"last error: {type(self.error).__name__}: {self.error}"
         elif isinstance(self.last, ProbeResult):
             seen = f"last result: {self.last.outcome}: {self.last.detail}"
+        elif self.last is None:
+            seen = "last result: None; the check must return something truthy when ready"
         else:
             seen = f"last result: {self.last!r}"
         return WaitTimeout(

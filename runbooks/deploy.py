@@ -211,9 +211,13 @@ class LocalServices:
             os.kill(pid, 0)
         except (ProcessLookupError, PermissionError):
             return False
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists():  # Linux: make sure the pid was not recycled by something else
-            return str(release / "server.py") in cmdline.read_bytes().decode(errors="replace")
+        proc = Path(f"/proc/{pid}")
+        if proc.exists():  # Linux: a zombie is dead, and a recycled pid is someone else
+            if _proc_state(proc) == "Z":
+                return False
+            return str(release / "server.py") in (proc / "cmdline").read_bytes().decode(
+                errors="replace"
+            )
         return True
 
     def stop(self, pid: int, release: Path, timeout: float = 5.0) -> None:
@@ -241,7 +245,15 @@ class LocalServices:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        return False
+        # Not our child: dead but not yet reaped by its parent (init) still counts as gone.
+        return _proc_state(Path(f"/proc/{pid}")) == "Z"
+
+
+def _proc_state(proc: Path) -> str | None:
+    try:  # /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces, so split after ")"
+        return proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 @resource

@@ -13,5 +13,15 @@ from runbook.audit.events import (
     verify_chain,
 )
 
-__all__ = ["GENESIS", "KINDS", "AuditEvent", "AuditQuery", "AuditSink", "MemorySink",
-           "VerifyReport", "canonical_json", "event_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "KINDS",
+    "AuditEvent",
+    "AuditQuery",
+    "AuditSink",
+    "MemorySink",
+    "VerifyReport",
+    "canonical_json",
+    "event_hash",
+    "verify_chain",
+]

@@ -18,10 +18,26 @@ from typing import Any, Protocol, runtime_checkable
 GENESIS = "0" * 64
 
 KINDS = (
-    "run_started", "run_finished", "step_started", "step_succeeded", "step_failed",
-    "step_retried", "step_skipped", "approval_requested", "approval_granted", "approval_denied",
-    "lock_acquired", "lock_released", "lock_denied", "rollback_started", "rollback_succeeded",
-    "rollback_failed", "run_paused", "run_resumed", "run_cancelled", "change_recorded",
+    "run_started",
+    "run_finished",
+    "step_started",
+    "step_succeeded",
+    "step_failed",
+    "step_retried",
+    "step_skipped",
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
+    "lock_acquired",
+    "lock_released",
+    "lock_denied",
+    "rollback_started",
+    "rollback_succeeded",
+    "rollback_failed",
+    "run_paused",
+    "run_resumed",
+    "run_cancelled",
+    "change_recorded",
     "notification_failed",
 )
 
@@ -99,20 +115,32 @@ def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
     for event in events:
         checked += 1
         if event.hash != event_hash(event):
-            return VerifyReport(False, checked, event.seq,
-                                f"event {event.seq} ({event.kind}) was edited: its hash does not "
-                                "match its content")
+            return VerifyReport(
+                False,
+                checked,
+                event.seq,
+                f"event {event.seq} ({event.kind}) was edited: its hash does not match its content",
+            )
         if expected_seq is not None and event.seq != expected_seq:
             if event.seq is not None and event.seq > expected_seq:
-                what = (f"event(s) {expected_seq}..{event.seq - 1} removed"
-                        if event.seq - 1 > expected_seq else f"event {expected_seq} removed")
+                what = (
+                    f"event(s) {expected_seq}..{event.seq - 1} removed"
+                    if event.seq - 1 > expected_seq
+                    else f"event {expected_seq} removed"
+                )
             else:
-                what = f"event {event.seq} is out of order or inserted (expected seq {expected_seq})"
+                what = (
+                    f"event {event.seq} is out of order or inserted (expected seq {expected_seq})"
+                )
             return VerifyReport(False, checked, event.seq, what)
         if event.prev_hash != prev_hash:
-            return VerifyReport(False, checked, event.seq,
-                                f"event {event.seq} ({event.kind}) does not link to the event "
-                                "before it: an event was removed, inserted or reordered")
+            return VerifyReport(
+                False,
+                checked,
+                event.seq,
+                f"event {event.seq} ({event.kind}) does not link to the event "
+                "before it: an event was removed, inserted or reordered",
+            )
         prev_hash = event.hash
         expected_seq = (event.seq or 0) + 1
     return VerifyReport(True, checked)
@@ -184,8 +212,9 @@ class MemorySink:
     def append(self, event: AuditEvent) -> AuditEvent:
         with self._lock:
             prev = self._events[-1] if self._events else None
-            stored = event.chained((prev.seq or 0) + 1 if prev else 1,
-                                   prev.hash if prev and prev.hash else GENESIS)
+            stored = event.chained(
+                (prev.seq or 0) + 1 if prev else 1, prev.hash if prev and prev.hash else GENESIS
+            )
             self._events.append(stored)
             return stored
 

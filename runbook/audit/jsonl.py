@@ -85,18 +85,28 @@ class JsonlSink:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _descriptor(self) -> int:
-        """The append descriptor, reopened if the file was rotated or removed under us."""
+    def _current_inode(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self.path)
-            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
-            current = None
-        if self._fd is not None and current == self._inode:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _descriptor(self) -> int:
+        """The append descriptor, reopened if the file was rotated or removed under us."""
+        if self._fd is not None and self._current_inode() == self._inode:
             return self._fd
         self._close_fd()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        if created and self.fsync:
+            # A new file's name is durable only once its directory is synced.
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         st = os.fstat(fd)
         self._fd, self._inode = fd, (st.st_dev, st.st_ino)
         return fd
@@ -104,8 +114,13 @@ class JsonlSink:
     def append(self, event: AuditEvent) -> AuditEvent:
         with self._thread_lock:
             try:
-                fd = self._descriptor()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                while True:
+                    fd = self._descriptor()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if self._current_inode() == self._inode:
+                        break
+                    # Rotated between our check and the lock: append to the new file instead.
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 try:
                     return self._append_locked(fd, event)
                 finally:
@@ -122,11 +137,12 @@ class JsonlSink:
         try:
             last = _last_event(fd, size)
         except TornLog as exc:
+            problem, good_size = exc.args
+            url = safe_url(self.url)
             raise AuditError(
-                f"audit sink {safe_url(self.url)} refuses to append: {exc}. Inspect it with "
-                f"`runbook audit verify --sink {safe_url(self.url)}`; a line cut short by a crash "
-                f"is an event that was never acknowledged, and removing it repairs the log "
-                f"(truncate -s {exc.args[1]} {self.path})"
+                f"audit sink {url} refuses to append: {problem}. A line cut short by a crash is "
+                "an event that was never acknowledged; check with `runbook audit verify --sink "
+                f"{url}`, then remove the damaged tail: truncate -s {good_size} {self.path}"
             ) from None
         seq = (last.seq or 0) + 1 if last else 1
         prev = last.hash if last and last.hash else GENESIS

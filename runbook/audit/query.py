@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -136,27 +135,6 @@ def safe_url(url: str) -> str:
             return urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return url.split("://", 1)[0] + "://***"
-    return url
-
-
-def resolve_url(url: str, base: Path) -> str:
-    """Make a relative ``jsonl://`` or ``sqlite:///`` path relative to ``base`` (config folder).
-
-    Sinks resolve relative paths against the working directory; a caller that read the URL from a
-    configuration file calls this first so ``runbook audit`` finds the same file from any folder.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    if scheme == "jsonl" and rest and not rest.startswith("/"):
-        return f"jsonl://{(base / rest).resolve()}"
-    if scheme == "sqlite" and not rest.startswith("//"):
-        # sqlite:///rel.db is relative, sqlite:////abs.db absolute; bare sqlite:// is the default
-        # run store file (SQLAlchemy's convention, which the run store's URLs follow too).
-        from runbook.audit.sqlite import DEFAULT_DB
-
-        relative = rest[1:] if rest.startswith("/") else (rest or DEFAULT_DB)
-        return f"sqlite:///{(base / relative).resolve()}"
     return url
 
 

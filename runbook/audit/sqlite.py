@@ -192,7 +192,7 @@ class SqliteSink:
             if conn is None:
                 return VerifyReport(True, 0)
             with closing(conn):
-                return _verify_rows(
+                return verify_rows(
                     conn.execute(
                         f"SELECT seq, {', '.join(_COLUMNS)}, event FROM audit_events ORDER BY seq"
                     )
@@ -238,7 +238,7 @@ def select_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def _verify_rows(rows: Any) -> VerifyReport:
+def verify_rows(rows: Any) -> VerifyReport:
     """The chain over the stored JSON, plus every indexed column checked against that JSON."""
     mismatch: list[VerifyReport] = []
     position = 0

@@ -16,7 +16,6 @@ from runbook.audit.query import (
     format_table,
     open_sink,
     parse_time,
-    resolve_url,
     safe_url,
 )
 from runbook.cli.common import config_option, handle_errors, load_config
@@ -44,36 +43,26 @@ class _SinkRef:
 
 
 def _configured(sink_urls: tuple[str, ...], config_path: Path | None) -> list[_SinkRef]:
-    """``--sink`` URLs as given, else the ``audit`` sinks of the configuration."""
+    """``--sink`` URLs as given, else the ``audit`` sinks of the configuration.
+
+    The configuration has already anchored relative paths at the project root; a bare
+    ``sqlite://`` ("in the run store") is the configured store's file.
+    """
     if sink_urls:
         return [_SinkRef(url) for url in sink_urls]
-    try:
-        config = load_config(Path.cwd(), config_path)
-    except ModuleNotFoundError as exc:
-        if exc.name != "runbook.config":
-            raise
-        raise UsageError("no audit sink to read: pass --sink URL") from None
-    base = _config_folder(config)
+    config = load_config(Path.cwd(), config_path)
+    store = str(getattr(config, "store", "") or "")
     refs = []
-    for entry in getattr(config, "audit", None) or []:
-        url = entry if isinstance(entry, str) else entry.url
-        best_effort = False if isinstance(entry, str) else bool(entry.best_effort)
-        refs.append(_SinkRef(resolve_url(url, base) if base else url, best_effort))
+    for entry in getattr(config, "audit", None) or ():
+        url = entry.url
+        if url.partition("?")[0] == "sqlite://" and store.startswith("sqlite://"):
+            url = store
+        refs.append(_SinkRef(url, bool(entry.best_effort)))
     if not refs:
         raise UsageError(
             "no audit sinks configured ([tool.runbook] audit = [...]); pass --sink URL"
         )
     return refs
-
-
-def _config_folder(config: Any) -> Path | None:
-    """Relative sink paths in a config file are relative to that file's folder."""
-    for attr in ("root", "path"):
-        value = getattr(config, attr, None)
-        if isinstance(value, Path | str) and str(value):
-            path = Path(value)
-            return path.parent if attr == "path" or path.is_file() else path
-    return None
 
 
 @click.group("audit", invoke_without_command=True)
@@ -201,6 +190,8 @@ def _verify_one(ref: _SinkRef, *, with_head: bool) -> dict[str, Any]:
     shown = safe_url(ref.url)
     try:
         sink = open_sink(ref.url)
+    except UsageError:
+        raise  # no plugin for the scheme, a malformed URL: the command line is wrong (exit 2)
     except RunbookError as exc:
         return {"sink": shown, "status": "error", "ok": False, "message": f"ERROR: {exc}"}
     try:

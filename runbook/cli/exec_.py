@@ -1,3 +1,239 @@
-"""Placeholder: filled in by its issue."""
+"""``runbook exec``: run a runbook, with the terminal reporter or one JSON document.
 
-COMMANDS: list = []
+Ctrl-C (SIGINT) and SIGTERM cancel the run task: the engine stops scheduling, cancels running
+steps, rolls back what completed and returns ``cancelled`` (exit 130). A second signal during that
+rollback is refused with a message, because abandoning a rollback half-way is the one thing worse
+than waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runbook.cli.common import config_option, handle_errors, load_config, store_option
+from runbook.cli.inspect import plugin_option
+from runbook.cli.reporter import TerminalReporter
+from runbook.errors import EXIT_INTERRUPTED, UsageError
+from runbook.params import parse_assignments
+from runbook.result import RunResult
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def drive(start: Callable[[], Awaitable[RunResult]]) -> RunResult:
+    """Run ``start()`` on a fresh event loop; the first SIGINT/SIGTERM cancels it.
+
+    The engine turns the cancellation into a rollback and a ``cancelled`` result, so a signal
+    never leaves a run half-done without its rollback having been attempted.
+    """
+
+    async def main() -> RunResult:
+        task = asyncio.ensure_future(start())
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                click.echo(
+                    f"\nrunbook: {signal.Signals(signum).name}: cancelling the run, rolling back"
+                    " what completed...",
+                    err=True,
+                )
+                task.cancel()
+            else:
+                click.echo(
+                    "runbook: already cancelling; waiting for the rollback to finish. (kill -9 "
+                    "abandons it; `runbook show` then tells what state was left)",
+                    err=True,
+                )
+
+        installed = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                try:
+                    loop.add_signal_handler(sig, on_signal, sig)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - not POSIX
+                    pass
+        try:
+            return await task
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        # Only if the engine could not turn the cancellation into a result (it normally does).
+        click.echo("runbook: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def finish(result: RunResult, as_json: bool) -> None:
+    """Print the JSON document if asked, then exit with the run's documented exit code."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str, indent=2))
+    code = result.exit_code
+    if _stuck_step_threads():
+        # A cancelled sync step cannot be interrupted inside its worker thread, and interpreter
+        # shutdown would wait for it. The run is already rolled back and recorded, so that
+        # thread must not go on changing things: leave now.
+        click.echo(
+            "runbook: a cancelled step was still running in a worker thread; exiting", err=True
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _stuck_step_threads(grace: float = 1.0) -> list[str]:
+    """Step worker threads still alive after ``grace`` seconds (idle ones exit at shutdown)."""
+    deadline = time.monotonic() + grace
+    stuck = []
+    for thread in threading.enumerate():
+        if thread.name.startswith("runbook-step"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                stuck.append(thread.name)
+    return stuck
+
+
+def check_env(config: Any, env: str | None) -> None:
+    """A typo in ``--env`` must not silently run with a weaker protection level.
+
+    DESIGN.md gives an env without a section the ``standard`` level. That stays true when the
+    project declares no environments at all; once it declares some, ``--env prdo`` is an error
+    naming them instead of a ``standard`` run where ``prod`` would have been ``strict``.
+    """
+    envs = getattr(config, "envs", None) or {}
+    if env is not None and envs and env not in envs:
+        raise UsageError(f"unknown env {env!r}; configured: {', '.join(sorted(envs))}")
+
+
+def build_runner(
+    config: Any,
+    *,
+    env: str | None = None,
+    as_: str | None = None,
+    store_url: str | None = None,
+    plugins: Iterable[Any] = (),
+    **overrides: Any,
+) -> Any:
+    """A Runner from configuration, the way every CLI command builds one."""
+    from runbook.config import resolve_actor
+    from runbook.runner import Runner
+
+    actor = resolve_actor(as_, cwd=getattr(config, "root", None))
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    return Runner.from_config(
+        config, env=env, actor=actor, store=store_url or None, plugins=list(plugins), **extra
+    )
+
+
+@click.command("exec")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "-p",
+    "--param",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a runbook parameter (repeatable); converted and validated before anything runs.",
+)
+@click.option(
+    "--env", "env", metavar="ENV", help="Environment (default: config default_env, else dev)."
+)
+@click.option(
+    "--as",
+    "as_",
+    metavar="ACTOR",
+    help="Who is running this (default: $RUNBOOK_ACTOR, git user.email, OS user).",
+)
+@click.option("--dry-run", is_flag=True, help="Run probes only and print the plan; change nothing.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Approve gates as yourself where the env allows it, instead of pausing.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (the run result) instead of the report.",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run at most N independent steps at once (default 8).",
+)
+@store_option
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait this long for a held lock before exiting 5 (default from config, 0).",
+)
+@config_option
+@plugin_option
+@handle_errors
+def exec_cmd(
+    path: Path,
+    assignments: tuple[str, ...],
+    env: str | None,
+    as_: str | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    max_parallel: int | None,
+    store_url: str | None,
+    lock_timeout: float | None,
+    config_path: Path | None,
+    plugin_modules: tuple[str, ...],
+) -> None:
+    """Run the runbook at PATH.
+
+    \b
+    Exit codes: 0 succeeded, 1 failed (rolled back), 2 usage or definition error,
+    3 paused for approval, 4 rollback failed, 5 lock held, 130 interrupted.
+    """
+    if not path.is_file():
+        raise UsageError(f"no such runbook file: {path}")
+    params = parse_assignments(assignments)
+    config = load_config(path.resolve().parent, config_path)
+    check_env(config, env)
+    reporter = None if as_json else TerminalReporter(quiet_steps=dry_run)
+    runner = build_runner(
+        config,
+        env=env,
+        as_=as_,
+        store_url=store_url,
+        plugins=[*([reporter] if reporter else []), *plugin_modules],
+        params=params,
+        dry_run=dry_run,
+        yes=yes,
+        max_parallel=max_parallel,
+        lock_timeout=lock_timeout,
+    )
+    runbook = runner.load(path)
+    if reporter is not None:
+        reporter.width = max((len(n) for n in runbook.steps), default=0)
+        reporter.runbook = runbook
+    result = drive(lambda: runner.arun(runbook))
+    finish(result, as_json)
+
+
+COMMANDS = [exec_cmd]

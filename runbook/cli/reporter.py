@@ -10,11 +10,13 @@ file or CI gets plain lines, one per event, and progress at most once per 10% or
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import IO, Any
 
 import click
@@ -65,7 +67,7 @@ RUN_COLOURS = {
 
 def label(status: str) -> str:
     """``rolled_back`` -> ``rolled back``: statuses read as words in human output."""
-    return status.replace("_", " ")
+    return "not run" if status == "pending" else status.replace("_", " ")
 
 
 def first_line(text: str | None) -> str:
@@ -107,12 +109,17 @@ class TerminalReporter:
         tty: bool | None = None,
         names: list[str] | None = None,
         quiet_steps: bool = False,
+        runbook: Any = None,
     ) -> None:
         self.out = out if out is not None else sys.stdout
         isatty = bool(getattr(self.out, "isatty", lambda: False)())
         self.tty = isatty if tty is None else tty
         self.color = self.tty if color is None else color
+        if names is None and runbook is not None:
+            names = list(runbook.steps)
         self.width = max((len(n) for n in names or ()), default=0)
+        # With the collected runbook, a dry run ends with the plan (levels, gates, locks).
+        self.runbook = runbook
         # In dry-run the exec command prints the plan itself, so the per-step lines are noise.
         self.quiet_steps = quiet_steps
         self.run: Any = None
@@ -225,6 +232,11 @@ class TerminalReporter:
             duration = time.monotonic() - self._started
         status = result.status
         summary = f"{summarize(result.counts())} in {format_duration(duration)}"
+        if result.dry_run:
+            summary += "; nothing was changed"
+        if result.dry_run and self.runbook is not None:
+            for line in render_plan(self.runbook, result, self.run, self._style):
+                self._write(line)
         head = "dry run" if result.dry_run else f"run {label(status)}"
         self._write(self._style(f"{head}: {summary}", RUN_COLOURS.get(status), bold=True))
         if status == "paused":
@@ -250,3 +262,63 @@ class TerminalReporter:
             why = first_line(step.rollback_error or step.error) or "no detail"
             self._write(self._style(f"  {step.name}: {why}", "red"))
         self._write(f"  inspect: runbook show {result.run_id}")
+
+
+def expand(template: str, run: Any) -> str:
+    """A lock name template as the engine will expand it, or unchanged when it cannot be yet."""
+    if run is None:
+        return template
+    try:
+        return template.format(env=run.env, params=SimpleNamespace(**run.params))
+    except (KeyError, AttributeError, IndexError, ValueError):
+        return template
+
+
+def _short(value: Any, width: int = 70) -> str:
+    try:
+        text = json.dumps(value, default=str, separators=(", ", ": "))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_plan(
+    rb: Any, result: Any, run: Any, style: Callable[..., str] = lambda t, *a, **k: t
+) -> list[str]:
+    """The dry-run plan: each parallel level in order, each step with what it would do."""
+    lines = ["plan (probes ran for real; no step that changes anything ran):"]
+    if rb.lock:
+        lines.append(f"  run lock: {expand(rb.lock, run)}")
+    width = max((len(n) for n in rb.steps), default=0)
+    for number, level in enumerate(rb.levels(), 1):
+        lines.append(f"  level {number}" + ("  (parallel)" if len(level) > 1 else ""))
+        for name in level:
+            step = rb.steps[name]
+            res = result.steps.get(name)
+            status = res.status if res is not None else "pending"
+            symbol, fg = SYMBOLS.get(status, ("·", None))
+            facts: list[str] = []
+            if status == "succeeded":
+                facts.append(f"→ {_short(res.output)}")
+            elif status == "skipped":
+                facts.append(f"skipped ({res.reason})" if res.reason else "skipped")
+            elif status == "planned":
+                facts.append("would run")
+                if res.reason and res.reason.startswith("when"):
+                    facts.append(res.reason)
+            elif status == "failed":
+                facts.append(f"failed: {first_line(res.error)}")
+            else:
+                facts.append(label(status))
+            if status != "skipped":
+                if step.options.approval is not None:
+                    facts.append("approval gate")
+                if step.options.lock:
+                    facts.append(f"lock {expand(step.options.lock, run)}")
+                if step.rollback is not None:
+                    facts.append(f"rollback {step.rollback.func.__name__}")
+            lines.append(
+                f"    {style(symbol, fg, bold=True)} {name.ljust(width)}  {step.kind:<5}  "
+                + " · ".join(facts)
+            )
+    return lines

@@ -1,3 +1,309 @@
-"""Placeholder: filled in by its issue."""
+"""Store-backed commands: ``runs``, ``show``, ``approve``, ``deny``, ``resume``, ``cancel``.
 
-COMMANDS: list = []
+They work from any process on any host that shares the run store: the run that paused for
+approval is resumed by whoever approves it, not by the terminal that started it. Configuration is
+searched from the current directory (the runbook's own path is in the store).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runbook.cli.common import config_option, handle_errors, load_config, store_option
+from runbook.cli.exec_ import build_runner, drive, finish
+from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
+from runbook.errors import EXIT_ROLLBACK_FAILED
+from runbook.result import RUN_STATUSES, RunResult
+
+
+def _runner(
+    store_url: str | None,
+    config_path: Path | None,
+    as_: str | None = None,
+    *,
+    json_output: bool = False,
+) -> tuple[Any, TerminalReporter | None]:
+    config = load_config(None, config_path)
+    reporter = None if json_output else TerminalReporter()
+    runner = build_runner(
+        config, as_=as_, store_url=store_url, plugins=[reporter] if reporter else []
+    )
+    return runner, reporter
+
+
+def _store(runner: Any) -> Any:
+    store = runner.store
+    if store is None:  # pragma: no cover - the config always names a store
+        raise click.UsageError("no run store configured")
+    return store
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _jsonable(record: Any) -> dict[str, Any]:
+    data = asdict(record)
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+
+as_option = click.option(
+    "--as",
+    "as_",
+    metavar="ACTOR",
+    help="Who is doing this (default: $RUNBOOK_ACTOR, git user.email, OS user).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.command("runs")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="At most this many runs, newest first.",
+)
+@json_option
+@store_option
+@config_option
+@handle_errors
+def runs(
+    status: str | None, limit: int, as_json: bool, store_url: str | None, config_path: Path | None
+) -> None:
+    """List runs from the run store, newest first."""
+    runner, _ = _runner(store_url, config_path, json_output=True)
+    records = _store(runner).list_runs(status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps([_jsonable(r) for r in records], indent=2, default=str))
+        return
+    if not records:
+        click.echo("no runs" + (f" with status {status}" if status else ""))
+        return
+    rows = [["RUN", "STATUS", "ENV", "ACTOR", "RUNBOOK", "STARTED", "UPDATED"]]
+    for r in records:
+        rows.append(
+            [
+                r.run_id,
+                label(r.status),
+                r.env,
+                r.actor,
+                Path(r.runbook_path).name,
+                _when(r.created_at),
+                _when(r.updated_at),
+            ]
+        )
+    for line in _table(rows):
+        click.echo(line)
+
+
+@click.command("show")
+@click.argument("run_id")
+@json_option
+@store_option
+@config_option
+@handle_errors
+def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | None) -> None:
+    """Show one run: its steps (status, attempts, timings, outputs) and approvals."""
+    runner, _ = _runner(store_url, config_path, json_output=True)
+    store = _store(runner)
+    record = store.get_run(run_id)
+    steps = store.get_steps(run_id)
+    approvals = store.approvals(run_id)
+    decisions = store.interrupt_decisions(run_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run": _jsonable(record),
+                    "steps": {name: _jsonable(s) for name, s in steps.items()},
+                    "approvals": [_jsonable(a) for a in approvals],
+                    "interrupt_decisions": [_jsonable(d) for d in decisions],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    click.echo(f"run {record.run_id}: {label(record.status)}")
+    click.echo(f"  runbook  {record.runbook_path} (sha256 {record.runbook_sha256[:12]})")
+    click.echo(f"  env      {record.env}")
+    click.echo(f"  actor    {record.actor}")
+    click.echo(f"  host     {record.host or '-'} (pid {record.pid or '-'})")
+    click.echo(f"  started  {_when(record.created_at)}   updated {_when(record.updated_at)}")
+    if record.params:
+        click.echo("  params   " + ", ".join(f"{k}={v}" for k, v in record.params.items()))
+    if record.error:
+        click.echo(f"  error    {first_line(record.error)}")
+    click.echo("steps:")
+    if not steps:
+        click.echo("  (none started)")
+    rows = []
+    for s in steps.values():
+        detail = first_line(s.error) or (s.reason or "")
+        if s.output is not None and not detail:
+            detail = json.dumps(s.output, default=str)
+            detail = detail if len(detail) <= 80 else detail[:79] + "…"
+        rows.append(
+            [
+                s.name,
+                label(s.status),
+                f"x{s.attempts}" if s.attempts else "",
+                format_duration(s.duration) or "-",
+                detail,
+            ]
+        )
+    for line in _table(rows) if rows else []:
+        click.echo("  " + line)
+    if approvals:
+        click.echo("approvals:")
+        for a in approvals:
+            auto = " (auto)" if a.auto else ""
+            comment = f": {a.comment}" if a.comment else ""
+            click.echo(f"  {_when(a.at)}  {a.step}  {a.decision}{auto} by {a.actor}{comment}")
+    if decisions:
+        click.echo("interrupted steps:")
+        for d in decisions:
+            click.echo(f"  {_when(d.at)}  {d.step}  {d.choice} (by {d.actor})")
+    if record.status == "paused":
+        waiting = [n for n, s in steps.items() if s.status == "awaiting_approval"]
+        for name in waiting:
+            click.echo(f"next: runbook approve {run_id} --step {name}")
+        click.echo(f"then: runbook resume {run_id}")
+
+
+@click.command("approve")
+@click.argument("run_id")
+@click.option("--step", metavar="STEP", help="The gated step (needed when several wait).")
+@as_option
+@click.option("--comment", default="", metavar="TEXT", help="Why; kept in the audit trail.")
+@store_option
+@config_option
+@handle_errors
+def approve(
+    run_id: str,
+    step: str | None,
+    as_: str | None,
+    comment: str,
+    store_url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Approve the step a paused run waits for. `runbook resume` then continues it."""
+    runner, _ = _runner(store_url, config_path, as_, json_output=True)
+    outcome = runner.approve(run_id, step=step, actor=runner.actor, comment=comment)
+    got = len(outcome["approvers"])
+    click.echo(
+        f"approved {outcome['step']} of run {run_id} as {runner.actor} "
+        f"({got}/{outcome['needed']} approvals)"
+    )
+    if outcome["satisfied"]:
+        click.echo(f"next: runbook resume {run_id}")
+    else:
+        click.echo(f"waiting for {outcome['needed'] - got} more approver(s)")
+
+
+def _settled(result: RunResult, as_json: bool) -> None:
+    """deny/cancel did what was asked: exit 0, unless a rollback failed (4, someone must act)."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str, indent=2))
+    raise SystemExit(EXIT_ROLLBACK_FAILED if result.status == "rollback_failed" else 0)
+
+
+@click.command("deny")
+@click.argument("run_id")
+@click.option("--reason", required=True, metavar="TEXT", help="Why; kept in the audit trail.")
+@as_option
+@json_option
+@store_option
+@config_option
+@handle_errors
+def deny(
+    run_id: str,
+    reason: str,
+    as_: str | None,
+    as_json: bool,
+    store_url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Deny a paused run's approval: the run ends and what completed is rolled back."""
+    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    result = drive(lambda: runner.adeny(run_id, actor=runner.actor, reason=reason))
+    _settled(result, as_json)
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.option(
+    "--retry-interrupted",
+    is_flag=True,
+    help="Re-run steps that were running when the process died.",
+)
+@click.option(
+    "--skip-interrupted",
+    is_flag=True,
+    help="Treat steps that were running when the process died as not run.",
+)
+@as_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Resume even though the runbook file changed since the run started.",
+)
+@json_option
+@store_option
+@config_option
+@handle_errors
+def resume(
+    run_id: str,
+    retry_interrupted: bool,
+    skip_interrupted: bool,
+    as_: str | None,
+    force: bool,
+    as_json: bool,
+    store_url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Continue a paused or crashed run from where it stopped; finished steps are not re-run."""
+    if retry_interrupted and skip_interrupted:
+        raise click.UsageError("--retry-interrupted and --skip-interrupted exclude each other")
+    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    result = drive(
+        lambda: runner.aresume(
+            run_id,
+            retry_interrupted=retry_interrupted,
+            skip_interrupted=skip_interrupted,
+            force=force,
+        )
+    )
+    finish(result, as_json)
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@as_option
+@json_option
+@store_option
+@config_option
+@handle_errors
+def cancel(
+    run_id: str, as_: str | None, as_json: bool, store_url: str | None, config_path: Path | None
+) -> None:
+    """Cancel a paused or crashed run, rolling back the steps that completed."""
+    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    result = drive(lambda: runner.acancel(run_id, actor=runner.actor))
+    _settled(result, as_json)
+
+
+COMMANDS = [runs, show, approve, deny, resume, cancel]

@@ -92,7 +92,7 @@ class FileLocks:
                 if current.owner != owner:
                     return None
                 renewed = current.evolve(expires_at=now + lease)
-                self._write(stem, _state(renewed))
+                self._write(stem, _state(renewed), durable=False)
                 return renewed
             new = Lease(
                 name=name,
@@ -102,7 +102,7 @@ class FileLocks:
                 acquired_at=now,
                 expires_at=now + lease,
             )
-            self._write(stem, _state(new))
+            self._write(stem, _state(new), durable=True)
             return new
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
@@ -113,14 +113,14 @@ class FileLocks:
             if current is None or current.owner != lease.owner or current.token != lease.token:
                 raise LeaseLost(lost_message(lease, current))
             renewed = current.evolve(expires_at=now + seconds)
-            self._write(stem, _state(renewed))
+            self._write(stem, _state(renewed), durable=False)
             return renewed
 
     def release(self, lease: Lease) -> None:
         with self._locked(lease.name) as stem:
             state = self._read(stem, lease.name)
             if state and state.get("owner") == lease.owner and state.get("token") == lease.token:
-                self._write(stem, _released(state))
+                self._write(stem, _released(state), durable=True)
 
     def holder(self, name: str) -> Lease | None:
         # No flock needed: the state file is only ever replaced whole.
@@ -199,7 +199,15 @@ class FileLocks:
             ) from None
         return state
 
-    def _write(self, stem: str, state: dict[str, Any]) -> None:
+    def _write(self, stem: str, state: dict[str, Any], *, durable: bool) -> None:
+        """Replace the state file atomically; ``durable`` also makes the rename survive a power cut.
+
+        The new content is always fsynced before the rename, so a crash never leaves an empty or
+        torn file. The directory is fsynced too for a new token (forgetting it could hand the same
+        token out twice) and for a release (forgetting it would bring back a released lease, maybe
+        a long paused-run one). Renewals skip it: a renewal lost in a power cut only brings back
+        an earlier expiry of the same lease, and they are the frequent writes.
+        """
         target = self.dir / f"{stem}.json"
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{stem}.", suffix=".tmp")
@@ -214,8 +222,7 @@ class FileLocks:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            if self._durable:
-                # The rename itself must survive a power cut, or a token could be issued twice.
+            if self._durable and durable:
                 dir_fd = os.open(self.dir, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)

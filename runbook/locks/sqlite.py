@@ -4,7 +4,10 @@ Every operation is one short ``BEGIN IMMEDIATE`` transaction (the database's wri
 front so two processes cannot both read "free" and both insert), with a busy timeout so contention
 waits milliseconds instead of failing. Only the tables ``locks`` (live and expired leases) and
 ``lock_tokens`` (the last fencing token per name, kept after release so tokens never go back) are
-touched, so the file can be shared with the run store.
+touched (plus this component's row in ``runbook_schema``, the shared schema-version table), so
+the file can be shared with the run store. Connections come from ``runbook.store.sqlitedb`` so
+every component of the file gets the same pragmas (WAL, ``synchronous=FULL``): a fencing token is
+durable before the lease is handed out.
 
 Paths follow the SQLAlchemy convention: ``sqlite:///.runbook/runbook.db`` is relative to the cwd,
 ``sqlite:////var/lib/runbook.db`` is absolute; a bare ``sqlite://`` means the default run store
@@ -18,16 +21,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from runbook.errors import LeaseLost, LockError
+from runbook.errors import LeaseLost, LockError, StoreError
 from runbook.locks.base import Lease
 from runbook.locks.file import lost_message
+from runbook.store.sqlitedb import connect, migrate
+from runbook.store.sqlitedb import path_from_url as store_path_from_url
 
 DEFAULT_PATH = ".runbook/runbook.db"
 
-_SCHEMA = (
+
+_V1 = (
     """CREATE TABLE IF NOT EXISTS locks (
         name TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -41,15 +46,23 @@ _SCHEMA = (
         token INTEGER NOT NULL
     )""",
 )
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    for statement in _V1:
+        conn.execute(statement)
+
+
+MIGRATIONS = [_v1_initial]
 _COLUMNS = "name, owner, actor, token, acquired_at, expires_at"
 
 
 def path_from_url(url: str) -> str:
+    """The run store's URL convention; bare ``sqlite://`` is the default store file."""
     rest = url.split("://", 1)[1] if "://" in url else url
-    rest = rest.split("?", 1)[0]
-    if not rest:
+    if not rest.split("?", 1)[0]:
         return DEFAULT_PATH
-    return rest[1:] if rest.startswith("/") else rest
+    return str(store_path_from_url(url))
 
 
 class SqliteLocks:
@@ -66,19 +79,14 @@ class SqliteLocks:
         self._now = now
         self._mutex = threading.Lock()  # one connection, shared by the manager's worker threads
         try:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            # WAL lets `runbook locks` and the run store read while a lock is being written.
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            with self._tx() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except (sqlite3.Error, OSError) as exc:
-            raise LockError(f"cannot open lock database {path}: {exc}") from None
+            self._conn = connect(path, timeout=busy_timeout)
+        except StoreError as exc:
+            raise LockError(f"cannot open lock database: {exc}") from None
+        try:
+            migrate(self._conn, MIGRATIONS, path=path, component="locks")
+        except StoreError as exc:
+            self._conn.close()
+            raise LockError(f"cannot open lock database: {exc}") from None
 
     @classmethod
     def open(cls, url: str, **_: Any) -> SqliteLocks:

@@ -1,7 +1,8 @@
 """``console://``: one line per notification on stderr (``console://stdout`` for stdout).
 
-The default channel, and the simplest example of a notifier plugin: a ``Provider`` for a scheme,
-whose ``open(url, **options)`` returns an object with ``async send(message)`` and ``async aclose()``.
+The default channel, and the simplest example of a notifier plugin: a ``Provider`` for a
+scheme, whose ``open(url, **options)`` returns an object with ``async send(message)`` and
+``async aclose()``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _STREAMS = {"": "stderr", "stderr": "stderr", "stdout": "stdout"}
 
 
 def format_line(message: Message) -> str:
-    """``[runbook] ERROR deploy failed in prod | run 01J... | step switch | error: ... | run: ...``."""
+    """``[runbook] ERROR deploy failed in prod | run 01J... | step s | error: ... | run: ...``."""
     parts = [f"[runbook] {message.severity.upper()} {message.title}"]
     if message.run_id:
         parts.append(f"run {message.run_id}")
@@ -35,8 +36,10 @@ class ConsoleNotifier:
     def __init__(self, url: str = "console://", stream: TextIO | None = None) -> None:
         target = url.split("://", 1)[1].strip("/").lower() if "://" in url else ""
         if target not in _STREAMS:
-            raise ConfigError(f"console notifier: unknown stream {target!r} in {url!r}; use "
-                              "console:// (stderr) or console://stdout")
+            raise ConfigError(
+                f"console notifier: unknown stream {target!r} in {url!r}; use "
+                "console:// (stderr) or console://stdout"
+            )
         self.url = url
         self._name = _STREAMS[target]
         self._stream = stream

@@ -1,17 +1,18 @@
 """Delivery off the critical path: the run hands over a message and never waits for a channel.
 
-``NotificationService.event`` renders, routes and enqueues, then returns; it is safe to call from the
-event-loop thread and from the worker threads sync steps run in. Each channel (one per URL, opened
-once) has its own in-order queue, so a person reads "approval needed" before "run finished", and a
-channel that is down delays only its own messages. Channels are delivered to concurrently, up to
-``concurrency`` sends at once.
+``NotificationService.event`` renders, routes and enqueues, then returns; it is safe to call
+from the event-loop thread and from the worker threads sync steps run in. Each channel (one per
+URL, opened once) has its own in-order queue, so a person reads "approval needed" before "run
+finished", and a channel that is down delays only its own messages. Channels are delivered to
+concurrently, up to ``concurrency`` sends at once.
 
-Failures: ``TransientNotificationError`` and timeouts are retried with exponential backoff and jitter,
-honouring a server's ``retry_after`` (capped); any other exception is permanent. A message that
-finally fails, is dropped because the queue is full, or is still undelivered when ``flush``'s
-deadline passes is reported once per channel through ``on_failure(message, channel, error)``, where
-``channel`` is the URL reduced to scheme and host and ``error`` is scrubbed of the URL's secrets.
-The engine records that as ``notification_failed``, which is never notified itself: no loops.
+Failures: ``TransientNotificationError`` and timeouts are retried with exponential backoff and
+jitter, honouring a server's ``retry_after`` (capped); any other exception is permanent. A
+message that finally fails, is dropped because the queue is full, or is still undelivered when
+``flush``'s deadline passes is reported once per channel through ``on_failure(message, channel,
+error)``, where ``channel`` is the URL reduced to scheme and host and ``error`` is scrubbed of
+the URL's secrets. The engine records that as ``notification_failed``, which is never notified
+itself: no loops.
 
 Bounded cost for the run: enqueueing is O(channels); the queue holds at most ``max_queue``
 deliveries; ``flush(deadline)`` returns by the deadline whatever the channels do. A notifier must
@@ -32,7 +33,7 @@ from typing import Any
 
 from runbook.audit.events import AuditEvent
 from runbook.context import RunInfo
-from runbook.errors import NotificationError
+from runbook.errors import NotificationError, UsageError
 from runbook.notify.base import Message, Notifier, TransientNotificationError
 from runbook.notify.rules import Rule, Rules
 from runbook.notify.templates import NEVER_NOTIFIED, Templates
@@ -96,12 +97,14 @@ class NotificationService:
         rng: random.Random | None = None,
     ) -> None:
         if max_queue < 1 or retries < 0 or timeout <= 0 or concurrency < 1 or backoff < 0:
-            raise ValueError("max_queue and concurrency must be >= 1, retries and backoff >= 0, "
-                             "timeout > 0")
+            raise ValueError(
+                "max_queue and concurrency must be >= 1, retries and backoff >= 0, timeout > 0"
+            )
         self.plugins = plugins
         self.rules = Rules.parse(rules)
-        self.templates = templates if isinstance(templates, Templates) else Templates.load(
-            templates)
+        self.templates = (
+            templates if isinstance(templates, Templates) else Templates.load(templates)
+        )
         self.on_failure = on_failure
         self.max_queue = max_queue
         self.retries = retries
@@ -121,6 +124,8 @@ class NotificationService:
         self._closed = False
         self.sent = 0
         self.failed = 0
+        for url in dict.fromkeys(rule.to for rule in self.rules.rules):
+            self._open(self._channels.setdefault(url, _Channel(url)), strict=True)
 
     # -- producer side: any thread, never blocks ------------------------------------------------
 
@@ -135,11 +140,14 @@ class NotificationService:
             return
         self._submit(message)
 
-    def adhoc(self, message: Message) -> None:
-        """Send a step's own message (the ``notify`` resource); routed like an ``adhoc`` kind."""
+    def adhoc(self, message: Message, run: RunInfo | None = None) -> None:
+        """Send a step's own message (the ``notify`` resource), routed as kind ``adhoc``.
+
+        With ``run``, the message's empty run_id/runbook/env/actor are filled from it.
+        """
         if _IN_FAILURE_CALLBACK.get():
             return
-        self._submit(self.templates.render_adhoc(message))
+        self._submit(self.templates.render_adhoc(message, run))
 
     def _submit(self, message: Message) -> None:
         urls = self.rules.route(message)
@@ -194,8 +202,9 @@ class NotificationService:
                 self._report(message, url, "the notification service is closed")
                 continue
             if self._pending >= self.max_queue:
-                self._report(message, url, f"notification queue full ({self.max_queue} "
-                                           "waiting): dropped")
+                self._report(
+                    message, url, f"notification queue full ({self.max_queue} waiting): dropped"
+                )
                 continue
             channel = self._channels.get(url)
             if channel is None:
@@ -204,8 +213,9 @@ class NotificationService:
             self._pending += 1
             self._drained.clear()
             if channel.task is None or channel.task.done():
-                channel.task = self._loop.create_task(self._drain(channel),
-                                                      name=f"runbook-notify {channel.shown}")
+                channel.task = self._loop.create_task(
+                    self._drain(channel), name=f"runbook-notify {channel.shown}"
+                )
 
     async def _drain(self, channel: _Channel) -> None:
         assert self._sem is not None
@@ -215,13 +225,25 @@ class NotificationService:
                 await self._deliver(channel, delivery)  # settles it, or is cancelled by flush
             channel.queue.popleft()
 
-    def _open(self, channel: _Channel) -> Notifier | None:
+    def _open(self, channel: _Channel, strict: bool = False) -> Notifier | None:
+        """Open a channel once. ``strict`` (at construction): configuration mistakes raise.
+
+        A scheme no plugin serves, a missing secret variable, a malformed URL are found before
+        the run starts (exit 2), not discovered as silence when the page was needed. Anything
+        else a notifier raises on open is reported per message, like a failed delivery.
+        """
         if channel.notifier is None and channel.open_error is None:
             try:
-                channel.notifier = self.plugins.open("notifier", channel.url,
-                                                     **self.rules.options(channel.url))
+                channel.notifier = self.plugins.open(
+                    "notifier", channel.url, **self.rules.options(channel.url)
+                )
+            except UsageError as exc:
+                text = scrub(str(exc), channel.url)
+                if strict:
+                    raise type(exc)(f"notify: channel {channel.shown}: {text}") from None
+                channel.open_error = f"cannot open channel: {text}"
             except Exception as exc:  # permanent: a bad URL does not get better by retrying
-                channel.open_error = f"cannot open channel: {exc}"
+                channel.open_error = f"cannot open channel: {_describe(exc)}"
         return channel.notifier
 
     async def _deliver(self, channel: _Channel, delivery: _Delivery) -> None:
@@ -250,8 +272,14 @@ class NotificationService:
             delivery.last_error = scrub(error, channel.url)
             if attempt < attempts:
                 delay = self._delay(attempt, retry_after)
-                log.info("notification to %s failed (attempt %d/%d, retrying in %.2fs): %s",
-                         channel.shown, attempt, attempts, delay, delivery.last_error)
+                log.info(
+                    "notification to %s failed (attempt %d/%d, retrying in %.2fs): %s",
+                    channel.shown,
+                    attempt,
+                    attempts,
+                    delay,
+                    delivery.last_error,
+                )
                 await self._sleep(delay)
         self._settle(delivery, f"gave up after {attempts} attempt(s): {delivery.last_error}")
 
@@ -305,8 +333,7 @@ class NotificationService:
         try:
             await asyncio.wait_for(self._drained.wait(), max(0.0, deadline_seconds))
         except TimeoutError:
-            await self._give_up(f"not delivered within the flush deadline of "
-                                f"{deadline_seconds:g}s")
+            await self._give_up(f"not delivered within the flush deadline of {deadline_seconds:g}s")
 
     async def _give_up(self, reason: str) -> None:
         tasks = [c.task for c in self._channels.values() if c.task and not c.task.done()]
@@ -338,8 +365,11 @@ class NotificationService:
                 try:
                     await asyncio.wait_for(channel.notifier.aclose(), self.timeout)
                 except Exception as exc:
-                    log.warning("closing notification channel %s: %s", channel.shown,
-                                scrub(str(exc), channel.url))
+                    log.warning(
+                        "closing notification channel %s: %s",
+                        channel.shown,
+                        scrub(str(exc), channel.url),
+                    )
                 channel.notifier = None
 
     async def __aenter__(self) -> NotificationService:

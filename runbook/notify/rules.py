@@ -2,11 +2,19 @@
 
 One rule per ``notify`` entry in the configuration::
 
-    notify = [
-      { to = "slack://hooks.slack.com/services/T000/B000/XXXX", on = ["run_failed", "approval_requested"], env = ["prod"] },
-      { to = "smtp://ops@mail.internal:587?to=oncall@example.com&starttls=1", severity = "critical" },
-      { to = "webhook+https://hooks.example.com/runbook", on = ["*"], options = { secret_env = "HOOK_SECRET" } },
-    ]
+    [[tool.runbook.notify]]
+    to = "slack://hooks.slack.com/services/T000/B000/XXXX"
+    on = ["run_failed", "approval_requested"]
+    env = ["prod"]
+
+    [[tool.runbook.notify]]
+    to = "smtp://ops@mail.internal:587?to=oncall@example.com&starttls=1&password_env=SMTP_PW"
+    severity = "critical"
+
+    [[tool.runbook.notify]]
+    to = "webhook+https://hooks.example.com/runbook"
+    on = ["*"]
+    options = { secret_env = "HOOK_SECRET" }
 
 A message goes to a rule's channel when its kind (or an alias such as ``run_failed``) is in ``on``,
 its env in ``env`` and its severity at least ``severity``. ``on`` defaults to ``DEFAULT_KINDS`` plus
@@ -63,18 +71,23 @@ def parse_rule(raw: Mapping[str, Any], index: int = 0) -> Rule:
     """One configuration entry, validated; errors name the entry and, redacted, its channel."""
     where = f"notify[{index}]"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table like {{ to = \"slack://...\" }}, got "
-                          f"{type(raw).__name__}")
+        raise ConfigError(
+            f'{where} must be a table like {{ to = "slack://..." }}, got {type(raw).__name__}'
+        )
     to = raw.get("to")
     if isinstance(to, str) and "://" in to:
         where = f"{where} ({redact_url(to)})"
     unknown = set(raw) - RULE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"expected {', '.join(sorted(RULE_KEYS))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(RULE_KEYS))}"
+        )
     if not isinstance(to, str) or "://" not in to:
-        raise ConfigError(f"{where}: 'to' is required and must be a channel URL such as "
-                          "slack://hooks.slack.com/services/... or console://")
+        raise ConfigError(
+            f"{where}: 'to' is required and must be a channel URL such as "
+            "slack://hooks.slack.com/services/... or console://"
+        )
     on = DEFAULT_ON
     if "on" in raw:
         names = _strings(where, "on", raw["on"])
@@ -87,14 +100,18 @@ def parse_rule(raw: Mapping[str, Any], index: int = 0) -> Rule:
                 f"{ADHOC!r} or {ANY!r}"
             )
         if not names:
-            raise ConfigError(f"{where}: 'on' is empty, so the rule would never notify; "
-                              "remove the rule or list event kinds")
+            raise ConfigError(
+                f"{where}: 'on' is empty, so the rule would never notify; "
+                "remove the rule or list event kinds"
+            )
         on = frozenset(names)
     env = frozenset(_strings(where, "env", raw["env"])) if "env" in raw else None
     severity = raw.get("severity", "info")
     if severity not in SEVERITIES:
-        raise ConfigError(f"{where}: severity must be one of {', '.join(SEVERITIES)} "
-                          f"(the minimum to notify), got {severity!r}")
+        raise ConfigError(
+            f"{where}: severity must be one of {', '.join(SEVERITIES)} "
+            f"(the minimum to notify), got {severity!r}"
+        )
     options = raw.get("options", {})
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}: options must be a table, got {type(options).__name__}")
@@ -110,8 +127,10 @@ class Rules:
         for rule in self.rules:
             if rule.to in seen and seen[rule.to] != rule.options:
                 # A channel is opened once per URL; two sets of options for it is ambiguous.
-                raise ConfigError(f"notify: channel {redact_url(rule.to)} appears in several "
-                                  "rules with different options")
+                raise ConfigError(
+                    f"notify: channel {redact_url(rule.to)} appears in several "
+                    "rules with different options"
+                )
             seen[rule.to] = rule.options
 
     @classmethod
@@ -121,7 +140,7 @@ class Rules:
         if raw is None:
             return cls(())
         if isinstance(raw, Mapping | str):
-            raise ConfigError("notify must be a list of rules like [{ to = \"slack://...\" }]")
+            raise ConfigError('notify must be a list of rules like [{ to = "slack://..." }]')
         return cls(r if isinstance(r, Rule) else parse_rule(r, i) for i, r in enumerate(raw))
 
     def route(self, message: Message) -> list[str]:

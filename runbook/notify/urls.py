@@ -56,8 +56,15 @@ def url_secrets(url: str) -> list[str]:
 
 
 def scrub(text: str, *urls: str) -> str:
-    """``text`` with every secret-bearing part of ``urls`` masked."""
+    """``text`` with every secret-bearing part of ``urls`` masked.
+
+    A whole URL (as configured, or as requested without its ``webhook+`` prefix) becomes its
+    redacted form, so the message still says which channel; any other piece becomes ``***``.
+    """
     secrets: list[str] = []
     for url in urls:
+        whole = [url, url.split("+", 1)[1]] if "+" in url.split("://", 1)[0] else [url]
+        for form in sorted(whole, key=len, reverse=True):
+            text = text.replace(form, redact_url(url))
         secrets.extend(url_secrets(url))
     return Redactor(secrets).text(text) if secrets else text

@@ -1,19 +1,18 @@
 """What the three built-in strategies share: argument checks, callback calls, bake and gate steps.
 
 Group step functions are ``async def``: a bake or a health poll then waits on the clock without
-holding a worker thread, and a user's callback may be sync or async. A sync callback (or a router
-call, which may block on a file lock) runs in a worker thread through ``asyncio.to_thread``, which
-copies the context, so the step's deadline and name follow it.
+holding a worker thread. User callbacks go through ``injector.acall``, which awaits async ones and
+runs sync ones in a worker thread. Router calls are made directly on the event loop: they are short,
+and a cancellation must never fall between sending a switch and knowing whether it happened.
 
 Steps keep no state in closures between them: each one reads what it needs from the router (the
 source of truth, which is also what a run resumed in another process sees) or from its own
-output, which the engine hands to its rollback as ``output``.
+output, which the engine hands to its rollback as ``output``. The engine also rolls back a step
+that failed or was interrupted, with ``output=None``: every rollback here handles that case.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -105,21 +104,6 @@ def named(func: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
     func.__name__ = func.__qualname__ = name.replace("-", "_")
     func.__doc__ = doc
     return func
-
-
-async def blocking(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Run a call that may block (a router writing a locked file) off the event loop."""
-    return await asyncio.to_thread(func, *args, **kwargs)
-
-
-async def call_user(injector: Any, func: Callable[..., Any], /, **extra: Any) -> Any:
-    """Call a user callback with injection: async ones awaited, sync ones in a worker thread."""
-    if inspect.iscoroutinefunction(func):
-        return await injector.acall(func, **extra)
-    result = await asyncio.to_thread(injector.call, func, **extra)
-    if inspect.isawaitable(result):  # a sync wrapper around a coroutine, e.g. functools.partial
-        result = await result
-    return result
 
 
 def verdict(result: Any, what: str) -> None:

@@ -11,9 +11,11 @@ color. Rollback:
 
 * ``switch`` is reversible: its rollback switches traffic back to the color it took it from. The
   old color was never touched, so that is instant. On a first deploy there is nothing to go back
-  to and the rollback leaves routing alone.
+  to and the rollback leaves routing alone. If the router call itself fails, the step switches
+  traffic back to the old color before failing (the router may have applied the switch).
 * ``deploy`` is reversible only when ``undeploy=`` is given (it is called with the same
-  ``color``); a deploy cannot undo itself, and the idle color carries no traffic anyway.
+  ``color``, also when the deploy failed half-way); a deploy cannot undo itself, and the idle
+  color carries no traffic anyway.
 * ``scale-down`` runs last and is ``required=False``: once the old color is being scaled down,
   sending traffic back to it would be worse than a failed cleanup, so its failure is recorded
   and reported without rolling back the switch.
@@ -32,8 +34,6 @@ from runbook.strategies.base import (
     Definition,
     as_after,
     bake_step,
-    blocking,
-    call_user,
     chain,
     checked,
     gate_step,
@@ -91,7 +91,7 @@ def blue_green(
             "deploy",
             _deploy(service, pair, deploy_fn),
             where.options(reversible=undeploy_fn is not None),
-            rollback=_undeploy(service, undeploy_fn) if undeploy_fn else None,
+            rollback=_undeploy(service, pair, undeploy_fn) if undeploy_fn else None,
             uses=(deploy_fn,) + ((undeploy_fn,) if undeploy_fn else ()),
             extra=_EXTRA,
         ),
@@ -152,20 +152,23 @@ def blue_green(
 
 def _deploy(service: str, colors: tuple[str, str], fn: Callable[..., Any]) -> Callable[..., Any]:
     async def deploy(router: Any, injector: Any) -> dict[str, Any]:
-        live = await blocking(router.active, service)
+        live = router.active(service)
         color = idle_color(live, colors, service)
         await checked(
             f"deploy {label(fn)} of {service} {color}",
-            call_user(injector, fn, service=service, color=color),
+            injector.acall(fn, service=service, color=color),
         )
         return {"service": service, "color": color, "live": live}
 
     return named(deploy, "deploy", f"Deploy {service} to the idle color with {label(fn)}.")
 
 
-def _undeploy(service: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    async def undeploy(injector: Any, output: Any) -> None:
-        await call_user(injector, fn, service=service, color=output["color"])
+def _undeploy(service: str, colors: tuple[str, str], fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def undeploy(router: Any, injector: Any, output: Any) -> None:
+        # A deploy that failed half-way has no output; it never touched routing, so the idle
+        # color is still the one it was deploying.
+        color = output["color"] if output else idle_color(router.active(service), colors, service)
+        await injector.acall(fn, service=service, color=color)
 
     return named(undeploy, "undeploy", f"Remove the idle {service} deployment with {label(fn)}.")
 
@@ -174,9 +177,9 @@ def _health(
     service: str, colors: tuple[str, str], fn: Callable[..., Any], timeout: float, backoff: float
 ) -> Callable[..., Any]:
     async def health(router: Any, injector: Any, clock: Any, ctx: Any) -> dict[str, Any]:
-        color = idle_color(await blocking(router.active, service), colors, service)
+        color = idle_color(router.active(service), colors, service)
         await await_until(
-            lambda: call_user(injector, fn, service=service, color=color),
+            lambda: injector.acall(fn, service=service, color=color),
             timeout,
             backoff,
             clock=clock,
@@ -190,23 +193,42 @@ def _health(
 
 def _switch(service: str, colors: tuple[str, str]) -> Callable[..., Any]:
     async def switch(router: Any, ctx: Any) -> dict[str, Any]:
-        live = await blocking(router.active, service)
+        live = router.active(service)
         color = idle_color(live, colors, service)
-        before = await blocking(router.weights, service)
-        await blocking(router.switch, service, color)
+        before = router.weights(service)
+        try:
+            router.switch(service, color)
+        except Exception as exc:
+            # The router may or may not have applied it; only this step still knows where
+            # traffic came from, so it puts it back before failing (its rollback cannot).
+            raise StepFailed(_restore(router, service, live, color, exc)) from exc
         ctx.record_change(f"router:{service}", before, {**dict.fromkeys(before, 0), color: 100})
         return {"service": service, "from": live, "to": color}
 
     return named(switch, "switch", f"Send all {service} traffic to the new color.")
 
 
+def _restore(router: Any, service: str, live: str | None, color: str, exc: Exception) -> str:
+    message = f"switching {service} to {color} failed: {type(exc).__name__}: {exc}"
+    if live is None:
+        return message
+    try:
+        router.switch(service, live)
+    except Exception as again:
+        return (
+            f"{message}; switching back to {live} ALSO failed: {type(again).__name__}: "
+            f"{again}; check the router by hand"
+        )
+    return f"{message}; traffic is back on {live}"
+
+
 def _switch_back(service: str) -> Callable[..., Any]:
     async def switch_back(router: Any, ctx: Any, output: Any) -> None:
-        old = output["from"]
-        if old is None:  # first deploy: there is no previous color to return to
+        old = output["from"] if output else None
+        if old is None:  # the switch failed (and restored itself) or this was a first deploy
             return
-        before = await blocking(router.weights, service)
-        await blocking(router.switch, service, old)
+        before = router.weights(service)
+        router.switch(service, old)
         ctx.record_change(f"router:{service}", before, {**dict.fromkeys(before, 0), old: 100})
 
     return named(switch_back, "switch_back", f"Send {service} traffic back to the old color.")
@@ -216,14 +238,13 @@ def _scale_down(
     service: str, colors: tuple[str, str], fn: Callable[..., Any]
 ) -> Callable[..., Any]:
     async def scale_down(router: Any, injector: Any) -> dict[str, Any]:
-        live = await blocking(router.active, service)
-        old = idle_color(live, colors, service)
-        if old not in await blocking(router.weights, service):
+        old = idle_color(router.active(service), colors, service)
+        if old not in router.weights(service):
             # First deploy: the other color never existed, there is nothing to scale down.
             return {"service": service, "color": None}
         await checked(
             f"scale_down {label(fn)} of {service} {old}",
-            call_user(injector, fn, service=service, color=old),
+            injector.acall(fn, service=service, color=old),
         )
         return {"service": service, "color": old}
 

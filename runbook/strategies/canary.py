@@ -9,6 +9,8 @@ Every ``shift-W`` is reversible and its rollback sets the canary's weight to 0 (
 when anything after it fails, the engine rolls back in reverse order and the first rollback to
 run already takes all traffic off the canary. The later ones write the same weights again, which
 is harmless and keeps each rollback correct on its own (a resumed run may roll back any subset).
+A shift that itself fails is rolled back too (the engine undoes a failed step first), so a
+router error half-way through a shift still ends at weight 0.
 
 There is no ``max_surge``: a canary moves traffic between two targets that already exist, so
 there is no extra capacity to bound. Capacity belongs to the deploy that created the canary, and
@@ -27,8 +29,6 @@ from runbook.strategies.base import (
     Definition,
     as_after,
     bake_step,
-    blocking,
-    call_user,
     chain,
     checked,
     gate_step,
@@ -138,9 +138,9 @@ def canary(
 
 def _shift(service: str, canary: str, baseline: str, weight: int) -> Callable[..., Any]:
     async def shift(router: Any, ctx: Any) -> dict[str, Any]:
-        before = await blocking(router.weights, service)
+        before = router.weights(service)
         after = {canary: weight, baseline: 100 - weight}
-        await blocking(router.set_weights, service, after)
+        router.set_weights(service, after)
         ctx.record_change(f"router:{service}", before, after)
         return {"service": service, "weight": weight, "weights": after}
 
@@ -153,9 +153,10 @@ def _shift(service: str, canary: str, baseline: str, weight: int) -> Callable[..
 
 def _abort(service: str, canary: str, baseline: str, weight: int) -> Callable[..., Any]:
     async def abort(router: Any, ctx: Any, output: Any) -> None:
-        before = await blocking(router.weights, service)
+        # ``output`` is None when this shift itself failed half-way: aborting is right either way.
+        before = router.weights(service)
         after = {canary: 0, baseline: 100}
-        await blocking(router.set_weights, service, after)
+        router.set_weights(service, after)
         ctx.record_change(f"router:{service}", before, after)
 
     return named(
@@ -169,7 +170,7 @@ def _analyze(service: str, weight: int, check: Callable[..., Any]) -> Callable[.
     what = f"canary analysis {label(check)} for {service} at {weight}%"
 
     async def analyze(injector: Any) -> dict[str, Any]:
-        result = await checked(what, call_user(injector, check, service=service, weight=weight))
+        result = await checked(what, injector.acall(check, service=service, weight=weight))
         verdict(result, what)
         return {"service": service, "weight": weight, "passed": True}
 

@@ -10,10 +10,11 @@ within a wave. The default 1 takes one host down at a time; ``max_unavailable=ba
 whole batch at once. (It is not a failure budget: any failed deploy or health check stops the
 rollout. Safety-critical rollouts should not quietly leave broken hosts behind.)
 
-On failure, the failing batch first rolls back the hosts it touched (the failed one included,
-since a half-done deploy is still a change), newest first, then fails; the engine then rolls back
-the earlier batches in reverse order, each one host by host in reverse. Without ``rollback=`` the
-batches are not reversible and a failure stops the rollout where it is.
+On failure the engine rolls back the failed batch first, then the earlier batches in reverse
+order, each host by host in reverse. A failed (or interrupted) batch is rolled back whole, since
+only the batch knew how far it got: ``rollback=`` must therefore be safe on a host the batch had
+not reached yet (restoring the current version is a no-op). Without ``rollback=`` the batches are
+not reversible and a failure stops the rollout where it is.
 
 The host list is fixed when the runbook is loaded (the steps must exist for ``list`` and
 ``graph``): read an inventory file at import time if it is not a literal.
@@ -31,7 +32,6 @@ from runbook.probes import await_until
 from runbook.strategies.base import (
     Definition,
     as_after,
-    call_user,
     chain,
     checked,
     label,
@@ -87,7 +87,7 @@ def rolling(
             f"batch-{number}",
             plan.batch_step(number, names[start : start + size]),
             where.options(reversible=undo_fn is not None),
-            rollback=plan.rollback_step(number) if undo_fn else None,
+            rollback=plan.rollback_step(number, names[start : start + size]) if undo_fn else None,
             uses=uses,
             extra=_EXTRA,
         )
@@ -127,7 +127,7 @@ class _Plan:
     async def _deploy_host(self, injector: Any, host: str, number: int) -> None:
         await checked(
             f"deploy {label(self.deploy)} on {host}",
-            call_user(injector, self.deploy, service=self.service, host=host, batch=number),
+            injector.acall(self.deploy, service=self.service, host=host, batch=number),
         )
 
     async def _wait_healthy(
@@ -136,7 +136,7 @@ class _Plan:
         assert self.health is not None
         fn = self.health
         await await_until(
-            lambda: call_user(injector, fn, service=self.service, host=host, batch=number),
+            lambda: injector.acall(fn, service=self.service, host=host, batch=number),
             self.timeout,
             self.backoff,
             clock=clock,
@@ -150,7 +150,7 @@ class _Plan:
         failures = []
         for host in reversed(hosts):
             try:
-                await call_user(injector, self.undo, service=self.service, host=host, batch=number)
+                await injector.acall(self.undo, service=self.service, host=host, batch=number)
             except Exception as exc:
                 failures.append(f"{host}: {type(exc).__name__}: {exc}")
         return failures
@@ -179,15 +179,10 @@ class _Plan:
 
     def batch_step(self, number: int, hosts: tuple[str, ...]) -> Callable[..., Any]:
         async def run_batch(injector: Any, clock: Any, ctx: Any) -> dict[str, Any]:
-            touched: list[str] = []
             for start in range(0, len(hosts), self.wave):
                 wave = hosts[start : start + self.wave]
-                touched.extend(wave)
                 ctx.progress(f"batch {number}: {', '.join(wave)}", start / len(hosts))
-                try:
-                    await self._wave(injector, clock, ctx, wave, number)
-                except StepFailed as exc:
-                    raise StepFailed(await self._failed(injector, number, touched, exc)) from exc
+                await self._wave(injector, clock, ctx, wave, number)
             return {"batch": number, "hosts": list(hosts)}
 
         return named(
@@ -196,24 +191,16 @@ class _Plan:
             f"Deploy and health-check {', '.join(hosts)} ({self.wave} at a time).",
         )
 
-    async def _failed(self, injector: Any, number: int, touched: list[str], exc: StepFailed) -> str:
-        message = f"batch {number} failed at {exc}"
-        if self.undo is None:
-            return f"{message}; no rollback= given, hosts {', '.join(touched)} left as they are"
-        failures = await self._undo_hosts(injector, touched, number)
-        message += f"; rolled back {', '.join(reversed(touched))}"
-        if failures:
-            message += f"; ROLLBACK FAILED for {'; '.join(failures)}: check these hosts by hand"
-        return message
-
-    def rollback_step(self, number: int) -> Callable[..., Any]:
-        async def undo_batch(injector: Any, output: Any) -> None:
-            failures = await self._undo_hosts(injector, output["hosts"], output["batch"])
+    def rollback_step(self, number: int, hosts: tuple[str, ...]) -> Callable[..., Any]:
+        # All of the batch's hosts, whether it succeeded, failed or was interrupted: only the
+        # batch itself knew how far it got, and it may have died with that knowledge.
+        async def undo_batch(injector: Any) -> None:
+            failures = await self._undo_hosts(injector, hosts, number)
             if failures:
                 raise StepFailed(f"rollback of batch {number} failed for {'; '.join(failures)}")
 
         return named(
             undo_batch,
             f"undo-batch-{number}",
-            f"Roll back the hosts of batch {number}, last first.",
+            f"Roll back {', '.join(hosts)}, last first.",
         )

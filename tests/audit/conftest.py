@@ -31,8 +31,15 @@ SCRIPT = [
 ]
 
 
-def make_event(i: int, *, run_id: str = "run-1", kind: str | None = None,
-               step: str | None = None, actor: str | None = None, **data: Any) -> AuditEvent:
+def make_event(
+    i: int,
+    *,
+    run_id: str = "run-1",
+    kind: str | None = None,
+    step: str | None = None,
+    actor: str | None = None,
+    **data: Any,
+) -> AuditEvent:
     """The i-th event of a run, one minute apart, looking like what the engine writes."""
     k, s, a = SCRIPT[i % len(SCRIPT)]
     return AuditEvent(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_intact_chain_verifies(stored: Stored) -> None:
     events = stored.fill(N)
     assert [e.seq for e in events] == list(range(1, N + 1))
     assert events[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(events))
     report = stored.sink.verify()
     assert report.ok and report.checked == N
     assert str(report) == f"ok: {N} events, chain intact"
@@ -146,8 +147,15 @@ def test_sqlite_edit_of_the_stored_json_is_named(sqlite_db: SqliteStored) -> Non
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("kind", "step_skipped"), ("actor", "mallory"), ("run_id", "run-2"), ("step", "other"),
-     ("at", "2020-01-01T00:00:00.000000+00:00"), ("hash", "f" * 64), ("prev_hash", "e" * 64)],
+    [
+        ("kind", "step_skipped"),
+        ("actor", "mallory"),
+        ("run_id", "run-2"),
+        ("step", "other"),
+        ("at", "2020-01-01T00:00:00.000000+00:00"),
+        ("hash", "f" * 64),
+        ("prev_hash", "e" * 64),
+    ],
 )
 def test_sqlite_update_of_any_column_is_named(
     sqlite_db: SqliteStored, column: str, value: str
@@ -176,7 +184,13 @@ def test_sqlite_inserted_forged_row_is_named(sqlite_db: SqliteStored) -> None:
     sqlite_db.sql("UPDATE audit_events SET seq = -seq WHERE seq < 0")
     sqlite_db.sql(
         "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        3, fake.run_id, fake.step, fake.kind, fake.actor, normalize_at(fake.at), fake.prev_hash,
+        3,
+        fake.run_id,
+        fake.step,
+        fake.kind,
+        fake.actor,
+        normalize_at(fake.at),
+        fake.prev_hash,
         fake.hash,
         json.dumps(fake.to_dict()),
     )

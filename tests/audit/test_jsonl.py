@@ -37,7 +37,9 @@ def run_children(url: str, processes: int, each: int) -> None:
     children = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, url, f"p{n}", str(each)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for n in range(processes)
     ]

@@ -36,7 +36,9 @@ def test_lives_beside_the_run_store_tables(sqlite_db: SqliteStored) -> None:
     sqlite_db.fill(3)
     assert sqlite_db.sql("SELECT id FROM runs") == [("run-1",)]
     assert sqlite_db.sql("SELECT seq, kind FROM audit_events ORDER BY seq") == [
-        (1, "run_started"), (2, "lock_acquired"), (3, "step_started"),
+        (1, "run_started"),
+        (2, "lock_acquired"),
+        (3, "step_started"),
     ]
 
 

@@ -123,7 +123,7 @@ def test_sqlite_locks_share_the_run_store_file_without_touching_it(tmp_path: Pat
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        assert tables == {"runs", "locks", "lock_tokens"}
+        assert tables == {"runs", "locks", "lock_tokens", "runbook_schema"}
         assert conn.execute("SELECT id FROM runs").fetchall() == [("run-1",)]
         assert conn.execute("SELECT token FROM lock_tokens").fetchall() == [(lease.token,)]
 

@@ -14,14 +14,28 @@ from runbook.hookspecs import Provider, hookimpl
 from runbook.notify.base import Message
 from runbook.plugins import Plugins
 
-RUN = RunInfo(run_id="01JRUN", runbook="runbooks/deploy.py", name="deploy", sha256="ab" * 32,
-              env="prod", actor="alice")
+RUN = RunInfo(
+    run_id="01JRUN",
+    runbook="runbooks/deploy.py",
+    name="deploy",
+    sha256="ab" * 32,
+    env="prod",
+    actor="alice",
+)
 
 
 def event(kind: str, step: str | None = None, env: str = "prod", **data: Any) -> AuditEvent:
-    return AuditEvent(kind=kind, run_id=RUN.run_id, runbook={"path": RUN.runbook},
-                      step=step, actor="alice", host="ci-1", env=env,
-                      at="2026-01-01T00:00:00+00:00", data=data)
+    return AuditEvent(
+        kind=kind,
+        run_id=RUN.run_id,
+        runbook={"path": RUN.runbook},
+        step=step,
+        actor="alice",
+        host="ci-1",
+        env=env,
+        at="2026-01-01T00:00:00+00:00",
+        data=data,
+    )
 
 
 class FakeChannel:

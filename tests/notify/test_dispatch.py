@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from runbook.errors import PluginError
 from runbook.notify.base import Message, TransientNotificationError
 from runbook.notify.dispatch import NotificationService
 
@@ -24,8 +25,7 @@ class Failures:
 
 def service(plugins, rules, sleeps=None, **kw):
     failures = Failures()
-    svc = NotificationService(plugins, rules, on_failure=failures, sleep=sleeps or Sleeps(),
-                              **kw)
+    svc = NotificationService(plugins, rules, on_failure=failures, sleep=sleeps or Sleeps(), **kw)
     return svc, failures
 
 
@@ -43,7 +43,7 @@ def test_delivers_to_every_matching_channel_in_order(plugins, fake: FakePlugin):
     asyncio.run(main())
     titles = [m.kind for m in fake.channel("fake://a").delivered]
     assert titles == ["approval_requested", "run_finished"]
-    assert "fake://b" not in fake.channels
+    assert fake.channel("fake://b").delivered == []
     assert failures.calls == []
     assert fake.channel("fake://a").closed
     assert svc.sent == 2
@@ -64,9 +64,11 @@ def test_channel_is_opened_once_per_url(plugins, fake: FakePlugin):
 
 
 def test_transient_errors_are_retried_with_exponential_backoff(plugins, fake, sleeps):
-    fake.scripts["fake://a"] = [TransientNotificationError("HTTP 500"),
-                                TransientNotificationError("HTTP 502"),
-                                TransientNotificationError("HTTP 503")]
+    fake.scripts["fake://a"] = [
+        TransientNotificationError("HTTP 500"),
+        TransientNotificationError("HTTP 502"),
+        TransientNotificationError("HTTP 503"),
+    ]
     svc, failures = service(plugins, [{"to": "fake://a"}], sleeps, backoff=1.0, retries=4)
 
     async def main():
@@ -84,8 +86,10 @@ def test_transient_errors_are_retried_with_exponential_backoff(plugins, fake, sl
 
 
 def test_retry_after_is_honoured_and_capped(plugins, fake, sleeps):
-    fake.scripts["fake://a"] = [TransientNotificationError("429", retry_after=7.0),
-                                TransientNotificationError("429", retry_after=3600.0)]
+    fake.scripts["fake://a"] = [
+        TransientNotificationError("429", retry_after=7.0),
+        TransientNotificationError("429", retry_after=3600.0),
+    ]
     svc, _ = service(plugins, [{"to": "fake://a"}], sleeps, backoff=0.1, max_backoff=30.0)
 
     async def main():
@@ -193,8 +197,9 @@ def test_flush_reports_the_last_error_of_a_retrying_message(plugins, fake):
     async def slow_sleep(seconds: float) -> None:
         await asyncio.sleep(3600)
 
-    svc = NotificationService(plugins, [{"to": "fake://a"}], sleep=slow_sleep,
-                              on_failure=(failures := Failures()))
+    svc = NotificationService(
+        plugins, [{"to": "fake://a"}], sleep=slow_sleep, on_failure=(failures := Failures())
+    )
 
     async def main():
         async with svc:
@@ -255,8 +260,9 @@ def test_notification_failed_never_loops(plugins, fake, sleeps):
         svc.event(event("notification_failed", error=error), RUN)
         svc.event(event("step_failed", step="inside-callback"), RUN)
 
-    svc = NotificationService(plugins, [{"to": "fake://a", "on": ["*"]}], sleep=sleeps,
-                              on_failure=on_failure)
+    svc = NotificationService(
+        plugins, [{"to": "fake://a", "on": ["*"]}], sleep=sleeps, on_failure=on_failure
+    )
 
     async def main():
         async with svc:
@@ -274,8 +280,7 @@ def test_failure_callback_errors_do_not_escape(plugins, fake, sleeps):
     def on_failure(*_):
         raise RuntimeError("audit sink down")
 
-    svc = NotificationService(plugins, [{"to": "fake://a"}], sleep=sleeps,
-                              on_failure=on_failure)
+    svc = NotificationService(plugins, [{"to": "fake://a"}], sleep=sleeps, on_failure=on_failure)
 
     async def main():
         async with svc:
@@ -297,23 +302,37 @@ def test_secrets_of_the_url_never_reach_the_failure_report(plugins, fake, sleeps
             await svc.flush(5)
 
     asyncio.run(main())
-    (_, shown, error), = failures.calls
+    ((_, shown, error),) = failures.calls
     assert shown == "fake://hooks.example.com/***"
     assert TOKEN not in error and "403" in error
 
 
-def test_unknown_scheme_is_reported_not_raised(plugins):
-    svc, failures = service(plugins, [{"to": "nope://x/secretpath"}])
+def test_configuration_mistakes_in_channels_are_found_before_the_run(plugins, fake):
+    with pytest.raises(PluginError, match="no notifier plugin for nope://") as info:
+        service(plugins, [{"to": "fake://a"}, {"to": "nope://x/secretpath"}])
+    assert "notify: channel nope://x/***" in str(info.value)
+    assert "secretpath" not in str(info.value)
+    assert fake.opens == ["fake://a"]
+
+
+def test_a_channel_that_fails_to_open_otherwise_is_reported_per_message(plugins, fake):
+    def broken(url, **_):
+        raise OSError(f"cannot read {url}")
+
+    fake._open = broken  # type: ignore[method-assign]
+    svc, failures = service(plugins, [{"to": "fake://x/secretpath"}])
 
     async def main():
         async with svc:
             svc.event(event("step_failed", step="s"), RUN)
+            svc.event(event("step_failed", step="t"), RUN)
             await svc.flush(5)
 
     asyncio.run(main())
-    (_, shown, error), = failures.calls
-    assert shown == "nope://x/***"
-    assert "no notifier plugin for nope://" in error
+    assert [m.step for m, _, _ in failures.calls] == ["s", "t"]
+    ((_, shown, error), _) = failures.calls
+    assert shown == "fake://x/***"
+    assert error.startswith("cannot open channel: OSError: cannot read fake://x/***")
 
 
 def test_adhoc_messages_are_routed(plugins, fake):
@@ -350,3 +369,22 @@ def test_aclose_reports_what_is_left(plugins, fake):
 def test_bad_settings_are_refused(plugins):
     with pytest.raises(ValueError):
         NotificationService(plugins, [], max_queue=0)
+
+
+def test_adhoc_messages_get_the_run_context(plugins, fake):
+    svc, _ = service(plugins, [{"to": "fake://a", "env": ["prod"]}])
+
+    async def main():
+        async with svc:
+            svc.adhoc(Message(title="cache warmed", severity="info"), RUN)
+            await svc.flush(5)
+
+    asyncio.run(main())
+    (message,) = fake.channel("fake://a").delivered
+    assert (message.env, message.run_id, message.actor, message.runbook, message.kind) == (
+        "prod",
+        "01JRUN",
+        "alice",
+        "deploy",
+        "adhoc",
+    )

@@ -42,8 +42,10 @@ def test_env_filter():
 
 
 def test_severity_is_a_minimum():
-    rules = [{"to": "fake://pager", "severity": "critical"},
-             {"to": "fake://chat", "severity": "warning"}]
+    rules = [
+        {"to": "fake://pager", "severity": "critical"},
+        {"to": "fake://chat", "severity": "warning"},
+    ]
     assert route(rules, event("rollback_failed", step="s")) == ["fake://pager", "fake://chat"]
     assert route(rules, event("step_failed", step="s")) == ["fake://chat"]
     assert route(rules, event("run_finished", status="succeeded")) == []
@@ -75,16 +77,22 @@ def test_options_per_channel():
     assert rules.options("fake://b") == {}
 
 
-@pytest.mark.parametrize(("raw", "needle"), [
-    ({"on": ["run_failed"]}, "'to' is required"),
-    ({"to": "not a url"}, "'to' is required"),
-    ({"to": SLACK, "on": ["run_faild"]}, "unknown event kind(s) in 'on': run_faild"),
-    ({"to": SLACK, "on": []}, "'on' is empty"),
-    ({"to": SLACK, "on": "step_failed", "env": [1]}, "env must be a list of strings"),
-    ({"to": SLACK, "severity": "fatal"}, "severity must be one of info, warning, error, critical"),
-    ({"to": SLACK, "channel": "#ops"}, "unknown key(s) channel"),
-    ({"to": SLACK, "options": "x"}, "options must be a table"),
-])
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"on": ["run_failed"]}, "'to' is required"),
+        ({"to": "not a url"}, "'to' is required"),
+        ({"to": SLACK, "on": ["run_faild"]}, "unknown event kind(s) in 'on': run_faild"),
+        ({"to": SLACK, "on": []}, "'on' is empty"),
+        ({"to": SLACK, "on": "step_failed", "env": [1]}, "env must be a list of strings"),
+        (
+            {"to": SLACK, "severity": "fatal"},
+            "severity must be one of info, warning, error, critical",
+        ),
+        ({"to": SLACK, "channel": "#ops"}, "unknown key(s) channel"),
+        ({"to": SLACK, "options": "x"}, "options must be a table"),
+    ],
+)
 def test_bad_rules_are_clear_config_errors(raw, needle):
     with pytest.raises(ConfigError) as info:
         parse_rule(raw, 3)

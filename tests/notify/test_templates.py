@@ -15,17 +15,26 @@ from .conftest import RUN, event
 
 
 def test_default_kinds_are_the_ones_a_person_acts_on():
-    assert DEFAULT_KINDS == {"approval_requested", "run_finished", "rollback_failed",
-                             "step_failed", "run_paused", "lock_denied"}
+    assert {
+        "approval_requested",
+        "run_finished",
+        "rollback_failed",
+        "step_failed",
+        "run_paused",
+        "lock_denied",
+    } == DEFAULT_KINDS
 
 
-@pytest.mark.parametrize(("status", "severity", "words"), [
-    ("failed", "error", "deploy failed in prod"),
-    ("rolled_back", "error", "deploy failed and was rolled back in prod"),
-    ("rollback_failed", "critical", "manual intervention needed"),
-    ("succeeded", "info", "deploy succeeded in prod"),
-    ("cancelled", "warning", "deploy was cancelled in prod"),
-])
+@pytest.mark.parametrize(
+    ("status", "severity", "words"),
+    [
+        ("failed", "error", "deploy failed in prod"),
+        ("rolled_back", "error", "deploy failed and was rolled back in prod"),
+        ("rollback_failed", "critical", "manual intervention needed"),
+        ("succeeded", "info", "deploy succeeded in prod"),
+        ("cancelled", "warning", "deploy was cancelled in prod"),
+    ],
+)
 def test_run_finished_by_status(status, severity, words):
     message = build_message(event("run_finished", status=status, error="boom"), RUN)
     assert message.severity == severity
@@ -65,8 +74,9 @@ def test_run_paused_carries_the_command_to_resume():
 
 
 def test_step_failed_has_the_error_text():
-    message = build_message(event("step_failed", step="verify",
-                                  error="AssertionError: 503 != 200"), RUN)
+    message = build_message(
+        event("step_failed", step="verify", error="AssertionError: 503 != 200"), RUN
+    )
     assert message.severity == "error"
     assert message.error == "AssertionError: 503 != 200"
     assert "verify" in message.title
@@ -79,10 +89,12 @@ def test_event_data_is_kept_for_webhooks():
 
 
 def test_override_by_alias_wins_over_kind():
-    templates = Templates.load({
-        "run_failed": {"title": "FAILED {runbook}/{env} by {actor}: {error}"},
-        "run_finished": "finished {runbook}",
-    })
+    templates = Templates.load(
+        {
+            "run_failed": {"title": "FAILED {runbook}/{env} by {actor}: {error}"},
+            "run_finished": "finished {runbook}",
+        }
+    )
     failed = templates.render(event("run_finished", status="failed", error="boom"), RUN)
     ok = templates.render(event("run_finished", status="succeeded"), RUN)
     assert failed.title == "FAILED deploy/prod by alice: boom"
@@ -110,17 +122,20 @@ def test_values_with_braces_are_not_reinterpreted():
     assert message.error == "KeyError: '{env}'"
 
 
-@pytest.mark.parametrize(("overrides", "needle"), [
-    ({"step_failed": "{stepp} failed"}, "step_failed.title uses unknown placeholder {stepp}"),
-    ({"run_failed": {"text": "{run_id.__class__}"}}, "run_failed.text"),
-    ({"run_paused": "{0}"}, "run_paused.title"),
-    ({"run_paused": "{}"}, "positional"),
-    ({"approval_requested": "{step"}, "approval_requested.title is malformed"),
-    ({"no_such_kind": "x"}, "unknown event kind 'no_such_kind'"),
-    ({"step_failed": {"titel": "x"}}, "unknown key(s) titel"),
-    ({"step_failed": 3}, "must be a string"),
-    ({"step_failed": {"title": 3}}, "step_failed.title must be a string"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"step_failed": "{stepp} failed"}, "step_failed.title uses unknown placeholder {stepp}"),
+        ({"run_failed": {"text": "{run_id.__class__}"}}, "run_failed.text"),
+        ({"run_paused": "{0}"}, "run_paused.title"),
+        ({"run_paused": "{}"}, "positional"),
+        ({"approval_requested": "{step"}, "approval_requested.title is malformed"),
+        ({"no_such_kind": "x"}, "unknown event kind 'no_such_kind'"),
+        ({"step_failed": {"titel": "x"}}, "unknown key(s) titel"),
+        ({"step_failed": 3}, "must be a string"),
+        ({"step_failed": {"title": 3}}, "step_failed.title must be a string"),
+    ],
+)
 def test_bad_templates_are_config_errors_naming_the_kind(overrides, needle):
     with pytest.raises(ConfigError, match=None) as info:
         Templates.load(overrides)

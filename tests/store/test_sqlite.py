@@ -130,8 +130,12 @@ def test_closed_store_refuses_work(db: Path) -> None:
 
 def test_every_record_field_has_a_column(store: SqliteStore) -> None:
     """A field added to a record in store/base.py needs a migration here."""
-    tables = {RunRecord: "runs", StepRecord: "steps", ApprovalRecord: "approvals",
-              InterruptDecision: "interrupt_decisions"}
+    tables = {
+        RunRecord: "runs",
+        StepRecord: "steps",
+        ApprovalRecord: "approvals",
+        InterruptDecision: "interrupt_decisions",
+    }
     for record, table in tables.items():
         columns = {row[1] for row in store._conn.execute(f"PRAGMA table_info({table})")}
         assert {f.name for f in fields(record)} <= columns, table
@@ -310,8 +314,11 @@ def test_a_file_that_is_not_sqlite_is_store_corrupt(db: Path) -> None:
         ("UPDATE runs SET created_at = 'yesterday'", lambda s: s.list_runs(), "runs.created_at"),
         ("UPDATE steps SET output = 'nope'", lambda s: s.get_steps("r1"), "steps.output"),
         ("UPDATE approvals SET at = 'noon'", lambda s: s.approvals("r1"), "approvals.at"),
-        ("UPDATE interrupt_decisions SET at = 5", lambda s: s.interrupt_decisions("r1"),
-         "interrupt_decisions.at"),
+        (
+            "UPDATE interrupt_decisions SET at = 5",
+            lambda s: s.interrupt_decisions("r1"),
+            "interrupt_decisions.at",
+        ),
     ],
 )
 def test_a_row_that_cannot_be_decoded_is_store_corrupt(

@@ -40,8 +40,14 @@ class Fleet:
 
 
 def make(fleet: Fleet, **kwargs):
-    options = {"deploy": fleet.deploy, "health": fleet.health, "undeploy": fleet.undeploy,
-               "scale_down": fleet.scale_down, "health_timeout": 60, "health_backoff": 1}
+    options = {
+        "deploy": fleet.deploy,
+        "health": fleet.health,
+        "undeploy": fleet.undeploy,
+        "scale_down": fleet.scale_down,
+        "health_timeout": 60,
+        "health_backoff": 1,
+    }
     options.update(kwargs)
     return blue_green("web", **options)
 
@@ -93,8 +99,10 @@ def test_next_release_goes_back_to_blue(run_group, resources, router):
 
 def test_first_deploy_uses_first_color_and_has_nothing_to_scale_down(run_group, resources, router):
     fleet = Fleet()
-    result = run_group(blue_green("api", deploy=fleet.deploy, health=fleet.health,
-                                  scale_down=fleet.scale_down), resources)
+    result = run_group(
+        blue_green("api", deploy=fleet.deploy, health=fleet.health, scale_down=fleet.scale_down),
+        resources,
+    )
     assert fleet.calls == [("deploy", "blue")]
     assert router.peek("api") == {"blue": 100}
     assert result.outputs["scale-down"] == {"service": "api", "color": None}
@@ -103,13 +111,14 @@ def test_first_deploy_uses_first_color_and_has_nothing_to_scale_down(run_group, 
 @pytest.mark.parametrize(
     ("stage", "statuses", "calls", "error"),
     [
-        ("deploy", {"deploy": "failed"}, [("deploy", "green")],
+        ("deploy", {"deploy": "rolled_back"}, [("deploy", "green"), ("undeploy", "green")],
          "deploy deploy of web green: RuntimeError: deploy of green exploded"),
         ("health", {"deploy": "rolled_back", "health": "failed"},
          [("deploy", "green"), ("undeploy", "green")],
          "health: web green healthy: not true after 60s and "),
-        ("switch", {"deploy": "rolled_back", "health": "succeeded", "switch": "failed"},
-         [("deploy", "green"), ("undeploy", "green")], "router refused"),
+        ("switch", {"deploy": "rolled_back", "health": "succeeded", "switch": "rolled_back"},
+         [("deploy", "green"), ("undeploy", "green")],
+         "switching web to green failed: RuntimeError: router refused; traffic is back on blue"),
     ],
 )  # fmt: skip
 def test_failure_at_each_stage(run_group, resources, router, stage, statuses, calls, error):
@@ -122,7 +131,37 @@ def test_failure_at_each_stage(run_group, resources, router, stage, statuses, ca
     assert error in result.errors[stage]
     if stage == "health":
         assert result.errors[stage].endswith("attempts (last result: False)")
-    assert router.peek("web") == {"blue": 100}  # traffic never moved
+    assert router.peek("web") == {"blue": 100}  # traffic never left blue
+
+
+def test_switch_failure_restores_even_if_the_router_applied_it(run_group, resources, router):
+    class Flaky(type(router)):
+        def switch(self, service, to):
+            super().switch(service, to)
+            if to == "green":
+                raise TimeoutError("no answer from the mesh API")
+
+    flaky = Flaky({"web": {"blue": 100}})
+    result = run_group(make(Fleet()), {**resources, "router": flaky})
+    assert result.errors["switch"].endswith("traffic is back on blue")
+    assert flaky.writes == [("switch", "web", "green"), ("switch", "web", "blue")]
+    assert flaky.peek("web") == {"blue": 100, "green": 0}
+
+
+def test_switch_failure_that_cannot_restore_says_so(run_group, resources, router):
+    router.fail("switch", RuntimeError("router down"), times=2)
+    result = run_group(make(Fleet()), resources)
+    assert result.errors["switch"] == (
+        "switching web to green failed: RuntimeError: router down; switching back to blue ALSO "
+        "failed: RuntimeError: router down; check the router by hand"
+    )
+
+
+def test_first_deploy_switch_failure_has_nothing_to_restore(run_group, resources, router):
+    router.fail("switch", RuntimeError("router down"))
+    result = run_group(blue_green("api", deploy=Fleet().deploy, health=Fleet().health), resources)
+    assert result.errors["switch"] == "switching api to blue failed: RuntimeError: router down"
+    assert router.writes == [("switch", "api", "blue")]
 
 
 def test_failure_after_switch_switches_back_to_kept_color(run_group, resources, router):
@@ -130,8 +169,9 @@ def test_failure_after_switch_switches_back_to_kept_color(run_group, resources, 
     steps = {s.name: s for s in group.steps}
     ctx = resources["ctx"]
     run_group(group, resources)
-    asyncio.run(steps["switch"].rollback(router=router, ctx=ctx,
-                                         output={"from": "blue", "to": "green"}))
+    asyncio.run(
+        steps["switch"].rollback(router=router, ctx=ctx, output={"from": "blue", "to": "green"})
+    )
     assert router.writes[-1] == ("switch", "web", "blue")
     assert router.peek("web") == {"blue": 100, "green": 0}
     assert ctx.changes[-1] == ("router:web", {"blue": 0, "green": 100}, {"blue": 100, "green": 0})

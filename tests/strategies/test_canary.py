@@ -33,7 +33,10 @@ def test_expands_into_named_chain_with_gates_and_rollbacks():
     assert by_name["shift-50"].after == ("approve-50",)
     assert all(s.options.reversible and s.rollback for s in group.steps if "shift" in s.name)
     assert not any(s.options.reversible for s in group.steps if "shift" not in s.name)
-    assert by_name["analyze-5"].uses == (ok,) and by_name["analyze-5"].extra == ("service", "weight")
+    assert by_name["analyze-5"].uses == (ok,) and by_name["analyze-5"].extra == (
+        "service",
+        "weight",
+    )
     assert group.strategy == "canary" and group.service == "web"
     assert group.file == __file__ and group.line is not None
 
@@ -75,7 +78,9 @@ def test_long_bake_reports_progress_at_least_every_minute(run_group, resources, 
         (lambda weight: weight < 50, "returned False"),
         (lambda weight: 1 / (weight - 50), "ZeroDivisionError: division by zero"),
         (
-            lambda weight: ProbeResult("ambiguous", "metrics query timed out") if weight == 50 else 1,
+            lambda weight: (
+                ProbeResult("ambiguous", "metrics query timed out") if weight == 50 else 1
+            ),
             "ambiguous: metrics query timed out",
         ),
         (lambda weight: Outcome.UNHEALTHY if weight == 50 else Outcome.HEALTHY, "unhealthy"),
@@ -103,11 +108,14 @@ def test_failing_analysis_aborts_to_weight_zero(run_group, resources, router, an
 def test_router_failure_at_a_shift_rolls_back_earlier_shifts(run_group, resources, router):
     router.fail(SW, RuntimeError("mesh API down"), after=1)
     result = run_group(canary("web", weights=[10, 100], baseline="v1", canary="v2"), resources)
-    assert result.statuses == {"shift-10": "rolled_back", "shift-100": "failed"}
+    # The failed shift is rolled back first (output=None): a half-applied shift still ends at 0.
+    assert result.statuses == {"shift-10": "rolled_back", "shift-100": "rolled_back"}
+    assert result.order == ["shift-10", "shift-100", "undo:shift-100", "undo:shift-10"]
     assert result.errors["shift-100"] == "mesh API down"
     assert router.writes == [
         (SW, "web", {"v2": 10, "v1": 90}),
         (SW, "web", {"v2": 100, "v1": 0}),  # attempted, raised
+        (SW, "web", {"v2": 0, "v1": 100}),
         (SW, "web", {"v2": 0, "v1": 100}),
     ]
     assert router.peek("web") == {"v2": 0, "v1": 100}
@@ -132,6 +140,12 @@ def test_four_eyes_approval_for_pauses():
     assert [g.name for g in gates] == ["approve-5", "approve-50"]
     assert all(g.options.approval == Approval(min=2) for g in gates)
     assert group.steps[0].name == "approve-5"
+
+
+def test_gates_are_no_ops_when_run(run_group, resources, router):
+    result = run_group(canary("web", weights=[5, 100], pause_at=[100]), resources)
+    assert result.outputs["approve-100"] is None and result.status == "succeeded"
+    assert router.peek("web") == {"canary": 100, "stable": 0}
 
 
 @pytest.mark.parametrize(

@@ -62,37 +62,55 @@ def parse_url(url: str, options: dict[str, Any]) -> SmtpSettings:
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     unknown = (set(query) | set(options)) - _KNOWN - {"ssl_context"}
     if unknown:
-        raise ConfigError(f"smtp://{parts.hostname}: unknown parameter(s) "
-                          f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_KNOWN))}")
+        raise ConfigError(
+            f"smtp://{parts.hostname}: unknown parameter(s) "
+            f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_KNOWN))}"
+        )
     merged = {**query, **{k: v for k, v in options.items() if v is not None}}
     to = merged.get("to")
-    recipients = tuple(a.strip() for a in (to.split(",") if isinstance(to, str) else to or ())
-                       if a.strip())
+    recipients = tuple(
+        a.strip() for a in (to.split(",") if isinstance(to, str) else to or ()) if a.strip()
+    )
     if not recipients:
         raise ConfigError(f"smtp://{parts.hostname}: no recipients; add ?to=oncall@example.com")
     starttls = str(merged.get("starttls", "")).lower() in _TRUE
     user = unquote(parts.username) if parts.username else None
     password = merged.get("password") or (unquote(parts.password) if parts.password else None)
     if "password" in query or parts.password:
-        log.warning("smtp://%s: the URL carries a password; prefer password_env=VAR so the "
-                    "secret stays out of configuration files", parts.hostname)
+        log.warning(
+            "smtp://%s: the URL carries a password; prefer password_env=VAR so the "
+            "secret stays out of configuration files",
+            parts.hostname,
+        )
     env_name = merged.get("password_env")
     if not password and env_name:
         password = os.environ.get(str(env_name))
         if not password:
-            raise ConfigError(f"smtp://{parts.hostname}: environment variable {env_name} "
-                              "(password_env) is not set")
+            raise ConfigError(
+                f"smtp://{parts.hostname}: environment variable {env_name} "
+                "(password_env) is not set"
+            )
     if user and not password:
-        raise ConfigError(f"smtp://{parts.hostname}: user {user!r} needs a password; set "
-                          "password_env=VAR")
+        raise ConfigError(
+            f"smtp://{parts.hostname}: user {user!r} needs a password; set password_env=VAR"
+        )
     try:
         port = parts.port or (587 if starttls else 25)
         timeout = float(merged.get("timeout", 10.0))
     except ValueError as exc:
         raise ConfigError(f"smtp://{parts.hostname}: {exc}") from None
     sender = str(merged.get("from") or f"runbook@{socket.gethostname()}")
-    return SmtpSettings(parts.hostname, port, recipients, sender, user, password, starttls,
-                        timeout, merged.get("cafile"))
+    return SmtpSettings(
+        parts.hostname,
+        port,
+        recipients,
+        sender,
+        user,
+        password,
+        starttls,
+        timeout,
+        merged.get("cafile"),
+    )
 
 
 def render_email(message: Message, sender: str, to: tuple[str, ...]) -> EmailMessage:
@@ -104,9 +122,14 @@ def render_email(message: Message, sender: str, to: tuple[str, ...]) -> EmailMes
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     mail["X-Runbook-Run"] = message.run_id or "-"
-    facts = [("Runbook", message.runbook), ("Env", message.env), ("Actor", message.actor),
-             ("Step", message.step or ""), ("Run id", message.run_id),
-             ("Severity", message.severity)]
+    facts = [
+        ("Runbook", message.runbook),
+        ("Env", message.env),
+        ("Actor", message.actor),
+        ("Step", message.step or ""),
+        ("Run id", message.run_id),
+        ("Severity", message.severity),
+    ]
     facts = [(k, v) for k, v in facts if v]
     lines = [message.title, "", *([message.text, ""] if message.text else [])]
     lines += [f"{k + ':':<10} {v}" for k, v in facts]
@@ -130,8 +153,9 @@ def render_email(message: Message, sender: str, to: tuple[str, ...]) -> EmailMes
 
 
 class SmtpNotifier:
-    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, **options: Any
+    ) -> None:
         self.url = url
         self.settings = parse_url(url, options)
         self._ssl_context = ssl_context
@@ -167,19 +191,29 @@ class SmtpNotifier:
             what = "STARTTLS" if self.settings.starttls else "the requested extension"
             err: Exception = NotificationError(f"{where} does not support {what}: {exc}")
         elif isinstance(exc, smtplib.SMTPAuthenticationError):
-            err = NotificationError(f"{where} refused the login of {self.settings.user!r} "
-                                    f"({exc.smtp_code})")
+            err = NotificationError(
+                f"{where} refused the login of {self.settings.user!r} ({exc.smtp_code})"
+            )
         elif isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
             text = f"{where} refused recipient(s) {', '.join(exc.recipients)}: {codes}"
-            err = (TransientNotificationError(text) if codes and all(400 <= c < 500 for c in codes)
-                   else NotificationError(text))
+            err = (
+                TransientNotificationError(text)
+                if codes and all(400 <= c < 500 for c in codes)
+                else NotificationError(text)
+            )
         elif isinstance(exc, smtplib.SMTPResponseException):
-            reply = exc.smtp_error.decode(errors="replace") if isinstance(
-                exc.smtp_error, bytes) else str(exc.smtp_error)
+            reply = (
+                exc.smtp_error.decode(errors="replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
             text = f"{where} answered {exc.smtp_code}: {reply}"
-            err = (TransientNotificationError(text) if 400 <= exc.smtp_code < 500
-                   else NotificationError(text))
+            err = (
+                TransientNotificationError(text)
+                if 400 <= exc.smtp_code < 500
+                else NotificationError(text)
+            )
         elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
             err = NotificationError(f"{where}: TLS failed: {exc}")
         elif isinstance(exc, TimeoutError | socket.timeout):

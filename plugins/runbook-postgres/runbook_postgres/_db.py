@@ -1,7 +1,9 @@
 """What the store, the lock provider and the audit sink share: URL options, the pool, migrations.
 
-Each provider owns one small ``psycopg_pool.ConnectionPool`` of autocommit connections and wraps
-every method in one explicit transaction, so a method either happened entirely or not at all. The
+Each provider owns one small ``psycopg_pool.ConnectionPool`` of autocommit connections, and every
+method is one transaction, so it happened entirely or not at all: a single statement (its own
+transaction in autocommit mode, one round trip), or BEGIN .. COMMIT in pipeline mode when it needs
+a lock and a read before its write. The
 pool is not health-checked on every checkout (that would double the latency of each write);
 instead a connection failure is reported once as the provider's error type and the pool then
 drops its dead connections, so the call after it gets a fresh one.
@@ -142,12 +144,33 @@ class Database:
         return self.error_type(f"PostgreSQL {self.what} {self.target.safe_url}: {doing}: {message}")
 
     @contextmanager
-    def transaction(self, doing: str) -> Iterator[psycopg.Connection]:
-        """One transaction on a pooled connection; driver errors become ``error_type``."""
+    def transaction(self, doing: str, *, pipeline: bool = False) -> Iterator[psycopg.Connection]:
+        """One transaction on a pooled connection; driver errors become ``error_type``.
+
+        ``pipeline=True`` sends the statements without waiting for each answer (libpq pipeline
+        mode), so BEGIN .. COMMIT costs one or two network round trips instead of one per
+        statement. Only for bodies that read results with ``fetchone`` (which syncs), never
+        ``rowcount`` straight after ``execute``.
+        """
+        with self._errors(doing), self.pool.connection() as conn:
+            if pipeline:
+                with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                with conn.transaction():
+                    yield conn
+
+    @contextmanager
+    def statement(self, doing: str) -> Iterator[psycopg.Connection]:
+        """A pooled autocommit connection for *one* statement, which is its own transaction."""
+        with self._errors(doing), self.pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
         broken = False
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                yield conn
+            yield
         except RunbookError:
             raise
         except psycopg.OperationalError as exc:

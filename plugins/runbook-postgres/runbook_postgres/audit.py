@@ -87,7 +87,9 @@ class PostgresSink:
         return f"PostgresSink({self._target.safe_url!r})"
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        with self._db.transaction(f"append {event.kind} event of run {event.run_id}") as conn:
+        with self._db.transaction(
+            f"append {event.kind} event of run {event.run_id}", pipeline=True
+        ) as conn:
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('runbook-audit'), hashtext(%s))",
                 (self._target.schema,),
@@ -148,7 +150,7 @@ class PostgresSink:
             after = rows[-1][0]
 
     def _page(self, where: str, args: list[Any], limit: int) -> list[tuple[int, str]]:
-        with self._db.transaction("read events") as conn:
+        with self._db.statement("read events") as conn:
             return conn.execute(
                 f"SELECT seq, event FROM {self._s}.audit_events WHERE {where}"
                 " ORDER BY seq LIMIT %s",
@@ -173,7 +175,7 @@ class PostgresSink:
             nonlocal checked
             after = 0
             while True:
-                with self._db.transaction("verify the chain") as conn:
+                with self._db.statement("verify the chain") as conn:
                     rows = conn.execute(
                         f"SELECT seq, run_id, step, kind, actor, prev_hash, hash, event"
                         f" FROM {self._s}.audit_events WHERE seq > %s ORDER BY seq LIMIT %s",

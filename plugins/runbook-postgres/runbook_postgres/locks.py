@@ -76,7 +76,7 @@ class PostgresLocks:
 
     def acquire(self, name: str, owner: str, *, actor: str, lease: float) -> Lease | None:
         ms = _interval_ms(lease)
-        with self._db.transaction(f"acquire lock {name!r}") as conn:
+        with self._db.transaction(f"acquire lock {name!r}", pipeline=True) as conn:
             self._guard(conn, name)
             row = conn.execute(
                 f"SELECT owner, expires_at > clock_timestamp() FROM {self._s}.locks"
@@ -106,7 +106,7 @@ class PostgresLocks:
             return _lease(found)
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
-        with self._db.transaction(f"renew lock {lease.name!r}") as conn:
+        with self._db.transaction(f"renew lock {lease.name!r}", pipeline=True) as conn:
             self._guard(conn, lease.name)
             row = conn.execute(
                 f"UPDATE {self._s}.locks SET expires_at = clock_timestamp()"
@@ -129,7 +129,7 @@ class PostgresLocks:
             return _lease(row)
 
     def release(self, lease: Lease) -> None:
-        with self._db.transaction(f"release lock {lease.name!r}") as conn:
+        with self._db.transaction(f"release lock {lease.name!r}", pipeline=True) as conn:
             self._guard(conn, lease.name)
             conn.execute(
                 f"DELETE FROM {self._s}.locks WHERE name = %s AND owner = %s AND token = %s",
@@ -145,11 +145,11 @@ class PostgresLocks:
         return _lease(row) if row else None
 
     def holder(self, name: str) -> Lease | None:
-        with self._db.transaction(f"read lock {name!r}") as conn:
+        with self._db.statement(f"read lock {name!r}") as conn:
             return self._live(conn, name)
 
     def held(self) -> list[Lease]:
-        with self._db.transaction("list locks") as conn:
+        with self._db.statement("list locks") as conn:
             rows = conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM {self._s}.locks"
                 " WHERE expires_at > clock_timestamp() ORDER BY name"

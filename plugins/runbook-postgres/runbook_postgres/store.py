@@ -109,7 +109,7 @@ class PostgresStore:
     # -- runs --------------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:
-        with self._db.transaction(f"create run {run.run_id}") as conn:
+        with self._db.statement(f"create run {run.run_id}") as conn:
             cur = conn.execute(
                 f"INSERT INTO {self._s}.runs (run_id, runbook_path, runbook_sha256, env, actor,"
                 " status, params, created_at, updated_at, host, pid, options, error)"
@@ -141,7 +141,7 @@ class PostgresStore:
         values = [_param(col, value) for col, value in changes.items()]
         if "updated_at" not in changes:
             sets.append("updated_at = now()")
-        with self._db.transaction(f"update run {run_id}") as conn:
+        with self._db.statement(f"update run {run_id}") as conn:
             cur = conn.cursor(row_factory=dict_row)
             row = cur.execute(
                 f"UPDATE {self._s}.runs SET {', '.join(sets)} WHERE run_id = %s RETURNING *",
@@ -152,7 +152,7 @@ class PostgresStore:
         return self._run(row)
 
     def get_run(self, run_id: str) -> RunRecord:
-        with self._db.transaction(f"read run {run_id}") as conn:
+        with self._db.statement(f"read run {run_id}") as conn:
             row = (
                 conn.cursor(row_factory=dict_row)
                 .execute(f"SELECT * FROM {self._s}.runs WHERE run_id = %s", (run_id,))
@@ -164,7 +164,7 @@ class PostgresStore:
 
     def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
         where, args = ("WHERE status = %s", [status]) if status is not None else ("", [])
-        with self._db.transaction("list runs") as conn:
+        with self._db.statement("list runs") as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
@@ -202,7 +202,7 @@ class PostgresStore:
     # -- steps -------------------------------------------------------------------------------
 
     def save_step(self, step: StepRecord) -> None:
-        with self._db.transaction(f"save step {step.name} of run {step.run_id}") as conn:
+        with self._db.statement(f"save step {step.name} of run {step.run_id}") as conn:
             cur = conn.execute(
                 f"INSERT INTO {self._s}.steps (run_id, name, status, output, error, attempts,"
                 " started_at, finished_at, duration, reason, completed_seq)"
@@ -231,7 +231,7 @@ class PostgresStore:
             self._require_run(cur.rowcount, step.run_id)
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
-        with self._db.transaction(f"read steps of run {run_id}") as conn:
+        with self._db.statement(f"read steps of run {run_id}") as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
@@ -254,7 +254,7 @@ class PostgresStore:
     # -- approvals and interrupt decisions ---------------------------------------------------
 
     def add_approval(self, approval: ApprovalRecord) -> None:
-        with self._db.transaction(f"record approval of run {approval.run_id}") as conn:
+        with self._db.statement(f"record approval of run {approval.run_id}") as conn:
             cur = conn.execute(
                 f"INSERT INTO {self._s}.approvals (run_id, step, actor, decision, comment, at,"
                 " auto) SELECT %s, %s, %s, %s, %s, COALESCE(%s, now()), %s"
@@ -276,7 +276,7 @@ class PostgresStore:
         where, args = "run_id = %s", [run_id]
         if step is not None:
             where, args = where + " AND step = %s", [*args, step]
-        with self._db.transaction(f"read approvals of run {run_id}") as conn:
+        with self._db.statement(f"read approvals of run {run_id}") as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
@@ -289,7 +289,7 @@ class PostgresStore:
         return [ApprovalRecord(**{**row, "at": _utc(row["at"])}) for row in rows]
 
     def add_interrupt_decision(self, decision: InterruptDecision) -> None:
-        with self._db.transaction(f"record interrupt decision of run {decision.run_id}") as conn:
+        with self._db.statement(f"record interrupt decision of run {decision.run_id}") as conn:
             cur = conn.execute(
                 f"INSERT INTO {self._s}.interrupt_decisions (run_id, step, choice, actor, at)"
                 " SELECT %s, %s, %s, %s, COALESCE(%s, now())"
@@ -306,7 +306,7 @@ class PostgresStore:
             self._require_run(cur.rowcount, decision.run_id)
 
     def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:
-        with self._db.transaction(f"read interrupt decisions of run {run_id}") as conn:
+        with self._db.statement(f"read interrupt decisions of run {run_id}") as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(

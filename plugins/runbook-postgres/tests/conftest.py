@@ -7,20 +7,28 @@ without PostgreSQL cannot pass by skipping. Every test gets its own schema, drop
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
-from pg_helpers import with_options
 from runbook_postgres._db import redact_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+HERE = Path(__file__).parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "service: needs a real PostgreSQL or Redis")
     config.addinivalue_line("markers", "slow: spawns real processes")
+
+
+def with_options(url: str, **options: str) -> str:
+    extra = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +63,39 @@ def pg_admin(pg_server: str) -> Iterator[psycopg.Connection]:
     """A superuser connection outside runbook, for tampering and for killing backends."""
     with psycopg.connect(pg_server, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def terminate(pg_admin: psycopg.Connection) -> Callable[[str], int]:
+    """Kill the server side of every connection with this application_name (a lost connection)."""
+
+    def kill(application_name: str) -> int:
+        rows = pg_admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+        return len(rows)
+
+    return kill
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``python tests/<script> args...``; anything still running at teardown is killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)

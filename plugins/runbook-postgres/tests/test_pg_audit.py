@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from pg_helpers import spawn, terminate_backends
 from runbook_postgres.audit import PostgresSink
 
 from runbook.audit.events import GENESIS, AuditEvent, AuditQuery
@@ -200,7 +199,7 @@ def test_unreadable_event_json_is_named_by_verify(
 
 
 @pytest.mark.slow
-def test_concurrent_appenders_in_several_processes_form_one_chain(pg_url: str) -> None:
+def test_concurrent_appenders_in_several_processes_form_one_chain(pg_url: str, spawn) -> None:
     procs = [spawn("audit_worker.py", pg_url, f"proc-{i}", "40") for i in range(3)]
     for proc in procs:
         _, err = proc.communicate(timeout=60)
@@ -217,10 +216,10 @@ def test_concurrent_appenders_in_several_processes_form_one_chain(pg_url: str) -
 
 
 def test_lost_connection_fails_one_append_then_recovers(
-    sink: PostgresSink, pg_admin: psycopg.Connection, pg_schema: str
+    sink: PostgresSink, pg_admin: psycopg.Connection, pg_schema: str, terminate
 ) -> None:
     fill(sink, 2)
-    assert terminate_backends(pg_admin, pg_schema) >= 1
+    assert terminate(pg_schema) >= 1
     with pytest.raises(AuditError, match=r"PostgreSQL audit sink .*: append step_started event"):
         sink.append(event(2))
     assert sink.append(event(3)).seq == 3  # the failed append left no trace

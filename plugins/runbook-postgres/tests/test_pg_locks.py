@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_helpers import spawn, terminate_backends
 from runbook_postgres.locks import PostgresLocks
 
 from runbook.errors import LeaseLost, LockError
@@ -65,7 +64,7 @@ def _wait_for_line(proc, timeout: float = 20.0) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_never_hold_the_lock_at_once(pg_url: str, tmp_path: Path) -> None:
+def test_two_processes_never_hold_the_lock_at_once(pg_url: str, tmp_path: Path, spawn) -> None:
     log = tmp_path / "log"
     name = f"contended-{uuid.uuid4().hex[:6]}"
     procs = [
@@ -87,7 +86,7 @@ def test_two_processes_never_hold_the_lock_at_once(pg_url: str, tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str) -> None:
+def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str, spawn) -> None:
     name = f"killed-{uuid.uuid4().hex[:6]}"
     holder = spawn("lock_worker.py", "hold", pg_url, name, "run-dead", "1.0")
     try:
@@ -114,7 +113,7 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str) -> None:
 
 
 @pytest.mark.slow
-def test_tokens_strictly_increase_across_processes(pg_url: str) -> None:
+def test_tokens_strictly_increase_across_processes(pg_url: str, spawn) -> None:
     name = f"tokens-{uuid.uuid4().hex[:6]}"
     procs = [spawn("lock_worker.py", "cycle", pg_url, name, f"proc-{i}", "10") for i in range(2)]
     seen = []
@@ -134,12 +133,12 @@ def test_tokens_strictly_increase_across_processes(pg_url: str) -> None:
 
 
 def test_renew_after_terminated_connection_recovers(
-    pg_url: str, pg_schema: str, pg_admin: psycopg.Connection
+    pg_url: str, pg_schema: str, pg_admin: psycopg.Connection, terminate
 ) -> None:
     p = PostgresLocks(pg_url)
     try:
         lease = p.acquire("web", "run-1", actor="alice", lease=30)
-        assert terminate_backends(pg_admin, pg_schema) >= 1
+        assert terminate(pg_schema) >= 1
         with pytest.raises(LockError) as info:
             p.renew(lease, 30)
         assert not isinstance(info.value, LeaseLost)

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from pg_helpers import terminate_backends
 from runbook_postgres.store import MIGRATIONS, PostgresStore
 
 from runbook.errors import ConfigError, RunNotFound, StoreCorrupt, StoreError
 from runbook.plugins import Plugins
 from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+from runbook.testing.store_contract import CHECKS
 
 pytestmark = pytest.mark.service
 
@@ -40,6 +40,11 @@ def store(pg_url: str):
     s = PostgresStore(pg_url)
     yield s
     s.close()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_contract(check, pg_url: str) -> None:
+    check(lambda: PostgresStore(pg_url))
 
 
 def test_plugin_opens_the_store_for_postgresql_urls(pg_url: str) -> None:
@@ -313,11 +318,11 @@ def test_unreachable_server_is_a_store_error_without_the_password() -> None:
 
 
 def test_lost_connection_fails_one_write_then_recovers(
-    pg_url: str, pg_schema: str, store: PostgresStore, pg_admin: psycopg.Connection
+    pg_url: str, pg_schema: str, store: PostgresStore, pg_admin: psycopg.Connection, terminate
 ) -> None:
     store.create_run(run())
     store.save_step(StepRecord("r1", "stage", "succeeded", output={"color": "green"}))
-    assert terminate_backends(pg_admin, pg_schema) >= 1
+    assert terminate(pg_schema) >= 1
     with pytest.raises(StoreError) as info:
         store.save_step(StepRecord("r1", "switch", "running"))
     message = str(info.value)

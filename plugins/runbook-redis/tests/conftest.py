@@ -7,15 +7,23 @@ without Redis cannot pass by skipping. Every test gets its own key prefix, delet
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
-from redis_helpers import with_options
 from runbook_redis.locks import redact_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+HERE = Path(__file__).parent
+
+
+def with_options(url: str, **options: str) -> str:
+    extra = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,3 +65,25 @@ def redis_prefix(redis_admin: redis.Redis) -> Iterator[str]:
 @pytest.fixture
 def redis_url(redis_server: str, redis_prefix: str) -> str:
     return with_options(redis_server, prefix=redis_prefix)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``python tests/<script> args...``; anything still running at teardown is killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_helpers import spawn
 from runbook_redis.locks import RedisLocks, redact_url
 
 from runbook.errors import ConfigError, LeaseLost, LockError
@@ -122,7 +121,7 @@ def _read_json(proc) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_never_hold_the_lock_at_once(redis_url: str, tmp_path: Path) -> None:
+def test_two_processes_never_hold_the_lock_at_once(redis_url: str, tmp_path: Path, spawn) -> None:
     log = tmp_path / "log"
     name = f"contended-{uuid.uuid4().hex[:6]}"
     procs = [
@@ -142,7 +141,7 @@ def test_two_processes_never_hold_the_lock_at_once(redis_url: str, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_sigkilled_holder_is_reclaimed_after_its_lease(redis_url: str) -> None:
+def test_sigkilled_holder_is_reclaimed_after_its_lease(redis_url: str, spawn) -> None:
     name = f"killed-{uuid.uuid4().hex[:6]}"
     holder = spawn("lock_worker.py", "hold", redis_url, name, "run-dead", "1.0")
     p = RedisLocks(redis_url)
@@ -165,7 +164,7 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(redis_url: str) -> None:
 
 
 @pytest.mark.slow
-def test_tokens_strictly_increase_across_processes(redis_url: str) -> None:
+def test_tokens_strictly_increase_across_processes(redis_url: str, spawn) -> None:
     name = f"tokens-{uuid.uuid4().hex[:6]}"
     procs = [spawn("lock_worker.py", "cycle", redis_url, name, f"proc-{i}", "10") for i in range(2)]
     seen = []

@@ -40,37 +40,50 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
 class HttpPoster:
     """Owns one ``httpx.AsyncClient`` per channel, created lazily on the loop that sends."""
 
-    def __init__(self, service: str, timeout: float = DEFAULT_TIMEOUT,
-                 client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.service = service
         self.timeout = timeout
         self._client = client
         self._owns_client = client is None
 
-    async def post(self, url: str, content: bytes,
-                   headers: Mapping[str, str] | None = None) -> httpx.Response:
+    async def post(
+        self, url: str, content: bytes, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
         host = urlsplit(url).hostname or "?"
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout),
-                                             follow_redirects=False)
-        sent_headers = {"Content-Type": "application/json", "User-Agent": "runbook-notify/0.1",
-                        **(headers or {})}
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout), follow_redirects=False
+            )
+        sent_headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "runbook-notify/0.1",
+            **(headers or {}),
+        }
         try:
             response = await self._client.post(url, content=content, headers=sent_headers)
         except httpx.TimeoutException:
             raise TransientNotificationError(
-                f"{self.service} at {host}: no answer within {self.timeout:g}s") from None
+                f"{self.service} at {host}: no answer within {self.timeout:g}s"
+            ) from None
         except httpx.TransportError as exc:
             # The exception text may quote the URL; say what kind of failure it was instead.
             raise TransientNotificationError(
-                f"{self.service} at {host}: connection failed ({type(exc).__name__})") from None
+                f"{self.service} at {host}: connection failed ({type(exc).__name__})"
+            ) from None
         status = response.status_code
         if status < 300:
             return response
         body = " ".join(response.text.split())[:_BODY_TAIL]
         detail = f"{self.service} at {host} answered HTTP {status}" + (f": {body}" if body else "")
         if status == 429 or status >= 500:
-            raise TransientNotificationError(detail, retry_after(response.headers.get("Retry-After")))
+            raise TransientNotificationError(
+                detail, retry_after(response.headers.get("Retry-After"))
+            )
         raise NotificationError(detail)
 
     async def aclose(self) -> None:

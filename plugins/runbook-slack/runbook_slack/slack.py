@@ -19,15 +19,20 @@ from runbook_slack.payload import dumps
 
 _HEADER_MAX = 150  # Slack's limits: header text 150 characters, section text 3000
 _SECTION_MAX = 3000
-_ICONS = {"info": ":white_check_mark:", "warning": ":warning:", "error": ":x:",
-          "critical": ":rotating_light:"}
+_ICONS = {
+    "info": ":white_check_mark:",
+    "warning": ":warning:",
+    "error": ":x:",
+    "critical": ":rotating_light:",
+}
 
 
 def https_url(url: str, scheme: str) -> str:
     rest = url.split("://", 1)[1] if "://" in url else ""
     if not rest.split("/", 1)[0] or "/" not in rest:
-        raise ConfigError(f"{scheme}:// URL needs a host and a path, like "
-                          f"{scheme}://hooks.example.com/path")
+        raise ConfigError(
+            f"{scheme}:// URL needs a host and a path, like {scheme}://hooks.example.com/path"
+        )
     return "https://" + rest
 
 
@@ -46,7 +51,9 @@ def _code(text: str, limit: int) -> str:
 def _fallback(message: Message) -> str:
     parts = [f"[{message.severity.upper()}] {message.title}"]
     if message.error:
-        parts.append(f"error: {message.error.strip().splitlines()[0] if message.error.strip() else ''}")
+        parts.append(
+            f"error: {message.error.strip().splitlines()[0] if message.error.strip() else ''}"
+        )
     if message.command:
         parts.append(f"run: {message.command}")
     return " | ".join(parts)
@@ -60,30 +67,67 @@ def blocks_payload(message: Message) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
     ]
     if message.text:
-        blocks.append({"type": "section", "text": {
-            "type": "mrkdwn",
-            "text": f"{_ICONS.get(message.severity, '')} {_escape(message.text)}".strip()[
-                :_SECTION_MAX]}})
-    facts = [("Runbook", message.runbook), ("Env", message.env), ("Actor", message.actor),
-             ("Step", message.step or ""), ("Run id", message.run_id)]
-    fields = [{"type": "mrkdwn", "text": f"*{name}*\n{_escape(value)}"}
-              for name, value in facts if value]
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"{_ICONS.get(message.severity, '')} {_escape(message.text)}".strip()[
+                        :_SECTION_MAX
+                    ],
+                },
+            }
+        )
+    facts = [
+        ("Runbook", message.runbook),
+        ("Env", message.env),
+        ("Actor", message.actor),
+        ("Step", message.step or ""),
+        ("Run id", message.run_id),
+    ]
+    fields = [
+        {"type": "mrkdwn", "text": f"*{name}*\n{_escape(value)}"} for name, value in facts if value
+    ]
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})
     if message.error:
-        blocks.append({"type": "section", "text": {
-            "type": "mrkdwn", "text": "*Error*\n" + _code(message.error, _SECTION_MAX - 20)}})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "*Error*\n" + _code(message.error, _SECTION_MAX - 20),
+                },
+            }
+        )
     if message.command:
-        blocks.append({"type": "section", "text": {
-            "type": "mrkdwn", "text": "*Command*\n" + _code(message.command, _SECTION_MAX - 20)}})
-    blocks.append({"type": "context", "elements": [{
-        "type": "mrkdwn", "text": f"severity *{message.severity}* · {message.kind or 'adhoc'}"}]})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "*Command*\n" + _code(message.command, _SECTION_MAX - 20),
+                },
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"severity *{message.severity}* · {message.kind or 'adhoc'}",
+                }
+            ],
+        }
+    )
     return {"text": _fallback(message), "blocks": blocks}
 
 
 class SlackNotifier:
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = DEFAULT_TIMEOUT, client: httpx.AsyncClient | None = None
+    ) -> None:
         self.url = url
         self._target = https_url(url, "slack")
         self._http = HttpPoster("Slack", float(timeout), client)

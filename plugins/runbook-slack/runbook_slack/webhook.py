@@ -44,9 +44,15 @@ def sign(secret: str | bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: str | bytes, body: bytes, signature: str | None,
-                     timestamp: str | None = None, *, tolerance: float = 300.0,
-                     now: float | None = None) -> bool:
+def verify_signature(
+    secret: str | bytes,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None = None,
+    *,
+    tolerance: float = 300.0,
+    now: float | None = None,
+) -> bool:
     """True when ``signature`` is ours for ``body`` and, given ``timestamp``, the body is fresh."""
     if not signature or not hmac.compare_digest(sign(secret, body), signature):
         return False
@@ -89,12 +95,18 @@ def delivery_id(message: Message) -> str:
 
 
 class WebhookNotifier:
-    def __init__(self, url: str, *, secret: str | None = None, secret_env: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: str | None = None,
+        secret_env: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url
-        self._target, self._secret = split_secret(url, {"secret": secret,
-                                                        "secret_env": secret_env})
+        self._target, self._secret = split_secret(url, {"secret": secret, "secret_env": secret_env})
         self._http = HttpPoster("webhook", float(timeout), client)
         self._clock = clock
 
@@ -106,8 +118,9 @@ class WebhookNotifier:
     async def send(self, message: Message) -> None:
         sent_at = int(self._clock())
         delivery = delivery_id(message)
-        body = dumps({"version": 1, "delivery": delivery, "sent_at": sent_at,
-                      "message": message.to_dict()})
+        body = dumps(
+            {"version": 1, "delivery": delivery, "sent_at": sent_at, "message": message.to_dict()}
+        )
         headers = {TIMESTAMP_HEADER: str(sent_at), DELIVERY_HEADER: delivery}
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)

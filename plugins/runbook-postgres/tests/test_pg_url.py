@@ -1,0 +1,52 @@
+"""URL options and redaction: no server needed."""
+
+from __future__ import annotations
+
+import pytest
+from runbook_postgres._db import PgTarget, redact_url
+
+from runbook.errors import ConfigError
+
+
+def test_defaults() -> None:
+    target = PgTarget.parse("postgresql://app@db.internal:5432/ops")
+    assert target.schema == "runbook" and target.pool_max == 4 and target.pool_timeout == 10
+    assert target.conninfo == (
+        "postgresql://app@db.internal:5432/ops?application_name=runbook&connect_timeout=5"
+    )
+
+
+def test_runbook_options_are_not_passed_to_libpq() -> None:
+    target = PgTarget.parse(
+        "postgresql://app:pw@db/ops?schema=team_a&pool_max=8&pool_timeout=2.5"
+        "&sslmode=verify-full&connect_timeout=3&application_name=deployer"
+    )
+    assert (target.schema, target.pool_max, target.pool_timeout) == ("team_a", 8, 2.5)
+    assert target.conninfo == (
+        "postgresql://app:pw@db/ops?sslmode=verify-full&connect_timeout=3&application_name=deployer"
+    )
+    assert target.password == "pw"
+    assert target.safe_url == (
+        "postgresql://app:***@db/ops?schema=team_a&pool_max=8&pool_timeout=2.5"
+        "&sslmode=verify-full&connect_timeout=3&application_name=deployer"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://db/ops?schema=Robert');--", "plain SQL identifier"),
+        ("postgresql://db/ops?pool_max=lots", "bad pool option"),
+        ("mysql://db/ops", "expected a postgresql:// URL"),
+    ],
+)
+def test_bad_options_are_config_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PgTarget.parse(url)
+
+
+def test_redact_url_hides_passwords_everywhere() -> None:
+    assert redact_url("postgresql://u:p%40ss@h/db?password=x&sslmode=require") == (
+        "postgresql://u:***@h/db?password=***&sslmode=require"
+    )
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"

@@ -1,0 +1,142 @@
+"""param(): conversion, choices, sources and their precedence; one error listing every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from runbook import ParamError, param
+from runbook.params import Params, parse_assignments, resolve_params
+
+
+def specs(*declared):
+    return {p.name: p for p in declared}
+
+
+@pytest.mark.parametrize(
+    ("typ", "raw", "expected"),
+    [
+        (int, "42", 42),
+        (float, "2.5", 2.5),
+        (str, "abc", "abc"),
+        (list, "a, b,,c", ["a", "b", "c"]),
+        (list, ["x", "y"], ["x", "y"]),
+        (int, 7, 7),
+    ],
+)
+def test_conversion(typ, raw, expected):
+    got = resolve_params(specs(param("p", type=typ)), {"p": raw}, environ={})
+    assert got.p == expected and type(got.p) is type(expected)
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "Yes", "on", "y", True])
+def test_bool_true_forms(raw):
+    assert resolve_params(specs(param("f", type=bool)), {"f": raw}, environ={}).f is True
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "NO", "off", "n", False])
+def test_bool_false_forms(raw):
+    assert resolve_params(specs(param("f", type=bool)), {"f": raw}, environ={}).f is False
+
+
+def test_bool_rejects_other_words():
+    with pytest.raises(ParamError, match=r"parameter 'f' from -p: expected bool"):
+        resolve_params(specs(param("f", type=bool)), {"f": "maybe"}, environ={})
+
+
+def test_custom_callable_type():
+    def version(text):
+        if not text.startswith("v"):
+            raise ValueError("must start with v")
+        return text[1:]
+
+    got = resolve_params(specs(param("v", type=version)), {"v": "v1.2"}, environ={})
+    assert got.v == "1.2"
+    with pytest.raises(ParamError, match=r"parameter 'v' from -p: expected version, got '1.2'"):
+        resolve_params(specs(param("v", type=version)), {"v": "1.2"}, environ={})
+
+
+def test_choices_list_and_range():
+    declared = specs(param("color", choices=["blue", "green"]),
+                     param("replicas", type=int, choices=range(1, 20)))
+    ok = resolve_params(declared, {"color": "green", "replicas": "19"}, environ={})
+    assert (ok.color, ok.replicas) == ("green", 19)
+    with pytest.raises(ParamError) as info:
+        resolve_params(declared, {"color": "red", "replicas": "20"}, environ={})
+    text = str(info.value)
+    assert "'red' is not one of 'blue', 'green'" in text
+    assert "20 is not one of 1..19" in text
+
+
+def test_every_problem_is_reported_in_one_error():
+    declared = specs(param("version"), param("replicas", type=int),
+                     param("color", choices=["blue", "green"]), param("ok", default=1))
+    with pytest.raises(ParamError) as info:
+        resolve_params(declared, {"replicas": "many", "color": "red", "colour": "x"}, environ={})
+    problems = info.value.problems
+    assert len(problems) == 4
+    joined = "\n".join(problems)
+    assert "unknown parameter 'colour'" in joined and "declared: color, ok, replicas, version" \
+        in joined
+    assert "missing required parameter 'version'" in joined
+    assert "parameter 'replicas' from -p: expected int, got 'many'" in joined
+    assert "'red' is not one of" in joined
+    assert info.value.exit_code == 2
+
+
+def test_env_variable_is_a_source_and_named_in_errors():
+    declared = specs(param("token", env="DEPLOY_TOKEN"), param("n", type=int, env="N"))
+    got = resolve_params(declared, {}, environ={"DEPLOY_TOKEN": "abc", "N": "3"})
+    assert (got.token, got.n) == ("abc", 3)
+    with pytest.raises(ParamError, match=r"parameter 'n' from \$N: expected int"):
+        resolve_params(declared, {}, environ={"DEPLOY_TOKEN": "abc", "N": "x"})
+    with pytest.raises(ParamError, match=r"missing required parameter 'token' \(-p token=\.\.\. or "
+                                         r"\$DEPLOY_TOKEN\)"):
+        resolve_params(declared, {"n": 1}, environ={})
+
+
+def test_precedence_explicit_then_env_then_config_then_default():
+    declared = specs(param("replicas", type=int, default=2, env="REPLICAS"))
+    assert resolve_params(declared, {}, environ={}).replicas == 2
+    assert resolve_params(declared, {}, config_defaults={"replicas": 6}, environ={}).replicas == 6
+    assert resolve_params(declared, {}, config_defaults={"replicas": 6},
+                          environ={"REPLICAS": "4"}).replicas == 4
+    assert resolve_params(declared, {"replicas": "9"}, config_defaults={"replicas": 6},
+                          environ={"REPLICAS": "4"}).replicas == 9
+
+
+def test_config_values_are_validated_too():
+    declared = specs(param("replicas", type=int, choices=range(1, 5), default=2))
+    with pytest.raises(ParamError, match=r"parameter 'replicas' from config: 6 is not one of 1..4"):
+        resolve_params(declared, {}, config_defaults={"replicas": 6}, environ={})
+
+
+def test_secret_value_never_shown_in_errors():
+    declared = specs(param("token", secret=True, type=int),
+                     param("pin", secret=True, choices=["0000"]))
+    with pytest.raises(ParamError) as info:
+        resolve_params(declared, {"token": "hunter2-secret", "pin": "9876"}, environ={})
+    text = str(info.value)
+    assert "hunter2-secret" not in text and "9876" not in text
+    assert "parameter 'token' from -p: expected int, got ***" in text
+    assert "*** is not one of" in text
+
+
+def test_params_object_attribute_access_read_only_and_public_view():
+    got = resolve_params(specs(param("version"), param("token", secret=True)),
+                         {"version": "1.0", "token": "t0ps3cret"}, environ={})
+    assert isinstance(got, Params)
+    assert got.version == "1.0" and got["token"] == "t0ps3cret"
+    assert got.public() == {"version": "1.0", "token": "***"}
+    assert "t0ps3cret" not in repr(got)
+    with pytest.raises(AttributeError, match="read-only"):
+        got.version = "2"
+    with pytest.raises(AttributeError, match="no parameter 'nope'"):
+        _ = got.nope
+
+
+def test_parse_assignments():
+    assert parse_assignments(["a=1", "b = x=y", "c="]) == {"a": "1", "b": " x=y", "c": ""}
+    with pytest.raises(ParamError) as info:
+        parse_assignments(["ok=1", "novalue", "=3"])
+    assert info.value.problems == ["-p expects key=value, got 'novalue'",
+                                   "-p expects key=value, got '=3'"]

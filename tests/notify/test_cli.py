@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from runbook.cli import cli
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_notify_test_console():
+    result = CliRunner().invoke(cli, ["notify", "test", "console://stdout"])
+    assert result.exit_code == 0, result.output
+    assert "[runbook] INFO runbook test notification" in result.output
+    assert result.output.strip().endswith("sent to console://stdout")
+
+
+def test_notify_test_failure_exits_1_without_the_token():
+    pytest.importorskip("runbook_slack")
+    url = f"slack://127.0.0.1:{_refused_port()}/services/T000/B000/SECRETTOKEN123"
+    result = CliRunner().invoke(cli, ["notify", "test", url])
+    assert result.exit_code == 1
+    assert "could not send to slack://127.0.0.1:" in result.output
+    assert "/***" in result.output
+    assert "SECRETTOKEN123" not in result.output
+
+
+def test_notify_test_unknown_scheme_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["notify", "test", "pager://x/y"])
+    assert result.exit_code == 2
+    assert "no notifier plugin for pager://" in result.output
+
+
+def test_notify_test_not_a_url():
+    result = CliRunner().invoke(cli, ["notify", "test", "slack"])
+    assert result.exit_code == 2
+    assert "not a channel URL" in result.output
