@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/team.py [-n 500] [--steps 1000] [--no-e2e]
 
-Operations (median and p99 in µs, after a warm-up):
+Operations (median and p99 in µs, after a warm-up; "floor: 1 commit" is one plain committed
+INSERT, the fsync every durable PostgreSQL write pays, for scale):
   store.save_step       one upsert of a step's state (what the engine does twice per step)
   audit.append          one chained, durable audit event
   lock.acquire+release  one free lock taken and given back
@@ -138,6 +139,26 @@ def with_option(url: str, key: str, value: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{key}={value}"
 
 
+class CommitFloor:
+    """One committed single-row INSERT over a plain connection: the disk's fsync, the floor under
+    every durable PostgreSQL operation above, so the table shows what runbook adds on top."""
+
+    def __init__(self, schema: str) -> None:
+        import psycopg
+
+        self.url = PG
+        self._conn = psycopg.connect(PG, autocommit=True)
+        self._table = f'"{schema}".bench_commit_floor'
+        self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        self._conn.execute(f"CREATE TABLE {self._table} (i integer)")
+
+    def op(self, i: int) -> None:
+        self._conn.execute(f"INSERT INTO {self._table} VALUES (%s)", (i,))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def micro(plugins: Plugins, tmp: Path, schema: str | None, n: int) -> tuple[list, dict]:
     pg = with_option(PG, "schema", schema) if schema else None
     redis = with_option(REDIS, "prefix", f"bench-{uuid.uuid4().hex[:8]}:")
@@ -156,6 +177,19 @@ def micro(plugins: Plugins, tmp: Path, schema: str | None, n: int) -> tuple[list
         ("lock.acquire+release", "lock", redis, lock_op),
     ]
     rows, skipped = [], {}
+    if schema:
+        floor = CommitFloor(schema)
+        samples = timed(floor.op, n)
+        floor.close()
+        rows.append(
+            {
+                "operation": "floor: 1 commit",
+                "backend": "postgresql://",
+                "n": n,
+                "median_us": round(statistics.median(samples), 1),
+                "p99_us": round(percentile(samples, 0.99), 1),
+            }
+        )
     for operation, kind, url, make in plan:
         scheme = "postgresql" if url is None else url.split("://")[0]
         key = f"{operation} {scheme}://"

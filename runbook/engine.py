@@ -37,7 +37,8 @@ from runbook.errors import (
     StoreError,
     UsageError,
 )
-from runbook.locks.manager import LockManager
+from runbook.locks.base import Lease
+from runbook.locks.manager import LockManager, since
 from runbook.recorder import Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult, StepResult
@@ -584,6 +585,15 @@ class Execution:
         for lease in leases:
             self.emit("lock_acquired", step, {"lock": lease.name, "fencing_token": lease.token})
 
+    def on_lock_wait(self, name: str, lease: Lease | None, waited: float) -> None:
+        """Progress while waiting for a lock: who holds it and since when."""
+        if lease is None:
+            message = f"waiting for lock {name}"
+        else:
+            who = f"run {lease.owner}" + (f" ({lease.actor})" if lease.actor else "")
+            message = f"waiting for lock {name} held by {who} since {since(lease)}"
+        self._hook("runbook_progress", step=None, message=message, fraction=None)
+
     def on_lease_lost(self, name: str, exc: Exception) -> None:
         """Called by the LockManager: fail the steps the lock protected instead of going on."""
         for task, step in list(self._tasks.items()):
@@ -648,10 +658,13 @@ class Execution:
         if locks is not None:
             if paused and self.s.keep_lock_when_paused and self._run_lock:
                 # Keep the run lock across the pause: extend it so it outlives this process.
-                lease = locks.lease_of(self._run_lock)
-                if lease is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(locks.provider.renew, lease, self.s.paused_lease)
+                with contextlib.suppress(Exception):  # serialised with the keeper's renewals
+                    await locks.extend([self._run_lock], self.s.paused_lease)
+                others = [lease.name for lease in locks.held() if lease.name != self._run_lock]
+                for lease in await locks.release(others):
+                    with contextlib.suppress(AuditError):
+                        self.s.recorder.emit("lock_released", None, {
+                            "lock": lease.name, "fencing_token": lease.token})
                 await locks.aclose()
             else:
                 for lease in await locks.release_all():

@@ -268,7 +268,9 @@ class Runner:
         if self.lock_provider is not None and not self.dry_run:
             locks = LockManager(self.lock_provider, clock=self.clock, owner=run_id, actor=actor,
                                 lease=self.lease, timeout=self.lock_timeout, rng=self._rng,
-                                on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc))
+                                on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
+                                on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(
+                                    name, lease, waited))
         policy = ApprovalPolicy(run_id, extra.pop("run_actor", actor), self.protection,
                                 self.store, self.approvers, self.yes)
         setup = RunSetup(

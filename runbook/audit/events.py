@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,7 +59,9 @@ class AuditEvent:
     hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: ``asdict`` deep-copies every payload, which dominated the cost of
+        # auditing a step. Callers serialise the result; they do not mutate it.
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditEvent:
@@ -71,12 +73,18 @@ class AuditEvent:
 
     def chained(self, seq: int, prev_hash: str) -> AuditEvent:
         """This event stamped as number ``seq`` after ``prev_hash``, with its own hash."""
-        event = replace(self, seq=seq, prev_hash=prev_hash, hash=None)
-        return replace(event, hash=event_hash(event))
+        body = self.to_dict()
+        body.update(seq=seq, prev_hash=prev_hash)
+        body.pop("hash")
+        digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
+        return replace(self, seq=seq, prev_hash=prev_hash, hash=digest)
 
     @property
     def at_datetime(self) -> datetime:
         return datetime.fromisoformat(self.at)
+
+
+_FIELDS = tuple(AuditEvent.__dataclass_fields__)
 
 
 def canonical_json(data: Any) -> str:

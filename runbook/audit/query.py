@@ -167,10 +167,17 @@ def _detail(event: AuditEvent) -> str:
             parts.append(f"{value / 1000:.1f}s" if value >= 1000 else f"{value:.0f}ms")
         elif key == "error":
             parts.append(" ".join(str(value).split()))
+        elif key == "target" and ("before" in data or "after" in data):
+            before, after = _compact(data.get("before")), _compact(data.get("after"))
+            parts.append(f"{value}: {before} → {after}")
         else:
             parts.append(f"{key}={value}")
     text = "  ".join(parts)
     return text if len(text) <= _DETAIL_WIDTH else text[: _DETAIL_WIDTH - 1] + "…"
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _short_at(at: str) -> str:

@@ -106,11 +106,15 @@ class SqliteSink:
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError:
-                pass  # another connection is mid-transaction; the file keeps its journal mode
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError:
+                    pass  # another connection is mid-transaction; the file keeps its journal mode
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 

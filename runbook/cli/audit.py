@@ -116,6 +116,10 @@ def audit(
     """
     if ctx.invoked_subcommand is not None:
         return
+    if since and until and since > until:
+        raise click.UsageError(
+            f"--since ({since:%Y-%m-%d %H:%M:%S}Z) is after --until ({until:%Y-%m-%d %H:%M:%S}Z)"
+        )
     refs = _configured((sink_url,) if sink_url else (), config_path)
     sink = None
     for ref in refs:

@@ -150,13 +150,12 @@ class LockManager:
             raise ValueError(f"lease extension must be positive, got {seconds!r}")
         extended = []
         for name in sorted(set(names)):
-            lease = self._held.get(name)
-            if lease is None:
-                if name in self._lost:
-                    raise self._lost[name]
-                raise LockError(f"lock {name!r} is not held by run {self.owner}")
-            async with self._renewing:
-                lease = self._held.get(name, lease)
+            async with self._renewing:  # after any renewal in flight, which may have lost it
+                lease = self._held.get(name)
+                if lease is None:
+                    if name in self._lost:
+                        raise self._lost[name]
+                    raise LockError(f"lock {name!r} is not held by run {self.owner}")
                 try:
                     renewed = await self._call(self.provider.renew, lease, seconds)
                 except Exception as exc:

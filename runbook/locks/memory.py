@@ -7,6 +7,7 @@ import time
 
 from runbook.errors import LeaseLost
 from runbook.locks.base import Lease
+from runbook.locks.file import lost_message
 
 _SHARED: dict[str, MemoryLocks] = {}
 _SHARED_LOCK = threading.Lock()
@@ -56,7 +57,7 @@ class MemoryLocks:
         with self._lock:
             current = self._live(lease.name)
             if current is None or current.owner != lease.owner or current.token != lease.token:
-                raise LeaseLost(f"lease on lock {lease.name!r} was lost")
+                raise LeaseLost(lost_message(lease, current))
             renewed = current.evolve(expires_at=self._now() + seconds)
             self._leases[lease.name] = renewed
             return renewed

@@ -117,6 +117,7 @@ class NotificationService:
         self._lock = threading.Lock()  # guards _loop and _early against start() racing event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._early: list[tuple[Message, list[str]]] = []  # submitted before start()
+        self._early_count = 0
         self._channels: dict[str, _Channel] = {}
         self._pending = 0
         self._drained: asyncio.Event | None = None
@@ -155,16 +156,21 @@ class NotificationService:
             return
         loop = self._loop
         if loop is None:
+            refused = None
             with self._lock:
                 loop = self._loop
                 if loop is None:
                     if self._closed:
-                        self._fail_all(message, urls, "the notification service is closed")
-                    elif sum(len(u) for _, u in self._early) + len(urls) > self.max_queue:
-                        self._fail_all(message, urls, "notification queue full: dropped")
+                        refused = "the notification service is closed"
+                    elif self._early_count + len(urls) > self.max_queue:
+                        refused = f"notification queue full ({self.max_queue} waiting): dropped"
                     else:
                         self._early.append((message, urls))
-                    return
+                        self._early_count += len(urls)
+            if loop is None:
+                if refused:  # reported outside the lock: the callback may call back into us
+                    self._fail_all(message, urls, refused)
+                return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -191,7 +197,7 @@ class NotificationService:
             self._drained = asyncio.Event()
             self._drained.set()
             self._loop = loop
-            early, self._early = self._early, []
+            early, self._early, self._early_count = self._early, [], 0
         for message, urls in early:
             self._enqueue(message, urls)
 
@@ -353,7 +359,7 @@ class NotificationService:
         """Report what is still queued as failed and close the channels. Call ``flush`` first."""
         with self._lock:
             self._closed = True
-            early, self._early = self._early, []
+            early, self._early, self._early_count = self._early, [], 0
         for message, urls in early:
             self._fail_all(message, urls, "the notification service closed before delivery")
         if self._loop is None:

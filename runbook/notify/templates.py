@@ -71,7 +71,7 @@ _RUN_STATUS_WORDS = {
     "succeeded": "succeeded",
     "failed": "failed",
     "rolled_back": "failed and was rolled back",
-    "rollback_failed": "failed and its rollback FAILED: manual intervention needed",
+    "rollback_failed": "failed and its rollback FAILED (manual intervention needed)",
     "cancelled": "was cancelled",
     "paused": "is paused",
 }

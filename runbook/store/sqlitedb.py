@@ -29,14 +29,19 @@ def connect(path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT) -> s
 
     The connection is in autocommit mode (``isolation_level=None``): callers write ``BEGIN
     IMMEDIATE`` / ``COMMIT`` themselves, because Python's implicit transactions start too late to
-    avoid SQLITE_BUSY on lock upgrades. Parent folders are created. A file that is not a SQLite
-    database raises :class:`StoreCorrupt` naming it; other failures raise :class:`StoreError`.
+    avoid SQLITE_BUSY on lock upgrades. Parent folders are created; a new file gets mode 0640. A
+    file that is not a SQLite database raises :class:`StoreCorrupt` naming it; other failures
+    raise :class:`StoreError`.
     """
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Outputs and params live here: not world-readable. SQLite gives -wal/-shm the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
+    except FileExistsError:
+        pass
     except OSError as exc:
-        raise StoreError(f"cannot create the folder of {path}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from exc
     try:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:

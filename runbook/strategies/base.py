@@ -43,6 +43,12 @@ class Definition:
     def __init__(self, strategy: str) -> None:
         self.strategy = strategy
         self.file, self.line = caller()
+        self.when: Callable[..., Any] | None = None
+
+    def condition(self, when: Any) -> None:
+        """``when=`` of the whole group: put on every step, so the group runs or skips as one
+        (for example a canary only in prod). Each step evaluates it just before it runs."""
+        self.when = self.callback(when, "when", required=False)
 
     def error(self, message: str) -> DefinitionError:
         return DefinitionError(f"{self.strategy}(): {message}", file=self.file, line=self.line)
@@ -74,7 +80,7 @@ class Definition:
 
     def options(self, **kwargs: Any) -> StepOptions:
         """Step options that point at the strategy's call site in error messages."""
-        return StepOptions(kind="step", file=self.file, line=self.line, **kwargs)
+        return StepOptions(kind="step", when=self.when, file=self.file, line=self.line, **kwargs)
 
     def approval(self, value: Any, what: str) -> Approval | None:
         if value is None or value is False:

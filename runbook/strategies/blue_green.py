@@ -65,11 +65,14 @@ def blue_green(
     bake: float = 0,
     scale_down: Callable[..., Any] | None = None,
     after: Any = (),
+    when: Callable[..., Any] | None = None,
 ) -> StepGroup:
     """Blue-green release of ``service``. Callbacks are injected like steps, plus ``service`` and
     ``color``. ``health`` is polled (backoff from ``health_backoff`` seconds, capped at 30) until it
-    returns something truthy, for at most ``health_timeout`` seconds."""
+    returns something truthy, for at most ``health_timeout`` seconds. ``after`` orders the group
+    after other steps; ``when`` runs or skips the whole group."""
     where = Definition("blue_green")
+    where.condition(when)
     service = where.name(service, "service")
     deploy_fn = where.callback(deploy, "deploy", required=True)
     health_fn = where.callback(health, "health", required=True)

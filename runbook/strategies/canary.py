@@ -61,6 +61,7 @@ def canary(
     baseline: str = "stable",
     canary: str = "canary",
     after: Any = (),
+    when: Callable[..., Any] | None = None,
 ) -> StepGroup:
     """Progressive traffic shift from ``baseline`` to ``canary`` through ``weights`` (percent).
 
@@ -68,8 +69,10 @@ def canary(
     call ``analysis`` (injected like a step, plus ``service`` and ``weight``); it fails the step
     by returning ``False`` or a non-healthy ``ProbeResult``, or by raising. ``pause_at`` lists
     weights to ask for ``approval`` (an ``Approval`` for four eyes) before shifting to.
+    ``after`` orders the group after other steps; ``when`` runs or skips the whole group.
     """
     where = Definition("canary")
+    where.condition(when)
     service = where.name(service, "service")
     ladder = _weights(where, weights)
     seconds = where.seconds(bake, "bake")

@@ -63,11 +63,14 @@ def rolling(
     health_backoff: float = 2.0,
     service: str | None = None,
     after: Any = (),
+    when: Callable[..., Any] | None = None,
 ) -> StepGroup:
     """Rolling release over ``hosts`` in batches of ``batch``. Callbacks are injected like steps,
     plus ``host``, ``batch`` (1-based) and ``service``. ``health`` is polled per host until
-    truthy, for at most ``health_timeout`` seconds; ``rollback`` restores one host."""
+    truthy, for at most ``health_timeout`` seconds; ``rollback`` restores one host. ``after``
+    orders the group after other steps; ``when`` runs or skips the whole group."""
     where = Definition("rolling")
+    where.condition(when)
     names = _hosts(where, hosts)
     size = where.count(batch, "batch")
     wave = where.count(max_unavailable, "max_unavailable")

@@ -111,6 +111,12 @@ def test_bad_values_are_usage_errors(trail: JsonlStored, option: str, value: str
     assert option in result.stderr
 
 
+def test_since_after_until_is_a_usage_error(trail: JsonlStored) -> None:
+    result = run("--sink", trail.url, "--since", "2026-11-24", "--until", "2026-11-23")
+    assert result.exit_code == 2
+    assert "--since (2026-11-24 00:00:00Z) is after --until (2026-11-23 00:00:00Z)" in result.stderr
+
+
 def test_unknown_scheme_is_a_usage_error(tmp_path: Path) -> None:
     for args in (["--sink", "kafka://x"], ["verify", "--sink", "kafka://x"]):
         result = run(*args)

@@ -131,6 +131,17 @@ def test_table_is_one_aligned_line_per_event_with_the_telling_details() -> None:
     assert len({line.index("run-1") for line in lines[1:]}) == 1  # columns aligned
 
 
+def test_table_shows_a_change_as_before_and_after() -> None:
+    sink = MemorySink()
+    sink.append(
+        make_event(
+            0, kind="change_recorded", target="dns web", before="blue", after={"color": "green"}
+        )
+    )
+    (_, line) = format_table(sink.events())
+    assert line.endswith('dns web: blue → {"color": "green"}')
+
+
 def test_table_truncates_long_details_and_is_empty_without_events() -> None:
     sink = MemorySink()
     sink.append(make_event(6, error="x" * 500))

@@ -171,7 +171,7 @@ def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runn
 
         @step
         def stage(plan, registry, ctx, params, env, clock, shell, log, injector, database):
-            GOT.update(plan=plan, registry=registry, ctx=ctx, params=params, env=env,
+            GOT.update(step=ctx.step, plan=plan, registry=registry, ctx=ctx, params=params, env=env,
                        clock=clock, shell=shell, log=log, injector=injector, database=database)
             shell("deployctl install " + plan["version"])
             return injector.call(lambda plan, registry, color: [plan["version"], registry, color],
@@ -185,7 +185,7 @@ def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runn
     assert got["plan"] == {"version": "1.4"}
     assert got["registry"] == "registry-staging"
     assert got["ctx"].run_id == result.run_id and got["ctx"].env == "staging"
-    assert got["ctx"].actor == "tester" and got["ctx"].step == "stage"
+    assert got["ctx"].actor == "tester" and got["step"] == "stage"
     assert got["params"].version == "1.4" and got["env"] == "staging"
     assert got["clock"] is fake_clock and got["shell"] is shell
     assert isinstance(got["log"], logging.LoggerAdapter)
@@ -372,7 +372,10 @@ def test_long_backoff_and_timeout_take_no_wall_time(write_runbook, runner, fake_
     step = result.steps["wait_for_quorum"]
     assert result.status == "failed" and step.attempts == 3
     assert step.error == "StepTimeout: step 'wait_for_quorum' timed out after 300s"
-    assert fake_clock.elapsed >= 3 * 300 + 300 + 600  # three timeouts and two backoffs (>= d/2)
+    # Three attempts cut at their 300 s deadline, and two backoffs capped at backoff_max=300 s.
+    backoffs = [s for s in fake_clock.sleeps if s != 3600]
+    assert len(backoffs) == 2 and all(150 <= s <= 300 for s in backoffs)
+    assert fake_clock.elapsed == pytest.approx(3 * 300 + sum(backoffs))
 
 
 def test_timeout_fires_for_an_async_step_waiting_on_the_clock(write_runbook, runner, fake_clock):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -109,5 +111,39 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
-def run_async(coro_fn: Callable[[], Any]) -> Any:
-    return asyncio.run(coro_fn())
+class Recorder(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, statuses: list[int]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.statuses = statuses
+        self.requests: list[tuple[str, dict[str, str], bytes, int]] = []
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status = self.server.statuses.pop(0) if self.server.statuses else 200
+        self.server.requests.append((self.path, dict(self.headers), body, status))
+        self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Recorder]:
+    """A real HTTP receiver on 127.0.0.1 answering the scripted statuses, then 200."""
+    srv = Recorder([])
+    thread = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

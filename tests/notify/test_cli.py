@@ -41,3 +41,33 @@ def test_notify_test_not_a_url():
     result = CliRunner().invoke(cli, ["notify", "test", "slack"])
     assert result.exit_code == 2
     assert "not a channel URL" in result.output
+
+
+def test_notify_test_uses_the_rule_options_from_config(tmp_path, server, monkeypatch):
+    pytest.importorskip("runbook_slack")
+    from runbook_slack.webhook import verify_signature
+
+    url = f"webhook+http://127.0.0.1:{server.server_address[1]}/rb"
+    config = tmp_path / "runbook.toml"
+    config.write_text(
+        f'[tool.runbook]\nnotify = [{{ to = "{url}", options = '
+        '{ secret_env = "RB_TEST_HOOK_SECRET" } }]\n'
+    )
+    monkeypatch.setenv("RB_TEST_HOOK_SECRET", "from-config-env")
+    result = CliRunner().invoke(cli, ["notify", "test", url, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert f"sent to webhook+http://127.0.0.1:{server.server_address[1]}/***" in result.output
+    ((path, headers, body, _),) = server.requests
+    assert path == "/rb"
+    assert verify_signature("from-config-env", body, headers["X-Runbook-Signature"])
+
+
+def test_notify_test_reports_an_http_error(server):
+    pytest.importorskip("runbook_slack")
+    server.statuses[:] = [403]
+    url = f"webhook+http://127.0.0.1:{server.server_address[1]}/rb/t0ken-t0ken-t0ken"
+    result = CliRunner().invoke(cli, ["notify", "test", url])
+    assert result.exit_code == 1
+    assert "answered HTTP 403" in result.output
+    assert "t0ken" not in result.output
+    assert len(server.requests) == 1  # one attempt, no retries

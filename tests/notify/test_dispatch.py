@@ -388,3 +388,17 @@ def test_adhoc_messages_get_the_run_context(plugins, fake):
         "deploy",
         "adhoc",
     )
+
+
+def test_before_start_the_buffer_is_bounded_too(plugins, fake):
+    svc, failures = service(plugins, [{"to": "fake://a"}], max_queue=2)
+    for i in range(3):
+        svc.event(event("step_failed", step=f"s{i}"), RUN)
+    assert [(m.step, "queue full" in e) for m, _, e in failures.calls] == [("s2", True)]
+
+    async def main():
+        async with svc:
+            await svc.flush(5)
+
+    asyncio.run(main())
+    assert [m.step for m in fake.channel("fake://a").delivered] == ["s0", "s1"]

@@ -4,59 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from runbook.notify.dispatch import NotificationService
 from runbook.plugins import Plugins
 
-from .conftest import RUN, event
+from .conftest import RUN, Recorder, event
 
 pytest.importorskip("runbook_slack")
 from runbook_slack.webhook import verify_signature
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, statuses: list[int]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.statuses = statuses
-        self.requests: list[tuple[str, dict[str, str], bytes, int]] = []
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status = self.server.statuses.pop(0) if self.server.statuses else 200
-        self.server.requests.append((self.path, dict(self.headers), body, status))
-        self.send_response(status)
-        if status == 429:
-            self.send_header("Retry-After", "0")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[Recorder]:
-    srv = Recorder([500, 200])
-    thread = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 def test_webhook_over_real_http_retries_a_500_then_delivers_signed(server: Recorder):
+    server.statuses[:] = [500, 200]
     port = server.server_address[1]
     url = f"webhook+http://127.0.0.1:{port}/hooks/runbook?secret=s3cr3t-value&team=ops"
     failures: list[tuple[str, str]] = []

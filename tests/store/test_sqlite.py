@@ -113,6 +113,11 @@ def test_connect_applies_the_pragmas_for_other_components(tmp_path: Path) -> Non
         conn.close()
 
 
+def test_a_new_store_file_is_not_world_readable(db: Path) -> None:
+    SqliteStore(db).close()
+    assert db.stat().st_mode & 0o777 == 0o640
+
+
 def test_connect_to_an_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=str(tmp_path)):
         connect(tmp_path)  # a folder

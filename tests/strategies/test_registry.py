@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from runbook.errors import PluginError, StepFailed, StepTimeout
+from runbook.errors import DefinitionError, PluginError, StepFailed, StepTimeout
 from runbook.groups import GroupStep, StepGroup
 from runbook.hookspecs import StrategySpec, hookimpl
 from runbook.plugins import Plugins
@@ -65,3 +65,22 @@ def test_checked_lets_timeouts_and_step_failures_through(error):
     with pytest.raises(type(error)) as info:
         asyncio.run(checked("analysis", boom()))
     assert info.value is error
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda when: canary("web", weights=[5, 100], bake=60, pause_at=[100], when=when),
+        lambda when: blue_green("web", deploy=print, health=print, switch_approval=True, when=when),
+        lambda when: rolling(["a", "b"], deploy=print, rollback=print, when=when),
+    ],
+    ids=["canary", "blue_green", "rolling"],
+)
+def test_when_applies_to_every_step_of_the_group(make):
+    def is_prod(env):
+        return env == "prod"
+
+    assert all(s.options.when is is_prod for s in make(is_prod).steps)
+    assert all(s.options.when is None for s in make(None).steps)
+    with pytest.raises(DefinitionError, match="when= must be a function or None"):
+        make("prod")

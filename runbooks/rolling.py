@@ -1,0 +1,101 @@
+"""Rolling upgrade of the ``api`` hosts behind HAProxy, two hosts per batch, one down at a time.
+
+For each host: drain it in the load balancer, install the release over ssh, wait until its
+``/health`` answers 200 with ``{"status": "ok"}``, put it back. A batch is one step; a failure
+anywhere rolls back the failed batch and every earlier one, host by host, newest first, with
+``deployctl rollback`` (which re-activates the previous release kept on the host and does nothing
+on a host that never got the new one, as the strategy requires).
+
+Try it::
+
+    runbook exec runbooks/rolling.py -p version=5.2.0 --dry-run   # batches, in order
+    runbook exec runbooks/rolling.py -p version=5.2.0
+
+The host list is fixed when the runbook loads (the steps ``release.batch-1``... must exist for
+``list`` and ``graph``); read your inventory here if it lives in a file, for example
+``HOSTS = Path(__file__).with_name("api.hosts").read_text().split()``.
+"""
+
+from __future__ import annotations
+
+from runbook import param, resource, step
+from runbook.probes import http_probe
+from runbook.strategies import rolling
+
+HOSTS = ["api-01", "api-02", "api-03", "api-04", "api-05"]
+HAPROXY_SOCKET = "/run/haproxy/admin.sock"
+
+version = param("version", help="release to install, e.g. 5.2.0")
+
+lock = "api-release-{env}"
+
+
+class HAProxy:
+    """Drains and enables servers through the HAProxy runtime API (over the ``shell``)."""
+
+    def __init__(self, shell, backend: str) -> None:
+        self.shell = shell
+        self.backend = backend
+
+    def _command(self, host: str, command: str) -> None:
+        self.shell(["ssh", host, f"echo '{command}' | sudo socat stdio {HAPROXY_SOCKET}"])
+
+    def drain(self, host: str) -> None:
+        self._command(host, f"set server {self.backend}/{host} state drain")
+
+    def enable(self, host: str) -> None:
+        self._command(host, f"set server {self.backend}/{host} state ready")
+
+
+@resource
+def lb(shell) -> HAProxy:
+    return HAProxy(shell, backend="api")
+
+
+def install(host, lb, shell, params):
+    """Deploy callback: called once per host, with ``host`` and ``batch`` supplied."""
+    lb.drain(host)
+    shell(["ssh", host, "sudo", "deployctl", "install", "api", params.version])
+
+
+def healthy(host, http, lb):
+    """Health callback: polled until it returns something truthy (a healthy ProbeResult).
+
+    Only a healthy answer puts the host back in the pool; an unhealthy or ambiguous one keeps
+    polling until ``health_timeout``, then fails the batch.
+    """
+    result = http_probe(f"http://{host}:8080/health", client=http,
+                        expect=lambda body: body.get("status") == "ok")
+    if result.healthy:
+        lb.enable(host)
+    return result
+
+
+def reinstall_previous(host, lb, shell, params):
+    """Rollback callback: also runs for hosts the failed batch had not reached yet."""
+    lb.drain(host)
+    shell(["ssh", host, "sudo", "deployctl", "rollback", "api", "--from", params.version])
+    lb.enable(host)
+
+
+release = rolling(
+    HOSTS,
+    batch=2,
+    max_unavailable=1,  # within a batch, one host out of the pool at a time
+    deploy=install,
+    health=healthy,
+    rollback=reinstall_previous,
+    health_timeout=180,
+    health_backoff=2,
+    service="api",
+)
+
+
+@step
+def record_release(release, ctx, params):
+    """Runs only after the last batch is healthy; its output is the release record."""
+    ctx.record_change("api", before=None, after=params.version)
+    return {"version": params.version, "hosts": HOSTS}
+
+
+TEST = {"params": {"version": "5.2.0"}}
