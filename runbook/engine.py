@@ -75,6 +75,8 @@ class RunSetup:
     deny_only: bool = False  # deny/cancel: schedule nothing new, just settle and roll back
     cancel: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
+    resumed_by: str | None = None  # who resumed/denied/cancelled, when not the run's actor
+    decisions: dict[str, str] = field(default_factory=dict)  # interrupted step -> retry/skip
 
 
 def _error_text(exc: BaseException) -> str:
@@ -171,9 +173,14 @@ class Execution:
         self._hook("runbook_run_started")
         try:
             try:
-                if not self.s.dry_run:
-                    self.emit("run_resumed" if info.resumed else "run_started", None,
-                              {"dry_run": False, "max_parallel": self.s.max_parallel})
+                if self.s.dry_run:
+                    pass
+                elif info.resumed:
+                    self.emit("run_resumed", None, {
+                        "resumed_by": self.s.resumed_by or info.actor,
+                        "interrupted": self.s.decisions}, actor=self.s.resumed_by)
+                else:
+                    self.emit("run_started", None, {"max_parallel": self.s.max_parallel})
                 if self.rb.lock and self.s.locks and not self.s.dry_run:
                     self._run_lock = self._template(self.rb.lock)
                     await self._acquire([self._run_lock], None)

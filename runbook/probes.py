@@ -27,7 +27,6 @@ import enum
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -63,20 +62,40 @@ class Outcome(enum.StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(dict[str, Any]):
     """What a probe saw. Truthy only when healthy, so ``ambiguous`` can never pass for healthy.
 
     ``value`` carries what the probe read (status code, parsed body, return code) for audit
     output and for ``when=`` conditions that need more than the outcome.
+
+    It is a read-only ``dict`` (``{"outcome", "detail", "value"}``) so that a probe can return it
+    and the run store can keep it as JSON. A run resumed from the store gets the plain dict
+    back; ``ProbeResult.of(output)`` turns either into a ``ProbeResult`` again.
     """
 
-    outcome: Outcome
-    detail: str = ""
-    value: Any = None
+    def __init__(self, outcome: Outcome | str, detail: str = "", value: Any = None) -> None:
+        super().__init__(outcome=Outcome(outcome).value, detail=detail, value=value)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "outcome", Outcome(self.outcome))
+    @classmethod
+    def of(cls, data: Any) -> ProbeResult:
+        """A ``ProbeResult`` from itself or from its stored ``dict`` form."""
+        if isinstance(data, ProbeResult):
+            return data
+        if isinstance(data, dict) and "outcome" in data:
+            return cls(data["outcome"], data.get("detail", ""), data.get("value"))
+        raise TypeError(f"not a probe result: {data!r}")
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self["outcome"])
+
+    @property
+    def detail(self) -> str:
+        return self["detail"]
+
+    @property
+    def value(self) -> Any:
+        return self["value"]
 
     @property
     def healthy(self) -> bool:
@@ -92,6 +111,14 @@ class ProbeResult:
 
     def __bool__(self) -> bool:
         return self.healthy
+
+    def __repr__(self) -> str:
+        return f"ProbeResult({self['outcome']!r}, {self.detail!r}, {self.value!r})"
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a ProbeResult is read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
 
     def decisive(self) -> ProbeResult:
         """Return self, or raise ``Ambiguous``: for steps that must stop rather than guess."""

@@ -67,13 +67,15 @@ class Recorder:
                 try:
                     written = sink.append(event)
                 except Exception as exc:
-                    text = self.redact.text(f"{type(exc).__name__}: {exc}")
+                    text = self.redact.text(
+                        str(exc) if isinstance(exc, AuditError)
+                        else f"audit sink {sink.url} failed: {type(exc).__name__}: {exc}")
                     if sink.best_effort:
                         if sink.url not in self._warned:
                             self._warned.add(sink.url)
-                            log.warning("best-effort audit sink %s failed: %s", sink.url, text)
+                            log.warning("best-effort: %s", text)
                         continue
-                    failure = failure or AuditError(f"audit sink {sink.url} failed: {text}")
+                    failure = failure or AuditError(text)
                     continue
                 if first:
                     stored, first = written, False

@@ -145,14 +145,23 @@ class Runner:
             sinks = []
             for spec in self._audit_spec:
                 if isinstance(spec, str):
-                    sinks.append(self.plugins.open("audit", spec))
+                    sinks.append(self.plugins.open("audit", self._in_store(spec)))
                 elif isinstance(spec, Mapping):
                     options = {k: v for k, v in spec.items() if k != "url"}
-                    sinks.append(self.plugins.open("audit", spec["url"], **options))
+                    sinks.append(self.plugins.open("audit", self._in_store(spec["url"]),
+                                                   **options))
                 else:
                     sinks.append(spec)
             self._sinks = sinks
         return self._sinks
+
+    def _in_store(self, url: str) -> str:
+        """Bare ``sqlite://`` means "in the run store": the store's own SQLite file."""
+        store = getattr(self._store_spec, "url", self._store_spec)
+        if url.partition("?")[0] == "sqlite://" and isinstance(store, str) \
+                and store.startswith("sqlite://"):
+            return store
+        return url
 
     @property
     def lock_provider(self) -> LockProvider | None:
@@ -192,13 +201,14 @@ class Runner:
                                   config_defaults=self.env_params)
         actor = self._actor()
         run_id = new_run_id(self.clock.now())
+        record = None
         if not self.dry_run and self.store is not None:
-            self.store.create_run(RunRecord(
+            record = RunRecord(
                 run_id=run_id, runbook_path=str(rb.path), runbook_sha256=rb.sha256, env=self.env,
                 actor=actor, status=R.RUNNING, params=resolved.public(),
                 created_at=self.clock.now(), host=HOST, pid=os.getpid(),
-                options={"max_parallel": self.max_parallel}))
-        return await self._execute(rb, run_id, resolved, actor)
+                options={"max_parallel": self.max_parallel})
+        return await self._execute(rb, run_id, resolved, actor, create=record)
 
     def run_many(self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]
                  ) -> list[RunResult]:
@@ -223,9 +233,13 @@ class Runner:
                     f"for every reversible step; missing for: {', '.join(missing)}")
 
     async def _execute(self, rb: Runbook, run_id: str, params: Params, actor: str, *,
-                       resumed: bool = False, **extra: Any) -> RunResult:
+                       resumed: bool = False, env: str | None = None,
+                       resumed_by: str | None = None, create: RunRecord | None = None,
+                       **extra: Any) -> RunResult:
+        env = env or self.env
+        protection, approvers = self._env_settings(env)
         info = RunInfo(run_id=run_id, runbook=str(rb.path), name=rb.name, sha256=rb.sha256,
-                       env=self.env, actor=actor, params=params.public(), dry_run=self.dry_run,
+                       env=env, actor=actor, params=params.public(), dry_run=self.dry_run,
                        resumed=resumed)
         secret_values = [params[n] for n in params.secret_names]
         redactor = Redactor(secret_values)
@@ -237,9 +251,13 @@ class Runner:
         listeners = []
         if "runbook_event" in want:
             listeners.append(lambda event: hook.runbook_event(run=info, event=event))
+        # Channels are opened before the run is recorded, so a broken channel (unknown scheme,
+        # missing secret) is a usage error that leaves no half-started run behind.
         notifier = self._notification_service(info, holder)
         if notifier is not None:
             listeners.append(lambda event: notifier.event(event, info))
+        if create is not None and self.store is not None:
+            self.store.create_run(create)
         recorder = Recorder(info, [] if self.dry_run else self.sinks, clock=self.clock,
                             redactor=redactor, listeners=listeners)
 
@@ -256,8 +274,8 @@ class Runner:
         factories.update(self.plugins.resources())
         for res in rb.resources.values():
             factories[res.name] = res.func
-        values: dict[str, Any] = {"ctx": ctx, "params": params, "env": self.env,
-                                  "clock": self.clock, "notify": self._notify_resource(notifier)}
+        values: dict[str, Any] = {"ctx": ctx, "params": params, "env": env,
+                                  "clock": self.clock, "notify": self._notify_resource(notifier, info)}
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
         values.update(self.resources)
         for name in values:
@@ -271,13 +289,14 @@ class Runner:
                                 on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
                                 on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(
                                     name, lease, waited))
-        policy = ApprovalPolicy(run_id, extra.pop("run_actor", actor), self.protection,
-                                self.store, self.approvers, self.yes)
+        policy = ApprovalPolicy(run_id, extra.pop("run_actor", actor), protection,
+                                self.store, approvers, self.yes and not resumed)
         setup = RunSetup(
             runbook=rb, info=info, scope=scope, recorder=recorder, clock=self.clock, hook=hook,
             hooks_wanted=want, store=self.store, locks=locks, approvals=policy, redactor=redactor,
             max_parallel=self.max_parallel, dry_run=self.dry_run, rng=self._rng,
-            keep_lock_when_paused=self.keep_lock_when_paused, outputs=outputs, **extra)
+            keep_lock_when_paused=self.keep_lock_when_paused, outputs=outputs,
+            resumed_by=resumed_by, **extra)
         execution = holder["x"] = Execution(setup)
         if notifier is not None:
             await notifier.start()
@@ -313,17 +332,34 @@ class Runner:
         return NotificationService(self.plugins, self.notify_rules, templates=self.templates,
                                    on_failure=failed)
 
-    def _notify_resource(self, service: Any) -> Any:
+    def _notify_resource(self, service: Any, info: RunInfo) -> Any:
         from runbook.notify.base import Message
 
         def notify(title: str, text: str = "", severity: str = "info") -> None:
             """Send an ad-hoc message through the configured channels."""
             if service is not None:
-                service.adhoc(Message(title=title, text=text, severity=severity, kind="adhoc"))
+                service.adhoc(Message(title=title, text=text, severity=severity, kind="adhoc"),
+                              info)
 
         return notify
 
     # -- durable runs ----------------------------------------------------------------------------
+
+    def _env_settings(self, env: str) -> tuple[Protection, tuple[str, ...]]:
+        """Protection and approvers of the env a stored run was started in.
+
+        A run resumed, approved or denied from another process must keep the rules of *its* env
+        (a prod run must not finish under dev protection because the resuming shell said nothing).
+        """
+        if env == self.env:
+            return self.protection, self.approvers
+        if self.config is not None:
+            env_cfg = self.config.env(env)
+            return env_cfg.protection, tuple(env_cfg.approvers)
+        # No configuration to consult: never weaker than the standard level.
+        if self.protection.level == "none":
+            return Protection.for_level("standard"), self.approvers
+        return self.protection, self.approvers
 
     def _require_store(self) -> RunStore:
         if self.store is None:
@@ -394,8 +430,10 @@ class Runner:
         retried = frozenset(rerun | (set(undecided) if retry_interrupted else set()))
         skipped = frozenset(undecided) if skip_interrupted else frozenset()
         return await self._execute(
-            rb, run_id, params, record.actor, resumed=True, prior=prior,
-            rerun_interrupted=retried, skip_interrupted=skipped, run_actor=record.actor)
+            rb, run_id, params, record.actor, resumed=True, prior=prior, env=record.env,
+            resumed_by=actor, rerun_interrupted=retried, skip_interrupted=skipped,
+            run_actor=record.actor,
+            decisions={n: choice for n in undecided})
 
     def _gated(self, rb: Runbook, record: RunRecord, step: str | None) -> str:
         steps = self._require_store().get_steps(record.run_id)
@@ -433,7 +471,8 @@ class Runner:
         approval = rb.steps[name].options.approval
         assert approval is not None
         actor = actor or self._actor()
-        policy = ApprovalPolicy(run_id, record.actor, self.protection, store, self.approvers)
+        protection, approvers = self._env_settings(record.env)
+        policy = ApprovalPolicy(run_id, record.actor, protection, store, approvers)
         policy.validate(name, approval, actor)
         store.add_approval(ApprovalRecord(run_id, name, actor, "granted", comment,
                                           self.clock.now()))
@@ -462,7 +501,7 @@ class Runner:
                                               self.clock.now()))
             recorder.emit("approval_denied", name, {"reason": reason, "approver": actor},
                           actor=actor)
-        return await self._settle(record, rb, deny=True)
+        return await self._settle(record, rb, deny=True, actor=actor)
 
     def cancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
         return asyncio.run(self.acancel(run_id, actor=actor))
@@ -470,14 +509,15 @@ class Runner:
     async def acancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
         record = self._resumable(run_id)
         rb = self.load(record.runbook_path)
-        return await self._settle(record, rb, deny=False)
+        return await self._settle(record, rb, deny=False, actor=actor or self._actor())
 
-    async def _settle(self, record: RunRecord, rb: Runbook, *, deny: bool) -> RunResult:
+    async def _settle(self, record: RunRecord, rb: Runbook, *, deny: bool,
+                      actor: str | None = None) -> RunResult:
         """End a paused or dead run without running anything new, rolling back what completed."""
         store = self._require_store()
         params = self._params_for(rb, record)
         prior = store.get_steps(record.run_id)
         store.update_run(record.run_id, status=R.RUNNING, pid=os.getpid(), host=HOST)
         return await self._execute(rb, record.run_id, params, record.actor, resumed=True,
-                                   prior=prior, deny_only=True, cancel=not deny,
-                                   run_actor=record.actor)
+                                   prior=prior, deny_only=True, cancel=not deny, env=record.env,
+                                   resumed_by=actor, run_actor=record.actor)

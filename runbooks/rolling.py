@@ -64,8 +64,9 @@ def healthy(host, http, lb):
     Only a healthy answer puts the host back in the pool; an unhealthy or ambiguous one keeps
     polling until ``health_timeout``, then fails the batch.
     """
-    result = http_probe(f"http://{host}:8080/health", client=http,
-                        expect=lambda body: body.get("status") == "ok")
+    result = http_probe(
+        f"http://{host}:8080/health", client=http, expect=lambda body: body.get("status") == "ok"
+    )
     if result.healthy:
         lb.enable(host)
     return result

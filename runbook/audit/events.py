@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 GENESIS = "0" * 64
@@ -106,8 +106,9 @@ class VerifyReport:
     problem: str = ""
 
     def __str__(self) -> str:
+        noun = "event" if self.checked == 1 else "events"
         if self.ok:
-            return f"ok: {self.checked} events, chain intact"
+            return f"ok: {self.checked} {noun}, chain intact"
         return f"TAMPERED at seq {self.seq}: {self.problem} ({self.checked} events checked)"
 
 
@@ -154,6 +155,10 @@ def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
     return VerifyReport(True, checked)
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     run_id: str | None = None
@@ -174,10 +179,13 @@ class AuditQuery:
         if self.actor and event.actor != self.actor:
             return False
         if self.since or self.until:
-            at = event.at_datetime
-            if self.since and at < self.since:
+            try:
+                at = _aware(event.at_datetime)
+            except ValueError:
                 return False
-            if self.until and at > self.until:
+            if self.since and at < _aware(self.since):
+                return False
+            if self.until and at > _aware(self.until):
                 return False
         return True
 

@@ -68,5 +68,7 @@ def config_option(func: F) -> F:
 def load_config(start: Path | None = None, config_path: Path | None = None) -> Any:
     """The project configuration, searched from ``start`` (a runbook's folder, else the cwd)."""
     from runbook.config import load_config as _load
+    from runbook.plugins import Plugins
 
-    return _load(start or Path.cwd(), explicit=config_path)
+    keys = [k for ks in Plugins().hook.runbook_config_keys() for k in (ks or [])]
+    return _load(start or Path.cwd(), explicit=config_path, extra_keys=keys)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from runbook.errors import RunNotFound
+from runbook.errors import RunNotFound, StoreError
 from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
 
 # One namespace per URL so that two Runner objects given "memory://shared" see the same runs,
@@ -37,6 +37,8 @@ class MemoryStore:
 
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
+            if run.run_id in self._runs:
+                raise StoreError(f"run {run.run_id!r} already exists in {self.url}")
             now = datetime.now(UTC)
             self._runs[run.run_id] = replace(run, created_at=run.created_at or now, updated_at=now)
             self._steps.setdefault(run.run_id, {})
@@ -63,6 +65,7 @@ class MemoryStore:
 
     def save_step(self, step: StepRecord) -> None:
         with self._lock:
+            self.get_run(step.run_id)
             self._steps.setdefault(step.run_id, {})[step.name] = step
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -71,6 +74,7 @@ class MemoryStore:
 
     def add_approval(self, approval: ApprovalRecord) -> None:
         with self._lock:
+            self.get_run(approval.run_id)
             self._approvals.append(approval)
 
     def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
@@ -80,6 +84,7 @@ class MemoryStore:
 
     def add_interrupt_decision(self, decision: InterruptDecision) -> None:
         with self._lock:
+            self.get_run(decision.run_id)
             self._decisions.append(decision)
 
     def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:

@@ -231,8 +231,8 @@ def test_default_sinks_come_from_the_config(
     result = run("verify", "--config", "runbook.toml")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        f"jsonl://{tmp_path}/audit.jsonl: ok: 1 events, chain intact",
-        f"sqlite:///{tmp_path}/store.db: ok: 1 events, chain intact",
+        f"jsonl://{tmp_path}/audit.jsonl: ok: 1 event, chain intact",
+        f"sqlite:///{tmp_path}/store.db: ok: 1 event, chain intact",
         "logging://runbook.audit: skipped: a feed for an external system, verify it there",
     ]
     assert seen == [Path("runbook.toml")]
@@ -253,7 +253,7 @@ def test_real_config_file_relative_paths_and_errors(
     monkeypatch.chdir(tmp_path / "sub")  # relative to the config's folder, not the cwd
     result = run("verify")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"jsonl://{tmp_path}/.runbook/audit.jsonl: ok: 1 events, chain intact\n"
+    assert result.stdout == f"jsonl://{tmp_path}/.runbook/audit.jsonl: ok: 1 event, chain intact\n"
     (tmp_path / "runbook.toml").write_text("audit = []\n")
     result = run("verify")
     assert result.exit_code == 2

@@ -280,3 +280,45 @@ def test_trace_hooks_env_prints_hook_calls(monkeypatch, capsys):
     monkeypatch.setenv("RUNBOOK_TRACE_HOOKS", "1")
     Plugins(entry_points=False).resources()
     assert "[runbook hook] runbook_resources -> [" in capsys.readouterr().err
+
+
+PLUGIN_WITH_CONFIG = '''
+from runbook import hookimpl
+
+SEEN = []
+
+
+@hookimpl
+def runbook_config_keys():
+    return ["canaryctl"]
+
+
+@hookimpl
+def runbook_configure(config):
+    SEEN.append(config.extra.get("canaryctl"))
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: runbook_config_keys / runbook_configure are declared "
+                                       "but never called; a plugin's own [tool.runbook.<plugin>] "
+                                       "section is rejected as an unknown key")
+def test_plugin_config_section_is_accepted_and_plugin_configured(write_runbook, tmp_path,
+                                                                  monkeypatch):
+    import importlib
+    import sys
+
+    from click.testing import CliRunner
+
+    from runbook.cli import cli
+
+    module = f"canaryctl_plugin_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / f"{module}.py").write_text(PLUGIN_WITH_CONFIG)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.runbook]\nplugins = ["{module}"]\n\n[tool.runbook.canaryctl]\nendpoint = "x"\n')
+    path = write_runbook("from runbook import step\n@step\ndef a():\n    pass\n")
+    result = CliRunner().invoke(cli, ["list", str(path)])
+    assert result.exit_code == 0, result.output
+    assert importlib.import_module(module).SEEN == [{"endpoint": "x"}]
+    sys.modules.pop(module, None)
