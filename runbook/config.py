@@ -95,7 +95,10 @@ def load_config(
 
     ``explicit`` (``--config``) skips the search. Otherwise the nearest folder upwards with a
     ``runbook.toml``, or a ``pyproject.toml`` that has ``[tool.runbook]``, wins; ``runbook.toml``
-    first within one folder. No file at all gives the defaults, rooted at ``start``.
+    first within one folder. No file at all gives the defaults, rooted at the project root: the
+    nearest folder upwards with a ``pyproject.toml``, ``runbook.toml`` or ``.git`` (else
+    ``start``), so ``runbook exec runbooks/x.py`` and ``runbook runs`` from the project's top
+    folder find the same store.
     """
     environ = os.environ if environ is None else environ
     start = Path(start).expanduser().absolute()
@@ -112,8 +115,15 @@ def load_config(
     else:
         found = _discover(start)
         path, table, prefix = found if found else (None, {}, "")
-    root = path.parent if path else start
+    root = path.parent if path else _project_root(start)
     return _Builder(path, prefix, root).build(table, environ, frozenset(extra_keys))
+
+
+def _project_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in ("pyproject.toml", "runbook.toml", ".git")):
+            return folder
+    return start
 
 
 def _discover(start: Path) -> tuple[Path, dict[str, Any], str] | None:

@@ -177,6 +177,7 @@ class _Poll:
         self.attempts = 0
         self.last: Any = None
         self.error: BaseException | None = None
+        self.final = False
 
     def record(self, value: Any = None, error: BaseException | None = None) -> None:
         if error is not None and (
@@ -195,15 +196,20 @@ class _Poll:
         """
         elapsed = self.clock.monotonic() - self.start
         left = self.timeout - elapsed
-        if left <= 0:
+        if left <= 0 or self.final:
             raise self._timeout(elapsed)
         if self.progress is not None:
             fraction = min(1.0, elapsed / self.timeout) if self.timeout else None
             self.progress(f"{self.message} ({self.attempts} attempts, {elapsed:.0f}s)", fraction)
-        delay = min(self.max_backoff, self.backoff * 2 ** (self.attempts - 1))
+        delay = min(self.max_backoff, self.backoff * 2 ** min(self.attempts - 1, 64))
         if self.jitter:
             delay = self.rng.uniform(delay / 2, delay)
-        return min(delay, left)
+        if delay >= left:
+            # Float rounding may leave the clock a hair short of the deadline after this sleep;
+            # the attempt after it is the last one either way.
+            self.final = True
+            return left
+        return delay
 
     def _timeout(self, elapsed: float) -> WaitTimeout:
         if self.error is not None:

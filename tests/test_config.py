@@ -498,3 +498,14 @@ def test_docs_example_loads_and_python_block_runs(tmp_path: Path, monkeypatch) -
     cfg = load(tmp_path / "runbooks")
     assert cfg.audit[1] == SinkConfig("logging://runbook.audit", best_effort=True)
     assert cfg.env("prod").protection.allow_force is True
+
+
+def test_without_a_config_file_the_root_is_the_project_folder(tmp_path: Path) -> None:
+    """exec (searching from the runbook's folder) and runs (from the top) share one store."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "runbooks").mkdir()
+    from_runbook = load_config(tmp_path / "runbooks")
+    from_top = load_config(tmp_path)
+    assert from_runbook.root == from_top.root == tmp_path
+    assert from_runbook.store == from_top.store
+    assert str(tmp_path / ".runbook" / "runbook.db") in from_runbook.store

@@ -205,29 +205,37 @@ def ensure_version(
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext('runbook-migrate'), hashtext(%s))", (schema,)
     )
+    current = _current_version(conn, s, component)
+    if current > len(migrations):
+        raise error_type(
+            f"PostgreSQL {safe_url}: schema {schema!r} has {component} version {current}, newer "
+            f"than this runbook-postgres knows ({len(migrations)}); upgrade runbook-postgres"
+        )
+    if current == len(migrations):
+        return  # no DDL at all: a role without CREATE privileges can use a migrated schema
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
         " component text PRIMARY KEY, version integer NOT NULL,"
         " migrated_at timestamptz NOT NULL DEFAULT now())"
     )
+    for version in range(current + 1, len(migrations) + 1):
+        conn.execute(migrations[version - 1].format(s=s))
+    conn.execute(
+        f"INSERT INTO {s}.schema_version (component, version) VALUES (%s, %s) "
+        "ON CONFLICT (component) DO UPDATE SET version = excluded.version, migrated_at = now()",
+        (component, len(migrations)),
+    )
+
+
+def _current_version(conn: psycopg.Connection, s: str, component: str) -> int:
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{s}.schema_version",)).fetchone()
+    if not exists or exists[0] is None:
+        return 0
     row = conn.execute(
         f"SELECT version FROM {s}.schema_version WHERE component = %s", (component,)
     ).fetchone()
-    current = row[0] if row else 0
-    if current > len(migrations):
-        raise error_type(
-            f"PostgreSQL {safe_url}: schema {schema!r} has {component} version {current}, newer "
-            f"than this runbook-postgres knows ({len(migrations)}); upgrade runbook-postgres"
-        )
-    for version in range(current + 1, len(migrations) + 1):
-        conn.execute(migrations[version - 1].format(s=s))
-    if current < len(migrations):
-        conn.execute(
-            f"INSERT INTO {s}.schema_version (component, version) VALUES (%s, %s) "
-            "ON CONFLICT (component) DO UPDATE SET version = excluded.version, migrated_at = now()",
-            (component, len(migrations)),
-        )
+    return int(row[0]) if row else 0
 
 
 def options_flag(value: Any) -> bool:

@@ -332,3 +332,30 @@ def test_lost_connection_fails_one_write_then_recovers(
     steps = store.get_steps("r1")
     assert steps["stage"].output == {"color": "green"}
     assert steps["switch"].status == "running"
+
+
+def test_a_role_without_create_rights_uses_a_migrated_schema(
+    pg_server: str, pg_url: str, pg_schema: str, pg_admin: psycopg.Connection
+) -> None:
+    """Least privilege: after the first (privileged) open, runbook needs no DDL rights."""
+    PostgresStore(pg_url).close()
+    role = f"{pg_schema}_app"
+    s = f'"{pg_schema}"'
+    pg_admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        pg_admin.execute(f'GRANT USAGE ON SCHEMA {s} TO "{role}"')
+        pg_admin.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO "{role}"'
+        )
+        pg_admin.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO "{role}"')
+        pg_admin.execute(f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC")
+        limited = pg_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+        store = PostgresStore(limited)
+        try:
+            store.create_run(run())
+            assert store.get_run("r1").actor == "alice"
+        finally:
+            store.close()
+    finally:
+        pg_admin.execute(f'DROP OWNED BY "{role}"')
+        pg_admin.execute(f'DROP ROLE "{role}"')
