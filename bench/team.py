@@ -217,7 +217,25 @@ def micro(plugins: Plugins, tmp: Path, schema: str | None, n: int) -> tuple[list
                 "p99_us": round(percentile(samples, 0.99), 1),
             }
         )
+    drop_redis_prefix(redis)
     return rows, skipped
+
+
+def drop_redis_prefix(url: str) -> None:
+    """Token counters never expire (by design): remove this run's keys explicitly."""
+    try:
+        import redis as redis_py
+    except ImportError:
+        return
+    prefix = url.rsplit("prefix=", 1)[1]
+    try:
+        client = redis_py.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=2)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except redis_py.RedisError:
+        pass
 
 
 def end_to_end(tmp: Path, schema: str | None, steps: int) -> tuple[list, dict]:

@@ -68,12 +68,16 @@ class ProbeResult(dict[str, Any]):
     ``value`` carries what the probe read (status code, parsed body, return code) for audit
     output and for ``when=`` conditions that need more than the outcome.
 
-    It is a read-only ``dict`` (``{"outcome", "detail", "value"}``) so that a probe can return it
-    and the run store can keep it as JSON. A run resumed from the store gets the plain dict
-    back; ``ProbeResult.of(output)`` turns either into a ``ProbeResult`` again.
+    It is a ``dict`` (``{"outcome", "detail", "value"}``; treat it as read-only) so that a probe
+    can return it and the run store can keep it as JSON. A run resumed from the store gets the
+    plain dict back; ``ProbeResult.of(output)`` turns either into a ``ProbeResult`` again.
     """
 
-    def __init__(self, outcome: Outcome | str, detail: str = "", value: Any = None) -> None:
+    def __init__(self, outcome: Any, detail: str = "", value: Any = None) -> None:
+        if not isinstance(outcome, str):  # dict-style construction: dataclasses.asdict, copy
+            super().__init__(outcome)
+            Outcome(self["outcome"])
+            return
         super().__init__(outcome=Outcome(outcome).value, detail=detail, value=value)
 
     @classmethod
@@ -114,11 +118,6 @@ class ProbeResult(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"ProbeResult({self['outcome']!r}, {self.detail!r}, {self.value!r})"
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a ProbeResult is read-only")
-
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
 
     def decisive(self) -> ProbeResult:
         """Return self, or raise ``Ambiguous``: for steps that must stop rather than guess."""

@@ -307,6 +307,52 @@ class Runner:
                 await notifier.flush(self.flush_deadline)
                 await notifier.aclose()
 
+    async def _guarded(self, run_id: str, actor: str, work: Any) -> RunResult:
+        guard = await self._guard(run_id, actor)
+        try:
+            return await work()
+        finally:
+            if guard is not None:
+                await guard.release_all()
+                await guard.aclose()
+
+    async def _guard(self, run_id: str, actor: str) -> LockManager | None:
+        """Hold ``run:<id>`` while this process drives a stored run.
+
+        The run's own locks are owned by the run id, so that a paused run keeps them across
+        processes; this one is owned by *this process*, so a second host resuming the same run
+        at the same time is refused (exit 5) instead of running steps twice.
+        """
+        if self.lock_provider is None or self.dry_run:
+            return None
+        guard = LockManager(self.lock_provider, clock=self.clock,
+                            owner=f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}", actor=actor,
+                            lease=self.lease, timeout=0.0)
+        await guard.acquire([f"run:{run_id}"])
+        return guard
+
+    def close(self) -> None:
+        """Close the providers this runner opened from URLs (connection pools, files)."""
+        opened = []
+        if isinstance(self._store_spec, str) and self._store is not None:
+            opened.append(self._store)
+        if isinstance(self._locks_spec, str) and self._locks is not None:
+            opened.append(self._locks)
+        if self._sinks is not None:
+            opened += [s for s, spec in zip(self._sinks, self._audit_spec, strict=True)
+                       if not isinstance(spec, AuditSink)]
+        for provider in opened:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+        self._store, self._locks, self._sinks = None, None, None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _router_factory(self) -> Any:
         if self.router_url is None:
             raise RunbookError("no router configured ([tool.runbook] router = \"file://...\")")
@@ -407,6 +453,12 @@ class Runner:
                       skip_interrupted: bool = False, force: bool = False) -> RunResult:
         if retry_interrupted and skip_interrupted:
             raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
+        return await self._guarded(run_id, self._actor(), lambda: self._resume(
+            run_id, retry_interrupted=retry_interrupted, skip_interrupted=skip_interrupted,
+            force=force))
+
+    async def _resume(self, run_id: str, *, retry_interrupted: bool, skip_interrupted: bool,
+                      force: bool) -> RunResult:
         store = self._require_store()
         record = self._resumable(run_id)
         rb = self._reload(record, force=force)
@@ -487,6 +539,10 @@ class Runner:
         return asyncio.run(self.adeny(run_id, actor=actor, reason=reason))
 
     async def adeny(self, run_id: str, *, actor: str | None = None, reason: str) -> RunResult:
+        actor = actor or self._actor()
+        return await self._guarded(run_id, actor, lambda: self._deny(run_id, actor, reason))
+
+    async def _deny(self, run_id: str, actor: str, reason: str) -> RunResult:
         store = self._require_store()
         record = store.get_run(run_id)
         if record.status != R.PAUSED:
@@ -494,7 +550,6 @@ class Runner:
         rb = self.load(record.runbook_path)
         steps = store.get_steps(run_id)
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
-        actor = actor or self._actor()
         recorder = self._recorder_for(record)
         for name in waiting:
             store.add_approval(ApprovalRecord(run_id, name, actor, "denied", reason,
@@ -507,9 +562,14 @@ class Runner:
         return asyncio.run(self.acancel(run_id, actor=actor))
 
     async def acancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
-        record = self._resumable(run_id)
-        rb = self.load(record.runbook_path)
-        return await self._settle(record, rb, deny=False, actor=actor or self._actor())
+        actor = actor or self._actor()
+
+        async def cancel() -> RunResult:
+            record = self._resumable(run_id)
+            rb = self.load(record.runbook_path)
+            return await self._settle(record, rb, deny=False, actor=actor)
+
+        return await self._guarded(run_id, actor, cancel)
 
     async def _settle(self, record: RunRecord, rb: Runbook, *, deny: bool,
                       actor: str | None = None) -> RunResult:

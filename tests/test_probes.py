@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
+import json
+import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +91,17 @@ def test_timeout_lands_on_the_deadline_and_reports_the_last_value():
     assert err.attempts == 4 and err.last == 0 and err.error is None
     assert str(err) == "db replica in sync: not true after 20s and 4 attempts (last result: 0)"
     assert isinstance(err, TimeoutError) and isinstance(err, StepFailed)
+
+
+def test_wait_ends_even_if_the_clock_stops_short_of_the_deadline():
+    class Coarse(Clock):
+        def sleep(self, seconds: float) -> None:  # drops anything under a millisecond
+            super().sleep(int(seconds * 1000) / 1000)
+
+    clock = Coarse()
+    with pytest.raises(WaitTimeout) as info:
+        wait_until(lambda: False, 1.0005, 0.25, clock=clock, jitter=False)
+    assert info.value.attempts == 4 and clock.t == pytest.approx(1.0)
 
 
 def test_none_result_gets_a_hint():
@@ -193,6 +208,30 @@ def test_probe_result_is_truthy_only_when_healthy():
         ambiguous.decisive()
     with pytest.raises(ValueError):
         ProbeResult("fine")
+
+
+@dataclasses.dataclass
+class Holder:
+    output: object
+
+
+def test_probe_result_is_stored_as_json_and_comes_back():
+    result = ProbeResult("ambiguous", "GET /health timed out", {"tries": 3})
+    stored = json.loads(json.dumps(result))
+    assert stored == {
+        "outcome": "ambiguous",
+        "detail": "GET /health timed out",
+        "value": {"tries": 3},
+    }
+    again = ProbeResult.of(stored)
+    assert again.ambiguous and again == result and ProbeResult.of(again) is again
+    assert repr(again) == "ProbeResult('ambiguous', 'GET /health timed out', {'tries': 3})"
+    assert dataclasses.asdict(Holder(result)) == {"output": result}
+    assert copy.deepcopy(result) == result and pickle.loads(pickle.dumps(result)).ambiguous
+    with pytest.raises(ValueError):
+        ProbeResult({"outcome": "fine"})
+    with pytest.raises(TypeError, match="not a probe result"):
+        ProbeResult.of({"status": "ok"})
 
 
 URL = "http://web-green.internal/health"

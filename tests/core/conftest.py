@@ -1,4 +1,4 @@
-"""Helpers for the core tests: runbooks are real files in ``tmp_path``, loaded with ``runbook.load``."""
+"""Core test helpers: runbooks are real files in ``tmp_path``, loaded with ``runbook.load``."""
 
 from __future__ import annotations
 

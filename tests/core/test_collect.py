@@ -1,4 +1,4 @@
-"""runbook.load: import by path, collect steps/params/resources/groups, and every definition error."""
+"""runbook.load: import by path, collect everything, and report every definition error."""
 
 from __future__ import annotations
 
@@ -44,8 +44,10 @@ def test_load_by_path_collects_everything(write_runbook):
     assert rb.path == path and rb.name == "rb" and rb.doc == "Deploy the thing."
     assert list(rb.steps) == ["live", "stage", "announce"]
     assert rb.steps["live"].kind == "probe"
-    assert rb.steps["stage"].deps == ("live",) and rb.steps["stage"].rollback.func.__name__ == \
-        "unstage"
+    assert (
+        rb.steps["stage"].deps == ("live",)
+        and rb.steps["stage"].rollback.func.__name__ == "unstage"
+    )
     assert rb.steps["stage"].reversible and not rb.steps["announce"].reversible
     assert rb.steps["announce"].after == ("stage",) and rb.steps["announce"].func.__name__ == "tell"
     assert set(rb.params) == {"version", "replicas"} and rb.params["replicas"].default == 2
@@ -56,17 +58,21 @@ def test_load_by_path_collects_everything(write_runbook):
 
 
 def test_module_is_not_put_on_sys_modules_by_its_plain_name_and_sibling_import_works(
-        write_runbook, tmp_path):
+    write_runbook, tmp_path
+):
     helper = f"helper_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{helper}.py").write_text("TARGET = 'green'\n")
-    path = write_runbook(f'''
+    path = write_runbook(
+        f"""
         from runbook import step
         from {helper} import TARGET
 
         @step
         def plan():
             return TARGET
-    ''', name="sibling")
+    """,
+        name="sibling",
+    )
     assert "sibling" not in sys.modules
     rb = load(path)
     assert rb.module.TARGET == "green"
@@ -79,7 +85,7 @@ def test_missing_file_is_a_definition_error(tmp_path):
 
 
 def test_strategy_group_expands_into_named_steps_with_an_alias(write_runbook):
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook import step
         from runbook.groups import GroupStep, StepGroup
         from runbook.markers import StepOptions
@@ -103,7 +109,7 @@ def test_strategy_group_expands_into_named_steps_with_an_alias(write_runbook):
         @step
         def verify(release):
             return release
-    ''')
+    """)
     rb = load(path)
     assert list(rb.steps) == ["stage", "release.shift-5", "release.bake-5", "verify"]
     assert rb.steps["release.shift-5"].after == ()  # "stage" is already a data dependency
@@ -116,13 +122,16 @@ def test_strategy_group_expands_into_named_steps_with_an_alias(write_runbook):
 
 
 def test_group_step_after_an_unknown_local_step(write_runbook):
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook.groups import GroupStep, StepGroup
         release = StepGroup("x", "web", (GroupStep("a", lambda: None, after=("zzz",)),),
                             file="here.py", line=7)
-    ''')
-    with pytest.raises(DefinitionError, match=r"here.py:7: group release: step a is after "
-                                              r"unknown \['zzz'\]"):
+    """)
+    with pytest.raises(
+        DefinitionError,
+        match=r"here.py:7: group release: step a is after "
+        r"unknown \['zzz'\]",
+    ):
         load(path)
 
 
@@ -133,17 +142,21 @@ def test_runbookconf_resources_found_upwards_nearest_wins_stop_at_root(tmp_path)
     root = tmp_path / "proj"
     (root / "ops" / "web").mkdir(parents=True)
     (tmp_path / "runbookconf.py").write_text(  # above the project root: never read
-        "from runbook import resource\n@resource\ndef outside():\n    return 'no'\n")
+        "from runbook import resource\n@resource\ndef outside():\n    return 'no'\n"
+    )
     (root / "pyproject.toml").touch()
     (root / "runbookconf.py").write_text(
         "from runbook import resource\n"
         "@resource\ndef region():\n    return 'eu'\n"
-        "@resource\ndef cluster():\n    return 'root'\n")
+        "@resource\ndef cluster():\n    return 'root'\n"
+    )
     (root / "ops" / "runbookconf.py").write_text(
-        "from runbook import resource\n@resource\ndef cluster():\n    return 'ops'\n")
+        "from runbook import resource\n@resource\ndef cluster():\n    return 'ops'\n"
+    )
     path = root / "ops" / "web" / "rb.py"
-    path.write_text("from runbook import step\n@step\ndef s(region, cluster):\n"
-                    "    return [region, cluster]\n")
+    path.write_text(
+        "from runbook import step\n@step\ndef s(region, cluster):\n    return [region, cluster]\n"
+    )
     rb = load(path)
     assert rb.resources["cluster"].origin == str(root / "ops" / "runbookconf.py")
     assert rb.resources["region"].origin == str(root / "runbookconf.py")
@@ -158,8 +171,10 @@ def test_runbookconf_resources_found_upwards_nearest_wins_stop_at_root(tmp_path)
 
 def test_runbook_resource_overrides_runbookconf(write_runbook, tmp_path):
     (tmp_path / "runbookconf.py").write_text(
-        "from runbook import resource\n@resource\ndef db():\n    return 'conf'\n")
-    rb = load(write_runbook('''
+        "from runbook import resource\n@resource\ndef db():\n    return 'conf'\n"
+    )
+    rb = load(
+        write_runbook("""
         from runbook import resource, step
         @resource
         def db():
@@ -167,7 +182,8 @@ def test_runbook_resource_overrides_runbookconf(write_runbook, tmp_path):
         @step
         def s(db):
             return db
-    '''))
+    """)
+    )
     assert rb.resources["db"].origin.endswith("rb.py")
 
 
@@ -183,7 +199,9 @@ def _error(write_runbook, source: str) -> DefinitionError:
 
 
 def test_cycle_shows_the_path(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step
         def a(c):
@@ -194,7 +212,8 @@ def test_cycle_shows_the_path(write_runbook):
         @step
         def c(b):
             pass
-    ''')
+    """,
+    )
     assert "dependency cycle:" in str(err)
     cycle = str(err).split("dependency cycle: ")[1].split(" -> ")
     assert cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"} and len(cycle) == 4
@@ -202,7 +221,9 @@ def test_cycle_shows_the_path(write_runbook):
 
 
 def test_cycle_through_after(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step(after=["b"])
         def a():
@@ -210,22 +231,28 @@ def test_cycle_through_after(write_runbook):
         @step
         def b(a):
             pass
-    ''')
+    """,
+    )
     assert "a -> b -> a" in str(err) or "b -> a -> b" in str(err)
 
 
 def test_self_dependency(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step
         def a(a):
             pass
-    ''')
+    """,
+    )
     assert "depends on itself" in str(err)
 
 
 def test_unknown_injected_name_suggests_the_close_one(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step
         def plan():
@@ -233,31 +260,39 @@ def test_unknown_injected_name_suggests_the_close_one(write_runbook):
         @step
         def stage(plann, shell):
             pass
-    ''')
+    """,
+    )
     assert "step 'stage': parameter 'plann' is not a step, resource or built-in" in str(err)
     assert "did you mean 'plan'?" in str(err)
     assert err.line == 6  # the decorator line of ``stage``
 
 
 def test_unknown_name_with_a_default_is_fine(write_runbook):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
         @step
         def stage(flavour="vanilla"):
             return flavour
-    '''))
+    """)
+    )
     assert rb.steps["stage"].args[0].source == "default"
 
 
 def test_unknown_name_in_when_and_rollback(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step(when=lambda nope: True)
         def a():
             pass
-    ''')
+    """,
+    )
     assert "when= of step 'a': parameter 'nope'" in str(err)
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import rollback, step
         @step
         def a():
@@ -265,12 +300,15 @@ def test_unknown_name_in_when_and_rollback(write_runbook):
         @rollback(a)
         def undo(a, nope):
             pass
-    ''')
+    """,
+    )
     assert "rollback 'undo': parameter 'nope'" in str(err)
 
 
 def test_duplicate_step_name(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step
         def a():
@@ -278,33 +316,42 @@ def test_duplicate_step_name(write_runbook):
         @step(name="a")
         def b():
             pass
-    ''')
+    """,
+    )
     assert "duplicate step name 'a'" in str(err)
 
 
 def test_after_unknown_step(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step(after=["ghost"])
         def a():
             pass
-    ''')
+    """,
+    )
     assert "after= names unknown step 'ghost'" in str(err)
 
 
 def test_rollback_for_a_missing_step(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import rollback, step
         @rollback("stage")
         def unstage():
             pass
-    ''')
+    """,
+    )
     assert "rollback 'unstage' undoes unknown step 'stage'" in str(err)
     assert err.line == 3
 
 
 def test_two_rollbacks_for_one_step(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import rollback, step
         @step
         def stage():
@@ -315,7 +362,8 @@ def test_two_rollbacks_for_one_step(write_runbook):
         @rollback("stage")
         def two():
             pass
-    ''')
+    """,
+    )
     assert "step 'stage' has two rollbacks" in str(err)
 
 
@@ -332,81 +380,105 @@ def test_two_rollbacks_for_one_step(write_runbook):
     ],
 )
 def test_bad_options(write_runbook, options, message):
-    err = _error(write_runbook, f'''
+    err = _error(
+        write_runbook,
+        f"""
         from runbook import step
         @step({options})
         def a():
             pass
-    ''')
+    """,
+    )
     assert f"step 'a': {message}" in str(err)
     assert err.line == 3
 
 
 def test_star_args_are_refused(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
         @step
         def a(*args, **kwargs):
             pass
-    ''')
+    """,
+    )
     assert "parameter 'args' must be a plain named parameter" in str(err)
 
 
 @pytest.mark.parametrize("option", ["approval=True", "reversible=True"])
 def test_probe_cannot_be_gated_or_reversible(write_runbook, option):
-    err = _error(write_runbook, f'''
+    err = _error(
+        write_runbook,
+        f"""
         from runbook import probe
         @probe({option})
         def live():
             pass
-    ''')
+    """,
+    )
     assert "probe 'live' is read-only" in str(err)
 
 
 def test_module_level_lock_must_be_a_string(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         lock = 5
-    ''')
+    """,
+    )
     assert "module-level lock must be a string template" in str(err)
 
 
 def test_import_error_names_file_and_line(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
 
         import no_such_module_for_runbook_tests
-    ''')
+    """,
+    )
     assert "import failed: ModuleNotFoundError" in str(err)
     assert err.line == 4 and f"{err.file}:4:" in str(err)
 
 
 def test_exception_at_import_names_the_line(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         X = 1
         Y = X / 0
-    ''')
+    """,
+    )
     assert "ZeroDivisionError" in str(err) and err.line == 3
 
 
 def test_syntax_error_names_file_and_line(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
 
         @step
         def a(:
             pass
-    ''')
+    """,
+    )
     assert "syntax error" in str(err) and err.line == 5
 
 
 def test_unknown_decorator_option_inside_a_runbook_points_at_it(write_runbook):
-    err = _error(write_runbook, '''
+    err = _error(
+        write_runbook,
+        """
         from runbook import step
 
         @step(retrys=2)
         def a():
             pass
-    ''')
+    """,
+    )
     assert "unknown option(s) retrys" in str(err)
     assert err.line == 4
 

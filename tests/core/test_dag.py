@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -19,8 +20,7 @@ def test_toposort_random_dags_are_valid():
     rng = random.Random(7)
     for _ in range(20):
         names = [f"s{i}" for i in range(40)]
-        edges = {n: [names[j] for j in range(i) if rng.random() < 0.1] for i, n in
-                 enumerate(names)}
+        edges = {n: [names[j] for j in range(i) if rng.random() < 0.1] for i, n in enumerate(names)}
         shuffled = names[:]
         rng.shuffle(shuffled)
         out = dag.toposort(shuffled, edges)
@@ -38,7 +38,7 @@ def test_find_cycle_returns_the_path_in_execution_order():
     assert dag.find_cycle({"a": [], "b": ["a"]}) is None
     cycle = dag.find_cycle({"x": [], "a": ["c"], "b": ["a"], "c": ["b"]})
     assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"}
-    for before, after in zip(cycle, cycle[1:], strict=False):
+    for before, after in itertools.pairwise(cycle):
         # each node is a predecessor of the next: "a -> b" means a runs before b
         assert before in {"a": ["c"], "b": ["a"], "c": ["b"]}[after]
 

@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -61,12 +60,15 @@ def test_hundred_step_dag_runs_in_dependency_order_and_passes_outputs(write_runb
         args = ", ".join(f"s{j}" for j in data_preds[i])
         after = ", ".join(f"'s{j}'" for j in order_preds[i])
         total = " + ".join(f"s{j}" for j in data_preds[i]) or "0"
-        lines += [f"@step(after=[{after}])", f"def s{i}({args}):",
-                  f"    LOG.append(('start', 's{i}'))",
-                  f"    LOG.append(('end', 's{i}'))",
-                  f"    return 1 + {total}"]
+        lines += [
+            f"@step(after=[{after}])",
+            f"def s{i}({args}):",
+            f"    LOG.append(('start', 's{i}'))",
+            f"    LOG.append(('end', 's{i}'))",
+            f"    return 1 + {total}",
+        ]
     # Written in reverse so definition order cannot be what makes the order right.
-    blocks = ["\n".join(lines[2 + 5 * i: 7 + 5 * i]) for i in range(100)]
+    blocks = ["\n".join(lines[2 + 5 * i : 7 + 5 * i]) for i in range(100)]
     source = "\n".join(lines[:2]) + "\n" + "\n\n".join(reversed(blocks)) + "\n"
     rb = load(write_runbook(source))
     result = runner().run(rb)
@@ -86,7 +88,7 @@ def test_hundred_step_dag_runs_in_dependency_order_and_passes_outputs(write_runb
         assert result.steps[f"s{i}"].output == expected[i]
 
 
-SLEEPERS_SYNC = '''
+SLEEPERS_SYNC = """
     import time
     from runbook import step
 
@@ -97,9 +99,9 @@ SLEEPERS_SYNC = '''
     @step
     def right():
         time.sleep(0.3)
-'''
+"""
 
-SLEEPERS_ASYNC = '''
+SLEEPERS_ASYNC = """
     import asyncio
     from runbook import step
 
@@ -110,7 +112,7 @@ SLEEPERS_ASYNC = '''
     @step
     async def right():
         await asyncio.sleep(0.3)
-'''
+"""
 
 
 @pytest.mark.parametrize("source", [SLEEPERS_SYNC, SLEEPERS_ASYNC], ids=["sync", "async"])
@@ -132,7 +134,8 @@ def test_max_parallel_one_serialises(write_runbook, runner):
 
 
 def test_sync_steps_run_in_worker_threads_async_steps_on_the_loop(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         import threading
         from runbook import step
         SEEN = {}
@@ -144,7 +147,8 @@ def test_sync_steps_run_in_worker_threads_async_steps_on_the_loop(write_runbook,
         @step
         async def nonblocking():
             SEEN["async"] = threading.current_thread()
-    '''))
+    """)
+    )
     assert runner().run(rb).status == "succeeded"
     seen = rb.module.SEEN
     assert seen["async"] is threading.current_thread()  # asyncio.run drives the loop right here
@@ -156,7 +160,8 @@ def test_sync_steps_run_in_worker_threads_async_steps_on_the_loop(write_runbook,
 
 
 def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runner, fake_clock):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import param, resource, step
         version = param("version")
         GOT = {}
@@ -176,10 +181,16 @@ def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runn
             shell("deployctl install " + plan["version"])
             return injector.call(lambda plan, registry, color: [plan["version"], registry, color],
                                  color="green")
-    '''), extra_names={"database"})  # names only the Runner's resources provide
+    """),
+        extra_names={"database"},
+    )  # names only the Runner's resources provide
     shell = FakeShell()
-    result = runner(env="staging", params={"version": "1.4"}, clock=fake_clock,
-                    resources={"shell": shell, "database": "db-conn"}).run(rb)
+    result = runner(
+        env="staging",
+        params={"version": "1.4"},
+        clock=fake_clock,
+        resources={"shell": shell, "database": "db-conn"},
+    ).run(rb)
     assert result.status == "succeeded", result.error
     got = rb.module.GOT
     assert got["plan"] == {"version": "1.4"}
@@ -195,18 +206,19 @@ def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runn
 
 
 def test_runner_resources_are_known_names_when_the_runner_loads_the_path(write_runbook, runner):
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook import step
 
         @step
         def query(database):
             return database
-    ''')
+    """)
     assert runner(resources={"database": "db-conn"}).run(path).steps["query"].output == "db-conn"
 
 
 def test_step_output_reaches_the_next_step(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
@@ -220,13 +232,15 @@ def test_step_output_reaches_the_next_step(write_runbook, runner):
         @step
         def verify(stage, plan):
             return [stage, plan]
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.steps["verify"].output == [{"color": "green", "n": 1}, {"target": "green"}]
 
 
 def test_generator_resource_is_torn_down_after_the_run(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import resource, step
         EVENTS = []
 
@@ -239,7 +253,8 @@ def test_generator_resource_is_torn_down_after_the_run(write_runbook, runner):
         @step
         def use(conn):
             EVENTS.append("use " + conn)
-    '''))
+    """)
+    )
     runner().run(rb)
     assert rb.module.EVENTS == ["open", "use conn", "close"]
 
@@ -248,7 +263,8 @@ def test_generator_resource_is_torn_down_after_the_run(write_runbook, runner):
 
 
 def test_when_false_skips_with_reason_and_skips_data_dependents(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import param, step
         replicas = param("replicas", type=int, default=0)
         RAN = []
@@ -270,7 +286,8 @@ def test_when_false_skips_with_reason_and_skips_data_dependents(write_runbook, r
         @step(after=["scale"])
         def announce():
             RAN.append("announce")
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.status == "succeeded"
     assert result.steps["scale"].status == "skipped" and result.steps["scale"].reason == "when"
@@ -288,7 +305,8 @@ def test_when_false_skips_with_reason_and_skips_data_dependents(write_runbook, r
 
 
 def test_when_receives_outputs_and_a_raising_when_fails_the_step(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
@@ -302,7 +320,8 @@ def test_when_receives_outputs_and_a_raising_when_fails_the_step(write_runbook, 
         @step(when=lambda live: 1 / 0)
         def broken():
             pass
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.steps["only_on_green"].status == "skipped"
     assert result.steps["broken"].status == "failed"
@@ -314,8 +333,10 @@ def test_when_receives_outputs_and_a_raising_when_fails_the_step(write_runbook, 
 
 
 def test_retries_back_off_exponentially_with_jitter_capped_through_the_clock(
-        write_runbook, runner, fake_clock):
-    rb = load(write_runbook('''
+    write_runbook, runner, fake_clock
+):
+    rb = load(
+        write_runbook("""
         from runbook import step
         CALLS = []
 
@@ -325,7 +346,8 @@ def test_retries_back_off_exponentially_with_jitter_capped_through_the_clock(
             if len(CALLS) < 5:
                 raise ConnectionError(f"try {len(CALLS)}")
             return "up"
-    '''))
+    """)
+    )
     began = wall_clock()
     result = runner(clock=fake_clock).run(rb)
     assert wall_clock() - began < 1.0
@@ -342,13 +364,13 @@ def test_retries_back_off_exponentially_with_jitter_capped_through_the_clock(
 
 
 def test_jitter_varies_between_seeds(write_runbook, runner, fake_clock):
-    source = '''
+    source = """
         from runbook import step
 
         @step(retries=3, backoff=10.0)
         def down():
             raise RuntimeError("down")
-    '''
+    """
     rb = load(write_runbook(source))
     runner(clock=fake_clock, seed=1).run(rb)
     first = list(fake_clock.sleeps)
@@ -358,13 +380,15 @@ def test_jitter_varies_between_seeds(write_runbook, runner, fake_clock):
 
 
 def test_long_backoff_and_timeout_take_no_wall_time(write_runbook, runner, fake_clock):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step(retries=2, backoff=600, timeout=300)
         def wait_for_quorum(clock):
             clock.sleep(3600)  # never comes back within the timeout
-    '''))
+    """)
+    )
     began = wall_clock()
     result = runner(clock=fake_clock).run(rb)
     wall = wall_clock() - began
@@ -379,13 +403,15 @@ def test_long_backoff_and_timeout_take_no_wall_time(write_runbook, runner, fake_
 
 
 def test_timeout_fires_for_an_async_step_waiting_on_the_clock(write_runbook, runner, fake_clock):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step(timeout=60)
         async def bake(clock):
             await clock.asleep(600)
-    '''))
+    """)
+    )
     result = runner(clock=fake_clock).run(rb)
     assert result.steps["bake"].status == "failed"
     assert "timed out after 60s" in result.steps["bake"].error
@@ -393,20 +419,23 @@ def test_timeout_fires_for_an_async_step_waiting_on_the_clock(write_runbook, run
 
 
 def test_timeout_fires_for_an_async_step_awaiting_anything(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         import asyncio
         from runbook import step
 
         @step(timeout=0.05)
         async def hang():
             await asyncio.Event().wait()
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.steps["hang"].error == "StepTimeout: step 'hang' timed out after 0.05s"
 
 
 def test_timeout_fires_for_a_real_blocking_sync_step(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         import threading
         from runbook import step
         RELEASE = threading.Event()
@@ -414,7 +443,8 @@ def test_timeout_fires_for_a_real_blocking_sync_step(write_runbook, runner):
         @step(timeout=0.2)
         def stuck():
             RELEASE.wait(10)
-    '''))
+    """)
+    )
     began = wall_clock()
     try:
         result = runner().run(rb)
@@ -434,7 +464,8 @@ def test_step_timeout_is_a_timeout_error():
 
 
 def test_optional_failure_does_not_fail_the_run_and_skips_its_dependents(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step(required=False)
@@ -448,7 +479,8 @@ def test_optional_failure_does_not_fail_the_run_and_skips_its_dependents(write_r
         @step
         def deploy():
             return "done"
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.status == "succeeded" and result.exit_code == 0
     assert result.steps["warm_cache"].status == "failed"
@@ -458,7 +490,7 @@ def test_optional_failure_does_not_fail_the_run_and_skips_its_dependents(write_r
     assert result.steps["deploy"].output == "done"
 
 
-CHAIN = '''
+CHAIN = """
     from runbook import rollback, step
     LOG = []
 
@@ -505,7 +537,7 @@ CHAIN = '''
         LOG.append("undo s5")
 
     FAIL_UNDO_S3 = False
-'''
+"""
 
 
 def test_failure_rolls_back_completed_reversible_steps_in_reverse_order(write_runbook, runner):
@@ -515,14 +547,22 @@ def test_failure_rolls_back_completed_reversible_steps_in_reverse_order(write_ru
     assert result.status == "rolled_back" and result.exit_code == 1
     assert result.error == "s4: RuntimeError: s4 broke half-way"
     statuses = {n: s.status for n, s in result.steps.items()}
-    assert statuses == {"s1": "rolled_back", "s2": "succeeded", "s3": "rolled_back",
-                        "s4": "rolled_back", "s5": "pending"}
+    assert statuses == {
+        "s1": "rolled_back",
+        "s2": "succeeded",
+        "s3": "rolled_back",
+        "s4": "rolled_back",
+        "s5": "pending",
+    }
     assert result.steps["s4"].error == "RuntimeError: s4 broke half-way"
     rollback_events = [(e.kind, e.step) for e in result.audit if e.kind.startswith("rollback")]
     assert rollback_events == [
-        ("rollback_started", "s4"), ("rollback_succeeded", "s4"),
-        ("rollback_started", "s3"), ("rollback_succeeded", "s3"),
-        ("rollback_started", "s1"), ("rollback_succeeded", "s1"),
+        ("rollback_started", "s4"),
+        ("rollback_succeeded", "s4"),
+        ("rollback_started", "s3"),
+        ("rollback_succeeded", "s3"),
+        ("rollback_started", "s1"),
+        ("rollback_succeeded", "s1"),
     ]
 
 
@@ -538,7 +578,8 @@ def test_failed_rollback_is_collected_and_the_others_still_run(write_runbook, ru
 
 
 def test_reversible_step_without_rollback_is_not_undone_but_others_are(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import rollback, step
         LOG = []
 
@@ -557,7 +598,8 @@ def test_reversible_step_without_rollback_is_not_undone_but_others_are(write_run
         @step
         def c(b):
             raise RuntimeError("no")
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert rb.module.LOG == ["a", "b", "undo a"]
     assert result.status == "rolled_back"
@@ -565,22 +607,25 @@ def test_reversible_step_without_rollback_is_not_undone_but_others_are(write_run
 
 
 def test_failure_with_nothing_to_roll_back_is_failed(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
         def a():
             raise ValueError("bad input")
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.status == "failed" and result.exit_code == 1
     assert result.error == "a: ValueError: bad input"
-    failed = [e for e in result.audit if e.kind == "step_failed"][0]
+    failed = next(e for e in result.audit if e.kind == "step_failed")
     assert "Traceback" in failed.data["traceback"] and "bad input" in failed.data["traceback"]
 
 
 def test_failure_stops_scheduling_new_steps(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
         RAN = []
 
@@ -591,13 +636,15 @@ def test_failure_stops_scheduling_new_steps(write_runbook, runner):
         @step(after=["a"])
         def b():
             RAN.append("b")
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert rb.module.RAN == [] and result.steps["b"].status == "pending"
 
 
 def test_non_json_output_fails_the_step_clearly(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         class Handle:
@@ -606,7 +653,8 @@ def test_non_json_output_fails_the_step_clearly(write_runbook, runner):
         @step
         def connect():
             return Handle()
-    '''))
+    """)
+    )
     result = runner().run(rb)
     assert result.status == "failed"
     error = result.steps["connect"].error
@@ -621,7 +669,8 @@ def test_secret_param_value_appears_nowhere(write_runbook, runner, store_url):
     from runbook.store.memory import MemoryStore
 
     secret = "tok-7f3a9c1e55-secret"
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import param, rollback, step
         token = param("token", secret=True)
 
@@ -637,20 +686,28 @@ def test_secret_param_value_appears_nowhere(write_runbook, runner, store_url):
         @step
         def push(login, params):
             raise PermissionError(f"registry refused token {params.token}")
-    '''))
+    """)
+    )
     result = runner(params={"token": secret}).run(rb)
     assert result.status == "rollback_failed"
-    texts = [result.error or "", *(s.error or "" for s in result.steps.values()),
-             *(s.rollback_error or "" for s in result.steps.values())]
+    texts = [
+        result.error or "",
+        *(s.error or "" for s in result.steps.values()),
+        *(s.rollback_error or "" for s in result.steps.values()),
+    ]
     assert any("***" in t for t in texts)
     assert all(secret not in t for t in texts)
     events = json.dumps([e.to_dict() for e in result.audit], default=str)
     assert secret not in events
     assert "Bearer ***" in events and '"token": "***"' in events
     store = MemoryStore.open(store_url)
-    stored = json.dumps([asdict(store.get_run(result.run_id)),
-                         *(asdict(s) for s in store.get_steps(result.run_id).values())],
-                        default=str)
+    stored = json.dumps(
+        [
+            asdict(store.get_run(result.run_id)),
+            *(asdict(s) for s in store.get_steps(result.run_id).values()),
+        ],
+        default=str,
+    )
     assert secret not in stored and "***" in stored
 
 
@@ -658,13 +715,15 @@ def test_secret_param_value_appears_nowhere(write_runbook, runner, store_url):
 
 
 def test_record_change_emits_change_recorded_with_before_and_after(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
         def scale(ctx):
             ctx.record_change("web.replicas", before=2, after=6)
-    '''))
+    """)
+    )
     result = runner().run(rb)
     change = [e for e in result.audit if e.kind == "change_recorded"]
     assert len(change) == 1
@@ -673,21 +732,27 @@ def test_record_change_emits_change_recorded_with_before_and_after(write_runbook
 
 
 def test_run_result_fields(write_runbook, runner, fake_clock):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
         def bake(clock):
             clock.sleep(5)
             return {"baked": True}
-    '''))
+    """)
+    )
     result = runner(clock=fake_clock, env="qa").run(rb)
     assert result.status == "succeeded" and result.ok and result.exit_code == 0
     assert result.run_id and result.env == "qa" and result.actor == "tester"
     assert result.runbook == str(rb.path)
     step = result.steps["bake"]
-    assert (step.status, step.output, step.error, step.attempts) == ("succeeded", {"baked": True},
-                                                                     None, 1)
+    assert (step.status, step.output, step.error, step.attempts) == (
+        "succeeded",
+        {"baked": True},
+        None,
+        1,
+    )
     assert step.finished_at - step.started_at == fake_clock.now() - step.started_at
     assert step.duration == pytest.approx(5.0)
     assert kinds(result) == ["run_started", "step_started", "step_succeeded", "run_finished"]
@@ -727,7 +792,7 @@ class BrokenSink:
         pass
 
 
-AUDITED = '''
+AUDITED = """
     from runbook import rollback, step
     RAN = []
 
@@ -742,7 +807,7 @@ AUDITED = '''
     @step
     def b(a):
         RAN.append("b")
-'''
+"""
 
 
 def test_failing_audit_sink_stops_the_run_before_the_next_step(write_runbook, runner):
@@ -762,7 +827,7 @@ def test_best_effort_audit_sink_failure_lets_the_run_succeed(write_runbook, runn
         result = runner(audit=[sink, good]).run(rb)
     assert result.status == "succeeded"
     assert rb.module.RAN == ["a", "b"]
-    assert "best-effort audit sink broken:// failed" in caplog.text
+    assert "broken://" in caplog.text and "disk full" in caplog.text
     assert [e.kind for e in good.events()][-1] == "run_finished"
 
 
@@ -770,7 +835,8 @@ def test_best_effort_audit_sink_failure_lets_the_run_succeed(write_runbook, runn
 
 
 def test_cancelling_arun_rolls_back_and_ends_cancelled(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         import asyncio
         from runbook import rollback, step
         LOG = []
@@ -788,7 +854,8 @@ def test_cancelling_arun_rolls_back_and_ends_cancelled(write_runbook, runner):
         async def wait_forever(a):
             STARTED.set()
             await asyncio.Event().wait()
-    '''))
+    """)
+    )
 
     async def main():
         task = asyncio.create_task(runner().arun(rb))
@@ -805,7 +872,8 @@ def test_cancelling_arun_rolls_back_and_ends_cancelled(write_runbook, runner):
 
 
 def test_concurrent_runs_are_independent(write_runbook, runner):
-    rb = load(write_runbook('''
+    rb = load(
+        write_runbook("""
         import asyncio
         from runbook import param, step
         who = param("who")
@@ -814,7 +882,8 @@ def test_concurrent_runs_are_independent(write_runbook, runner):
         async def greet(params):
             await asyncio.sleep(0)
             return "hello " + params.who
-    '''))
+    """)
+    )
     r = runner()
     results = r.run_many([(rb, {"who": "ann"}), (rb, {"who": "bob"}), (rb.path, {"who": "cy"})])
     assert [x.steps["greet"].output for x in results] == ["hello ann", "hello bob", "hello cy"]
@@ -823,9 +892,74 @@ def test_concurrent_runs_are_independent(write_runbook, runner):
         assert {e.run_id for e in x.audit} == {x.run_id}
 
     async def both():
-        return await asyncio.gather(r.arun(rb, params={"who": "dee"}),
-                                    r.arun(rb, params={"who": "eve"}))
+        return await asyncio.gather(
+            r.arun(rb, params={"who": "dee"}), r.arun(rb, params={"who": "eve"})
+        )
 
     dee, eve = asyncio.run(both())
     assert (dee.steps["greet"].output, eve.steps["greet"].output) == ("hello dee", "hello eve")
     assert dee.run_id != eve.run_id
+
+
+def test_rollback_waits_for_a_cut_off_sync_step_to_stop(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        import threading
+        from runbook import rollback, step
+        STARTED, RELEASE, DONE = threading.Event(), threading.Event(), threading.Event()
+        SEEN = []
+
+        @step(reversible=True)
+        def stage():
+            STARTED.set()
+            RELEASE.wait(0.3)  # still working when the other branch fails
+            DONE.set()
+
+        @rollback(stage)
+        def unstage():
+            SEEN.append("stage finished before its rollback" if DONE.is_set() else "too early")
+            RELEASE.set()
+
+        @step
+        def other():
+            STARTED.wait(5)
+            raise RuntimeError("other branch failed")
+    """)
+    )
+    result = runner().run(rb)
+    rb.module.RELEASE.set()
+    assert result.status == "rolled_back"
+    assert rb.module.SEEN == ["stage finished before its rollback"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a sync step that timed out is rolled back while its worker thread still runs, "
+    "so the undo can happen before the do",
+)
+def test_timed_out_sync_step_is_not_undone_while_it_still_runs(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        import threading
+        from runbook import rollback, step
+        RELEASE, DONE = threading.Event(), threading.Event()
+        SEEN = []
+
+        @step(reversible=True, timeout=0.1)
+        def stage():
+            RELEASE.wait(0.4)
+            DONE.set()
+
+        @rollback(stage)
+        def unstage():
+            SEEN.append(DONE.is_set())
+            RELEASE.set()
+    """)
+    )
+    try:
+        result = runner().run(rb)
+    finally:
+        rb.module.RELEASE.set()
+    assert result.steps["stage"].error == "StepTimeout: step 'stage' timed out after 0.1s"
+    # Either wait for the thread before undoing, or do not undo and ask for a human.
+    assert rb.module.SEEN in ([], [True])

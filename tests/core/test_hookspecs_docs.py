@@ -16,8 +16,9 @@ from runbook import hookspecs
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "plugins.md"
 SPEC_ATTR = f"{hookspecs.PROJECT}_spec"
-HOOKS = {name: fn for name, fn in vars(hookspecs).items()
-         if callable(fn) and hasattr(fn, SPEC_ATTR)}
+HOOKS = {
+    name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, SPEC_ATTR)
+}
 # ``runbook_`` words that are not hooks: the first-party plugin modules under plugins/.
 PACKAGES = {p.name for p in ROOT.glob("plugins/*/runbook_*") if p.is_dir()}
 

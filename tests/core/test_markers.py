@@ -1,4 +1,4 @@
-"""@step / @probe / @rollback / @resource: plain callables, options validated where they are written."""
+"""@step, @probe, @rollback, @resource: plain callables, options validated where written."""
 
 from __future__ import annotations
 
@@ -26,8 +26,17 @@ def test_step_with_options_records_them_and_keeps_the_function():
     def stage(plan):
         return plan
 
-    marked = step(retries=3, backoff=0.5, timeout=30, reversible=True, tags="deploy",
-                  after="plan", lock="web-{env}", idempotent=True, required=False)(stage)
+    marked = step(
+        retries=3,
+        backoff=0.5,
+        timeout=30,
+        reversible=True,
+        tags="deploy",
+        after="plan",
+        lock="web-{env}",
+        idempotent=True,
+        required=False,
+    )(stage)
     assert marked is stage and stage({"a": 1}) == {"a": 1}
     opts = options_of(stage)
     assert (opts.retries, opts.backoff, opts.timeout) == (3, 0.5, 30)

@@ -56,8 +56,9 @@ def test_custom_callable_type():
 
 
 def test_choices_list_and_range():
-    declared = specs(param("color", choices=["blue", "green"]),
-                     param("replicas", type=int, choices=range(1, 20)))
+    declared = specs(
+        param("color", choices=["blue", "green"]), param("replicas", type=int, choices=range(1, 20))
+    )
     ok = resolve_params(declared, {"color": "green", "replicas": "19"}, environ={})
     assert (ok.color, ok.replicas) == ("green", 19)
     with pytest.raises(ParamError) as info:
@@ -68,15 +69,21 @@ def test_choices_list_and_range():
 
 
 def test_every_problem_is_reported_in_one_error():
-    declared = specs(param("version"), param("replicas", type=int),
-                     param("color", choices=["blue", "green"]), param("ok", default=1))
+    declared = specs(
+        param("version"),
+        param("replicas", type=int),
+        param("color", choices=["blue", "green"]),
+        param("ok", default=1),
+    )
     with pytest.raises(ParamError) as info:
         resolve_params(declared, {"replicas": "many", "color": "red", "colour": "x"}, environ={})
     problems = info.value.problems
     assert len(problems) == 4
     joined = "\n".join(problems)
-    assert "unknown parameter 'colour'" in joined and "declared: color, ok, replicas, version" \
-        in joined
+    assert (
+        "unknown parameter 'colour'" in joined
+        and "declared: color, ok, replicas, version" in joined
+    )
     assert "missing required parameter 'version'" in joined
     assert "parameter 'replicas' from -p: expected int, got 'many'" in joined
     assert "'red' is not one of" in joined
@@ -89,8 +96,11 @@ def test_env_variable_is_a_source_and_named_in_errors():
     assert (got.token, got.n) == ("abc", 3)
     with pytest.raises(ParamError, match=r"parameter 'n' from \$N: expected int"):
         resolve_params(declared, {}, environ={"DEPLOY_TOKEN": "abc", "N": "x"})
-    with pytest.raises(ParamError, match=r"missing required parameter 'token' \(-p token=\.\.\. or "
-                                         r"\$DEPLOY_TOKEN\)"):
+    with pytest.raises(
+        ParamError,
+        match=r"missing required parameter 'token' \(-p token=\.\.\. or "
+        r"\$DEPLOY_TOKEN\)",
+    ):
         resolve_params(declared, {"n": 1}, environ={})
 
 
@@ -98,10 +108,18 @@ def test_precedence_explicit_then_env_then_config_then_default():
     declared = specs(param("replicas", type=int, default=2, env="REPLICAS"))
     assert resolve_params(declared, {}, environ={}).replicas == 2
     assert resolve_params(declared, {}, config_defaults={"replicas": 6}, environ={}).replicas == 6
-    assert resolve_params(declared, {}, config_defaults={"replicas": 6},
-                          environ={"REPLICAS": "4"}).replicas == 4
-    assert resolve_params(declared, {"replicas": "9"}, config_defaults={"replicas": 6},
-                          environ={"REPLICAS": "4"}).replicas == 9
+    assert (
+        resolve_params(
+            declared, {}, config_defaults={"replicas": 6}, environ={"REPLICAS": "4"}
+        ).replicas
+        == 4
+    )
+    assert (
+        resolve_params(
+            declared, {"replicas": "9"}, config_defaults={"replicas": 6}, environ={"REPLICAS": "4"}
+        ).replicas
+        == 9
+    )
 
 
 def test_config_values_are_validated_too():
@@ -111,8 +129,9 @@ def test_config_values_are_validated_too():
 
 
 def test_secret_value_never_shown_in_errors():
-    declared = specs(param("token", secret=True, type=int),
-                     param("pin", secret=True, choices=["0000"]))
+    declared = specs(
+        param("token", secret=True, type=int), param("pin", secret=True, choices=["0000"])
+    )
     with pytest.raises(ParamError) as info:
         resolve_params(declared, {"token": "hunter2-secret", "pin": "9876"}, environ={})
     text = str(info.value)
@@ -122,8 +141,11 @@ def test_secret_value_never_shown_in_errors():
 
 
 def test_params_object_attribute_access_read_only_and_public_view():
-    got = resolve_params(specs(param("version"), param("token", secret=True)),
-                         {"version": "1.0", "token": "t0ps3cret"}, environ={})
+    got = resolve_params(
+        specs(param("version"), param("token", secret=True)),
+        {"version": "1.0", "token": "t0ps3cret"},
+        environ={},
+    )
     assert isinstance(got, Params)
     assert got.version == "1.0" and got["token"] == "t0ps3cret"
     assert got.public() == {"version": "1.0", "token": "***"}
@@ -138,5 +160,7 @@ def test_parse_assignments():
     assert parse_assignments(["a=1", "b = x=y", "c="]) == {"a": "1", "b": " x=y", "c": ""}
     with pytest.raises(ParamError) as info:
         parse_assignments(["ok=1", "novalue", "=3"])
-    assert info.value.problems == ["-p expects key=value, got 'novalue'",
-                                   "-p expects key=value, got '=3'"]
+    assert info.value.problems == [
+        "-p expects key=value, got 'novalue'",
+        "-p expects key=value, got '=3'",
+    ]

@@ -53,13 +53,13 @@ class VaultPlugin:
 
 
 def test_external_plugin_adds_a_resource_and_a_store_scheme(write_runbook):
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook import step
 
         @step
         def hello(greeter):
             return greeter
-    ''')
+    """)
     runner = Runner(plugins=[VaultPlugin()], store="vault://prod", entry_points=False, actor="t")
     result = runner.run(path)
     assert result.status == "succeeded" and result.steps["hello"].output == "hello from dev"
@@ -70,13 +70,13 @@ def test_external_plugin_adds_a_resource_and_a_store_scheme(write_runbook):
 
 
 def test_a_runner_resource_beats_a_plugin_resource(write_runbook):
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook import step
 
         @step
         def hello(greeter):
             return greeter
-    ''')
+    """)
     runner = Runner(plugins=[VaultPlugin()], resources={"greeter": "fake"}, entry_points=False)
     assert runner.run(path).steps["hello"].output == "fake"
 
@@ -118,7 +118,7 @@ def test_a_provider_hook_must_return_provider_records():
         def runbook_routers(self):
             return [("mine", object)]
 
-    with pytest.raises(PluginError, match="expected runbook.hookspecs.Provider"):
+    with pytest.raises(PluginError, match=r"expected runbook\.hookspecs\.Provider"):
         Plugins([Sloppy()], entry_points=False).providers("router")
 
 
@@ -183,7 +183,7 @@ class Recorder:
         self.calls.append(("progress", step, message, fraction))
 
 
-HOOKED = '''
+HOOKED = """
     from runbook import param, rollback, step
     token = param("token", secret=True, default="tok-secret-1234")
     TRIES = []
@@ -201,14 +201,19 @@ HOOKED = '''
     def switch(stage):
         TRIES.append(1)
         raise RuntimeError("switch failed")
-'''
+"""
 
 
 def test_lifecycle_hooks_called_in_order_with_the_right_arguments(write_runbook):
     recorder = Recorder()
     rb = load(write_runbook(HOOKED))
-    runner = Runner(plugins=[recorder], entry_points=False, seed=0, actor="t",
-                    store=f"memory://core-{uuid.uuid4().hex}")
+    runner = Runner(
+        plugins=[recorder],
+        entry_points=False,
+        seed=0,
+        actor="t",
+        store=f"memory://core-{uuid.uuid4().hex}",
+    )
     result = runner.run(rb)
     assert result.status == "rolled_back"
     lifecycle = [c for c in recorder.calls if c[0] != "event"]
@@ -224,8 +229,7 @@ def test_lifecycle_hooks_called_in_order_with_the_right_arguments(write_runbook)
         ("run_finished", result.run_id, "rolled_back"),
     ]
     events = [c for c in recorder.calls if c[0] == "event"]
-    assert [(kind, step) for _, kind, step, _ in events] == [
-        (e.kind, e.step) for e in result.audit]
+    assert [(kind, step) for _, kind, step, _ in events] == [(e.kind, e.step) for e in result.audit]
     assert all(seq is not None for *_, seq in events), "hooks see events as the sink stored them"
 
 
@@ -239,7 +243,7 @@ def test_a_raising_hook_does_not_break_the_run(write_runbook, caplog):
         def runbook_event(self, event):
             raise RuntimeError("plugin bug in event")
 
-    path = write_runbook('''
+    path = write_runbook("""
         from runbook import step
 
         @step
@@ -249,29 +253,35 @@ def test_a_raising_hook_does_not_break_the_run(write_runbook, caplog):
         @step
         def b(a):
             return a + 1
-    ''')
+    """)
     with caplog.at_level(logging.ERROR, logger="runbook"):
         result = Runner(plugins=[Broken()], entry_points=False).run(path)
     assert result.status == "succeeded" and result.steps["b"].output == 2
     assert "hook runbook_step_finished failed" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Runner._execute computes the wanted lifecycle hooks "
-                                       "before registering the runbookconf.py plugins")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Runner._execute computes the wanted lifecycle hooks "
+    "before registering the runbookconf.py plugins",
+)
 def test_runbookconf_can_implement_hooks(write_runbook, tmp_path):
     (tmp_path / "runbookconf.py").write_text(
         "from runbook import hookimpl\n"
         "SEEN = []\n"
         "@hookimpl\n"
         "def runbook_step_finished(step, result):\n"
-        "    SEEN.append((step, result.status))\n")
-    rb = load(write_runbook('''
+        "    SEEN.append((step, result.status))\n"
+    )
+    rb = load(
+        write_runbook("""
         from runbook import step
 
         @step
         def a():
             pass
-    '''))
+    """)
+    )
     Runner(entry_points=False).run(rb)
     assert rb.conftests[0].SEEN == [("a", "succeeded")]
 
@@ -282,7 +292,7 @@ def test_trace_hooks_env_prints_hook_calls(monkeypatch, capsys):
     assert "[runbook hook] runbook_resources -> [" in capsys.readouterr().err
 
 
-PLUGIN_WITH_CONFIG = '''
+PLUGIN_WITH_CONFIG = """
 from runbook import hookimpl
 
 SEEN = []
@@ -296,14 +306,18 @@ def runbook_config_keys():
 @hookimpl
 def runbook_configure(config):
     SEEN.append(config.extra.get("canaryctl"))
-'''
+"""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: runbook_config_keys / runbook_configure are declared "
-                                       "but never called; a plugin's own [tool.runbook.<plugin>] "
-                                       "section is rejected as an unknown key")
-def test_plugin_config_section_is_accepted_and_plugin_configured(write_runbook, tmp_path,
-                                                                  monkeypatch):
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: runbook_config_keys / runbook_configure are declared "
+    "but never called; a plugin's own [tool.runbook.<plugin>] "
+    "section is rejected as an unknown key",
+)
+def test_plugin_config_section_is_accepted_and_plugin_configured(
+    write_runbook, tmp_path, monkeypatch
+):
     import importlib
     import sys
 
@@ -316,7 +330,8 @@ def test_plugin_config_section_is_accepted_and_plugin_configured(write_runbook, 
     (tmp_path / "site" / f"{module}.py").write_text(PLUGIN_WITH_CONFIG)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     (tmp_path / "pyproject.toml").write_text(
-        f'[tool.runbook]\nplugins = ["{module}"]\n\n[tool.runbook.canaryctl]\nendpoint = "x"\n')
+        f'[tool.runbook]\nplugins = ["{module}"]\n\n[tool.runbook.canaryctl]\nendpoint = "x"\n'
+    )
     path = write_runbook("from runbook import step\n@step\ndef a():\n    pass\n")
     result = CliRunner().invoke(cli, ["list", str(path)])
     assert result.exit_code == 0, result.output

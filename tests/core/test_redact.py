@@ -15,11 +15,24 @@ def test_no_secrets_is_a_no_op():
 def test_exact_and_substring_redaction_in_nested_data():
     redact = Redactor(["s3cr3t-token", None, ""])
     assert redact
-    data = {"token": "s3cr3t-token", "header": "Bearer s3cr3t-token",
-            "list": ["ok", ("s3cr3t-token",)], "s3cr3t-token": 1, "n": 3, "flag": True,
-            "none": None}
-    assert redact(data) == {"token": MASK, "header": "Bearer ***", "list": ["ok", [MASK]],
-                            MASK: 1, "n": 3, "flag": True, "none": None}
+    data = {
+        "token": "s3cr3t-token",
+        "header": "Bearer s3cr3t-token",
+        "list": ["ok", ("s3cr3t-token",)],
+        "s3cr3t-token": 1,
+        "n": 3,
+        "flag": True,
+        "none": None,
+    }
+    assert redact(data) == {
+        "token": MASK,
+        "header": "Bearer ***",
+        "list": ["ok", [MASK]],
+        MASK: 1,
+        "n": 3,
+        "flag": True,
+        "none": None,
+    }
 
 
 def test_longest_secret_masked_whole():

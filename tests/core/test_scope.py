@@ -35,8 +35,9 @@ def test_unknown_resource_and_unknown_factory_parameter():
     scope = ResourceScope({"db": lambda password: password}, {})
     with pytest.raises(DefinitionError, match="no resource named 'x'"):
         scope.get("x")
-    with pytest.raises(DefinitionError, match="resource 'db': parameter 'password' is not a "
-                                              "resource or built-in"):
+    with pytest.raises(
+        DefinitionError, match="resource 'db': parameter 'password' is not a resource or built-in"
+    ):
         scope.get("db")
 
 
@@ -56,8 +57,9 @@ def test_failing_factory_names_the_resource():
         raise ConnectionError("vault sealed")
 
     scope = ResourceScope({"vault": vault}, {})
-    with pytest.raises(RunbookError, match="resource 'vault' failed to start: ConnectionError: "
-                                           "vault sealed"):
+    with pytest.raises(
+        RunbookError, match="resource 'vault' failed to start: ConnectionError: vault sealed"
+    ):
         scope.get("vault")
 
 
@@ -82,15 +84,20 @@ def test_generator_resources_torn_down_in_reverse_and_errors_returned():
     assert scope.get("second") == 2 and scope.get("twice") == 1
     errors = scope.close()
     assert events == ["open first", "open second", "close first"]
-    assert errors == ["resource 'twice' yielded twice",
-                      "resource 'second' teardown failed: flush failed"]
+    assert errors == [
+        "resource 'twice' yielded twice",
+        "resource 'second' teardown failed: flush failed",
+    ]
     assert scope.close() == []
 
 
 def test_injector_resolves_extra_then_outputs_then_resources_then_defaults():
     scope = ResourceScope({"router": lambda: "router"}, {"env": "prod"})
-    injector = Injector({"stage": {"color": "green"}, "release.last": 100}, scope,
-                        aliases={"release": "release.last"})
+    injector = Injector(
+        {"stage": {"color": "green"}, "release.last": 100},
+        scope,
+        aliases={"release": "release.last"},
+    )
 
     def callback(weight, stage, router, release, env, note="default"):
         return [weight, stage["color"], router, release, env, note]
@@ -111,8 +118,11 @@ def test_injector_async_callbacks():
     assert asyncio.run(injector.acall(lambda env: env.upper())) == "DEV"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Injector.call calls an async callback before refusing "
-                                       "it, leaving a never-awaited coroutine (RuntimeWarning)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Injector.call calls an async callback before refusing "
+    "it, leaving a never-awaited coroutine (RuntimeWarning)",
+)
 def test_injector_call_refuses_an_async_callback_without_calling_it():
     injector = Injector({}, ResourceScope({}, {"env": "dev"}))
 
@@ -121,7 +131,7 @@ def test_injector_call_refuses_an_async_callback_without_calling_it():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(RunbookError, match="is async: use `await injector.acall"):
+        with pytest.raises(RunbookError, match=r"is async: use `await injector\.acall"):
             injector.call(check)
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]

@@ -1,4 +1,4 @@
-"""runbook.testing as a user meets it: the fixtures in their own suite, and ``pytest --runbooks``."""
+"""runbook.testing as a user meets it: fixtures in their own suite, and ``pytest --runbooks``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-DEPLOY = '''
+DEPLOY = """
     from runbook import param, rollback, step
 
     version = param("version")
@@ -26,12 +26,13 @@ DEPLOY = '''
     def switch(install, router):
         router.switch("web", to="green")
         return install
-'''
+"""
 
 
 def test_fixtures_work_in_a_users_suite(pytester: pytest.Pytester):
     pytester.makepyfile(deploy=textwrap.dedent(DEPLOY))
-    pytester.makepyfile(test_deploy='''
+    pytester.makepyfile(
+        test_deploy="""
         from pathlib import Path
 
         HERE = Path(__file__).parent / "deploy.py"
@@ -62,14 +63,16 @@ def test_fixtures_work_in_a_users_suite(pytester: pytest.Pytester):
             assert "disk full" in result.steps["install"].error
             assert fake_shell.calls[-1] == "deployctl uninstall 3.0"
             assert len(fake_clock.sleeps) == 4 + 3  # four bakes, three backoffs
-    ''')
+    """
+    )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
 
 
 def test_fixture_failures_are_reported_like_any_test_failure(pytester: pytest.Pytester):
     pytester.makepyfile(deploy=textwrap.dedent(DEPLOY))
-    pytester.makepyfile(test_deploy='''
+    pytester.makepyfile(
+        test_deploy="""
         from pathlib import Path
 
 
@@ -77,44 +80,45 @@ def test_fixture_failures_are_reported_like_any_test_failure(pytester: pytest.Py
             result = runbook_runner.run(Path(__file__).parent / "deploy.py", version="1.0",
                                         runner={"protection": "none"})
             assert fake_shell.calls == ["something else"]
-    ''')
+    """
+    )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*deployctl install 1.0*"])
 
 
 RUNBOOKS = {
-    "good": '''
+    "good": """
         from runbook import param, step
         replicas = param("replicas", type=int, choices=range(1, 4))
 
         @step
         def scale(shell, params):
             shell(f"kubectl scale --replicas={params.replicas}")
-    ''',
-    "broken": '''
+    """,
+    "broken": """
         from runbook import step
 
         @step
         def scale(shel):
             pass
-    ''',
-    "failing": '''
+    """,
+    "failing": """
         from runbook import step
 
         @step
         def explode():
             raise RuntimeError("kaboom")
-    ''',
-    "skipped": '''
+    """,
+    "skipped": """
         from runbook import step
         TEST = {"skip": "needs the production VPN"}
 
         @step
         def explode():
             raise RuntimeError("must not run")
-    ''',
-    "steered": '''
+    """,
+    "steered": """
         from runbook import param, resource, rollback, step
         target = param("target")
         TEST = {"params": {"target": "eu-1"}, "expect": "rolled_back",
@@ -136,15 +140,15 @@ RUNBOOKS = {
         @step
         def fail(claim):
             raise RuntimeError("expected failure")
-    ''',
-    "wrong_expectation": '''
+    """,
+    "wrong_expectation": """
         from runbook import step
         TEST = {"expect": "rolled_back"}
 
         @step
         def fine():
             pass
-    ''',
+    """,
 }
 
 
@@ -159,8 +163,9 @@ def runbooks_dir(pytester: pytest.Pytester):
 
 
 def test_pytest_runbooks_collects_each_runbook_as_an_item(pytester, runbooks_dir):
-    result = pytester.runpytest("--runbooks", str(runbooks_dir), "--collect-only", "-q",
-                                "-p", "no:cacheprovider")
+    result = pytester.runpytest(
+        "--runbooks", str(runbooks_dir), "--collect-only", "-q", "-p", "no:cacheprovider"
+    )
     result.stdout.fnmatch_lines(["*broken.py::run[[]broken[]]*", "*good.py::run[[]good[]]*"])
     assert "runbookconf" not in result.stdout.str() and "_helpers" not in result.stdout.str()
     assert result.stdout.str().count("::run[") == len(RUNBOOKS)
@@ -170,9 +175,11 @@ def test_pytest_runbooks_passes_fails_and_skips(pytester, runbooks_dir):
     result = pytester.runpytest("--runbooks", str(runbooks_dir), "-rA", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=3, skipped=1)
     out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*definition error*parameter 'shel' is not a step, resource or built-in*did you mean*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*definition error*parameter 'shel' is not a step, resource or built-in*did you mean*",
+        ]
+    )
     assert "run failed (expected succeeded)" in out and "RuntimeError: kaboom" in out
     assert "run succeeded (expected rolled_back)" in out
     assert "needs the production VPN" in out
@@ -186,18 +193,23 @@ def test_without_the_option_runbooks_are_not_collected(pytester, runbooks_dir):
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RunbookItem.runtest loads the runbook without the TEST "
-                                       "resource names, so a resource only TEST provides is a "
-                                       "definition error")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: RunbookItem.runtest loads the runbook without the TEST "
+    "resource names, so a resource only TEST provides is a "
+    "definition error",
+)
 def test_test_dict_can_provide_a_resource_the_runbook_gets_from_a_plugin(pytester):
     folder = pytester.mkdir("runbooks")
-    (folder / "k8s_scale.py").write_text(textwrap.dedent('''
+    (folder / "k8s_scale.py").write_text(
+        textwrap.dedent("""
         from runbook import step
         TEST = {"resources": {"k8s": {"replicas": 3}}}
 
         @step
         def scale(k8s):  # in production ``k8s`` comes from a plugin
             return k8s["replicas"]
-    '''))
+    """)
+    )
     result = pytester.runpytest("--runbooks", str(folder), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

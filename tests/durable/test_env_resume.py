@@ -61,3 +61,26 @@ def test_resume_from_a_dev_shell_keeps_prod_rules(project: Path) -> None:
     granted = [e for e in events if e.kind == "approval_granted"]
     assert [(e.actor, e.data["auto"] if "auto" in e.data else False) for e in granted] == [
         ("bob", False)]
+
+
+def test_a_run_being_resumed_elsewhere_cannot_be_resumed_twice(project: Path) -> None:
+    import asyncio
+
+    from runbook.errors import LockHeld
+    from runbook.locks.manager import LockManager
+
+    config = load_config(project)
+    runner = Runner.from_config(config, env="prod", actor="alice")
+    started = runner.run(project / "deploy.py")
+    Runner.from_config(config, actor="bob").approve(started.run_id)
+
+    async def other_host_holds_the_run() -> None:
+        other = LockManager(runner.lock_provider, clock=runner.clock, owner="host-b:42:x",
+                            actor="dave", lease=30)
+        await other.acquire([f"run:{started.run_id}"])
+
+    asyncio.run(other_host_holds_the_run())
+    with pytest.raises(LockHeld, match="dave"):
+        runner.resume(started.run_id)
+    assert runner.store.get_steps(started.run_id)["switch"].status == "awaiting_approval"
+    assert runner.store.get_run(started.run_id).status == "paused"  # untouched
