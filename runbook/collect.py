@@ -340,7 +340,10 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
             deps += [a.key for a in when_args if a.source == "step"]
         after = []
         for target in opts.after:
-            target_name = aliases.get(str(target), _step_name(target))
+            if isinstance(target, StepGroup):  # after=[release]: the group object itself
+                target = next((v for v, g in groups.items() if g is target), target)
+            target_name = aliases.get(target, None) if isinstance(target, str) else None
+            target_name = target_name or _step_name(target)
             if target_name not in all_names:
                 raise DefinitionError(f"step {name!r}: after= names unknown step {target!r}",
                                       *where)

@@ -119,6 +119,26 @@ def load_config(
     return _Builder(path, prefix, root).build(table, environ, frozenset(extra_keys))
 
 
+def listed_plugins(start: Path, *, explicit: Path | None = None) -> list[str]:
+    """The ``plugins = [...]`` of the configuration that applies, read without validating.
+
+    Plugins named there may declare config keys of their own (``runbook_config_keys``), so they
+    must be imported before the configuration can be validated.
+    """
+    start = Path(start).expanduser().absolute()
+    if start.is_file():
+        start = start.parent
+    if explicit is not None:
+        path = Path(explicit).expanduser().absolute()
+        selected = _select(path, _parse(path, _read(path))) if path.is_file() else None
+        table = selected[0] if selected else {}
+    else:
+        found = _discover(start)
+        table = found[1] if found else {}
+    listed = table.get("plugins", [])
+    return [p for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
+
+
 def _project_root(start: Path) -> Path:
     for folder in (start, *start.parents):
         if any((folder / marker).exists() for marker in ("pyproject.toml", "runbook.toml", ".git")):

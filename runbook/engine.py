@@ -46,6 +46,12 @@ from runbook.scope import ResourceScope
 from runbook.store.base import RunStore, StepRecord
 
 _NOTHING = object()
+# A stored output that contained a secret: ``{REDACTED_KEY: True, "value": <masked>}``.
+REDACTED_KEY = "__runbook_redacted__"
+
+
+def is_redacted(output: Any) -> bool:
+    return isinstance(output, dict) and output.get(REDACTED_KEY) is True
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
 
@@ -106,6 +112,8 @@ class Execution:
         self._executor: ThreadPoolExecutor | None = None
         self._want = setup.hooks_wanted
         self._run_lock: str | None = None
+        # Sync steps that timed out while their thread still runs (threads cannot be killed).
+        self._stragglers: dict[str, Any] = {}
         # Nothing listens (no sink, no hook, no notifier): skip building events at all.
         self._quiet = not setup.recorder.sinks and not setup.recorder.listeners
         self._done_like: frozenset[str] = frozenset()
@@ -141,11 +149,14 @@ class Execution:
         if self.s.store is None or self.s.dry_run:
             return
         res = self.results[name]
-        redact = self.s.redactor
+        output = res.output
+        if self.s.redactor and output is not None and not is_redacted(output):
+            masked = self.s.redactor(output)
+            if masked != output:  # a secret is never stored: mark the output as incomplete
+                output = {REDACTED_KEY: True, "value": masked}
         try:
             self.s.store.save_step(StepRecord(
-                run_id=self.s.info.run_id, name=name, status=res.status,
-                output=redact(res.output) if redact else res.output,
+                run_id=self.s.info.run_id, name=name, status=res.status, output=output,
                 error=res.error, attempts=res.attempts, started_at=res.started_at,
                 finished_at=res.finished_at, duration=res.duration, reason=res.reason,
                 completed_seq=self._seq if res.status == R.STEP_SUCCEEDED else None))
@@ -213,7 +224,9 @@ class Execution:
                                if r.status == R.AWAITING_APPROVAL]
                     self.s.recorder.emit("run_paused", None, {"awaiting": waiting})
                 if status == R.CANCELLED:
-                    self.s.recorder.emit("run_cancelled", None, {})
+                    self.s.recorder.emit("run_cancelled", None,
+                                         {"cancelled_by": self.s.resumed_by or info.actor},
+                                         actor=self.s.resumed_by)
                 self.s.recorder.emit("run_finished", None, {
                     "status": status, "error": result.error,
                     "duration_ms": round((result.duration or 0) * 1000, 3)})
@@ -228,19 +241,21 @@ class Execution:
             if name not in self.results:
                 continue
             res = self.results[name]
-            res.status, res.output, res.error = rec.status, rec.output, rec.error
+            output = rec.output["value"] if is_redacted(rec.output) else rec.output
+            res.status, res.output, res.error = rec.status, output, rec.error
             res.attempts, res.started_at, res.finished_at = rec.attempts, rec.started_at, \
                 rec.finished_at
             res.duration, res.reason = rec.duration, rec.reason
             if rec.status == R.STEP_SUCCEEDED:
-                self.outputs[name] = rec.output
+                self.outputs[name] = output
             if name in self.s.rerun_interrupted:
                 res.status = R.PENDING
             elif name in self.s.skip_interrupted:
                 res.status, res.reason = R.SKIPPED, "skipped after interruption"
                 self._save(name)
         done = [(r.completed_seq or 0, n) for n, r in self.s.prior.items()
-                if r.status == R.STEP_SUCCEEDED and n in self.steps and self.steps[n].reversible]
+                if r.status == R.STEP_SUCCEEDED and n in self.steps and self.steps[n].reversible
+                and n not in self.s.rerun_interrupted]
         self.completed = [n for _, n in sorted(done)]
         self._seq = max((r.completed_seq or 0 for r in self.s.prior.values()), default=0)
         if self.s.deny_only:
@@ -296,12 +311,8 @@ class Execution:
         self._dependents = self.rb.dependents()
         ready: deque[str] = deque()
         for name, step in self.steps.items():
-            status = self.results[name].status
-            if status == R.AWAITING_APPROVAL:
-                ready.append(name)  # re-check its approvals now
-                continue
-            if status in done_like:
-                continue
+            if self.results[name].status in done_like:
+                continue  # an awaiting gate is not done: it is re-checked once its inputs are
             count = sum(1 for p in step.predecessors if self.results[p].status not in done_like)
             waiting[name] = count
             if count == 0:
@@ -396,6 +407,9 @@ class Execution:
         CURRENT_STEP.set(name)
         kwargs = self._kwargs(step.args)
         if isinstance(kwargs, str):
+            if self.s.dry_run and kwargs.endswith(R.PLANNED):
+                self._finish(name, R.PLANNED, reason="would run (after planned steps)")
+                return
             self._finish(name, R.SKIPPED, reason=kwargs, event="step_skipped",
                          data={"reason": kwargs})
             return
@@ -546,6 +560,7 @@ class Execution:
         func = func or step.func
         is_async = step.is_async if is_async is None else is_async
         timeout = step.options.timeout if timeout is None else timeout
+        thread_future = None
         if timeout:
             DEADLINE.set((self.clock.monotonic() + timeout, step.name, timeout))
         try:
@@ -570,8 +585,13 @@ class Execution:
                         await asyncio.shield(asyncio.wrap_future(thread_future))
                 raise
         except TimeoutError as exc:
-            if isinstance(exc, StepTimeout):
+            # Only wait_for running out means the step's own timeout fired; a TimeoutError the
+            # step raised itself (a probe's WaitTimeout, say) keeps its own message.
+            if isinstance(exc, StepTimeout) or not timeout or not isinstance(
+                    exc.__cause__, asyncio.CancelledError):
                 raise
+            if not is_async and thread_future is not None and not thread_future.done():
+                self._stragglers[step.name] = thread_future
             raise StepTimeout(f"step {step.name!r} timed out after {timeout:g}s") from None
         finally:
             if timeout:
@@ -627,6 +647,23 @@ class Execution:
         CURRENT_STEP.set(name)
         with contextlib.suppress(AuditError):
             self.s.recorder.emit("rollback_started", name, {"after": res.status})
+        straggler = self._stragglers.get(name)
+        if straggler is not None and not straggler.done():
+            # Undoing while the step's thread is still doing would race it: give the thread the
+            # step's timeout again to finish, then leave the undo to a human.
+            grace = min(60.0, max(5.0, step.options.timeout or 0.0))
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(straggler)), grace)
+            if not straggler.done():
+                text = (f"step {name!r} is still running in its worker thread {grace:g}s after "
+                        "its timeout; not rolled back: check it and undo by hand")
+                res.status, res.rollback_error = R.STEP_ROLLBACK_FAILED, text
+                with contextlib.suppress(Exception):
+                    self._save(name)
+                with contextlib.suppress(AuditError):
+                    self.s.recorder.emit("rollback_failed", name, {"error": text})
+                self._hook("runbook_rollback_finished", step=name, result=res)
+                return
         kwargs: dict[str, Any] = {}
         output = self.outputs.get(name)
         for arg in rb.args:

@@ -51,6 +51,18 @@ class PluginInfo:
     hooks: tuple[str, ...]
 
 
+_CONFIGURED: dict[int, Any] = {}
+
+
+def configure(plugins: Plugins, config: Any) -> None:
+    """Call ``runbook_configure`` once per configuration object (the CLI and the Runner both
+    reach here with the same object)."""
+    if id(config) in _CONFIGURED:
+        return
+    _CONFIGURED[id(config)] = config  # keeps it alive, so the id is never reused
+    plugins.hook.runbook_configure(config=config)
+
+
 def scheme_of(url: str) -> str:
     if "://" not in url:
         raise PluginError(f"{url!r} is not a URL (expected scheme://...)")

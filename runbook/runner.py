@@ -22,12 +22,12 @@ from runbook.audit.events import AuditSink
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, load
 from runbook.context import Ctx, RunInfo
-from runbook.engine import Execution, RunSetup
+from runbook.engine import Execution, RunSetup, is_redacted
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.locks.base import LockProvider
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
-from runbook.plugins import Plugins
+from runbook.plugins import Plugins, configure
 from runbook.protection import Protection
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
@@ -108,6 +108,8 @@ class Runner:
         self.flush_deadline = flush_deadline
         self._rng = Random(seed)
         self.plugins = Plugins(plugins, entry_points=entry_points)
+        if config is not None:
+            configure(self.plugins, config)
         self._store_spec = store
         self._audit_spec = list(audit)
         self._locks_spec = locks
@@ -244,10 +246,10 @@ class Runner:
         secret_values = [params[n] for n in params.secret_names]
         redactor = Redactor(secret_values)
         holder: dict[str, Execution] = {}
+        for conf in rb.conftests:  # runbookconf.py files may implement hooks too
+            self.plugins.add(conf)
         want = frozenset(h for h in _LIFECYCLE if self.plugins.has_impls(h))
         hook = self.plugins.hook
-        for conf in rb.conftests:
-            self.plugins.add(conf)
         listeners = []
         if "runbook_event" in want:
             listeners.append(lambda event: hook.runbook_event(run=info, event=event))
@@ -466,6 +468,7 @@ class Runner:
         prior = store.get_steps(run_id)
         interrupted = [n for n, s in prior.items() if s.status == R.STEP_RUNNING and n in rb.steps]
         rerun = {n for n in interrupted if rb.steps[n].options.idempotent}
+        rerun |= self._secret_outputs_to_redo(rb, prior)
         undecided = [n for n in interrupted if n not in rerun]
         actor = self._actor()
         if undecided and not (retry_interrupted or skip_interrupted):
@@ -486,6 +489,31 @@ class Runner:
             resumed_by=actor, rerun_interrupted=retried, skip_interrupted=skipped,
             run_actor=record.actor,
             decisions={n: choice for n in undecided})
+
+    @staticmethod
+    def _secret_outputs_to_redo(rb: Runbook, prior: Mapping[str, Any]) -> set[str]:
+        """Finished steps whose output held a secret (stored masked) that a pending step needs.
+
+        The secret itself was never stored, so the output must be produced again: allowed for an
+        idempotent step, refused (exit 2, nothing run) for any other.
+        """
+        done = {n for n, rec in prior.items() if rec.status in R.DONE_STATUSES}
+        redo, refused = set(), []
+        for name, rec in prior.items():
+            if rec.status != R.STEP_SUCCEEDED or not is_redacted(rec.output) or name not in rb.steps:
+                continue
+            needed_by = [n for n, s in rb.steps.items() if name in s.deps and n not in done]
+            if not needed_by:
+                continue
+            if rb.steps[name].options.idempotent:
+                redo.add(name)
+            else:
+                refused.append(f"{name} (needed by {', '.join(needed_by)})")
+        if refused:
+            raise UsageError(
+                f"cannot resume: the output of {'; '.join(refused)} contained a secret, which is "
+                "never stored; declare the step idempotent=True so resume can produce it again")
+        return redo
 
     def _gated(self, rb: Runbook, record: RunRecord, step: str | None) -> str:
         steps = self._require_store().get_steps(record.run_id)

@@ -114,6 +114,9 @@ class Injector:
         return out
 
     def call(self, fn: Callable[..., Any], /, **extra: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            raise RunbookError(f"{getattr(fn, '__name__', fn)!r} is async: use "
+                               "`await injector.acall(...)` from an async step")
         result = fn(**self.kwargs(fn, extra))
         if inspect.isawaitable(result):
             raise RunbookError(f"{getattr(fn, '__name__', fn)!r} is async: use "

@@ -67,8 +67,13 @@ def config_option(func: F) -> F:
 
 def load_config(start: Path | None = None, config_path: Path | None = None) -> Any:
     """The project configuration, searched from ``start`` (a runbook's folder, else the cwd)."""
+    from runbook.config import listed_plugins
     from runbook.config import load_config as _load
-    from runbook.plugins import Plugins
+    from runbook.plugins import Plugins, configure
 
-    keys = [k for ks in Plugins().hook.runbook_config_keys() for k in (ks or [])]
-    return _load(start or Path.cwd(), explicit=config_path, extra_keys=keys)
+    start = start or Path.cwd()
+    plugins = Plugins(listed_plugins(start, explicit=config_path))
+    keys = [k for ks in plugins.hook.runbook_config_keys() for k in (ks or [])]
+    config = _load(start, explicit=config_path, extra_keys=keys)
+    configure(plugins, config)
+    return config

@@ -116,7 +116,9 @@ def blue_green(
         GroupStep(
             "switch",
             _switch(service, pair),
-            where.options(reversible=True, idempotent=True),
+            # Not idempotent: re-run after a crash that happened after the router applied it,
+            # it would see the new color live and switch to the other one. Resume asks instead.
+            where.options(reversible=True),
             rollback=_switch_back(service),
         )
     )

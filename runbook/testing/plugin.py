@@ -135,6 +135,26 @@ def _example(spec: Any) -> Any:
     return {int: 1, float: 1.0, bool: False}.get(spec.type, "example")
 
 
+def _test_resource_names(path: Path) -> list[str]:
+    """Keys of ``TEST["resources"]``, read from the source: a resource only the test provides
+    (one a plugin supplies in production) must be known before the runbook is collected."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text())
+    except (SyntaxError, OSError, UnicodeDecodeError):
+        return []  # load() reports it properly
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "TEST" for t in node.targets)):
+            for key, value in zip(node.value.keys, node.value.values, strict=True):
+                if (isinstance(key, ast.Constant) and key.value == "resources"
+                        and isinstance(value, ast.Dict)):
+                    return [k.value for k in value.keys
+                            if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return []
+
+
 class RunbookItem(pytest.Item):
     def runtest(self) -> None:
         import tempfile
@@ -143,7 +163,7 @@ class RunbookItem(pytest.Item):
         from runbook.errors import DefinitionError
 
         try:
-            rb = load(self.path)
+            rb = load(self.path, extra_names=_test_resource_names(self.path))
         except DefinitionError as exc:
             raise RunbookFailed(f"definition error: {exc}") from None
         spec = getattr(rb.module, "TEST", {}) or {}

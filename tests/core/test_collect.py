@@ -491,3 +491,23 @@ def test_definition_error_in_runbookconf_names_that_file(write_runbook, tmp_path
         load(path)
     assert info.value.file == str(conf) and info.value.line == 1
     assert Path(info.value.file).name == "runbookconf.py"
+
+
+def test_after_accepts_a_strategy_group_object(write_runbook):
+    path = write_runbook("""
+        from runbook import step
+        from runbook.groups import GroupStep, StepGroup
+
+        def noop():
+            return None
+
+        release = StepGroup("custom", "web", (GroupStep("one", noop), GroupStep("two", noop,
+                            after=("one",))))
+
+        @step(after=[release])
+        def announce():
+            return "done"
+    """)
+    rb = load(path)
+    assert rb.steps["announce"].after == ("release.two",)
+    assert list(rb.steps) == ["release.one", "release.two", "announce"]

@@ -932,11 +932,6 @@ def test_rollback_waits_for_a_cut_off_sync_step_to_stop(write_runbook, runner):
     assert rb.module.SEEN == ["stage finished before its rollback"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sync step that timed out is rolled back while its worker thread still runs, "
-    "so the undo can happen before the do",
-)
 def test_timed_out_sync_step_is_not_undone_while_it_still_runs(write_runbook, runner):
     rb = load(
         write_runbook("""

@@ -260,11 +260,6 @@ def test_a_raising_hook_does_not_break_the_run(write_runbook, caplog):
     assert "hook runbook_step_finished failed" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Runner._execute computes the wanted lifecycle hooks "
-    "before registering the runbookconf.py plugins",
-)
 def test_runbookconf_can_implement_hooks(write_runbook, tmp_path):
     (tmp_path / "runbookconf.py").write_text(
         "from runbook import hookimpl\n"
@@ -309,12 +304,6 @@ def runbook_configure(config):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: runbook_config_keys / runbook_configure are declared "
-    "but never called; a plugin's own [tool.runbook.<plugin>] "
-    "section is rejected as an unknown key",
-)
 def test_plugin_config_section_is_accepted_and_plugin_configured(
     write_runbook, tmp_path, monkeypatch
 ):

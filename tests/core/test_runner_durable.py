@@ -7,6 +7,8 @@ re-imported on every resume, so what a step did is counted in a journal file, no
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -432,11 +434,6 @@ def test_resume_of_an_unknown_run(d):
         d.runner().approve("nope", actor="bob")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cancel(actor='bob') reaches run_resumed (resumed_by) but run_cancelled is still "
-    "recorded with the run's starter as actor",
-)
 def test_cancel_records_who_cancelled(d):
     d.write()
     paused = d.start(actor="alice")
@@ -464,23 +461,28 @@ SECRET_OUTPUT = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: outputs are stored redacted, and resume injects the stored value, so a step "
-    "after the gate silently receives 'Bearer ***' instead of the secret",
-)
-def test_resume_never_feeds_a_redacted_output_to_a_step(d, monkeypatch):
-    secret = "reg-tok-5b8e0c1d"
-    monkeypatch.setenv("CORE_TEST_REGISTRY_TOKEN", secret)
+def test_resume_refuses_to_feed_a_masked_secret_to_a_step(d, monkeypatch):
+    """The secret in login's output was never stored; a non-idempotent login cannot be redone."""
+    monkeypatch.setenv("CORE_TEST_REGISTRY_TOKEN", "reg-tok-5b8e0c1d")
     d.write(source=SECRET_OUTPUT)
     paused = d.start()
     d.runner("bob").approve(paused.run_id, actor="bob")
+    with pytest.raises(UsageError, match=r"login \(needed by push\).*idempotent=True"):
+        d.runner("bob").resume(paused.run_id)
+    assert not (d.tmp_path / "sent.txt").exists()
+    stored = d.store.get_steps(paused.run_id)["login"].output
+    assert "reg-tok-5b8e0c1d" not in json.dumps(stored)
+
+
+def test_resume_redoes_an_idempotent_step_whose_output_held_a_secret(d, monkeypatch):
+    secret = "reg-tok-5b8e0c1d"
+    monkeypatch.setenv("CORE_TEST_REGISTRY_TOKEN", secret)
+    d.write(source=SECRET_OUTPUT.replace("    @step\n    def login", "    @step(idempotent=True)\n    def login"))
+    paused = d.start()
+    d.runner("bob").approve(paused.run_id, actor="bob")
     result = d.runner("bob").resume(paused.run_id)
-    sent = d.tmp_path / "sent.txt"
-    if result.status == "succeeded":
-        assert sent.read_text() == f"Bearer {secret}"
-    else:  # refusing is fine too, as long as it says why and nothing was sent
-        assert not sent.exists() and "login" in (result.error or "")
+    assert result.status == "succeeded", (result.error, result.steps)
+    assert (d.tmp_path / "sent.txt").read_text() == f"Bearer {secret}", result.steps
 
 
 def test_resume_from_a_laxer_runner_keeps_the_runs_own_env_rules(d):

@@ -118,11 +118,6 @@ def test_injector_async_callbacks():
     assert asyncio.run(injector.acall(lambda env: env.upper())) == "DEV"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Injector.call calls an async callback before refusing "
-    "it, leaving a never-awaited coroutine (RuntimeWarning)",
-)
 def test_injector_call_refuses_an_async_callback_without_calling_it():
     injector = Injector({}, ResourceScope({}, {"env": "dev"}))
 

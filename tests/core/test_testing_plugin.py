@@ -193,12 +193,6 @@ def test_without_the_option_runbooks_are_not_collected(pytester, runbooks_dir):
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RunbookItem.runtest loads the runbook without the TEST "
-    "resource names, so a resource only TEST provides is a "
-    "definition error",
-)
 def test_test_dict_can_provide_a_resource_the_runbook_gets_from_a_plugin(pytester):
     folder = pytester.mkdir("runbooks")
     (folder / "k8s_scale.py").write_text(
