@@ -42,11 +42,13 @@ class Ctx:
         *,
         record: Callable[..., Any],
         progress: Callable[[str | None, str, float | None], None],
+        redact: Callable[[Any], Any] | None = None,
     ) -> None:
         self.info = info
         self.params = params
         self._record = record
         self._progress = progress
+        self.redact = redact or (lambda value: value)
 
     @property
     def run_id(self) -> str:

@@ -216,7 +216,7 @@ class Execution:
             run_id=info.run_id, status=status, runbook=info.runbook, env=info.env,
             actor=info.actor, steps=self.results, audit=self.s.recorder.events,
             error=self._first_error(), started_at=started, finished_at=self._now(),
-            dry_run=self.s.dry_run, lock_denied=self.lock_denied)
+            dry_run=self.s.dry_run, lock_denied=self.lock_denied, redactor=self.s.redactor)
         if not self.s.dry_run:
             with contextlib.suppress(AuditError):
                 if status == R.PAUSED:

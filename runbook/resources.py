@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,9 +108,28 @@ def http_resource() -> Iterator[httpx.Client]:
         client.close()
 
 
-def log_resource(ctx: Any) -> logging.LoggerAdapter[logging.Logger]:
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The ``log`` resource: a logger that masks the run's secrets before anything is emitted.
+
+    Arguments are formatted here, before masking, because a secret usually arrives as an
+    argument (``log.info("token %s", token)``), not in the format string.
+    """
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any],
+                 redact: Callable[[Any], Any]) -> None:
+        super().__init__(logger, extra)
+        self._redact = redact
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        super().log(level, self._redact(text), **kwargs)
+
+
+def log_resource(ctx: Any) -> RedactingLogger:
     logger = logging.getLogger(f"runbook.run.{ctx.info.name}")
-    return logging.LoggerAdapter(logger, {"run_id": ctx.run_id, "env": ctx.env})
+    return RedactingLogger(logger, {"run_id": ctx.run_id, "env": ctx.env}, ctx.redact)
 
 
 @hookimpl

@@ -86,6 +86,8 @@ class RunResult:
     finished_at: datetime | None = None
     dry_run: bool = False
     lock_denied: str | None = None  # a step lock held by another run ended this run
+    # Masks secret values in ``to_dict()`` (what the CLI prints); outputs stay real in Python.
+    redactor: Any = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +112,10 @@ class RunResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._to_dict()
+        return self.redactor(data) if self.redactor else data
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "status": self.status,

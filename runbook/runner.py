@@ -270,7 +270,7 @@ class Runner:
             if "runbook_progress" in want:
                 hook.runbook_progress(run=info, step=step, message=message, fraction=fraction)
 
-        ctx = Ctx(info, params, record=record, progress=progress)
+        ctx = Ctx(info, params, record=record, progress=progress, redact=redactor)
         outputs: dict[str, Any] = {}
         factories: dict[str, Any] = {"router": self._router_factory}
         factories.update(self.plugins.resources())

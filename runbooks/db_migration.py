@@ -215,3 +215,7 @@ def cleanup(backup, database, params):
     with _connect(database) as conn:
         conn.execute("PRAGMA optimize")
     return {"removed": removed}
+
+
+# `pytest --runbooks runbooks/` runs this file against a database in the test's tmp_path.
+TEST = {"resources": {"database": lambda tmp: tmp / "demo.db"}}

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from runbook import param, probe, resource, rollback, step
 from runbook.probes import http_probe, wait_until
 
@@ -407,3 +409,51 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- `pytest --runbooks runbooks/` runs this file with these fakes: no processes, no network ----
+
+
+class FakeServices(LocalServices):
+    """Pretends to run release servers: a release "runs" while its server.json exists."""
+
+    def start(self, release: Path, ports: str, prefer: int = 0) -> dict[str, Any]:
+        port = prefer or 20000 + len(list(release.parent.glob("*/server.json")))
+        info = {"pid": port, "port": port, "version": release.name}
+        (release / "server.json").write_text(json.dumps(info))
+        return info
+
+    def is_running(self, pid: int, release: Path) -> bool:
+        info = server_info(release)
+        return bool(info) and info["pid"] == pid
+
+    def stop(self, pid: int, release: Path, timeout: float = 5.0) -> None:
+        (release / "server.json").unlink(missing_ok=True)
+
+
+def fake_http(root: Path) -> httpx.Client:
+    """Answers for the fake servers from their release files, as server.py would."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        for info_file in root.glob("releases/*/server.json"):
+            if json.loads(info_file.read_text())["port"] == request.url.port:
+                release = info_file.parent
+                break
+        else:
+            raise httpx.ConnectError("connection refused", request=request)
+        built = json.loads((release / "release.json").read_text())
+        if request.url.path == "/health":
+            return httpx.Response(200 if built["healthy"] else 503, json=built)
+        return httpx.Response(200, text=(release / "public" / "index.html").read_text())
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
+
+
+TEST = {
+    "params": {"version": "1.0"},
+    "resources": {
+        "layout": lambda tmp: Layout(tmp / "deploy"),
+        "services": lambda tmp: FakeServices(),
+        "http": lambda tmp: fake_http(tmp / "deploy"),
+    },
+}
