@@ -6,8 +6,13 @@ import os
 
 import pytest
 
-_LEAKY = ("RUNBOOK_STORE", "RUNBOOK_ACTOR", "RUNBOOK_CONFIG", "RUNBOOK_TRACE_HOOKS",
-          "RUNBOOK_DEBUG")
+_LEAKY = (
+    "RUNBOOK_STORE",
+    "RUNBOOK_ACTOR",
+    "RUNBOOK_CONFIG",
+    "RUNBOOK_TRACE_HOOKS",
+    "RUNBOOK_DEBUG",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runbook import Runner, load  # noqa: E402
+from runbook import Runner, load
 
 
 def write_runbook(folder: Path, n: int, shape: str, kind: str) -> Path:
@@ -48,8 +48,15 @@ def write_runbook(folder: Path, n: int, shape: str, kind: str) -> Path:
 
 
 def runner() -> Runner:
-    return Runner(store=None, audit=(), locks=None, notify=(), max_parallel=8,
-                  entry_points=False, actor="bench")
+    return Runner(
+        store=None,
+        audit=(),
+        locks=None,
+        notify=(),
+        max_parallel=8,
+        entry_points=False,
+        actor="bench",
+    )
 
 
 async def baseline_threads(n: int) -> float:
@@ -107,24 +114,32 @@ def main() -> None:
             for shape in ("linear", "fan"):
                 for kind in ("async", "sync"):
                     m = measure(write_runbook(folder, n, shape, kind), args.repeat)
-                    rows.append({
-                        "n": n, "shape": shape, "kind": kind,
-                        "per_step_us": round(m["run_s"] / n * 1e6, 1),
-                        "baseline_gather_us": round(base / n * 1e6, 2),
-                        "ratio_vs_gather": round(m["run_s"] / base, 1),
-                        "baseline_thread_us": round(threads / n * 1e6, 1),
-                        "peak_mb": round(m["peak_mb"], 1),
-                        "load_s": round(m["load_s"], 3),
-                    })
-    header = f"{'N':>6} {'shape':<7} {'kind':<6} {'us/step':>9} {'gather us':>10} " \
-             f"{'ratio':>7} {'thread us':>10} {'peak MB':>8} {'load s':>7}"
+                    rows.append(
+                        {
+                            "n": n,
+                            "shape": shape,
+                            "kind": kind,
+                            "per_step_us": round(m["run_s"] / n * 1e6, 1),
+                            "baseline_gather_us": round(base / n * 1e6, 2),
+                            "ratio_vs_gather": round(m["run_s"] / base, 1),
+                            "baseline_thread_us": round(threads / n * 1e6, 1),
+                            "peak_mb": round(m["peak_mb"], 1),
+                            "load_s": round(m["load_s"], 3),
+                        }
+                    )
+    header = (
+        f"{'N':>6} {'shape':<7} {'kind':<6} {'us/step':>9} {'gather us':>10} "
+        f"{'ratio':>7} {'thread us':>10} {'peak MB':>8} {'load s':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['n']:>6} {r['shape']:<7} {r['kind']:<6} {r['per_step_us']:>9} "
-              f"{r['baseline_gather_us']:>10} {r['ratio_vs_gather']:>7} "
-              f"{r['baseline_thread_us']:>10} {r['peak_mb']:>8} "
-              f"{r['load_s']:>7}")
+        print(
+            f"{r['n']:>6} {r['shape']:<7} {r['kind']:<6} {r['per_step_us']:>9} "
+            f"{r['baseline_gather_us']:>10} {r['ratio_vs_gather']:>7} "
+            f"{r['baseline_thread_us']:>10} {r['peak_mb']:>8} "
+            f"{r['load_s']:>7}"
+        )
     print(json.dumps({"bench": "engine", "python": sys.version.split()[0], "rows": rows}))
 
 

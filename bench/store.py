@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import write_runbook  # noqa: E402
+from engine import write_runbook
 
-from runbook import Runner, load  # noqa: E402
+from runbook import Runner, load
 
 STEP_SECONDS = 0.01  # the 10-step runbook's steps each "work" this long (async sleep)
 
@@ -43,15 +43,22 @@ def per_step(folder: Path, n: int) -> list[dict[str, object]]:
         "memory store + memory audit": dict(store="memory://", audit=("memory://",)),
         "sqlite store": dict(store=f"sqlite:///{db}", audit=()),
         "sqlite store + sqlite audit": dict(store=f"sqlite:///{db}", audit=(f"sqlite:///{db}",)),
-        "sqlite store + jsonl audit (fsync)": dict(store=f"sqlite:///{db}",
-                                                   audit=(f"jsonl://{folder}/audit-{n}.jsonl",)),
+        "sqlite store + jsonl audit (fsync)": dict(
+            store=f"sqlite:///{db}", audit=(f"jsonl://{folder}/audit-{n}.jsonl",)
+        ),
     }
     rows = []
     for label, cfg in configs.items():
         runner = Runner(locks=None, notify=(), entry_points=False, actor="bench", **cfg)
         seconds = timed(runner, rb)
-        rows.append({"n": n, "config": label, "per_step_us": round(seconds / n * 1e6, 1),
-                     "total_s": round(seconds, 3)})
+        rows.append(
+            {
+                "n": n,
+                "config": label,
+                "per_step_us": round(seconds / n * 1e6, 1),
+                "total_s": round(seconds, 3),
+            }
+        )
     return rows
 
 
@@ -60,13 +67,24 @@ def concurrent(folder: Path, runs: int) -> dict[str, object]:
     body = ["import asyncio", "from runbook import step", ""]
     for i in range(10):
         args = f"s{i - 1}" if i else ""
-        body += ["@step", f"async def s{i}({args}):", f"    await asyncio.sleep({STEP_SECONDS})",
-                 "    return None", ""]
+        body += [
+            "@step",
+            f"async def s{i}({args}):",
+            f"    await asyncio.sleep({STEP_SECONDS})",
+            "    return None",
+            "",
+        ]
     path.write_text("\n".join(body))
     rb = load(path)
     db = folder / "concurrent.db"
-    runner = Runner(store=f"sqlite:///{db}", audit=(f"sqlite:///{db}",), locks=None, notify=(),
-                    entry_points=False, actor="bench")
+    runner = Runner(
+        store=f"sqlite:///{db}",
+        audit=(f"sqlite:///{db}",),
+        locks=None,
+        notify=(),
+        entry_points=False,
+        actor="bench",
+    )
     one = timed(runner, rb)
 
     async def many() -> list[object]:
@@ -77,8 +95,13 @@ def concurrent(folder: Path, runs: int) -> dict[str, object]:
     elapsed = time.perf_counter() - start
     assert all(r.status == "succeeded" for r in results)  # type: ignore[attr-defined]
     yardstick = 10 * STEP_SECONDS * 10  # one run's steps (10 x 10 ms) times 10
-    return {"runs": runs, "one_run_s": round(one, 3), "all_runs_s": round(elapsed, 3),
-            "yardstick_s": yardstick, "ratio_to_yardstick": round(elapsed / yardstick, 2)}
+    return {
+        "runs": runs,
+        "one_run_s": round(one, 3),
+        "all_runs_s": round(elapsed, 3),
+        "yardstick_s": yardstick,
+        "ratio_to_yardstick": round(elapsed / yardstick, 2),
+    }
 
 
 def main() -> None:
@@ -94,10 +117,12 @@ def main() -> None:
     print(f"{'N':>6}  {'config':<{width}}  {'us/step':>9}  {'total s':>8}")
     for r in rows:
         print(f"{r['n']:>6}  {r['config']:<{width}}  {r['per_step_us']:>9}  {r['total_s']:>8}")
-    print(f"\n{conc['runs']} concurrent runs of a 10-step runbook (sqlite store + audit): "
-          f"{conc['all_runs_s']} s; one run {conc['one_run_s']} s; "
-          f"yardstick (one run's steps x 10) {conc['yardstick_s']} s; "
-          f"ratio {conc['ratio_to_yardstick']}")
+    print(
+        f"\n{conc['runs']} concurrent runs of a 10-step runbook (sqlite store + audit): "
+        f"{conc['all_runs_s']} s; one run {conc['one_run_s']} s; "
+        f"yardstick (one run's steps x 10) {conc['yardstick_s']} s; "
+        f"ratio {conc['ratio_to_yardstick']}"
+    )
     print(json.dumps({"bench": "store", "rows": rows, "concurrent": conc}))
 
 

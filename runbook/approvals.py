@@ -30,9 +30,12 @@ class ApprovalPolicy:
         return approval.approvers or self.env_approvers
 
     def request_data(self, step: str, approval: Approval) -> dict[str, Any]:
-        return {"min": approval.min, "allow_self": approval.allow_self,
-                "approvers": list(self.allowed(approval)),
-                "command": f"runbook approve {self.run_id} --step {step}"}
+        return {
+            "min": approval.min,
+            "allow_self": approval.allow_self,
+            "approvers": list(self.allowed(approval)),
+            "command": f"runbook approve {self.run_id} --step {step}",
+        }
 
     def _records(self, step: str) -> Sequence[ApprovalRecord]:
         return self.store.approvals(self.run_id, step) if self.store is not None else []
@@ -42,14 +45,17 @@ class ApprovalPolicy:
         if not approval.allow_self and actor == self.actor:
             raise ApprovalError(
                 f"{actor} started run {self.run_id} and cannot approve {step!r} "
-                "(four eyes: allow_self=False)")
+                "(four eyes: allow_self=False)"
+            )
         allowed = self.allowed(approval)
         if allowed and actor not in allowed:
             raise ApprovalError(
-                f"{actor} may not approve {step!r}; approvers: {', '.join(allowed)}")
+                f"{actor} may not approve {step!r}; approvers: {', '.join(allowed)}"
+            )
         if any(r.actor == actor and r.decision == "granted" for r in self._records(step)):
             raise ApprovalError(
-                f"{actor} already approved {step!r}; {approval.min} distinct approvers needed")
+                f"{actor} already approved {step!r}; {approval.min} distinct approvers needed"
+            )
 
     def check(self, step: str, approval: Approval, execution: Any) -> str:
         """``granted``, ``denied`` or ``pending``; records auto-grants as such."""
@@ -62,11 +68,20 @@ class ApprovalPolicy:
         if len(granted) >= approval.min:
             return "granted"
         if not self.protection.require_approval:
-            self._grant(step, execution, auto=True,
-                        comment=f"auto-approved: env protection {self.protection.level}")
+            self._grant(
+                step,
+                execution,
+                auto=True,
+                comment=f"auto-approved: env protection {self.protection.level}",
+            )
             return "granted"
-        if (self.yes and self.protection.allow_yes and approval.min == 1 and approval.allow_self
-                and (not self.allowed(approval) or self.actor in self.allowed(approval))):
+        if (
+            self.yes
+            and self.protection.allow_yes
+            and approval.min == 1
+            and approval.allow_self
+            and (not self.allowed(approval) or self.actor in self.allowed(approval))
+        ):
             self._grant(step, execution, auto=False, comment="approved with --yes")
             return "granted"
         return "pending"
@@ -74,7 +89,9 @@ class ApprovalPolicy:
     def _grant(self, step: str, execution: Any, *, auto: bool, comment: str) -> None:
         now = execution.clock.now()
         if self.store is not None:
-            self.store.add_approval(ApprovalRecord(self.run_id, step, self.actor, "granted",
-                                                   comment, now, auto))
-        execution.emit("approval_granted", step, {"comment": comment, "auto": auto,
-                                                  "approver": self.actor})
+            self.store.add_approval(
+                ApprovalRecord(self.run_id, step, self.actor, "granted", comment, now, auto)
+            )
+        execution.emit(
+            "approval_granted", step, {"comment": comment, "auto": auto, "approver": self.actor}
+        )

@@ -144,8 +144,9 @@ def _import(path: Path, name: str) -> ModuleType:
         for frame in traceback.extract_tb(exc.__traceback__):
             if Path(frame.filename) == path:
                 line = frame.lineno
-        raise DefinitionError(f"import failed: {type(exc).__name__}: {exc}", file=str(path),
-                              line=line) from None
+        raise DefinitionError(
+            f"import failed: {type(exc).__name__}: {exc}", file=str(path), line=line
+        ) from None
     return module
 
 
@@ -185,16 +186,21 @@ def _analyze(
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
-        raise DefinitionError(f"{what}: cannot read its signature", file=where[0],
-                              line=where[1]) from None
+        raise DefinitionError(
+            f"{what}: cannot read its signature", file=where[0], line=where[1]
+        ) from None
     step_names = steps if isinstance(steps, set | frozenset) else set(steps)
     extra = set(extra)
     rename = rename or {}
     args: list[Arg] = []
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
-            raise DefinitionError(f"{what}: parameter {p.name!r} must be a plain named parameter "
-                                  "(injection is by name)", file=where[0], line=where[1])
+            raise DefinitionError(
+                f"{what}: parameter {p.name!r} must be a plain named parameter "
+                "(injection is by name)",
+                file=where[0],
+                line=where[1],
+            )
         if p.name in extra:
             args.append(Arg(p.name, "extra", p.name, p.default))
         elif p.name in rename:
@@ -213,7 +219,9 @@ def _analyze(
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise DefinitionError(
                 f"{what}: parameter {p.name!r} is not a step, resource or built-in{hint}",
-                file=where[0], line=where[1])
+                file=where[0],
+                line=where[1],
+            )
     return tuple(args)
 
 
@@ -268,7 +276,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
             if (rb := getattr(value, ROLLBACK_ATTR, None)) is not None:
                 seen.add(id(value))
                 rollbacks.append((value, rb))
-    raw_steps.sort(key=lambda s: (s[2].line or 0))
+    raw_steps.sort(key=lambda s: s[2].line or 0)
 
     # Expand strategy groups into ordinary steps named "<variable>.<local>".
     group_steps: dict[str, tuple[Any, StepGroup]] = {}
@@ -279,11 +287,15 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
             full = f"{var}.{gs.name}"
             bad = [a for a in gs.after if a not in local]
             if bad:
-                raise DefinitionError(f"group {var}: step {gs.name} is after unknown {bad}",
-                                      file=group.file, line=group.line)
+                raise DefinitionError(
+                    f"group {var}: step {gs.name} is after unknown {bad}",
+                    file=group.file,
+                    line=group.line,
+                )
             after = tuple(f"{var}.{a}" for a in gs.after) or tuple(group.after)
-            opts = replace(gs.options, name=full, after=after, file=group.file or str(path),
-                           line=group.line)
+            opts = replace(
+                gs.options, name=full, after=after, file=group.file or str(path), line=group.line
+            )
             raw_steps.append((full, gs.func, opts))
             group_steps[full] = (gs, group)
         if group.steps:
@@ -298,8 +310,9 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
     clash = sorted(set(aliases) & seen_names)
     if clash:
         group = groups[clash[0]]
-        raise DefinitionError(f"strategy group {clash[0]!r} has the name of a step", group.file,
-                              group.line)
+        raise DefinitionError(
+            f"strategy group {clash[0]!r} has the name of a step", group.file, group.line
+        )
     all_names = frozenset(seen_names)  # type: ignore[assignment]
     step_names = all_names | frozenset(aliases)
 
@@ -308,14 +321,24 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         target = _step_name(rb.target)
         if target not in all_names:
             shown = target if target else repr(rb.target)
-            raise DefinitionError(f"rollback {func.__name__!r} undoes unknown step {shown!r}",
-                                  file=rb.file, line=rb.line)
+            raise DefinitionError(
+                f"rollback {func.__name__!r} undoes unknown step {shown!r}",
+                file=rb.file,
+                line=rb.line,
+            )
         if target in rollback_of:
             raise DefinitionError(f"step {target!r} has two rollbacks", file=rb.file, line=rb.line)
-        args = _analyze(func, step_names, names, (rb.file, rb.line),
-                        what=f"rollback {func.__name__!r}", rename=aliases)
-        rollback_of[target] = RollbackDef(func, args, inspect.iscoroutinefunction(func),
-                                          rb.file, rb.line)
+        args = _analyze(
+            func,
+            step_names,
+            names,
+            (rb.file, rb.line),
+            what=f"rollback {func.__name__!r}",
+            rename=aliases,
+        )
+        rollback_of[target] = RollbackDef(
+            func, args, inspect.iscoroutinefunction(func), rb.file, rb.line
+        )
 
     steps: dict[str, StepDef] = {}
     for name, func, opts in raw_steps:
@@ -323,30 +346,40 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         _check_options(name, opts)
         gs, group = group_steps.get(name, (None, None))
         extra = gs.extra if gs else ()
-        args = _analyze(func, step_names, names, where, what=f"step {name!r}", rename=aliases,
-                        extra=extra)
+        args = _analyze(
+            func, step_names, names, where, what=f"step {name!r}", rename=aliases, extra=extra
+        )
         deps = [a.key for a in args if a.source == "step"]
         for callback in gs.uses if gs else ():
-            cb_args = _analyze(callback, step_names, names, where, extra=extra, rename=aliases,
-                               what=f"{group.strategy if group else ''} callback "
-                                    f"{getattr(callback, '__name__', callback)!r} of {name}")
+            cb_args = _analyze(
+                callback,
+                step_names,
+                names,
+                where,
+                extra=extra,
+                rename=aliases,
+                what=f"{group.strategy if group else ''} callback "
+                f"{getattr(callback, '__name__', callback)!r} of {name}",
+            )
             deps += [a.key for a in cb_args if a.source == "step"]
         when_args = None
         if opts.when is not None:
             if not callable(opts.when):
                 raise DefinitionError(f"step {name!r}: when= must be callable", *where)
-            when_args = _analyze(opts.when, step_names, names, where,
-                                 what=f"when= of step {name!r}", rename=aliases)
+            when_args = _analyze(
+                opts.when, step_names, names, where, what=f"when= of step {name!r}", rename=aliases
+            )
             deps += [a.key for a in when_args if a.source == "step"]
         after = []
         for target in opts.after:
             if isinstance(target, StepGroup):  # after=[release]: the group object itself
                 target = next((v for v, g in groups.items() if g is target), target)
-            target_name = aliases.get(target, None) if isinstance(target, str) else None
+            target_name = aliases.get(target) if isinstance(target, str) else None
             target_name = target_name or _step_name(target)
             if target_name not in all_names:
-                raise DefinitionError(f"step {name!r}: after= names unknown step {target!r}",
-                                      *where)
+                raise DefinitionError(
+                    f"step {name!r}: after= names unknown step {target!r}", *where
+                )
             after.append(target_name)
         if name in deps:
             raise DefinitionError(f"step {name!r} depends on itself", *where)
@@ -354,31 +387,63 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         if gs is not None and gs.rollback is not None:
             rollback = RollbackDef(
                 gs.rollback,
-                _analyze(gs.rollback, step_names, names, where, extra=(*extra, "output"),
-                         what=f"rollback of {name!r}", rename=aliases),
-                inspect.iscoroutinefunction(gs.rollback), opts.file, opts.line)
+                _analyze(
+                    gs.rollback,
+                    step_names,
+                    names,
+                    where,
+                    extra=(*extra, "output"),
+                    what=f"rollback of {name!r}",
+                    rename=aliases,
+                ),
+                inspect.iscoroutinefunction(gs.rollback),
+                opts.file,
+                opts.line,
+            )
         steps[name] = StepDef(
-            name=name, func=func, options=opts, args=args, deps=tuple(dict.fromkeys(deps)),
-            after=tuple(dict.fromkeys(a for a in after if a not in deps)), when_args=when_args,
-            rollback=rollback, is_async=inspect.iscoroutinefunction(func),
+            name=name,
+            func=func,
+            options=opts,
+            args=args,
+            deps=tuple(dict.fromkeys(deps)),
+            after=tuple(dict.fromkeys(a for a in after if a not in deps)),
+            when_args=when_args,
+            rollback=rollback,
+            is_async=inspect.iscoroutinefunction(func),
             group=name.split(".", 1)[0] if gs else None,
-            uses=gs.uses if gs else (), extra=tuple(extra))
+            uses=gs.uses if gs else (),
+            extra=tuple(extra),
+        )
 
     edges = {n: s.predecessors for n, s in steps.items()}
     cycle = dag.find_cycle(edges)
     if cycle:
         first = steps[cycle[0]]
-        raise DefinitionError(f"dependency cycle: {' -> '.join(cycle)}", file=first.options.file,
-                              line=first.options.line)
+        raise DefinitionError(
+            f"dependency cycle: {' -> '.join(cycle)}",
+            file=first.options.file,
+            line=first.options.line,
+        )
     order = dag.toposort(list(steps), edges)
     lock = getattr(module, "lock", None)
     if lock is not None and not isinstance(lock, str):
-        raise DefinitionError(f"module-level lock must be a string template, got {lock!r}",
-                              file=str(path))
+        raise DefinitionError(
+            f"module-level lock must be a string template, got {lock!r}", file=str(path)
+        )
     return Runbook(
-        path=path, name=path.stem, doc=inspect.cleandoc(module.__doc__ or ""), sha256=sha,
-        module=module, steps={n: steps[n] for n in order}, params=params, resources=resources,
-        lock=lock, conftests=tuple(conf_modules), groups=groups, aliases=aliases)
+        path=path,
+        name=path.stem,
+        doc=inspect.cleandoc(module.__doc__ or ""),
+        sha256=sha,
+        module=module,
+        steps={n: steps[n] for n in order},
+        params=params,
+        resources=resources,
+        lock=lock,
+        conftests=tuple(conf_modules),
+        groups=groups,
+        aliases=aliases,
+    )
 
 
 def _check_options(name: str, o: StepOptions) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 from runbook.params import Params
 
 # The step whose code is running in this task or worker thread (contextvars follow both).
-CURRENT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("runbook_step",
-                                                                         default=None)
+CURRENT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "runbook_step", default=None
+)
 # The fencing token of the lock protecting the current step (its own lock, else the run lock).
-FENCING_TOKEN: contextvars.ContextVar[int | None] = contextvars.ContextVar("runbook_fencing",
-                                                                          default=None)
+FENCING_TOKEN: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "runbook_fencing", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class RunInfo:
 
 
 class Ctx:
-    """The ``ctx`` resource: the run's identity and the few actions that belong to the run itself."""
+    """The ``ctx`` resource: the run's identity and the few actions that belong to the run."""
 
     def __init__(
         self,
@@ -81,8 +83,11 @@ class Ctx:
 
     def record_change(self, target: str, before: Any, after: Any) -> None:
         """Record what this step changed (``change_recorded``), before/after, in the audit trail."""
-        self._record("change_recorded", CURRENT_STEP.get(),
-                     {"target": target, "before": before, "after": after})
+        self._record(
+            "change_recorded",
+            CURRENT_STEP.get(),
+            {"target": target, "before": before, "after": after},
+        )
 
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress on a long wait; shown by the terminal, passed to plugins."""

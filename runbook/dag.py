@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A cycle as a path ``[a, b, ..., a]`` if the graph has one. ``edges[n]`` = n's predecessors."""
+    """A cycle as a path ``[a, b, ..., a]``, or None. ``edges[n]`` = n's predecessors."""
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(edges, white)
     stack: list[str] = []
@@ -19,7 +19,7 @@ def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
         stack.append(node)
         for pred in edges.get(node, ()):
             if color.get(pred, black) == grey:
-                return [*stack[stack.index(pred):], pred]
+                return [*stack[stack.index(pred) :], pred]
             if color.get(pred) == white:
                 found = visit(pred)
                 if found:

@@ -52,6 +52,8 @@ REDACTED_KEY = "__runbook_redacted__"
 
 def is_redacted(output: Any) -> bool:
     return isinstance(output, dict) and output.get(REDACTED_KEY) is True
+
+
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
 
@@ -97,7 +99,8 @@ class Execution:
         self.steps = self.rb.steps
         self.clock = setup.clock
         self.results: dict[str, StepResult] = {
-            name: StepResult(name, kind=step.kind) for name, step in self.steps.items()}
+            name: StepResult(name, kind=step.kind) for name, step in self.steps.items()
+        }
         self.outputs = setup.outputs
         self.completed: list[str] = []  # reversible steps in order of completion
         self.failed: list[str] = []  # required steps that failed or were cut off mid-way
@@ -129,8 +132,9 @@ class Execution:
 
                 logging.getLogger("runbook").exception("hook %s failed", name)
 
-    def emit(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None,
-             **kw: Any) -> None:
+    def emit(
+        self, kind: str, step: str | None = None, data: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         """Audit an event; a refused required sink makes the run fail before its next effect."""
         if self._quiet:
             return
@@ -155,14 +159,27 @@ class Execution:
             if masked != output:  # a secret is never stored: mark the output as incomplete
                 output = {REDACTED_KEY: True, "value": masked}
         try:
-            self.s.store.save_step(StepRecord(
-                run_id=self.s.info.run_id, name=name, status=res.status, output=output,
-                error=res.error, attempts=res.attempts, started_at=res.started_at,
-                finished_at=res.finished_at, duration=res.duration, reason=res.reason,
-                completed_seq=self._seq if res.status == R.STEP_SUCCEEDED else None))
+            self.s.store.save_step(
+                StepRecord(
+                    run_id=self.s.info.run_id,
+                    name=name,
+                    status=res.status,
+                    output=output,
+                    error=res.error,
+                    attempts=res.attempts,
+                    started_at=res.started_at,
+                    finished_at=res.finished_at,
+                    duration=res.duration,
+                    reason=res.reason,
+                    completed_seq=self._seq if res.status == R.STEP_SUCCEEDED else None,
+                )
+            )
         except Exception as exc:
-            err = exc if isinstance(exc, StoreError) else StoreError(
-                f"run store failed: {_error_text(exc)}")
+            err = (
+                exc
+                if isinstance(exc, StoreError)
+                else StoreError(f"run store failed: {_error_text(exc)}")
+            )
             self._fatal(err)
             raise err from None
 
@@ -187,9 +204,15 @@ class Execution:
                 if self.s.dry_run:
                     pass
                 elif info.resumed:
-                    self.emit("run_resumed", None, {
-                        "resumed_by": self.s.resumed_by or info.actor,
-                        "interrupted": self.s.decisions}, actor=self.s.resumed_by)
+                    self.emit(
+                        "run_resumed",
+                        None,
+                        {
+                            "resumed_by": self.s.resumed_by or info.actor,
+                            "interrupted": self.s.decisions,
+                        },
+                        actor=self.s.resumed_by,
+                    )
                 else:
                     self.emit("run_started", None, {"max_parallel": self.s.max_parallel})
                 if self.rb.lock and self.s.locks and not self.s.dry_run:
@@ -213,23 +236,43 @@ class Execution:
         status = self._status()
         await self._teardown(paused=status == R.PAUSED)
         result = RunResult(
-            run_id=info.run_id, status=status, runbook=info.runbook, env=info.env,
-            actor=info.actor, steps=self.results, audit=self.s.recorder.events,
-            error=self._first_error(), started_at=started, finished_at=self._now(),
-            dry_run=self.s.dry_run, lock_denied=self.lock_denied, redactor=self.s.redactor)
+            run_id=info.run_id,
+            status=status,
+            runbook=info.runbook,
+            env=info.env,
+            actor=info.actor,
+            steps=self.results,
+            audit=self.s.recorder.events,
+            error=self._first_error(),
+            started_at=started,
+            finished_at=self._now(),
+            dry_run=self.s.dry_run,
+            lock_denied=self.lock_denied,
+            redactor=self.s.redactor,
+        )
         if not self.s.dry_run:
             with contextlib.suppress(AuditError):
                 if status == R.PAUSED:
-                    waiting = [n for n, r in self.results.items()
-                               if r.status == R.AWAITING_APPROVAL]
+                    waiting = [
+                        n for n, r in self.results.items() if r.status == R.AWAITING_APPROVAL
+                    ]
                     self.s.recorder.emit("run_paused", None, {"awaiting": waiting})
                 if status == R.CANCELLED:
-                    self.s.recorder.emit("run_cancelled", None,
-                                         {"cancelled_by": self.s.resumed_by or info.actor},
-                                         actor=self.s.resumed_by)
-                self.s.recorder.emit("run_finished", None, {
-                    "status": status, "error": result.error,
-                    "duration_ms": round((result.duration or 0) * 1000, 3)})
+                    self.s.recorder.emit(
+                        "run_cancelled",
+                        None,
+                        {"cancelled_by": self.s.resumed_by or info.actor},
+                        actor=self.s.resumed_by,
+                    )
+                self.s.recorder.emit(
+                    "run_finished",
+                    None,
+                    {
+                        "status": status,
+                        "error": result.error,
+                        "duration_ms": round((result.duration or 0) * 1000, 3),
+                    },
+                )
             if self.s.store is not None:
                 with contextlib.suppress(Exception):
                     self.s.store.update_run(info.run_id, status=status, error=result.error)
@@ -243,8 +286,11 @@ class Execution:
             res = self.results[name]
             output = rec.output["value"] if is_redacted(rec.output) else rec.output
             res.status, res.output, res.error = rec.status, output, rec.error
-            res.attempts, res.started_at, res.finished_at = rec.attempts, rec.started_at, \
-                rec.finished_at
+            res.attempts, res.started_at, res.finished_at = (
+                rec.attempts,
+                rec.started_at,
+                rec.finished_at,
+            )
             res.duration, res.reason = rec.duration, rec.reason
             if rec.status == R.STEP_SUCCEEDED:
                 self.outputs[name] = output
@@ -253,9 +299,14 @@ class Execution:
             elif name in self.s.skip_interrupted:
                 res.status, res.reason = R.SKIPPED, "skipped after interruption"
                 self._save(name)
-        done = [(r.completed_seq or 0, n) for n, r in self.s.prior.items()
-                if r.status == R.STEP_SUCCEEDED and n in self.steps and self.steps[n].reversible
-                and n not in self.s.rerun_interrupted]
+        done = [
+            (r.completed_seq or 0, n)
+            for n, r in self.s.prior.items()
+            if r.status == R.STEP_SUCCEEDED
+            and n in self.steps
+            and self.steps[n].reversible
+            and n not in self.s.rerun_interrupted
+        ]
         self.completed = [n for _, n in sorted(done)]
         self._seq = max((r.completed_seq or 0 for r in self.s.prior.values()), default=0)
         if self.s.deny_only:
@@ -384,9 +435,16 @@ class Execution:
             out[arg.name] = value
         return out
 
-    def _finish(self, name: str, status: str, *, reason: str | None = None,
-                error: str | None = None, event: str | None = None,
-                data: dict[str, Any] | None = None) -> None:
+    def _finish(
+        self,
+        name: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         res = self.results[name]
         res.status, res.reason = status, reason
         if error is not None:
@@ -406,39 +464,51 @@ class Execution:
         res = self.results[name]
         CURRENT_STEP.set(name)
         kwargs = self._kwargs(step.args)
-        if isinstance(kwargs, str):
-            if self.s.dry_run and kwargs.endswith(R.PLANNED):
-                self._finish(name, R.PLANNED, reason="would run (after planned steps)")
-                return
-            self._finish(name, R.SKIPPED, reason=kwargs, event="step_skipped",
-                         data={"reason": kwargs})
+        # --dry-run: inputs that are only "planned" still let a probe-only when= be evaluated.
+        planned = self.s.dry_run and isinstance(kwargs, str) and kwargs.endswith(R.PLANNED)
+        if isinstance(kwargs, str) and not planned:
+            self._finish(
+                name, R.SKIPPED, reason=kwargs, event="step_skipped", data={"reason": kwargs}
+            )
             return
         if step.when_args is not None:
             if self.s.dry_run and any(
-                    a.source == "step" and self.steps[a.key].kind != "probe"
-                    for a in step.when_args):
+                a.source == "step" and self.steps[a.key].kind != "probe" for a in step.when_args
+            ):
                 self._finish(name, R.PLANNED, reason="when: decided at run time")
                 return
             when_kwargs = self._kwargs(step.when_args)
             if isinstance(when_kwargs, str):
-                self._finish(name, R.SKIPPED, reason=when_kwargs, event="step_skipped",
-                             data={"reason": when_kwargs})
+                self._finish(
+                    name,
+                    R.SKIPPED,
+                    reason=when_kwargs,
+                    event="step_skipped",
+                    data={"reason": when_kwargs},
+                )
                 return
             try:
                 decision = step.options.when(**when_kwargs)
             except Exception as exc:
-                self._finish(name, R.STEP_FAILED, error=f"when= raised {_error_text(exc)}",
-                             event="step_failed", data={"error": _error_text(exc)})
+                self._finish(
+                    name,
+                    R.STEP_FAILED,
+                    error=f"when= raised {_error_text(exc)}",
+                    event="step_failed",
+                    data={"error": _error_text(exc)},
+                )
                 self._on_failure(name)
                 return
             if not decision:
-                self._finish(name, R.SKIPPED, reason="when", event="step_skipped",
-                             data={"reason": "when"})
+                self._finish(
+                    name, R.SKIPPED, reason="when", event="step_skipped", data={"reason": "when"}
+                )
                 return
-        if self.s.dry_run and step.kind != "probe":
+        if planned or (self.s.dry_run and step.kind != "probe"):
             gate = " (approval gate)" if step.options.approval else ""
             self._finish(name, R.PLANNED, reason=f"would run{gate}")
             return
+        assert isinstance(kwargs, dict)
         if step.options.approval is not None and not self.s.dry_run:
             verdict = self.s.approvals.check(name, step.options.approval, self)
             if verdict == "denied":
@@ -447,9 +517,13 @@ class Execution:
                 return
             if verdict == "pending":
                 if res.status != R.AWAITING_APPROVAL:
-                    self._finish(name, R.AWAITING_APPROVAL, reason="awaiting approval",
-                                 event="approval_requested",
-                                 data=self.s.approvals.request_data(name, step.options.approval))
+                    self._finish(
+                        name,
+                        R.AWAITING_APPROVAL,
+                        reason="awaiting approval",
+                        event="approval_requested",
+                        data=self.s.approvals.request_data(name, step.options.approval),
+                    )
                 return
         lock_name = self._template(step.options.lock) if step.options.lock else None
         if lock_name and self.s.locks:
@@ -457,8 +531,13 @@ class Execution:
                 await self._acquire([lock_name], name)
             except LockHeld as exc:
                 self.lock_denied = str(exc)
-                self._finish(name, R.STEP_FAILED, error=str(exc), event="step_failed",
-                             data={"error": str(exc)})
+                self._finish(
+                    name,
+                    R.STEP_FAILED,
+                    error=str(exc),
+                    event="step_failed",
+                    data={"error": str(exc)},
+                )
                 self._on_failure(name)
                 return
         token = self._token(lock_name)
@@ -471,8 +550,11 @@ class Execution:
                 released = await self.s.locks.release([lock_name])
                 for lease in released:
                     with contextlib.suppress(AuditError):
-                        self.emit("lock_released", name, {"lock": lease.name,
-                                                          "fencing_token": lease.token})
+                        self.emit(
+                            "lock_released",
+                            name,
+                            {"lock": lease.name, "fencing_token": lease.token},
+                        )
 
     def _token(self, lock_name: str | None) -> int | None:
         locks = self.s.locks
@@ -500,8 +582,13 @@ class Execution:
             except asyncio.CancelledError:
                 lost = self._lost.pop(name, None)
                 if lost is None:
-                    self._finish(name, R.STEP_CANCELLED, reason="cancelled",
-                                 event="step_failed", data={"error": "cancelled"})
+                    self._finish(
+                        name,
+                        R.STEP_CANCELLED,
+                        reason="cancelled",
+                        event="step_failed",
+                        data={"error": "cancelled"},
+                    )
                     if step.reversible:
                         self.failed.append(name)
                     raise
@@ -518,29 +605,45 @@ class Execution:
                     exc = TypeError(
                         f"step {name!r} returned a {type(output).__name__}, which is not "
                         "JSON-serialisable: return dicts, lists, strings, numbers, booleans or "
-                        "None so the run can be stored and resumed")
+                        "None so the run can be stored and resumed"
+                    )
             if exc is None:
                 res.output = output
                 self.outputs[name] = output
                 if step.reversible:
                     self.completed.append(name)
                 duration_ms = round((self.clock.monotonic() - began) * 1000, 3)
-                self._finish(name, R.STEP_SUCCEEDED, event="step_succeeded",
-                             data={"output": output, "attempt": attempt,
-                                   "duration_ms": duration_ms})
+                self._finish(
+                    name,
+                    R.STEP_SUCCEEDED,
+                    event="step_succeeded",
+                    data={"output": output, "attempt": attempt, "duration_ms": duration_ms},
+                )
                 return
             text = _error_text(exc)
             retryable = attempt < attempts and not isinstance(exc, LeaseLost)
             if retryable:
                 delay = self._backoff(opts.backoff, opts.backoff_max, attempt)
-                self.emit("step_retried", name, {"attempt": attempt, "error": text,
-                                                 "delay": round(delay, 3)})
+                self.emit(
+                    "step_retried",
+                    name,
+                    {"attempt": attempt, "error": text, "delay": round(delay, 3)},
+                )
                 await self.clock.asleep(delay)
                 continue
             tb = self.s.redactor.text("".join(traceback.format_exception(exc))[-4000:])
-            self._finish(name, R.STEP_FAILED, error=text, event="step_failed",
-                         data={"error": text, "attempt": attempt, "traceback": tb,
-                               "duration_ms": round((self.clock.monotonic() - began) * 1000, 3)})
+            self._finish(
+                name,
+                R.STEP_FAILED,
+                error=text,
+                event="step_failed",
+                data={
+                    "error": text,
+                    "attempt": attempt,
+                    "traceback": tb,
+                    "duration_ms": round((self.clock.monotonic() - began) * 1000, 3),
+                },
+            )
             self._on_failure(name)
             return
 
@@ -554,9 +657,15 @@ class Execution:
         delay = min(cap, base * (2 ** (attempt - 1)))
         return delay / 2 + self.s.rng.random() * delay / 2
 
-    async def _call(self, step: StepDef | Any, kwargs: dict[str, Any], *,
-                    func: Callable[..., Any] | None = None, is_async: bool | None = None,
-                    timeout: float | None = None) -> Any:
+    async def _call(
+        self,
+        step: StepDef | Any,
+        kwargs: dict[str, Any],
+        *,
+        func: Callable[..., Any] | None = None,
+        is_async: bool | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         func = func or step.func
         is_async = step.is_async if is_async is None else is_async
         timeout = step.options.timeout if timeout is None else timeout
@@ -568,8 +677,9 @@ class Execution:
                 coro = func(**kwargs)
                 return await (asyncio.wait_for(coro, timeout) if timeout else coro)
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=max(1, self.s.max_parallel),
-                                                    thread_name_prefix="runbook-step")
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.s.max_parallel), thread_name_prefix="runbook-step"
+                )
             import contextvars
 
             call = functools.partial(contextvars.copy_context().run, func, **kwargs)
@@ -587,8 +697,11 @@ class Execution:
         except TimeoutError as exc:
             # Only wait_for running out means the step's own timeout fired; a TimeoutError the
             # step raised itself (a probe's WaitTimeout, say) keeps its own message.
-            if isinstance(exc, StepTimeout) or not timeout or not isinstance(
-                    exc.__cause__, asyncio.CancelledError):
+            if (
+                isinstance(exc, StepTimeout)
+                or not timeout
+                or not isinstance(exc.__cause__, asyncio.CancelledError)
+            ):
                 raise
             if not is_async and thread_future is not None and not thread_future.done():
                 self._stragglers[step.name] = thread_future
@@ -606,8 +719,16 @@ class Execution:
             leases = await locks.acquire(names)
         except LockHeld as exc:
             with contextlib.suppress(AuditError):
-                self.emit("lock_denied", step, {"lock": exc.name, "holder": exc.holder,
-                                                "holder_actor": exc.actor, "since": exc.since})
+                self.emit(
+                    "lock_denied",
+                    step,
+                    {
+                        "lock": exc.name,
+                        "holder": exc.holder,
+                        "holder_actor": exc.actor,
+                        "since": exc.since,
+                    },
+                )
             raise
         for lease in leases:
             self.emit("lock_acquired", step, {"lock": lease.name, "fencing_token": lease.token})
@@ -633,9 +754,13 @@ class Execution:
 
     async def _rollback_all(self) -> None:
         order = [n for n in dict.fromkeys(self.failed) if self.steps[n].rollback is not None]
-        order += [n for n in reversed(self.completed)
-                  if n not in order and self.steps[n].rollback is not None
-                  and self.results[n].status == R.STEP_SUCCEEDED]
+        order += [
+            n
+            for n in reversed(self.completed)
+            if n not in order
+            and self.steps[n].rollback is not None
+            and self.results[n].status == R.STEP_SUCCEEDED
+        ]
         for name in order:
             await self._rollback(name)
 
@@ -655,8 +780,10 @@ class Execution:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(straggler)), grace)
             if not straggler.done():
-                text = (f"step {name!r} is still running in its worker thread {grace:g}s after "
-                        "its timeout; not rolled back: check it and undo by hand")
+                text = (
+                    f"step {name!r} is still running in its worker thread {grace:g}s after "
+                    "its timeout; not rolled back: check it and undo by hand"
+                )
                 res.status, res.rollback_error = R.STEP_ROLLBACK_FAILED, text
                 with contextlib.suppress(Exception):
                     self._save(name)
@@ -670,8 +797,9 @@ class Execution:
             if arg.source == "extra":  # group steps receive their own output as ``output``
                 kwargs[arg.name] = output
             elif arg.source == "step":
-                kwargs[arg.name] = self.outputs.get(arg.key, arg.default if arg.has_default
-                                                    else None)
+                kwargs[arg.name] = self.outputs.get(
+                    arg.key, arg.default if arg.has_default else None
+                )
             elif arg.source == "name":
                 kwargs[arg.name] = self.s.scope.get(arg.key)
             else:
@@ -707,14 +835,20 @@ class Execution:
                 others = [lease.name for lease in locks.held() if lease.name != self._run_lock]
                 for lease in await locks.release(others):
                     with contextlib.suppress(AuditError):
-                        self.s.recorder.emit("lock_released", None, {
-                            "lock": lease.name, "fencing_token": lease.token})
+                        self.s.recorder.emit(
+                            "lock_released",
+                            None,
+                            {"lock": lease.name, "fencing_token": lease.token},
+                        )
                 await locks.aclose()
             else:
                 for lease in await locks.release_all():
                     with contextlib.suppress(AuditError):
-                        self.s.recorder.emit("lock_released", None, {
-                            "lock": lease.name, "fencing_token": lease.token})
+                        self.s.recorder.emit(
+                            "lock_released",
+                            None,
+                            {"lock": lease.name, "fencing_token": lease.token},
+                        )
                 await locks.aclose()
         for error in self.s.scope.close():
             import logging

@@ -90,8 +90,13 @@ class LockHeld(LockError):
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, name: str, holder: str | None = None, actor: str | None = None,
-                 since: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        holder: str | None = None,
+        actor: str | None = None,
+        since: str | None = None,
+    ):
         self.name = name
         self.holder = holder
         self.actor = actor

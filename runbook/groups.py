@@ -9,7 +9,7 @@ an edge to the group's last step, whose output it receives.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runbook.markers import StepOptions
@@ -21,13 +21,14 @@ class GroupStep:
 
     ``name`` is local to the group (``shift-5``); ``after`` names other local steps of the group.
     ``func`` is injected by name like any step, and may ask for ``injector`` to call the user's
-    callbacks (``uses``) with injection plus the strategy's extra names (``service``, ``weight``...).
+    callbacks (``uses``) with injection plus the strategy's extra names (``service``,
+    ``weight``...).
     The data dependencies of ``uses`` (parameters named like steps) become edges of this step.
     """
 
     name: str
     func: Callable[..., Any]
-    options: StepOptions = StepOptions()
+    options: StepOptions = field(default_factory=StepOptions)
     rollback: Callable[..., Any] | None = None
     after: tuple[str, ...] = ()
     uses: tuple[Callable[..., Any], ...] = ()

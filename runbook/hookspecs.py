@@ -7,7 +7,8 @@ hooks as internal plugins, so anything they do a pip-installed plugin can do too
 Two shapes of hook:
 
 * Registration hooks (``runbook_run_stores``, ``runbook_lock_providers``...) return small frozen
-  records (``Provider``, ``StrategySpec``). They are *not* ``firstresult``: every plugin's records are
+  records (``Provider``, ``StrategySpec``). They are *not* ``firstresult``: every plugin's records
+  are
   collected, validated in one place (``runbook.plugins``), and a URL scheme claimed twice is an
   error naming both plugins, instead of the last one silently winning.
 * Lifecycle hooks (``runbook_run_started`` ... ``runbook_event``) are notifications; their return
@@ -100,12 +101,12 @@ def runbook_run_stores() -> list[Provider]:
 
 @hookspec
 def runbook_lock_providers() -> list[Provider]:
-    """Lock providers by URL scheme (``file``, ``sqlite``, ``memory``, ``redis``, ``postgresql``)."""
+    """Lock providers by URL scheme (file, sqlite, memory, redis, postgresql)."""
 
 
 @hookspec
 def runbook_audit_sinks() -> list[Provider]:
-    """Audit sinks by URL scheme (``jsonl``, ``sqlite``, ``logging``, ``memory``, ``postgresql``)."""
+    """Audit sinks by URL scheme (jsonl, sqlite, logging, memory, postgresql)."""
 
 
 @hookspec

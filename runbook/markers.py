@@ -1,7 +1,8 @@
 """The decorators a runbook is written with: ``@step``, ``@probe``, ``@rollback``, ``@resource``.
 
 Each decorator returns the function unchanged and only attaches a frozen spec to it, so a step stays
-a plain callable that a unit test can call directly. Collection (``runbook.collect``) reads the specs.
+a plain callable that a unit test can call directly. Collection (``runbook.collect``) reads
+the specs.
 """
 
 from __future__ import annotations
@@ -155,8 +156,9 @@ def rollback(target: Any) -> Callable[[F], F]:
         file, line = _where(target)
         from runbook.errors import DefinitionError
 
-        raise DefinitionError("@rollback needs the step it undoes: @rollback(step)", file=file,
-                              line=line)
+        raise DefinitionError(
+            "@rollback needs the step it undoes: @rollback(step)", file=file, line=line
+        )
 
     def mark(f: F) -> F:
         file, line = _where(f)

@@ -1,4 +1,4 @@
-"""Typed runbook parameters: declared with ``param()``, converted and validated before any step runs."""
+"""Typed parameters: declared with ``param()``, converted and validated before any step runs."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ _CONVERTERS: dict[Any, Callable[[Any], Any]] = {bool: _to_bool, list: _to_list}
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A declared parameter. ``secret`` values are redacted as ``***`` everywhere they could leak."""
+    """A declared parameter. ``secret`` values are shown as ``***`` wherever they could leak."""
 
     name: str
     type: Callable[[Any], Any] = str
@@ -76,7 +76,7 @@ class ParamSpec:
                 raise ValueError(f"expected {self.type_name}, got {shown}") from exc
         if self.choices is not None and value not in self.choices:
             shown = "***" if self.secret else repr(value)
-            raise ValueError(f"{shown} is not one of {_describe_choices(self.choices)}")
+            raise ValueError(f"{shown} is not one of {describe_choices(self.choices)}")
         return value
 
     def describe_default(self) -> str:
@@ -85,7 +85,7 @@ class ParamSpec:
         return "***" if self.secret else repr(self.default)
 
 
-def _describe_choices(choices: Container[Any]) -> str:
+def describe_choices(choices: Container[Any]) -> str:
     if isinstance(choices, range):
         return f"{choices.start}..{choices.stop - 1}" + (
             f" step {choices.step}" if choices.step != 1 else ""
@@ -99,9 +99,9 @@ def _describe_choices(choices: Container[Any]) -> str:
 def param(
     name: str,
     *,
-    type: Callable[[Any], Any] = str,  # noqa: A002 - mirrors click/argparse
+    type: Callable[[Any], Any] = str,
     default: Any = REQUIRED,
-    help: str = "",  # noqa: A002
+    help: str = "",
     choices: Container[Any] | None = None,
     secret: bool = False,
     env: str | None = None,
@@ -112,8 +112,16 @@ def param(
     ``env`` names an environment variable read when the value is not given with ``-p``; that is how
     secrets should arrive, so they never sit in shell history.
     """
-    return ParamSpec(name=name, type=type, default=default, help=help, choices=choices,
-                     secret=secret, env=env, example=example)
+    return ParamSpec(
+        name=name,
+        type=type,
+        default=default,
+        help=help,
+        choices=choices,
+        secret=secret,
+        env=env,
+        example=example,
+    )
 
 
 class Params(Mapping[str, Any]):
@@ -129,7 +137,9 @@ class Params(Mapping[str, Any]):
         try:
             return self._values[name]
         except KeyError:
-            raise AttributeError(f"no parameter {name!r}; declared: {sorted(self._values)}") from None
+            raise AttributeError(
+                f"no parameter {name!r}; declared: {sorted(self._values)}"
+            ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("params are read-only during a run")

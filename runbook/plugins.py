@@ -178,8 +178,9 @@ class Plugins:
                 "teams": " (pip install runbook-slack)",
                 "smtp": " (pip install runbook-email)",
             }.get(scheme, "")
-            raise PluginError(f"no {kind} plugin for {scheme}:// {hint}(known: {known})".replace(
-                "  ", " "))
+            raise PluginError(
+                f"no {kind} plugin for {scheme}:// {hint}(known: {known})".replace("  ", " ")
+            )
         return table[scheme].open(url, **options)
 
     def strategies(self) -> dict[str, StrategySpec]:
@@ -200,8 +201,9 @@ class Plugins:
         infos = []
         for name, plugin in self.pm.list_name_plugin():
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or []))
-            infos.append(PluginInfo(name=name, source=self._sources.get(name, "object"),
-                                    hooks=hooks))
+            infos.append(
+                PluginInfo(name=name, source=self._sources.get(name, "object"), hooks=hooks)
+            )
         return infos
 
     def has_impls(self, hook_name: str) -> bool:
@@ -209,11 +211,11 @@ class Plugins:
 
     def _trace(self) -> None:
         def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-            print(f"[runbook hook] {hook_name} -> {[i.plugin_name for i in impls]}",
-                  file=sys.stderr)
+            print(
+                f"[runbook hook] {hook_name} -> {[i.plugin_name for i in impls]}", file=sys.stderr
+            )
 
         def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
             pass
 
         self.pm.add_hookcall_monitoring(before, after)
-

@@ -44,8 +44,14 @@ class Recorder:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
-    def emit(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None,
-             *, actor: str | None = None) -> AuditEvent:
+    def emit(
+        self,
+        kind: str,
+        step: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> AuditEvent:
         """Record one event in every sink; raise ``AuditError`` if a required sink refused it."""
         event = AuditEvent(
             kind=kind,
@@ -68,8 +74,10 @@ class Recorder:
                     written = sink.append(event)
                 except Exception as exc:
                     text = self.redact.text(
-                        str(exc) if isinstance(exc, AuditError)
-                        else f"audit sink {sink.url} failed: {type(exc).__name__}: {exc}")
+                        str(exc)
+                        if isinstance(exc, AuditError)
+                        else f"audit sink {sink.url} failed: {type(exc).__name__}: {exc}"
+                    )
                     if sink.best_effort:
                         if sink.url not in self._warned:
                             self._warned.add(sink.url)

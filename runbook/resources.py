@@ -69,7 +69,7 @@ class Shell:
         timeout: float | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
-        input: str | None = None,  # noqa: A002
+        input: str | None = None,
     ) -> ShellResult:
         shown = command if isinstance(command, str) else shlex.join(command)
         limit = timeout if timeout is not None else self.default_timeout
@@ -115,8 +115,9 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     argument (``log.info("token %s", token)``), not in the format string.
     """
 
-    def __init__(self, logger: logging.Logger, extra: dict[str, Any],
-                 redact: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, logger: logging.Logger, extra: dict[str, Any], redact: Callable[[Any], Any]
+    ) -> None:
         super().__init__(logger, extra)
         self._redact = redact
 

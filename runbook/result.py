@@ -1,4 +1,4 @@
-"""What a run returns: ``RunResult`` and one ``StepResult`` per step, with the statuses of DESIGN.md 2."""
+"""What a run returns: ``RunResult`` and a ``StepResult`` per step (statuses of DESIGN.md 2)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,19 @@ STEP_ROLLBACK_FAILED = "rollback_failed"
 STEP_CANCELLED = "cancelled"
 DENIED = "denied"
 PLANNED = "planned"  # --dry-run: would run
-STEP_STATUSES = (PENDING, STEP_RUNNING, STEP_SUCCEEDED, STEP_FAILED, SKIPPED, AWAITING_APPROVAL,
-                 STEP_ROLLED_BACK, STEP_ROLLBACK_FAILED, STEP_CANCELLED, DENIED, PLANNED)
+STEP_STATUSES = (
+    PENDING,
+    STEP_RUNNING,
+    STEP_SUCCEEDED,
+    STEP_FAILED,
+    SKIPPED,
+    AWAITING_APPROVAL,
+    STEP_ROLLED_BACK,
+    STEP_ROLLBACK_FAILED,
+    STEP_CANCELLED,
+    DENIED,
+    PLANNED,
+)
 
 # Statuses after which a step's dependents may run.
 DONE_STATUSES = frozenset({STEP_SUCCEEDED, SKIPPED})

@@ -35,9 +35,15 @@ from runbook.result import RunResult
 from runbook.scope import Injector, ResourceScope
 from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, RunStore
 
-_LIFECYCLE = ("runbook_run_started", "runbook_step_started", "runbook_step_finished",
-              "runbook_rollback_finished", "runbook_run_finished", "runbook_event",
-              "runbook_progress")
+_LIFECYCLE = (
+    "runbook_run_started",
+    "runbook_step_started",
+    "runbook_step_finished",
+    "runbook_rollback_finished",
+    "runbook_run_finished",
+    "runbook_event",
+    "runbook_progress",
+)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -118,19 +124,36 @@ class Runner:
         self._locks: LockProvider | None = None
 
     @classmethod
-    def from_config(cls, config: Any, *, env: str | None = None, store: str | None = None,
-                    plugins: Sequence[Any] = (), **kwargs: Any) -> Runner:
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        env: str | None = None,
+        store: str | None = None,
+        plugins: Sequence[Any] = (),
+        lock_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Runner:
         """A runner configured by ``[tool.runbook]`` (what the CLI uses)."""
         env_cfg = config.env(env)
         return cls(
-            env=env_cfg.name, protection=env_cfg.protection, approvers=env_cfg.approvers,
-            env_params=env_cfg.params, store=store or config.store,
+            env=env_cfg.name,
+            protection=env_cfg.protection,
+            approvers=env_cfg.approvers,
+            env_params=env_cfg.params,
+            store=store or config.store,
             audit=[{"url": s.url, "best_effort": s.best_effort} for s in config.audit],
-            locks=config.lock, lock_timeout=kwargs.pop("lock_timeout", None) or
-            config.lock_timeout, lease=config.lease, notify=config.notify,
-            templates=config.templates, router=config.router,
+            locks=config.lock,
+            lock_timeout=config.lock_timeout if lock_timeout is None else lock_timeout,
+            lease=config.lease,
+            notify=config.notify,
+            templates=config.templates,
+            router=config.router,
             keep_lock_when_paused=config.keep_lock_when_paused,
-            plugins=[*config.plugins, *plugins], config=config, **kwargs)
+            plugins=[*config.plugins, *plugins],
+            config=config,
+            **kwargs,
+        )
 
     # -- providers, opened on first use --------------------------------------------------------
 
@@ -150,8 +173,7 @@ class Runner:
                     sinks.append(self.plugins.open("audit", self._in_store(spec)))
                 elif isinstance(spec, Mapping):
                     options = {k: v for k, v in spec.items() if k != "url"}
-                    sinks.append(self.plugins.open("audit", self._in_store(spec["url"]),
-                                                   **options))
+                    sinks.append(self.plugins.open("audit", self._in_store(spec["url"]), **options))
                 else:
                     sinks.append(spec)
             self._sinks = sinks
@@ -160,8 +182,11 @@ class Runner:
     def _in_store(self, url: str) -> str:
         """Bare ``sqlite://`` means "in the run store": the store's own SQLite file."""
         store = getattr(self._store_spec, "url", self._store_spec)
-        if url.partition("?")[0] == "sqlite://" and isinstance(store, str) \
-                and store.startswith("sqlite://"):
+        if (
+            url.partition("?")[0] == "sqlite://"
+            and isinstance(store, str)
+            and store.startswith("sqlite://")
+        ):
             return store
         return url
 
@@ -191,58 +216,91 @@ class Runner:
             return runbook
         return load(runbook, extra_names=self.resources, plugins=self.plugins)
 
-    def run(self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
-            ) -> RunResult:
+    def run(
+        self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
+    ) -> RunResult:
         return asyncio.run(self.arun(runbook, params=params))
 
-    async def arun(self, runbook: Runbook | str | Path, *,
-                   params: Mapping[str, Any] | None = None) -> RunResult:
+    async def arun(
+        self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
+    ) -> RunResult:
         rb = self.load(runbook)
         self._check_protection(rb)
-        resolved = resolve_params(rb.params, {**self.params, **(params or {})},
-                                  config_defaults=self.env_params)
+        resolved = resolve_params(
+            rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
+        )
         actor = self._actor()
         run_id = new_run_id(self.clock.now())
         record = None
         if not self.dry_run and self.store is not None:
             record = RunRecord(
-                run_id=run_id, runbook_path=str(rb.path), runbook_sha256=rb.sha256, env=self.env,
-                actor=actor, status=R.RUNNING, params=resolved.public(),
-                created_at=self.clock.now(), host=HOST, pid=os.getpid(),
-                options={"max_parallel": self.max_parallel})
+                run_id=run_id,
+                runbook_path=str(rb.path),
+                runbook_sha256=rb.sha256,
+                env=self.env,
+                actor=actor,
+                status=R.RUNNING,
+                params=resolved.public(),
+                created_at=self.clock.now(),
+                host=HOST,
+                pid=os.getpid(),
+                options={"max_parallel": self.max_parallel},
+            )
         return await self._execute(rb, run_id, resolved, actor, create=record)
 
-    def run_many(self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]
-                 ) -> list[RunResult]:
+    def run_many(
+        self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]
+    ) -> list[RunResult]:
         """Several runs at once in one process (each ``(runbook, params)`` or a runbook)."""
 
         async def all_runs() -> list[RunResult]:
-            calls = [self.arun(i[0], params=i[1]) if isinstance(i, tuple) else self.arun(i)
-                     for i in items]
+            calls = [
+                self.arun(i[0], params=i[1]) if isinstance(i, tuple) else self.arun(i)
+                for i in items
+            ]
             return list(await asyncio.gather(*calls))
 
         return asyncio.run(all_runs())
 
     def _check_protection(self, rb: Runbook) -> None:
         if self.yes and not self.protection.allow_yes:
-            raise UsageError(f"--yes is refused in env {self.env!r} "
-                             f"(protection {self.protection.level})")
+            raise UsageError(
+                f"--yes is refused in env {self.env!r} (protection {self.protection.level})"
+            )
         if self.protection.require_rollbacks:
             missing = [n for n, s in rb.steps.items() if s.options.reversible and not s.rollback]
             if missing:
                 raise UsageError(
                     f"env {self.env!r} (protection {self.protection.level}) requires a rollback "
-                    f"for every reversible step; missing for: {', '.join(missing)}")
+                    f"for every reversible step; missing for: {', '.join(missing)}"
+                )
 
-    async def _execute(self, rb: Runbook, run_id: str, params: Params, actor: str, *,
-                       resumed: bool = False, env: str | None = None,
-                       resumed_by: str | None = None, create: RunRecord | None = None,
-                       **extra: Any) -> RunResult:
+    async def _execute(
+        self,
+        rb: Runbook,
+        run_id: str,
+        params: Params,
+        actor: str,
+        *,
+        resumed: bool = False,
+        env: str | None = None,
+        resumed_by: str | None = None,
+        create: RunRecord | None = None,
+        **extra: Any,
+    ) -> RunResult:
         env = env or self.env
         protection, approvers = self._env_settings(env)
-        info = RunInfo(run_id=run_id, runbook=str(rb.path), name=rb.name, sha256=rb.sha256,
-                       env=env, actor=actor, params=params.public(), dry_run=self.dry_run,
-                       resumed=resumed)
+        info = RunInfo(
+            run_id=run_id,
+            runbook=str(rb.path),
+            name=rb.name,
+            sha256=rb.sha256,
+            env=env,
+            actor=actor,
+            params=params.public(),
+            dry_run=self.dry_run,
+            resumed=resumed,
+        )
         secret_values = [params[n] for n in params.secret_names]
         redactor = Redactor(secret_values)
         holder: dict[str, Execution] = {}
@@ -260,8 +318,13 @@ class Runner:
             listeners.append(lambda event: notifier.event(event, info))
         if create is not None and self.store is not None:
             self.store.create_run(create)
-        recorder = Recorder(info, [] if self.dry_run else self.sinks, clock=self.clock,
-                            redactor=redactor, listeners=listeners)
+        recorder = Recorder(
+            info,
+            [] if self.dry_run else self.sinks,
+            clock=self.clock,
+            redactor=redactor,
+            listeners=listeners,
+        )
 
         def record(kind: str, step: str | None, data: dict[str, Any]) -> None:
             holder["x"].emit(kind, step, data)
@@ -276,8 +339,13 @@ class Runner:
         factories.update(self.plugins.resources())
         for res in rb.resources.values():
             factories[res.name] = res.func
-        values: dict[str, Any] = {"ctx": ctx, "params": params, "env": env,
-                                  "clock": self.clock, "notify": self._notify_resource(notifier, info)}
+        values: dict[str, Any] = {
+            "ctx": ctx,
+            "params": params,
+            "env": env,
+            "clock": self.clock,
+            "notify": self._notify_resource(notifier, info),
+        }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
         values.update(self.resources)
         for name in values:
@@ -286,19 +354,45 @@ class Runner:
         scope._values.setdefault("injector", Injector(outputs, scope, rb.aliases))
         locks = None
         if self.lock_provider is not None and not self.dry_run:
-            locks = LockManager(self.lock_provider, clock=self.clock, owner=run_id, actor=actor,
-                                lease=self.lease, timeout=self.lock_timeout, rng=self._rng,
-                                on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
-                                on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(
-                                    name, lease, waited))
-        policy = ApprovalPolicy(run_id, extra.pop("run_actor", actor), protection,
-                                self.store, approvers, self.yes and not resumed)
+            locks = LockManager(
+                self.lock_provider,
+                clock=self.clock,
+                owner=run_id,
+                actor=actor,
+                lease=self.lease,
+                timeout=self.lock_timeout,
+                rng=self._rng,
+                on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
+                on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(name, lease, waited),
+            )
+        policy = ApprovalPolicy(
+            run_id,
+            extra.pop("run_actor", actor),
+            protection,
+            self.store,
+            approvers,
+            self.yes and not resumed,
+        )
         setup = RunSetup(
-            runbook=rb, info=info, scope=scope, recorder=recorder, clock=self.clock, hook=hook,
-            hooks_wanted=want, store=self.store, locks=locks, approvals=policy, redactor=redactor,
-            max_parallel=self.max_parallel, dry_run=self.dry_run, rng=self._rng,
-            keep_lock_when_paused=self.keep_lock_when_paused, outputs=outputs,
-            resumed_by=resumed_by, **extra)
+            runbook=rb,
+            info=info,
+            scope=scope,
+            recorder=recorder,
+            clock=self.clock,
+            hook=hook,
+            hooks_wanted=want,
+            store=self.store,
+            locks=locks,
+            approvals=policy,
+            redactor=redactor,
+            max_parallel=self.max_parallel,
+            dry_run=self.dry_run,
+            rng=self._rng,
+            keep_lock_when_paused=self.keep_lock_when_paused,
+            outputs=outputs,
+            resumed_by=resumed_by,
+            **extra,
+        )
         execution = holder["x"] = Execution(setup)
         if notifier is not None:
             await notifier.start()
@@ -327,9 +421,14 @@ class Runner:
         """
         if self.lock_provider is None or self.dry_run:
             return None
-        guard = LockManager(self.lock_provider, clock=self.clock,
-                            owner=f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}", actor=actor,
-                            lease=self.lease, timeout=0.0)
+        guard = LockManager(
+            self.lock_provider,
+            clock=self.clock,
+            owner=f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}",
+            actor=actor,
+            lease=self.lease,
+            timeout=0.0,
+        )
         await guard.acquire([f"run:{run_id}"])
         return guard
 
@@ -341,8 +440,11 @@ class Runner:
         if isinstance(self._locks_spec, str) and self._locks is not None:
             opened.append(self._locks)
         if self._sinks is not None:
-            opened += [s for s, spec in zip(self._sinks, self._audit_spec, strict=True)
-                       if not isinstance(spec, AuditSink)]
+            opened += [
+                s
+                for s, spec in zip(self._sinks, self._audit_spec, strict=True)
+                if not isinstance(spec, AuditSink)
+            ]
         for provider in opened:
             close = getattr(provider, "close", None)
             if close is not None:
@@ -357,7 +459,7 @@ class Runner:
 
     def _router_factory(self) -> Any:
         if self.router_url is None:
-            raise RunbookError("no router configured ([tool.runbook] router = \"file://...\")")
+            raise RunbookError('no router configured ([tool.runbook] router = "file://...")')
         return self.plugins.open("router", self.router_url)
 
     def _notification_service(self, info: RunInfo, holder: dict[str, Execution]) -> Any:
@@ -373,12 +475,15 @@ class Runner:
                 from runbook.errors import AuditError
 
                 with contextlib.suppress(AuditError):
-                    execution.s.recorder.emit("notification_failed", message.step,
-                                              {"channel": url, "error": error,
-                                               "kind": message.kind})
+                    execution.s.recorder.emit(
+                        "notification_failed",
+                        message.step,
+                        {"channel": url, "error": error, "kind": message.kind},
+                    )
 
-        return NotificationService(self.plugins, self.notify_rules, templates=self.templates,
-                                   on_failure=failed)
+        return NotificationService(
+            self.plugins, self.notify_rules, templates=self.templates, on_failure=failed
+        )
 
     def _notify_resource(self, service: Any, info: RunInfo) -> Any:
         from runbook.notify.base import Message
@@ -386,8 +491,9 @@ class Runner:
         def notify(title: str, text: str = "", severity: str = "info") -> None:
             """Send an ad-hoc message through the configured channels."""
             if service is not None:
-                service.adhoc(Message(title=title, text=text, severity=severity, kind="adhoc"),
-                              info)
+                service.adhoc(
+                    Message(title=title, text=text, severity=severity, kind="adhoc"), info
+                )
 
         return notify
 
@@ -423,15 +529,18 @@ class Runner:
             if not force:
                 raise UsageError(
                     f"run {record.run_id}: {path} changed since the run started; resuming would "
-                    "run different code than was approved (use --force to accept)")
+                    "run different code than was approved (use --force to accept)"
+                )
             if not self.protection.allow_force:
-                raise UsageError(f"--force is refused in env {self.env!r} "
-                                 f"(protection {self.protection.level})")
+                raise UsageError(
+                    f"--force is refused in env {self.env!r} (protection {self.protection.level})"
+                )
         return rb
 
     def _params_for(self, rb: Runbook, record: RunRecord) -> Params:
-        given = {k: v for k, v in record.params.items()
-                 if not (k in rb.params and rb.params[k].secret)}
+        given = {
+            k: v for k, v in record.params.items() if not (k in rb.params and rb.params[k].secret)
+        }
         given = {k: v for k, v in given.items() if k in rb.params}
         given.update(self.params)
         return resolve_params(rb.params, given)
@@ -439,28 +548,58 @@ class Runner:
     def _resumable(self, run_id: str) -> RunRecord:
         record = self._require_store().get_run(run_id)
         if record.status == R.RUNNING:
-            if record.host == HOST and record.pid and record.pid != os.getpid() \
-                    and _pid_alive(record.pid):
+            if (
+                record.host == HOST
+                and record.pid
+                and record.pid != os.getpid()
+                and _pid_alive(record.pid)
+            ):
                 raise UsageError(f"run {run_id} is still running (pid {record.pid} on {HOST})")
         elif record.status != R.PAUSED:
             raise UsageError(f"run {run_id} has ended ({record.status}); nothing to resume")
         return record
 
-    def resume(self, run_id: str, *, retry_interrupted: bool = False,
-               skip_interrupted: bool = False, force: bool = False) -> RunResult:
-        return asyncio.run(self.aresume(run_id, retry_interrupted=retry_interrupted,
-                                        skip_interrupted=skip_interrupted, force=force))
+    def resume(
+        self,
+        run_id: str,
+        *,
+        retry_interrupted: bool = False,
+        skip_interrupted: bool = False,
+        force: bool = False,
+    ) -> RunResult:
+        return asyncio.run(
+            self.aresume(
+                run_id,
+                retry_interrupted=retry_interrupted,
+                skip_interrupted=skip_interrupted,
+                force=force,
+            )
+        )
 
-    async def aresume(self, run_id: str, *, retry_interrupted: bool = False,
-                      skip_interrupted: bool = False, force: bool = False) -> RunResult:
+    async def aresume(
+        self,
+        run_id: str,
+        *,
+        retry_interrupted: bool = False,
+        skip_interrupted: bool = False,
+        force: bool = False,
+    ) -> RunResult:
         if retry_interrupted and skip_interrupted:
             raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
-        return await self._guarded(run_id, self._actor(), lambda: self._resume(
-            run_id, retry_interrupted=retry_interrupted, skip_interrupted=skip_interrupted,
-            force=force))
+        return await self._guarded(
+            run_id,
+            self._actor(),
+            lambda: self._resume(
+                run_id,
+                retry_interrupted=retry_interrupted,
+                skip_interrupted=skip_interrupted,
+                force=force,
+            ),
+        )
 
-    async def _resume(self, run_id: str, *, retry_interrupted: bool, skip_interrupted: bool,
-                      force: bool) -> RunResult:
+    async def _resume(
+        self, run_id: str, *, retry_interrupted: bool, skip_interrupted: bool, force: bool
+    ) -> RunResult:
         store = self._require_store()
         record = self._resumable(run_id)
         rb = self._reload(record, force=force)
@@ -476,19 +615,30 @@ class Runner:
                 f"run {run_id}: step(s) {', '.join(undecided)} were running when the process "
                 "died and are not idempotent; they may have half-happened. Check, then resume "
                 "with --retry-interrupted (run them again) or --skip-interrupted (treat as "
-                "not run)")
+                "not run)"
+            )
         choice = "retry" if retry_interrupted else "skip"
         for name in undecided:
-            store.add_interrupt_decision(InterruptDecision(run_id, name, choice, actor,
-                                                           self.clock.now()))
+            store.add_interrupt_decision(
+                InterruptDecision(run_id, name, choice, actor, self.clock.now())
+            )
         store.update_run(run_id, status=R.RUNNING, pid=os.getpid(), host=HOST)
         retried = frozenset(rerun | (set(undecided) if retry_interrupted else set()))
         skipped = frozenset(undecided) if skip_interrupted else frozenset()
         return await self._execute(
-            rb, run_id, params, record.actor, resumed=True, prior=prior, env=record.env,
-            resumed_by=actor, rerun_interrupted=retried, skip_interrupted=skipped,
+            rb,
+            run_id,
+            params,
+            record.actor,
+            resumed=True,
+            prior=prior,
+            env=record.env,
+            resumed_by=actor,
+            rerun_interrupted=retried,
+            skip_interrupted=skipped,
             run_actor=record.actor,
-            decisions={n: choice for n in undecided})
+            decisions={n: choice for n in undecided},
+        )
 
     @staticmethod
     def _secret_outputs_to_redo(rb: Runbook, prior: Mapping[str, Any]) -> set[str]:
@@ -500,7 +650,11 @@ class Runner:
         done = {n for n, rec in prior.items() if rec.status in R.DONE_STATUSES}
         redo, refused = set(), []
         for name, rec in prior.items():
-            if rec.status != R.STEP_SUCCEEDED or not is_redacted(rec.output) or name not in rb.steps:
+            if (
+                rec.status != R.STEP_SUCCEEDED
+                or not is_redacted(rec.output)
+                or name not in rb.steps
+            ):
                 continue
             needed_by = [n for n, s in rb.steps.items() if name in s.deps and n not in done]
             if not needed_by:
@@ -512,7 +666,8 @@ class Runner:
         if refused:
             raise UsageError(
                 f"cannot resume: the output of {'; '.join(refused)} contained a secret, which is "
-                "never stored; declare the step idempotent=True so resume can produce it again")
+                "never stored; declare the step idempotent=True so resume can produce it again"
+            )
         return redo
 
     def _gated(self, rb: Runbook, record: RunRecord, step: str | None) -> str:
@@ -520,27 +675,39 @@ class Runner:
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
         if step is not None:
             if step not in waiting:
-                raise ApprovalError(f"step {step!r} of run {record.run_id} is not awaiting "
-                                    f"approval (waiting: {', '.join(waiting) or 'none'})")
+                raise ApprovalError(
+                    f"step {step!r} of run {record.run_id} is not awaiting "
+                    f"approval (waiting: {', '.join(waiting) or 'none'})"
+                )
             return step
         if not waiting:
             raise ApprovalError(f"run {record.run_id} has no step awaiting approval")
         if len(waiting) > 1:
-            raise ApprovalError(f"several steps await approval ({', '.join(waiting)}): "
-                                "name one with --step")
+            raise ApprovalError(
+                f"several steps await approval ({', '.join(waiting)}): name one with --step"
+            )
         return waiting[0]
 
     def _recorder_for(self, record: RunRecord) -> Recorder:
-        info = RunInfo(record.run_id, record.runbook_path, Path(record.runbook_path).stem,
-                       record.runbook_sha256, record.env, record.actor, record.params)
+        info = RunInfo(
+            record.run_id,
+            record.runbook_path,
+            Path(record.runbook_path).stem,
+            record.runbook_sha256,
+            record.env,
+            record.actor,
+            record.params,
+        )
         want = self.plugins.has_impls("runbook_event")
         hook = self.plugins.hook
         listeners = [lambda e: hook.runbook_event(run=info, event=e)] if want else []
-        return Recorder(info, self.sinks, clock=self.clock, redactor=Redactor(),
-                        listeners=listeners)
+        return Recorder(
+            info, self.sinks, clock=self.clock, redactor=Redactor(), listeners=listeners
+        )
 
-    def approve(self, run_id: str, *, step: str | None = None, actor: str | None = None,
-                comment: str = "") -> dict[str, Any]:
+    def approve(
+        self, run_id: str, *, step: str | None = None, actor: str | None = None, comment: str = ""
+    ) -> dict[str, Any]:
         """Record an approval; say how many more are needed. ``resume`` continues the run."""
         store = self._require_store()
         record = store.get_run(run_id)
@@ -554,14 +721,28 @@ class Runner:
         protection, approvers = self._env_settings(record.env)
         policy = ApprovalPolicy(run_id, record.actor, protection, store, approvers)
         policy.validate(name, approval, actor)
-        store.add_approval(ApprovalRecord(run_id, name, actor, "granted", comment,
-                                          self.clock.now()))
+        store.add_approval(
+            ApprovalRecord(run_id, name, actor, "granted", comment, self.clock.now())
+        )
         granted = {a.actor for a in store.approvals(run_id, name) if a.decision == "granted"}
-        self._recorder_for(record).emit("approval_granted", name, {
-            "comment": comment, "approver": actor, "approvals": len(granted),
-            "needed": approval.min}, actor=actor)
-        return {"run_id": run_id, "step": name, "approvers": sorted(granted),
-                "needed": approval.min, "satisfied": len(granted) >= approval.min}
+        self._recorder_for(record).emit(
+            "approval_granted",
+            name,
+            {
+                "comment": comment,
+                "approver": actor,
+                "approvals": len(granted),
+                "needed": approval.min,
+            },
+            actor=actor,
+        )
+        return {
+            "run_id": run_id,
+            "step": name,
+            "approvers": sorted(granted),
+            "needed": approval.min,
+            "satisfied": len(granted) >= approval.min,
+        }
 
     def deny(self, run_id: str, *, actor: str | None = None, reason: str) -> RunResult:
         return asyncio.run(self.adeny(run_id, actor=actor, reason=reason))
@@ -580,10 +761,12 @@ class Runner:
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
         recorder = self._recorder_for(record)
         for name in waiting:
-            store.add_approval(ApprovalRecord(run_id, name, actor, "denied", reason,
-                                              self.clock.now()))
-            recorder.emit("approval_denied", name, {"reason": reason, "approver": actor},
-                          actor=actor)
+            store.add_approval(
+                ApprovalRecord(run_id, name, actor, "denied", reason, self.clock.now())
+            )
+            recorder.emit(
+                "approval_denied", name, {"reason": reason, "approver": actor}, actor=actor
+            )
         return await self._settle(record, rb, deny=True, actor=actor)
 
     def cancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
@@ -599,13 +782,24 @@ class Runner:
 
         return await self._guarded(run_id, actor, cancel)
 
-    async def _settle(self, record: RunRecord, rb: Runbook, *, deny: bool,
-                      actor: str | None = None) -> RunResult:
+    async def _settle(
+        self, record: RunRecord, rb: Runbook, *, deny: bool, actor: str | None = None
+    ) -> RunResult:
         """End a paused or dead run without running anything new, rolling back what completed."""
         store = self._require_store()
         params = self._params_for(rb, record)
         prior = store.get_steps(record.run_id)
         store.update_run(record.run_id, status=R.RUNNING, pid=os.getpid(), host=HOST)
-        return await self._execute(rb, record.run_id, params, record.actor, resumed=True,
-                                   prior=prior, deny_only=True, cancel=not deny, env=record.env,
-                                   resumed_by=actor, run_actor=record.actor)
+        return await self._execute(
+            rb,
+            record.run_id,
+            params,
+            record.actor,
+            resumed=True,
+            prior=prior,
+            deny_only=True,
+            cancel=not deny,
+            env=record.env,
+            resumed_by=actor,
+            run_actor=record.actor,
+        )

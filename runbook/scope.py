@@ -38,7 +38,7 @@ class ResourceScope:
             if name not in self._factories:
                 raise DefinitionError(f"no resource named {name!r}")
             if name in self._creating:
-                chain = " -> ".join([*self._creating[self._creating.index(name):], name])
+                chain = " -> ".join([*self._creating[self._creating.index(name) :], name])
                 raise DefinitionError(f"resource cycle: {chain}")
             self._creating.append(name)
             try:
@@ -55,14 +55,16 @@ class ResourceScope:
                 kwargs[p.name] = self.get(p.name)
             elif p.default is p.empty:
                 raise DefinitionError(
-                    f"resource {name!r}: parameter {p.name!r} is not a resource or built-in")
+                    f"resource {name!r}: parameter {p.name!r} is not a resource or built-in"
+                )
         try:
             value = factory(**kwargs)
         except RunbookError:
             raise
         except Exception as exc:
-            raise RunbookError(f"resource {name!r} failed to start: {type(exc).__name__}: {exc}") \
-                from exc
+            raise RunbookError(
+                f"resource {name!r} failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
         if inspect.isgenerator(value):
             gen = value
             value = next(gen)
@@ -92,8 +94,12 @@ class Injector:
     resources and built-ins, then the parameter's default.
     """
 
-    def __init__(self, outputs: Mapping[str, Any], scope: ResourceScope,
-                 aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        outputs: Mapping[str, Any],
+        scope: ResourceScope,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
         self._outputs = outputs
         self._scope = scope
         self._aliases = aliases or {}
@@ -110,17 +116,22 @@ class Injector:
                 out[p.name] = self._scope.get(p.name)
             elif p.default is p.empty:
                 raise RunbookError(
-                    f"{getattr(fn, '__name__', fn)!r}: nothing to inject for {p.name!r}")
+                    f"{getattr(fn, '__name__', fn)!r}: nothing to inject for {p.name!r}"
+                )
         return out
 
     def call(self, fn: Callable[..., Any], /, **extra: Any) -> Any:
         if inspect.iscoroutinefunction(fn):
-            raise RunbookError(f"{getattr(fn, '__name__', fn)!r} is async: use "
-                               "`await injector.acall(...)` from an async step")
+            raise RunbookError(
+                f"{getattr(fn, '__name__', fn)!r} is async: use "
+                "`await injector.acall(...)` from an async step"
+            )
         result = fn(**self.kwargs(fn, extra))
         if inspect.isawaitable(result):
-            raise RunbookError(f"{getattr(fn, '__name__', fn)!r} is async: use "
-                               "`await injector.acall(...)` from an async step")
+            raise RunbookError(
+                f"{getattr(fn, '__name__', fn)!r} is async: use "
+                "`await injector.acall(...)` from an async step"
+            )
         return result
 
     async def acall(self, fn: Callable[..., Any], /, **extra: Any) -> Any:

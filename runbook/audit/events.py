@@ -3,7 +3,8 @@
 Each sink owns one chain: it stamps ``seq`` and ``prev_hash`` at append time under its own lock
 (a file lock, a transaction), so several processes appending to one sink still form one chain.
 ``hash`` is SHA-256 over the canonical JSON of the event without ``hash``; changing any byte of any
-field, removing, inserting or reordering an event breaks the chain at a point ``verify_chain`` names.
+field, removing, inserting or reordering an event breaks the chain at a point that
+``verify_chain`` names.
 """
 
 from __future__ import annotations

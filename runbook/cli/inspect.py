@@ -16,13 +16,14 @@ import click
 from runbook.cli.common import config_option, handle_errors, load_config
 from runbook.collect import Runbook, StepDef, load
 from runbook.errors import UsageError
-from runbook.params import ParamSpec, _describe_choices
+from runbook.params import ParamSpec, describe_choices
 
 FORMATS = ("text", "mermaid", "dot")
 NL, BACKSLASH_N = "\n", "\\n"
 
 
 def plugin_option(func: Any) -> Any:
+    """`-P/--plugin MODULE`, shared by the commands that load plugins (exec, list, graph...)."""
     return click.option(
         "-P",
         "--plugin",
@@ -136,7 +137,7 @@ def param_dict(spec: ParamSpec) -> dict[str, Any]:
     choices = None
     if spec.choices is not None:
         choices = (
-            _describe_choices(spec.choices)
+            describe_choices(spec.choices)
             if isinstance(spec.choices, range)
             else [c for c in spec.choices]  # type: ignore[attr-defined]
         )

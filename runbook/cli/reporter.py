@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import threading
 import time
@@ -120,7 +121,7 @@ class TerminalReporter:
         self.width = max((len(n) for n in names or ()), default=0)
         # With the collected runbook, a dry run ends with the plan (levels, gates, locks).
         self.runbook = runbook
-        # In dry-run the exec command prints the plan itself, so the per-step lines are noise.
+        # In a dry run the plan printed at the end says it all; per-step lines would repeat it.
         self.quiet_steps = quiet_steps
         self.run: Any = None
         self._lock = threading.Lock()
@@ -192,7 +193,7 @@ class TerminalReporter:
             detail = f"denied: {first_line(result.reason or result.error)}".rstrip(": ")
         else:
             reason = first_line(result.reason or result.error)
-            detail = label(status) + (f" ({reason})" if reason else "")
+            detail = label(status) + (f" ({reason})" if reason and reason != status else "")
         self._write(self._step_line(status, step, detail))
 
     @hookimpl
@@ -211,6 +212,9 @@ class TerminalReporter:
         prefix = f"{step}: " if step else ""
         shown = f"  … {prefix}{message}" + (f" ({percent}%)" if percent is not None else "")
         if self.tty:
+            # One line that rewrites itself; cut to the terminal's width, or it would wrap and
+            # the carriage return could only clear its last row.
+            shown = shown[: max(20, shutil.get_terminal_size().columns - 1)]
             with self._lock:
                 self.out.write("\r\x1b[2K" + self._style(shown, "bright_black"))
                 self.out.flush()

@@ -8,6 +8,8 @@ searched from the current directory (the runbook's own path is in the store).
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -37,11 +39,37 @@ def _runner(
     return runner, reporter
 
 
+def _align(reporter: TerminalReporter | None, runner: Any, run_id: str) -> None:
+    """Line the step column up with every step of the run, like ``exec`` does."""
+    if reporter is None:
+        return
+    names = list(_store(runner).get_steps(run_id))
+    try:
+        names += list(runner.load(_store(runner).get_run(run_id).runbook_path).steps)
+    except Exception:  # the command itself reports a missing or broken runbook properly
+        pass
+    reporter.width = max((len(n) for n in names), default=0)
+
+
 def _store(runner: Any) -> Any:
     store = runner.store
     if store is None:  # pragma: no cover - the config always names a store
         raise click.UsageError("no run store configured")
     return store
+
+
+def status_text(record: Any) -> str:
+    """The status, and for a ``running`` run whose process is gone on this host, say so: that
+    run needs ``resume`` or ``cancel``, not patience."""
+    text = label(record.status)
+    if record.status == "running" and record.host == socket.gethostname() and record.pid:
+        try:
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            return f"{text} (process {record.pid} is gone: resume or cancel it)"
+        except PermissionError:
+            pass
+    return text
 
 
 def _when(value: datetime | None) -> str:
@@ -97,7 +125,7 @@ def runs(
         rows.append(
             [
                 r.run_id,
-                label(r.status),
+                status_text(r),
                 r.env,
                 r.actor,
                 Path(r.runbook_path).name,
@@ -137,7 +165,7 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
             )
         )
         return
-    click.echo(f"run {record.run_id}: {label(record.status)}")
+    click.echo(f"run {record.run_id}: {status_text(record)}")
     click.echo(f"  runbook  {record.runbook_path} (sha256 {record.runbook_sha256[:12]})")
     click.echo(f"  env      {record.env}")
     click.echo(f"  actor    {record.actor}")
@@ -238,7 +266,8 @@ def deny(
     config_path: Path | None,
 ) -> None:
     """Deny a paused run's approval: the run ends and what completed is rolled back."""
-    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    _align(reporter, runner, run_id)
     result = drive(lambda: runner.adeny(run_id, actor=runner.actor, reason=reason))
     _settled(result, as_json)
 
@@ -278,7 +307,8 @@ def resume(
     """Continue a paused or crashed run from where it stopped; finished steps are not re-run."""
     if retry_interrupted and skip_interrupted:
         raise click.UsageError("--retry-interrupted and --skip-interrupted exclude each other")
-    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    _align(reporter, runner, run_id)
     result = drive(
         lambda: runner.aresume(
             run_id,
@@ -301,7 +331,8 @@ def cancel(
     run_id: str, as_: str | None, as_json: bool, store_url: str | None, config_path: Path | None
 ) -> None:
     """Cancel a paused or crashed run, rolling back the steps that completed."""
-    runner, _ = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    _align(reporter, runner, run_id)
     result = drive(lambda: runner.acancel(run_id, actor=runner.actor))
     _settled(result, as_json)
 

@@ -31,8 +31,14 @@ class Lease:
         def iso(t: float) -> str:
             return datetime.fromtimestamp(t, UTC).isoformat()
 
-        return {"name": self.name, "owner": self.owner, "token": self.token, "actor": self.actor,
-                "acquired_at": iso(self.acquired_at), "expires_at": iso(self.expires_at)}
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "token": self.token,
+            "actor": self.actor,
+            "acquired_at": iso(self.acquired_at),
+            "expires_at": iso(self.expires_at),
+        }
 
 
 @runtime_checkable

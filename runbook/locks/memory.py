@@ -48,8 +48,14 @@ class MemoryLocks:
                 return renewed
             token = self._tokens.get(name, 0) + 1
             self._tokens[name] = token
-            new = Lease(name=name, owner=owner, token=token, actor=actor, acquired_at=now,
-                        expires_at=now + lease)
+            new = Lease(
+                name=name,
+                owner=owner,
+                token=token,
+                actor=actor,
+                acquired_at=now,
+                expires_at=now + lease,
+            )
             self._leases[name] = new
             return new
 

@@ -79,8 +79,11 @@ class MemoryStore:
 
     def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
         with self._lock:
-            return [a for a in self._approvals
-                    if a.run_id == run_id and (step is None or a.step == step)]
+            return [
+                a
+                for a in self._approvals
+                if a.run_id == run_id and (step is None or a.step == step)
+            ]
 
     def add_interrupt_decision(self, decision: InterruptDecision) -> None:
         with self._lock:
@@ -100,5 +103,10 @@ from runbook.hookspecs import Provider, hookimpl  # noqa: E402
 
 @hookimpl
 def runbook_run_stores() -> list[Provider]:
-    return [Provider("memory", lambda url, **_: MemoryStore.open(url),
-                     "in-process store; memory://NAME is shared within the process")]
+    return [
+        Provider(
+            "memory",
+            lambda url, **_: MemoryStore.open(url),
+            "in-process store; memory://NAME is shared within the process",
+        )
+    ]

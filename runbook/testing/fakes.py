@@ -46,19 +46,33 @@ class FakeShell:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
 
-    def on(self, pattern: str, *, stdout: str = "", stderr: str = "", returncode: int = 0,
-           raises: BaseException | None = None, regex: bool = False,
-           times: int | None = None,
-           handler: Callable[[str], ShellResult] | None = None) -> FakeShell:
+    def on(
+        self,
+        pattern: str,
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        returncode: int = 0,
+        raises: BaseException | None = None,
+        regex: bool = False,
+        times: int | None = None,
+        handler: Callable[[str], ShellResult] | None = None,
+    ) -> FakeShell:
         """Script commands matching ``pattern``; the newest matching rule wins."""
         result: Any = raises or handler or ShellResult(pattern, returncode, stdout, stderr)
         self._rules.insert(0, _Rule(pattern, regex, result, times))
         return self
 
-    def __call__(self, command: str | Sequence[str], *, check: bool = True,
-                 timeout: float | None = None, cwd: str | None = None,
-                 env: Mapping[str, str] | None = None, input: str | None = None,  # noqa: A002
-                 ) -> ShellResult:
+    def __call__(
+        self,
+        command: str | Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> ShellResult:
         text = command if isinstance(command, str) else shlex.join(command)
         with self._lock:
             self.calls.append(text)
@@ -71,8 +85,11 @@ class FakeShell:
             return ShellResult(text, 0, "", "")
         if isinstance(rule.result, BaseException):
             raise rule.result
-        result = rule.result(text) if callable(rule.result) else ShellResult(
-            text, rule.result.returncode, rule.result.stdout, rule.result.stderr)
+        result = (
+            rule.result(text)
+            if callable(rule.result)
+            else ShellResult(text, rule.result.returncode, rule.result.stdout, rule.result.stderr)
+        )
         if check and result.returncode != 0:
             raise CommandFailed(result)
         return result

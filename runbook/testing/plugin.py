@@ -30,8 +30,9 @@ class RunbookRunner:
     ``Runner`` for anything else (approve, resume, deny, cancel).
     """
 
-    def __init__(self, *, shell: FakeShell, clock: FakeClock, router: Any,
-                 notifier: FakeNotifier) -> None:
+    def __init__(
+        self, *, shell: FakeShell, clock: FakeClock, router: Any, notifier: FakeNotifier
+    ) -> None:
         self.shell = shell
         self.clock = clock
         self.router = router
@@ -43,8 +44,12 @@ class RunbookRunner:
         from runbook.audit.events import KINDS
         from runbook.runner import Runner
 
-        resources = {"shell": self.shell, "clock": self.clock, "router": self.router,
-                     **kwargs.pop("resources", {})}
+        resources = {
+            "shell": self.shell,
+            "clock": self.clock,
+            "router": self.router,
+            **kwargs.pop("resources", {}),
+        }
         kwargs.setdefault("store", self.store_url)
         kwargs.setdefault("locks", self.locks_url)
         kwargs.setdefault("actor", "tester")
@@ -53,8 +58,14 @@ class RunbookRunner:
         plugins = [self.notifier.plugin, *kwargs.pop("plugins", [])]
         return Runner(resources=resources, plugins=plugins, **kwargs)
 
-    def run(self, runbook: Any, *, env: str = "dev", runner: Mapping[str, Any] | None = None,
-            **params: Any) -> Any:
+    def run(
+        self,
+        runbook: Any,
+        *,
+        env: str = "dev",
+        runner: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Any:
         return self.runner(env=env, **dict(runner or {})).run(runbook, params=params)
 
 
@@ -82,10 +93,12 @@ def fake_notifier() -> FakeNotifier:
 
 
 @pytest.fixture
-def runbook_runner(fake_shell: FakeShell, fake_clock: FakeClock, fake_router: Any,
-                   fake_notifier: FakeNotifier) -> RunbookRunner:
-    return RunbookRunner(shell=fake_shell, clock=fake_clock, router=fake_router,
-                         notifier=fake_notifier)
+def runbook_runner(
+    fake_shell: FakeShell, fake_clock: FakeClock, fake_router: Any, fake_notifier: FakeNotifier
+) -> RunbookRunner:
+    return RunbookRunner(
+        shell=fake_shell, clock=fake_clock, router=fake_router, notifier=fake_notifier
+    )
 
 
 # -- pytest --runbooks DIR ---------------------------------------------------------------------
@@ -93,8 +106,13 @@ def runbook_runner(fake_shell: FakeShell, fake_clock: FakeClock, fake_router: An
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("runbook")
-    group.addoption("--runbooks", action="append", default=[], metavar="DIR",
-                    help="collect every runbook under DIR as a test run with fakes")
+    group.addoption(
+        "--runbooks",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="collect every runbook under DIR as a test run with fakes",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -110,9 +128,12 @@ _DIRS = pytest.StashKey[list]()
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     dirs = parent.config.stash.get(_DIRS, [])
-    if (file_path.suffix == ".py" and not file_path.name.startswith(("_", "test_"))
-            and file_path.name != "runbookconf.py"
-            and any(d == file_path.parent or d in file_path.parents for d in dirs)):
+    if (
+        file_path.suffix == ".py"
+        and not file_path.name.startswith(("_", "test_"))
+        and file_path.name != "runbookconf.py"
+        and any(d == file_path.parent or d in file_path.parents for d in dirs)
+    ):
         return RunbookFile.from_parent(parent, path=file_path)
     return None
 
@@ -145,13 +166,22 @@ def _test_resource_names(path: Path) -> list[str]:
     except (SyntaxError, OSError, UnicodeDecodeError):
         return []  # load() reports it properly
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-                and any(isinstance(t, ast.Name) and t.id == "TEST" for t in node.targets)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(isinstance(t, ast.Name) and t.id == "TEST" for t in node.targets)
+        ):
             for key, value in zip(node.value.keys, node.value.values, strict=True):
-                if (isinstance(key, ast.Constant) and key.value == "resources"
-                        and isinstance(value, ast.Dict)):
-                    return [k.value for k in value.keys
-                            if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+                if (
+                    isinstance(key, ast.Constant)
+                    and key.value == "resources"
+                    and isinstance(value, ast.Dict)
+                ):
+                    return [
+                        k.value
+                        for k in value.keys
+                        if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                    ]
     return []
 
 
@@ -173,26 +203,35 @@ class RunbookItem(pytest.Item):
         params.update(spec.get("params", {}))
         with tempfile.TemporaryDirectory() as tmp, FakeClock() as clock:
             resources = {
-                "http": httpx.Client(transport=httpx.MockTransport(
-                    lambda request: httpx.Response(200, json={"status": "ok"}))),
+                "http": httpx.Client(
+                    transport=httpx.MockTransport(
+                        lambda request: httpx.Response(200, json={"status": "ok"})
+                    )
+                ),
             }
             for name, value in spec.get("resources", {}).items():
                 resources[name] = value(Path(tmp)) if callable(value) else value
             from runbook.testing.router import FakeRouter
 
-            runner = RunbookRunner(shell=FakeShell(), clock=clock, router=FakeRouter(),
-                                   notifier=FakeNotifier())
-            result = runner.run(rb, env=spec.get("env", "dev"),
-                                runner={"protection": "none", "resources": resources}, **params)
+            runner = RunbookRunner(
+                shell=FakeShell(), clock=clock, router=FakeRouter(), notifier=FakeNotifier()
+            )
+            result = runner.run(
+                rb,
+                env=spec.get("env", "dev"),
+                runner={"protection": "none", "resources": resources},
+                **params,
+            )
         expected = spec.get("expect", "succeeded")
         if result.status != expected:
             lines = [f"run {result.status} (expected {expected}): {result.error or ''}"]
-            lines += [f"  {n}: {s.status}{' - ' + s.error if s.error else ''}"
-                      for n, s in result.steps.items()]
+            lines += [
+                f"  {n}: {s.status}{' - ' + s.error if s.error else ''}"
+                for n, s in result.steps.items()
+            ]
             raise RunbookFailed("\n".join(lines))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-                     ) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, RunbookFailed):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

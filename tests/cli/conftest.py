@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +34,6 @@ class Project:
         shutil.copy(EXAMPLES / name, target)
         return target
 
-    @property
-    def store(self) -> str:
-        return f"sqlite:///{self.root}/.runbook/runbook.db"
-
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
@@ -55,7 +50,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 
 
 @pytest.fixture
-def invoke() -> Iterator[callable]:
+def invoke() -> Iterator[Callable[..., Result]]:
     """Run the CLI in-process; stdout and stderr are kept apart, as a shell would see them."""
     runner = CliRunner()
 
@@ -70,13 +65,8 @@ def servers(project: Project) -> Iterator[Path]:
     """The deploy demo's state dir; every server started under it is killed afterwards."""
     root = project.root / ".runbook" / "deploy-demo"
     yield root
-    for info in root.glob("releases/*/server.json"):
-        try:
-            pid = json.loads(info.read_text())["pid"]
-            os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            pass
-    # Servers whose server.json a rollback already removed but that a failed test left alive.
+    # Only processes whose command line is a server.py under this test's folder: a pid read
+    # from a stale server.json may belong to someone else's process by now.
     for pid in pids_serving_under(root):
         try:
             os.kill(pid, signal.SIGKILL)

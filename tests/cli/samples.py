@@ -149,15 +149,15 @@ def wait_sync(wait_async, params):
         time.sleep(0.02)
 '''
 
-BROKEN_IMPORT = '''
+BROKEN_IMPORT = """
 import no_such_module_for_runbook_tests  # noqa
-'''
+"""
 
-BROKEN_DEFINITION = '''
+BROKEN_DEFINITION = """
 from runbook import step
 
 
 @step
 def first(nonexistent_thing):
     return 1
-'''
+"""

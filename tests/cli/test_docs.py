@@ -24,8 +24,9 @@ from .helpers import REPO
 DOC = (REPO / "docs" / "cli.md").read_text()
 
 
-def commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> Iterator[
-        tuple[str, click.Command]]:
+def commands(
+    group: click.Group = cli, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, click.Command]]:
     for name, command in sorted(group.commands.items()):
         path = (*prefix, name)
         yield " ".join(path), command
@@ -44,15 +45,28 @@ ALL = list(commands())
 
 def test_the_walk_finds_the_commands_this_issue_owns():
     names = {name for name, _ in ALL}
-    assert {"exec", "list", "graph", "plugins", "runs", "show", "approve", "deny", "resume",
-            "cancel"} <= names
+    assert {
+        "exec",
+        "list",
+        "graph",
+        "plugins",
+        "runs",
+        "show",
+        "approve",
+        "deny",
+        "resume",
+        "cancel",
+    } <= names
 
 
 @pytest.mark.parametrize(("name", "command"), ALL, ids=[n for n, _ in ALL])
 def test_every_command_has_a_section_naming_each_option(name, command):
     section = sections().get(f"runbook {name}")
-    if section is None and isinstance(command, click.Group) and not any(
-            isinstance(p, click.Option) for p in command.params):
+    if (
+        section is None
+        and isinstance(command, click.Group)
+        and not any(isinstance(p, click.Option) for p in command.params)
+    ):
         return  # a bare group (``notify``) is documented through its subcommands
     assert section is not None, f"docs/cli.md has no '## runbook {name}' section"
     for param in command.params:
@@ -75,8 +89,15 @@ def test_every_section_names_a_real_command():
 def test_exit_code_table_matches_the_code():
     table = sections()["Exit codes"]
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
-    assert codes == {EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PAUSED, EXIT_ROLLBACK_FAILED,
-                     EXIT_LOCKED, EXIT_INTERRUPTED}
+    assert codes == {
+        EXIT_OK,
+        EXIT_FAILED,
+        EXIT_USAGE,
+        EXIT_PAUSED,
+        EXIT_ROLLBACK_FAILED,
+        EXIT_LOCKED,
+        EXIT_INTERRUPTED,
+    }
 
 
 def test_examples_use_real_commands_and_options():
@@ -91,8 +112,12 @@ def test_examples_use_real_commands_and_options():
         if len(words) > 2 and f"{words[1]} {words[2]}" in real:
             name = f"{words[1]} {words[2]}"
         command = dict(ALL)[name]
-        flags = {f for p in command.params if isinstance(p, click.Option)
-                 for f in p.opts + p.secondary_opts}
+        flags = {
+            f
+            for p in command.params
+            if isinstance(p, click.Option)
+            for f in p.opts + p.secondary_opts
+        }
         for word in words[2:]:
             flag = word.strip("[]|").split("=")[0]
             if flag.startswith("-") and flag not in ("-", "--"):

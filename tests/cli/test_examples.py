@@ -6,6 +6,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .helpers import EXAMPLES
@@ -37,12 +38,12 @@ def migration_module():
 
 
 def deploy_fakes(mod, root: Path) -> dict:
-    return {"layout": mod.Layout(root), "services": mod.FakeServices(),
-            "http": mod.fake_http(root)}
+    return {"layout": mod.Layout(root), "services": mod.FakeServices(), "http": mod.fake_http(root)}
 
 
-def test_deploy_with_fakes_switches_and_stops_the_old_release(runbook_runner, deploy_module,
-                                                              tmp_path):
+def test_deploy_with_fakes_switches_and_stops_the_old_release(
+    runbook_runner, deploy_module, tmp_path
+):
     fakes = {"resources": deploy_fakes(deploy_module, tmp_path)}
     first = runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.0")
     assert first.status == "succeeded", first.error
@@ -55,32 +56,41 @@ def test_deploy_with_fakes_switches_and_stops_the_old_release(runbook_runner, de
 
 
 def test_deploy_with_fakes_unhealthy_release_rolls_back_in_no_wall_time(
-        runbook_runner, deploy_module, tmp_path):
+    runbook_runner, deploy_module, tmp_path
+):
     fakes = {"resources": deploy_fakes(deploy_module, tmp_path)}
     assert runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.0").ok
-    bad = runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.1",
-                             fail_health=True)
+    bad = runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.1", fail_health=True)
     assert bad.status == "rolled_back"
     assert bad.steps["health"].status == "failed"
     assert [n for n, s in bad.steps.items() if s.status == "rolled_back"] == ["build", "start"]
     assert (tmp_path / "current").resolve().name == "1.0"
     assert not (tmp_path / "releases" / "1.1").exists()
-    assert runbook_runner.clock.elapsed() >= 10  # the whole health timeout, on the fake clock
+    assert runbook_runner.clock.elapsed >= 10  # the whole health timeout, on the fake clock
 
 
-def test_deploy_verify_failure_restores_everything(runbook_runner, deploy_module, tmp_path,
-                                                   monkeypatch):
-    fakes = {"resources": deploy_fakes(deploy_module, tmp_path)}
-    assert runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.0").ok
-    # The new release is healthy on its own port, but the public entry point keeps failing.
-    layout = fakes["resources"]["layout"]
-    monkeypatch.setattr(type(layout), "active_port_file", property(lambda self: self.root / "x"))
-    bad = runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.1")
+def test_deploy_verify_failure_restores_everything(runbook_runner, deploy_module, tmp_path):
+    fakes = deploy_fakes(deploy_module, tmp_path)
+    assert runbook_runner.run(EXAMPLES / "deploy.py", runner={"resources": fakes}, version="1.0").ok
+    healthy = fakes["http"]
+
+    def broken_index(request: httpx.Request) -> httpx.Response:
+        # /health is fine, so the switch happens; the page users get is broken, so verify fails.
+        if request.url.path == "/":
+            return httpx.Response(500, text="oops")
+        answer = healthy.get(str(request.url))
+        return httpx.Response(answer.status_code, content=answer.content)
+
+    fakes = {**fakes, "http": httpx.Client(transport=httpx.MockTransport(broken_index))}
+    bad = runbook_runner.run(EXAMPLES / "deploy.py", runner={"resources": fakes}, version="1.1")
     assert bad.status == "rolled_back"
+    assert "index page does not show the new version" in bad.steps["verify"].error
     rolled = [n for n, s in bad.steps.items() if s.status == "rolled_back"]
     assert rolled == ["build", "start", "switch", "stop_old"]
     assert (tmp_path / "current").resolve().name == "1.0"
     assert (tmp_path / "releases" / "1.0" / "server.json").exists()  # restarted
+    port = int((tmp_path / "active_port").read_text())
+    assert healthy.get(f"http://127.0.0.1:{port}/health").json()["version"] == "1.0"
 
 
 def test_deploy_same_version_twice_is_a_no_op(runbook_runner, deploy_module, tmp_path):
@@ -112,20 +122,33 @@ def test_migration_pauses_at_the_gate_then_approve_and_resume(runbook_runner, tm
 def test_migration_failed_verify_restores_the_backup(runbook_runner, migration_module, tmp_path):
     db = tmp_path / "demo.db"
     mod = migration_module
-    assert runbook_runner.run(EXAMPLES / "db_migration.py", target=2,
-                              runner={"protection": "none", "resources": {"database": db}}).ok
-    broken = mod.Migration(3, "orders (wrong)", "CREATE TABLE orders (id INTEGER);",
-                           check=lambda c: "customer_id" in mod._columns(c, "orders"))
+    assert runbook_runner.run(
+        EXAMPLES / "db_migration.py",
+        target=2,
+        runner={"protection": "none", "resources": {"database": db}},
+    ).ok
+    broken = mod.Migration(
+        3,
+        "orders (wrong)",
+        "CREATE TABLE orders (id INTEGER);",
+        check=lambda c: "customer_id" in mod._columns(c, "orders"),
+    )
     result = runbook_runner.run(
         EXAMPLES / "db_migration.py",
-        runner={"protection": "none",
-                "resources": {"database": db, "migrations": [*mod.MIGRATIONS[:2], broken]}})
+        runner={
+            "protection": "none",
+            "resources": {"database": db, "migrations": [*mod.MIGRATIONS[:2], broken]},
+        },
+    )
     assert result.status == "rolled_back"
     assert "migration 3 (orders (wrong)) check failed" in result.steps["verify"].error
     assert result.steps["migrate"].status == "rolled_back"
     assert version_of(db) == 2  # restored from the backup
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='orders'").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM sqlite_master WHERE name='orders'").fetchone()[0]
+            == 0
+        )
 
 
 def test_migration_with_nothing_pending_skips_everything(runbook_runner, tmp_path):
@@ -135,4 +158,16 @@ def test_migration_with_nothing_pending_skips_everything(runbook_runner, tmp_pat
     again = runbook_runner.run(EXAMPLES / "db_migration.py", runner=opts)
     assert again.ok
     assert {n for n, s in again.steps.items() if s.status == "skipped"} == {
-        "backup", "migrate", "verify", "cleanup"}
+        "backup",
+        "migrate",
+        "verify",
+        "cleanup",
+    }
+
+
+def test_deploy_health_failure_says_what_it_saw(runbook_runner, deploy_module, tmp_path):
+    fakes = {"resources": deploy_fakes(deploy_module, tmp_path)}
+    bad = runbook_runner.run(EXAMPLES / "deploy.py", runner=fakes, version="1.0", fail_health=True)
+    assert bad.status == "rolled_back"
+    assert "WaitTimeout" in bad.steps["health"].error
+    assert "-> 503" in bad.steps["health"].error

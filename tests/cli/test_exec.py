@@ -110,9 +110,12 @@ def test_exec_json_is_exactly_one_document(project, invoke):
     data = json.loads(result.stdout)  # the whole of stdout parses: no reporter lines
     assert data["status"] == "succeeded" and data["exit_code"] == 0
     assert data["steps"]["write"]["status"] == "succeeded"
-    assert data["steps"]["already"] == {**data["steps"]["already"], "status": "skipped",
-                                        "reason": "when"}
-    assert [e["kind"] for e in data["audit"]][0] == "run_started"
+    assert data["steps"]["already"] == {
+        **data["steps"]["already"],
+        "status": "skipped",
+        "reason": "when",
+    }
+    assert data["audit"][0]["kind"] == "run_started"
 
 
 def test_exec_failure_rolls_back_and_exits_1(project, invoke):
@@ -161,7 +164,7 @@ def test_exec_dry_run_prints_the_plan_and_changes_nothing(project, invoke):
     assert not (project.root / "out.txt").exists()
     assert "DRY RUN" in out.splitlines()[0]
     assert "  run lock: greet-dev" in out
-    assert "  level 1\n    ✓ look     probe  → {\"exists\": false}" in out
+    assert '  level 1\n    ✓ look     probe  → {"exists": false}' in out
     assert "would run · rollback unwrite" in out
     assert "↷ already  step   skipped (when)" in out
     assert "lock check-ops" in out  # the template, expanded with env and params

@@ -128,10 +128,10 @@ def test_plugins_lists_builtins_with_hooks(project, invoke):
 
 
 def test_plugins_json_and_extra_module(project, invoke):
-    project.write("myplugin.py", (
-        "from runbook import hookimpl\n\n\n"
-        "@hookimpl\ndef runbook_run_started(run):\n    pass\n"
-    ))
+    project.write(
+        "myplugin.py",
+        ("from runbook import hookimpl\n\n\n@hookimpl\ndef runbook_run_started(run):\n    pass\n"),
+    )
     import sys
 
     sys.path.insert(0, str(project.root))

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -37,8 +38,17 @@ def test_deploy_example_blue_green_end_to_end(project, servers):
     assert served_version(servers) == (200, "1.1")
     assert len(pids_serving_under(servers)) == 1  # the old server was stopped
 
-    bad = run_cli("exec", path, "-p", "version=1.2", "-p", "fail_health=true",
-                  "-p", "health_timeout=0.5", cwd=project.root)
+    bad = run_cli(
+        "exec",
+        path,
+        "-p",
+        "version=1.2",
+        "-p",
+        "fail_health=true",
+        "-p",
+        "health_timeout=0.5",
+        cwd=project.root,
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "✗ health" in bad.stdout and "↺ start" in bad.stdout and "↺ build" in bad.stdout
     assert "run rolled back" in bad.stdout
@@ -50,8 +60,18 @@ def test_deploy_example_blue_green_end_to_end(project, servers):
 def test_deploy_failing_first_upgrade_keeps_the_old_version(project, servers):
     path = project.example("deploy.py")
     assert run_cli("exec", path, "-p", "version=1.0", cwd=project.root).returncode == 0
-    bad = run_cli("exec", path, "-p", "version=1.1", "-p", "fail_health=yes",
-                  "-p", "health_timeout=0.3", "--json", cwd=project.root)
+    bad = run_cli(
+        "exec",
+        path,
+        "-p",
+        "version=1.1",
+        "-p",
+        "fail_health=yes",
+        "-p",
+        "health_timeout=0.3",
+        "--json",
+        cwd=project.root,
+    )
     assert bad.returncode == 1
     data = json.loads(bad.stdout)
     assert data["status"] == "rolled_back"
@@ -73,15 +93,24 @@ def _interrupt(project, mode: str) -> subprocess.CompletedProcess[str]:
     path = project.write("waits.py", WAITS)
     env = {**os.environ, "RUNBOOK_ACTOR": "tester"}
     env.pop("RUNBOOK_STORE", None)
-    proc = subprocess.Popen([str(PYTHON), "-m", "runbook", "exec", str(path), "-p", f"mode={mode}"],
-                            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [str(PYTHON), "-m", "runbook", "exec", str(path), "-p", f"mode={mode}"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         wait_for(lambda: (project.root / "waiting").exists())
         proc.send_signal(signal.SIGINT)
         if mode == "sync":
-            # A thread cannot be interrupted: the run waits for the step to return, then rolls back.
-            wait_for(lambda: proc.poll() is None)
+            # A thread cannot be interrupted: the run waits for the step to return, then rolls
+            # back. A second Ctrl-C does not abandon that.
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+            assert proc.poll() is None
             (project.root / "go").touch()
         stdout, stderr = proc.communicate(timeout=30)
     finally:
@@ -96,6 +125,8 @@ def test_sigint_cancels_rolls_back_and_exits_130(project, mode):
     done = _interrupt(project, mode)
     assert done.returncode == 130, done.stdout + done.stderr
     assert "SIGINT: cancelling the run" in done.stderr
+    if mode == "sync":
+        assert "already cancelling; waiting for the rollback" in done.stderr
     assert "↺ prepare" in done.stdout and "run cancelled" in done.stdout
     assert (project.root / "rolled-back").exists()
     assert not (project.root / "prepared").exists()
@@ -124,8 +155,9 @@ def test_every_store_command_in_a_process(project):
     # deny and cancel on two more paused runs
     for command, extra in (("deny", ["--reason", "no"]), ("cancel", [])):
         assert run_cli("exec", path, cwd=project.root).returncode == 3
-        rid = json.loads(run_cli("runs", "--status", "paused", "--json",
-                                 cwd=project.root).stdout)[0]["run_id"]
+        rid = json.loads(run_cli("runs", "--status", "paused", "--json", cwd=project.root).stdout)[
+            0
+        ]["run_id"]
         done = run_cli(command, rid, *extra, cwd=project.root, script=command == "cancel")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "↺ prepare" in done.stdout
@@ -152,3 +184,36 @@ def test_exec_errors_in_a_process_are_one_line(project):
 
 def test_console_script_exists():
     assert CONSOLE_SCRIPT.exists()
+
+
+def test_crashed_run_shows_as_gone_and_resumes_with_a_decision(project):
+    path = project.write("waits.py", WAITS)
+    env = {**os.environ, "RUNBOOK_ACTOR": "tester"}
+    env.pop("RUNBOOK_STORE", None)
+    proc = subprocess.Popen(
+        [str(PYTHON), "-m", "runbook", "exec", str(path), "-p", "mode=sync"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for(lambda: (project.root / "waiting").exists())
+        proc.kill()  # kill -9: no rollback, the store says which step was running
+    finally:
+        proc.wait()
+    listed = run_cli("runs", cwd=project.root)
+    assert f"running (process {proc.pid} is gone: resume or cancel it)" in listed.stdout
+    run_id = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)[0]["run_id"]
+
+    undecided = run_cli("resume", run_id, cwd=project.root)
+    assert undecided.returncode == 2
+    assert "wait_sync" in undecided.stderr and "--retry-interrupted" in undecided.stderr
+
+    (project.root / "go").touch()
+    resumed = run_cli("resume", run_id, "--retry-interrupted", cwd=project.root, script=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "✓ wait_sync" in resumed.stdout
+    assert "prepare" not in resumed.stdout  # finished steps are not re-run
+    shown = run_cli("show", run_id, cwd=project.root)
+    assert "wait_sync  retry (by tester)" in shown.stdout

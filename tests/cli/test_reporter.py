@@ -10,8 +10,15 @@ from runbook.context import RunInfo
 from runbook.result import RunResult, StepResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-RUN = RunInfo(run_id="r-1", runbook="/x/deploy.py", name="deploy", sha256="0" * 64, env="prod",
-              actor="alice", params={"version": "1.0"})
+RUN = RunInfo(
+    run_id="r-1",
+    runbook="/x/deploy.py",
+    name="deploy",
+    sha256="0" * 64,
+    env="prod",
+    actor="alice",
+    params={"version": "1.0"},
+)
 
 
 class Tty(io.StringIO):
@@ -24,20 +31,33 @@ def step(name: str, status: str, **kw: object) -> StepResult:
 
 
 def result(status: str, *steps: StepResult, seconds: float = 3.4, **kw: object) -> RunResult:
-    return RunResult(run_id="r-1", status=status, steps={s.name: s for s in steps},
-                     started_at=T0, finished_at=T0 + timedelta(seconds=seconds), **kw)
+    return RunResult(
+        run_id="r-1",
+        status=status,
+        steps={s.name: s for s in steps},
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=seconds),
+        **kw,
+    )
 
 
 def test_header_and_step_lines_without_colour_when_not_a_tty():
     out = io.StringIO()
     rep = TerminalReporter(out, names=["stage", "verify", "switch"])
     rep.runbook_run_started(run=RUN)
-    rep.runbook_step_finished(run=RUN, step="stage", result=step("stage", "succeeded",
-                                                                   duration=1.23, attempts=1))
-    rep.runbook_step_finished(run=RUN, step="verify", result=step("verify", "skipped",
-                                                                    reason="when"))
-    rep.runbook_step_finished(run=RUN, step="switch", result=step(
-        "switch", "failed", error="AssertionError: no traffic\nTraceback (most recent...)"))
+    rep.runbook_step_finished(
+        run=RUN, step="stage", result=step("stage", "succeeded", duration=1.23, attempts=1)
+    )
+    rep.runbook_step_finished(
+        run=RUN, step="verify", result=step("verify", "skipped", reason="when")
+    )
+    rep.runbook_step_finished(
+        run=RUN,
+        step="switch",
+        result=step(
+            "switch", "failed", error="AssertionError: no traffic\nTraceback (most recent...)"
+        ),
+    )
     rep.runbook_rollback_finished(run=RUN, step="stage", result=step("stage", "rolled_back"))
     lines = out.getvalue().splitlines()
     assert lines == [
@@ -66,9 +86,15 @@ def test_resumed_run_says_so():
 def test_summary_line_counts_in_stable_order():
     out = io.StringIO()
     rep = TerminalReporter(out)
-    res = result("rolled_back", step("a", "succeeded"), step("b", "skipped"),
-                 step("c", "rolled_back"), step("d", "failed", error="x"),
-                 step("e", "succeeded"), error="d: RuntimeError: x")
+    res = result(
+        "rolled_back",
+        step("a", "succeeded"),
+        step("b", "skipped"),
+        step("c", "rolled_back"),
+        step("d", "failed", error="x"),
+        step("e", "succeeded"),
+        error="d: RuntimeError: x",
+    )
     rep.runbook_run_finished(run=RUN, result=res)
     lines = out.getvalue().splitlines()
     assert lines[0] == "run rolled back: 2 succeeded, 1 failed, 1 skipped, 1 rolled back in 3.4s"
@@ -86,9 +112,11 @@ def test_paused_run_prints_the_commands_to_continue():
 
 def test_rollback_failed_is_loud_and_names_the_steps():
     out = io.StringIO()
-    res = result("rollback_failed", step("stage", "rollback_failed",
-                                          rollback_error="RuntimeError: registry down"),
-                 step("switch", "failed", error="boom"))
+    res = result(
+        "rollback_failed",
+        step("stage", "rollback_failed", rollback_error="RuntimeError: registry down"),
+        step("switch", "failed", error="boom"),
+    )
     rep = TerminalReporter(out)
     rep.runbook_rollback_finished(run=RUN, step="stage", result=res.steps["stage"])
     rep.runbook_run_finished(run=RUN, result=res)
@@ -103,8 +131,9 @@ def test_progress_without_a_tty_is_throttled_to_buckets_and_message_changes():
     out = io.StringIO()
     rep = TerminalReporter(out)
     for i in range(100):
-        rep.runbook_progress(run=RUN, step="bake", message=f"baking ({i} attempts, {i}s)",
-                             fraction=i / 100)
+        rep.runbook_progress(
+            run=RUN, step="bake", message=f"baking ({i} attempts, {i}s)", fraction=i / 100
+        )
     rep.runbook_progress(run=RUN, step="bake", message="analysis", fraction=None)
     rep.runbook_progress(run=RUN, step="bake", message="analysis", fraction=None)
     lines = out.getvalue().splitlines()
@@ -118,8 +147,7 @@ def test_progress_on_a_tty_is_one_updating_line_cleared_before_the_next_step():
     rep = TerminalReporter(out, color=False)
     rep.runbook_progress(run=RUN, step="bake", message="baking", fraction=0.5)
     rep.runbook_progress(run=RUN, step="bake", message="baking", fraction=0.6)
-    rep.runbook_step_finished(run=RUN, step="bake", result=step("bake", "succeeded",
-                                                                  duration=300))
+    rep.runbook_step_finished(run=RUN, step="bake", result=step("bake", "succeeded", duration=300))
     text = out.getvalue()
     assert text.count("\n") == 1
     assert text.endswith("\r\x1b[2K✓ bake  5m00s\n")
@@ -139,3 +167,15 @@ def test_helpers():
     assert format_duration(7300) == "2h01m"
     assert summarize({}) == "no steps"
     assert summarize({"pending": 2, "succeeded": 1}) == "1 succeeded, 2 not run"
+
+
+def test_cancelled_and_denied_steps():
+    out = io.StringIO()
+    rep = TerminalReporter(out)
+    rep.runbook_step_finished(
+        run=RUN, step="wait", result=step("wait", "cancelled", reason="cancelled")
+    )
+    rep.runbook_step_finished(
+        run=RUN, step="gate", result=step("gate", "denied", reason="approval denied")
+    )
+    assert out.getvalue().splitlines() == ["⊘ wait  cancelled", "✗ gate  denied: approval denied"]

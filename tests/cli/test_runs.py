@@ -60,8 +60,9 @@ def test_show_json_and_unknown_run(project, invoke, paused):
 def test_approve_then_resume_finishes_the_run(project, invoke, paused):
     result = invoke("approve", paused, "--as", "bob", "--comment", "looks good")
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"approved migrate of run {paused} as bob (1/1 approvals)\n"
-                             f"next: runbook resume {paused}\n")
+    assert result.stdout == (
+        f"approved migrate of run {paused} as bob (1/1 approvals)\nnext: runbook resume {paused}\n"
+    )
     result = invoke("resume", paused)
     assert result.exit_code == 0, result.output
     assert "resumed" in result.stdout.splitlines()[0]

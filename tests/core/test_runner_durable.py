@@ -8,7 +8,6 @@ re-imported on every resume, so what a step did is counted in a journal file, no
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
@@ -477,7 +476,11 @@ def test_resume_refuses_to_feed_a_masked_secret_to_a_step(d, monkeypatch):
 def test_resume_redoes_an_idempotent_step_whose_output_held_a_secret(d, monkeypatch):
     secret = "reg-tok-5b8e0c1d"
     monkeypatch.setenv("CORE_TEST_REGISTRY_TOKEN", secret)
-    d.write(source=SECRET_OUTPUT.replace("    @step\n    def login", "    @step(idempotent=True)\n    def login"))
+    d.write(
+        source=SECRET_OUTPUT.replace(
+            "    @step\n    def login", "    @step(idempotent=True)\n    def login"
+        )
+    )
     paused = d.start()
     d.runner("bob").approve(paused.run_id, actor="bob")
     result = d.runner("bob").resume(paused.run_id)

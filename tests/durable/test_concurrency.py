@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runbook import Runner
 
-RUNBOOK = '''
+RUNBOOK = """
 import asyncio
 from runbook import param, step
 
@@ -27,15 +27,15 @@ def b(a):
 async def c(b, ctx):
     ctx.record_change("counter", None, b)
     return b + 1
-'''
+"""
 
-DRIVER = '''
+DRIVER = """
 import sys
 from runbook import Runner
 runner = Runner(store=sys.argv[2], audit=[sys.argv[3]], locks=None, actor=sys.argv[4])
 results = runner.run_many([(sys.argv[1], {"n": i}) for i in range(5)])
 assert all(r.status == "succeeded" for r in results), [r.error for r in results]
-'''
+"""
 
 
 def _runbook(tmp_path: Path) -> Path:
@@ -45,8 +45,12 @@ def _runbook(tmp_path: Path) -> Path:
 
 
 def test_run_many_gives_independent_results(tmp_path: Path) -> None:
-    runner = Runner(store=f"sqlite:///{tmp_path / 'runs.db'}",
-                    audit=[f"sqlite:///{tmp_path / 'runs.db'}"], locks=None, actor="alice")
+    runner = Runner(
+        store=f"sqlite:///{tmp_path / 'runs.db'}",
+        audit=[f"sqlite:///{tmp_path / 'runs.db'}"],
+        locks=None,
+        actor="alice",
+    )
     results = runner.run_many([(_runbook(tmp_path), {"n": i}) for i in range(10)])
     assert [r.steps["c"].output for r in results] == [i * 2 + 1 for i in range(10)]
     assert len({r.run_id for r in results}) == 10
@@ -60,8 +64,14 @@ def test_processes_sharing_one_store_and_audit_chain(tmp_path: Path) -> None:
     rb = _runbook(tmp_path)
     db = tmp_path / "runs.db"
     store, audit = f"sqlite:///{db}", f"jsonl://{tmp_path / 'audit.jsonl'}"
-    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(rb), store, audit, f"p{i}"],
-                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(rb), store, audit, f"p{i}"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

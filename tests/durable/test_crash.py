@@ -15,7 +15,7 @@ import pytest
 from runbook import Runner
 from runbook.errors import UsageError
 
-RUNBOOK = '''
+RUNBOOK = """
 import time
 from pathlib import Path
 from runbook import param, step
@@ -45,14 +45,14 @@ def second(first, params):
 def third(second, params):
     note(params, "third")
     return second + "+three"
-'''
+"""
 
-DRIVER = '''
+DRIVER = """
 import sys
 from runbook import Runner
 runner = Runner(store=sys.argv[2], audit=["jsonl://" + sys.argv[3]], locks=None, actor="alice")
 runner.run(sys.argv[1], params={"log": sys.argv[4]})
-'''
+"""
 
 
 def _start_and_kill(tmp_path: Path, idempotent: bool) -> tuple[Runner, str, Path]:
@@ -61,9 +61,18 @@ def _start_and_kill(tmp_path: Path, idempotent: bool) -> tuple[Runner, str, Path
     store = f"sqlite:///{tmp_path / 'runs.db'}"
     log = tmp_path / "steps.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(DRIVER), str(rb), store,
-         str(tmp_path / "audit.jsonl"), str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(DRIVER),
+            str(rb),
+            store,
+            str(tmp_path / "audit.jsonl"),
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # bounded polling of a real process, not a timed sleep
         if log.exists() and "second" in log.read_text():
@@ -76,8 +85,9 @@ def _start_and_kill(tmp_path: Path, idempotent: bool) -> tuple[Runner, str, Path
         pytest.fail("the step never started")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    runner = Runner(store=store, audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"], locks=None,
-                    actor="bob")
+    runner = Runner(
+        store=store, audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"], locks=None, actor="bob"
+    )
     (run,) = runner.store.list_runs()
     return runner, run.run_id, log
 

@@ -10,7 +10,7 @@ from runbook import Runner
 from runbook.config import load_config
 from runbook.errors import ApprovalError
 
-RUNBOOK = '''
+RUNBOOK = """
 from runbook import Approval, step
 
 @step
@@ -20,7 +20,7 @@ def prepare():
 @step(approval=Approval(allow_self=False))
 def switch(prepare):
     return prepare + "!"
-'''
+"""
 
 
 @pytest.fixture
@@ -30,7 +30,8 @@ def project(tmp_path: Path) -> Path:
         'audit = ["sqlite://"]\n'
         'lock = "memory://"\n'
         '[env.dev]\nprotection = "none"\n'
-        '[env.prod]\nprotection = "strict"\napprovers = ["bob"]\n')
+        '[env.prod]\nprotection = "strict"\napprovers = ["bob"]\n'
+    )
     (tmp_path / "deploy.py").write_text(RUNBOOK)
     return tmp_path
 
@@ -59,8 +60,7 @@ def test_resume_from_a_dev_shell_keeps_prod_rules(project: Path) -> None:
     assert resumed[-1].actor == "carol"
     assert resumed[-1].data["resumed_by"] == "carol"
     granted = [e for e in events if e.kind == "approval_granted"]
-    assert [(e.actor, e.data["auto"] if "auto" in e.data else False) for e in granted] == [
-        ("bob", False)]
+    assert [(e.actor, e.data.get("auto", False)) for e in granted] == [("bob", False)]
 
 
 def test_a_run_being_resumed_elsewhere_cannot_be_resumed_twice(project: Path) -> None:
@@ -75,8 +75,9 @@ def test_a_run_being_resumed_elsewhere_cannot_be_resumed_twice(project: Path) ->
     Runner.from_config(config, actor="bob").approve(started.run_id)
 
     async def other_host_holds_the_run() -> None:
-        other = LockManager(runner.lock_provider, clock=runner.clock, owner="host-b:42:x",
-                            actor="dave", lease=30)
+        other = LockManager(
+            runner.lock_provider, clock=runner.clock, owner="host-b:42:x", actor="dave", lease=30
+        )
         await other.acquire([f"run:{started.run_id}"])
 
     asyncio.run(other_host_holds_the_run())

@@ -12,7 +12,7 @@ import pytest
 SECRET_P = "p-secret-8c1f2e9a77"
 SECRET_ENV = "env-secret-41d0b6c3ee"
 
-RUNBOOK = '''
+RUNBOOK = """
 from runbook import param, rollback, step
 
 api_key = param("api_key", secret=True)
@@ -31,14 +31,18 @@ def logout(login, log):
 @step(retries=1, backoff=0)
 def push(login, params):
     raise RuntimeError(f"registry refused {login['header']} with key {params.api_key}")
-'''
+"""
 
-CONFIG = '''
+CONFIG = """
 store = "sqlite:///.runbook/runbook.db"
-audit = ["jsonl://.runbook/audit.jsonl", "sqlite://", {url = "logging://runbook.audit", best_effort = true}]
+audit = [
+    "jsonl://.runbook/audit.jsonl",
+    "sqlite://",
+    {url = "logging://runbook.audit", best_effort = true},
+]
 lock = "file://.runbook/locks"
 notify = [{to = "console://stdout"}]
-'''
+"""
 
 
 def _every_byte(root: Path) -> bytes:
@@ -59,18 +63,36 @@ def test_secrets_leak_nowhere(tmp_path: Path) -> None:
     ]
     outputs = b""
     for args in commands:
-        proc = subprocess.run([sys.executable, "-m", "runbook", *args], cwd=tmp_path, env=env,
-                              capture_output=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "runbook", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
         outputs += proc.stdout + proc.stderr
         if args[0] == "exec":
             assert proc.returncode == 1, proc.stderr.decode()
-    run_ids = [line.split()[0] for line in subprocess.run(
-        [sys.executable, "-m", "runbook", "runs"], cwd=tmp_path, env=env, capture_output=True,
-        text=True).stdout.splitlines() if line[:2] == "20"]
+    run_ids = [
+        line.split()[0]
+        for line in subprocess.run(
+            [sys.executable, "-m", "runbook", "runs"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+        if line[:2] == "20"
+    ]
     assert len(run_ids) == 2
     for run_id in run_ids:
-        proc = subprocess.run([sys.executable, "-m", "runbook", "show", run_id, "--json"],
-                              cwd=tmp_path, env=env, capture_output=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "runbook", "show", run_id, "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
         outputs += proc.stdout + proc.stderr
     written = _every_byte(tmp_path / ".runbook")
     assert b"registry refused" in outputs + written  # the error itself is there...
