@@ -7,10 +7,9 @@ hooks as internal plugins, so anything they do a pip-installed plugin can do too
 Two shapes of hook:
 
 * Registration hooks (``runbook_run_stores``, ``runbook_lock_providers``...) return small frozen
-  records (``Provider``, ``StrategySpec``). They are *not* ``firstresult``: every plugin's records
-  are
-  collected, validated in one place (``runbook.plugins``), and a URL scheme claimed twice is an
-  error naming both plugins, instead of the last one silently winning.
+  records (``Provider``, ``StrategySpec``). They are *not* ``firstresult``: every plugin's
+  records are collected, validated in one place (``runbook.plugins``), and a URL scheme claimed
+  twice is an error naming both plugins, instead of the last one silently winning.
 * Lifecycle hooks (``runbook_run_started`` ... ``runbook_event``) are notifications; their return
   value is ignored. They are not ``historic``: a plugin registered mid-run has no use for the
   events of a run it did not see start. A lifecycle hook that raises is reported and does not stop

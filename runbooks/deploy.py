@@ -393,7 +393,7 @@ def restart_old(stop_old, current, params, services):
 
 
 @step(after=[stop_old], retries=2, backoff=0.5)
-def verify(switch, layout, http):
+def verify(switch, layout, http, ctx):
     """End to end, the way a user gets there: through active_port, not the new server's port."""
     port = int(layout.active_port_file.read_text())
     response = http.get(f"http://127.0.0.1:{port}/health")
@@ -402,6 +402,7 @@ def verify(switch, layout, http):
     assert served == switch["to"], f"serving {served!r}, expected {switch['to']!r}"
     page = http.get(f"http://127.0.0.1:{port}/")
     assert switch["to"] in page.text, "index page does not show the new version"
+    ctx.progress(f"{served} is live at http://127.0.0.1:{port}/")
     return {"port": port, "version": served}
 
 
