@@ -15,37 +15,8 @@ import pytest
 from runbook import Runner
 from runbook.errors import UsageError
 
-RUNBOOK = """
-import time
-from pathlib import Path
-from runbook import param, step
-
-log = param("log")
-idempotent = param("idempotent", type=bool, default=False)
-
-def note(params, what):
-    with open(params.log, "a") as fh:
-        fh.write(what + "\\n")
-
-@step
-def first(params):
-    note(params, "first")
-    return "one"
-
-@step(idempotent=IDEMPOTENT)
-def second(first, params):
-    note(params, "second")
-    release = Path(params.log).with_suffix(".release")
-    deadline = time.monotonic() + 60
-    while not release.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return first + "+two"
-
-@step
-def third(second, params):
-    note(params, "third")
-    return second + "+three"
-"""
+# The runbook under test: "second" blocks until its release file appears.
+RUNBOOK = (Path(__file__).parent / "crashy.template").read_text()
 
 DRIVER = """
 import sys
