@@ -1,4 +1,4 @@
-"""Durable-run overhead: per-step cost with the SQLite run store (and audit) on, beside in-memory.
+"""Durable-run and audit overhead per step: SQLite store, JSONL/SQLite audit, beside in-memory.
 
 Also: 100 concurrent runs of a 10-step runbook in one process, against the time one run's steps
 take times 10 (the issue's yardstick), all measured in the same process.
@@ -41,6 +41,10 @@ def per_step(folder: Path, n: int) -> list[dict[str, object]]:
     configs = {
         "memory (no store, no audit)": dict(store=None, audit=()),
         "memory store + memory audit": dict(store="memory://", audit=("memory://",)),
+        "no store + jsonl audit (fsync)": dict(
+            store=None, audit=(f"jsonl://{folder}/only-{n}.jsonl",)
+        ),
+        "no store + sqlite audit": dict(store=None, audit=(f"sqlite:///{folder}/only-{n}.db",)),
         "sqlite store": dict(store=f"sqlite:///{db}", audit=()),
         "sqlite store + sqlite audit": dict(store=f"sqlite:///{db}", audit=(f"sqlite:///{db}",)),
         "sqlite store + jsonl audit (fsync)": dict(
