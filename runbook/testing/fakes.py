@@ -114,6 +114,7 @@ class FakeClock:
         self._lock = threading.Lock()
         self._freezer: Any = None
         self._frozen: Any = None
+        self._saved_limit = 5
         if freeze:
             from freezegun import freeze_time
 
@@ -121,13 +122,24 @@ class FakeClock:
 
     def start(self) -> FakeClock:
         if self._freezer is not None and self._frozen is None:
+            import freezegun.api
+
+            # freezegun answers real time to any call with ``threading`` in its recent stack,
+            # which is every sync step (they run in worker threads) and every threaded provider
+            # call: the run would see two clocks. Inspecting no frames makes time fake everywhere
+            # while the clock runs; asyncio keeps real time (``real_asyncio``).
+            self._saved_limit = freezegun.api.call_stack_inspection_limit
+            freezegun.api.call_stack_inspection_limit = 0
             self._frozen = self._freezer.start()
         return self
 
     def stop(self) -> None:
         if self._frozen is not None:
+            import freezegun.api
+
             self._freezer.stop()
             self._frozen = None
+            freezegun.api.call_stack_inspection_limit = self._saved_limit
 
     def __enter__(self) -> FakeClock:
         return self.start()

@@ -207,3 +207,26 @@ def test_test_dict_can_provide_a_resource_the_runbook_gets_from_a_plugin(pyteste
     )
     result = pytester.runpytest("--runbooks", str(folder), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_fake_clock_time_is_the_same_in_worker_threads(fake_clock, tmp_path):
+    """Sync steps run in threads; they must see the fake time the engine sees."""
+    import datetime as dt
+
+    from runbook import Runner
+
+    (tmp_path / "pyproject.toml").touch()
+    path = tmp_path / "clocky.py"
+    path.write_text(
+        "import datetime, time\n"
+        "from runbook import step\n"
+        "@step\n"
+        "def when_sync(clock):\n"
+        "    clock.sleep(3600)\n"
+        "    return [datetime.datetime.now(datetime.UTC).isoformat(), time.time()]\n"
+    )
+    result = Runner(resources={"clock": fake_clock}, actor="t").run(path)
+    stamp, epoch = result.steps["when_sync"].output
+    expected = dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC)
+    assert dt.datetime.fromisoformat(stamp) == expected
+    assert epoch == expected.timestamp()
