@@ -346,8 +346,21 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         _check_options(name, opts)
         gs, group = group_steps.get(name, (None, None))
         extra = gs.extra if gs else ()
+        # Inside a group, a sibling is injected by its local name (``shift-5`` as ``shift_5``),
+        # like a closure: the strategy's own step wins over a runbook step of the same name.
+        local = aliases
+        if gs is not None:
+            prefix = name.split(".", 1)[0]
+            local = {
+                **aliases,
+                **{
+                    other.name.replace("-", "_"): f"{prefix}.{other.name}"
+                    for other in group.steps
+                    if other is not gs
+                },
+            }
         args = _analyze(
-            func, step_names, names, where, what=f"step {name!r}", rename=aliases, extra=extra
+            func, step_names, names, where, what=f"step {name!r}", rename=local, extra=extra
         )
         deps = [a.key for a in args if a.source == "step"]
         for callback in gs.uses if gs else ():

@@ -116,9 +116,9 @@ def blue_green(
         GroupStep(
             "switch",
             _switch(service, pair),
-            # Not idempotent: re-run after a crash that happened after the router applied it,
-            # it would see the new color live and switch to the other one. Resume asks instead.
-            where.options(reversible=True),
+            # Idempotent: it switches to the color deploy chose, so a re-run after a crash
+            # repeats the same switch.
+            where.options(reversible=True, idempotent=True),
             rollback=_switch_back(service),
         )
     )
@@ -197,9 +197,11 @@ def _health(
 
 
 def _switch(service: str, colors: tuple[str, str]) -> Callable[..., Any]:
-    async def switch(router: Any, ctx: Any) -> dict[str, Any]:
-        live = router.active(service)
-        color = idle_color(live, colors, service)
+    async def switch(router: Any, ctx: Any, deploy: Any) -> dict[str, Any]:
+        # Colors come from what ``deploy`` decided, not from the router now: re-running this
+        # step after a crash that happened after the router applied it switches to the same
+        # color again (a no-op), instead of flipping traffic to the old one.
+        live, color = deploy["live"], deploy["color"]
         before = router.weights(service)
         try:
             router.switch(service, color)

@@ -511,3 +511,33 @@ def test_after_accepts_a_strategy_group_object(write_runbook):
     rb = load(path)
     assert rb.steps["announce"].after == ("release.two",)
     assert list(rb.steps) == ["release.one", "release.two", "announce"]
+
+
+def test_a_group_step_gets_a_siblings_output_by_its_local_name(write_runbook):
+    path = write_runbook("""
+        from runbook import step
+        from runbook.groups import GroupStep, StepGroup
+
+        def pick():
+            return {"color": "green"}
+
+        def use(pick, shift_5):
+            return [pick["color"], shift_5]
+
+        def shift():
+            return 5
+
+        @step
+        def pick_unrelated():  # a runbook step; the group's own "pick" wins inside the group
+            return "outer"
+
+        release = StepGroup("custom", "web", (
+            GroupStep("pick", pick), GroupStep("shift-5", shift, after=("pick",)),
+            GroupStep("use", use, after=("shift-5",))))
+    """)
+    rb = load(path)
+    assert rb.steps["release.use"].deps == ("release.pick", "release.shift-5")
+    from runbook import Runner
+
+    result = Runner(actor="t").run(rb)
+    assert result.steps["release.use"].output == ["green", 5]

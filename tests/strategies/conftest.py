@@ -96,7 +96,7 @@ class Drive:
 
 def _call(fn: Any, resources: dict[str, Any], **more: Any) -> Any:
     names = inspect.signature(fn).parameters
-    kwargs = {n: ({**resources, **more})[n] for n in names}
+    kwargs = {n: ({**resources, **more})[n] for n in names if n in {**resources, **more}}
     return asyncio.run(fn(**kwargs)) if inspect.iscoroutinefunction(fn) else fn(**kwargs)
 
 
@@ -120,7 +120,9 @@ def drive(group: StepGroup, resources: dict[str, Any]) -> Drive:
         assert step.after == ((group.steps[index - 1].name,) if index else ())
         result.order.append(step.name)
         try:
-            result.outputs[step.name] = _call(step.func, resources)
+            # Like the engine: a group step gets its siblings' outputs by local name.
+            siblings = {n.replace("-", "_"): out for n, out in result.outputs.items()}
+            result.outputs[step.name] = _call(step.func, resources, **siblings)
         except Exception as exc:
             result.statuses[step.name] = "failed"
             result.errors[step.name] = str(exc)
