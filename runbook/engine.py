@@ -230,8 +230,10 @@ class Execution:
                 self._fatal(exc)
             if (self.failing or self.cancelled) and not self.s.dry_run:
                 await self._rollback_all()
-        except LockHeld:
+        except LockHeld as exc:
+            # Refused at the start (run lock, or the run lock again on resume): nothing ran.
             await self._teardown(paused=False)
+            self._refused(exc)
             raise
         status = self._status()
         await self._teardown(paused=status == R.PAUSED)
@@ -278,6 +280,19 @@ class Execution:
                     self.s.store.update_run(info.run_id, status=status, error=result.error)
         self._hook("runbook_run_finished", result=result)
         return result
+
+    def _refused(self, exc: LockHeld) -> None:
+        """Leave the stored run in a state that says what happened and what can be done."""
+        if self.s.dry_run or self.s.store is None:
+            return
+        info = self.s.info
+        waiting = any(r.status == R.AWAITING_APPROVAL for r in self.results.values())
+        with contextlib.suppress(Exception):
+            if not info.resumed:
+                self.s.store.update_run(info.run_id, status=R.FAILED, error=str(exc))
+                self.s.recorder.emit("run_finished", None, {"status": R.FAILED, "error": str(exc)})
+            elif waiting:  # still waiting for its gate: resumable as it was
+                self.s.store.update_run(info.run_id, status=R.PAUSED)
 
     def _restore_prior(self) -> None:
         for name, rec in self.s.prior.items():

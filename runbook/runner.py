@@ -220,6 +220,7 @@ class Runner(DurableRuns):
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
         )
+        self._check_locks(rb, resolved)
         actor = self._actor()
         run_id = new_run_id(self.clock.now())
         record = None
@@ -252,6 +253,22 @@ class Runner(DurableRuns):
             return list(await asyncio.gather(*calls))
 
         return asyncio.run(all_runs())
+
+    def _check_locks(self, rb: Runbook, params: Params) -> None:
+        """Expand every lock template now: a typo is a usage error before anything runs."""
+        templates = [("lock", rb.lock)] + [
+            (f"step {n!r} lock", s.options.lock) for n, s in rb.steps.items()
+        ]
+        for where, template in templates:
+            if template is None:
+                continue
+            try:
+                template.format(env=self.env, params=params)
+            except (KeyError, AttributeError, IndexError, ValueError) as exc:
+                raise UsageError(
+                    f"{rb.path}: {where} {template!r} cannot be expanded: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
 
     def _check_protection(self, rb: Runbook) -> None:
         if self.yes and not self.protection.allow_yes:

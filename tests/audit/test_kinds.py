@@ -231,3 +231,46 @@ async def slow():
         ("run_cancelled", None),
         ("run_finished", None),
     ]
+
+
+def test_a_run_refused_by_a_held_lock_is_recorded_as_failed(tmp_path: Path) -> None:
+    rb = _runbook(
+        tmp_path, 'from runbook import step\nlock = "web"\n@step\ndef a():\n    return 1\n'
+    )
+    store, locks = f"memory://{uuid.uuid4().hex}", f"memory://{uuid.uuid4().hex}"
+    from runbook.locks.memory import MemoryLocks
+
+    MemoryLocks.open(locks).acquire("web", "other-run", actor="dave", lease=60)
+    runner = _runner(store=store, locks=locks)
+    with pytest.raises(LockHeld):
+        runner.run(rb)
+    (run,) = runner.store.list_runs()
+    assert run.status == "failed"
+    assert "held by run other-run (dave)" in (run.error or "")
+    assert runner.store.get_steps(run.run_id) == {}
+    kinds = [e.kind for e in runner.sinks[0].events()]
+    assert kinds == ["run_started", "lock_denied", "run_finished"]
+
+
+def test_a_lock_template_that_cannot_expand_is_a_usage_error_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    from runbook.errors import UsageError
+
+    rb = _runbook(
+        tmp_path,
+        """
+from runbook import step
+
+@step(lock="db-{params.shard}")
+def a():
+    return 1
+""",
+    )
+    runner = _runner()
+    with pytest.raises(
+        UsageError,
+        match=r"step 'a' lock 'db-\{params.shard\}' cannot be expanded.*no parameter 'shard'",
+    ):
+        runner.run(rb)
+    assert runner.store.list_runs() == []
