@@ -9,6 +9,7 @@ than waiting for it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -233,7 +234,54 @@ def exec_cmd(
         reporter.width = max((len(n) for n in runbook.steps), default=0)
         reporter.runbook = runbook
     result = drive(lambda: runner.arun(runbook))
+    if not (as_json or dry_run or yes) and interactive():
+        result = prompt_gates(runner, result)
     finish(result, as_json)
+
+
+def interactive() -> bool:
+    """A person at a terminal (both ends): then a gate may be approved right here."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def prompt_gates(runner: Any, result: RunResult) -> RunResult:
+    """DESIGN 3: in an interactive terminal, ask instead of only pausing.
+
+    The answer goes through ``runner.approve``, so four-eyes rules and approver lists apply
+    exactly as for ``runbook approve``; a refusal leaves the run paused with the usual commands.
+    """
+    from runbook.errors import ApprovalError
+
+    while result.status == "paused":
+        waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
+        for step in waiting:
+            question = f"Approve {step!r} of run {result.run_id} as {runner._actor()}?"
+            if not click.confirm(question, default=False):
+                return result
+            try:
+                runner.approve(result.run_id, step=step, comment="approved at the prompt")
+            except ApprovalError as exc:
+                click.echo(f"not approved: {exc}", err=True)
+                return result
+        if runner.store.get_run(result.run_id).status != "paused":
+            return result
+        steps = runner.store.get_steps(result.run_id)
+        if any(
+            steps[n].status == "awaiting_approval" and not _satisfied(runner, result, n)
+            for n in waiting
+        ):
+            return result  # more approvers needed (min > 1): resume would pause again
+        result = drive(functools.partial(runner.aresume, result.run_id))
+    return result
+
+
+def _satisfied(runner: Any, result: RunResult, step: str) -> bool:
+    granted = {
+        a.actor for a in runner.store.approvals(result.run_id, step) if a.decision == "granted"
+    }
+    rb = runner.load(result.runbook)
+    approval = rb.steps[step].options.approval
+    return approval is None or len(granted) >= approval.min
 
 
 COMMANDS = [exec_cmd]
