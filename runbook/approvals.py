@@ -17,6 +17,11 @@ from runbook.protection import Protection
 from runbook.store.base import ApprovalRecord, RunStore
 
 
+def granted_by(records: Sequence[ApprovalRecord]) -> set[str]:
+    """The distinct actors who granted: what ``Approval(min=...)`` counts."""
+    return {r.actor for r in records if r.decision == "granted"}
+
+
 @dataclass
 class ApprovalPolicy:
     run_id: str
@@ -52,7 +57,7 @@ class ApprovalPolicy:
             raise ApprovalError(
                 f"{actor} may not approve {step!r}; approvers: {', '.join(allowed)}"
             )
-        if any(r.actor == actor and r.decision == "granted" for r in self._records(step)):
+        if actor in granted_by(self._records(step)):
             raise ApprovalError(
                 f"{actor} already approved {step!r}; {approval.min} distinct approvers needed"
             )
@@ -64,8 +69,7 @@ class ApprovalPolicy:
             return "denied"
         if any(r.auto for r in records):
             return "granted"
-        granted = {r.actor for r in records if r.decision == "granted"}
-        if len(granted) >= approval.min:
+        if len(granted_by(records)) >= approval.min:
             return "granted"
         if not self.protection.require_approval:
             self._grant(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy
+from runbook.approvals import ApprovalPolicy, granted_by
 from runbook.collect import Runbook
 from runbook.context import RunInfo
 from runbook.engine import is_redacted
@@ -325,7 +325,7 @@ class DurableRuns:
         store.add_approval(
             ApprovalRecord(run_id, name, actor, "granted", comment, self.clock.now())
         )
-        granted = {a.actor for a in store.approvals(run_id, name) if a.decision == "granted"}
+        granted = granted_by(store.approvals(run_id, name))
         self._recorder_for(record).emit(
             "approval_granted",
             name,

@@ -35,9 +35,8 @@ from runbook.errors import (
     RunbookError,
     StepTimeout,
     StoreError,
-    UsageError,
 )
-from runbook.locks.base import Lease
+from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
 from runbook.recorder import Recorder
 from runbook.redact import Redactor
@@ -187,10 +186,7 @@ class Execution:
         return self.clock.now()
 
     def _template(self, template: str) -> str:
-        try:
-            return template.format(env=self.s.info.env, params=self.s.scope.get("params"))
-        except (KeyError, AttributeError, IndexError, ValueError) as exc:
-            raise UsageError(f"lock template {template!r} cannot be expanded: {exc}") from None
+        return expand_name(template, env=self.s.info.env, params=self.s.scope.get("params"))
 
     # -- the run --------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from runbook.context import Ctx, RunInfo
 from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
 from runbook.errors import RunbookError, UsageError
-from runbook.locks.base import LockProvider
+from runbook.locks.base import LockProvider, expand_name
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
 from runbook.plugins import Plugins, configure
@@ -263,12 +263,9 @@ class Runner(DurableRuns):
             if template is None:
                 continue
             try:
-                template.format(env=self.env, params=params)
-            except (KeyError, AttributeError, IndexError, ValueError) as exc:
-                raise UsageError(
-                    f"{rb.path}: {where} {template!r} cannot be expanded: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
+                expand_name(template, env=self.env, params=params)
+            except UsageError as exc:
+                raise UsageError(f"{rb.path}: {where} {exc}") from None
 
     def _check_protection(self, rb: Runbook) -> None:
         if self.yes and not self.protection.allow_yes:

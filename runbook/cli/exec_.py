@@ -276,9 +276,9 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
 
 
 def _satisfied(runner: Any, result: RunResult, step: str) -> bool:
-    granted = {
-        a.actor for a in runner.store.approvals(result.run_id, step) if a.decision == "granted"
-    }
+    from runbook.approvals import granted_by
+
+    granted = granted_by(runner.store.approvals(result.run_id, step))
     rb = runner.load(result.runbook)
     approval = rb.steps[step].options.approval
     return approval is None or len(granted) >= approval.min

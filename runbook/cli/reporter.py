@@ -22,7 +22,9 @@ from typing import IO, Any
 
 import click
 
+from runbook.errors import UsageError
 from runbook.hookspecs import hookimpl
+from runbook.locks.base import expand_name
 
 # Status of a step -> (symbol, colour) for its line.
 SYMBOLS: Mapping[str, tuple[str, str | None]] = {
@@ -273,8 +275,8 @@ def expand(template: str, run: Any) -> str:
     if run is None:
         return template
     try:
-        return template.format(env=run.env, params=SimpleNamespace(**run.params))
-    except (KeyError, AttributeError, IndexError, ValueError):
+        return expand_name(template, env=run.env, params=SimpleNamespace(**run.params))
+    except UsageError:
         return template
 
 

@@ -41,6 +41,20 @@ class Lease:
         }
 
 
+def expand_name(template: str, *, env: str, params: Any) -> str:
+    """A lock name template with ``{env}`` and ``{params.x}`` filled in.
+
+    One function for the engine, the pre-run check and the CLI's plan, so they never disagree.
+    Raises ``UsageError`` naming the template when a field cannot be filled.
+    """
+    from runbook.errors import UsageError
+
+    try:
+        return template.format(env=env, params=params)
+    except (KeyError, AttributeError, IndexError, ValueError) as exc:
+        raise UsageError(f"{template!r} cannot be expanded: {type(exc).__name__}: {exc}") from None
+
+
 @runtime_checkable
 class LockProvider(Protocol):
     """Opened from a URL by a plugin (``runbook_lock_providers`` hook)."""
