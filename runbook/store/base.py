@@ -70,6 +70,17 @@ class InterruptDecision:
     at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class AuditWitness:
+    """The store's copy of one run's last audit event in one chain (``chain`` is the sink's
+    ``chain_id``): what ``runbook audit verify`` uses to tell a cut tail from a short trail."""
+
+    run_id: str
+    chain: str
+    seq: int
+    hash: str
+
+
 @runtime_checkable
 class RunStore(Protocol):
     """Opened from a URL by a plugin (``runbook_run_stores`` hook); ``memory://`` is built in."""
@@ -105,5 +116,14 @@ class RunStore(Protocol):
     def add_interrupt_decision(self, decision: InterruptDecision) -> None: ...
 
     def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]: ...
+
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        """Remember ``(seq, hash)`` as the run's last event in ``chain``; a lower ``seq`` than the
+        one kept is ignored. Needs no run row (an event may come before it or outlive it)."""
+        ...
+
+    def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
+        """Every run's witnessed head, in ``chain`` or in all chains, by ``seq``."""
+        ...
 
     def close(self) -> None: ...

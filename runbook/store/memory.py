@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook.errors import RunNotFound, StoreError
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+from runbook.store.base import (
+    ApprovalRecord,
+    AuditWitness,
+    InterruptDecision,
+    RunRecord,
+    StepRecord,
+)
 
 # One namespace per URL so that two Runner objects given "memory://shared" see the same runs,
 # which is what a test of approve-then-resume needs.
@@ -24,6 +30,7 @@ class MemoryStore:
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._approvals: list[ApprovalRecord] = []
         self._decisions: list[InterruptDecision] = []
+        self._witnesses: dict[tuple[str, str], AuditWitness] = {}
 
     @classmethod
     def open(cls, url: str) -> MemoryStore:
@@ -93,6 +100,17 @@ class MemoryStore:
     def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:
         with self._lock:
             return [d for d in self._decisions if d.run_id == run_id]
+
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        with self._lock:
+            kept = self._witnesses.get((run_id, chain))
+            if kept is None or seq > kept.seq:
+                self._witnesses[(run_id, chain)] = AuditWitness(run_id, chain, seq, hash)
+
+    def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
+        with self._lock:
+            found = [w for w in self._witnesses.values() if chain is None or w.chain == chain]
+        return sorted(found, key=lambda w: (w.seq, w.chain, w.run_id))
 
     def close(self) -> None:
         pass

@@ -27,7 +27,13 @@ from urllib.parse import parse_qs
 
 from runbook.errors import RunNotFound, StoreCorrupt, StoreError, UsageError
 from runbook.hookspecs import Provider, hookimpl
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+from runbook.store.base import (
+    ApprovalRecord,
+    AuditWitness,
+    InterruptDecision,
+    RunRecord,
+    StepRecord,
+)
 from runbook.store.sqlitedb import (
     BUSY_TIMEOUT,
     Migration,
@@ -72,8 +78,17 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _v2_audit_witness(conn: sqlite3.Connection) -> None:
+    # No foreign key to runs: the witness must outlive a deleted run row, as the evidence does.
+    conn.execute(
+        """CREATE TABLE audit_witness (
+            run_id TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+            PRIMARY KEY (run_id, chain))"""
+    )
+
+
 # Append only: a released runbook may have written any prefix of this list into a user's file.
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness]
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -299,6 +314,25 @@ class SqliteStore:
         with self._tx(f"read the {table} from") as conn:
             rows = conn.execute(sql + " ORDER BY id", args).fetchall()
             return [_decode(cls, r, self.path, f"{table} of run {run_id!r}") for r in rows]
+
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        with self._tx("witness an audit event in", write=True) as conn:
+            conn.execute(
+                "INSERT INTO audit_witness (run_id, chain, seq, hash) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id, chain) DO UPDATE SET seq = excluded.seq,"
+                " hash = excluded.hash WHERE excluded.seq > audit_witness.seq",
+                (run_id, chain, seq, hash),
+            )
+
+    def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
+        where, args = ("WHERE chain = ?", [chain]) if chain is not None else ("", [])
+        with self._tx("read the audit witnesses from") as conn:
+            rows = conn.execute(
+                f"SELECT run_id, chain, seq, hash FROM audit_witness {where}"
+                " ORDER BY seq, chain, run_id",
+                args,
+            ).fetchall()
+        return [AuditWitness(r["run_id"], r["chain"], int(r["seq"]), r["hash"]) for r in rows]
 
     def close(self) -> None:
         with self._lock:

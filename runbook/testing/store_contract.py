@@ -22,7 +22,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from runbook.errors import RunNotFound
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, RunStore, StepRecord
+from runbook.store.base import (
+    ApprovalRecord,
+    AuditWitness,
+    InterruptDecision,
+    RunRecord,
+    RunStore,
+    StepRecord,
+)
 
 StoreOpener = Callable[[], RunStore]
 
@@ -272,6 +279,26 @@ def check_threads(open_store: StoreOpener) -> None:
             assert [a.step for a in store.approvals("run-1", f"w{w}")] == [f"w{w}"] * 20
 
 
+def check_audit_witness(open_store: StoreOpener) -> None:
+    """Each run's last audit ``(seq, hash)`` per chain: kept across handles, never moved back."""
+    with opened(open_store) as writer, opened(open_store) as reader:
+        assert reader.audit_witnesses() == []
+        writer.witness_audit("run-1", "jsonl:///a", 3, "h3")
+        writer.witness_audit("run-1", "jsonl:///a", 7, "h7")
+        writer.witness_audit("run-1", "jsonl:///a", 5, "h5")  # a late, older write is ignored
+        writer.witness_audit("run-2", "jsonl:///a", 4, "h4")  # no run row needed
+        writer.witness_audit("run-1", "sqlite:///b", 2, "b2")
+        assert reader.audit_witnesses("jsonl:///a") == [
+            AuditWitness("run-2", "jsonl:///a", 4, "h4"),
+            AuditWitness("run-1", "jsonl:///a", 7, "h7"),
+        ]
+        assert reader.audit_witnesses("sqlite:///b") == [
+            AuditWitness("run-1", "sqlite:///b", 2, "b2")
+        ]
+        assert len(reader.audit_witnesses()) == 3
+        assert reader.audit_witnesses("nowhere") == []
+
+
 def check_close_is_idempotent(open_store: StoreOpener) -> None:
     store = open_store()
     store.close()
@@ -292,5 +319,6 @@ CHECKS: tuple[Callable[[StoreOpener], None], ...] = (
     check_interrupt_decisions,
     check_handles_share_state,
     check_threads,
+    check_audit_witness,
     check_close_is_idempotent,
 )

@@ -231,7 +231,7 @@ def test_a_busy_store_is_a_clear_store_error(db: Path) -> None:
 
 
 def test_new_file_gets_the_current_schema_version(store: SqliteStore, db: Path) -> None:
-    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 1
+    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
 
 
 def test_migrates_an_older_version_once_keeping_data(db: Path, monkeypatch) -> None:
@@ -250,7 +250,7 @@ def test_migrates_an_older_version_once_keeping_data(db: Path, monkeypatch) -> N
     with SqliteStore(db):
         pass
     conn = raw(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
     assert conn.execute("SELECT ticket FROM runs").fetchone()[0] == "OPS-1"
     assert calls == [1]
 
@@ -266,7 +266,7 @@ def test_a_failing_migration_changes_nothing(db: Path, monkeypatch) -> None:
     with pytest.raises(StoreError, match="migrate the run store schema"):
         SqliteStore(db)
     conn = raw(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half_done" not in tables
 
@@ -292,7 +292,7 @@ def test_other_components_tables_survive_and_version_separately(db: Path) -> Non
         store.create_run(make_run())
     assert migrate(conn, audit_v1, path=db, component="audit") == 1  # nothing to do
     assert conn.execute("SELECT seq FROM audit_events").fetchall() == [(1,)]
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     with pytest.raises(StoreCorrupt, match="audit schema version 1"):
         migrate(conn, [], path=db, component="audit")
     conn.close()

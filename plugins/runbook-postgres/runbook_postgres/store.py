@@ -15,7 +15,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from runbook.errors import RunNotFound, StoreCorrupt, StoreError
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
+from runbook.store.base import (
+    ApprovalRecord,
+    AuditWitness,
+    InterruptDecision,
+    RunRecord,
+    StepRecord,
+)
 from runbook_postgres._db import Database, PgTarget, ensure_version
 
 MIGRATIONS = [
@@ -73,6 +79,17 @@ MIGRATIONS = [
         at timestamptz NOT NULL
     );
     CREATE INDEX interrupt_decisions_run ON {s}.interrupt_decisions (run_id, seq);
+    """,
+    # 2: each run's last audit (seq, hash) per chain, for `runbook audit verify` (no foreign
+    # key: the witness outlives a deleted run row, as the evidence does).
+    """
+    CREATE TABLE {s}.audit_witness (
+        run_id text NOT NULL,
+        chain text NOT NULL,
+        seq bigint NOT NULL,
+        hash text NOT NULL,
+        PRIMARY KEY (run_id, chain)
+    );
     """,
 ]
 
@@ -317,6 +334,27 @@ class PostgresStore:
                 .fetchall()
             )
         return [InterruptDecision(**{**row, "at": _utc(row["at"])}) for row in rows]
+
+    # -- audit witness -----------------------------------------------------------------------
+
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        with self._db.statement(f"witness the audit head of run {run_id}") as conn:
+            conn.execute(
+                f"INSERT INTO {self._s}.audit_witness AS w (run_id, chain, seq, hash)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id, chain) DO UPDATE"
+                " SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > w.seq",
+                (run_id, chain, seq, hash),
+            )
+
+    def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
+        where, args = ("WHERE chain = %s", (chain,)) if chain is not None else ("", ())
+        with self._db.statement("read the audit witnesses") as conn:
+            rows = conn.execute(
+                f"SELECT run_id, chain, seq, hash FROM {self._s}.audit_witness {where}"
+                " ORDER BY seq, chain, run_id",
+                args,
+            ).fetchall()
+        return [AuditWitness(r, c, int(q), h) for r, c, q, h in rows]
 
     def close(self) -> None:
         self._db.close()
