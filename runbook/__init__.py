@@ -13,7 +13,7 @@ from runbook.hookspecs import hookimpl
 from runbook.markers import Approval, probe, resource, rollback, step
 from runbook.params import param
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 if TYPE_CHECKING:
     from runbook.collect import Runbook, load

@@ -5,35 +5,38 @@ Kept apart from collection so the graph logic is testable on plain dicts of name
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A cycle as a path ``[a, b, ..., a]``, or None. ``edges[n]`` = n's predecessors."""
+    """A cycle as a path ``[a, b, ..., a]``, or None. ``edges[n]`` = n's predecessors.
+
+    Iterative depth-first search with an explicit stack, so a cycle through thousands of steps is
+    reported instead of overflowing Python's recursion limit.
+    """
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(edges, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        color[node] = grey
-        stack.append(node)
-        for pred in edges.get(node, ()):
-            if color.get(pred, black) == grey:
-                return [*stack[stack.index(pred) :], pred]
-            if color.get(pred) == white:
-                found = visit(pred)
-                if found:
-                    return found
-        stack.pop()
-        color[node] = black
-        return None
-
-    for node in edges:
-        if color[node] == white:
-            found = visit(node)
-            if found:
+    for root in edges:
+        if color[root] != white:
+            continue
+        path: list[str] = [root]
+        color[root] = grey
+        pending: list[Iterator[str]] = [iter(edges.get(root, ()))]
+        while pending:
+            pred = next(pending[-1], None)
+            if pred is None:
+                pending.pop()
+                color[path.pop()] = black
+                continue
+            state = color.get(pred, black)
+            if state == grey:
+                found = [*path[path.index(pred) :], pred]
                 # Report in execution order: a runs before b runs before ... a.
                 return list(reversed(found))
+            if state == white:
+                color[pred] = grey
+                path.append(pred)
+                pending.append(iter(edges.get(pred, ())))
     return None
 
 

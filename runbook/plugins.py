@@ -1,10 +1,13 @@
 """The plugin manager: built-ins as internal plugins, entry points, and providers by URL scheme.
 
-Set ``RUNBOOK_TRACE_HOOKS=1`` to print every hook call and its result to stderr.
+Set ``RUNBOOK_TRACE_HOOKS=1`` to print every hook call, its arguments and its result to stderr
+(pluggy's own tracing). Every hook, the provider registrations included, is called through pluggy,
+so ``@hookimpl(specname=...)``, wrappers and tracing work as pluggy documents them.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -103,6 +106,10 @@ class Plugins:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {name} ({source}) is invalid: {exc}") from None
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.pm.unregister(plugin)
+            raise PluginError(f"plugin {name} ({source}) {unknown}")
         self._sources[name] = source
         self._providers = None
 
@@ -118,6 +125,28 @@ class Plugins:
                     f"{type(exc).__name__}: {exc}"
                 ) from None
             self._register(plugin, ep.name, f"entry point {dist} {version}")
+
+    def _unknown_hooks(self, plugin: Any) -> str | None:
+        """What ``pm.check_pending()`` would reject, said for one plugin with a "did you mean"."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            pass
+        else:
+            return None
+        known = [n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_")]
+        bad = []
+        for caller in self.pm.hook.__dict__.values():
+            if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not impl.optionalhook:
+                    close = difflib.get_close_matches(caller.name, known, n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    bad.append(f"{caller.name}{hint}")
+        if not bad:
+            return None
+        return "implements hooks that runbook does not define: " + ", ".join(sorted(bad))
 
     def add(self, plugin: Any) -> None:
         """Register a plugin object or an importable module name (``-p module`` / config)."""
@@ -148,8 +177,7 @@ class Plugins:
                 table: dict[str, tuple[Provider, str]] = {}
                 caller = getattr(self.pm.hook, hook_name)
                 for impl in caller.get_hookimpls():
-                    records = getattr(impl.plugin, hook_name)() or []
-                    for record in records:
+                    for record in self._call_one(hook_name, impl.plugin):
                         if not isinstance(record, Provider):
                             raise PluginError(
                                 f"plugin {impl.plugin_name} returned {record!r} from {hook_name};"
@@ -165,6 +193,13 @@ class Plugins:
                 registry[kind] = table
             self._providers = registry
         return self._providers
+
+    def _call_one(self, hook_name: str, plugin: Any) -> list[Any]:
+        """Call one plugin's implementation through pluggy (specname, wrappers and tracing apply),
+        so a registration can be attributed to the plugin that made it."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        results = self.pm.subset_hook_caller(hook_name, remove_plugins=others)()
+        return [record for result in results for record in (result or [])]
 
     def open(self, kind: str, url: str, **options: Any) -> Any:
         scheme = scheme_of(url)
@@ -210,12 +245,11 @@ class Plugins:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def _trace(self) -> None:
-        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-            print(
-                f"[runbook hook] {hook_name} -> {[i.plugin_name for i in impls]}", file=sys.stderr
-            )
+        """pluggy's tracing: each call with its arguments, each result, indented by nesting."""
+        self.pm.trace.root.setwriter(_trace_writer)
+        self.pm.enable_tracing()
 
-        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-            pass
 
-        self.pm.add_hookcall_monitoring(before, after)
+def _trace_writer(text: str) -> None:
+    for line in text.splitlines():
+        sys.stderr.write(f"[runbook hook] {line}\n")

@@ -272,9 +272,8 @@ def test_no_configured_sink_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.slow
 def test_python_dash_m_runbook_audit_verify(trail: JsonlStored) -> None:
-    python = ROOT / ".venv" / "bin" / "python"
     command = [
-        str(python if python.exists() else sys.executable),
+        sys.executable,
         "-m",
         "runbook",
         "audit",

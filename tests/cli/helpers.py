@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "runbooks"
-PYTHON = REPO / ".venv" / "bin" / "python"
-CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "runbook"
+# The interpreter running the tests, wherever its venv is (a CI venv, an installed wheel).
+PYTHON = Path(sys.executable)
+CONSOLE_SCRIPT = PYTHON.parent / "runbook"
 
 
 def run_cli(

@@ -43,6 +43,19 @@ def test_find_cycle_returns_the_path_in_execution_order():
         assert before in {"a": ["c"], "b": ["a"], "c": ["b"]}[after]
 
 
+def test_a_cycle_through_thousands_of_steps_is_reported_not_a_recursion_error():
+    n = 5_000  # far past Python's default recursion limit of 1,000
+    edges = {f"s{i}": [f"s{i - 1}"] for i in range(1, n)}
+    edges["s0"] = [f"s{n - 1}"]
+    cycle = dag.find_cycle(edges)
+    assert cycle is not None and len(cycle) == n + 1 and cycle[0] == cycle[-1]
+
+
+def test_a_long_chain_without_a_cycle_is_fine():
+    edges = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(5_000)}
+    assert dag.find_cycle(edges) is None
+
+
 def test_self_loop_is_a_cycle():
     assert dag.find_cycle({"a": ["a"]}) == ["a", "a"]
 

@@ -281,10 +281,74 @@ def test_runbookconf_can_implement_hooks(write_runbook, tmp_path):
     assert rb.conftests[0].SEEN == [("a", "succeeded")]
 
 
-def test_trace_hooks_env_prints_hook_calls(monkeypatch, capsys):
+def test_trace_hooks_env_prints_hook_calls_with_arguments_and_results(monkeypatch, capsys):
     monkeypatch.setenv("RUNBOOK_TRACE_HOOKS", "1")
-    Plugins(entry_points=False).resources()
-    assert "[runbook hook] runbook_resources -> [" in capsys.readouterr().err
+
+    class Shouter:
+        @hookimpl
+        def runbook_cli_commands(self, group):
+            return None
+
+    plugins = Plugins([Shouter()], entry_points=False)
+    plugins.resources()
+    plugins.hook.runbook_cli_commands(group="the-group")
+    err = capsys.readouterr().err
+    assert "runbook_resources [hook]" in err
+    assert "[runbook hook]       group: the-group" in err  # the arguments
+    assert "finish runbook_resources --> [{'shell'" in err  # and the results
+    assert all(line.startswith("[runbook hook]") for line in err.splitlines())
+
+
+def test_misspelled_hookimpl_is_refused_naming_plugin_and_hook():
+    class Typo:
+        @hookimpl
+        def runbook_resorces(self):
+            return {}
+
+    with pytest.raises(PluginError) as info:
+        Plugins([Typo()], entry_points=False)
+    message = str(info.value)
+    assert "runbook_resorces" in message
+    assert "did you mean runbook_resources?" in message
+    assert "Typo" in message
+
+
+def test_a_refused_plugin_leaves_the_manager_usable():
+    class Typo:
+        @hookimpl
+        def runbook_strategy(self):
+            return []
+
+    plugins = Plugins(entry_points=False)
+    with pytest.raises(PluginError):
+        plugins.add(Typo())
+    assert "runbook_strategy" not in {i.name for i in plugins.describe()}
+    assert "shell" in plugins.resources()  # check_pending no longer trips on the removed one
+
+
+def test_optionalhook_may_name_a_hook_runbook_does_not_define():
+    class Future:
+        @hookimpl(optionalhook=True)
+        def runbook_not_yet_a_hook(self):
+            return None
+
+    Plugins([Future()], entry_points=False)  # no error
+
+
+def test_specname_hookimpl_registers_providers_through_pluggy():
+    from runbook.hookspecs import Provider
+
+    opened = []
+
+    class Renamed:
+        @hookimpl(specname="runbook_notifiers")
+        def my_notifiers(self):
+            return [Provider("pager", lambda url, **kw: opened.append(url) or "pager")]
+
+    plugins = Plugins([Renamed()], entry_points=False)
+    assert "pager" in plugins.providers("notifier")
+    assert plugins.open("notifier", "pager://on-call") == "pager"
+    assert opened == ["pager://on-call"]
 
 
 PLUGIN_WITH_CONFIG = """

@@ -10,7 +10,7 @@ from typing import Any
 from runbook.hookspecs import Provider, hookimpl
 from runbook_email.smtp import SmtpNotifier, render_email
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _smtp(url: str, **options: Any) -> SmtpNotifier:

@@ -13,7 +13,7 @@ from runbook_slack.slack import SlackNotifier, blocks_payload
 from runbook_slack.teams import TeamsNotifier, card_payload
 from runbook_slack.webhook import WebhookNotifier, sign, verify_signature
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _slack(url: str, **options: Any) -> SlackNotifier:
