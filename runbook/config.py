@@ -30,11 +30,12 @@ from runbook.protection import LEVELS, Protection
 CONFIG_FILE = "runbook.toml"
 PYPROJECT = "pyproject.toml"
 DEFAULT_ENV = "dev"
+PAUSED_LEASE = 7 * 24 * 3600.0  # seconds a paused run keeps its run lock (7 days)
 GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 
 # fmt: off
 TOP_KEYS = ("store", "audit", "notify", "templates", "lock", "lock_timeout", "lease",
-            "keep_lock_when_paused", "router", "default_env", "plugins", "env")
+            "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins", "env")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", *PROTECTION_FLAGS)
@@ -72,6 +73,8 @@ class Config:
     plugins: tuple[str, ...]
     envs: dict[str, EnvConfig]
     extra: dict[str, Any] = field(default_factory=dict)  # plugin keys (runbook_config_keys)
+    # How long a paused run keeps its run lock (seconds): `runbook cancel` releases it sooner.
+    paused_lease: float = PAUSED_LEASE
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -299,6 +302,9 @@ class _Builder:
             lease=self.number(table.get("lease", 30), key("lease"), positive=True),
             keep_lock_when_paused=self.flag(
                 table.get("keep_lock_when_paused", True), key("keep_lock_when_paused")
+            ),
+            paused_lease=self.number(
+                table.get("paused_lease", PAUSED_LEASE), key("paused_lease"), positive=True
             ),
             router=self.url(
                 table.get("router", f"file://{root}/.runbook/router.json"), key("router")

@@ -146,7 +146,7 @@ class DurableRuns:
         given.update(self.params)
         return resolve_params(rb.params, given)
 
-    def _resumable(self, run_id: str) -> RunRecord:
+    def _resumable(self, run_id: str, action: str = "resume") -> RunRecord:
         record = self._require_store().get_run(run_id)
         if record.status == R.RUNNING:
             if (
@@ -157,7 +157,9 @@ class DurableRuns:
             ):
                 raise UsageError(f"run {run_id} is still running (pid {record.pid} on {HOST})")
         elif record.status != R.PAUSED:
-            raise UsageError(f"run {run_id} has ended ({record.status}); nothing to resume")
+            raise UsageError(
+                f"run {run_id} has ended ({record.status.replace('_', ' ')}); nothing to {action}"
+            )
         return record
 
     def resume(
@@ -377,7 +379,7 @@ class DurableRuns:
         actor = actor or self._actor()
 
         async def cancel() -> RunResult:
-            record = self._resumable(run_id)
+            record = self._resumable(run_id, "cancel")
             rb = self.load(record.runbook_path)
             return await self._settle(record, rb, deny=False, actor=actor)
 

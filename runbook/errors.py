@@ -96,16 +96,26 @@ class LockHeld(LockError):
         holder: str | None = None,
         actor: str | None = None,
         since: str | None = None,
+        holder_status: str | None = None,
     ):
         self.name = name
         self.holder = holder
         self.actor = actor
         self.since = since
+        self.holder_status = holder_status  # the holder run's status, when the store knows it
         who = f" by run {holder}" if holder else ""
         if actor:
             who += f" ({actor})"
         if since:
             who += f" since {since}"
+        if holder and holder_status == "paused":
+            # A paused run keeps its run lock for ``paused_lease``: say so, and how to free it.
+            who += (
+                f"; that run is paused, waiting for approval: `runbook cancel {holder}` "
+                "releases the lock (or approve and resume it)"
+            )
+        elif holder and holder_status:
+            who += f" (run {holder_status.replace('_', ' ')})"
         super().__init__(f"lock {name!r} is held{who}")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runbook.errors import ParamError
+from runbook.errors import DefinitionError, ParamError
 
 
 class _Required:
@@ -39,6 +41,10 @@ def _to_list(value: Any) -> list[str]:
 
 
 _CONVERTERS: dict[Any, Callable[[Any], Any]] = {bool: _to_bool, list: _to_list}
+
+# Types whose own ValueError text says nothing a user can act on ("invalid literal for int() with
+# base 10"); every other callable's message is the runbook author's and is kept.
+_BUILTIN_TYPES = frozenset({str, int, float, bool, list, complex})
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,11 @@ class ParamSpec:
                 value = converter(raw)
             except (TypeError, ValueError) as exc:
                 shown = "***" if self.secret else repr(raw)
-                raise ValueError(f"expected {self.type_name}, got {shown}") from exc
+                own = str(exc).strip() if typ not in _BUILTIN_TYPES else ""
+                if own and self.secret and str(raw):
+                    own = own.replace(str(raw), "***")
+                why = f": {own}" if own else ""
+                raise ValueError(f"expected {self.type_name}, got {shown}{why}") from exc
         if self.choices is not None and value not in self.choices:
             shown = "***" if self.secret else repr(value)
             raise ValueError(f"{shown} is not one of {describe_choices(self.choices)}")
@@ -111,7 +121,13 @@ def param(
 
     ``env`` names an environment variable read when the value is not given with ``-p``; that is how
     secrets should arrive, so they never sit in shell history.
+
+    A default that its own ``type`` or ``choices`` refuse is a definition error here, at import,
+    naming the caller's file and line: otherwise the mistake would surface only in the one run
+    that does not pass the value.
     """
+    if default is not REQUIRED and default is not None:
+        default = _checked_default(name, type, default, choices, secret)
     return ParamSpec(
         name=name,
         type=type,
@@ -122,6 +138,35 @@ def param(
         env=env,
         example=example,
     )
+
+
+def _checked_default(
+    name: str,
+    typ: Callable[[Any], Any],
+    default: Any,
+    choices: Container[Any] | None,
+    secret: bool,
+) -> Any:
+    """The default a run will receive, or a definition error at the ``param()`` line.
+
+    A built-in type converts its default (``type=int, default="3"`` gives ``3``, ``"x"`` is an
+    error); a custom callable is not called on it (it may not be idempotent: the default is its
+    output already), only ``choices`` apply. ``None`` means "not given" and is never checked.
+    """
+    check = typ if typ in _BUILTIN_TYPES else _same
+    try:
+        return ParamSpec(name=name, type=check, choices=choices, secret=secret).convert(default)
+    except ValueError as exc:
+        caller = sys._getframe(2)  # the runbook's ``param(...)`` line
+        raise DefinitionError(
+            f"parameter {name!r}: default refused: {exc}",
+            file=caller.f_code.co_filename,
+            line=caller.f_lineno,
+        ) from None
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class Params(Mapping[str, Any]):
@@ -184,7 +229,9 @@ def resolve_params(
     for key in given:
         if key not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            problems.append(f"unknown parameter {key!r} (declared: {known})")
+            close = difflib.get_close_matches(key, list(specs), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"unknown parameter {key!r}{hint} (declared: {known})")
     for name, spec in specs.items():
         if name in given:
             raw, source = given[name], "-p"
@@ -209,12 +256,26 @@ def resolve_params(
 
 
 def parse_assignments(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Parse ``-p key=value`` strings; a pair without ``=`` is a usage error naming it."""
+    """Parse ``-p key=value`` strings; a pair without ``=`` is a usage error naming it.
+
+    A key given twice is an error too: with ``-p version=1 ... -p version=2`` in a long command
+    line, silently taking the last one would deploy a version nobody re-read.
+    """
     out: dict[str, str] = {}
-    bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].strip()]
-    if bad:
-        raise ParamError([f"-p expects key=value, got {b!r}" for b in bad])
+    problems = [
+        f"-p expects key=value, got {p!r}"
+        for p in pairs
+        if "=" not in p or not p.split("=", 1)[0].strip()
+    ]
     for pair in pairs:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
+            continue
         key, value = pair.split("=", 1)
-        out[key.strip()] = value
+        key = key.strip()
+        if key in out:
+            problems.append(f"-p {key} is given more than once: give it once")
+            continue
+        out[key] = value
+    if problems:
+        raise ParamError(problems)
     return out

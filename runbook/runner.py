@@ -75,6 +75,7 @@ class Runner(DurableRuns):
         lock_timeout: float = 0.0,
         lease: float = 30.0,
         keep_lock_when_paused: bool = True,
+        paused_lease: float = 7 * 24 * 3600.0,
         router: str | None = "memory://",
         clock: Clock | None = None,
         config: Any = None,
@@ -97,6 +98,7 @@ class Runner(DurableRuns):
         self.lock_timeout = lock_timeout
         self.lease = lease
         self.keep_lock_when_paused = keep_lock_when_paused
+        self.paused_lease = paused_lease
         self.router_url = router
         self.clock: Clock = self.resources.get("clock") or clock or SystemClock()
         self.config = config
@@ -141,6 +143,7 @@ class Runner(DurableRuns):
             templates=config.templates,
             router=config.router,
             keep_lock_when_paused=config.keep_lock_when_paused,
+            paused_lease=config.paused_lease,
             plugins=[*config.plugins, *plugins],
             config=config,
             **kwargs,
@@ -187,6 +190,11 @@ class Runner(DurableRuns):
             spec = self._locks_spec
             self._locks = self.plugins.open("lock", spec) if isinstance(spec, str) else spec
         return self._locks
+
+    def _run_status(self, run_id: str) -> str | None:
+        """A lock holder's status in this store (None when it is not a run of this store)."""
+        store = self.store
+        return None if store is None else store.get_run(run_id).status
 
     def _actor(self) -> str:
         if self.actor:
@@ -369,6 +377,7 @@ class Runner(DurableRuns):
                 rng=self._rng,
                 on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
                 on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(name, lease, waited),
+                holder_status=self._run_status,
             )
         policy = ApprovalPolicy(
             run_id,
@@ -394,6 +403,7 @@ class Runner(DurableRuns):
             dry_run=self.dry_run,
             rng=self._rng,
             keep_lock_when_paused=self.keep_lock_when_paused,
+            paused_lease=self.paused_lease,
             outputs=outputs,
             resumed_by=resumed_by,
             **extra,

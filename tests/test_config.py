@@ -466,6 +466,7 @@ def test_docs_defaults_are_the_code_defaults(tmp_path: Path) -> None:
         "lock_timeout",
         "lease",
         "keep_lock_when_paused",
+        "paused_lease",
         "router",
         "default_env",
         "plugins",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,13 +11,12 @@ import click
 
 from runbook.audit.events import KINDS, AuditQuery, VerifyReport
 from runbook.audit.query import (
-    events_json,
     format_table,
     open_sink,
     parse_time,
     safe_url,
 )
-from runbook.cli.common import config_option, handle_errors, load_config
+from runbook.cli.common import config_option, handle_errors, json_document, load_config
 from runbook.errors import AuditTampered, RunbookError, UsageError
 
 
@@ -141,7 +139,7 @@ def audit(
     finally:
         sink.close()
     if as_json:
-        click.echo(events_json(events))
+        click.echo(json_document("audit", {"events": [e.to_dict() for e in events]}))
     elif not events:
         click.echo(f"no matching events in {safe_url(sink.url)}")
     else:
@@ -176,7 +174,7 @@ def verify(
     for ref in _configured(sink_urls, config_path):
         results.append(_verify_one(ref, with_head=as_json))
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json_document("audit-verify", {"sinks": results}))
     else:
         for result in results:
             click.echo(f"{result['sink']}: {result['message']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -14,6 +15,38 @@ import click
 from runbook.errors import EXIT_INTERRUPTED, RunbookError, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_document(kind: str, body: dict[str, Any], *, default: Any = str) -> str:
+    """Every ``--json`` document: an object whose first key names its shape and version.
+
+    ``"schema": "runbook.<kind>/1"`` lets a script that parses it refuse a shape it does not
+    know instead of misreading it; the number changes only when a field changes meaning.
+    """
+    return json.dumps(
+        {"schema": f"runbook.{kind}/1", **body}, indent=2, default=default, ensure_ascii=False
+    )
+
+
+def nothing_stored(url: str | None) -> bool:
+    """True when ``url`` is a local file store (``sqlite://``, ``file://``) that does not exist.
+
+    Commands that only read (``runs``, ``show``, ``locks``...) then have nothing to show and must
+    not create it: opening the provider would make ``.runbook/`` in whatever folder they ran.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        return False
+    scheme, _, rest = url.partition("://")
+    rest = rest.split("?", 1)[0]
+    if scheme.lower() == "sqlite":
+        if not rest.startswith("/") or not rest.strip("/"):
+            return False  # malformed: opening it reports the problem properly
+        from urllib.parse import unquote
+
+        return not Path(unquote(rest[1:])).expanduser().exists()
+    if scheme.lower() == "file":
+        return bool(rest) and not Path(rest).expanduser().exists()
+    return False
 
 
 def fail(message: str, code: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import signal
 import sys
@@ -22,7 +21,13 @@ from typing import Any
 
 import click
 
-from runbook.cli.common import config_option, handle_errors, load_config, store_option
+from runbook.cli.common import (
+    config_option,
+    handle_errors,
+    json_document,
+    load_config,
+    store_option,
+)
 from runbook.cli.inspect import plugin_option
 from runbook.cli.reporter import TerminalReporter
 from runbook.errors import EXIT_INTERRUPTED, UsageError
@@ -85,7 +90,7 @@ def drive(start: Callable[[], Awaitable[RunResult]]) -> RunResult:
 def finish(result: RunResult, as_json: bool) -> None:
     """Print the JSON document if asked, then exit with the run's documented exit code."""
     if as_json:
-        click.echo(json.dumps(result.to_dict(), default=str, indent=2))
+        click.echo(json_document("run", result.to_dict()))
     code = result.exit_code
     if _stuck_step_threads():
         # A cancelled sync step cannot be interrupted inside its worker thread, and interpreter

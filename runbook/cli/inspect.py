@@ -6,14 +6,13 @@ open no store, take no lock and call no step, so they are safe to point at a pro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from runbook.cli.common import config_option, handle_errors, load_config
+from runbook.cli.common import config_option, handle_errors, json_document, load_config
 from runbook.collect import Runbook, StepDef, load
 from runbook.errors import UsageError
 from runbook.params import ParamSpec, describe_choices
@@ -377,7 +376,7 @@ def list_cmd(
     """Collect a runbook without running it: params, resources, steps with gates and rollbacks."""
     rb = collect(path, config_path, plugin_modules)
     if as_json:
-        click.echo(json.dumps(runbook_dict(rb), indent=2, default=repr))
+        click.echo(json_document("plan", runbook_dict(rb), default=repr))
         return
     for line in render_list(rb):
         click.echo(line)
@@ -416,7 +415,7 @@ def plugins_cmd(as_json: bool, plugin_modules: tuple[str, ...], config_path: Pat
     infos = _plugins(config, plugin_modules).describe()
     if as_json:
         data = [{"name": i.name, "source": i.source, "hooks": list(i.hooks)} for i in infos]
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json_document("plugins", {"plugins": data}))
         return
     rows = [
         [i.name, i.source, ", ".join(h.removeprefix("runbook_") for h in i.hooks)] for i in infos

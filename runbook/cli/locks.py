@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +9,13 @@ from typing import Any
 
 import click
 
-from runbook.cli.common import config_option, handle_errors, load_config
+from runbook.cli.common import (
+    config_option,
+    handle_errors,
+    json_document,
+    load_config,
+    nothing_stored,
+)
 from runbook.locks.base import Lease
 
 
@@ -77,14 +82,17 @@ def locks(as_json: bool, lock_url: str | None, config_path: Path | None) -> None
     """
     from runbook.plugins import Plugins
 
-    provider = Plugins().open("lock", _lock_url(lock_url, config_path))
-    try:
-        leases = sorted(provider.held(), key=lambda lease: lease.name)
-    finally:
-        provider.close()
+    url = _lock_url(lock_url, config_path)
+    leases = []
+    if not nothing_stored(url):  # never create the lock folder just to look at it
+        provider = Plugins().open("lock", url)
+        try:
+            leases = sorted(provider.held(), key=lambda lease: lease.name)
+        finally:
+            provider.close()
     now = time.time()
     if as_json:
-        click.echo(json.dumps({"locks": [_row(lease, now) for lease in leases]}, indent=2))
+        click.echo(json_document("locks", {"locks": [_row(lease, now) for lease in leases]}))
     elif not leases:
         click.echo("no locks held")
     else:

@@ -54,6 +54,7 @@ SUMMARY_ORDER = (
     "rollback_failed",
     "pending",
     "running",
+    "interrupted",
 )
 
 _DIGITS = re.compile(r"\d+(\.\d+)?")
@@ -237,7 +238,11 @@ class TerminalReporter:
         if duration is None:
             duration = time.monotonic() - self._started
         status = result.status
-        summary = f"{summarize(result.counts())} in {format_duration(duration)}"
+        counts = result.counts()
+        if not result.dry_run and status != "paused" and counts.get("running"):
+            # The run is over: a step still "running" was cut off by a stop (audit, store).
+            counts["interrupted"] = counts.pop("running")
+        summary = f"{summarize(counts)} in {format_duration(duration)}"
         if result.dry_run:
             summary += "; nothing was changed"
         if result.dry_run and self.runbook is not None:
@@ -251,6 +256,8 @@ class TerminalReporter:
             self._rollback_failed(result)
         elif status in ("failed", "rolled_back") and result.error:
             self._write(f"error: {first_line(result.error)}")
+            if why := stopped_because(result.error):
+                self._write(why)
 
     def _paused(self, result: Any) -> None:
         waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
@@ -268,6 +275,26 @@ class TerminalReporter:
             why = first_line(step.rollback_error or step.error) or "no detail"
             self._write(self._style(f"  {step.name}: {why}", "red"))
         self._write(f"  inspect: runbook show {result.run_id}")
+
+
+# A run stopped by its own machinery, not by a step: what the operator must know next.
+_STOPS = {
+    "AuditError": (
+        "the run stopped: a required audit sink refused an event, and runbook never goes on "
+        "unrecorded. Nothing ran after it; a step shown as interrupted may have half-happened. "
+        "Fix the sink (or mark it best_effort), check that step, then start a new run"
+    ),
+    "StoreError": (
+        "the run stopped: the run store refused a write, so this run could not be resumed from "
+        "here. Nothing ran after it; check the store and the step shown as interrupted"
+    ),
+}
+
+
+def stopped_because(error: str | None) -> str | None:
+    """For a run ended by an audit or store failure, one line saying what it means."""
+    kind = (error or "").split(":", 1)[0].strip()
+    return _STOPS.get(kind)
 
 
 def expand(template: str, run: Any) -> str:

@@ -17,10 +17,17 @@ from typing import Any
 
 import click
 
-from runbook.cli.common import config_option, handle_errors, load_config, store_option
+from runbook.cli.common import (
+    config_option,
+    handle_errors,
+    json_document,
+    load_config,
+    nothing_stored,
+    store_option,
+)
 from runbook.cli.exec_ import build_runner, drive, finish
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
-from runbook.errors import EXIT_ROLLBACK_FAILED
+from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.result import RUN_STATUSES, RunResult
 
 
@@ -30,12 +37,15 @@ def _runner(
     as_: str | None = None,
     *,
     json_output: bool = False,
+    run_id: str | None = None,
 ) -> tuple[Any, TerminalReporter | None]:
     config = load_config(None, config_path)
     reporter = None if json_output else TerminalReporter()
     runner = build_runner(
         config, as_=as_, store_url=store_url, plugins=[reporter] if reporter else []
     )
+    if run_id is not None:
+        _store(runner, run_id)  # a run id against a store that does not exist: not found
     return runner, reporter
 
 
@@ -51,7 +61,10 @@ def _align(reporter: TerminalReporter | None, runner: Any, run_id: str) -> None:
     reporter.width = max((len(n) for n in names), default=0)
 
 
-def _store(runner: Any) -> Any:
+def _store(runner: Any, run_id: str | None = None) -> Any:
+    """The run store, never created by asking: with no store file yet there is no run ``run_id``."""
+    if run_id is not None and nothing_stored(runner._store_spec):
+        raise RunNotFound(f"no run {run_id!r} in {runner._store_spec} (no run was stored yet)")
     store = runner.store
     if store is None:  # pragma: no cover - the config always names a store
         raise click.UsageError("no run store configured")
@@ -95,8 +108,21 @@ as_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
+class StatusChoice(click.Choice):
+    """A run status as ``runs`` prints it (``rolled back``) or as stored (``rolled_back``)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            value = "_".join(value.strip().lower().replace("-", " ").split())
+        return super().convert(value, param, ctx)
+
+
 @click.command("runs")
-@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
+@click.option(
+    "--status",
+    type=StatusChoice(RUN_STATUSES),
+    help="Only runs with this status (as shown: 'rolled back' or rolled_back).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -113,9 +139,10 @@ def runs(
 ) -> None:
     """List runs from the run store, newest first."""
     runner, _ = _runner(store_url, config_path, json_output=True)
-    records = _store(runner).list_runs(status=status, limit=limit)
+    empty = nothing_stored(runner._store_spec)
+    records = [] if empty else _store(runner).list_runs(status=status, limit=limit)
     if as_json:
-        click.echo(json.dumps([_jsonable(r) for r in records], indent=2, default=str))
+        click.echo(json_document("runs", {"runs": [_jsonable(r) for r in records]}))
         return
     if not records:
         click.echo("no runs" + (f" with status {status}" if status else ""))
@@ -145,7 +172,7 @@ def runs(
 @handle_errors
 def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | None) -> None:
     """Show one run: its steps (status, attempts, timings, outputs) and approvals."""
-    runner, _ = _runner(store_url, config_path, json_output=True)
+    runner, _ = _runner(store_url, config_path, json_output=True, run_id=run_id)
     store = _store(runner)
     record = store.get_run(run_id)
     steps = store.get_steps(run_id)
@@ -153,15 +180,14 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
     decisions = store.interrupt_decisions(run_id)
     if as_json:
         click.echo(
-            json.dumps(
+            json_document(
+                "show",
                 {
                     "run": _jsonable(record),
                     "steps": {name: _jsonable(s) for name, s in steps.items()},
                     "approvals": [_jsonable(a) for a in approvals],
                     "interrupt_decisions": [_jsonable(d) for d in decisions],
                 },
-                indent=2,
-                default=str,
             )
         )
         return
@@ -229,7 +255,7 @@ def approve(
     config_path: Path | None,
 ) -> None:
     """Approve the step a paused run waits for. `runbook resume` then continues it."""
-    runner, _ = _runner(store_url, config_path, as_, json_output=True)
+    runner, _ = _runner(store_url, config_path, as_, json_output=True, run_id=run_id)
     outcome = runner.approve(run_id, step=step, actor=runner.actor, comment=comment)
     got = len(outcome["approvers"])
     click.echo(
@@ -245,7 +271,7 @@ def approve(
 def _settled(result: RunResult, as_json: bool) -> None:
     """deny/cancel did what was asked: exit 0, unless a rollback failed (4, someone must act)."""
     if as_json:
-        click.echo(json.dumps(result.to_dict(), default=str, indent=2))
+        click.echo(json_document("run", result.to_dict()))
     raise SystemExit(EXIT_ROLLBACK_FAILED if result.status == "rollback_failed" else 0)
 
 
@@ -266,7 +292,7 @@ def deny(
     config_path: Path | None,
 ) -> None:
     """Deny a paused run's approval: the run ends and what completed is rolled back."""
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
     _align(reporter, runner, run_id)
     result = drive(lambda: runner.adeny(run_id, actor=runner.actor, reason=reason))
     _settled(result, as_json)
@@ -307,7 +333,7 @@ def resume(
     """Continue a paused or crashed run from where it stopped; finished steps are not re-run."""
     if retry_interrupted and skip_interrupted:
         raise click.UsageError("--retry-interrupted and --skip-interrupted exclude each other")
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
     _align(reporter, runner, run_id)
     result = drive(
         lambda: runner.aresume(
@@ -331,7 +357,7 @@ def cancel(
     run_id: str, as_: str | None, as_json: bool, store_url: str | None, config_path: Path | None
 ) -> None:
     """Cancel a paused or crashed run, rolling back the steps that completed."""
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json)
+    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
     _align(reporter, runner, run_id)
     result = drive(lambda: runner.acancel(run_id, actor=runner.actor))
     _settled(result, as_json)

@@ -48,6 +48,7 @@ class LockManager:
         on_lost: OnLost | None = None,
         on_wait: OnWait | None = None,
         rng: random.Random | None = None,
+        holder_status: Callable[[str], str | None] | None = None,
     ) -> None:
         if lease <= 0:
             raise ValueError(f"lock lease must be positive, got {lease!r}")
@@ -59,6 +60,8 @@ class LockManager:
         self.timeout = max(0.0, timeout)
         self.on_lost = on_lost
         self.on_wait = on_wait
+        # The holder run's status (from the run store), so "held" can say "paused: cancel it".
+        self.holder_status = holder_status
         self._rng = rng or random.Random()
         self._held: dict[str, Lease] = {}
         self._refs: dict[str, int] = {}
@@ -128,11 +131,20 @@ class LockManager:
                         holder.owner or None,
                         holder.actor or None,
                         since(holder) if holder.owner else None,
+                        self._status_of(holder.owner),
                     )
                 reported = now
                 self._report_wait(name, holder, now - started)
             await self.clock.asleep(min(remaining, delay * (0.5 + self._rng.random() / 2)))
             delay = min(delay * 2, _MAX_DELAY)
+
+    def _status_of(self, run_id: str) -> str | None:
+        if not run_id or self.holder_status is None:
+            return None
+        try:
+            return self.holder_status(run_id)
+        except Exception:  # a message detail must never turn "held" into another error
+            return None
 
     def _report_wait(self, name: str, holder: Lease, waited: float) -> None:
         assert self.on_wait is not None

@@ -63,7 +63,7 @@ def test_lists_the_trail_as_a_table(trail: JsonlStored) -> None:
 def test_filters_and_json(trail: JsonlStored, args: list[str], seqs: list[int]) -> None:
     result = run("--sink", trail.url, "--json", *args)
     assert result.exit_code == 0, result.output
-    events = json.loads(result.stdout)
+    events = json.loads(result.stdout)["events"]
     assert [e["seq"] for e in events] == seqs
     if events:
         assert set(events[0]) >= {
@@ -88,7 +88,7 @@ def test_relative_since_uses_the_current_time(trail: JsonlStored) -> None:
 
     with freeze_time("2026-11-23T18:20:30Z"):
         result = run("--sink", trail.url, "--json", "--since", "3m")
-    assert [e["seq"] for e in json.loads(result.stdout)] == [19, 20]
+    assert [e["seq"] for e in json.loads(result.stdout)["events"]] == [19, 20]
 
 
 def test_no_match_says_so(trail: JsonlStored) -> None:
@@ -158,7 +158,7 @@ def test_verify_json(trail: JsonlStored, sqlite_db: SqliteStored) -> None:
     sqlite_db.sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
     result = run("verify", "--json", "--sink", trail.url, "--sink", sqlite_db.url)
     assert result.exit_code == 1
-    first, second = json.loads(result.stdout)
+    first, second = json.loads(result.stdout)["sinks"]
     last = list(trail.sink.events())[-1]
     assert first["status"] == "ok" and first["checked"] == 20
     assert first["head"] == {"seq": 20, "hash": last.hash}  # the value to anchor elsewhere
@@ -237,7 +237,7 @@ def test_default_sinks_come_from_the_config(
     ]
     assert seen == [Path("runbook.toml")]
     listing = run("--json")
-    assert [e["seq"] for e in json.loads(listing.stdout)] == [1]
+    assert [e["seq"] for e in json.loads(listing.stdout)["events"]] == [1]
 
 
 def test_real_config_file_relative_paths_and_errors(

@@ -141,7 +141,7 @@ def test_exec_pauses_at_a_gate_with_exit_3_and_the_commands(project, invoke):
     path = project.write("gated.py", GATED)
     result = invoke("exec", path)
     assert result.exit_code == 3
-    run_id = json.loads(invoke("runs", "--json").stdout)[0]["run_id"]
+    run_id = json.loads(invoke("runs", "--json").stdout)["runs"][0]["run_id"]
     assert "⏸ migrate  awaiting approval" in result.stdout
     assert f"  runbook approve {run_id} --step migrate\n  runbook resume {run_id}\n" in (
         result.stdout
@@ -170,7 +170,7 @@ def test_exec_dry_run_prints_the_plan_and_changes_nothing(project, invoke):
     assert "lock check-ops" in out  # the template, expanded with env and params
     assert "; nothing was changed" in out.splitlines()[-1]
     # Nothing in the store either: a dry run is not a run.
-    assert json.loads(invoke("runs", "--json").stdout) == []
+    assert json.loads(invoke("runs", "--json").stdout)["runs"] == []
 
 
 def test_exec_dry_run_json(project, invoke):

@@ -141,7 +141,7 @@ def test_plugins_json_and_extra_module(project, invoke):
         sys.path.remove(str(project.root))
         sys.modules.pop("myplugin", None)
     assert result.exit_code == 0
-    data = {p["name"]: p for p in json.loads(result.stdout)}
+    data = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
     assert data["myplugin"]["source"] == "module"
     assert data["myplugin"]["hooks"] == ["runbook_run_started"]
     assert data["runbook.resources"]["source"] == "builtin"

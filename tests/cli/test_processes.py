@@ -130,7 +130,7 @@ def test_sigint_cancels_rolls_back_and_exits_130(project, mode):
     assert "↺ prepare" in done.stdout and "run cancelled" in done.stdout
     assert (project.root / "rolled-back").exists()
     assert not (project.root / "prepared").exists()
-    runs = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)
+    runs = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)["runs"]
     assert runs[0]["status"] == "cancelled"
 
 
@@ -138,7 +138,7 @@ def test_every_store_command_in_a_process(project):
     path = project.write("gated.py", GATED)
     paused = run_cli("exec", path, cwd=project.root)
     assert paused.returncode == 3
-    run_id = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)[0]["run_id"]
+    run_id = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)["runs"][0]["run_id"]
     assert f"runbook approve {run_id} --step migrate" in paused.stdout
 
     shown = run_cli("show", run_id, cwd=project.root, script=True)
@@ -155,9 +155,8 @@ def test_every_store_command_in_a_process(project):
     # deny and cancel on two more paused runs
     for command, extra in (("deny", ["--reason", "no"]), ("cancel", [])):
         assert run_cli("exec", path, cwd=project.root).returncode == 3
-        rid = json.loads(run_cli("runs", "--status", "paused", "--json", cwd=project.root).stdout)[
-            0
-        ]["run_id"]
+        listed = run_cli("runs", "--status", "paused", "--json", cwd=project.root)
+        rid = json.loads(listed.stdout)["runs"][0]["run_id"]
         done = run_cli(command, rid, *extra, cwd=project.root, script=command == "cancel")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "↺ prepare" in done.stdout
@@ -204,7 +203,7 @@ def test_crashed_run_shows_as_gone_and_resumes_with_a_decision(project):
         proc.wait()
     listed = run_cli("runs", cwd=project.root)
     assert f"running (process {proc.pid} is gone: resume or cancel it)" in listed.stdout
-    run_id = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)[0]["run_id"]
+    run_id = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)["runs"][0]["run_id"]
 
     undecided = run_cli("resume", run_id, cwd=project.root)
     assert undecided.returncode == 2

@@ -14,7 +14,7 @@ def paused(project, invoke) -> str:
     """A run of GATED paused at ``migrate``; returns its id."""
     path = project.write("gated.py", GATED)
     assert invoke("exec", path).exit_code == 3
-    return json.loads(invoke("runs", "--json").stdout)[0]["run_id"]
+    return json.loads(invoke("runs", "--json").stdout)["runs"][0]["run_id"]
 
 
 def test_runs_lists_newest_first_and_filters(project, invoke, paused):
@@ -26,9 +26,9 @@ def test_runs_lists_newest_first_and_filters(project, invoke, paused):
     assert lines[0].split() == ["RUN", "STATUS", "ENV", "ACTOR", "RUNBOOK", "STARTED", "UPDATED"]
     assert "succeeded" in lines[1] and "greet.py" in lines[1]
     assert paused in lines[2] and "paused" in lines[2] and "gated.py" in lines[2]
-    only = json.loads(invoke("runs", "--status", "paused", "--json").stdout)
+    only = json.loads(invoke("runs", "--status", "paused", "--json").stdout)["runs"]
     assert [r["run_id"] for r in only] == [paused]
-    assert len(json.loads(invoke("runs", "--limit", "1", "--json").stdout)) == 1
+    assert len(json.loads(invoke("runs", "--limit", "1", "--json").stdout)["runs"]) == 1
 
 
 def test_runs_empty_and_bad_status(project, invoke):

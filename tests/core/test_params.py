@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runbook import ParamError, param
+from runbook.errors import DefinitionError
 from runbook.params import Params, parse_assignments, resolve_params
 
 
@@ -51,8 +52,70 @@ def test_custom_callable_type():
 
     got = resolve_params(specs(param("v", type=version)), {"v": "v1.2"}, environ={})
     assert got.v == "1.2"
-    with pytest.raises(ParamError, match=r"parameter 'v' from -p: expected version, got '1.2'"):
+    with pytest.raises(
+        ParamError, match=r"parameter 'v' from -p: expected version, got '1.2': must start with v"
+    ):
         resolve_params(specs(param("v", type=version)), {"v": "1.2"}, environ={})
+
+
+def test_custom_type_message_of_a_secret_masks_the_value():
+    def pin(text):
+        raise ValueError(f"{text} is not a 4-digit pin")
+
+    with pytest.raises(ParamError) as info:
+        resolve_params(specs(param("p", type=pin, secret=True)), {"p": "s3cr3tvalue"}, environ={})
+    assert "s3cr3tvalue" not in str(info.value)
+    assert "*** is not a 4-digit pin" in str(info.value)
+
+
+def test_builtin_type_message_stays_short():
+    with pytest.raises(ParamError) as info:
+        resolve_params(specs(param("n", type=int)), {"n": "x"}, environ={})
+    assert str(info.value) == "parameter 'n' from -p: expected int, got 'x'"
+
+
+def test_unknown_parameter_suggests_the_close_name():
+    with pytest.raises(ParamError) as info:
+        resolve_params(specs(param("version", default="1")), {"verison": "3"}, environ={})
+    assert "unknown parameter 'verison'; did you mean 'version'?" in str(info.value)
+    with pytest.raises(ParamError) as info:
+        resolve_params(specs(param("version", default="1")), {"zzz": "3"}, environ={})
+    assert "did you mean" not in str(info.value)
+
+
+def test_default_refused_by_its_type_is_a_definition_error_at_the_param_line():
+    with pytest.raises(DefinitionError) as info:
+        param("n", type=int, default="x")
+    assert info.value.file == __file__
+    assert "parameter 'n': default refused: expected int, got 'x'" in str(info.value)
+    with pytest.raises(DefinitionError, match="'red' is not one of 'blue'"):
+        param("c", default="red", choices=["blue"])
+    with pytest.raises(DefinitionError, match="expected bool"):
+        param("f", type=bool, default="maybe")
+
+
+def test_valid_defaults_are_converted_by_builtin_types_and_kept_for_custom_ones():
+    assert param("n", type=int, default="3").default == 3
+    assert param("r", type=int, default=2, choices=range(1, 20)).default == 2
+    assert param("o", type=int, default=None).default is None
+
+    def version(text):
+        if not text.startswith("v"):
+            raise ValueError("must start with v")
+        return text[1:]
+
+    # A custom type's default is its output already: not passed through it again.
+    assert param("v", type=version, default="1.0").default == "1.0"
+
+
+def test_a_runbook_with_a_bad_default_fails_to_load_naming_its_line(tmp_path):
+    from runbook import load
+
+    path = tmp_path / "rb.py"
+    path.write_text("from runbook import param, step\n\nn = param('n', type=int, default='x')\n")
+    with pytest.raises(DefinitionError) as info:
+        load(path)
+    assert (info.value.file, info.value.line) == (str(path), 3)
 
 
 def test_choices_list_and_range():
@@ -164,3 +227,10 @@ def test_parse_assignments():
         "-p expects key=value, got 'novalue'",
         "-p expects key=value, got '=3'",
     ]
+
+
+def test_a_key_given_twice_is_an_error_without_echoing_values():
+    with pytest.raises(ParamError) as info:
+        parse_assignments(["version=1", "version=hunter2"])
+    assert info.value.problems == ["-p version is given more than once: give it once"]
+    assert info.value.exit_code == 2

@@ -54,7 +54,7 @@ def test_sigkill_exec_then_resume(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
 
-    runs = json.loads(_cli(tmp_path, "runs", "--json").stdout)
+    runs = json.loads(_cli(tmp_path, "runs", "--json").stdout)["runs"]
     (run,) = runs
     assert run["status"] == "running"
 

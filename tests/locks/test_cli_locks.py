@@ -78,7 +78,7 @@ def test_no_locks_held(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert result.output == "no locks held\n"
     result = CliRunner().invoke(locks, ["--lock", f"file://{tmp_path / 'locks'}", "--json"])
-    assert json.loads(result.output) == {"locks": []}
+    assert json.loads(result.output) == {"schema": "runbook.locks/1", "locks": []}
 
 
 def test_unknown_scheme_is_a_usage_error(tmp_path: Path) -> None:
