@@ -83,7 +83,9 @@ def test_every_section_names_a_real_command():
         if title.startswith("runbook "):
             assert title in real, f"docs/cli.md documents {title!r}, which does not exist"
         else:
-            assert title in {"Exit codes", "Examples"}, f"unexpected section {title!r}"
+            assert title in {"Exit codes", "JSON output", "Examples"}, (
+                f"unexpected section {title!r}"
+            )
 
 
 def test_exit_code_table_matches_the_code():
