@@ -196,7 +196,8 @@ class Plugins:
 
     def _call_one(self, hook_name: str, plugin: Any) -> list[Any]:
         """Call one plugin's implementation through pluggy (specname, wrappers and tracing apply),
-        so a registration can be attributed to the plugin that made it."""
+        so a registration can be attributed to the plugin that made it. (pluggy >= 1.7: older
+        ``subset_hook_caller`` matched plugins by attribute name and so missed ``specname``.)"""
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         results = self.pm.subset_hook_caller(hook_name, remove_plugins=others)()
         return [record for result in results for record in (result or [])]
