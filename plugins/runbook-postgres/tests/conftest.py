@@ -7,8 +7,6 @@ without PostgreSQL cannot pass by skipping. Every test gets its own schema, drop
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from runbook_postgres._db import redact_url
+
+from runbook.testing.processes import ProcessGroup
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HERE = Path(__file__).parent
@@ -80,22 +80,8 @@ def terminate(pg_admin: psycopg.Connection) -> Callable[[str], int]:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start ``python tests/<script> args...``; anything still running at teardown is killed."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(script: str, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / script), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+def spawn() -> Iterator[ProcessGroup]:
+    """``spawn("script.py", ...)`` runs a script of this folder, ``spawn.module(name, ...)`` a
+    module; anything still running at teardown is killed."""
+    with ProcessGroup(HERE) as group:
+        yield group

@@ -68,7 +68,9 @@ def test_two_processes_never_hold_the_lock_at_once(pg_url: str, tmp_path: Path, 
     log = tmp_path / "log"
     name = f"contended-{uuid.uuid4().hex[:6]}"
     procs = [
-        spawn("lock_worker.py", "contend", pg_url, name, f"proc-{i}", "15", str(log))
+        spawn.module(
+            "runbook.testing.lock_worker", "contend", pg_url, name, f"proc-{i}", "15", str(log)
+        )
         for i in range(2)
     ]
     for proc in procs:
@@ -88,7 +90,7 @@ def test_two_processes_never_hold_the_lock_at_once(pg_url: str, tmp_path: Path, 
 @pytest.mark.slow
 def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str, spawn) -> None:
     name = f"killed-{uuid.uuid4().hex[:6]}"
-    holder = spawn("lock_worker.py", "hold", pg_url, name, "run-dead", "1.0")
+    holder = spawn.module("runbook.testing.lock_worker", "hold", pg_url, name, "run-dead", "1.0")
     try:
         token = _wait_for_line(holder)["token"]
         assert token is not None
@@ -115,7 +117,10 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str, spawn) -> No
 @pytest.mark.slow
 def test_tokens_strictly_increase_across_processes(pg_url: str, spawn) -> None:
     name = f"tokens-{uuid.uuid4().hex[:6]}"
-    procs = [spawn("lock_worker.py", "cycle", pg_url, name, f"proc-{i}", "10") for i in range(2)]
+    procs = [
+        spawn.module("runbook.testing.lock_worker", "cycle", pg_url, name, f"proc-{i}", "10")
+        for i in range(2)
+    ]
     seen = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)

@@ -7,15 +7,15 @@ without Redis cannot pass by skipping. Every test gets its own key prefix, delet
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from runbook_redis.locks import redact_url
+
+from runbook.testing.processes import ProcessGroup
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 HERE = Path(__file__).parent
@@ -68,22 +68,8 @@ def redis_url(redis_server: str, redis_prefix: str) -> str:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start ``python tests/<script> args...``; anything still running at teardown is killed."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(script: str, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / script), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+def spawn() -> Iterator[ProcessGroup]:
+    """``spawn("script.py", ...)`` runs a script of this folder, ``spawn.module(name, ...)`` a
+    module; anything still running at teardown is killed."""
+    with ProcessGroup(HERE) as group:
+        yield group

@@ -125,7 +125,9 @@ def test_two_processes_never_hold_the_lock_at_once(redis_url: str, tmp_path: Pat
     log = tmp_path / "log"
     name = f"contended-{uuid.uuid4().hex[:6]}"
     procs = [
-        spawn("lock_worker.py", "contend", redis_url, name, f"proc-{i}", "15", str(log))
+        spawn.module(
+            "runbook.testing.lock_worker", "contend", redis_url, name, f"proc-{i}", "15", str(log)
+        )
         for i in range(2)
     ]
     for proc in procs:
@@ -143,7 +145,7 @@ def test_two_processes_never_hold_the_lock_at_once(redis_url: str, tmp_path: Pat
 @pytest.mark.slow
 def test_sigkilled_holder_is_reclaimed_after_its_lease(redis_url: str, spawn) -> None:
     name = f"killed-{uuid.uuid4().hex[:6]}"
-    holder = spawn("lock_worker.py", "hold", redis_url, name, "run-dead", "1.0")
+    holder = spawn.module("runbook.testing.lock_worker", "hold", redis_url, name, "run-dead", "1.0")
     p = RedisLocks(redis_url)
     try:
         token = _read_json(holder)["token"]
@@ -166,7 +168,10 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(redis_url: str, spawn) ->
 @pytest.mark.slow
 def test_tokens_strictly_increase_across_processes(redis_url: str, spawn) -> None:
     name = f"tokens-{uuid.uuid4().hex[:6]}"
-    procs = [spawn("lock_worker.py", "cycle", redis_url, name, f"proc-{i}", "10") for i in range(2)]
+    procs = [
+        spawn.module("runbook.testing.lock_worker", "cycle", redis_url, name, f"proc-{i}", "10")
+        for i in range(2)
+    ]
     seen = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)

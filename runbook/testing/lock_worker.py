@@ -1,4 +1,7 @@
-"""A separate process using a lock provider by URL, driven by the lock tests.
+"""A separate process using a lock provider by URL, for a provider's multi-process tests.
+
+Run as ``python -m runbook.testing.lock_worker MODE URL NAME OWNER ...`` (see
+``runbook.testing.processes.ProcessGroup.module``).
 
 Modes:
   contend URL NAME OWNER ROUNDS LOGFILE  -- take the lock ROUNDS times, logging enter/exit lines
