@@ -380,7 +380,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
             if not callable(opts.when):
                 raise DefinitionError(f"step {name!r}: when= must be callable", *where)
             when_args = _analyze(
-                opts.when, step_names, names, where, what=f"when= of step {name!r}", rename=aliases
+                opts.when, step_names, names, where, what=f"when= of step {name!r}", rename=local
             )
             deps += [a.key for a in when_args if a.source == "step"]
         after = []

@@ -89,6 +89,10 @@ class Ctx:
             {"target": target, "before": before, "after": after},
         )
 
+    def record_measurement(self, data: dict[str, Any]) -> None:
+        """Record one analysis measurement (``analysis_measured``: query, value, outcome...)."""
+        self._record("analysis_measured", CURRENT_STEP.get(), dict(data))
+
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress on a long wait; shown by the terminal, passed to plugins."""
         self._progress(CURRENT_STEP.get(), message, fraction)

@@ -32,6 +32,7 @@ from runbook.errors import (
     AuditError,
     LeaseLost,
     LockHeld,
+    RollbackHalted,
     RunbookError,
     StepTimeout,
     StoreError,
@@ -86,6 +87,16 @@ class RunSetup:
     decisions: dict[str, str] = field(default_factory=dict)  # interrupted step -> retry/skip
 
 
+def gate_reason(approval: Any, kwargs: dict[str, Any]) -> str | None:
+    """The question an approval gate asks (``Approval(reason=...)``), from the step's inputs."""
+    if approval.reason is None:
+        return None
+    try:
+        return str(approval.reason(**kwargs))
+    except Exception as exc:  # a broken reason must not hide the gate itself
+        return f"(reason unavailable: {_error_text(exc)})"
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -104,6 +115,7 @@ class Execution:
         self.completed: list[str] = []  # reversible steps in order of completion
         self.failed: list[str] = []  # required steps that failed or were cut off mid-way
         self.failing = False
+        self._halted = False  # a rollback raised RollbackHalted: stop rolling back
         self.cancelled = setup.cancel
         self.fatal: BaseException | None = None
         self.lock_denied: str | None = None
@@ -528,12 +540,14 @@ class Execution:
                 return
             if verdict == "pending":
                 if res.status != R.AWAITING_APPROVAL:
+                    data = self.s.approvals.request_data(name, step.options.approval)
+                    why = gate_reason(step.options.approval, kwargs)
                     self._finish(
                         name,
                         R.AWAITING_APPROVAL,
-                        reason="awaiting approval",
+                        reason=why or "awaiting approval",
                         event="approval_requested",
-                        data=self.s.approvals.request_data(name, step.options.approval),
+                        data={**data, "reason": why} if why else data,
                     )
                 return
         lock_name = self._template(step.options.lock) if step.options.lock else None
@@ -774,6 +788,8 @@ class Execution:
         ]
         for name in order:
             await self._rollback(name)
+            if self._halted:  # undoing more would make things worse: leave it to a human
+                break
 
     async def _rollback(self, name: str) -> None:
         step = self.steps[name]
@@ -820,6 +836,7 @@ class Execution:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
+            self._halted = self._halted or isinstance(exc, RollbackHalted)
             text = self.s.redactor.text(_error_text(exc))
             res.status, res.rollback_error = R.STEP_ROLLBACK_FAILED, text
             with contextlib.suppress(Exception):

@@ -135,6 +135,11 @@ class StepFailed(RunbookError):
     """Raised by strategies and helpers to fail a step with a message rather than a traceback."""
 
 
+class RollbackHalted(StepFailed):
+    """A rollback found the system in a state where undoing more would make things worse (a canary
+    still taking traffic after its abort): the remaining rollbacks must not run."""
+
+
 class Ambiguous(RunbookError):
     """A probe could not tell: it timed out or saw something unexpected. Never read as healthy."""
 

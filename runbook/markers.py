@@ -30,6 +30,9 @@ class Approval:
     min: int = 1
     allow_self: bool = True
     approvers: tuple[str, ...] = ()
+    # What the approver is asked, computed when the gate is reached: called with the gate step's
+    # own inputs (injected by name), its text goes into ``approval_requested`` as ``reason``.
+    reason: Callable[..., str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.min, int) or self.min < 1:

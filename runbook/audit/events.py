@@ -40,6 +40,7 @@ KINDS = (
     "run_cancelled",
     "change_recorded",
     "notification_failed",
+    "analysis_measured",
 )
 
 
