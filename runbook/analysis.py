@@ -336,6 +336,29 @@ class PrometheusAnalysis:
         return Verdict(decision[0], tuple(taken), decision[1])
 
 
+@dataclass(frozen=True)
+class DeferredAnalysis:
+    """``prometheus(...)`` with ``param(...)`` arguments: the strategy binds it when the run
+    starts (``bind(params)``; ``bind(None)`` uses the params' defaults, for ``list``)."""
+
+    arguments: dict[str, Any]
+    where: tuple[str | None, int | None]
+
+    def params_used(self) -> list[Any]:
+        from runbook.params import ParamSpec
+
+        return [v for v in self.arguments.values() if isinstance(v, ParamSpec)]
+
+    def bind(self, params: Any) -> PrometheusAnalysis:
+        from runbook.strategies.base import resolve
+
+        values = {
+            k: resolve(v, params, self.where, "analysis.prometheus")
+            for k, v in self.arguments.items()
+        }
+        return _build(where=self.where, **values)
+
+
 def _where() -> tuple[str | None, int | None]:
     import sys
 
@@ -357,10 +380,44 @@ def prometheus(
 ) -> PrometheusAnalysis:
     """An analysis for ``canary(..., analysis=...)`` over Prometheus' HTTP API (see module doc).
 
-    ``url`` is Prometheus' base URL (``http://prometheus:9090``). Bad arguments are definition
-    errors pointing at the calling line.
+    ``url`` is Prometheus' base URL (``http://prometheus:9090``). Any argument may be a
+    ``param(...)``, resolved when the run starts. Bad arguments are definition errors pointing
+    at the calling line.
     """
-    file, line = _where()
+    from runbook.params import ParamSpec
+
+    arguments = dict(
+        query=query,
+        success=success,
+        failure=failure,
+        url=url,
+        interval=interval,
+        count=count,
+        failure_limit=failure_limit,
+        inconclusive_limit=inconclusive_limit,
+        timeout=timeout,
+    )
+    if any(isinstance(v, ParamSpec) for v in arguments.values()):
+        deferred = DeferredAnalysis(arguments, _where())
+        deferred.bind(None)  # the defaults must make a valid analysis: checked at load time
+        return deferred  # type: ignore[return-value]
+    return _build(where=_where(), **arguments)
+
+
+def _build(
+    *,
+    where: tuple[str | None, int | None],
+    query: Any,
+    success: Any,
+    failure: Any,
+    url: Any,
+    interval: Any,
+    count: Any,
+    failure_limit: Any,
+    inconclusive_limit: Any,
+    timeout: Any,
+) -> PrometheusAnalysis:
+    file, line = where
 
     def error(message: str) -> DefinitionError:
         return DefinitionError(f"analysis.prometheus(): {message}", file=file, line=line)

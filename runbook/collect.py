@@ -12,7 +12,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +109,7 @@ class Runbook:
     conftests: tuple[ModuleType, ...] = ()
     groups: dict[str, StepGroup] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    names: frozenset[str] = frozenset()  # what injection resolves besides steps (for re-binding)
 
     def levels(self) -> list[list[str]]:
         return dag.levels(list(self.steps), {n: s.predecessors for n, s in self.steps.items()})
@@ -256,7 +257,30 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
 
         plugins = Plugins()
     names = frozenset(BUILTINS | set(resources) | set(plugins.resources()) | set(extra_names))
+    return _collect(path, sha, module, resources, tuple(conf_modules), names)
 
+
+def bind_params(rb: Runbook, params: Mapping[str, Any]) -> Runbook:
+    """The runbook with its strategy groups expanded for the run's parameter values.
+
+    A strategy given ``param(...)`` options expands with their defaults at load time (what
+    ``list`` shows); a run, and a resume with the run's stored values, needs the real steps.
+    A runbook without such groups is returned as it is.
+    """
+    if not any(g.bind is not None for g in rb.groups.values()):
+        return rb
+    return _collect(rb.path, rb.sha256, rb.module, rb.resources, rb.conftests, rb.names, params)
+
+
+def _collect(
+    path: Path,
+    sha: str,
+    module: ModuleType,
+    resources: dict[str, ResourceDef],
+    conf_modules: tuple[ModuleType, ...],
+    names: frozenset[str],
+    values: Mapping[str, Any] | None = None,
+) -> Runbook:
     params: dict[str, ParamSpec] = {}
     raw_steps: list[tuple[str, Callable[..., Any], StepOptions]] = []
     groups: dict[str, StepGroup] = {}
@@ -268,7 +292,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
                 raise DefinitionError(f"parameter {value.name!r} declared twice", file=str(path))
             params[value.name] = value
         elif isinstance(value, StepGroup):
-            groups[var] = value
+            groups[var] = value.bind(values) if values is not None and value.bind else value
         elif callable(value) and id(value) not in seen:
             if (opts := getattr(value, STEP_ATTR, None)) is not None:
                 seen.add(id(value))
@@ -278,6 +302,8 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
                 rollbacks.append((value, rb))
     raw_steps.sort(key=lambda s: s[2].line or 0)
 
+    # The module's own group objects (before binding), for ``after=[release]``.
+    group_vars = {id(v): var for var, v in vars(module).items() if isinstance(v, StepGroup)}
     # Expand strategy groups into ordinary steps named "<variable>.<local>".
     group_steps: dict[str, tuple[Any, StepGroup]] = {}
     aliases: dict[str, str] = {}
@@ -386,7 +412,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         after = []
         for target in opts.after:
             if isinstance(target, StepGroup):  # after=[release]: the group object itself
-                target = next((v for v, g in groups.items() if g is target), target)
+                target = group_vars.get(id(target), target)
             target_name = aliases.get(target) if isinstance(target, str) else None
             target_name = target_name or _step_name(target)
             if target_name not in all_names:
@@ -456,6 +482,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
         conftests=tuple(conf_modules),
         groups=groups,
         aliases=aliases,
+        names=names,
     )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy, granted_by
-from runbook.collect import Runbook
+from runbook.collect import Runbook, bind_params
 from runbook.context import RunInfo
 from runbook.engine import is_redacted
 from runbook.errors import ApprovalError, UsageError
@@ -136,7 +136,12 @@ class DurableRuns:
                 raise UsageError(
                     f"--force is refused in env {self.env!r} (protection {self.protection.level})"
                 )
-        return rb
+        return bind_params(rb, self._params_for(rb, record))
+
+    def _load_run(self, record: RunRecord) -> Runbook:
+        """The run's runbook, its strategy groups expanded with the run's own parameters."""
+        rb = self.load(record.runbook_path)
+        return bind_params(rb, self._params_for(rb, record))
 
     def _params_for(self, rb: Runbook, record: RunRecord) -> Params:
         given = {
@@ -316,7 +321,7 @@ class DurableRuns:
         record = store.get_run(run_id)
         if record.status != R.PAUSED:
             raise ApprovalError(f"run {run_id} is {record.status}, not paused for approval")
-        rb = self.load(record.runbook_path)
+        rb = self._load_run(record)
         name = self._gated(rb, record, step)
         approval = rb.steps[name].options.approval
         assert approval is not None
@@ -359,7 +364,7 @@ class DurableRuns:
         record = store.get_run(run_id)
         if record.status != R.PAUSED:
             raise ApprovalError(f"run {run_id} is {record.status}, not paused for approval")
-        rb = self.load(record.runbook_path)
+        rb = self._load_run(record)
         steps = store.get_steps(run_id)
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
         recorder = self._recorder_for(record)
@@ -380,7 +385,7 @@ class DurableRuns:
 
         async def cancel() -> RunResult:
             record = self._resumable(run_id, "cancel")
-            rb = self.load(record.runbook_path)
+            rb = self._load_run(record)
             return await self._settle(record, rb, deny=False, actor=actor)
 
         return await self._guarded(run_id, actor, cancel)

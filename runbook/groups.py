@@ -45,3 +45,6 @@ class StepGroup:
     after: tuple[Any, ...] = ()
     file: str | None = None
     line: int | None = None
+    # Options given as param(...): ``bind(params)`` expands the group again with the run's values
+    # (runbook.strategies.base.resolves_params); None when every option was a plain value.
+    bind: Callable[[Any], StepGroup] | None = field(default=None, compare=False, repr=False)

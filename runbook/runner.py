@@ -20,7 +20,7 @@ from runbook import result as R
 from runbook.approvals import ApprovalPolicy
 from runbook.audit.events import AuditSink
 from runbook.clock import Clock, SystemClock
-from runbook.collect import Runbook, load
+from runbook.collect import Runbook, bind_params, load
 from runbook.context import Ctx, RunInfo
 from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
@@ -228,6 +228,7 @@ class Runner(DurableRuns):
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
         )
+        rb = bind_params(rb, resolved)  # strategy options given as param(...)
         self._check_locks(rb, resolved)
         actor = self._actor()
         run_id = new_run_id(self.clock.now())

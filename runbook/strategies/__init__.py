@@ -17,9 +17,15 @@ from typing import Any
 
 from runbook.errors import PluginError
 from runbook.hookspecs import StrategySpec, hookimpl
-from runbook.strategies.blue_green import blue_green
-from runbook.strategies.canary import canary
-from runbook.strategies.rolling import rolling
+from runbook.strategies import blue_green as _blue_green
+from runbook.strategies import canary as _canary
+from runbook.strategies import rolling as _rolling
+from runbook.strategies.base import resolves_params
+
+# Options may be param(...) objects, resolved when the run starts (strategies.base).
+blue_green = resolves_params(_blue_green.blue_green)
+canary = resolves_params(_canary.canary)
+rolling = resolves_params(_rolling.rolling)
 
 __all__ = ["blue_green", "canary", "get", "rolling"]
 

@@ -13,22 +13,36 @@ that failed or was interrupted, with ``output=None``: every rollback here handle
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-from runbook.errors import DefinitionError, StepFailed, StepTimeout
+from runbook.errors import DefinitionError, ParamError, StepFailed, StepTimeout
 from runbook.groups import GroupStep
 from runbook.markers import Approval, StepOptions
+from runbook.params import REQUIRED, ParamSpec
 from runbook.probes import Outcome, ProbeResult
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _HERE = __name__.rsplit(".", 1)[0]
 
 
+# Set while a strategy is re-expanded at run start, so its errors point at the runbook line.
+_LOCATION: contextvars.ContextVar[tuple[str | None, int | None] | None] = contextvars.ContextVar(
+    "runbook_strategy_location", default=None
+)
+
+
 def caller() -> tuple[str | None, int | None]:
     """File and line of the runbook line that called the strategy, for definition errors."""
+    pinned = _LOCATION.get()
+    if pinned is not None:
+        return pinned
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith(_HERE):
         frame = frame.f_back  # type: ignore[assignment]
@@ -171,3 +185,97 @@ def chain(steps: list[GroupStep]) -> tuple[GroupStep, ...]:
         replace(step, after=(steps[index - 1].name,) if index else ())
         for index, step in enumerate(steps)
     )
+
+
+# -- options given as param(...) ------------------------------------------------------------------
+
+
+def _params_in(value: Any) -> list[ParamSpec]:
+    if isinstance(value, ParamSpec):
+        return [value]
+    if callable(getattr(value, "params_used", None)):
+        return list(value.params_used())
+    return []
+
+
+def placeholder(spec: ParamSpec, where: tuple[str | None, int | None], strategy: str) -> Any:
+    """The value a param stands for before the run starts (``list``, ``graph``): its default,
+    else its ``example``. Without either the steps cannot be shown, which is a definition error."""
+    if spec.default is not REQUIRED:
+        return spec.default
+    if spec.example is not REQUIRED:
+        return spec.example
+    raise DefinitionError(
+        f"{strategy}(): option param {spec.name!r} needs a default or an example= so that the "
+        "steps can be listed before the run starts",
+        file=where[0],
+        line=where[1],
+    )
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Any:
+    """``-p weights=5,50,100`` arrives as strings: convert list items to the type of the
+    default's items (ints for weights), so an option reads the same from -p as from Python."""
+    model = spec.default if spec.default is not REQUIRED else spec.example
+    if isinstance(value, list | tuple) and isinstance(model, list | tuple) and model:
+        kind = type(model[0])
+        if kind in (int, float) and any(isinstance(v, str) for v in value):
+            try:
+                return [kind(v) for v in value]
+            except ValueError:
+                raise ParamError(
+                    [f"parameter {spec.name!r}: expected a list of {kind.__name__}, got {value!r}"]
+                ) from None
+    return value
+
+
+def resolve(value: Any, params: Mapping[str, Any] | None, where: Any, strategy: str) -> Any:
+    """One option's value: a param's run value (or placeholder when ``params`` is None), an
+    object that holds params (``analysis.prometheus(...)``) bound the same way, else as is."""
+    if isinstance(value, ParamSpec):
+        if params is None:
+            return placeholder(value, where, strategy)
+        return _coerce(value, params[value.name])
+    if callable(getattr(value, "params_used", None)):
+        return value.bind(params) if params is not None else value.bind(None)
+    return value
+
+
+def resolves_params(factory: F) -> F:
+    """Let a strategy's options be ``param(...)`` objects, resolved when the run starts.
+
+    Called with params among its arguments, the strategy expands once with their defaults (what
+    ``list`` and ``graph`` show) and returns a group whose ``bind(params)`` expands it again with
+    the run's values: collection calls it as the run starts (and on resume, with the run's stored
+    values), so ``-p weights=10,100`` really runs ``shift-10``, ``shift-100``. A bad value is a
+    usage error naming the parameter.
+    """
+    strategy = factory.__name__
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        used = [p for v in (*args, *kwargs.values()) for p in _params_in(v)]
+        if not used:
+            return factory(*args, **kwargs)
+        where = caller()
+
+        def expand(params: Mapping[str, Any] | None) -> Any:
+            token = _LOCATION.set(where)
+            try:
+                return factory(
+                    *(resolve(v, params, where, strategy) for v in args),
+                    **{k: resolve(v, params, where, strategy) for k, v in kwargs.items()},
+                )
+            finally:
+                _LOCATION.reset(token)
+
+        def bind(params: Mapping[str, Any]) -> Any:
+            try:
+                return expand(params)
+            except DefinitionError as exc:
+                names = ", ".join(sorted({repr(p.name) for p in used}))
+                raise ParamError([f"parameter {names}: {exc.message}"]) from None
+
+        return replace(expand(None), bind=bind)
+
+    return wrapper  # type: ignore[return-value]
