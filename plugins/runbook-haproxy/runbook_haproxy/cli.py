@@ -100,7 +100,7 @@ def _acquire(provider: Any, name: str, owner: str, actor: str, timeout: float) -
 
 @router.command("set")
 @click.argument("service")
-@click.argument("weights", nargs=-1, required=True, metavar="TARGET=WEIGHT...")
+@click.argument("weights", nargs=-1, required=True, metavar="WEIGHTS...")
 @router_option
 @click.option("--as", "as_", metavar="ACTOR", help="Who makes the change (default: see docs).")
 @click.option("--env", metavar="ENV", help="Environment recorded in the audit events.")
@@ -122,7 +122,7 @@ def set_(
     lock_timeout: float,
     config_path: Path | None,
 ) -> None:
-    """Set SERVICE's weights (they must sum to 100), under its lock, audited, read back."""
+    """Set SERVICE's WEIGHTS (TARGET=WEIGHT pairs summing to 100), locked, audited, read back."""
     from runbook.context import RunInfo
     from runbook.recorder import Recorder
     from runbook.redact import Redactor
