@@ -22,7 +22,13 @@ import runbook
 pytestmark = pytest.mark.smoke
 
 INSTALLED = os.environ.get("RUNBOOK_SMOKE_INSTALLED") == "1"
-FIRST_PARTY = {"runbook-slack", "runbook-email", "runbook-postgres", "runbook-redis"}
+FIRST_PARTY = {
+    "runbook-slack",
+    "runbook-email",
+    "runbook-postgres",
+    "runbook-redis",
+    "runbook-haproxy",
+}
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

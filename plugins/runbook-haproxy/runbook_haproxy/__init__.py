@@ -11,7 +11,7 @@ from typing import Any
 
 from runbook.hookspecs import Provider, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _router(url: str, **options: Any) -> Any:
