@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from runbook.params import Params
@@ -45,12 +46,20 @@ class Ctx:
         record: Callable[..., Any],
         progress: Callable[[str | None, str, float | None], None],
         redact: Callable[[Any], Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        protection: str = "standard",
+        config: Any = None,
     ) -> None:
         self.info = info
         self.params = params
         self._record = record
         self._progress = progress
         self.redact = redact or (lambda value: value)
+        # Read-only view of the outputs of the steps finished so far (the shell's trap check
+        # needs them: they are values from outside the runbook's source).
+        self.outputs: Mapping[str, Any] = MappingProxyType(outputs if outputs is not None else {})
+        self.protection = protection  # the env's level: "none" | "standard" | "strict"
+        self.config = config  # the project configuration, None when run from Python without one
 
     @property
     def run_id(self) -> str:
@@ -94,8 +103,12 @@ class Ctx:
         self._record("analysis_measured", CURRENT_STEP.get(), dict(data))
 
     def progress(self, message: str, fraction: float | None = None) -> None:
-        """Report progress on a long wait; shown by the terminal, passed to plugins."""
-        self._progress(CURRENT_STEP.get(), message, fraction)
+        """Report progress on a long wait; shown by the terminal, passed to plugins (masked)."""
+        self._progress(CURRENT_STEP.get(), self.redact(str(message)), fraction)
+
+    def audit(self, kind: str, data: dict[str, Any]) -> None:
+        """Record an audit event for the current step (built-in resources: ``unsafe_command``)."""
+        self._record(kind, CURRENT_STEP.get(), data)
 
     def __repr__(self) -> str:
         return f"Ctx(run_id={self.run_id!r}, env={self.env!r}, actor={self.actor!r})"

@@ -6,6 +6,9 @@ exceptions to exit codes in one place (``exit_code``) instead of sprinkling ``sy
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 # Exit codes of the public contract (DESIGN.md section 2).
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -146,6 +149,51 @@ class Ambiguous(RunbookError):
 
 class NotificationError(RunbookError):
     """A notifier could not deliver. Never fails a run; recorded as ``notification_failed``."""
+
+
+class CommandError(RunbookError):
+    """A command could not be built: a bad template, a placeholder without a value."""
+
+
+class UnsafeCommand(CommandError):
+    """A shell command string contains a run value verbatim that the shell would read as code.
+
+    The message names where the value came from (a param, a step output) and the safe form.
+    """
+
+    def __init__(self, message: str, *, source: str = "", safe_form: str = ""):
+        self.source = source
+        self.safe_form = safe_form
+        super().__init__(message)
+
+
+class CommandFailed(CommandError):
+    """A command exited non-zero. ``command`` is masked; ``stderr_tail`` is its last lines.
+
+    ``result`` is the ``ShellResult`` (or any object with ``command``, ``returncode``,
+    ``stdout``, ``stderr``: the ``ssh`` resource raises this too). ``redact`` masks the run's
+    secrets out of everything kept here, because this message is printed and stored.
+    """
+
+    TAIL_LINES = 20
+
+    def __init__(self, result: Any, *, redact: Callable[[str], str] | None = None):
+        mask = redact or (lambda text: text)
+        self.result = result
+        self.returncode: int = result.returncode
+        self.command: str = mask(str(result.command))
+        self.stderr_tail: str = mask(_tail(result.stderr or "", self.TAIL_LINES))
+        self.stdout_tail: str = mask(_tail(result.stdout or "", self.TAIL_LINES))
+        tail = self.stderr_tail or self.stdout_tail
+        super().__init__(
+            f"command exited {self.returncode}: {self.command}" + (f"\n{tail}" if tail else "")
+        )
+
+
+def _tail(text: str, lines: int, limit: int = 4000) -> str:
+    """The last ``lines`` non-empty-trailing lines, at most ``limit`` characters."""
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join(kept)[-limit:]
 
 
 def exit_code(exc: BaseException) -> int:

@@ -7,28 +7,39 @@ engine itself because they are the run's own state. These three are registered t
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shlex
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from runbook import commands
 from runbook.clock import Clock, remaining
-from runbook.errors import RunbookError, StepTimeout
+from runbook.errors import CommandError, CommandFailed, ConfigError, StepTimeout
 from runbook.hookspecs import hookimpl
 
-_TAIL = 2000
+log = logging.getLogger("runbook")
+
+DEFAULT_SHELL_TIMEOUT = 600.0  # seconds; ``shell_timeout`` in config overrides it
+# Options of ``shell(...)`` itself: a template placeholder cannot be named like one of them.
+_OPTIONS = frozenset({"check", "timeout", "cwd", "env", "env_clear", "input"})
 
 
 @dataclass(frozen=True)
 class ShellResult:
+    """What a command did: ``stdout``/``stderr`` (text), ``returncode``, ``duration`` (seconds)."""
+
     command: str
     returncode: int
     stdout: str
     stderr: str
+    duration: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -38,70 +49,202 @@ class ShellResult:
         return self.stdout
 
 
-class CommandFailed(RunbookError):
-    """A shell command exited non-zero; the message carries the tail of its output."""
-
-    def __init__(self, result: ShellResult):
-        self.result = result
-        tail = (result.stderr or result.stdout).strip()[-_TAIL:]
-        super().__init__(
-            f"command exited {result.returncode}: {result.command}" + (f"\n{tail}" if tail else "")
-        )
-
-
 class Shell:
-    """Runs a command, captures its output, raises ``CommandFailed`` on a non-zero exit.
+    """The ``shell`` resource: runs a command safely, captures its output, raises on failure.
 
-    A string runs through ``/bin/sh`` (pipes and globs work); a list runs without a shell. The
-    timeout is the smaller of ``timeout=`` and what is left of the step's own timeout, and the
-    process is killed when it runs out.
+    ``shell(["deployctl", "install", svc])`` runs the argv with no shell;
+    ``shell("deployctl install {svc} | tee log", svc=svc)`` runs through ``/bin/sh`` with each
+    placeholder quoted. A string that already contains a param or step output with shell
+    metacharacters (an f-string) is refused with ``UnsafeCommand`` (``none`` envs: a warning);
+    ``shell.unsafe("...")`` runs a string as written and records it in the audit.
+
+    Every command has a timeout: ``timeout=``, capped by what is left of the step's own timeout,
+    else the step's, else ``shell_timeout`` (600 s). The whole process group is killed at the
+    timeout, so ``sh -c "a | b"`` leaves nothing behind.
     """
 
-    def __init__(self, clock: Clock, default_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        default_timeout: float | None = DEFAULT_SHELL_TIMEOUT,
+        *,
+        ctx: Any = None,
+    ) -> None:
         self.clock = clock
         self.default_timeout = default_timeout
+        self._ctx = ctx
+
+    # -- the run this shell belongs to ------------------------------------------------------
+
+    def _mask(self, text: str) -> str:
+        ctx = self._ctx
+        return ctx.redact(text) if ctx is not None else text
+
+    def _tainted(self) -> list[commands.Tainted]:
+        ctx = self._ctx
+        if ctx is None:
+            return []
+        return commands.tainted_values(ctx.params, ctx.outputs)
+
+    def _audit(self, data: dict[str, Any]) -> None:
+        if self._ctx is not None:
+            self._ctx.audit("unsafe_command", data)
+
+    # -- running ----------------------------------------------------------------------------
 
     def __call__(
         self,
-        command: str | Sequence[str],
+        command: str | Sequence[Any],
+        /,
         *,
         check: bool = True,
         timeout: float | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        env_clear: bool = False,
+        input: str | None = None,
+        **values: Any,
+    ) -> ShellResult:
+        if isinstance(command, str):
+            clash = sorted(set(commands.placeholders(command)) & _OPTIONS)
+            if clash:
+                raise CommandError(
+                    f"placeholder {{{clash[0]}}} is also an option of shell(); name it "
+                    f'differently: shell("... {{{clash[0]}_}}", {clash[0]}_=...)'
+                )
+        cmd = commands.build(command, values)
+        self._check(cmd, command if isinstance(command, str) else None)
+        return self._run(
+            cmd, check=check, timeout=timeout, cwd=cwd, env=env, env_clear=env_clear, input=input
+        )
+
+    def unsafe(
+        self,
+        command: str,
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        env_clear: bool = False,
         input: str | None = None,
     ) -> ShellResult:
-        shown = command if isinstance(command, str) else shlex.join(command)
-        limit = timeout if timeout is not None else self.default_timeout
+        """Run ``command`` through ``/bin/sh`` exactly as written: the explicit, audited opt-out."""
+        cmd = commands.build(command, unsafe=True)
+        self._audit({"command": self._mask(cmd.text), "via": "shell.unsafe"})
+        return self._run(
+            cmd, check=check, timeout=timeout, cwd=cwd, env=env, env_clear=env_clear, input=input
+        )
+
+    def _check(self, cmd: commands.Command, template: str | None) -> None:
+        scripts = [template] if template is not None else commands.command_scripts(cmd)
+        if not scripts:
+            return
+        tainted = self._tainted()
+        for script in scripts:
+            hit = commands.find_trap(script, tainted)
+            if hit is None:
+                continue
+            error = commands.unsafe_command(script, hit, redact=self._mask)
+            if getattr(self._ctx, "protection", "standard") == "none":
+                log.warning("%s", self._mask(f"protection none, running anyway: {error}"))
+                self._audit(
+                    {
+                        "command": self._mask(cmd.text),
+                        "via": "protection none",
+                        "source": hit.source,
+                    }
+                )
+                return
+            raise error
+
+    def _limit(self, timeout: float | None) -> float | None:
         left = remaining(self.clock)
-        if left is not None:
-            limit = left if limit is None else min(limit, left)
+        limit = timeout
+        if limit is None:
+            limit = left if left is not None else self.default_timeout
+        elif left is not None:
+            limit = min(limit, left)
+        return limit
+
+    def _run(
+        self,
+        cmd: commands.Command,
+        *,
+        check: bool,
+        timeout: float | None,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        env_clear: bool,
+        input: str | None,
+    ) -> ShellResult:
+        limit = self._limit(timeout)
+        environ = dict(env or {}) if env_clear else {**os.environ, **dict(env or {})}
+        began = time.monotonic()
         try:
-            proc = subprocess.run(
-                command,
-                shell=isinstance(command, str),
-                capture_output=True,
+            proc = subprocess.Popen(
+                cmd.args(),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=limit,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
-                input=input,
-                check=False,
+                env=environ,
+                start_new_session=True,  # its own process group: a timeout kills all of it
             )
+        except OSError as exc:
+            raise CommandError(
+                self._mask(f"cannot run {cmd.text}: {exc.strerror or exc}")
+            ) from None
+        try:
+            stdout, stderr = proc.communicate(input, timeout=limit)
         except subprocess.TimeoutExpired:
-            raise StepTimeout(f"command timed out after {limit:g}s: {shown}") from None
-        result = ShellResult(shown, proc.returncode, proc.stdout, proc.stderr)
+            _kill_group(proc)
+            raise StepTimeout(
+                self._mask(f"command timed out after {limit:g}s: {cmd.text}")
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        result = ShellResult(
+            cmd.text, proc.returncode, stdout, stderr, round(time.monotonic() - began, 6)
+        )
         if check and proc.returncode != 0:
-            raise CommandFailed(result)
+            raise CommandFailed(result, redact=self._mask)
         return result
 
 
-def shell_resource(clock: Clock) -> Shell:
-    return Shell(clock)
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=5)
+
+
+def shell_resource(clock: Clock, ctx: Any) -> Shell:
+    return Shell(clock, _shell_timeout(getattr(ctx, "config", None)), ctx=ctx)
+
+
+def _shell_timeout(config: Any) -> float:
+    value = (getattr(config, "extra", None) or {}).get("shell_timeout", DEFAULT_SHELL_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"shell_timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Http(httpx.Client):
+    """The ``http`` resource: an ``httpx.Client`` that can also build URLs safely.
+
+    ``http.get(http.url("http://web/api/{svc}/health", svc=svc))`` percent-encodes each value as
+    one path segment or query value (``runbook.commands.url``).
+    """
+
+    url = staticmethod(commands.url)
 
 
 def http_resource() -> Iterator[httpx.Client]:
-    client = httpx.Client(timeout=10.0, headers={"User-Agent": "runbook"})
+    client = Http(timeout=10.0, headers={"User-Agent": "runbook"})
     try:
         yield client
     finally:
@@ -136,3 +279,13 @@ def log_resource(ctx: Any) -> RedactingLogger:
 @hookimpl
 def runbook_resources() -> dict[str, Any]:
     return {"shell": shell_resource, "http": http_resource, "log": log_resource}
+
+
+@hookimpl
+def runbook_config_keys() -> list[str]:
+    return ["shell_timeout"]
+
+
+@hookimpl
+def runbook_configure(config: Any) -> None:
+    _shell_timeout(config)  # a bad value is a ConfigError before anything runs

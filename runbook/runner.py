@@ -347,8 +347,17 @@ class Runner(DurableRuns):
             if "runbook_progress" in want:
                 hook.runbook_progress(run=info, step=step, message=message, fraction=fraction)
 
-        ctx = Ctx(info, params, record=record, progress=progress, redact=redactor)
         outputs: dict[str, Any] = {}
+        ctx = Ctx(
+            info,
+            params,
+            record=record,
+            progress=progress,
+            redact=redactor,
+            outputs=outputs,
+            protection=protection.level,
+            config=self.config,
+        )
         factories: dict[str, Any] = {"router": self._router_factory}
         factories.update(self.plugins.resources())
         for res in rb.resources.values():
@@ -358,7 +367,7 @@ class Runner(DurableRuns):
             "params": params,
             "env": env,
             "clock": self.clock,
-            "notify": self._notify_resource(notifier, info),
+            "notify": self._notify_resource(notifier, info, redactor),
         }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
         values.update(self.resources)
@@ -472,14 +481,14 @@ class Runner(DurableRuns):
             self.plugins, self.notify_rules, templates=self.templates, on_failure=failed
         )
 
-    def _notify_resource(self, service: Any, info: RunInfo) -> Any:
+    def _notify_resource(self, service: Any, info: RunInfo, redact: Redactor) -> Any:
         from runbook.notify.base import Message
 
         def notify(title: str, text: str = "", severity: str = "info") -> None:
-            """Send an ad-hoc message through the configured channels."""
+            """Send an ad-hoc message through the configured channels (secrets masked)."""
             if service is not None:
-                service.adhoc(
-                    Message(title=title, text=text, severity=severity, kind="adhoc"), info
-                )
+                title_, text_ = redact(str(title)), redact(str(text))
+                message = Message(title=title_, text=text_, severity=severity, kind="adhoc")
+                service.adhoc(message, info)
 
         return notify

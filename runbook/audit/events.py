@@ -41,6 +41,7 @@ KINDS = (
     "change_recorded",
     "notification_failed",
     "analysis_measured",
+    "unsafe_command",
 )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
-import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runbook.clock import clip_to_deadline
+from runbook.commands import Command, build
 from runbook.notify.base import Message
 from runbook.resources import CommandFailed, ShellResult
 
@@ -43,6 +43,8 @@ class FakeShell:
     def __init__(self, *, strict: bool = False) -> None:
         self.strict = strict
         self.calls: list[str] = []
+        self.commands: list[Command] = []  # what was built: ``argv`` or ``script``
+        self.unsafe_calls: list[str] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
 
@@ -65,17 +67,44 @@ class FakeShell:
 
     def __call__(
         self,
-        command: str | Sequence[str],
+        command: str | Sequence[Any],
+        /,
         *,
         check: bool = True,
         timeout: float | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        env_clear: bool = False,
+        input: str | None = None,
+        **values: Any,
+    ) -> ShellResult:
+        """Build the command exactly as the real ``shell`` does (argv, quoted template), then
+        answer from the script instead of running it. ``calls`` records the command line."""
+        return self._answer(build(command, values), check)
+
+    def unsafe(
+        self,
+        command: str,
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        env_clear: bool = False,
         input: str | None = None,
     ) -> ShellResult:
-        text = command if isinstance(command, str) else shlex.join(command)
+        """``shell.unsafe(...)``: recorded in ``unsafe_calls`` as well as in ``calls``."""
+        cmd = build(command, unsafe=True)
+        with self._lock:
+            self.unsafe_calls.append(cmd.text)
+        return self._answer(cmd, check)
+
+    def _answer(self, cmd: Command, check: bool) -> ShellResult:
+        text = cmd.text
         with self._lock:
             self.calls.append(text)
+            self.commands.append(cmd)
             rule = next((r for r in self._rules if r.matches(text) and r.times != 0), None)
             if rule is not None and rule.times is not None:
                 rule.times -= 1

@@ -1,0 +1,117 @@
+"""runbook.commands: argv and quoted templates, the f-string trap check, URL building."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from runbook import commands
+from runbook.commands import Tainted, build, find_trap, tainted_values, unsafe_command, url
+from runbook.errors import CommandError, UnsafeCommand
+
+PAYLOADS = ["; touch X", "$(touch X)", "`touch X`", "| touch X", "&& touch X", "1.0\ntouch X"]
+
+
+def test_argv_list_runs_without_a_shell() -> None:
+    cmd = build(["deployctl", "install", "web", "1.0; rm -rf /"])
+    assert cmd.argv == ("deployctl", "install", "web", "1.0; rm -rf /")
+    assert not cmd.uses_shell
+    assert cmd.args() == ["deployctl", "install", "web", "1.0; rm -rf /"]
+    assert cmd.text == "deployctl install web '1.0; rm -rf /'"
+
+
+def test_argv_items_must_be_plain_values() -> None:
+    assert build(["sleep", 1]).argv == ("sleep", "1")
+    with pytest.raises(CommandError, match="argv items must be strings"):
+        build(["echo", None])
+    with pytest.raises(CommandError, match="empty argv"):
+        build([])
+    with pytest.raises(CommandError, match="takes no placeholder values"):
+        build(["echo", "{v}"], {"v": "x"})
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_template_quotes_every_placeholder(payload: str) -> None:
+    cmd = build("deployctl install {svc} {version}", {"svc": "web", "version": payload})
+    assert cmd.uses_shell
+    # The shell sees exactly three words after the command: the payload is one of them.
+    assert shlex.split(cmd.script) == ["deployctl", "install", "web", payload]
+
+
+def test_template_fields_attributes_and_items() -> None:
+    plan = {"target": "green", "version": "2 beta"}
+    cmd = build("deploy {plan[target]} {plan[version]}", {"plan": plan})
+    assert cmd.script == "deploy green '2 beta'"
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "message"),
+    [
+        ("echo {v} {w}", {"w": 1}, r"no value for \{v\}; pass v="),
+        ("echo {v}", {"v": 1, "w": 2}, "no placeholder for w"),
+        ("echo {}", {"v": 1}, "placeholders need names"),
+        ("echo {v", {"v": 1}, "bad template"),
+        ("echo {v[x]}", {"v": {}}, "cannot fill"),
+        ("   ", {}, "empty command"),
+    ],
+)
+def test_template_mistakes_are_errors(template: str, values: dict, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        build(template, values)
+
+
+def test_plain_string_runs_as_written() -> None:
+    assert build("ls -l | wc -l").script == "ls -l | wc -l"
+    assert build("awk '{print $1}' f").script == "awk '{print $1}' f"  # no values: no template
+    with pytest.raises(CommandError, match="takes no values"):
+        build("echo {v}", {"v": 1}, unsafe=True)
+
+
+def test_tainted_values_walk_params_and_outputs() -> None:
+    found = tainted_values(
+        {"version": "1.0; touch X", "replicas": 3, "safe": "web-1.0"},
+        {"plan": {"target": "a b", "hosts": ["ok", "x|y"]}, "n": 4},
+    )
+    assert {(t.source, t.value, t.name) for t in found} == {
+        ("param 'version'", "1.0; touch X", "version"),
+        ("output of step 'plan'['target']", "a b", "target"),
+        ("output of step 'plan'['hosts'][1]", "x|y", "v_1"),
+    }
+
+
+def test_find_trap_names_the_longest_hit() -> None:
+    tainted = [Tainted("param 'a'", "x y", "a"), Tainted("param 'b'", "x y z", "b")]
+    assert find_trap("echo x y z", tainted).name == "b"
+    assert find_trap("echo x", tainted) is None
+
+
+def test_refusal_names_source_and_safe_forms() -> None:
+    hit = Tainted("param 'version'", "1.0; touch X", "version")
+    error = unsafe_command("deployctl install web 1.0; touch X", hit)
+    assert isinstance(error, UnsafeCommand)
+    text = str(error)
+    assert "param 'version'" in text
+    assert 'shell(["deployctl", "install", "web", version])' in text
+    assert 'shell("deployctl install web {version}", version=...)' in text
+    assert "touch X" not in text  # the hostile value is shown as its placeholder
+    assert error.source == "param 'version'"
+
+
+def test_shell_c_inside_argv_is_checked() -> None:
+    assert commands.command_scripts(build(["bash", "-c", "echo $(x)"])) == ["echo $(x)"]
+    assert commands.command_scripts(build(["/bin/sh", "-c", "a", "b"])) == ["a"]
+    assert commands.command_scripts(build(["echo", "-c", "a"])) == []
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_url_values_stay_one_component(payload: str) -> None:
+    built = url("http://127.0.0.1:9/items/{v}?q={v}&n=1", v=payload)
+    path, _, query = built.partition("?")
+    assert path.count("/") == 4  # no extra segment
+    assert query.endswith("&n=1") and query.count("&") == 1  # no extra parameter
+    assert all(c not in built for c in " ;$`|\n")
+
+
+def test_url_encodes_separators() -> None:
+    assert url("http://h/{a}/{b}", a="../admin", b="x?y#z") == "http://h/..%2Fadmin/x%3Fy%23z"
