@@ -147,6 +147,10 @@ class Ambiguous(RunbookError):
     """A probe could not tell: it timed out or saw something unexpected. Never read as healthy."""
 
 
+class MetricsError(RunbookError):
+    """Run metrics did not reach their target; reported as a warning, never fails the run."""
+
+
 class NotificationError(RunbookError):
     """A notifier could not deliver. Never fails a run; recorded as ``notification_failed``."""
 
