@@ -129,6 +129,7 @@ def _without(samples: list[Sample], names: tuple[str, ...]) -> list[Sample]:
 
 
 def open_metrics(url: str) -> PushGateway | TextFile:
+    """The target for a ``metrics = "..."`` URL; an unknown scheme is a usage error."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme.startswith("pushgateway+"):
         return PushGateway(url)
