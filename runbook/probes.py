@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from runbook import backoff as _backoff
 from runbook.clock import Clock
 from runbook.errors import Ambiguous, StepFailed, StepTimeout
 
@@ -200,9 +201,9 @@ class _Poll:
         if self.progress is not None:
             fraction = min(1.0, elapsed / self.timeout) if self.timeout else None
             self.progress(f"{self.message} ({self.attempts} attempts, {elapsed:.0f}s)", fraction)
-        delay = min(self.max_backoff, self.backoff * 2 ** min(self.attempts - 1, 64))
-        if self.jitter:
-            delay = self.rng.uniform(delay / 2, delay)
+        delay = _backoff.delay(
+            self.attempts, self.backoff, self.max_backoff, self.rng if self.jitter else None
+        )
         if delay >= left:
             # Float rounding may leave the clock a hair short of the deadline after this sleep;
             # the attempt after it is the last one either way.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from runbook import backoff as _backoff
 from runbook.errors import LeaseLost, LockError, LockHeld
 from runbook.locks.base import Lease, LockProvider
 
@@ -100,7 +101,7 @@ class LockManager:
             return self._held[name]
         started = self.clock.monotonic()
         deadline = started + self.timeout
-        delay = _FIRST_DELAY
+        waits = 0
         reported: float | None = None
         free_retry = True
         while True:
@@ -135,8 +136,9 @@ class LockManager:
                     )
                 reported = now
                 self._report_wait(name, holder, now - started)
-            await self.clock.asleep(min(remaining, delay * (0.5 + self._rng.random() / 2)))
-            delay = min(delay * 2, _MAX_DELAY)
+            waits += 1
+            delay = _backoff.delay(waits, _FIRST_DELAY, _MAX_DELAY, self._rng)
+            await self.clock.asleep(min(remaining, delay))
 
     def _status_of(self, run_id: str) -> str | None:
         if not run_id or self.holder_status is None:

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runbook import backoff as _backoff
 from runbook.audit.events import AuditEvent
 from runbook.context import RunInfo
 from runbook.errors import NotificationError, UsageError
@@ -291,8 +292,7 @@ class NotificationService:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential with "equal jitter"; a server's Retry-After wins, up to ``max_backoff``."""
-        base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        delay = base / 2 + self._rng.random() * base / 2
+        delay = _backoff.delay(attempt, self.backoff, self.max_backoff, self._rng)
         if retry_after is not None and retry_after > 0:
             delay = max(delay, min(float(retry_after), self.max_backoff))
         return delay
