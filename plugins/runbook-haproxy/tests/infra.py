@@ -187,27 +187,66 @@ def split(port: int, requests: int) -> dict[str, int]:
 
 
 class Exporter:
-    """A prometheus_client exporter on its own registry: the test sets the gauge values."""
+    """A prometheus_client exporter on its own registry. ``watch(test, backends)`` exports each
+    backend's share of 5xx answers as ``app_error_ratio{test=..., server=...}`` (0 before any
+    request), computed at scrape time from what the backends really answered."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, start_http_server
 
+        self.watched: dict[str, dict[str, Backend]] = {}
         self.registry = CollectorRegistry()
-        self.error_ratio = Gauge(
-            "app_error_ratio",
-            "share of requests answered with a 5xx, per test and server",
-            ["test", "server"],
-            registry=self.registry,
-        )
+        self.registry.register(self)
         self.port = free_port()
         self.server, self.thread = start_http_server(
             self.port, addr="127.0.0.1", registry=self.registry
         )
 
+    def watch(self, test: str, backends: dict[str, Backend]) -> None:
+        self.watched[test] = backends
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "app_error_ratio", "share of requests answered with a 5xx", labels=["test", "server"]
+        )
+        for test, backends in list(self.watched.items()):
+            for name, backend in backends.items():
+                family.add_metric([test, name], backend.error_ratio)
+        yield family
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+class Traffic:
+    """Requests through HAProxy from a background thread, as long as the test runs (bounded)."""
+
+    def __init__(self, port: int, limit: float = 60.0) -> None:
+        self.port = port
+        self.limit = limit
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=2) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    client.get("/")
+                    self.sent += 1
+                except httpx.HTTPError:
+                    pass
+                self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class Prometheus:
