@@ -223,3 +223,15 @@ def test_no_data_then_deny_aborts_to_zero(runbook_runner, fake_router, tmp_path)
     assert denied.status == "rolled_back"
     assert fake_router.peek("web") == {"canary": 0, "stable": 100}
     assert denied.steps["release.shift-20"].status == "rolled_back"
+
+
+def test_router_failing_during_the_abort_halts_the_rollback(runbook_runner, fake_router, tmp_path):
+    fake_router.fail("set_weights", RuntimeError("runtime API down"), after=1)  # the abort's
+    result = run(runbook_runner, write(tmp_path), FakePrometheus(0.5))
+    assert result.status == "rollback_failed"
+    error = result.steps["release.shift-20"].rollback_error
+    assert error == (
+        "RollbackHalted: could not take web traffic off canary: RuntimeError: runtime API down"
+    )
+    assert result.steps["stage"].status == "succeeded"
+    assert runbook_runner.shell.calls == ["deployctl stage web 2.0"]

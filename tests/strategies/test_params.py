@@ -162,3 +162,17 @@ def test_analysis_arguments_from_p(runbook_runner: Any, tmp_path: Path) -> None:
     )
     assert result.status == "succeeded", result.error
     assert seen == ["http://prom.other:9091/api/v1/query"] * 2
+
+
+def test_exec_with_a_bad_value_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from runbook.cli import cli
+
+    (tmp_path / "runbook.toml").write_text('router = "memory://params-cli"\n')
+    path = write(tmp_path, CANARY, PAUSE="[]")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["exec", str(path), "-p", "weights=50,10", "--yes"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "weights= must be strictly increasing, got [50, 10]" in result.stderr
