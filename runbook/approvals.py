@@ -1,25 +1,173 @@
-"""Approval gates: who may approve, when a gate is satisfied, and auto-grants by protection level.
+"""Approval gates: who may decide, when a gate is satisfied, and what an approval is bound to.
 
-The engine asks ``check`` each time a gated step is reached (on the first run and on every resume);
-the ``approve``/``deny`` commands call ``validate`` before recording a decision, so four-eyes rules
-are enforced when the decision is made, and re-checked when it is used.
+Two halves. :class:`Rules` is the pure decision for one gate in one env (four eyes, approver
+lists and groups, the quorum), with identities compared after :func:`runbook.identity.normalize`.
+:class:`ApprovalPolicy` is what the engine asks each time a gated step is reached (the first
+run and every resume): it builds the gate's plan from live values, pauses again when the plan
+drifted from the one that was put up for approval, and counts only decisions that are still
+valid *as used*: bound to this plan, by someone the rules (as they are now, and as they were
+when approved) allow, and, in a ``signers`` env, whose signature still verifies.
+The ``approve``/``deny``/``cancel`` side (refusals, signatures) is in runbook/decisions.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from runbook.errors import ApprovalError
+from runbook import plan as P
+from runbook.identity import distinct, expand, member_of, members, normalize
 from runbook.markers import Approval
 from runbook.protection import Protection
 from runbook.store.base import ApprovalRecord, RunStore
 
+log = logging.getLogger("runbook")
+GATES_KEY = "gates"  # RunRecord.options[GATES_KEY][step]: the plan put up for approval
+
 
 def granted_by(records: Sequence[ApprovalRecord]) -> set[str]:
-    """The distinct actors who granted: what ``Approval(min=...)`` counts."""
-    return {r.actor for r in records if r.decision == "granted"}
+    """The distinct people (normalised) who granted."""
+    return distinct(r.actor for r in records if r.decision == "granted")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One gate's rules in one env. Pure: no store, no clock, no I/O."""
+
+    approval: Approval
+    initiator: str
+    env_approvers: tuple[str, ...] = ()
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    run_id: str = ""  # for messages only
+    step: str = ""
+
+    def named(self) -> tuple[str, ...]:
+        """The approvers as configured, ``group:NAME`` expanded (empty: anyone)."""
+        return expand(self.approval.approvers or self.env_approvers, self.groups)
+
+    def allowed(self) -> set[str] | None:
+        """Normalised names who may approve; None: anyone (the groups still have to be met)."""
+        named = self.named()
+        if not named:
+            return None
+        out = distinct(named)
+        for group in self.approval.groups:
+            out |= distinct(members(group, self.groups))
+        return out
+
+    def uncovered(self, granted: Sequence[str]) -> list[str]:
+        """The groups of ``Approval(groups=...)`` that no granter belongs to yet."""
+        return [
+            g
+            for g in self.approval.groups
+            if not any(member_of(a, g, self.groups) for a in granted)
+        ]
+
+    def satisfied(self, granted: Sequence[str]) -> bool:
+        return len(distinct(granted)) >= self.approval.min and not self.uncovered(granted)
+
+    def missing(self, granted: Sequence[str]) -> str:
+        """What the gate still waits for, in words."""
+        more = self.approval.min - len(distinct(granted))
+        parts = [f"{more} more approver(s)"] if more > 0 else []
+        uncovered = self.uncovered(granted)
+        if uncovered:
+            parts.append("one approver from group " + ", one from group ".join(uncovered))
+        return " and ".join(parts) or "nothing"
+
+    def may_approve(self, actor: str) -> str | None:
+        """Why ``actor`` can never approve this gate, or None (independent of who approved)."""
+        who = normalize(actor)
+        if not self.approval.allow_self and who == normalize(self.initiator):
+            return (
+                f"{actor} started run {self.run_id} and cannot approve {self.step!r} "
+                "(four eyes: allow_self=False)"
+            )
+        allowed = self.allowed()
+        if allowed is not None and who not in allowed:
+            listed = ", ".join([*self.named(), *(f"group:{g}" for g in self.approval.groups)])
+            return f"{actor} may not approve {self.step!r}; approvers: {listed}"
+        return None
+
+    def refusal(self, actor: str, granted: Sequence[str]) -> str | None:
+        """Why ``actor`` may not approve now, given who already did; None: they may."""
+        reason = self.may_approve(actor)
+        if reason:
+            return reason
+        if normalize(actor) in distinct(granted):
+            return (
+                f"{actor} already approved {self.step!r}; {self.approval.min} distinct "
+                "approver(s) needed"
+            )
+        if self.satisfied(granted):
+            return (
+                f"{self.step!r} is already approved ({len(distinct(granted))} of "
+                f"{self.approval.min}): approving past the quorum is refused"
+            )
+        uncovered = self.uncovered(granted)
+        if len(distinct(granted)) >= self.approval.min and not any(
+            member_of(actor, g, self.groups) for g in uncovered
+        ):
+            return f"the gate needs {self.missing(granted)}; {actor} is in none of those groups"
+        return None
+
+    def may_decide(self, actor: str) -> bool:
+        """Strict envs: deny and cancel are for the run's approvers and its initiator only."""
+        if normalize(actor) == normalize(self.initiator):
+            return True
+        allowed = self.allowed()
+        return allowed is not None and normalize(actor) in allowed
+
+
+# -- the gate's plan in the store --------------------------------------------------------------
+
+
+def gate_state(options: Mapping[str, Any], step: str) -> dict[str, Any] | None:
+    """The plan put up for approval at ``step`` (plan, plan_hash, requested_at, deadline)."""
+    gates = options.get(GATES_KEY) or {}
+    state = gates.get(step)
+    return dict(state) if isinstance(state, dict) else None
+
+
+def save_gate(store: RunStore, run_id: str, step: str, state: Mapping[str, Any]) -> None:
+    record = store.get_run(run_id)
+    options = dict(record.options)
+    gates = dict(options.get(GATES_KEY) or {})
+    gates[step] = dict(state)
+    options[GATES_KEY] = gates
+    store.update_run(run_id, options=options)
+
+
+def new_state(
+    plan: dict[str, Any], digest: str, approval: Approval, now: datetime
+) -> dict[str, Any]:
+    seconds = approval.timeout_seconds
+    deadline = (now + timedelta(seconds=seconds)).isoformat() if seconds else None
+    return {
+        "plan": plan,
+        "plan_hash": digest,
+        "requested_at": now.isoformat(),
+        "deadline": deadline,
+        "on_timeout": approval.on_timeout if seconds else None,
+    }
+
+
+def stored_form(output: Any, mask: Any) -> Any:
+    """An output as the run store keeps it (secrets masked), so plans built live and from the
+    store agree."""
+    from runbook.engine import REDACTED_KEY, is_redacted
+
+    if output is None or is_redacted(output) or mask is None:
+        return output
+    masked = mask(output)
+    return {REDACTED_KEY: True, "value": masked} if masked != output else output
+
+
+# -- what the engine asks ------------------------------------------------------------------------
 
 
 @dataclass
@@ -30,72 +178,171 @@ class ApprovalPolicy:
     store: RunStore | None
     env_approvers: tuple[str, ...] = ()
     yes: bool = False  # --yes: approve as the running actor where the rules allow it
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    signers: Path | None = None
+    # The live run, to build plans: runbook, env, params (a Params), mask (the redactor).
+    runbook: Any = None
+    env: str = ""
+    params: Any = None
+    mask: Any = None
+    _pending: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def rules(self, approval: Approval, step: str = "") -> Rules:
+        return Rules(approval, self.actor, self.env_approvers, self.groups, self.run_id, step)
 
     def allowed(self, approval: Approval) -> tuple[str, ...]:
-        return approval.approvers or self.env_approvers
+        return self.rules(approval).named()
 
     def request_data(self, step: str, approval: Approval) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "min": approval.min,
             "allow_self": approval.allow_self,
             "approvers": list(self.allowed(approval)),
+            "groups": list(approval.groups),
             "command": f"runbook approve {self.run_id} --step {step}",
+            "signed": self.signers is not None,
         }
+        state = self._pending.get(step)
+        if state is not None:
+            data.update(plan_hash=state["plan_hash"], plan=state["plan"])
+            if state.get("deadline"):
+                data.update(deadline=state["deadline"], on_timeout=state["on_timeout"])
+        return data
 
     def _records(self, step: str) -> Sequence[ApprovalRecord]:
         return self.store.approvals(self.run_id, step) if self.store is not None else []
 
-    def validate(self, step: str, approval: Approval, actor: str) -> None:
-        """Refuse an approval that the gate's rules do not allow, with the reason."""
-        if not approval.allow_self and actor == self.actor:
-            raise ApprovalError(
-                f"{actor} started run {self.run_id} and cannot approve {step!r} "
-                "(four eyes: allow_self=False)"
-            )
-        allowed = self.allowed(approval)
-        if allowed and actor not in allowed:
-            raise ApprovalError(
-                f"{actor} may not approve {step!r}; approvers: {', '.join(allowed)}"
-            )
-        if actor in granted_by(self._records(step)):
-            raise ApprovalError(
-                f"{actor} already approved {step!r}; {approval.min} distinct approvers needed"
-            )
+    def plan(self, step: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        if self.runbook is None:  # a bare policy (unit tests): bind to the run and step only
+            return {"run_id": self.run_id, "step": step}
+        return P.for_gate(
+            self.runbook,
+            step,
+            run_id=self.run_id,
+            env=self.env,
+            params=self.params,
+            outputs=outputs,
+            mask=lambda v: stored_form(v, self.mask),
+        )
 
     def check(self, step: str, approval: Approval, execution: Any) -> str:
-        """``granted``, ``denied`` or ``pending``; records auto-grants as such."""
+        """``granted``, ``denied`` or ``pending``; records auto-grants and re-requests."""
         records = self._records(step)
         if any(r.decision == "denied" for r in records):
             return "denied"
-        if any(r.auto for r in records):
+        plan = self.plan(step, execution.outputs)
+        digest = P.plan_hash(plan)
+        now = execution.clock.now()
+        if any(r.auto and r.data.get("plan_hash", digest) == digest for r in records):
             return "granted"
-        if len(granted_by(records)) >= approval.min:
+        rules = self.rules(approval, step)
+        state = self._state(step)
+        if state is not None and state.get("plan_hash") != digest:
+            self._drifted(step, approval, execution, state, plan, digest, now)
+            return "pending"
+        valid = self.valid_grants(step, rules, records, digest, execution)
+        if rules.satisfied(valid):
             return "granted"
         if not self.protection.require_approval:
-            self._grant(
-                step,
-                execution,
-                auto=True,
-                comment=f"auto-approved: env protection {self.protection.level}",
-            )
+            comment = f"auto-approved: env protection {self.protection.level}"
+            self._grant(step, execution, digest, auto=True, comment=comment)
             return "granted"
         if (
             self.yes
             and self.protection.allow_yes
-            and approval.min == 1
-            and approval.allow_self
-            and (not self.allowed(approval) or self.actor in self.allowed(approval))
+            and self.signers is None
+            and rules.refusal(self.actor, valid) is None
+            and rules.satisfied([*valid, self.actor])
         ):
-            self._grant(step, execution, auto=False, comment="approved with --yes")
+            self._grant(step, execution, digest, auto=False, comment="approved with --yes")
             return "granted"
+        if state is None:
+            state = new_state(plan, digest, approval, now)
+            self._remember(step, state)
         return "pending"
 
-    def _grant(self, step: str, execution: Any, *, auto: bool, comment: str) -> None:
+    def _state(self, step: str) -> dict[str, Any] | None:
+        if self.store is None:
+            return self._pending.get(step)
+        return gate_state(self.store.get_run(self.run_id).options, step)
+
+    def _remember(self, step: str, state: dict[str, Any]) -> None:
+        self._pending[step] = state
+        if self.store is not None:
+            save_gate(self.store, self.run_id, step, state)
+
+    def _drifted(
+        self,
+        step: str,
+        approval: Approval,
+        execution: Any,
+        old: Mapping[str, Any],
+        plan: dict[str, Any],
+        digest: str,
+        now: datetime,
+    ) -> None:
+        """The world moved since the plan was put up: ask again, naming what changed."""
+        reasons = P.differences(old.get("plan") or {}, plan) or ["the plan changed"]
+        state = new_state(plan, digest, approval, now)
+        self._remember(step, state)
+        data = self.request_data(step, approval)
+        data.update(
+            reason="plan changed since it was put up for approval: " + "; ".join(reasons),
+            changes=reasons,
+            previous_plan_hash=old.get("plan_hash"),
+        )
+        execution.emit("approval_requested", step, data)
+
+    def valid_grants(
+        self,
+        step: str,
+        rules: Rules,
+        records: Sequence[ApprovalRecord],
+        digest: str,
+        execution: Any = None,
+    ) -> list[str]:
+        """Who granted *this* plan and still counts under the rules as they are now."""
+        from runbook.decisions import verify_record
+
+        out: list[str] = []
+        for r in records:
+            if r.decision != "granted" or r.auto:
+                continue
+            if r.data.get("plan_hash") != digest:
+                continue  # an approval of another plan (before drift) does not count
+            problem = None
+            if r.data.get("rules") not in (None, rules.approval.rules()):
+                problem = "the gate's rules changed since it was approved"
+            else:
+                problem = rules.may_approve(r.actor)
+            if problem is None and self.signers is not None:
+                problem = verify_record(r, self.signers, digest)
+            if problem is not None:
+                if execution is not None:
+                    execution.emit(
+                        "approval_refused",
+                        step,
+                        {
+                            "decision": "use",
+                            "claimed_actor": r.actor,
+                            "reason": f"the approval by {r.actor} does not count: {problem}",
+                        },
+                        actor="runbook",
+                    )
+                continue
+            if normalize(r.actor) not in distinct(out):
+                out.append(r.actor)
+        return out
+
+    def _grant(self, step: str, execution: Any, digest: str, *, auto: bool, comment: str) -> None:
         now = execution.clock.now()
+        data = {"plan_hash": digest, "signed_at": now.isoformat()}
         if self.store is not None:
             self.store.add_approval(
-                ApprovalRecord(self.run_id, step, self.actor, "granted", comment, now, auto)
+                ApprovalRecord(self.run_id, step, self.actor, "granted", comment, now, auto, data)
             )
         execution.emit(
-            "approval_granted", step, {"comment": comment, "auto": auto, "approver": self.actor}
+            "approval_granted",
+            step,
+            {"comment": comment, "auto": auto, "approver": self.actor, "plan_hash": digest},
         )

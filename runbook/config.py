@@ -35,10 +35,11 @@ GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 
 # fmt: off
 TOP_KEYS = ("store", "audit", "notify", "templates", "lock", "lock_timeout", "lease",
-            "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins", "env")
+            "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins", "env",
+            "groups")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
-ENV_KEYS = ("protection", "params", "approvers", *PROTECTION_FLAGS)
+ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
 SINK_KEYS = ("url", "best_effort")
 
 
@@ -54,6 +55,8 @@ class EnvConfig:
     protection: Protection
     params: dict[str, Any]
     approvers: tuple[str, ...]
+    # git's allowed_signers file: decisions in this env must be signed by a key listed there.
+    signers: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)  # plugin keys (runbook_config_keys)
     # How long a paused run keeps its run lock (seconds): `runbook cancel` releases it sooner.
     paused_lease: float = PAUSED_LEASE
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [tool.runbook.groups]
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -288,6 +292,16 @@ class _Builder:
         default_env = self.expect(
             table.get("default_env", DEFAULT_ENV), str, key("default_env"), "a string"
         )
+        groups = self.groups(table.get("groups", {}))
+        envs = self.envs(table.get("env", {}))
+        for env_cfg in envs.values():
+            for i, name in enumerate(env_cfg.approvers):
+                if name.startswith("group:") and name[len("group:") :] not in groups:
+                    raise self.error(
+                        key("env", _key(env_cfg.name), f"approvers[{i}]"),
+                        f"unknown group {name[len('group:') :]!r}; [groups] defines: "
+                        f"{', '.join(sorted(groups)) or 'none'}",
+                    )
         return Config(
             path=self.path,
             root=root,
@@ -311,7 +325,8 @@ class _Builder:
             ),
             default_env=default_env,
             plugins=self.strings(table.get("plugins", []), key("plugins")),
-            envs=self.envs(table.get("env", {})),
+            envs=envs,
+            groups=groups,
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
         )
 
@@ -367,6 +382,13 @@ class _Builder:
             raise ConfigError(f"{self.path}: {self.dotted('templates')}: {exc}") from None
         return dict(value)
 
+    def groups(self, value: Any) -> dict[str, tuple[str, ...]]:
+        self.expect(value, dict, self.dotted("groups"), "a table of NAME = [members]")
+        return {
+            name: self.strings(members, self.dotted("groups", _key(name)))
+            for name, members in value.items()
+        }
+
     def envs(self, value: Any) -> dict[str, EnvConfig]:
         self.expect(value, dict, self.dotted("env"), "a table of [env.NAME] tables")
         envs = {}
@@ -387,7 +409,11 @@ class _Builder:
             params = self.expect(section.get("params", {}), dict, at("params"), "a table")
             approvers = self.strings(section.get("approvers", []), at("approvers"))
             protection = Protection.for_level(level, **flags)
-            envs[name] = EnvConfig(name, protection, dict(params), approvers)
+            signers = None
+            if "signers" in section:
+                raw = self.expect(section["signers"], str, at("signers"), "a file path")
+                signers = (self.root / Path(raw).expanduser()).absolute()
+            envs[name] = EnvConfig(name, protection, dict(params), approvers, signers)
         return envs
 
 

@@ -33,6 +33,8 @@ class RunInfo:
     params: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     resumed: bool = False
+    # "signed" where the env has ``signers``; "claimed" in a strict env without (DESIGN 11).
+    identity: str = ""
 
 
 class Ctx:

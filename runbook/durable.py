@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy, granted_by
 from runbook.collect import Runbook, bind_params
 from runbook.context import RunInfo
+from runbook.decisions import Decisions
 from runbook.engine import is_redacted
 from runbook.errors import ApprovalError, UsageError
 from runbook.locks.manager import LockManager
@@ -127,14 +127,26 @@ class DurableRuns:
             raise UsageError(f"run {record.run_id}: its runbook {path} no longer exists")
         rb = self.load(path)
         if rb.sha256 != record.runbook_sha256:
+            refuse = Decisions(self).refuse
             if not force:
-                raise UsageError(
-                    f"run {record.run_id}: {path} changed since the run started; resuming would "
-                    "run different code than was approved (use --force to accept)"
+                refuse(
+                    record,
+                    "resume",
+                    None,
+                    self._actor(),
+                    f"drift: run {record.run_id}: {path} changed since the run started; "
+                    "resuming would run different code than was approved (use --force to "
+                    "accept where the env allows it)",
                 )
-            if not self.protection.allow_force:
-                raise UsageError(
-                    f"--force is refused in env {self.env!r} (protection {self.protection.level})"
+            protection, _ = self._env_settings(record.env)  # the run's env, not the shell's
+            if not protection.allow_force:
+                refuse(
+                    record,
+                    "resume",
+                    None,
+                    self._actor(),
+                    f"drift: {path} changed since run {record.run_id} started, and --force is "
+                    f"refused in env {record.env!r} (protection {protection.level})",
                 )
         return bind_params(rb, self._params_for(rb, record))
 
@@ -208,13 +220,24 @@ class DurableRuns:
     async def _resume(
         self, run_id: str, *, retry_interrupted: bool, skip_interrupted: bool, force: bool
     ) -> RunResult:
+        from runbook.expiry import aapply_expired
+        from runbook.plan import probes_of
+
         store = self._require_store()
         record = self._resumable(run_id)
+        expired = await aapply_expired(self, record, guarded=False)
+        if expired:
+            Decisions(self).refuse(record, "resume", None, self._actor(), "; ".join(expired))
         rb = self._reload(record, force=force)
+        forced = rb.sha256 != record.runbook_sha256
         params = self._params_for(rb, record)
         prior = store.get_steps(run_id)
         interrupted = [n for n, s in prior.items() if s.status == R.STEP_RUNNING and n in rb.steps]
         rerun = {n for n in interrupted if rb.steps[n].options.idempotent}
+        # Drift: a gate is re-checked against probes run again now, not the ones approved.
+        for gate in [n for n, s in prior.items() if s.status == R.AWAITING_APPROVAL]:
+            if gate in rb.steps:
+                rerun |= {p for p in probes_of(rb, gate) if prior.get(p) and p not in rerun}
         rerun |= self._secret_outputs_to_redo(rb, prior)
         undecided = [n for n in interrupted if n not in rerun]
         actor = self._actor()
@@ -230,7 +253,8 @@ class DurableRuns:
             store.add_interrupt_decision(
                 InterruptDecision(run_id, name, choice, actor, self.clock.now())
             )
-        store.update_run(run_id, status=R.RUNNING, pid=os.getpid(), host=HOST)
+        changes: dict[str, Any] = {"runbook_sha256": rb.sha256} if forced else {}
+        store.update_run(run_id, status=R.RUNNING, pid=os.getpid(), host=HOST, **changes)
         retried = frozenset(rerun | (set(undecided) if retry_interrupted else set()))
         skipped = frozenset(undecided) if skip_interrupted else frozenset()
         return await self._execute(
@@ -246,6 +270,11 @@ class DurableRuns:
             skip_interrupted=skipped,
             run_actor=record.actor,
             decisions={n: choice for n in undecided},
+            forced=(
+                {"approved_sha256": record.runbook_sha256, "current_sha256": rb.sha256}
+                if forced
+                else None
+            ),
         )
 
     @staticmethod
@@ -314,84 +343,94 @@ class DurableRuns:
         )
 
     def approve(
-        self, run_id: str, *, step: str | None = None, actor: str | None = None, comment: str = ""
+        self,
+        run_id: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        comment: str = "",
+        sign: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Record an approval; say how many more are needed. ``resume`` continues the run."""
+        """Record an approval; say what the gate still waits for. ``resume`` continues the run.
+
+        ``actor`` is the claimed identity; in a ``signers`` env the decision is signed with
+        ``sign`` (or ``RUNBOOK_SIGNING_KEY``) and the actor is the principal it verifies as.
+        """
+        return Decisions(self).approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
+
+    def deny(
+        self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
+    ) -> RunResult:
+        return asyncio.run(self.adeny(run_id, actor=actor, reason=reason, sign=sign))
+
+    async def adeny(
+        self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
+    ) -> RunResult:
+        """Deny a paused run's gate(s); ``actor`` is the claimed identity (see ``approve``)."""
+        guard_actor = actor or self._actor()
+        return await self._guarded(
+            run_id, guard_actor, lambda: self._deny(run_id, actor, reason, sign)
+        )
+
+    async def _deny(
+        self, run_id: str, actor: str | None, reason: str, sign: str | None
+    ) -> RunResult:
+        from runbook.expiry import aapply_expired
+
         store = self._require_store()
         record = store.get_run(run_id)
+        decisions = Decisions(self)
+        claimed = actor or self._actor()
+        expired = await aapply_expired(self, record, guarded=False)
+        if expired:
+            decisions.refuse(record, "denied", None, claimed, "; ".join(expired))
         if record.status != R.PAUSED:
-            raise ApprovalError(f"run {run_id} is {record.status}, not paused for approval")
+            decisions.refuse(
+                record, "denied", None, claimed, f"run {run_id} is {record.status}, not paused"
+            )
         rb = self._load_run(record)
-        name = self._gated(rb, record, step)
-        approval = rb.steps[name].options.approval
-        assert approval is not None
-        actor = actor or self._actor()
-        protection, approvers = self._env_settings(record.env)
-        policy = ApprovalPolicy(run_id, record.actor, protection, store, approvers)
-        policy.validate(name, approval, actor)
-        store.add_approval(
-            ApprovalRecord(run_id, name, actor, "granted", comment, self.clock.now())
+        who, proofs = decisions.authorize_settle(
+            record, rb, decision="denied", actor=actor, key=sign
         )
-        granted = granted_by(store.approvals(run_id, name))
-        self._recorder_for(record).emit(
-            "approval_granted",
-            name,
-            {
-                "comment": comment,
-                "approver": actor,
-                "approvals": len(granted),
-                "needed": approval.min,
-            },
-            actor=actor,
-        )
-        return {
-            "run_id": run_id,
-            "step": name,
-            "approvers": sorted(granted),
-            "needed": approval.min,
-            "satisfied": len(granted) >= approval.min,
-        }
-
-    def deny(self, run_id: str, *, actor: str | None = None, reason: str) -> RunResult:
-        return asyncio.run(self.adeny(run_id, actor=actor, reason=reason))
-
-    async def adeny(self, run_id: str, *, actor: str | None = None, reason: str) -> RunResult:
-        actor = actor or self._actor()
-        return await self._guarded(run_id, actor, lambda: self._deny(run_id, actor, reason))
-
-    async def _deny(self, run_id: str, actor: str, reason: str) -> RunResult:
-        store = self._require_store()
-        record = store.get_run(run_id)
-        if record.status != R.PAUSED:
-            raise ApprovalError(f"run {run_id} is {record.status}, not paused for approval")
-        rb = self._load_run(record)
-        steps = store.get_steps(run_id)
-        waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
         recorder = self._recorder_for(record)
-        for name in waiting:
+        for name, data in proofs.items():
             store.add_approval(
-                ApprovalRecord(run_id, name, actor, "denied", reason, self.clock.now())
+                ApprovalRecord(run_id, name, who, "denied", reason, self.clock.now(), False, data)
             )
             recorder.emit(
-                "approval_denied", name, {"reason": reason, "approver": actor}, actor=actor
+                "approval_denied", name, {"reason": reason, "approver": who, **data}, actor=who
             )
-        return await self._settle(record, rb, deny=True, actor=actor)
+        return await self._settle(record, rb, deny=True, actor=who)
 
-    def cancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
-        return asyncio.run(self.acancel(run_id, actor=actor))
+    def cancel(
+        self, run_id: str, *, actor: str | None = None, sign: str | None = None
+    ) -> RunResult:
+        return asyncio.run(self.acancel(run_id, actor=actor, sign=sign))
 
-    async def acancel(self, run_id: str, *, actor: str | None = None) -> RunResult:
-        actor = actor or self._actor()
+    async def acancel(
+        self, run_id: str, *, actor: str | None = None, sign: str | None = None
+    ) -> RunResult:
+        """Cancel a paused or dead run; strict envs allow it to its initiator and approvers."""
 
         async def cancel() -> RunResult:
             record = self._resumable(run_id, "cancel")
             rb = self._load_run(record)
-            return await self._settle(record, rb, deny=False, actor=actor)
+            who, proofs = Decisions(self).authorize_settle(
+                record, rb, decision="cancelled", actor=actor, key=sign
+            )
+            return await self._settle(record, rb, deny=False, actor=who, settle_data=proofs.get(""))
 
-        return await self._guarded(run_id, actor, cancel)
+        return await self._guarded(run_id, actor or self._actor(), cancel)
 
     async def _settle(
-        self, record: RunRecord, rb: Runbook, *, deny: bool, actor: str | None = None
+        self,
+        record: RunRecord,
+        rb: Runbook,
+        *,
+        deny: bool,
+        actor: str | None = None,
+        failed_gates: Mapping[str, str] | None = None,
+        settle_data: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """End a paused or dead run without running anything new, rolling back what completed."""
         store = self._require_store()
@@ -410,4 +449,6 @@ class DurableRuns:
             env=record.env,
             resumed_by=actor,
             run_actor=record.actor,
+            failed_gates=dict(failed_gates or {}),
+            settle_data=dict(settle_data or {}),
         )

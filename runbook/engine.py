@@ -85,6 +85,9 @@ class RunSetup:
     outputs: dict[str, Any] = field(default_factory=dict)
     resumed_by: str | None = None  # who resumed/denied/cancelled, when not the run's actor
     decisions: dict[str, str] = field(default_factory=dict)  # interrupted step -> retry/skip
+    failed_gates: dict[str, str] = field(default_factory=dict)  # settle: gate -> failure reason
+    settle_data: dict[str, Any] = field(default_factory=dict)  # cancel: its signature, if any
+    forced: dict[str, str] | None = None  # resume --force of changed code: old/new sha256
 
 
 def gate_reason(approval: Any, kwargs: dict[str, Any]) -> str | None:
@@ -218,6 +221,7 @@ class Execution:
                         {
                             "resumed_by": self.s.resumed_by or info.actor,
                             "interrupted": self.s.decisions,
+                            **({"forced": self.s.forced} if self.s.forced else {}),
                         },
                         actor=self.s.resumed_by,
                     )
@@ -271,7 +275,7 @@ class Execution:
                     self.s.recorder.emit(
                         "run_cancelled",
                         None,
-                        {"cancelled_by": self.s.resumed_by or info.actor},
+                        {"cancelled_by": self.s.resumed_by or info.actor, **self.s.settle_data},
                         actor=self.s.resumed_by,
                     )
                 self.s.recorder.emit(
@@ -334,7 +338,13 @@ class Execution:
         self._seq = max((r.completed_seq or 0 for r in self.s.prior.values()), default=0)
         if self.s.deny_only:
             for name, res in self.results.items():
-                if res.status == R.AWAITING_APPROVAL:
+                if res.status == R.AWAITING_APPROVAL and name in self.s.failed_gates:
+                    res.status, res.error = R.STEP_FAILED, self.s.failed_gates[name]
+                    self.failed.append(name)
+                    self.failing = True
+                    self._save(name)
+                    self.emit("step_failed", name, {"error": res.error})
+                elif res.status == R.AWAITING_APPROVAL:
                     if self.cancelled:
                         res.status, res.reason = R.STEP_CANCELLED, "run cancelled"
                     else:

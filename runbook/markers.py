@@ -8,6 +8,7 @@ the specs.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -19,17 +20,44 @@ ROLLBACK_ATTR = "__runbook_rollback__"
 RESOURCE_ATTR = "__runbook_resource__"
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+ON_TIMEOUT = ("deny", "fail")
+
+
+def parse_duration(value: Any) -> float:
+    """``"4h"``, ``"30m"``, ``"90s"``, ``"2d"``, ``"1h30m"`` or a number of seconds, > 0."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"expected a duration such as '4h', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", text).strip():
+            raise ValueError(f"expected a duration such as '4h', '30m' or '1h30m', got {value!r}")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Approval:
     """Who must approve a gated step before it runs.
 
     ``min`` distinct approvers are needed; with ``allow_self=False`` the actor who started the run
-    cannot be one of them; a non-empty ``approvers`` list is the only people allowed to approve.
+    cannot be one of them; a non-empty ``approvers`` list is the only people allowed to approve
+    (``group:NAME`` names a ``[tool.runbook.groups]`` entry). ``groups`` needs one approver from
+    each listed group. ``timeout`` (``"4h"``) decides a gate nobody decided: ``on_timeout="deny"``
+    denies it, ``"fail"`` fails the step (both recorded as ``approval_expired``).
     """
 
     min: int = 1
     allow_self: bool = True
     approvers: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    timeout: str | float | None = None
+    on_timeout: str = "deny"
     # What the approver is asked, computed when the gate is reached: called with the gate step's
     # own inputs (injected by name), its text goes into ``approval_requested`` as ``reason``.
     reason: Callable[..., str] | None = field(default=None, compare=False, repr=False)
@@ -37,7 +65,36 @@ class Approval:
     def __post_init__(self) -> None:
         if not isinstance(self.min, int) or self.min < 1:
             raise ValueError(f"Approval(min=...) must be an integer >= 1, got {self.min!r}")
-        object.__setattr__(self, "approvers", tuple(self.approvers))
+        for name in ("approvers", "groups"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+        if self.timeout is not None:
+            try:
+                parse_duration(self.timeout)
+            except ValueError as exc:
+                raise ValueError(f"Approval(timeout=...): {exc}") from None
+        if self.on_timeout not in ON_TIMEOUT:
+            raise ValueError(
+                f"Approval(on_timeout=...) must be one of {', '.join(ON_TIMEOUT)}, "
+                f"got {self.on_timeout!r}"
+            )
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return None if self.timeout is None else parse_duration(self.timeout)
+
+    def rules(self) -> dict[str, Any]:
+        """The rules as data: recorded with each decision, compared when it is used."""
+        return {
+            "min": self.min,
+            "allow_self": self.allow_self,
+            "approvers": list(self.approvers),
+            "groups": list(self.groups),
+            "timeout": self.timeout,
+            "on_timeout": self.on_timeout,
+        }
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from runbook.audit.events import AuditSink
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
 from runbook.context import Ctx, RunInfo
+from runbook.decisions import env_rules
 from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
 from runbook.errors import RunbookError, UsageError
@@ -70,6 +71,8 @@ class Runner(DurableRuns):
         dry_run: bool = False,
         protection: Protection | str | None = None,
         approvers: Sequence[str] = (),
+        signers: str | Path | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
         env_params: Mapping[str, Any] | None = None,
         yes: bool = False,
         lock_timeout: float = 0.0,
@@ -93,6 +96,8 @@ class Runner(DurableRuns):
             protection = Protection.for_level(protection or "standard")
         self.protection = protection
         self.approvers = tuple(approvers)
+        self.signers = Path(signers).expanduser().absolute() if signers else None
+        self.groups = {k: tuple(v) for k, v in (groups or {}).items()}
         self.env_params = dict(env_params or {})
         self.yes = yes
         self.lock_timeout = lock_timeout
@@ -133,6 +138,8 @@ class Runner(DurableRuns):
             env=env_cfg.name,
             protection=env_cfg.protection,
             approvers=env_cfg.approvers,
+            signers=env_cfg.signers,
+            groups=config.groups,
             env_params=env_cfg.params,
             store=store or config.store,
             audit=[{"url": s.url, "best_effort": s.best_effort} for s in config.audit],
@@ -314,6 +321,11 @@ class Runner(DurableRuns):
             params=params.public(),
             dry_run=self.dry_run,
             resumed=resumed,
+            identity=(
+                "signed"
+                if env_rules(self, env).signers
+                else ("claimed" if protection.level == "strict" else "")
+            ),
         )
         secret_values = [params[n] for n in params.secret_names]
         redactor = Redactor(secret_values)
@@ -396,6 +408,12 @@ class Runner(DurableRuns):
             self.store,
             approvers,
             self.yes and not resumed,
+            groups=self.groups,
+            signers=env_rules(self, env).signers,
+            runbook=rb,
+            env=env,
+            params=params,
+            mask=redactor,
         )
         setup = RunSetup(
             runbook=rb,

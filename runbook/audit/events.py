@@ -29,6 +29,8 @@ KINDS = (
     "approval_requested",
     "approval_granted",
     "approval_denied",
+    "approval_refused",
+    "approval_expired",
     "lock_acquired",
     "lock_released",
     "lock_denied",

@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "runbook.cli.exec_",
     "runbook.cli.inspect",
     "runbook.cli.runs",
+    "runbook.cli.decide",
     "runbook.cli.audit",
     "runbook.cli.locks",
     "runbook.cli.notify",

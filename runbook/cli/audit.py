@@ -18,6 +18,7 @@ from runbook.audit.query import (
 )
 from runbook.cli.common import config_option, handle_errors, json_document, load_config
 from runbook.errors import AuditTampered, RunbookError, UsageError
+from runbook.proofs import verify_decisions
 
 
 class TimeParam(click.ParamType):
@@ -157,10 +158,20 @@ def audit(
 )
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per sink, as a list.")
+@click.option(
+    "--signers",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Also re-verify every signed decision against this allowed_signers file.",
+)
 @click.pass_context
 @handle_errors
 def verify(
-    ctx: click.Context, sink_urls: tuple[str, ...], config_path: Path | None, as_json: bool
+    ctx: click.Context,
+    sink_urls: tuple[str, ...],
+    config_path: Path | None,
+    as_json: bool,
+    signers: Path | None,
 ) -> None:
     """Re-compute every hash chain and name the first event changed, removed or reordered.
 
@@ -172,7 +183,7 @@ def verify(
     config_path = config_path or parent.get("config_path")
     results: list[dict[str, Any]] = []
     for ref in _configured(sink_urls, config_path):
-        results.append(_verify_one(ref, with_head=as_json))
+        results.append(_verify_one(ref, with_head=as_json, signers=signers))
     if as_json:
         click.echo(json_document("audit-verify", {"sinks": results}))
     else:
@@ -188,7 +199,7 @@ def verify(
         )
 
 
-def _verify_one(ref: _SinkRef, *, with_head: bool) -> dict[str, Any]:
+def _verify_one(ref: _SinkRef, *, with_head: bool, signers: Path | None = None) -> dict[str, Any]:
     shown = safe_url(ref.url)
     try:
         sink = open_sink(ref.url)
@@ -206,6 +217,7 @@ def _verify_one(ref: _SinkRef, *, with_head: bool) -> dict[str, Any]:
             }
         report: VerifyReport = sink.verify()
         head = _head(sink) if with_head and report.ok and report.checked else None
+        decisions = verify_decisions(sink.events(None), signers) if signers else None
     except RunbookError as exc:
         return {"sink": shown, "status": "error", "ok": False, "message": f"ERROR: {exc}"}
     finally:
@@ -222,6 +234,13 @@ def _verify_one(ref: _SinkRef, *, with_head: bool) -> dict[str, Any]:
         "problem": report.problem,
         "message": message,
     }
+    if decisions is not None:  # signatures: runbook/proofs.py
+        result["message"] += f"; {decisions}"
+        result["decisions"] = {"checked": decisions.checked, "unsigned": decisions.unsigned}
+        if not decisions.ok:
+            seq, problem = decisions.problems[0]
+            result.update(status="tampered", ok=False, seq=result["seq"] or seq)
+            result["problem"] = result["problem"] or problem
     if head:
         # Keep this elsewhere (a ticket, another system): it proves nothing was cut off the end.
         result["head"] = head

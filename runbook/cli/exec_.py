@@ -250,43 +250,48 @@ def interactive() -> bool:
 
 
 def prompt_gates(runner: Any, result: RunResult) -> RunResult:
-    """DESIGN 3: in an interactive terminal, ask instead of only pausing.
+    """DESIGN 3 and 11: in an interactive terminal, ask instead of only pausing.
 
-    The answer goes through ``runner.approve``, so four-eyes rules and approver lists apply
-    exactly as for ``runbook approve``; a refusal leaves the run paused with the usual commands.
+    The question is only put to someone who could approve (``decisions.can_approve``: four
+    eyes, approver lists and groups, a signing key in a ``signers`` env), and the answer goes
+    through ``runner.approve``, exactly as ``runbook approve`` does, refusals audited.
     """
+    from runbook.decisions import can_approve, gate_status, signing_key
     from runbook.errors import ApprovalError
 
     while result.status == "paused":
         waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
         for step in waiting:
-            question = f"Approve {step!r} of run {result.run_id} as {runner._actor()}?"
+            actor, why_not = can_approve(runner, result.run_id, step, runner._actor())
+            if why_not is None and not runner.protection.allow_yes and actor == result.actor:
+                # The prompt is an interactive --yes: where --yes is refused (strict), the one
+                # running the change does not approve it in passing. `runbook approve` remains.
+                why_not = f"env {result.env!r} refuses approving your own run at the prompt"
+            if why_not:
+                click.echo(f"not asking to approve {step!r} here: {why_not}", err=True)
+                return result
+            question = f"Approve {step!r} of run {result.run_id} as {actor}?"
             if not click.confirm(question, default=False):
                 return result
             try:
-                runner.approve(result.run_id, step=step, comment="approved at the prompt")
+                runner.approve(
+                    result.run_id,
+                    step=step,
+                    actor=actor,
+                    comment="approved at the prompt",
+                    sign=signing_key(None),
+                )
             except ApprovalError as exc:
                 click.echo(f"not approved: {exc}", err=True)
                 return result
-        if runner.store.get_run(result.run_id).status != "paused":
+        record = runner.store.get_run(result.run_id)
+        if record.status != "paused":
             return result
-        steps = runner.store.get_steps(result.run_id)
-        if any(
-            steps[n].status == "awaiting_approval" and not _satisfied(runner, result, n)
-            for n in waiting
-        ):
-            return result  # more approvers needed (min > 1): resume would pause again
+        rb = runner.load(result.runbook)
+        if not all(gate_status(runner, record, rb, n)[0] for n in waiting):
+            return result  # more approvers needed (min > 1, groups): resume would pause again
         result = drive(functools.partial(runner.aresume, result.run_id))
     return result
-
-
-def _satisfied(runner: Any, result: RunResult, step: str) -> bool:
-    from runbook.approvals import granted_by
-
-    granted = granted_by(runner.store.approvals(result.run_id, step))
-    rb = runner.load(result.runbook)
-    approval = rb.steps[step].options.approval
-    return approval is None or len(granted) >= approval.min
 
 
 COMMANDS = [exec_cmd]

@@ -170,6 +170,10 @@ class TerminalReporter:
             parts.append("resumed")
         if getattr(run, "dry_run", False):
             parts.append("DRY RUN")
+        if getattr(run, "identity", "") == "signed":
+            parts.append("signed approvals")
+        elif getattr(run, "identity", "") == "claimed":
+            parts.append("identities claimed, not proven")
         self._write(self._style(" · ".join(parts), bold=True))
 
     @hookimpl

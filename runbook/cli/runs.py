@@ -1,4 +1,4 @@
-"""Store-backed commands: ``runs``, ``show``, ``approve``, ``deny``, ``resume``, ``cancel``.
+"""Store-backed commands: ``runs``, ``show``, ``resume`` (decisions are in cli/decide.py).
 
 They work from any process on any host that shares the run store: the run that paused for
 approval is resumed by whoever approves it, not by the terminal that started it. Configuration is
@@ -26,6 +26,7 @@ from runbook.cli.common import (
     store_option,
 )
 from runbook.cli.exec_ import build_runner, drive, finish
+from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.result import RUN_STATUSES, RunResult
@@ -140,6 +141,8 @@ def runs(
     """List runs from the run store, newest first."""
     runner, _ = _runner(store_url, config_path, json_output=True)
     empty = nothing_stored(runner._store_spec)
+    if not empty:
+        apply_timeouts(runner, _store(runner).list_runs(status="paused", limit=limit))
     records = [] if empty else _store(runner).list_runs(status=status, limit=limit)
     if as_json:
         click.echo(json_document("runs", {"runs": [_jsonable(r) for r in records]}))
@@ -174,6 +177,7 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
     """Show one run: its steps (status, attempts, timings, outputs) and approvals."""
     runner, _ = _runner(store_url, config_path, json_output=True, run_id=run_id)
     store = _store(runner)
+    apply_timeouts(runner, [store.get_run(run_id)])
     record = store.get_run(run_id)
     steps = store.get_steps(run_id)
     approvals = store.approvals(run_id)
@@ -187,6 +191,7 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
                     "steps": {name: _jsonable(s) for name, s in steps.items()},
                     "approvals": [_jsonable(a) for a in approvals],
                     "interrupt_decisions": [_jsonable(d) for d in decisions],
+                    "gates": gates_json(runner, record),
                 },
             )
         )
@@ -231,41 +236,8 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
         click.echo("interrupted steps:")
         for d in decisions:
             click.echo(f"  {_when(d.at)}  {d.step}  {d.choice} (by {d.actor})")
-    if record.status == "paused":
-        waiting = [n for n, s in steps.items() if s.status == "awaiting_approval"]
-        for name in waiting:
-            click.echo(f"next: runbook approve {run_id} --step {name}")
-        click.echo(f"then: runbook resume {run_id}")
-
-
-@click.command("approve")
-@click.argument("run_id")
-@click.option("--step", metavar="STEP", help="The gated step (needed when several wait).")
-@as_option
-@click.option("--comment", default="", metavar="TEXT", help="Why; kept in the audit trail.")
-@store_option
-@config_option
-@handle_errors
-def approve(
-    run_id: str,
-    step: str | None,
-    as_: str | None,
-    comment: str,
-    store_url: str | None,
-    config_path: Path | None,
-) -> None:
-    """Approve the step a paused run waits for. `runbook resume` then continues it."""
-    runner, _ = _runner(store_url, config_path, as_, json_output=True, run_id=run_id)
-    outcome = runner.approve(run_id, step=step, actor=runner.actor, comment=comment)
-    got = len(outcome["approvers"])
-    click.echo(
-        f"approved {outcome['step']} of run {run_id} as {runner.actor} "
-        f"({got}/{outcome['needed']} approvals)"
-    )
-    if outcome["satisfied"]:
-        click.echo(f"next: runbook resume {run_id}")
-    else:
-        click.echo(f"waiting for {outcome['needed'] - got} more approver(s)")
+    for line in gate_lines(runner, record):
+        click.echo(line)
 
 
 def _settled(result: RunResult, as_json: bool) -> None:
@@ -273,29 +245,6 @@ def _settled(result: RunResult, as_json: bool) -> None:
     if as_json:
         click.echo(json_document("run", result.to_dict()))
     raise SystemExit(EXIT_ROLLBACK_FAILED if result.status == "rollback_failed" else 0)
-
-
-@click.command("deny")
-@click.argument("run_id")
-@click.option("--reason", required=True, metavar="TEXT", help="Why; kept in the audit trail.")
-@as_option
-@json_option
-@store_option
-@config_option
-@handle_errors
-def deny(
-    run_id: str,
-    reason: str,
-    as_: str | None,
-    as_json: bool,
-    store_url: str | None,
-    config_path: Path | None,
-) -> None:
-    """Deny a paused run's approval: the run ends and what completed is rolled back."""
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
-    _align(reporter, runner, run_id)
-    result = drive(lambda: runner.adeny(run_id, actor=runner.actor, reason=reason))
-    _settled(result, as_json)
 
 
 @click.command("resume")
@@ -346,21 +295,4 @@ def resume(
     finish(result, as_json)
 
 
-@click.command("cancel")
-@click.argument("run_id")
-@as_option
-@json_option
-@store_option
-@config_option
-@handle_errors
-def cancel(
-    run_id: str, as_: str | None, as_json: bool, store_url: str | None, config_path: Path | None
-) -> None:
-    """Cancel a paused or crashed run, rolling back the steps that completed."""
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
-    _align(reporter, runner, run_id)
-    result = drive(lambda: runner.acancel(run_id, actor=runner.actor))
-    _settled(result, as_json)
-
-
-COMMANDS = [runs, show, approve, deny, resume, cancel]
+COMMANDS = [runs, show, resume]  # approve, deny, cancel, sweep: runbook/cli/decide.py

@@ -57,6 +57,9 @@ class ApprovalRecord:
     comment: str = ""
     at: datetime | None = None
     auto: bool = False  # granted by an env with protection "none", recorded as such
+    # What the decision is bound to: ``plan_hash``, ``signed_at``, and in a ``signers`` env the
+    # ``signature``, ``signer`` and ``key_fingerprint`` (see runbook/approvals.py).
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,13 @@ def _v2_audit_witness(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3_approval_data(conn: sqlite3.Connection) -> None:
+    """Plan hash and signature of each decision (DESIGN 11)."""
+    conn.execute("ALTER TABLE approvals ADD COLUMN data TEXT NOT NULL DEFAULT '{}'")
+
+
 # Append only: a released runbook may have written any prefix of this list into a user's file.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness, _v3_approval_data]
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -99,7 +104,7 @@ _TABLES = {
     ApprovalRecord: "approvals",
     InterruptDecision: "interrupt_decisions",
 }
-_JSON = frozenset({"params", "options", "output"})
+_JSON = frozenset({"params", "options", "output", "data"})
 _DATES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "at"})
 
 

@@ -210,11 +210,21 @@ def check_approvals(open_store: StoreOpener) -> None:
             ApprovalRecord("a", "migrate", "carol", "denied", "not today", T0, False),
             ApprovalRecord("b", "switch", "dev", "granted", "", T0, True),
             ApprovalRecord("a", "switch", "dave", "granted", "", T0 - timedelta(days=1), False),
+            ApprovalRecord(
+                "a",
+                "switch",
+                "erin",
+                "granted",
+                "",
+                T0,
+                data={"plan_hash": "ab" * 32, "signature": "-----BEGIN SSH SIGNATURE-----…"},
+            ),
         ]
         for approval in given:
             store.add_approval(approval)
-        assert store.approvals("a") == [given[0], given[1], given[3]]
-        assert store.approvals("a", "switch") == [given[0], given[3]]
+        assert store.approvals("a") == [given[0], given[1], given[3], given[4]]
+        assert store.approvals("a", "switch") == [given[0], given[3], given[4]]
+        assert store.approvals("a", "switch")[2].data["plan_hash"] == "ab" * 32
         assert store.approvals("a", step="migrate") == [given[1]]
         assert store.approvals("b") == [given[2]]
         assert store.approvals("b")[0].auto is True

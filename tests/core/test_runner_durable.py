@@ -119,9 +119,12 @@ def test_approve_then_resume_in_another_process_does_not_rerun_finished_steps(d)
     assert decision == {
         "run_id": paused.run_id,
         "step": "switch",
+        "actor": "bob",
         "approvers": ["bob"],
         "needed": 1,
         "satisfied": True,
+        "missing": "nothing",
+        "signed": False,
     }
     approvals = d.store.approvals(paused.run_id, "switch")
     assert [(a.actor, a.decision, a.comment, a.auto) for a in approvals] == [
@@ -422,8 +425,15 @@ def test_resume_after_the_runbook_changed_needs_force(d):
         d.runner("bob").resume(paused.run_id)
     with pytest.raises(UsageError, match="--force is refused"):
         d.runner("bob", protection="strict").resume(paused.run_id, force=True)
-    result = d.runner("bob").resume(paused.run_id, force=True)
-    assert result.status == "succeeded"
+    again = d.runner("bob").resume(paused.run_id, force=True)
+    # The approval was for the old code: the gate asks again, naming the change.
+    assert again.status == "paused" and "switch" not in d.journal
+    (resumed,) = [e for e in again.audit if e.kind == "run_resumed"]
+    assert resumed.data["forced"]["approved_sha256"] == paused.audit[0].runbook["sha256"]
+    (asked,) = [e for e in again.audit if e.kind == "approval_requested"]
+    assert "runbook source changed" in asked.data["reason"]
+    d.runner("bob").approve(paused.run_id, actor="bob")
+    assert d.runner("bob").resume(paused.run_id).status == "succeeded"
 
 
 def test_resume_of_an_unknown_run(d):

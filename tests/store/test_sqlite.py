@@ -231,7 +231,26 @@ def test_a_busy_store_is_a_clear_store_error(db: Path) -> None:
 
 
 def test_new_file_gets_the_current_schema_version(store: SqliteStore, db: Path) -> None:
-    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+
+
+def test_a_version_1_file_gains_approval_data_keeping_its_approvals(db: Path) -> None:
+    conn = connect(db)
+    migrate(conn, MIGRATIONS[:1], path=db)
+    conn.execute(
+        "INSERT INTO runs (run_id, runbook_path, runbook_sha256, env, actor, status, created_at,"
+        " updated_at) VALUES ('r1', 'x.py', 'abc', 'dev', 'al', 'paused', '2026-01-01T00:00:00',"
+        " '2026-01-01T00:00:00')"
+    )
+    conn.execute(
+        "INSERT INTO approvals (run_id, step, actor, decision) VALUES ('r1', 'go', 'bo', 'granted')"
+    )
+    conn.close()
+    with SqliteStore(db) as store:
+        (old,) = store.approvals("r1")
+        assert (old.actor, old.data) == ("bo", {})
+        store.add_approval(ApprovalRecord("r1", "go", "cy", "granted", data={"plan_hash": "h"}))
+        assert store.approvals("r1")[1].data == {"plan_hash": "h"}
 
 
 def test_migrates_an_older_version_once_keeping_data(db: Path, monkeypatch) -> None:

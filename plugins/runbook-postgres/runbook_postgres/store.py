@@ -91,6 +91,10 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, chain)
     );
     """,
+    # 3: plan hash and signature of each decision (DESIGN 11).
+    """
+    ALTER TABLE {s}.approvals ADD COLUMN data jsonb NOT NULL DEFAULT '{{}}';
+    """,
 ]
 
 _RUN_COLUMNS = [f.name for f in fields(RunRecord)]
@@ -274,7 +278,7 @@ class PostgresStore:
         with self._db.statement(f"record approval of run {approval.run_id}") as conn:
             cur = conn.execute(
                 f"INSERT INTO {self._s}.approvals (run_id, step, actor, decision, comment, at,"
-                " auto) SELECT %s, %s, %s, %s, %s, COALESCE(%s, now()), %s"
+                " auto, data) SELECT %s, %s, %s, %s, %s, COALESCE(%s, now()), %s, %s"
                 f" WHERE EXISTS (SELECT 1 FROM {self._s}.runs WHERE run_id = %s)",
                 (
                     approval.run_id,
@@ -284,6 +288,7 @@ class PostgresStore:
                     approval.comment,
                     approval.at,
                     approval.auto,
+                    Jsonb(approval.data),
                     approval.run_id,
                 ),
             )
@@ -297,7 +302,7 @@ class PostgresStore:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
-                    "SELECT run_id, step, actor, decision, comment, at, auto"
+                    "SELECT run_id, step, actor, decision, comment, at, auto, data"
                     f" FROM {self._s}.approvals WHERE {where} ORDER BY seq",
                     args,
                 )

@@ -1,0 +1,156 @@
+"""What a signed approval gate costs: approve + resume of a signed gate vs. the same run ungated.
+
+    .venv/bin/python bench/approvals.py [-n 20]
+
+One project in a temporary directory (SQLite store, JSONL audit, file locks), an env with
+``signers`` and a fresh ed25519 key made by ``ssh-keygen``. Each round runs the same runbook
+(a probe and two steps) twice: once without a gate (the baseline) and once with a gate that
+pauses, is approved with a signature (sign + verify, ``ssh-keygen -Y``) and resumed (plan
+rebuilt, probe re-run, signature re-verified). The overhead is gated minus ungated, per round.
+Prints a table, then one JSON line for tooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from runbook.config import load_config
+from runbook.runner import Runner
+
+RUNBOOK = """
+from runbook import Approval, probe, step
+
+@probe
+def replicas():
+    return 3
+
+@step
+def prepare(replicas):
+    return replicas
+
+@step(approval=GATE)
+def switch(prepare):
+    return prepare
+"""
+
+CONFIG = """
+store = "sqlite:///.runbook/runbook.db"
+audit = ["jsonl://.runbook/audit.jsonl"]
+lock = "file://.runbook/locks"
+
+[env.prod]
+protection = "strict"
+signers = "allowed_signers"
+approvers = ["bob"]
+"""
+
+
+def setup(root: Path) -> Path:
+    (root / "runbook.toml").write_text(CONFIG)
+    key = root / "bob"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob", "-f", str(key)],
+        check=True,
+        timeout=30,
+    )
+    keytype, blob = (root / "bob.pub").read_text().split()[:2]
+    (root / "allowed_signers").write_text(f'bob namespaces="runbook" {keytype} {blob}\n')
+    (root / "plain.py").write_text(RUNBOOK.replace("GATE", "None"))
+    (root / "gated.py").write_text(RUNBOOK.replace("GATE", "Approval(allow_self=False)"))
+    return key
+
+
+def ungated(r: Runner, root: Path) -> float:
+    start = time.perf_counter()
+    result = r.run(root / "plain.py")
+    elapsed = time.perf_counter() - start
+    assert result.status == "succeeded", result.error
+    return elapsed
+
+
+def gated(r: Runner, root: Path, key: Path) -> tuple[float, float, float]:
+    """Seconds for: the run up to its gate, the signed approve, the resume to the end.
+
+    One Runner for everything (as for the baseline), so Python start-up and plugin loading,
+    which a separate ``runbook approve`` process would pay, are not counted: they are the same
+    for any command. The approver is bob because the key is his (the signature says so).
+    """
+    t0 = time.perf_counter()
+    paused = r.run(root / "gated.py")
+    t1 = time.perf_counter()
+    assert paused.status == "paused", paused.error
+    r.approve(paused.run_id, sign=str(key))
+    t2 = time.perf_counter()
+    done = r.resume(paused.run_id)
+    t3 = time.perf_counter()
+    assert done.status == "succeeded", done.error
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="rounds (default 20)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="runbook-bench-approvals-") as tmp:
+        root = Path(tmp)
+        key = setup(root)
+        cwd = os.getcwd()
+        os.chdir(root)
+        r = Runner.from_config(load_config(root), env="prod", actor="alice")
+        try:
+            ungated(r, root), gated(r, root, key)  # warm-up: imports, schema, first ssh-keygen
+            base, up_to_gate, approve, resume, overhead = [], [], [], [], []
+            for _ in range(args.n):
+                b = ungated(r, root)
+                g = gated(r, root, key)
+                base.append(b)
+                up_to_gate.append(g[0])
+                approve.append(g[1])
+                resume.append(g[2])
+                overhead.append(sum(g) - b)
+        finally:
+            r.close()
+            os.chdir(cwd)
+    rows = {
+        "run without a gate (baseline)": ms(base),
+        "run up to the gate": ms(up_to_gate),
+        "approve --sign (sign + verify)": ms(approve),
+        "resume (probe, plan, verify)": ms(resume),
+        "overhead of the signed gate": ms(overhead),
+    }
+    print(
+        f"signed approval gate, n={args.n}, medians "
+        f"(python {platform.python_version()}, {os.cpu_count()} cpus)"
+    )
+    for label, value in rows.items():
+        print(f"{label:<34}{value:>10.2f} ms")
+    budget = 50.0
+    verdict = "within" if rows["overhead of the signed gate"] < budget else "OVER"
+    print(f"{verdict} the {budget:.0f} ms budget")
+    print(
+        json.dumps(
+            {
+                "bench": "approvals",
+                "n": args.n,
+                "median_ms": rows,
+                "overhead_ms": rows["overhead of the signed gate"],
+                "budget_ms": budget,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

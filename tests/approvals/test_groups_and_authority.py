@@ -1,0 +1,99 @@
+"""Groups end to end; who may deny and cancel in a strict env; what ``show`` says is next."""
+
+from __future__ import annotations
+
+from .conftest import RUNBOOK, Project
+
+TWO_GATES = (
+    RUNBOOK
+    + """
+
+@step(approval=True)
+def notify_users(prepare):
+    _log("notify")
+"""
+)
+
+
+def test_a_gate_needs_one_approver_from_each_group(project: Project) -> None:
+    project.write('Approval(min=2, allow_self=False, groups=["dba", "sre"])')
+    run_id = project.start(actor="alice")
+    first = project.approve(run_id, "bob")
+    assert first.exit_code == 0, first.output
+    assert "waiting for 1 more approver(s) and one approver from group dba" in first.stdout
+    assert project.resume(run_id, "bob").exit_code == 3  # not yet
+    second = project.approve(run_id, "carol")
+    assert second.exit_code == 0, second.output
+    assert f"next: runbook resume {run_id}" in second.stdout
+    assert project.resume(run_id, "carol").exit_code == 0
+    assert project.journal == ["prepare", "switch"]
+
+
+def test_two_of_one_group_do_not_make_a_quorum_of_two_groups(project: Project) -> None:
+    project.write('Approval(min=1, groups=["dba", "sre"])')
+    run_id = project.start(actor="alice", env="stage")
+    assert project.invoke("approve", run_id, actor="bob").exit_code == 0
+    again = project.invoke("approve", run_id, actor="ALICE")  # sre too, and min=1 is met
+    assert again.exit_code == 2 and "in none of those groups" in again.stderr
+    assert project.invoke("approve", run_id, actor="carol").exit_code == 0
+    past = project.invoke("approve", run_id, actor="dan")
+    assert past.exit_code == 2 and "past the quorum" in past.stderr
+
+
+def test_case_and_width_do_not_make_a_second_approver(project: Project) -> None:
+    project.write("Approval(min=2)")
+    run_id = project.start(actor="alice", env="stage")
+    assert project.invoke("approve", run_id, actor="ops").exit_code == 0
+    for alias in ("OPS", " Ops ", "ｏｐｓ"):
+        done = project.invoke("approve", run_id, actor=alias)
+        assert done.exit_code == 2 and "already approved" in done.stderr
+    assert len(project.events("approval_refused", run_id)) == 3
+
+
+def test_in_strict_only_approvers_and_the_initiator_may_deny_or_cancel(project: Project) -> None:
+    run_id = project.start(actor="alice")
+    mallory = project.keys.private("mallory")
+    for command in (["deny", run_id, "--reason", "no"], ["cancel", run_id]):
+        done = project.invoke(*command, "--sign", mallory, actor="mallory")
+        assert done.exit_code == 2
+        assert "only the run's initiator (alice) and its approvers" in done.stderr
+    refused = project.events("approval_refused", run_id)
+    assert [r["data"]["decision"] for r in refused] == ["denied", "cancelled"]
+    assert all(r["data"]["claimed_actor"] == "mallory" for r in refused)
+    unsigned = project.invoke("deny", run_id, "--reason", "no", actor="bob")
+    assert unsigned.exit_code == 2 and "requires signed decisions" in unsigned.stderr
+    denied = project.invoke(
+        "deny", run_id, "--reason", "not today", "--sign", project.keys.private("bob"), actor="bob"
+    )
+    assert denied.exit_code == 0, denied.output
+    (event,) = project.events("approval_denied", run_id)
+    assert event["actor"] == "bob" and event["data"]["signature"]
+
+
+def test_the_initiator_may_cancel_a_strict_run_signed(project: Project) -> None:
+    run_id = project.start(actor="alice")
+    done = project.invoke("cancel", run_id, "--sign", project.keys.private("alice"), actor="alice")
+    assert done.exit_code == 0, done.output
+    (cancelled,) = project.events("run_cancelled", run_id)
+    assert cancelled["actor"] == "alice" and cancelled["data"]["signer"] == "alice"
+
+
+def test_show_says_resume_when_approvals_are_met(project: Project) -> None:
+    run_id = project.start(actor="alice")
+    assert project.approve(run_id, "bob").exit_code == 0
+    shown = project.invoke("show", run_id).stdout
+    assert "gate switch: approved" in shown
+    assert "next: runbook approve" not in shown
+    assert f"next: runbook resume {run_id}" in shown
+
+
+def test_show_with_one_of_two_gates_approved_names_the_other(project: Project) -> None:
+    project.write("True", source=TWO_GATES)
+    run_id = project.start(actor="alice", env="stage")
+    assert project.invoke("approve", run_id, "--step", "switch", actor="bob").exit_code == 0
+    shown = project.invoke("show", run_id).stdout
+    assert "gate switch: approved" in shown
+    assert "gate notify_users: waiting for 1 more approver(s)" in shown
+    assert f"next: runbook approve {run_id} --step notify_users" in shown
+    assert "--step switch\n" not in shown.split("gate notify_users")[1]
+    assert f"then: runbook resume {run_id}" in shown
