@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import Project
@@ -61,9 +63,7 @@ def test_strict_without_signers_does_not_let_the_initiator_approve_in_passing(
 
 
 def _run_id(project: Project) -> str:
-    import json
-
-    return json.loads(project.invoke("runs", "--json").stdout)[0]["run_id"]
+    return json.loads(project.invoke("runs", "--json").stdout)["runs"][0]["run_id"]
 
 
 def test_a_two_person_gate_is_not_resumed_after_one_answer(project: Project) -> None:
