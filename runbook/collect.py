@@ -28,7 +28,19 @@ CONF_NAME = "runbookconf.py"
 ROOT_MARKERS = ("pyproject.toml", "runbook.toml", ".git")
 # Provided by the engine for every run; plugins add their own resource names on top.
 BUILTINS = frozenset(
-    {"ctx", "params", "env", "shell", "http", "clock", "log", "notify", "router", "injector"}
+    {
+        "ctx",
+        "params",
+        "env",
+        "shell",
+        "http",
+        "clock",
+        "log",
+        "notify",
+        "router",
+        "injector",
+        "hosts",
+    }
 )
 
 
@@ -110,6 +122,7 @@ class Runbook:
     groups: dict[str, StepGroup] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     names: frozenset[str] = frozenset()  # what injection resolves besides steps (for re-binding)
+    fleet: Any = None  # runbook.fleet.Fleet: the hosts this runbook was collected for
 
     def levels(self) -> list[list[str]]:
         return dag.levels(list(self.steps), {n: s.predecessors for n, s in self.steps.items()})
@@ -235,8 +248,15 @@ def _step_name(target: Any) -> str | None:
     return None
 
 
-def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = None) -> Runbook:
-    """Import the runbook at ``path`` and collect it; raise ``DefinitionError`` on any problem."""
+def load(
+    path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = None, fleet: Any = None
+) -> Runbook:
+    """Import the runbook at ``path`` and collect it; raise ``DefinitionError`` on any problem.
+
+    ``fleet`` (a ``runbook.fleet.Fleet``: inventory and ``--limit``) is what host groups expand
+    against; without an inventory, a module-level ``inventory = "hosts.ini"`` (relative to the
+    runbook) is used.
+    """
     path = Path(path).resolve()
     if not path.is_file():
         raise DefinitionError("no such runbook file", file=str(path))
@@ -257,7 +277,7 @@ def load(path: str | Path, *, extra_names: Iterable[str] = (), plugins: Any = No
 
         plugins = Plugins()
     names = frozenset(BUILTINS | set(resources) | set(plugins.resources()) | set(extra_names))
-    return _collect(path, sha, module, resources, tuple(conf_modules), names)
+    return _collect(path, sha, module, resources, tuple(conf_modules), names, fleet=fleet)
 
 
 def bind_params(rb: Runbook, params: Mapping[str, Any]) -> Runbook:
@@ -269,7 +289,9 @@ def bind_params(rb: Runbook, params: Mapping[str, Any]) -> Runbook:
     """
     if not any(g.bind is not None for g in rb.groups.values()):
         return rb
-    return _collect(rb.path, rb.sha256, rb.module, rb.resources, rb.conftests, rb.names, params)
+    return _collect(
+        rb.path, rb.sha256, rb.module, rb.resources, rb.conftests, rb.names, params, fleet=rb.fleet
+    )
 
 
 def _collect(
@@ -280,6 +302,8 @@ def _collect(
     conf_modules: tuple[ModuleType, ...],
     names: frozenset[str],
     values: Mapping[str, Any] | None = None,
+    *,
+    fleet: Any = None,
 ) -> Runbook:
     params: dict[str, ParamSpec] = {}
     raw_steps: list[tuple[str, Callable[..., Any], StepOptions]] = []
@@ -302,6 +326,12 @@ def _collect(
                 rollbacks.append((value, rb))
     raw_steps.sort(key=lambda s: s[2].line or 0)
 
+    fleet = _fleet_for(module, path, fleet)
+    for var, group in list(groups.items()):
+        if group.expand is not None:  # keeps ``bind``: a run re-expands with its params
+            groups[var] = replace(group.expand(fleet), bind=group.bind)
+    fleet.check_limit()
+
     # The module's own group objects (before binding), for ``after=[release]``.
     group_vars = {id(v): var for var, v in vars(module).items() if isinstance(v, StepGroup)}
     # Expand strategy groups into ordinary steps named "<variable>.<local>".
@@ -311,7 +341,7 @@ def _collect(
         local = {gs.name for gs in group.steps}
         for gs in group.steps:
             full = f"{var}.{gs.name}"
-            bad = [a for a in gs.after if a not in local]
+            bad = [a for a in (*gs.after, *(s for _, s in gs.inputs)) if a not in local]
             if bad:
                 raise DefinitionError(
                     f"group {var}: step {gs.name} is after unknown {bad}",
@@ -384,6 +414,7 @@ def _collect(
                     for other in group.steps
                     if other is not gs
                 },
+                **{param: f"{prefix}.{sibling}" for param, sibling in gs.inputs},
             }
         args = _analyze(
             func, step_names, names, where, what=f"step {name!r}", rename=local, extra=extra
@@ -483,7 +514,21 @@ def _collect(
         groups=groups,
         aliases=aliases,
         names=names,
+        fleet=fleet,
     )
+
+
+def _fleet_for(module: ModuleType, path: Path, fleet: Any) -> Any:
+    from runbook.fleet import Fleet
+
+    declared = getattr(module, "inventory", None)
+    if not isinstance(declared, str | Path):
+        declared = None
+    if fleet is None:
+        fleet = Fleet()
+    if fleet.inventory is None and declared is not None:
+        fleet = Fleet.open(path.parent / declared, fleet.limit)
+    return fleet
 
 
 def _check_options(name: str, o: StepOptions) -> None:

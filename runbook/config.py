@@ -36,7 +36,7 @@ GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 # fmt: off
 TOP_KEYS = ("store", "audit", "notify", "templates", "lock", "lock_timeout", "lease",
             "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins", "env",
-            "groups")
+            "groups", "inventory")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
@@ -79,6 +79,7 @@ class Config:
     # How long a paused run keeps its run lock (seconds): `runbook cancel` releases it sooner.
     paused_lease: float = PAUSED_LEASE
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [tool.runbook.groups]
+    inventory: str | None = None  # inventory file, absolute (docs/fleets.md)
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -268,6 +269,16 @@ class _Builder:
             raise self.error(key, "expected a URL such as scheme://..., got a string without ://")
         return resolve_url(value, self.root)
 
+    def path_of(self, value: Any, key: str) -> str | None:
+        """A file path relative to the project root (None or "": not set)."""
+        if value is None:
+            return None
+        self.expect(value, str, key, "a file path")
+        if not value.strip():
+            return None
+        path = Path(value).expanduser()
+        return os.path.normpath(path if path.is_absolute() else self.root / path)
+
     def strings(self, value: Any, key: str) -> tuple[str, ...]:
         self.expect(value, list, key, "an array of strings")
         for i, item in enumerate(value):
@@ -327,6 +338,7 @@ class _Builder:
             plugins=self.strings(table.get("plugins", []), key("plugins")),
             envs=envs,
             groups=groups,
+            inventory=self.path_of(table.get("inventory"), key("inventory")),
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
         )
 

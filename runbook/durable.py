@@ -66,7 +66,7 @@ class DurableRuns:
     if TYPE_CHECKING:
 
         def _actor(self) -> str: ...
-        def load(self, runbook: Runbook | str | Path) -> Runbook: ...
+        def load(self, runbook: Runbook | str | Path, *, fleet: Any = None) -> Runbook: ...
         async def _execute(
             self, rb: Runbook, run_id: str, params: Params, actor: str, **kw: Any
         ) -> RunResult: ...
@@ -125,7 +125,9 @@ class DurableRuns:
         path = Path(record.runbook_path)
         if not path.is_file():
             raise UsageError(f"run {record.run_id}: its runbook {path} no longer exists")
-        rb = self.load(path)
+        from runbook.fleet import fleet_of
+
+        rb = self.load(path, fleet=fleet_of(record.options))  # the hosts the run started with
         if rb.sha256 != record.runbook_sha256:
             refuse = Decisions(self).refuse
             if not force:

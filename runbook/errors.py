@@ -54,6 +54,10 @@ class ConfigError(UsageError):
     """A configuration key or value is wrong; the message names the key and the file."""
 
 
+class InventoryError(UsageError):
+    """An inventory file, a host selection or a ``--limit`` is wrong; the message names it."""
+
+
 class PluginError(UsageError):
     """A plugin could not be loaded, or no plugin serves a URL scheme."""
 
@@ -141,6 +145,19 @@ class StepFailed(RunbookError):
 class RollbackHalted(StepFailed):
     """A rollback found the system in a state where undoing more would make things worse (a canary
     still taking traffic after its abort): the remaining rollbacks must not run."""
+
+
+class HostUnreachable(RunbookError):
+    """No session could be opened on a host: refused, timed out, unknown host key, no auth.
+
+    The host is reported ``unreached`` (not ``failed``): nothing ran there, and ``runbook retry``
+    picks it up again.
+    """
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"{host}: {reason}")
 
 
 class Ambiguous(RunbookError):

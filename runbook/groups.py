@@ -33,6 +33,9 @@ class GroupStep:
     after: tuple[str, ...] = ()
     uses: tuple[Callable[..., Any], ...] = ()
     extra: tuple[str, ...] = ()
+    # Parameter name -> local sibling step: the sibling's output, and a data edge (a sibling
+    # that failed or was skipped skips this step unless the parameter has a default).
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,7 @@ class StepGroup:
     # Options given as param(...): ``bind(params)`` expands the group again with the run's values
     # (runbook.strategies.base.resolves_params); None when every option was a plain value.
     bind: Callable[[Any], StepGroup] | None = field(default=None, compare=False, repr=False)
+    # Steps that depend on the run's hosts (``rolling(hosts="group:web")``) are made at
+    # collection, when the inventory and ``--limit`` are known: ``expand(fleet)`` returns the
+    # group with its steps.
+    expand: Callable[[Any], StepGroup] | None = field(default=None, compare=False, repr=False)

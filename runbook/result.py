@@ -116,6 +116,14 @@ class RunResult:
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    @property
+    def hosts(self) -> dict[str, str]:
+        """Each host's outcome (``succeeded``, ``failed``, ``rolled_back``, ``unreached``,
+        ``skipped``...), from the run's per-host steps (``release.deploy[web-3]``)."""
+        from runbook.fleet import host_states
+
+        return host_states(self.steps, finished=self.status != PAUSED)
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for step in self.steps.values():
@@ -141,5 +149,6 @@ class RunResult:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "duration": self.duration,
             "steps": {name: s.to_dict() for name, s in self.steps.items()},
+            "hosts": self.hosts,
             "audit": [e.to_dict() if hasattr(e, "to_dict") else e for e in self.audit],
         }

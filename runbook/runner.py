@@ -85,6 +85,8 @@ class Runner(DurableRuns):
         seed: int | None = None,
         flush_deadline: float = 5.0,
         entry_points: bool = True,
+        inventory: Any = None,
+        limit: str | Sequence[str] | None = None,
     ) -> None:
         self.env = env
         self.params = dict(params or {})
@@ -111,6 +113,9 @@ class Runner(DurableRuns):
         self.templates = dict(templates or {})
         self.flush_deadline = flush_deadline
         self._rng = Random(seed)
+        self.inventory = inventory  # path or runbook.inventory.Inventory (docs/fleets.md)
+        self.limit = limit
+        self.run_options: dict[str, Any] = {}  # kept in the stored run (``retry_of``...)
         self.plugins = Plugins(plugins, entry_points=entry_points)
         if config is not None:
             configure(self.plugins, config)
@@ -153,7 +158,7 @@ class Runner(DurableRuns):
             paused_lease=config.paused_lease,
             plugins=[*config.plugins, *plugins],
             config=config,
-            **kwargs,
+            **{"inventory": getattr(config, "inventory", None), **kwargs},
         )
 
     # -- providers, opened on first use --------------------------------------------------------
@@ -217,10 +222,15 @@ class Runner(DurableRuns):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def load(self, runbook: Runbook | str | Path) -> Runbook:
+    def load(self, runbook: Runbook | str | Path, *, fleet: Any = None) -> Runbook:
+        """Collect a runbook for this runner's hosts (``fleet``: those of a stored run)."""
         if isinstance(runbook, Runbook):
             return runbook
-        return load(runbook, extra_names=self.resources, plugins=self.plugins)
+        if fleet is None:
+            from runbook.fleet import Fleet
+
+            fleet = Fleet.open(self.inventory, self.limit)
+        return load(runbook, extra_names=self.resources, plugins=self.plugins, fleet=fleet)
 
     def run(
         self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
@@ -252,7 +262,11 @@ class Runner(DurableRuns):
                 created_at=self.clock.now(),
                 host=HOST,
                 pid=os.getpid(),
-                options={"max_parallel": self.max_parallel},
+                options={
+                    "max_parallel": self.max_parallel,
+                    **(rb.fleet.options() if rb.fleet is not None else {}),
+                    **self.run_options,
+                },
             )
         return await self._execute(rb, run_id, resolved, actor, create=record)
 
@@ -380,6 +394,7 @@ class Runner(DurableRuns):
             "env": env,
             "clock": self.clock,
             "notify": self._notify_resource(notifier, info, redactor),
+            "hosts": rb.fleet,
         }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
         values.update(self.resources)

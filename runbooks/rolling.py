@@ -1,19 +1,20 @@
-"""Rolling upgrade of the ``api`` hosts behind HAProxy, two hosts per batch, one down at a time.
+"""Rolling upgrade of the ``api`` hosts behind HAProxy, two hosts per batch.
 
 For each host: drain it in the load balancer, install the release over ssh, wait until its
-``/health`` answers 200 with ``{"status": "ok"}``, put it back. A batch is one step; a failure
-anywhere rolls back the failed batch and every earlier one, host by host, newest first, with
-``deployctl rollback`` (which re-activates the previous release kept on the host and does nothing
-on a host that never got the new one, as the strategy requires).
+``/health`` answers 200 with ``{"status": "ok"}``, put it back. Each host has its own steps
+(``release.deploy[api-01]``, ``release.health[api-01]``); with the default failure budget of 0, a
+failed host stops the rollout after its batch, and every host that was deployed is rolled back,
+newest batch first, with ``deployctl rollback`` (which re-activates the previous release kept on
+the host). ``runbooks/fleet.py`` shows the same over the ``ssh`` resource with an inventory and a
+failure budget.
 
 Try it::
 
     runbook exec runbooks/rolling.py -p version=5.2.0 --dry-run   # batches, in order
     runbook exec runbooks/rolling.py -p version=5.2.0
 
-The host list is fixed when the runbook loads (the steps ``release.batch-1``... must exist for
-``list`` and ``graph``); read your inventory here if it lives in a file, for example
-``HOSTS = Path(__file__).with_name("api.hosts").read_text().split()``.
+The host list is fixed when the runbook loads (the per-host steps must exist for ``list`` and
+``graph``); with an inventory, ``rolling("group:api", ...)`` selects from it (docs/fleets.md).
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ class HAProxy:
         self.shell = shell
         self.backend = backend
 
-    def _command(self, host: str, command: str) -> None:
-        self.shell(["ssh", host, f"echo '{command}' | sudo socat stdio {HAPROXY_SOCKET}"])
+    def _command(self, host, command: str) -> None:
+        self.shell(["ssh", host.name, f"echo '{command}' | sudo socat stdio {HAPROXY_SOCKET}"])
 
-    def drain(self, host: str) -> None:
+    def drain(self, host) -> None:
         self._command(host, f"set server {self.backend}/{host} state drain")
 
-    def enable(self, host: str) -> None:
+    def enable(self, host) -> None:
         self._command(host, f"set server {self.backend}/{host} state ready")
 
 
@@ -53,19 +54,21 @@ def lb(shell) -> HAProxy:
 
 
 def install(host, lb, shell, params):
-    """Deploy callback: called once per host, with ``host`` and ``batch`` supplied."""
+    """Deploy callback: called once per host, with ``host`` (a ``Host``) and ``batch`` supplied."""
     lb.drain(host)
-    shell(["ssh", host, "sudo", "deployctl", "install", "api", params.version])
+    shell(["ssh", host.name, "sudo", "deployctl", "install", "api", params.version])
 
 
 def healthy(host, http, lb):
     """Health callback: polled until it returns something truthy (a healthy ProbeResult).
 
     Only a healthy answer puts the host back in the pool; an unhealthy or ambiguous one keeps
-    polling until ``health_timeout``, then fails the batch.
+    polling until ``health_timeout``, then fails the host.
     """
     result = http_probe(
-        f"http://{host}:8080/health", client=http, expect=lambda body: body.get("status") == "ok"
+        f"http://{host.address}:8080/health",
+        client=http,
+        expect=lambda body: body.get("status") == "ok",
     )
     if result.healthy:
         lb.enable(host)
@@ -73,16 +76,16 @@ def healthy(host, http, lb):
 
 
 def reinstall_previous(host, lb, shell, params):
-    """Rollback callback: also runs for hosts the failed batch had not reached yet."""
+    """Rollback callback: runs for every host whose deploy succeeded, newest batch first."""
     lb.drain(host)
-    shell(["ssh", host, "sudo", "deployctl", "rollback", "api", "--from", params.version])
+    shell(["ssh", host.name, "sudo", "deployctl", "rollback", "api", "--from", params.version])
     lb.enable(host)
 
 
 release = rolling(
     HOSTS,
     batch=2,
-    max_unavailable=1,  # within a batch, one host out of the pool at a time
+    max_failures=0,  # any failed host stops the rollout and rolls back
     deploy=install,
     health=healthy,
     rollback=reinstall_previous,
@@ -94,7 +97,7 @@ release = rolling(
 
 @step
 def record_release(release, ctx, params):
-    """Runs only after the last batch is healthy; its output is the release record."""
+    """Runs only after the last batch passed its budget check; its output is the release record."""
     ctx.record_change("api", before=None, after=params.version)
     return {"version": params.version, "hosts": HOSTS}
 

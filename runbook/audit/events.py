@@ -26,6 +26,7 @@ KINDS = (
     "step_failed",
     "step_retried",
     "step_skipped",
+    "host_failed",  # one host of a fleet failed or was unreached (runbook.fleet); the run may go on
     "approval_requested",
     "approval_granted",
     "approval_denied",

@@ -188,6 +188,17 @@ def build_runner(
 )
 @store_option
 @click.option(
+    "--inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Inventory file, Ansible INI/YAML or TOML (default: config inventory).",
+)
+@click.option(
+    "--limit",
+    metavar="HOSTS",
+    help="Only these hosts: names, group:NAME, globs, !exclusions (web-3,group:db).",
+)
+@click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
@@ -206,6 +217,8 @@ def exec_cmd(
     as_json: bool,
     max_parallel: int | None,
     store_url: str | None,
+    inventory: Path | None,
+    limit: str | None,
     lock_timeout: float | None,
     config_path: Path | None,
     plugin_modules: tuple[str, ...],
@@ -233,6 +246,8 @@ def exec_cmd(
         yes=yes,
         max_parallel=max_parallel,
         lock_timeout=lock_timeout,
+        inventory=inventory,
+        limit=limit,
     )
     runbook = runner.load(path)
     if reporter is not None:

@@ -44,7 +44,10 @@ def collect(path: Path, config_path: Path | None, plugin_modules: Iterable[str])
     if not path.is_file():
         raise UsageError(f"no such runbook file: {path}")
     config = load_config(path.resolve().parent, config_path)
-    return load(path, plugins=_plugins(config, plugin_modules))
+    from runbook.fleet import Fleet
+
+    fleet = Fleet.open(getattr(config, "inventory", None))  # rolling("group:web") needs it
+    return load(path, plugins=_plugins(config, plugin_modules), fleet=fleet)
 
 
 # -- describing steps and params -------------------------------------------------------------

@@ -254,6 +254,13 @@ class TerminalReporter:
                 self._write(line)
         head = "dry run" if result.dry_run else f"run {label(status)}"
         self._write(self._style(f"{head}: {summary}", RUN_COLOURS.get(status), bold=True))
+        hosts = getattr(result, "hosts", None)
+        if hosts and not result.dry_run:
+            from runbook.fleet import RETRY_STATUSES, hosts_line
+
+            self._write(hosts_line(hosts))
+            if status == "succeeded" and any(s in RETRY_STATUSES for s in hosts.values()):
+                self._write(f"  retry the failed hosts: runbook retry {result.run_id}")
         if status == "paused":
             self._paused(result)
         elif status == "rollback_failed":

@@ -61,12 +61,18 @@ def test_blue_green_block(tmp_path, runbook_runner, fake_router):
 
 def test_rolling_block(tmp_path, runbook_runner):
     path = write(tmp_path, "runbook")["rolling_release.py"]
-    assert [n for n in load(path).steps] == ["release.batch-1", "release.batch-2"]
+    steps = list(load(path).steps)
+    assert steps[:5] == [
+        "release.deploy[api-01]", "release.deploy[api-02]",
+        "release.health[api-01]", "release.health[api-02]", "release.batch-1",
+    ]  # fmt: skip
     runbook_runner.shell.on("ssh api-03 curl*", returncode=7)
     result = runbook_runner.run(path, runner={"resources": {}})
     assert result.status == "rolled_back"
     undone = [c.split()[1] for c in runbook_runner.shell.calls if "rollback" in c]
-    assert undone == ["api-04", "api-03", "api-02", "api-01"]
+    assert sorted(undone[:2]) == ["api-03", "api-04"]  # newest batch first
+    assert sorted(undone[2:]) == ["api-01", "api-02"]
+    assert result.hosts["api-03"] == "failed" and result.hosts["api-01"] == "rolled_back"
 
 
 @pytest.mark.parametrize("name", sorted(blocks("script")))

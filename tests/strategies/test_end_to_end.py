@@ -74,7 +74,7 @@ def reinstall_previous(fleet, host):
     fleet.do("undo", host)
 
 
-release = rolling(["web1", "web2", "web3", "web4"], batch=2, deploy=install, health=healthy,
+release = rolling(["web1", "web2", "web3", "web4"], batch=1, deploy=install, health=healthy,
                   rollback=reinstall_previous, health_timeout=120, after=[stage])
 """,
 }
@@ -210,11 +210,14 @@ FAILURES = [
      ["deploy:green", "health:green", "scale_down:blue", "verify", "undeploy:green"],
      [("switch", "web", "green"), ("switch", "web", "blue")], {"blue": 100, "green": 0}),
     ("rolling", "deploy:web3",
-     {"release.batch-1": "rolled_back", "release.batch-2": "rolled_back", "verify": "pending"},
+     {"release.deploy[web1]": "rolled_back", "release.deploy[web2]": "rolled_back",
+      "release.deploy[web3]": "failed", "release.batch-3": "failed",
+      "release.deploy[web4]": "pending", "verify": "pending", "stage": "rolled_back"},
      ["deploy:web1", "health:web1", "deploy:web2", "health:web2", "deploy:web3",
-      "undo:web4", "undo:web3", "undo:web2", "undo:web1"], [], {"blue": 100}),
+      "undo:web2", "undo:web1"], [], {"blue": 100}),
     ("rolling", "health:web4",
-     {"release.batch-1": "rolled_back", "release.batch-2": "rolled_back", "stage": "rolled_back"},
+     {"release.deploy[web4]": "rolled_back", "release.health[web4]": "failed",
+      "release.batch-4": "failed", "release.deploy[web1]": "rolled_back", "stage": "rolled_back"},
      ["deploy:web1", "health:web1", "deploy:web2", "health:web2", "deploy:web3", "health:web3",
       "deploy:web4", "health:web4", "undo:web4", "undo:web3", "undo:web2", "undo:web1"],
      [], {"blue": 100}),

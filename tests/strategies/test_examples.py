@@ -99,22 +99,28 @@ def test_rolling_example_upgrades_every_host(runbook_runner):
     result = run(runbook_runner, "rolling", resources={"http": health(set())}, version="5.2.0")
     assert result.status == "succeeded", result.error
     installs = [c.split()[1] for c in runbook_runner.shell.calls if "deployctl install" in c]
-    assert installs == ["api-01", "api-02", "api-03", "api-04", "api-05"]
-    assert list(result.steps) == [
+    assert sorted(installs[:2]) == ["api-01", "api-02"]
+    assert sorted(installs[2:4]) == ["api-03", "api-04"]
+    assert installs[4:] == ["api-05"]
+    assert [n for n in result.steps if "api-01" in n or "batch" in n] == [
+        "release.deploy[api-01]",
+        "release.health[api-01]",
         "release.batch-1",
         "release.batch-2",
         "release.batch-3",
-        "record_release",
     ]
+    assert result.hosts == {f"api-0{i}": "succeeded" for i in range(1, 6)}
 
 
 def test_rolling_example_rolls_back_newest_first(runbook_runner):
     result = run(runbook_runner, "rolling", resources={"http": health({"api-03"})}, version="5.2.0")
     assert result.status == "rolled_back"
-    assert "api-03" in result.steps["release.batch-2"].error
+    assert "api-03 healthy" in result.steps["release.health[api-03]"].error
+    assert "failure budget exceeded after batch 2" in result.steps["release.batch-2"].error
     undone = [c.split()[1] for c in runbook_runner.shell.calls if "deployctl rollback" in c]
-    assert undone == ["api-04", "api-03", "api-02", "api-01"]
+    assert sorted(undone[:2]) == ["api-03", "api-04"] and sorted(undone[2:]) == ["api-01", "api-02"]
     assert not any("api-05" in c for c in runbook_runner.shell.calls)
+    assert result.hosts["api-05"] == "skipped" and result.hosts["api-03"] == "failed"
 
 
 @pytest.mark.parametrize(
