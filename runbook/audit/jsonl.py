@@ -30,7 +30,8 @@ from runbook.audit.events import (
     canonical_json,
     verify_chain,
 )
-from runbook.audit.query import explain_gap, matches, safe_url
+from runbook.audit.query import explain_gap, matches
+from runbook.urls import redact_url
 from runbook.errors import AuditError
 
 log = logging.getLogger("runbook.audit")
@@ -129,7 +130,7 @@ class JsonlSink:
                 raise
             except (OSError, ValueError, TypeError) as exc:
                 raise AuditError(
-                    f"audit sink {safe_url(self.url)} failed: {type(exc).__name__}: {exc}"
+                    f"audit sink {redact_url(self.url)} failed: {type(exc).__name__}: {exc}"
                 ) from exc
 
     def _append_locked(self, fd: int, event: AuditEvent) -> AuditEvent:
@@ -138,7 +139,7 @@ class JsonlSink:
             last = _last_event(fd, size)
         except TornLog as exc:
             problem, good_size = exc.args
-            url = safe_url(self.url)
+            url = redact_url(self.url)
             raise AuditError(
                 f"audit sink {url} refuses to append: {problem}. A line cut short by a crash is "
                 "an event that was never acknowledged; check with `runbook audit verify --sink "
@@ -173,7 +174,7 @@ class JsonlSink:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise AuditError(f"audit sink {safe_url(self.url)} cannot be read: {exc}") from exc
+            raise AuditError(f"audit sink {redact_url(self.url)} cannot be read: {exc}") from exc
         with handle:
             for number, line in enumerate(handle, start=1):
                 complete = line.endswith(b"\n")

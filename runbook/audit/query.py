@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from runbook.audit.events import AuditEvent, AuditQuery, VerifyReport
 
@@ -121,21 +120,6 @@ def open_sink(url: str, plugins: Plugins | None = None, **options: Any) -> Audit
 
         plugins = Plugins()
     return plugins.open("audit", url, **options)
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for messages: a password in it (``postgresql://u:pw@h/db``) becomes ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            host = parts.hostname or ""
-            if parts.port:
-                host = f"{host}:{parts.port}"
-            netloc = f"{parts.username or ''}:***@{host}"
-            return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
-    return url
 
 
 # -- formatting ---------------------------------------------------------------------------------

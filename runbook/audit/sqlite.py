@@ -34,7 +34,8 @@ from runbook.audit.events import (
     event_hash,
     verify_chain,
 )
-from runbook.audit.query import format_utc, normalize_at, safe_url
+from runbook.audit.query import format_utc, normalize_at
+from runbook.urls import redact_url
 from runbook.errors import AuditError
 
 DEFAULT_DB = ".runbook/runbook.db"
@@ -96,7 +97,7 @@ class SqliteSink:
         return cls(url, path, best_effort=_truthy(best_effort))
 
     def _error(self, action: str, exc: BaseException) -> AuditError:
-        return AuditError(f"audit sink {safe_url(self.url)} {action}: {type(exc).__name__}: {exc}")
+        return AuditError(f"audit sink {redact_url(self.url)} {action}: {type(exc).__name__}: {exc}")
 
     def _connect(self) -> sqlite3.Connection:
         """The writer connection, creating the database and the table on first use."""
@@ -184,7 +185,7 @@ class SqliteSink:
                         yield AuditEvent.from_dict(json.loads(text))
                     except (ValueError, TypeError) as exc:
                         raise AuditError(
-                            f"audit sink {safe_url(self.url)} holds a row that is not an audit "
+                            f"audit sink {redact_url(self.url)} holds a row that is not an audit "
                             f"event ({exc}); run `runbook audit verify`"
                         ) from None
         except sqlite3.Error as exc:

@@ -14,11 +14,11 @@ from runbook.audit.query import (
     format_table,
     open_sink,
     parse_time,
-    safe_url,
 )
 from runbook.cli.common import config_option, handle_errors, json_document, load_config
 from runbook.errors import AuditTampered, RunbookError, UsageError
 from runbook.proofs import verify_decisions
+from runbook.urls import redact_url
 
 
 class TimeParam(click.ParamType):
@@ -130,7 +130,7 @@ def audit(
     if sink is None:
         raise UsageError(
             "none of the configured audit sinks can be queried "
-            f"({', '.join(safe_url(r.url) for r in refs)}); pass --sink URL"
+            f"({', '.join(redact_url(r.url) for r in refs)}); pass --sink URL"
         )
     query = AuditQuery(
         run_id=run_id, step=step, kind=kind, actor=actor, since=since, until=until, limit=limit
@@ -142,7 +142,7 @@ def audit(
     if as_json:
         click.echo(json_document("audit", {"events": [e.to_dict() for e in events]}))
     elif not events:
-        click.echo(f"no matching events in {safe_url(sink.url)}")
+        click.echo(f"no matching events in {redact_url(sink.url)}")
     else:
         for line in format_table(events):
             click.echo(line)
@@ -200,7 +200,7 @@ def verify(
 
 
 def _verify_one(ref: _SinkRef, *, with_head: bool, signers: Path | None = None) -> dict[str, Any]:
-    shown = safe_url(ref.url)
+    shown = redact_url(ref.url)
     try:
         sink = open_sink(ref.url)
     except UsageError:

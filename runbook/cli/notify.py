@@ -14,7 +14,8 @@ from runbook.cli.common import config_option, fail, handle_errors, load_config
 from runbook.errors import EXIT_FAILED, ConfigError, UsageError
 from runbook.notify.base import Message
 from runbook.notify.rules import Rules
-from runbook.notify.urls import redact_url, scrub
+from runbook.notify.urls import scrub
+from runbook.urls import redact_url
 
 TEST_TIMEOUT = 15.0
 

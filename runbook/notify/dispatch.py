@@ -38,7 +38,8 @@ from runbook.errors import NotificationError, UsageError
 from runbook.notify.base import Message, Notifier, TransientNotificationError
 from runbook.notify.rules import Rule, Rules
 from runbook.notify.templates import NEVER_NOTIFIED, Templates
-from runbook.notify.urls import redact_url, scrub
+from runbook.notify.urls import scrub
+from runbook.urls import redact_url
 
 log = logging.getLogger("runbook.notify")
 

@@ -31,7 +31,7 @@ from runbook.audit.events import KINDS
 from runbook.errors import ConfigError
 from runbook.notify.base import SEVERITIES, Message
 from runbook.notify.templates import ADHOC, ALIASES, ANY, DEFAULT_KINDS, NEVER_NOTIFIED, tags
-from runbook.notify.urls import redact_url
+from runbook.urls import redact_url
 
 RULE_KEYS = frozenset({"to", "on", "env", "severity", "options"})
 # A rule without ``on``: the default kinds, and whatever a step sends through ``notify``.

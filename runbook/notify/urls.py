@@ -1,7 +1,8 @@
 """Channel URLs carry secrets (a Slack webhook token in the path, an SMTP password, a signing key).
 
-Anything a person or the audit trail sees names a channel by scheme and host only, and error text
-is scrubbed of every secret-bearing part of the URL it came from.
+Anything a person or the audit trail sees names a channel through ``runbook.urls.redact_url``
+(scheme and host only, for a channel), and error text is scrubbed of every secret-bearing part of
+the URL it came from.
 """
 
 from __future__ import annotations
@@ -9,24 +10,9 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from runbook.redact import Redactor
+from runbook.urls import redact_url
 
-HIDDEN = "***"
-
-
-def redact_url(url: str) -> str:
-    """``slack://hooks.slack.com/services/T/B/X`` -> ``slack://hooks.slack.com/***``.
-
-    Scheme, host and port survive (enough to tell channels apart in a log); user, password, path
-    and query do not, because any of them may be the credential.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a malformed port, say: show nothing of it rather than guess
-        return url.split("://", 1)[0] + "://" + HIDDEN if "://" in url else HIDDEN
-    tail = f"/{HIDDEN}" if parts.path.strip("/") or parts.query or parts.fragment else ""
-    return f"{parts.scheme}://{host}{port}{tail}"
+__all__ = ["redact_url", "scrub", "url_secrets"]
 
 
 def url_secrets(url: str) -> list[str]:

@@ -12,7 +12,6 @@ from runbook.audit.query import (
     events_json,
     format_table,
     parse_time,
-    safe_url,
 )
 
 from .conftest import T0, Stored, make_event
@@ -156,8 +155,3 @@ def test_events_json_is_an_array_of_full_events() -> None:
     assert json.loads(events_json(sink.events())) == [stored.to_dict()]
     assert json.loads(events_json([])) == []
 
-
-def test_safe_url_hides_passwords_only() -> None:
-    assert safe_url("postgresql://ops:s3cret@db:5432/audit") == "postgresql://ops:***@db:5432/audit"
-    assert safe_url("jsonl://.runbook/audit.jsonl") == "jsonl://.runbook/audit.jsonl"
-    assert "s3cret" not in safe_url("postgresql://ops:s3cret@db/audit")

@@ -22,27 +22,12 @@ import psycopg
 import psycopg_pool
 
 from runbook.errors import ConfigError, RunbookError
+from runbook.urls import redact_url
 
 DEFAULT_SCHEMA = "runbook"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Options runbook reads itself; every other query parameter goes to libpq (sslmode, ...).
 _OWN_OPTIONS = ("schema", "pool_max", "pool_timeout")
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (in the userinfo or a ``password=`` option) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = "&".join(
-        f"{k}=***" if k.lower() == "password" else f"{k}={v}" if v else k
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from runbook_postgres._db import PgTarget, redact_url
+from runbook_postgres._db import PgTarget
+
+from runbook.urls import redact_url
 
 from runbook.errors import ConfigError
 

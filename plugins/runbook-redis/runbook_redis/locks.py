@@ -20,6 +20,7 @@ import redis
 
 from runbook.errors import ConfigError, LeaseLost, LockError
 from runbook.locks.base import Lease
+from runbook.urls import redact_url
 
 DEFAULT_PREFIX = "runbook:"
 
@@ -77,21 +78,6 @@ if not cur then return false end
 local t = redis.call('TIME')
 return {cur, redis.call('PTTL', KEYS[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (userinfo or ``password=`` option) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = "&".join(
-        f"{k}=***" if k.lower() == "password" else f"{k}={v}"
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _glob_escape(text: str) -> str:

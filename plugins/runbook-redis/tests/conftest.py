@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from runbook_redis.locks import redact_url
+from runbook.urls import redact_url
 
 from runbook.testing.processes import ProcessGroup
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from runbook_redis.locks import RedisLocks, redact_url
+from runbook_redis.locks import RedisLocks
+
+from runbook.urls import redact_url
 
 from runbook.errors import ConfigError, LeaseLost, LockError
 from runbook.locks.base import Lease
