@@ -34,9 +34,9 @@ PAUSED_LEASE = 7 * 24 * 3600.0  # seconds a paused run keeps its run lock (7 day
 GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 
 # fmt: off
-TOP_KEYS = ("store", "audit", "notify", "templates", "lock", "lock_timeout", "lease",
-            "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins", "env",
-            "groups", "inventory")
+TOP_KEYS = ("store", "audit", "audit_key", "notify", "templates", "lock", "lock_timeout",
+            "lease", "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins",
+            "env", "groups", "inventory")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
@@ -80,6 +80,7 @@ class Config:
     paused_lease: float = PAUSED_LEASE
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [tool.runbook.groups]
     inventory: str | None = None  # inventory file, absolute (docs/fleets.md)
+    audit_key: str | None = None  # Ed25519 private key signing audit checkpoints (its path)
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -340,7 +341,19 @@ class _Builder:
             groups=groups,
             inventory=self.path_of(table.get("inventory"), key("inventory")),
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
+            audit_key=self.key_path(table.get("audit_key")),
         )
+
+    def key_path(self, value: Any) -> str | None:
+        """``audit_key``: a path, relative to the project root; the key is read when a run
+        starts (runbook.audit.signing), so a config without signing never needs the package."""
+        if value is None:
+            return None
+        self.expect(value, str, self.dotted("audit_key"), "a path to an Ed25519 private key")
+        if not value.strip():
+            raise self.error(self.dotted("audit_key"), "must not be empty")
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else self.root / path)
 
     def audit(self, value: Any) -> tuple[SinkConfig, ...]:
         key = self.dotted("audit")

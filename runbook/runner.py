@@ -19,6 +19,8 @@ from typing import Any
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy
 from runbook.audit.events import AuditSink
+from runbook.audit.log import AuditLog
+from runbook.audit.signing import load_signer
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
 from runbook.context import Ctx, RunInfo
@@ -87,6 +89,7 @@ class Runner(DurableRuns):
         entry_points: bool = True,
         inventory: Any = None,
         limit: str | Sequence[str] | None = None,
+        audit_key: str | Path | None = None,
     ) -> None:
         self.env = env
         self.params = dict(params or {})
@@ -121,6 +124,8 @@ class Runner(DurableRuns):
             configure(self.plugins, config)
         self._store_spec = store
         self._audit_spec = list(audit)
+        # Loaded now, so a bad key (or no cryptography) is a usage error before any run exists.
+        self._signer = load_signer(audit_key) if audit_key else None
         self._locks_spec = locks
         self._store: RunStore | None = None
         self._sinks: list[AuditSink] | None = None
@@ -156,6 +161,7 @@ class Runner(DurableRuns):
             router=config.router,
             keep_lock_when_paused=config.keep_lock_when_paused,
             paused_lease=config.paused_lease,
+            audit_key=getattr(config, "audit_key", None),
             plugins=[*config.plugins, *plugins],
             config=config,
             **{"inventory": getattr(config, "inventory", None), **kwargs},
@@ -182,7 +188,10 @@ class Runner(DurableRuns):
                     sinks.append(self.plugins.open("audit", self._in_store(spec["url"]), **options))
                 else:
                     sinks.append(spec)
-            self._sinks = sinks
+            # Every sink is written through an AuditLog: the store witnesses each event, and
+            # with an audit_key signed checkpoints are appended (runbook.audit.log).
+            store = self.store
+            self._sinks = [AuditLog(s, store=store, signer=self._signer) for s in sinks]
         return self._sinks
 
     def _in_store(self, url: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -45,6 +46,7 @@ KINDS = (
     "notification_failed",
     "analysis_measured",
     "unsafe_command",
+    "checkpoint",  # a signed statement of the chain's head (audit_key; runbook.audit.checkpoint)
 )
 
 
@@ -78,12 +80,24 @@ class AuditEvent:
         return cls(**data)
 
     def chained(self, seq: int, prev_hash: str) -> AuditEvent:
-        """This event stamped as number ``seq`` after ``prev_hash``, with its own hash."""
+        """This event stamped as number ``seq`` after ``prev_hash``, with its own hash.
+
+        A non-finite float in ``params`` or ``data`` (a step output of ``nan``) has no JSON form:
+        it is stored as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` rather than as
+        invalid JSON or as a refused event that would stop the run after its side effect.
+        """
         body = self.to_dict()
         body.update(seq=seq, prev_hash=prev_hash)
         body.pop("hash")
-        digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
-        return replace(self, seq=seq, prev_hash=prev_hash, hash=digest)
+        source = self
+        try:
+            text = canonical_json(body)
+        except ValueError:
+            body = _finite(body)
+            text = canonical_json(body)
+            source = replace(self, params=body["params"], data=body["data"])
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return replace(source, seq=seq, prev_hash=prev_hash, hash=digest)
 
     @property
     def at_datetime(self) -> datetime:
@@ -94,8 +108,60 @@ _FIELDS = tuple(AuditEvent.__dataclass_fields__)
 
 
 def canonical_json(data: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8: the one byte string a hash is computed over."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Sorted keys, no whitespace, UTF-8, strict RFC 8259 JSON: the one byte string a hash is
+    computed over. ``NaN``/``Infinity`` raise ``ValueError`` (they are not JSON); see
+    docs/audit.md for why this and not RFC 8785."""
+    return json.dumps(
+        data,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=str,
+    )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name (see ``AuditEvent.chained``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # Readers disagree on which copy wins (first, last): a forged second "actor" could
+            # show one person to a verifier and another to a dashboard.
+            raise ValueError(f"duplicate key {key!r} in one JSON object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse stored JSON as strictly as it was written: a duplicate key, ``NaN`` or
+    ``Infinity`` is a ``ValueError``. Every sink reads its events through this."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def parse_event(text: str | bytes) -> AuditEvent:
+    """One stored event (its canonical JSON) back into an ``AuditEvent``; ``ValueError`` if not."""
+    data = loads_strict(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    try:
+        return AuditEvent.from_dict(data)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def event_hash(event: AuditEvent) -> str:
@@ -110,24 +176,63 @@ class VerifyReport:
     checked: int
     seq: int | None = None  # the first bad event's seq (or where one is missing)
     problem: str = ""
+    head: tuple[int, str] | None = None  # the last intact event's (seq, hash)
+    notes: tuple[str, ...] = ()  # what the checks proved beyond the chain, for the message
 
     def __str__(self) -> str:
         noun = "event" if self.checked == 1 else "events"
         if self.ok:
-            return f"ok: {self.checked} {noun}, chain intact"
+            extra = "".join(f"; {note}" for note in self.notes)
+            return f"ok: {self.checked} {noun}, chain intact{extra}"
         return f"TAMPERED at seq {self.seq}: {self.problem} ({self.checked} events checked)"
 
 
-def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
+class BadEvent(Exception):
+    """Raised by a sink's event stream for damage only the sink can see (a garbled line, an
+    edited column): ``verify_chain`` reports it as the first bad event, checks unfinished."""
+
+    def __init__(self, seq: int | None, problem: str) -> None:
+        super().__init__(problem)
+        self.seq = seq
+        self.problem = problem
+
+
+class Check(Protocol):
+    """One more thing ``verify_chain`` proves in the same pass (runbook.audit.checks)."""
+
+    def see(self, event: AuditEvent) -> str | None:
+        """Called for every event after its chain link is checked: a problem, or None."""
+        ...
+
+    def finish(self, head: tuple[int, str] | None) -> tuple[int | None, str] | None:
+        """Called once after the last event of an intact chain: ``(first bad seq, problem)``."""
+        ...
+
+    def note(self) -> str | None:
+        """What the check proved, for an ``ok`` report."""
+        ...
+
+
+def verify_chain(events: Iterable[AuditEvent], checks: Sequence[Check] = ()) -> VerifyReport:
     """Re-compute the chain in stored order and name the first event that breaks it.
 
     Distinguishes an edited event (its hash no longer matches its content), a removed one (a gap
     in ``seq`` with a link to a hash that is not there), an inserted one and a reordered one.
+    ``checks`` (signatures, the store's witness, an expected head) see each event in the same
+    pass; the first problem in chain order wins, whoever finds it.
     """
     prev_hash = GENESIS
     expected_seq: int | None = None
     checked = 0
-    for event in events:
+    head: tuple[int, str] | None = None
+    stream = iter(events)
+    while True:
+        try:
+            event = next(stream)
+        except StopIteration:
+            break
+        except BadEvent as bad:
+            return VerifyReport(False, checked + 1, bad.seq, bad.problem, head)
         checked += 1
         if event.hash != event_hash(event):
             return VerifyReport(
@@ -135,6 +240,7 @@ def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
                 checked,
                 event.seq,
                 f"event {event.seq} ({event.kind}) was edited: its hash does not match its content",
+                head,
             )
         if expected_seq is not None and event.seq != expected_seq:
             if event.seq is not None and event.seq > expected_seq:
@@ -147,7 +253,7 @@ def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
                 what = (
                     f"event {event.seq} is out of order or inserted (expected seq {expected_seq})"
                 )
-            return VerifyReport(False, checked, event.seq, what)
+            return VerifyReport(False, checked, event.seq, what, head)
         if event.prev_hash != prev_hash:
             return VerifyReport(
                 False,
@@ -155,10 +261,21 @@ def verify_chain(events: Iterable[AuditEvent]) -> VerifyReport:
                 event.seq,
                 f"event {event.seq} ({event.kind}) does not link to the event "
                 "before it: an event was removed, inserted or reordered",
+                head,
             )
+        for check in checks:
+            problem = check.see(event)
+            if problem:
+                return VerifyReport(False, checked, event.seq, problem, head)
         prev_hash = event.hash
         expected_seq = (event.seq or 0) + 1
-    return VerifyReport(True, checked)
+        head = (event.seq or 0, event.hash or "")
+    for check in checks:
+        found = check.finish(head)
+        if found:
+            return VerifyReport(False, checked, found[0], found[1], head)
+    notes = tuple(n for n in (c.note() for c in checks) if n)
+    return VerifyReport(True, checked, head=head, notes=notes)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -215,7 +332,10 @@ class AuditSink(Protocol):
         """Stored events in chain order, filtered."""
         ...
 
-    def verify(self) -> VerifyReport: ...
+    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
+        """The chain re-computed in one pass, with ``checks`` seeing every event (a sink written
+        before ``checks`` existed may take no argument; ``runbook.audit.verify`` copes)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -252,9 +372,14 @@ class MemorySink:
                 if q.limit and count >= q.limit:
                     return
 
-    def verify(self) -> VerifyReport:
+    @property
+    def chain_id(self) -> str:
+        return self.url
+
+    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
         with self._lock:
-            return verify_chain(list(self._events))
+            events = list(self._events)
+        return verify_chain(events, checks)
 
     def close(self) -> None:
         pass

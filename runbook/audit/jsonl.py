@@ -14,11 +14,11 @@ next append refuses with an ``AuditError`` that says how to repair, and ``verify
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,16 @@ from runbook.audit.events import (
     GENESIS,
     AuditEvent,
     AuditQuery,
+    BadEvent,
+    Check,
     VerifyReport,
     canonical_json,
+    parse_event,
     verify_chain,
 )
 from runbook.audit.query import explain_gap, matches
-from runbook.urls import redact_url
 from runbook.errors import AuditError
+from runbook.urls import redact_url
 
 log = logging.getLogger("runbook.audit")
 
@@ -48,11 +51,9 @@ def _truthy(value: object) -> bool:
 
 
 def parse_line(line: bytes) -> AuditEvent:
-    """One stored line back into an event; ValueError when it is not one."""
-    data = json.loads(line)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return AuditEvent.from_dict(data)
+    """One stored line back into an event; ValueError when it is not one (a duplicate key, NaN
+    and unknown fields included: see ``runbook.audit.events.loads_strict``)."""
+    return parse_event(line)
 
 
 class JsonlSink:
@@ -83,6 +84,15 @@ class JsonlSink:
         return cls(
             url, Path(raw).expanduser(), best_effort=_truthy(best_effort), fsync=_truthy(fsync)
         )
+
+    @property
+    def chain_id(self) -> str:
+        """The file, by absolute path: what the run store's witness is keyed on."""
+        return f"jsonl://{self.path.absolute()}"
+
+    def missing(self) -> str | None:
+        """Why the trail has no events at all, when the reason is that the file is gone."""
+        return None if self.path.exists() else f"the file {self.path} does not exist"
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -180,6 +190,23 @@ class JsonlSink:
                 complete = line.endswith(b"\n")
                 yield number, line.rstrip(b"\n"), complete
 
+    def head(self) -> AuditEvent | None:
+        """The last event, read from the end of the file (no lock: a reader)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"audit sink {redact_url(self.url)} cannot be read: {exc}") from exc
+        try:
+            return _last_event(fd, os.fstat(fd).st_size)
+        except TornLog as exc:
+            raise AuditError(
+                f"audit sink {redact_url(self.url)}: {exc.args[0]}; run `runbook audit verify`"
+            ) from None
+        finally:
+            os.close(fd)
+
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         """Events in file order; unreadable lines are skipped here (with a warning) and reported
         by ``verify``, so the trail can still be read after damage."""
@@ -199,8 +226,7 @@ class JsonlSink:
                 if query.limit and count >= query.limit:
                     return
 
-    def verify(self) -> VerifyReport:
-        damaged: list[VerifyReport] = []
+    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
         seen: list[tuple[int, AuditEvent]] = []  # the last two (line, event) handed to the chain
 
         def stream() -> Iterator[AuditEvent]:
@@ -211,28 +237,26 @@ class JsonlSink:
                     event = parse_line(line)
                 except (ValueError, TypeError) as exc:
                     after = (seen[-1][1].seq or 0) if seen else 0
-                    damaged.append(
-                        VerifyReport(
-                            False,
-                            number,
-                            after + 1,
-                            f"line {number} (after event {after}) is not an audit event: {exc}",
-                        )
-                    )
-                    return
+                    raise BadEvent(
+                        after + 1,
+                        f"line {number} (after event {after}) is not an audit event: {exc}",
+                    ) from None
                 seen[:] = [*seen[-1:], (number, event)]
                 yield event
 
         events = stream()
-        report = verify_chain(events)
-        if not report.ok:
-            number, failing = seen[-1]
-            previous = (seen[0][1].seq or 0) if len(seen) > 1 else 0
+        report = verify_chain(events, checks)
+        if report.ok or not seen:
+            return report
+        number, failing = seen[-1]
+        if failing.seq != report.seq:  # a garbled line, or a check's finding past the end
+            return report
+        previous = (seen[0][1].seq or 0) if len(seen) > 1 else 0
+        try:
             report = explain_gap(report, failing, previous, events)
-            return VerifyReport(
-                False, report.checked, report.seq, f"{report.problem} [line {number}]"
-            )
-        return damaged[0] if damaged else report
+        except BadEvent:
+            pass
+        return replace(report, problem=f"{report.problem} [line {number}]")
 
     def close(self) -> None:
         with self._thread_lock:

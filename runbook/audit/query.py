@@ -122,6 +122,18 @@ def open_sink(url: str, plugins: Plugins | None = None, **options: Any) -> Audit
     return plugins.open("audit", url, **options)
 
 
+def last_event(sink: AuditSink, query: AuditQuery | None = None) -> AuditEvent | None:
+    """The sink's last event (matching ``query``): its ``head()`` when it has a fast one (read
+    from the end of a file, one indexed row), else the last of ``events``."""
+    fast = getattr(sink, "head", None)
+    if query is None and fast is not None:
+        return fast()
+    last = None
+    for last in sink.events(query):  # noqa: B007 - only the last one is wanted
+        pass
+    return last
+
+
 # -- formatting ---------------------------------------------------------------------------------
 
 # The data keys worth a glance in a one-line listing, in the order an operator reads them.

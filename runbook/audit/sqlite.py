@@ -16,10 +16,9 @@ event durable when ``append`` returns.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,17 @@ from runbook.audit.events import (
     GENESIS,
     AuditEvent,
     AuditQuery,
+    BadEvent,
+    Check,
     VerifyReport,
     canonical_json,
     event_hash,
+    parse_event,
     verify_chain,
 )
 from runbook.audit.query import format_utc, normalize_at
-from runbook.urls import redact_url
 from runbook.errors import AuditError
+from runbook.urls import redact_url
 
 DEFAULT_DB = ".runbook/runbook.db"
 BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before append fails
@@ -97,7 +99,8 @@ class SqliteSink:
         return cls(url, path, best_effort=_truthy(best_effort))
 
     def _error(self, action: str, exc: BaseException) -> AuditError:
-        return AuditError(f"audit sink {redact_url(self.url)} {action}: {type(exc).__name__}: {exc}")
+        shown = redact_url(self.url)
+        return AuditError(f"audit sink {shown} {action}: {type(exc).__name__}: {exc}")
 
     def _connect(self) -> sqlite3.Connection:
         """The writer connection, creating the database and the table on first use."""
@@ -182,8 +185,8 @@ class SqliteSink:
             with closing(conn):
                 for (text,) in conn.execute(sql, args):
                     try:
-                        yield AuditEvent.from_dict(json.loads(text))
-                    except (ValueError, TypeError) as exc:
+                        yield parse_event(text)
+                    except ValueError as exc:
                         raise AuditError(
                             f"audit sink {redact_url(self.url)} holds a row that is not an audit "
                             f"event ({exc}); run `runbook audit verify`"
@@ -191,16 +194,57 @@ class SqliteSink:
         except sqlite3.Error as exc:
             raise self._error("cannot be read", exc) from exc
 
-    def verify(self) -> VerifyReport:
+    def head(self) -> AuditEvent | None:
+        """The last event: one indexed row."""
         try:
             conn = self._reader()
             if conn is None:
-                return VerifyReport(True, 0)
+                return None
+            with closing(conn):
+                row = conn.execute(
+                    "SELECT event FROM audit_events ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot be read", exc) from exc
+        if row is None:
+            return None
+        try:
+            return parse_event(row[0])
+        except ValueError as exc:
+            raise AuditError(
+                f"audit sink {redact_url(self.url)}: the last row is not an audit event ({exc}); "
+                "run `runbook audit verify`"
+            ) from None
+
+    @property
+    def chain_id(self) -> str:
+        """The database file, by absolute path: what the run store's witness is keyed on."""
+        return f"sqlite://{Path(self.path).absolute()}"
+
+    def missing(self) -> str | None:
+        """Why the trail has no events at all, when the reason is that it is gone."""
+        if not Path(self.path).exists():
+            return f"the database {self.path} does not exist"
+        try:
+            conn = self._reader()
+        except sqlite3.Error:
+            return None
+        if conn is None:
+            return f"the database {self.path} has no audit_events table"
+        conn.close()
+        return None
+
+    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
+        try:
+            conn = self._reader()
+            if conn is None:
+                return verify_chain((), checks)
             with closing(conn):
                 return verify_rows(
                     conn.execute(
                         f"SELECT seq, {', '.join(_COLUMNS)}, event FROM audit_events ORDER BY seq"
-                    )
+                    ),
+                    checks,
                 )
         except sqlite3.Error as exc:
             raise self._error("cannot be read", exc) from exc
@@ -243,55 +287,35 @@ def select_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def verify_rows(rows: Any) -> VerifyReport:
+def verify_rows(rows: Any, checks: Sequence[Check] = ()) -> VerifyReport:
     """The chain over the stored JSON, plus every indexed column checked against that JSON."""
-    mismatch: list[VerifyReport] = []
-    position = 0
 
     def stream() -> Iterator[AuditEvent]:
-        nonlocal position
         for row in rows:
-            position += 1
             seq, text = row[0], row[-1]
             try:
-                event = AuditEvent.from_dict(json.loads(text))
-            except (ValueError, TypeError) as exc:
-                mismatch.append(
-                    VerifyReport(False, position, seq, f"row {seq} is not an audit event: {exc}")
-                )
-                return
+                event = parse_event(text)
+            except ValueError as exc:
+                raise BadEvent(seq, f"row {seq} is not an audit event: {exc}") from None
             if event.hash != event_hash(event):
                 yield event  # verify_chain names it as edited
                 return
             if event.seq != seq:
-                mismatch.append(
-                    VerifyReport(
-                        False,
-                        position,
-                        seq,
-                        f"row {seq} holds the event hashed as seq {event.seq}: rows were "
-                        "renumbered, swapped or inserted",
-                    )
+                raise BadEvent(
+                    seq,
+                    f"row {seq} holds the event hashed as seq {event.seq}: rows were "
+                    "renumbered, swapped or inserted",
                 )
-                return
             stored = dict(zip(_COLUMNS, row[1:-1], strict=True))
             expected = {c: getattr(event, c) for c in _COLUMNS}
             expected["at"] = normalize_at(event.at)
             for column in _COLUMNS:
                 if stored[column] != expected[column]:
-                    mismatch.append(
-                        VerifyReport(
-                            False,
-                            position,
-                            seq,
-                            f"event {seq} ({event.kind}) was edited: column {column} is "
-                            f"{stored[column]!r} but the hashed event says {expected[column]!r}",
-                        )
+                    raise BadEvent(
+                        seq,
+                        f"event {seq} ({event.kind}) was edited: column {column} is "
+                        f"{stored[column]!r} but the hashed event says {expected[column]!r}",
                     )
-                    return
             yield event
 
-    report = verify_chain(stream())
-    if not report.ok:
-        return report
-    return mismatch[0] if mismatch else report
+    return verify_chain(stream(), checks)

@@ -1,4 +1,5 @@
-"""``runbook audit``: list the trail with filters; ``runbook audit verify`` checks its chains."""
+"""``runbook audit``: list the trail with filters; ``verify`` proves it intact and complete;
+``head`` prints the head to keep elsewhere."""
 
 from __future__ import annotations
 
@@ -9,13 +10,25 @@ from typing import Any
 
 import click
 
+from runbook.audit.checkpoint import CheckpointCheck
+from runbook.audit.checks import HeadCheck, parse_head
 from runbook.audit.events import KINDS, AuditQuery, VerifyReport
+from runbook.audit.log import chain_id
 from runbook.audit.query import (
     format_table,
+    last_event,
     open_sink,
     parse_time,
 )
-from runbook.cli.common import config_option, handle_errors, json_document, load_config
+from runbook.audit.signing import load_public_key
+from runbook.audit.verify import verify_sink, witness_check
+from runbook.cli.common import (
+    config_option,
+    handle_errors,
+    json_document,
+    load_config,
+    nothing_stored,
+)
 from runbook.errors import AuditTampered, RunbookError, UsageError
 from runbook.proofs import verify_decisions
 from runbook.urls import redact_url
@@ -41,7 +54,9 @@ class _SinkRef:
     best_effort: bool = False
 
 
-def _configured(sink_urls: tuple[str, ...], config_path: Path | None) -> list[_SinkRef]:
+def _configured(
+    sink_urls: tuple[str, ...], config_path: Path | None, config: Any = None
+) -> list[_SinkRef]:
     """``--sink`` URLs as given, else the ``audit`` sinks of the configuration.
 
     The configuration has already anchored relative paths at the project root; a bare
@@ -49,7 +64,7 @@ def _configured(sink_urls: tuple[str, ...], config_path: Path | None) -> list[_S
     """
     if sink_urls:
         return [_SinkRef(url) for url in sink_urls]
-    config = load_config(Path.cwd(), config_path)
+    config = config or load_config(Path.cwd(), config_path)
     store = str(getattr(config, "store", "") or "")
     refs = []
     for entry in getattr(config, "audit", None) or ():
@@ -119,19 +134,7 @@ def audit(
         raise click.UsageError(
             f"--since ({since:%Y-%m-%d %H:%M:%S}Z) is after --until ({until:%Y-%m-%d %H:%M:%S}Z)"
         )
-    refs = _configured((sink_url,) if sink_url else (), config_path)
-    sink = None
-    for ref in refs:
-        candidate = open_sink(ref.url)
-        if getattr(candidate, "queryable", True):
-            sink = candidate
-            break
-        candidate.close()
-    if sink is None:
-        raise UsageError(
-            "none of the configured audit sinks can be queried "
-            f"({', '.join(redact_url(r.url) for r in refs)}); pass --sink URL"
-        )
+    sink = _queryable(_configured((sink_url,) if sink_url else (), config_path))
     query = AuditQuery(
         run_id=run_id, step=step, kind=kind, actor=actor, since=since, until=until, limit=limit
     )
@@ -148,6 +151,20 @@ def audit(
             click.echo(line)
 
 
+class HeadParam(click.ParamType):
+    """``SEQ:HASH`` as ``runbook audit head`` prints it."""
+
+    name = "SEQ:HASH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_head(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @audit.command("verify")
 @click.option(
     "--sink",
@@ -156,34 +173,76 @@ def audit(
     multiple=True,
     help="Verify this sink (repeatable; default: every configured sink).",
 )
-@config_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per sink, as a list.")
+@click.option(
+    "--pubkey",
+    "pubkeys",
+    metavar="KEY.pub",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Check every signed checkpoint against this Ed25519 public key (repeatable, for "
+    "rotated keys); an event that should be covered by one and is not fails.",
+)
+@click.option(
+    "--expect-head",
+    "heads",
+    metavar="SEQ:HASH",
+    multiple=True,
+    type=HeadParam(),
+    help="Fail unless this event (as `runbook audit head` printed it) is present and intact.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    help="Cross-check against this run store's witness (default: the configured store, "
+    "when the sinks come from the configuration).",
+)
 @click.option(
     "--signers",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     metavar="FILE",
     help="Also re-verify every signed decision against this allowed_signers file.",
 )
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per sink, as a list.")
 @click.pass_context
 @handle_errors
 def verify(
     ctx: click.Context,
     sink_urls: tuple[str, ...],
+    pubkeys: tuple[Path, ...],
+    heads: tuple[tuple[int, str], ...],
+    store_url: str | None,
+    signers: Path | None,
     config_path: Path | None,
     as_json: bool,
-    signers: Path | None,
 ) -> None:
-    """Re-compute every hash chain and name the first event changed, removed or reordered.
+    """Prove the trail intact and complete: the hash chain, the run store's witness of each
+    run's last event, and with --pubkey every signed checkpoint.
 
-    Exits 1 when any sink is tampered with or cannot be read.
+    Exits 0 when intact, 1 when an event was changed, removed, inserted or reordered, or the
+    trail was cut short or rewritten (naming the first bad event), 2 on usage errors.
     """
     parent = ctx.parent.params if ctx.parent else {}
     if not sink_urls and parent.get("sink_url"):
         sink_urls = (parent["sink_url"],)
     config_path = config_path or parent.get("config_path")
+    config = None if sink_urls else load_config(Path.cwd(), config_path)
+    keys = [load_public_key(p) for p in pubkeys]
+    refs = _configured(sink_urls, config_path, config)
+    if heads and len(refs) > 1:
+        raise UsageError(
+            "--expect-head names an event of one chain, and "
+            f"{len(refs)} sinks are to be verified; choose one with --sink"
+        )
+    store = _open_store(store_url or (getattr(config, "store", None) if config else None))
     results: list[dict[str, Any]] = []
-    for ref in _configured(sink_urls, config_path):
-        results.append(_verify_one(ref, with_head=as_json, signers=signers))
+    try:
+        for ref in refs:
+            results.append(_verify_one(ref, store=store, keys=keys, heads=heads, signers=signers))
+    finally:
+        if store is not None:
+            store.close()
     if as_json:
         click.echo(json_document("audit-verify", {"sinks": results}))
     else:
@@ -199,7 +258,24 @@ def verify(
         )
 
 
-def _verify_one(ref: _SinkRef, *, with_head: bool, signers: Path | None = None) -> dict[str, Any]:
+def _open_store(url: str | None) -> Any:
+    """The run store to cross-check, or None: an in-process store of another process is gone,
+    and a SQLite store that does not exist is not created by a read-only command."""
+    if not url or url.startswith("memory:") or nothing_stored(url):
+        return None
+    from runbook.plugins import Plugins
+
+    return Plugins().open("store", url)
+
+
+def _verify_one(
+    ref: _SinkRef,
+    *,
+    store: Any,
+    keys: list[Any],
+    heads: tuple[tuple[int, str], ...],
+    signers: Path | None = None,
+) -> dict[str, Any]:
     shown = redact_url(ref.url)
     try:
         sink = open_sink(ref.url)
@@ -215,14 +291,24 @@ def _verify_one(ref: _SinkRef, *, with_head: bool, signers: Path | None = None) 
                 "ok": None,
                 "message": "skipped: a feed for an external system, verify it there",
             }
-        report: VerifyReport = sink.verify()
-        head = _head(sink) if with_head and report.ok and report.checked else None
+        checks: list[Any] = []
+        if store is not None:
+            missing = getattr(sink, "missing", None)
+            witness = witness_check(
+                store, chain_id(sink), empty_why=(missing() if missing else None) or ""
+            )
+            if witness is not None:
+                checks.append(witness)
+        if keys:
+            checks.append(CheckpointCheck(keys))
+        checks += [HeadCheck(seq, digest) for seq, digest in heads]
+        report: VerifyReport = verify_sink(sink, checks)
         decisions = verify_decisions(sink.events(None), signers) if signers else None
     except RunbookError as exc:
         return {"sink": shown, "status": "error", "ok": False, "message": f"ERROR: {exc}"}
     finally:
         sink.close()
-    message = str(report)
+    message = redact_text(str(report), ref.url)
     if report.ok and report.checked == 0:
         message += " (empty: no events recorded yet)"
     result: dict[str, Any] = {
@@ -231,27 +317,89 @@ def _verify_one(ref: _SinkRef, *, with_head: bool, signers: Path | None = None) 
         "ok": report.ok,
         "checked": report.checked,
         "seq": report.seq,
-        "problem": report.problem,
+        "problem": redact_text(report.problem, ref.url),
         "message": message,
     }
-    if decisions is not None:  # signatures: runbook/proofs.py
+    if decisions is not None:  # signed decisions: runbook/proofs.py
         result["message"] += f"; {decisions}"
         result["decisions"] = {"checked": decisions.checked, "unsigned": decisions.unsigned}
         if not decisions.ok:
             seq, problem = decisions.problems[0]
             result.update(status="tampered", ok=False, seq=result["seq"] or seq)
             result["problem"] = result["problem"] or problem
-    if head:
+    if report.ok and report.head:
         # Keep this elsewhere (a ticket, another system): it proves nothing was cut off the end.
-        result["head"] = head
+        result["head"] = {"seq": report.head[0], "hash": report.head[1]}
     return result
 
 
-def _head(sink: Any) -> dict[str, Any] | None:
-    last = None
-    for last in sink.events(None):  # noqa: B007 - only the last one is wanted
-        pass
-    return {"seq": last.seq, "hash": last.hash} if last else None
+def redact_text(text: str, url: str) -> str:
+    """A message that might quote the sink's URL (a driver error) with the URL redacted."""
+    return text.replace(url, redact_url(url)) if url in text else text
+
+
+@audit.command("head")
+@click.option(
+    "--sink",
+    "sink_url",
+    metavar="URL",
+    help="Read this sink (default: the first queryable sink of the config).",
+)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handle_errors
+def head(ctx: click.Context, sink_url: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Print the trail's last event as SEQ:HASH, and its latest signed checkpoint.
+
+    Keep the line somewhere the operators of this system cannot rewrite (a change ticket, a
+    WORM bucket); `runbook audit verify --expect-head SEQ:HASH` later proves the trail still
+    holds that event unchanged.
+    """
+    parent = ctx.parent.params if ctx.parent else {}
+    sink_url = sink_url or parent.get("sink_url")
+    config_path = config_path or parent.get("config_path")
+    sink = _queryable(_configured((sink_url,) if sink_url else (), config_path))
+    try:
+        last = last_event(sink)
+        checkpoint = last_event(sink, AuditQuery(kind="checkpoint")) if last else None
+    finally:
+        sink.close()
+    if last is None:
+        raise UsageError(f"{redact_url(sink.url)} holds no events yet: there is no head")
+    found: dict[str, Any] = {"sink": redact_url(sink.url), "seq": last.seq, "hash": last.hash}
+    if checkpoint is not None:
+        data = checkpoint.data
+        found["checkpoint"] = {
+            "seq": checkpoint.seq,
+            "hash": checkpoint.hash,
+            "covers": {"seq": data.get("seq"), "hash": data.get("hash")},
+            "at": data.get("at"),
+            "key_fingerprint": data.get("key_fingerprint"),
+            "signature": data.get("signature"),
+        }
+    if as_json:
+        click.echo(json_document("audit-head", found))
+        return
+    click.echo(f"{last.seq}:{last.hash}")
+    if checkpoint is not None:
+        data = checkpoint.data
+        click.echo(
+            f"checkpoint {checkpoint.seq}:{checkpoint.hash} covers {data.get('seq')}:"
+            f"{data.get('hash')}, signed by {data.get('key_fingerprint')} at {data.get('at')}"
+        )
+
+
+def _queryable(refs: list[_SinkRef]) -> Any:
+    for ref in refs:
+        candidate = open_sink(ref.url)
+        if getattr(candidate, "queryable", True):
+            return candidate
+        candidate.close()
+    raise UsageError(
+        "none of the configured audit sinks can be queried "
+        f"({', '.join(redact_url(r.url) for r in refs)}); pass --sink URL"
+    )
 
 
 COMMANDS = [audit]

@@ -154,4 +154,3 @@ def test_events_json_is_an_array_of_full_events() -> None:
     stored = sink.append(make_event(0))
     assert json.loads(events_json(sink.events())) == [stored.to_dict()]
     assert json.loads(events_json([])) == []
-

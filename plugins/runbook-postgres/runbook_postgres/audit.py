@@ -6,22 +6,27 @@ event's canonical JSON as *text* (JSONB would re-order keys and re-format number
 over exact bytes) next to indexed copies of the fields queries filter on. A trigger refuses UPDATE,
 DELETE and TRUNCATE; a superuser can still get around it (``session_replication_role = replica``,
 ``ALTER TABLE ... DISABLE TRIGGER``), which is why ``verify`` re-computes the chain from the stored
-JSON and checks the indexed columns against it.
+JSON and checks every indexed column against it, ``at`` included: ``--since``/``--until`` filter
+on that column, so an edited ``at`` would hide an event from a time-bounded query while the JSON
+still verified.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from runbook.audit.events import (
     GENESIS,
     AuditEvent,
     AuditQuery,
+    BadEvent,
+    Check,
     VerifyReport,
     canonical_json,
+    parse_event,
     verify_chain,
 )
 from runbook.errors import AuditError
@@ -85,6 +90,14 @@ class PostgresSink:
 
     def __repr__(self) -> str:
         return f"PostgresSink({self._target.safe_url!r})"
+
+    @property
+    def chain_id(self) -> str:
+        """Server, database and schema (not the user: an auditor's read-only role reads the
+        same chain): what the run store's witness is keyed on."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "localhost"
+        return f"postgresql://{host}:{parts.port or 5432}{parts.path}?schema={self._target.schema}"
 
     def append(self, event: AuditEvent) -> AuditEvent:
         with self._db.transaction(
@@ -159,78 +172,67 @@ class PostgresSink:
 
     def _parse(self, seq: int, text: str) -> AuditEvent:
         try:
-            return AuditEvent.from_dict(json.loads(text))
-        except (ValueError, TypeError) as exc:
+            return parse_event(text)
+        except ValueError as exc:
             raise AuditError(
                 f"PostgreSQL audit sink {self._target.safe_url}: event {seq} is "
                 f"not a readable audit event ({exc}); run `runbook audit verify`"
             ) from None
 
-    def verify(self) -> VerifyReport:
-        """The chain over the stored JSON, plus the indexed columns checked against that JSON."""
-        checked = 0
-        problem: list[VerifyReport] = []
+    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
+        """The chain over the stored JSON, plus every indexed column checked against that JSON."""
 
         def stream() -> Iterator[AuditEvent]:
-            nonlocal checked
             after = 0
             while True:
                 with self._db.statement("verify the chain") as conn:
                     rows = conn.execute(
-                        f"SELECT seq, run_id, step, kind, actor, prev_hash, hash, event"
+                        f"SELECT seq, run_id, step, kind, actor, at, prev_hash, hash, event"
                         f" FROM {self._s}.audit_events WHERE seq > %s ORDER BY seq LIMIT %s",
                         (after, _PAGE),
                     ).fetchall()
-                for seq, run_id, step, kind, actor, prev_hash, hash_, text in rows:
-                    checked += 1
+                for seq, run_id, step, kind, actor, at, prev_hash, hash_, text in rows:
                     try:
-                        event = AuditEvent.from_dict(json.loads(text))
-                    except (ValueError, TypeError) as exc:
-                        problem.append(
-                            VerifyReport(
-                                False, checked, seq, f"event {seq} is not valid event JSON: {exc}"
-                            )
-                        )
-                        return
+                        event = parse_event(text)
+                    except ValueError as exc:
+                        raise BadEvent(seq, f"event {seq} is not valid event JSON: {exc}") from None
                     columns = {
                         "seq": seq,
                         "run_id": run_id,
                         "step": step,
                         "kind": kind,
                         "actor": actor,
+                        "at": at,
                         "prev_hash": prev_hash,
                         "hash": hash_,
                     }
-                    stored = {
+                    hashed = {
                         "seq": event.seq,
                         "run_id": event.run_id,
                         "step": event.step,
                         "kind": event.kind,
                         "actor": event.actor,
+                        "at": _at(event.at),
                         "prev_hash": event.prev_hash,
                         "hash": event.hash,
                     }
-                    differ = sorted(k for k in columns if columns[k] != stored[k])
+                    differ = sorted(k for k in columns if columns[k] != hashed[k])
                     if differ:
-                        problem.append(
-                            VerifyReport(
-                                False,
-                                checked,
-                                seq,
-                                f"event {seq}: column(s) {', '.join(differ)} were edited (they no "
-                                "longer match the event's hashed JSON)",
-                            )
+                        shown = "; ".join(
+                            f"{k} is {columns[k]!s} but the hashed event says {hashed[k]!s}"
+                            for k in differ
                         )
-                        return
+                        raise BadEvent(
+                            seq,
+                            f"event {seq} ({event.kind}) was edited: column(s) "
+                            f"{', '.join(differ)} no longer match the hashed JSON ({shown})",
+                        )
                     yield event
                 if len(rows) < _PAGE:
                     return
                 after = rows[-1][0]
 
-        report = verify_chain(stream())
-        # ``stream`` stops at a column problem, which verify_chain then sees as the end of an
-        # intact chain: the column problem is the first one.
-        return problem[0] if problem else report
+        return verify_chain(stream(), checks)
 
     def close(self) -> None:
         self._db.close()

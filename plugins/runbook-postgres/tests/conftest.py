@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from runbook.urls import redact_url
 
 from runbook.testing.processes import ProcessGroup

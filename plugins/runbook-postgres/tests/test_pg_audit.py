@@ -172,7 +172,7 @@ def test_forged_inserted_event_is_named_by_verify(
             forged.step,
             forged.kind,
             forged.actor,
-            T0,
+            datetime.fromisoformat(forged.at),
             json.dumps(forged.to_dict(), sort_keys=True, separators=(",", ":")),
             forged.prev_hash,
             forged.hash,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from runbook_postgres._db import PgTarget
 
-from runbook.urls import redact_url
-
 from runbook.errors import ConfigError
+from runbook.urls import redact_url
 
 
 def test_defaults() -> None:
