@@ -95,6 +95,11 @@ def load_signer(path: str | Path) -> Signer:
             "key without a passphrase and protect the file instead (chmod 600)"
         ) from None
     except Exception as exc:  # ValueError, UnsupportedAlgorithm: either way not a key
+        if "bcrypt" in str(exc):  # an encrypted OpenSSH key needs bcrypt just to be opened
+            raise ConfigError(
+                f"audit_key {path}: the key is encrypted; give runbook a key without a "
+                "passphrase and protect the file instead (chmod 600)"
+            ) from None
         raise ConfigError(
             f"audit_key {path}: not an OpenSSH or PEM private key ({type(exc).__name__})"
         ) from None

@@ -291,7 +291,9 @@ def _verify_one(
                 "ok": None,
                 "message": "skipped: a feed for an external system, verify it there",
             }
-        checks: list[Any] = []
+        # The signature check first: when it and the witness both see a rewrite at the same
+        # checkpoint, "rewritten after it was signed" is the stronger statement.
+        checks: list[Any] = [CheckpointCheck(keys)] if keys else []
         if store is not None:
             missing = getattr(sink, "missing", None)
             witness = witness_check(
@@ -299,8 +301,6 @@ def _verify_one(
             )
             if witness is not None:
                 checks.append(witness)
-        if keys:
-            checks.append(CheckpointCheck(keys))
         checks += [HeadCheck(seq, digest) for seq, digest in heads]
         report: VerifyReport = verify_sink(sink, checks)
         decisions = verify_decisions(sink.events(None), signers) if signers else None

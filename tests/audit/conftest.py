@@ -116,3 +116,6 @@ def forge(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 ForgeFn = Callable[..., dict[str, Any]]
+
+
+from .trails import audit_keys, pg_admin_conn, signed_trail, signer  # noqa: E402, F401

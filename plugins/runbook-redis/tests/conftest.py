@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from runbook.urls import redact_url
 
 from runbook.testing.processes import ProcessGroup

@@ -13,12 +13,11 @@ import pytest
 import redis
 from runbook_redis.locks import RedisLocks
 
-from runbook.urls import redact_url
-
 from runbook.errors import ConfigError, LeaseLost, LockError
 from runbook.locks.base import Lease
 from runbook.plugins import Plugins
 from runbook.testing.lock_contract import CHECKS, RealTime
+from runbook.urls import redact_url
 
 pytestmark = pytest.mark.service
 
