@@ -31,6 +31,7 @@ def test_head_prints_seq_colon_hash(filled: JsonlStored) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [f"10:{last.hash}"]  # no checkpoint: one line
     data = json.loads(run("head", "--sink", filled.url, "--json").output)
+    assert data["schema"] == "runbook.audit-head/1"
     assert (data["seq"], data["hash"], "checkpoint" in data) == (10, last.hash, False)
 
 
@@ -83,7 +84,9 @@ def test_expect_head_needs_one_sink(filled: JsonlStored, tmp_path: Path) -> None
 
 def test_verify_json_reports_the_head(filled: JsonlStored) -> None:
     last = list(filled.sink.events())[-1]
-    (entry,) = json.loads(run("verify", "--sink", filled.url, "--json").output)
+    document = json.loads(run("verify", "--sink", filled.url, "--json").output)
+    assert document["schema"] == "runbook.audit-verify/1"
+    (entry,) = document["sinks"]
     assert entry["head"] == {"seq": 10, "hash": last.hash} and entry["status"] == "ok"
 
 

@@ -313,5 +313,5 @@ def test_an_edited_at_column_also_hides_nothing_from_since(
     listed = CliRunner().invoke(
         cli, ["audit", "--sink", signed_trail.url, "--since", "2026-11-23", "--json"]
     )
-    assert 6 not in [e["seq"] for e in json.loads(listed.output)]
+    assert 6 not in [e["seq"] for e in json.loads(listed.output)["events"]]
     assert_tampered(verify(signed_trail, audit_keys[1]), 6, "at")
