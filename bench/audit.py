@@ -24,6 +24,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def measure(sink: Any, events: list[AuditEvent]) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     latencies.sort()
     report = sink.verify()
-    assert report.ok and report.checked == len(events), report
+    checkpoints = sum(1 for e in sink.events() if e.kind == "checkpoint")
+    assert report.ok and report.checked == len(events) + checkpoints, report
     return {
         "events": len(events),
         "events_per_s": round(len(events) / elapsed),
@@ -81,13 +83,10 @@ def measure(sink: Any, events: list[AuditEvent]) -> dict[str, Any]:
     }
 
 
-def signed_trail(n: int, folder: Path) -> tuple[list[AuditEvent], Any, list[AuditWitness]]:
-    """``n`` events in runs of RUN_LENGTH, chained and checkpointed as a run writes them (in
-    memory: writing is not what is measured here), the public key and the store's witness."""
+def write_keys(folder: Path) -> None:
+    """An Ed25519 pair as ``ssh-keygen -t ed25519`` writes it: ``key`` and ``key.pub``."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from runbook.audit.signing import load_public_key, load_signer
 
     key = ed25519.Ed25519PrivateKey.generate()
     (folder / "key").write_bytes(
@@ -102,16 +101,23 @@ def signed_trail(n: int, folder: Path) -> tuple[list[AuditEvent], Any, list[Audi
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
     )
+
+
+def signed_trail(n: int, folder: Path) -> tuple[list[AuditEvent], Any, list[AuditWitness]]:
+    """``n`` events in runs of RUN_LENGTH, chained and checkpointed as a run writes them (in
+    memory: writing is not what is measured here), the public key and the store's witness."""
+    from runbook.audit.signing import load_public_key, load_signer
+
+    write_keys(folder)
     sink = MemorySink()
     log = AuditLog(sink, signer=load_signer(folder / "key"))
     last: dict[str, tuple[int, str]] = {}
     i = 0
     while len(sink._events) < n:
         run = f"run-{i // RUN_LENGTH:05d}"
-        event = realistic(i)
+        event = replace(realistic(i), run_id=run)
         if i % RUN_LENGTH == RUN_LENGTH - 1:
-            event = AuditEvent(**{**event.to_dict(), "kind": "run_finished", "seq": None})
-        event = AuditEvent(**{**event.to_dict(), "run_id": run})
+            event = replace(event, kind="run_finished")
         log.append(event)
         tail = sink._events[-1]
         last[run] = (tail.seq or 0, tail.hash or "")
@@ -125,9 +131,7 @@ def write_sqlite(path: Path, events: list[AuditEvent]) -> None:
     """The sink's own table filled in one transaction (the sink appends one by one, which is
     not what this part measures): the same columns the sqlite sink writes."""
     sink = open_sink(f"sqlite:///{path}")
-    sink.verify()  # creates nothing; the table comes with the first connection below
-    sink._connect()
-    conn = sink._conn
+    conn = sink._connect()  # creates the database and the table, as the first append would
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO audit_events (seq, run_id, step, kind, actor, at, prev_hash, hash, event)"
@@ -224,11 +228,23 @@ def main() -> None:
     size = len(json.dumps(events[1].chained(2, "0" * 64).to_dict(), separators=(",", ":")))
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        from runbook.audit.signing import load_signer
+        from runbook.store.sqlite import SqliteStore
+
+        store = SqliteStore(Path(tmp) / "store.db")
+        write_keys(Path(tmp))
         sinks: dict[str, Any] = {
             "memory": MemorySink(),
             "jsonl": open_sink(f"jsonl://{tmp}/audit.jsonl"),
             "jsonl-nofsync": open_sink(f"jsonl://{tmp}/nofsync.jsonl", fsync=False),
             "sqlite": open_sink(f"sqlite:///{tmp}/runbook.db"),
+            # What a run pays: the event, the store's witness of it, a checkpoint now and then.
+            "jsonl+witness": AuditLog(open_sink(f"jsonl://{tmp}/w.jsonl"), store=store),
+            "jsonl+witness+sign": AuditLog(
+                open_sink(f"jsonl://{tmp}/ws.jsonl"),
+                store=store,
+                signer=load_signer(Path(tmp) / "key"),
+            ),
         }
         results = {}
         for name, sink in sinks.items():
@@ -236,16 +252,17 @@ def main() -> None:
                 results[name] = measure(sink, events)
             finally:
                 sink.close()
+        store.close()
 
     print(
         f"audit sinks: {args.events} events of ~{size} bytes, one append at a time "
         f"({platform.python_implementation()} {platform.python_version()}, "
         f"{platform.machine()})"
     )
-    print(f"{'sink':<15}{'events/s':>10}{'median ms':>11}{'p99 ms':>9}{'total s':>9}")
+    print(f"{'sink':<20}{'events/s':>10}{'median ms':>11}{'p99 ms':>9}{'total s':>9}")
     for name, r in results.items():
         print(
-            f"{name:<15}{r['events_per_s']:>10}{r['median_ms']:>11.3f}{r['p99_ms']:>9.3f}"
+            f"{name:<20}{r['events_per_s']:>10}{r['median_ms']:>11.3f}{r['p99_ms']:>9.3f}"
             f"{r['total_s']:>9.2f}"
         )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -40,7 +40,10 @@ class AuditLog:
         self.best_effort = sink.best_effort
         self.chain_id = chain_id(sink)
         self.signer = signer
-        self._witness = getattr(store, "witness_audit", None)
+        # A feed (logging://) restarts its chain in every process and cannot be read back:
+        # nothing could check a witness of it, so none is written.
+        queryable = getattr(sink, "queryable", True)
+        self._witness = getattr(store, "witness_audit", None) if queryable else None
 
     def append(self, event: AuditEvent) -> AuditEvent:
         stored = self.sink.append(event)

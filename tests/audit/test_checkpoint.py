@@ -278,3 +278,20 @@ def test_exec_with_a_configured_key_writes_verifiable_checkpoints(tmp_path: Path
     head = runbook("audit", "head").stdout.splitlines()
     assert head[1].startswith(f"checkpoint {head[0]} covers ")
     assert runbook("audit", "verify", "--expect-head", head[0]).returncode == 0
+
+
+def test_a_feed_is_signed_but_not_witnessed(keys) -> None:
+    """A logging:// chain restarts per process and cannot be read back: no witness rows."""
+    import logging
+
+    from runbook.audit.query import open_sink
+
+    logger = logging.getLogger("runbook.test.feed")
+    logger.addHandler(logging.NullHandler())
+    logger.setLevel(logging.INFO)
+    store = MemoryStore()
+    feed = AuditLog(
+        open_sink("logging://runbook.test.feed"), store=store, signer=load_signer(keys[0])
+    )
+    assert feed.append(make_event(9)).seq == 1  # run_finished: a checkpoint follows
+    assert store.audit_witnesses() == []

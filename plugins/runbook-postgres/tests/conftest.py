@@ -14,9 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runbook.urls import redact_url
-
 from runbook.testing.processes import ProcessGroup
+from runbook.urls import redact_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HERE = Path(__file__).parent

@@ -230,3 +230,34 @@ def test_unreachable_server_is_an_audit_error_without_the_password() -> None:
     with pytest.raises(AuditError) as info:
         PostgresSink("postgresql://audit:pa55word@127.0.0.1:1/db?connect_timeout=2")
     assert "pa55word" not in str(info.value) and "audit:***@" in str(info.value)
+
+
+def test_the_postgres_store_witnesses_the_postgres_sink_and_verify_finds_a_cut_tail(
+    pg_url: str, pg_admin: psycopg.Connection, pg_schema: str
+) -> None:
+    """Store and sink in one database, as a team runs them: a superuser who deletes the last
+    events (triggers bypassed) leaves a valid, shorter chain; the store's witness names it."""
+    from click.testing import CliRunner
+    from runbook_postgres.store import PostgresStore
+
+    from runbook.audit.log import AuditLog
+    from runbook.cli import cli
+
+    store = PostgresStore(pg_url)
+    log = AuditLog(PostgresSink(pg_url), store=store)
+    try:
+        for i in range(6):
+            log.append(event(i, run_id="r1" if i < 3 else "r2"))
+        (w1, w2) = store.audit_witnesses(log.chain_id)
+        assert (w1.run_id, w1.seq, w2.run_id, w2.seq) == ("r1", 3, "r2", 6)
+        assert log.chain_id == f"postgresql://127.0.0.1:5432/test?schema={pg_schema}"
+    finally:
+        log.close()
+        store.close()
+    verify = ["audit", "verify", "--sink", pg_url, "--store", pg_url]
+    assert CliRunner().invoke(cli, verify).exit_code == 0
+    _as_replica(pg_admin, f'DELETE FROM "{pg_schema}".audit_events WHERE seq > 4')
+    result = CliRunner().invoke(cli, verify)
+    assert result.exit_code == 1
+    assert "TAMPERED at seq 5: truncated: the trail ends at seq 4" in result.output
+    assert "events 5..6 are missing (run r2 (to seq 6))" in result.output

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from runbook.urls import redact_url
-
 from runbook.testing.processes import ProcessGroup
+from runbook.urls import redact_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 HERE = Path(__file__).parent
