@@ -121,6 +121,15 @@ class Decisions:
         data: dict[str, Any] = {"plan_hash": plan_hash, "signed_at": at}
         word = DECISION_WORDS.get(decision, decision)
         if env.signers is None:
+            if key is not None:
+                self.refuse(
+                    record,
+                    decision,
+                    step or None,
+                    fallback,
+                    f"env {env.name!r} has no `signers` file, so nothing would verify a "
+                    "signature here: drop --sign",
+                )
             return fallback, data
         if key is None:
             self.refuse(
@@ -256,6 +265,35 @@ class Decisions:
             "missing": rules.missing(granted),
             "signed": "signature" in data,
         }
+
+    # -- resume of interrupted steps ----------------------------------------------------------
+
+    def prove_interrupts(
+        self,
+        record: RunRecord,
+        steps: Sequence[str],
+        choice: str,
+        actor: str | None,
+        key: str | Path | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """``resume --retry-interrupted/--skip-interrupted`` is a decision too: in a ``signers``
+        env it is signed (``decision`` ``retry-interrupted``/``skip-interrupted``, ``step`` the
+        interrupted steps joined by commas, no plan). Returns who decided and the signed data
+        (empty where claimed identity is enough)."""
+        env = env_rules(self.runner, record.env)
+        if env.signers is None:
+            return actor or self.runner._actor(), {}
+        decision = f"{choice}-interrupted"
+        who, data = self.prove(
+            record,
+            env,
+            decision=decision,
+            step=",".join(steps),
+            plan_hash="",
+            claimed=actor,
+            key=signing_key(key),
+        )
+        return who, {**data, "decision": decision, "steps": ",".join(steps)}
 
     # -- deny and cancel -------------------------------------------------------------------------
 

@@ -188,6 +188,8 @@ class DurableRuns:
         retry_interrupted: bool = False,
         skip_interrupted: bool = False,
         force: bool = False,
+        actor: str | None = None,
+        sign: str | None = None,
     ) -> RunResult:
         return asyncio.run(
             self.aresume(
@@ -195,6 +197,8 @@ class DurableRuns:
                 retry_interrupted=retry_interrupted,
                 skip_interrupted=skip_interrupted,
                 force=force,
+                actor=actor,
+                sign=sign,
             )
         )
 
@@ -205,7 +209,11 @@ class DurableRuns:
         retry_interrupted: bool = False,
         skip_interrupted: bool = False,
         force: bool = False,
+        actor: str | None = None,
+        sign: str | None = None,
     ) -> RunResult:
+        """Continue a paused or crashed run. ``actor`` is a claimed identity, ``sign`` a key: a
+        ``signers`` env needs ``--retry/--skip-interrupted`` decisions signed."""
         if retry_interrupted and skip_interrupted:
             raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
         return await self._guarded(
@@ -216,11 +224,20 @@ class DurableRuns:
                 retry_interrupted=retry_interrupted,
                 skip_interrupted=skip_interrupted,
                 force=force,
+                claimed=actor,
+                sign=sign,
             ),
         )
 
     async def _resume(
-        self, run_id: str, *, retry_interrupted: bool, skip_interrupted: bool, force: bool
+        self,
+        run_id: str,
+        *,
+        retry_interrupted: bool,
+        skip_interrupted: bool,
+        force: bool,
+        claimed: str | None = None,
+        sign: str | None = None,
     ) -> RunResult:
         from runbook.expiry import aapply_expired
         from runbook.plan import probes_of
@@ -251,11 +268,23 @@ class DurableRuns:
                 "not run)"
             )
         choice = "retry" if retry_interrupted else "skip"
+        resume_data: dict[str, Any] = {}
+        if undecided:
+            actor, signed = Decisions(self).prove_interrupts(
+                record, undecided, choice, claimed, sign
+            )
+            if signed:
+                resume_data["signed_decision"] = signed
         for name in undecided:
             store.add_interrupt_decision(
                 InterruptDecision(run_id, name, choice, actor, self.clock.now())
             )
         changes: dict[str, Any] = {"runbook_sha256": rb.sha256} if forced else {}
+        if forced:
+            resume_data["forced"] = {
+                "approved_sha256": record.runbook_sha256,
+                "current_sha256": rb.sha256,
+            }
         store.update_run(run_id, status=R.RUNNING, pid=os.getpid(), host=HOST, **changes)
         retried = frozenset(rerun | (set(undecided) if retry_interrupted else set()))
         skipped = frozenset(undecided) if skip_interrupted else frozenset()
@@ -272,11 +301,7 @@ class DurableRuns:
             skip_interrupted=skipped,
             run_actor=record.actor,
             decisions={n: choice for n in undecided},
-            forced=(
-                {"approved_sha256": record.runbook_sha256, "current_sha256": rb.sha256}
-                if forced
-                else None
-            ),
+            resume_data=resume_data,
         )
 
     @staticmethod

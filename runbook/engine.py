@@ -87,7 +87,8 @@ class RunSetup:
     decisions: dict[str, str] = field(default_factory=dict)  # interrupted step -> retry/skip
     failed_gates: dict[str, str] = field(default_factory=dict)  # settle: gate -> failure reason
     settle_data: dict[str, Any] = field(default_factory=dict)  # cancel: its signature, if any
-    forced: dict[str, str] | None = None  # resume --force of changed code: old/new sha256
+    # Into run_resumed: ``forced`` (old/new sha256), ``signed_decision`` (retry/skip, signed).
+    resume_data: dict[str, Any] = field(default_factory=dict)
 
 
 def gate_reason(approval: Any, kwargs: dict[str, Any]) -> str | None:
@@ -221,7 +222,7 @@ class Execution:
                         {
                             "resumed_by": self.s.resumed_by or info.actor,
                             "interrupted": self.s.decisions,
-                            **({"forced": self.s.forced} if self.s.forced else {}),
+                            **self.s.resume_data,
                         },
                         actor=self.s.resumed_by,
                     )

@@ -45,9 +45,26 @@ class DecisionReport:
         return f"{self.checked} signed decision(s) verified, {self.unsigned} unsigned"
 
 
+def _signed(event: Any) -> dict[str, Any]:
+    """The signed part of an event: its data, or ``run_resumed``'s ``signed_decision``."""
+    data = event.data or {}
+    if event.kind == "run_resumed":
+        return data.get("signed_decision") or {}
+    return data
+
+
 def message_of(event: Any) -> bytes:
     """The payload a decision event's signature must cover, rebuilt from the event."""
-    data = event.data or {}
+    data = _signed(event)
+    if event.kind == "run_resumed":
+        return signing.payload(
+            run_id=event.run_id,
+            step=str(data.get("steps", "")),
+            decision=str(data.get("decision", "")),
+            plan_hash="",
+            actor=event.actor,
+            at=str(data.get("signed_at", "")),
+        )
     return signing.payload(
         run_id=event.run_id,
         step=event.step or "",
@@ -60,7 +77,7 @@ def message_of(event: Any) -> bytes:
 
 def verify_event(event: Any, signers: Path) -> str | None:
     """Why this decision event's signature does not prove it; None: it does."""
-    data = event.data or {}
+    data = _signed(event)
     try:
         signed = signing.verify(
             message_of(event),
@@ -86,6 +103,12 @@ def verify_decisions(events: Iterable[Any], signers: Path) -> DecisionReport:
     signing.read_signers(signers)  # a missing or malformed file is a usage error, up front
     report = DecisionReport()
     for event in events:
+        if event.kind == "run_resumed" and _signed(event).get("signature"):
+            report.checked += 1
+            problem = verify_event(event, signers)
+            if problem:
+                report.problems.append((event.seq, problem))
+            continue
         if event.kind not in DECISION_KINDS:
             continue
         data = event.data or {}

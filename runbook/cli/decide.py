@@ -10,7 +10,6 @@ the actor is the principal the signature verifies as. A refused decision is audi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,8 @@ import click
 
 from runbook.cli.common import config_option, handle_errors, store_option
 from runbook.cli.exec_ import drive
+from runbook.cli.identity import claimed_actor, sign_option
 from runbook.cli.runs import _align, _runner, _settled, as_option, json_option
-
-sign_option = click.option(
-    "--sign",
-    "sign",
-    metavar="KEY",
-    help="Sign the decision with this SSH key (a private key, or a .pub whose key is in "
-    "ssh-agent); default $RUNBOOK_SIGNING_KEY. Required where the env has `signers`.",
-)
-
-
-def claimed_actor(as_: str | None) -> str | None:
-    """The identity the user *claimed* (``--as``, ``RUNBOOK_ACTOR``), or None when none was.
-
-    A signature proves who is deciding; only a claim the user made can disagree with it.
-    """
-    if as_ and as_.strip():
-        return as_.strip()
-    return os.environ.get("RUNBOOK_ACTOR", "").strip() or None
 
 
 @click.command("approve")

@@ -271,7 +271,7 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
     eyes, approver lists and groups, a signing key in a ``signers`` env), and the answer goes
     through ``runner.approve``, exactly as ``runbook approve`` does, refusals audited.
     """
-    from runbook.decisions import can_approve, gate_status, signing_key
+    from runbook.decisions import can_approve, gate_status
     from runbook.errors import ApprovalError
 
     while result.status == "paused":
@@ -294,8 +294,7 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
                     step=step,
                     actor=actor,
                     comment="approved at the prompt",
-                    sign=signing_key(None),
-                )
+                )  # in a signers env, approve signs with RUNBOOK_SIGNING_KEY
             except ApprovalError as exc:
                 click.echo(f"not approved: {exc}", err=True)
                 return result

@@ -27,6 +27,7 @@ from runbook.cli.common import (
 )
 from runbook.cli.exec_ import build_runner, drive, finish
 from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
+from runbook.cli.identity import claimed_actor, sign_option
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.result import RUN_STATUSES, RunResult
@@ -260,6 +261,7 @@ def _settled(result: RunResult, as_json: bool) -> None:
     help="Treat steps that were running when the process died as not run.",
 )
 @as_option
+@sign_option
 @click.option(
     "--force",
     is_flag=True,
@@ -274,6 +276,7 @@ def resume(
     retry_interrupted: bool,
     skip_interrupted: bool,
     as_: str | None,
+    sign: str | None,
     force: bool,
     as_json: bool,
     store_url: str | None,
@@ -290,6 +293,8 @@ def resume(
             retry_interrupted=retry_interrupted,
             skip_interrupted=skip_interrupted,
             force=force,
+            actor=claimed_actor(as_),
+            sign=sign,
         )
     )
     finish(result, as_json)

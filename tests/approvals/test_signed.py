@@ -153,3 +153,40 @@ def test_an_ssh_agent_key_signs_through_its_public_half(project: Project, tmp_pa
         assert "as carol (signed)" in done.stdout
     finally:
         os.kill(pid, 15)
+
+
+def test_retry_or_skip_of_an_interrupted_step_is_a_signed_decision(project: Project) -> None:
+    from runbook.store.base import StepRecord
+    from runbook.store.sqlite import SqliteStore
+
+    run_id = project.start()
+    with SqliteStore(project.root / ".runbook" / "runbook.db") as db:  # as if killed mid-step
+        db.save_step(StepRecord(run_id, "prepare", "running", attempts=1))
+        db.update_run(run_id, status="running", pid=2**22 + 12345)
+    unsigned = project.resume(run_id, "bob", "--skip-interrupted")
+    assert unsigned.exit_code == 2 and "requires signed decisions" in unsigned.stderr
+    signed = project.resume(
+        run_id, "bob", "--skip-interrupted", "--sign", project.keys.private("bob")
+    )
+    assert signed.exit_code == 0, signed.output
+    assert "switch" not in project.journal  # it needed prepare, which is now "not run"
+    (resumed,) = project.events("run_resumed", run_id)
+    decision = resumed["data"]["signed_decision"]
+    assert resumed["actor"] == "bob" and decision["decision"] == "skip-interrupted"
+    assert decision["steps"] == "prepare" and decision["signer"] == "bob"
+    checked = project.invoke(
+        "audit",
+        "verify",
+        "--signers",
+        project.keys.signers,
+        "--sink",
+        f"jsonl://{project.root / '.runbook' / 'audit.jsonl'}",
+    )
+    assert checked.exit_code == 0 and "1 signed decision(s) verified" in checked.stdout
+
+
+def test_sign_is_refused_where_nothing_would_verify_it(project: Project) -> None:
+    run_id = project.start(env="stage")
+    done = project.approve(run_id, "bob")
+    assert done.exit_code == 2 and "no `signers` file" in done.stderr
+    assert project.invoke("approve", run_id, actor="bob").exit_code == 0
