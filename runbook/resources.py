@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from runbook import commands
+from runbook import commands, tracing
 from runbook.clock import Clock, remaining
 from runbook.errors import CommandError, CommandFailed, ConfigError, StepTimeout
 from runbook.hookspecs import hookimpl
@@ -180,7 +180,9 @@ class Shell:
         input: str | None,
     ) -> ShellResult:
         limit = self._limit(timeout)
-        environ = dict(env or {}) if env_clear else {**os.environ, **dict(env or {})}
+        # The step's trace context beats an inherited one; an explicit env= beats both.
+        inherited = {} if env_clear else os.environ
+        environ = {**inherited, **tracing.command_env(), **dict(env or {})}
         began = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -244,7 +246,11 @@ class Http(httpx.Client):
 
 
 def http_resource() -> Iterator[httpx.Client]:
-    client = Http(timeout=10.0, headers={"User-Agent": "runbook"})
+    client = Http(
+        timeout=10.0,
+        headers={"User-Agent": "runbook"},
+        event_hooks={"request": [tracing.add_http_header]},  # traceparent of the step's span
+    )
     try:
         yield client
     finally:
