@@ -36,7 +36,7 @@ GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 # fmt: off
 TOP_KEYS = ("store", "audit", "audit_key", "notify", "templates", "lock", "lock_timeout",
             "lease", "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins",
-            "env", "groups", "inventory")
+            "env", "groups", "inventory", "metrics")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
@@ -81,6 +81,7 @@ class Config:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [tool.runbook.groups]
     inventory: str | None = None  # inventory file, absolute (docs/fleets.md)
     audit_key: str | None = None  # Ed25519 private key signing audit checkpoints (its path)
+    metrics: str | None = None  # pushgateway+http://... or textfile://DIR (docs/metrics.md)
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -340,6 +341,7 @@ class _Builder:
             envs=envs,
             groups=groups,
             inventory=self.path_of(table.get("inventory"), key("inventory")),
+            metrics=self.url(table["metrics"], key("metrics")) if "metrics" in table else None,
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
             audit_key=self.key_path(table.get("audit_key")),
         )
@@ -446,7 +448,8 @@ class _Builder:
 
 
 def resolve_url(url: str, root: Path) -> str:
-    """Anchor the relative path of a ``sqlite:///``, ``jsonl://`` or ``file://`` URL at ``root``.
+    """Anchor the relative path of a ``sqlite:///``, ``jsonl://``, ``file://`` or ``textfile://``
+    URL at ``root``.
 
     ``sqlite:///rel.db`` has its path after the third slash (``sqlite:////abs.db`` is absolute);
     ``jsonl://rel`` and ``file://rel`` after the second. An empty path (``sqlite://``: "in the
@@ -457,7 +460,7 @@ def resolve_url(url: str, root: Path) -> str:
         if not rest.startswith("/"):
             return url  # no path, or a host: the provider reports it
         lead, rest = "/", rest[1:]
-    elif scheme.lower() in ("jsonl", "file"):
+    elif scheme.lower() in ("jsonl", "file", "textfile"):
         lead = ""
     else:
         return url
