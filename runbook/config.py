@@ -341,7 +341,7 @@ class _Builder:
             envs=envs,
             groups=groups,
             inventory=self.path_of(table.get("inventory"), key("inventory")),
-            metrics=self.url(table["metrics"], key("metrics")) if "metrics" in table else None,
+            metrics=self.url(table["metrics"], key("metrics")) if table.get("metrics") else None,
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
             audit_key=self.key_path(table.get("audit_key")),
         )
