@@ -90,6 +90,7 @@ class Runner(DurableRuns):
         inventory: Any = None,
         limit: str | Sequence[str] | None = None,
         audit_key: str | Path | None = None,
+        metrics: str | None = None,
     ) -> None:
         self.env = env
         self.params = dict(params or {})
@@ -122,6 +123,13 @@ class Runner(DurableRuns):
         self.plugins = Plugins(plugins, entry_points=entry_points)
         if config is not None:
             configure(self.plugins, config)
+        self._metrics = None
+        if metrics:  # pushed when each run ends or pauses (docs/metrics.md)
+            from runbook.metrics import open_metrics
+            from runbook.metrics.reporter import MetricsReporter
+
+            self._metrics = MetricsReporter(open_metrics(metrics))
+            self.plugins.add(self._metrics)
         self._store_spec = store
         self._audit_spec = list(audit)
         # Loaded now, so a bad key (or no cryptography) is a usage error before any run exists.
@@ -159,6 +167,7 @@ class Runner(DurableRuns):
             notify=config.notify,
             templates=config.templates,
             router=config.router,
+            metrics=getattr(config, "metrics", None),
             keep_lock_when_paused=config.keep_lock_when_paused,
             paused_lease=config.paused_lease,
             audit_key=getattr(config, "audit_key", None),
@@ -483,6 +492,8 @@ class Runner(DurableRuns):
                 for s, spec in zip(self._sinks, self._audit_spec, strict=True)
                 if not isinstance(spec, AuditSink)
             ]
+        if self._metrics is not None:
+            opened.append(self._metrics)
         for provider in opened:
             close = getattr(provider, "close", None)
             if close is not None:

@@ -100,3 +100,46 @@ def test_bad_metrics_urls_are_usage_errors(url: str) -> None:
 
 def test_sample_of_sorts_labels() -> None:
     assert Sample.of("m", 1, b="2", a="1").labels == (("a", "1"), ("b", "2"))
+
+
+@pytest.mark.slow
+def test_exec_pushes_when_a_run_ends_and_when_it_pauses(pushgateway: str, tmp_path: Path) -> None:
+    """The CLI path: ``metrics`` in [tool.runbook]; a paused run reports too."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.runbook]\nmetrics = "pushgateway+{pushgateway}"\n'
+    )
+    (tmp_path / "gated.py").write_text(
+        "from runbook import step\n\n@step(approval=True)\ndef switch():\n    return 1\n"
+    )
+    cli = [sys.executable, "-m", "runbook", "exec", "gated.py", "--env", "prod"]
+    out = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr  # paused at the gate
+    runs = _series(httpx.get(f"{pushgateway}/metrics").text, "runbook_runs_total")
+    assert {dict(k)["status"]: v for k, v in runs.items()} == {"paused": 1}
+
+
+def test_a_dead_metrics_target_never_fails_the_run(tmp_path: Path, caplog) -> None:
+    from runbook import Runner, load
+
+    (tmp_path / "pyproject.toml").touch()
+    (tmp_path / "ok.py").write_text("from runbook import step\n@step\ndef a():\n    return 1\n")
+    port = _free_port()
+    with Runner(metrics=f"pushgateway+http://127.0.0.1:{port}", entry_points=False) as runner:
+        result = runner.run(load(tmp_path / "ok.py"))
+    assert result.status == "succeeded"
+    assert f"metrics: pushgateway 127.0.0.1:{port}: ConnectError" in caplog.text
+
+
+def test_a_runner_with_a_textfile_target_writes_at_run_end(tmp_path: Path) -> None:
+    from runbook import Runner, load
+
+    (tmp_path / "pyproject.toml").touch()
+    (tmp_path / "ok.py").write_text("from runbook import step\n@step\ndef a():\n    return 1\n")
+    with Runner(metrics=f"textfile://{tmp_path / 'tf'}", entry_points=False, env="dev") as runner:
+        runner.run(load(tmp_path / "ok.py"))
+        runner.run(load(tmp_path / "ok.py"))
+    text = (tmp_path / "tf" / "runbook-ok-dev.prom").read_text()
+    assert 'runbook_runs_total{env="dev",runbook="ok",status="succeeded"} 2' in text
