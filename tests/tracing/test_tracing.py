@@ -31,9 +31,11 @@ def test_an_attempt_span_is_a_child_of_its_run_span_with_the_attributes(spans):
 
 
 def test_a_failed_attempt_has_an_error_status(spans):
-    with tracing.run_span("r1", "deploy", "prod"):
-        with tracing.attempt_span("r1", "switch", "prod", 1) as attempt:
-            attempt.set_status("failed", "AssertionError: health 503")
+    with (
+        tracing.run_span("r1", "deploy", "prod"),
+        tracing.attempt_span("r1", "switch", "prod", 1) as attempt,
+    ):
+        attempt.set_status("failed", "AssertionError: health 503")
     step = spans.get_finished_spans()[0]
     assert step.status.status_code.name == "ERROR"
     assert step.status.description == "AssertionError: health 503"
@@ -50,10 +52,9 @@ def test_commands_and_requests_receive_the_current_trace(spans):
     client = httpx.Client(
         transport=httpx.MockTransport(handler), event_hooks={"request": [tracing.add_http_header]}
     )
-    with tracing.run_span("r1", "deploy", "prod"):
-        with tracing.attempt_span("r1", "stage", "prod", 1):
-            env = tracing.command_env()
-            client.get("http://127.0.0.1/health")
+    with tracing.run_span("r1", "deploy", "prod"), tracing.attempt_span("r1", "stage", "prod", 1):
+        env = tracing.command_env()
+        client.get("http://127.0.0.1/health")
     step = spans.get_finished_spans()[0]
     assert TRACEPARENT.match(env["TRACEPARENT"])
     assert env["TRACEPARENT"].split("-")[2] == format(step.context.span_id, "016x")
