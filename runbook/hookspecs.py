@@ -70,6 +70,7 @@ def runbook_config_keys() -> list[str]:
     Unknown keys are errors; a plugin that reads its own section declares it here so that the
     section is not reported as a typo.
     """
+    ...
 
 
 @hookspec
@@ -91,36 +92,43 @@ def runbook_resources() -> Mapping[str, Callable[..., Any]]:
 
     They rank after the runbook's and the runbookconf.py resources, before the built-ins.
     """
+    ...
 
 
 @hookspec
 def runbook_run_stores() -> list[Provider]:
     """Run stores by URL scheme (``sqlite``, ``memory``, ``postgresql``)."""
+    ...
 
 
 @hookspec
 def runbook_lock_providers() -> list[Provider]:
     """Lock providers by URL scheme (file, sqlite, memory, redis, postgresql)."""
+    ...
 
 
 @hookspec
 def runbook_audit_sinks() -> list[Provider]:
     """Audit sinks by URL scheme (jsonl, sqlite, logging, memory, postgresql)."""
+    ...
 
 
 @hookspec
 def runbook_notifiers() -> list[Provider]:
     """Notification channels by URL scheme (``console``, ``slack``, ``teams``, ``smtp``...)."""
+    ...
 
 
 @hookspec
 def runbook_routers() -> list[Provider]:
     """Traffic routers by URL scheme (``file``, ``memory``), the ``router`` resource's backends."""
+    ...
 
 
 @hookspec
 def runbook_strategies() -> list[StrategySpec]:
     """Deployment strategies (``blue_green``, ``canary``, ``rolling``) by name."""
+    ...
 
 
 # -- lifecycle ----------------------------------------------------------------------------------

@@ -18,12 +18,15 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-try:  # optional dependency
+_trace: Any = None  # opentelemetry.trace, when the optional API is installed
+_propagate: Any = None
+_otel_context: Any = None
+try:
     from opentelemetry import context as _otel_context
     from opentelemetry import propagate as _propagate
     from opentelemetry import trace as _trace
 except ImportError:  # pragma: no cover - exercised by the no-otel install smoke test
-    _trace = None  # type: ignore[assignment]
+    pass
 
 TRACER = "runbook"
 
