@@ -4,12 +4,18 @@ Every wait in runbook (backoff, bake, polling, lock waits) goes through a ``Cloc
 are deadlines kept in a context variable: a clock sleep that would cross the current step's
 deadline sleeps only to the deadline and raises ``StepTimeout``, which is how a timeout fires under
 a fake clock, where nothing ever really waits.
+
+``clock.sleep()`` is also the documented cooperative wait of a sync step: a worker thread cannot be
+interrupted, but its sleep can. The engine gives each sync step attempt a ``threading.Event``
+(``CANCEL``) and sets it when the step is cancelled (Ctrl-C, SIGTERM, a lost lease); a sleep in
+progress then ends at once with ``SleepInterrupted``, and so does every later one in that attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -20,6 +26,20 @@ from runbook.errors import StepTimeout
 DEADLINE: contextvars.ContextVar[tuple[float, str, float] | None] = contextvars.ContextVar(
     "runbook_deadline", default=None
 )
+
+
+# Set when the running sync step attempt is cancelled: its clock sleeps end at once.
+CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "runbook_cancel", default=None
+)
+
+
+class SleepInterrupted(BaseException):
+    """``clock.sleep()`` in a step that is being cancelled.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so a step's ``except Exception`` does not
+    swallow it and go on changing things while its run rolls back.
+    """
 
 
 @runtime_checkable
@@ -65,7 +85,11 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         seconds, timeout = clip_to_deadline(self, seconds)
-        if seconds > 0:
+        cancel = CANCEL.get()
+        if cancel is not None:
+            if cancel.wait(max(0.0, seconds)):
+                raise SleepInterrupted("the step was cancelled while it waited in clock.sleep()")
+        elif seconds > 0:
             time.sleep(seconds)
         if timeout:
             raise timeout

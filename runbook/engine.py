@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
-import traceback
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +25,7 @@ from typing import Any
 
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy
-from runbook.clock import DEADLINE, Clock
+from runbook.clock import CANCEL, DEADLINE, Clock
 from runbook.collect import Arg, Runbook, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN, RunInfo
 from runbook.errors import (
@@ -37,6 +37,8 @@ from runbook.errors import (
     StepTimeout,
     StoreError,
 )
+from runbook.failure import LOG
+from runbook.failure import describe as describe_failure
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
 from runbook.recorder import Recorder
@@ -604,6 +606,7 @@ class Execution:
     async def _attempts(self, step: StepDef, kwargs: dict[str, Any]) -> None:
         name, res, opts = step.name, self.results[step.name], step.options
         attempts = opts.retries + 1
+        LOG.set(res.log)  # what the step logs through ``log`` is kept with its outcome
         for attempt in range(1, attempts + 1):
             res.attempts = attempt
             res.status = R.STEP_RUNNING
@@ -649,12 +652,10 @@ class Execution:
                 if step.reversible:
                     self.completed.append(name)
                 duration_ms = round((self.clock.monotonic() - began) * 1000, 3)
-                self._finish(
-                    name,
-                    R.STEP_SUCCEEDED,
-                    event="step_succeeded",
-                    data={"output": output, "attempt": attempt, "duration_ms": duration_ms},
-                )
+                data = {"output": output, "attempt": attempt, "duration_ms": duration_ms}
+                if res.log:
+                    data["log"] = list(res.log)
+                self._finish(name, R.STEP_SUCCEEDED, event="step_succeeded", data=data)
                 return
             text = _error_text(exc)
             retryable = attempt < attempts and not isinstance(exc, LeaseLost)
@@ -667,19 +668,18 @@ class Execution:
                 )
                 await self.clock.asleep(delay)
                 continue
-            tb = self.s.redactor.text("".join(traceback.format_exception(exc))[-4000:])
-            self._finish(
-                name,
-                R.STEP_FAILED,
-                error=text,
-                event="step_failed",
-                data={
-                    "error": text,
-                    "attempt": attempt,
-                    "traceback": tb,
-                    "duration_ms": round((self.clock.monotonic() - began) * 1000, 3),
-                },
-            )
+            why = describe_failure(exc, self.rb.path, self.s.redactor.text)
+            res.traceback, res.where, res.stderr = why.traceback, why.where, why.stderr
+            data = {
+                "error": text,
+                "attempt": attempt,
+                "traceback": why.traceback,
+                "duration_ms": round((self.clock.monotonic() - began) * 1000, 3),
+            }
+            data.update({k: v for k, v in (("where", why.where), ("stderr", why.stderr)) if v})
+            if res.log:
+                data["log"] = list(res.log)
+            self._finish(name, R.STEP_FAILED, error=text, event="step_failed", data=data)
             self._on_failure(name)
             return
 
@@ -718,12 +718,21 @@ class Execution:
                 )
             import contextvars
 
-            call = functools.partial(contextvars.copy_context().run, func, **kwargs)
+            cancel = threading.Event()  # clock.sleep() in the thread ends when this is set
+            token = CANCEL.set(cancel)
+            try:
+                call = functools.partial(contextvars.copy_context().run, func, **kwargs)
+            finally:
+                CANCEL.reset(token)
             thread_future = self._executor.submit(call)
             future = asyncio.wrap_future(thread_future)
             try:
                 return await (asyncio.wait_for(future, timeout) if timeout else future)
+            except TimeoutError:
+                cancel.set()  # timed out: the straggling thread's clock waits stop now
+                raise
             except asyncio.CancelledError:
+                cancel.set()  # cancelled: a clock.sleep() in the thread ends at once
                 # A thread cannot be interrupted: let the step return before rollbacks start,
                 # so an undo never races the half-done thing it undoes.
                 if not thread_future.done():

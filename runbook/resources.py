@@ -22,6 +22,7 @@ import httpx
 from runbook import commands, tracing
 from runbook.clock import Clock, remaining
 from runbook.errors import CommandError, CommandFailed, ConfigError, StepTimeout
+from runbook.failure import record_log
 from runbook.hookspecs import hookimpl
 
 log = logging.getLogger("runbook")
@@ -271,10 +272,14 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self._redact = redact
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
+        keep = level >= logging.INFO  # kept with the step (``runbook show``) whatever the config
+        if not (keep or self.isEnabledFor(level)):
             return
-        text = str(msg) % args if args else str(msg)
-        super().log(level, self._redact(text), **kwargs)
+        text = self._redact(str(msg) % args if args else str(msg))
+        if keep:
+            record_log(logging.getLevelName(level), text)
+        if self.isEnabledFor(level):
+            super().log(level, text, **kwargs)
 
 
 def log_resource(ctx: Any) -> RedactingLogger:

@@ -70,6 +70,12 @@ class StepResult:
     reason: str | None = None  # why skipped / cancelled / awaiting
     rollback_error: str | None = None
     kind: str = "step"
+    # Why it failed, masked (runbook.failure): the runbook line, a command's stderr tail, the
+    # whole traceback; and what the step logged through ``log``.
+    where: str | None = None
+    stderr: str | None = None
+    traceback: str | None = None
+    log: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

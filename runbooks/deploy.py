@@ -316,7 +316,10 @@ def build(layout, params, current):
 
 
 @rollback(build)
-def remove_build(build):
+def remove_build(build, layout, params):
+    if build is None:  # build itself failed: only its temp dir can be left (the rename is last)
+        _remove_tree(layout.releases / f".{params.version}.tmp")
+        return
     if not build["replaced_current"]:  # never delete what `current` points at
         _remove_tree(Path(build["path"]))
 
@@ -331,6 +334,8 @@ def start(build, params, services):
 
 @rollback(start)
 def stop_new(start, build, services):
+    if start is None:  # start itself failed: services.start gave us no process to stop
+        return
     services.stop(start["pid"], Path(build["path"]))
 
 
@@ -369,7 +374,9 @@ def switch(build, start, current, layout, ctx):
 
 
 @rollback(switch)
-def switch_back(switch, layout):
+def switch_back(switch, current, layout):
+    if switch is None:  # switch itself failed half-way: put back what was live before it
+        switch = {"from": current["version"] if current else None}
     if switch["from"] is None:
         layout.point_current_at(None)
         layout.write_active_port(None)

@@ -86,6 +86,8 @@ def deploy(shell, params, env):
 
 @rollback(deploy)
 def undeploy(deploy, shell, env):
+    # None when deploy itself failed (it may have half-happened): the track follows from env
+    deploy = deploy or {"track": "canary" if env == "prod" else "stable"}
     shell(["deployctl", "rollback", f"{SERVICE}-{deploy['track']}", "--env", env])
 
 

@@ -147,6 +147,8 @@ def backup(known_schema, schema_db, ctx):
 
 @rollback(backup)
 def restore(backup, schema_db):
+    if backup is None:  # the backup itself failed: the schema was not touched yet
+        return
     schema_db.restore(Path(backup["path"]) if backup["path"] else None)
 
 

@@ -44,4 +44,6 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="runbook")
+    from runbook.cli.common import main as run
+
+    run(cli)

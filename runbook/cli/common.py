@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from runbook.errors import EXIT_INTERRUPTED, RunbookError, exit_code
+from runbook.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunbookError, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +75,55 @@ def handle_errors(func: F) -> F:
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_options(func: F) -> F:
+    """``--quiet``, ``--no-color`` and ``--junitxml PATH``: for the commands that report a run."""
+    func = click.option(
+        "--junitxml",
+        "junitxml",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="PATH",
+        help="Also write the steps as a JUnit XML report (one test case per step), for CI.",
+    )(func)
+    func = click.option(
+        "--no-color",
+        "no_color",
+        is_flag=True,
+        help="No colour even on a terminal (so does a non-empty NO_COLOR variable).",
+    )(func)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Only the summary, failures and what to do next: no step or progress lines.",
+    )(func)
+
+
+def main(command: click.Command) -> None:
+    """Run ``command`` so that output trouble never becomes a traceback.
+
+    An ASCII-only stream (``PYTHONIOENCODING=ascii``, ``LANG=C``) gets escapes for what it cannot
+    show; a reader that went away (``runbook runs | head``) ends the command quietly, with the
+    descriptor pointed at /dev/null so the interpreter's last flush does not complain either.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
+    try:
+        command(prog_name="runbook")
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(EXIT_FAILED)
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def store_option(func: F) -> F:

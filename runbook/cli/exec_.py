@@ -26,22 +26,68 @@ from runbook.cli.common import (
     handle_errors,
     json_document,
     load_config,
+    report_options,
     store_option,
 )
 from runbook.cli.inspect import plugin_option
+from runbook.cli.junit import write_junit
 from runbook.cli.reporter import TerminalReporter
 from runbook.errors import EXIT_INTERRUPTED, UsageError
+from runbook.hookspecs import hookimpl
 from runbook.params import parse_assignments
 from runbook.result import RunResult
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def drive(start: Callable[[], Awaitable[RunResult]]) -> RunResult:
+class Activity:
+    """Which steps are running and whether a rollback has started: what a second Ctrl-C waits for.
+
+    A lifecycle-hook plugin like the reporter, registered for every run the CLI drives (also with
+    ``--json``, where there is no reporter), so the message printed is true, not a guess.
+    """
+
+    def __init__(self) -> None:
+        self.running: dict[str, None] = {}
+        self.rolling_back = False
+
+    @hookimpl
+    def runbook_step_started(self, step: str) -> None:
+        self.running[step] = None
+
+    @hookimpl
+    def runbook_step_finished(self, step: str) -> None:
+        self.running.pop(step, None)
+
+    @hookimpl
+    def runbook_rollback_finished(self, step: str) -> None:
+        self.rolling_back = True
+
+    def waiting_for(self) -> str:
+        if self.running:
+            names = ", ".join(self.running)
+            return (
+                f"waiting for {names} to stop (a sync step stops at its next clock.sleep() or "
+                "when it returns), then rolling back what completed"
+            )
+        if self.rolling_back:
+            return "waiting for the rollback to finish"
+        return "rolling back what completed"
+
+
+def activity_of(runner: Any) -> Activity | None:
+    """The ``Activity`` registered on ``runner`` by the CLI, if any."""
+    plugins = getattr(getattr(runner, "plugins", None), "pm", None)
+    found = [p for p in (plugins.get_plugins() if plugins else ()) if isinstance(p, Activity)]
+    return found[0] if found else None
+
+
+def drive(start: Callable[[], Awaitable[RunResult]], activity: Activity | None = None) -> RunResult:
     """Run ``start()`` on a fresh event loop; the first SIGINT/SIGTERM cancels it.
 
     The engine turns the cancellation into a rollback and a ``cancelled`` result, so a signal
-    never leaves a run half-done without its rollback having been attempted.
+    never leaves a run half-done without its rollback having been attempted. A second signal is
+    refused with a message that says what the run is still waiting for (``activity``).
     """
 
     async def main() -> RunResult:
@@ -59,9 +105,10 @@ def drive(start: Callable[[], Awaitable[RunResult]]) -> RunResult:
                 )
                 task.cancel()
             else:
+                doing = activity.waiting_for() if activity else "rolling back what completed"
                 click.echo(
-                    "runbook: already cancelling; waiting for the rollback to finish. (kill -9 "
-                    "abandons it; `runbook show` then tells what state was left)",
+                    f"runbook: already cancelling; {doing}. (kill -9 abandons the rollback; "
+                    "`runbook show` then tells what state was left)",
                     err=True,
                 )
 
@@ -87,8 +134,15 @@ def drive(start: Callable[[], Awaitable[RunResult]]) -> RunResult:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def finish(result: RunResult, as_json: bool) -> None:
-    """Print the JSON document if asked, then exit with the run's documented exit code."""
+def make_reporter(*, quiet: bool = False, no_color: bool = False, dry_run: bool = False) -> Any:
+    """The terminal reporter as the output options ask for it."""
+    return TerminalReporter(quiet_steps=dry_run, quiet=quiet, color=False if no_color else None)
+
+
+def finish(result: RunResult, as_json: bool, junitxml: Path | None = None) -> None:
+    """Write the reports asked for, then exit with the run's documented exit code."""
+    if junitxml is not None:
+        write_junit(result, junitxml)
     if as_json:
         click.echo(json_document("run", result.to_dict()))
     code = result.exit_code
@@ -204,6 +258,7 @@ def build_runner(
     metavar="SECONDS",
     help="Wait this long for a held lock before exiting 5 (default from config, 0).",
 )
+@report_options
 @config_option
 @plugin_option
 @handle_errors
@@ -220,6 +275,9 @@ def exec_cmd(
     inventory: Path | None,
     limit: str | None,
     lock_timeout: float | None,
+    quiet: bool,
+    no_color: bool,
+    junitxml: Path | None,
     config_path: Path | None,
     plugin_modules: tuple[str, ...],
 ) -> None:
@@ -234,13 +292,14 @@ def exec_cmd(
     params = parse_assignments(assignments)
     config = load_config(path.resolve().parent, config_path)
     check_env(config, env)
-    reporter = None if as_json else TerminalReporter(quiet_steps=dry_run)
+    reporter = None if as_json else make_reporter(quiet=quiet, no_color=no_color, dry_run=dry_run)
+    activity = Activity()
     runner = build_runner(
         config,
         env=env,
         as_=as_,
         store_url=store_url,
-        plugins=[*([reporter] if reporter else []), *plugin_modules],
+        plugins=[*([reporter] if reporter else []), activity, *plugin_modules],
         params=params,
         dry_run=dry_run,
         yes=yes,
@@ -253,10 +312,10 @@ def exec_cmd(
     if reporter is not None:
         reporter.width = max((len(n) for n in runbook.steps), default=0)
         reporter.runbook = runbook
-    result = drive(lambda: runner.arun(runbook))
+    result = drive(lambda: runner.arun(runbook), activity)
     if not (as_json or dry_run or yes) and interactive():
         result = prompt_gates(runner, result)
-    finish(result, as_json)
+    finish(result, as_json, junitxml)
 
 
 def interactive() -> bool:

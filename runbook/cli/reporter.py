@@ -10,7 +10,10 @@ file or CI gets plain lines, one per event, and progress at most once per 10% or
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
 import shutil
 import sys
@@ -22,6 +25,7 @@ from typing import IO, Any
 
 import click
 
+from runbook.context import CURRENT_STEP
 from runbook.errors import UsageError
 from runbook.hookspecs import hookimpl
 from runbook.locks.base import expand_name
@@ -57,6 +61,23 @@ SUMMARY_ORDER = (
     "interrupted",
 )
 
+# The same symbols for a terminal that cannot show Unicode (PYTHONIOENCODING=ascii, LANG=C).
+ASCII_SYMBOLS: Mapping[str, str] = {
+    "✓": "ok",
+    "✗": "x",
+    "↷": "-",
+    "⏸": "||",
+    "↺": "<-",
+    "⊘": "/",
+    "·": ".",
+    "…": "..",
+}
+
+STDERR_LINES = 20  # of a failed command, under its step line
+
+# Step statuses --quiet still shows: what went wrong.
+LOUD = frozenset({"failed", "rollback_failed", "denied"})
+
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 
 RUN_COLOURS = {
@@ -67,6 +88,26 @@ RUN_COLOURS = {
     "rollback_failed": "red",
     "cancelled": "yellow",
 }
+
+
+def can_encode(out: Any, text: str = "✓✗↷⏸↺⊘·…│▼") -> bool:
+    """Whether ``out`` can write ``text`` (its encoding may be ASCII in a CI container)."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def color_wanted(
+    out: Any, no_color: bool = False, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Colour only on a terminal, and never with ``--no-color`` or ``NO_COLOR`` (no-color.org)."""
+    environ = os.environ if environ is None else environ
+    if no_color or environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(out, "isatty", lambda: False)())
 
 
 def label(status: str) -> str:
@@ -98,6 +139,23 @@ def summarize(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{counts[s]} {label(s)}" for s in order) or "no steps"
 
 
+STEP_LOGGER = "runbook.run"  # the ``log`` resource logs to runbook.run.<runbook name>
+
+
+class _Forwarder(logging.Handler):
+    """Hands each record the ``log`` resource emits to the reporter, with the step that wrote it."""
+
+    def __init__(self, reporter: TerminalReporter) -> None:
+        super().__init__(logging.INFO)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reporter.log_line(CURRENT_STEP.get(), record.levelname, record.getMessage())
+        except Exception:  # output trouble must never reach the step that logged
+            pass
+
+
 class TerminalReporter:
     """Writes the header, one line per finished step or rollback, progress and the summary.
 
@@ -114,11 +172,19 @@ class TerminalReporter:
         names: list[str] | None = None,
         quiet_steps: bool = False,
         runbook: Any = None,
+        quiet: bool = False,
+        annotate: bool | None = None,
     ) -> None:
         self.out = out if out is not None else sys.stdout
         isatty = bool(getattr(self.out, "isatty", lambda: False)())
         self.tty = isatty if tty is None else tty
-        self.color = self.tty if color is None else color
+        self.color = color_wanted(self.out) if color is None else color
+        self.ascii = not can_encode(self.out)
+        # --quiet: the summary, failures and what to do next; no step or progress lines.
+        self.quiet = quiet
+        self.closed = False  # the reader went away (``| head``): stop writing, keep running
+        # Under GitHub Actions a failed step is also an ``::error`` annotation on its file.
+        self.annotate = os.environ.get("GITHUB_ACTIONS") == "true" if annotate is None else annotate
         if names is None and runbook is not None:
             names = list(runbook.steps)
         self.width = max((len(n) for n in names or ()), default=0)
@@ -128,6 +194,8 @@ class TerminalReporter:
         self.quiet_steps = quiet_steps
         self.run: Any = None
         self._lock = threading.Lock()
+        self._log_handler: logging.Handler | None = None
+        self._log_saved: tuple[int, bool] = (logging.NOTSET, True)
         self._progress_line = False  # an updating line is on screen (TTY only)
         self._last_progress: dict[str | None, tuple[str, int | None]] = {}
         self._started = time.monotonic()
@@ -141,12 +209,37 @@ class TerminalReporter:
 
     def _write(self, line: str) -> None:
         with self._lock:
-            if self._progress_line:
-                # Clear the updating progress line before a normal line takes its place.
-                self.out.write("\r\x1b[2K")
-                self._progress_line = False
-            self.out.write(line + "\n")
-            self.out.flush()
+            if self.closed:
+                return
+            try:
+                if self._progress_line:
+                    # Clear the updating progress line before a normal line takes its place.
+                    self.out.write("\r\x1b[2K")
+                    self._progress_line = False
+                self.out.write(self._encodable(line) + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                self._reader_gone()
+
+    def _encodable(self, text: str) -> str:
+        if not self.ascii:
+            return text
+        for symbol, plain in ASCII_SYMBOLS.items():
+            text = text.replace(symbol, plain)
+        encoding = getattr(self.out, "encoding", None) or "ascii"
+        return text.encode(encoding, "replace").decode(encoding)
+
+    def _reader_gone(self) -> None:
+        """``runbook exec ... | head``: the run goes on (it is recorded); the output stops.
+
+        Point the descriptor at /dev/null so the interpreter's last flush does not print a
+        ``BrokenPipeError`` either.
+        """
+        self.closed = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
+            os.close(devnull)
 
     def _step_line(self, symbol_status: str, step: str, detail: str = "") -> str:
         symbol, fg = SYMBOLS.get(symbol_status, ("·", None))
@@ -156,8 +249,37 @@ class TerminalReporter:
 
     # -- lifecycle hooks ----------------------------------------------------------------------
 
+    # -- what steps log through the ``log`` resource ------------------------------------------
+
+    def log_line(self, step: str | None, level: str, message: str) -> None:
+        if self.quiet or self.quiet_steps:
+            return
+        shown = f"{step}: " if step else ""
+        if level != "INFO":
+            shown += f"{level} "
+        fg = "yellow" if level == "WARNING" else ("red" if level in ("ERROR", "CRITICAL") else None)
+        for i, line in enumerate(str(message).splitlines() or [""]):
+            self._write(self._style(f"  │ {shown if i == 0 else ''}{line}", fg or "bright_black"))
+
+    def _forward_logs(self, on: bool) -> None:
+        """While a run is reported, ``log.info(...)`` lines show, named by their step."""
+        logger = logging.getLogger(STEP_LOGGER)
+        if on and self._log_handler is None:
+            self._log_handler = _Forwarder(self)
+            self._log_saved = (logger.level, logger.propagate)
+            logger.addHandler(self._log_handler)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+            logger.propagate = False  # shown here; not a second time by logging's last resort
+        elif not on and self._log_handler is not None:
+            logger.removeHandler(self._log_handler)
+            logger.setLevel(self._log_saved[0])
+            logger.propagate = self._log_saved[1]
+            self._log_handler = None
+
     @hookimpl
     def runbook_run_started(self, run: Any) -> None:
+        self._forward_logs(True)
         self.run = run
         self._started = time.monotonic()
         parts = [
@@ -178,14 +300,14 @@ class TerminalReporter:
 
     @hookimpl
     def runbook_step_started(self, run: Any, step: str, attempt: int) -> None:
-        if attempt > 1 and not self.quiet_steps:
+        if attempt > 1 and not (self.quiet_steps or self.quiet):
             self._write(self._step_line("running", step, f"retrying (attempt {attempt})"))
 
     @hookimpl
     def runbook_step_finished(self, run: Any, step: str, result: Any) -> None:
-        if self.quiet_steps:
-            return
         status = result.status
+        if self.quiet_steps or (self.quiet and status not in LOUD):
+            return
         if status == "succeeded":
             detail = format_duration(result.duration)
             if result.attempts and result.attempts > 1:
@@ -196,6 +318,9 @@ class TerminalReporter:
             detail = "awaiting approval"
         elif status == "failed":
             detail = first_line(result.error) or "failed"
+            self._write(self._step_line(status, step, detail))
+            self._why(step, result)
+            return
         elif status == "denied":
             detail = f"denied: {first_line(result.reason or result.error)}".rstrip(": ")
         else:
@@ -203,18 +328,58 @@ class TerminalReporter:
             detail = label(status) + (f" ({reason})" if reason and reason != status else "")
         self._write(self._step_line(status, step, detail))
 
+    def _why(self, step: str, result: Any) -> None:
+        """Under a failed step: its line in the runbook and a failed command's stderr tail."""
+        where = getattr(result, "where", None)
+        pad = "    "
+        if where:
+            self._write(f"{pad}at {short_where(where)}")
+        stderr = getattr(result, "stderr", None)
+        if stderr:
+            self._write(f"{pad}stderr (last lines):")
+            for line in str(stderr).splitlines()[-STDERR_LINES:]:
+                self._write(self._style(f"{pad}│ {line}", "bright_black"))
+        if self.annotate:
+            self._annotate(step, result)
+
+    def _annotate(self, step: str, result: Any) -> None:
+        """GitHub Actions: ``::error file=...,line=...::`` so the failure shows on the diff."""
+        where = getattr(result, "where", None)
+        props = [f"title={_escape_property(f'step {step} failed')}"]
+        if where:
+            file, _, line = str(where).rpartition(":")
+            with contextlib.suppress(ValueError):
+                file = os.path.relpath(file, os.environ.get("GITHUB_WORKSPACE") or os.getcwd())
+            props[:0] = [f"file={_escape_property(file)}", f"line={line}"]
+        message = str(result.error or result.rollback_error or result.status)
+        stderr = getattr(result, "stderr", None)
+        if stderr and str(stderr) not in message:
+            message += "\n" + str(stderr)
+        self._write(f"::error {','.join(props)}::{_escape_data(message)}")
+
     @hookimpl
     def runbook_rollback_finished(self, run: Any, step: str, result: Any) -> None:
+        if result.status == "rolled_back" and self.quiet:
+            return
         if result.status == "rolled_back":
             self._write(self._step_line("rolled_back", step, "rolled back"))
         else:
             error = first_line(result.rollback_error or result.error)
             self._write(self._step_line("rollback_failed", step, f"rollback failed: {error}"))
+            if "NoneType" in error and result.output is None:
+                self._write(
+                    f"    {step} had no output (it failed itself), so its rollback received None:"
+                    " see docs/runbooks.md, Rollbacks"
+                )
+            if self.annotate:
+                self._annotate(step, result)
 
     @hookimpl
     def runbook_progress(
         self, run: Any, step: str | None, message: str, fraction: float | None
     ) -> None:
+        if self.quiet or self.closed:
+            return
         percent = None if fraction is None else max(0, min(100, int(fraction * 100)))
         prefix = f"{step}: " if step else ""
         shown = f"  … {prefix}{message}" + (f" ({percent}%)" if percent is not None else "")
@@ -223,9 +388,14 @@ class TerminalReporter:
             # the carriage return could only clear its last row.
             shown = shown[: max(20, shutil.get_terminal_size().columns - 1)]
             with self._lock:
-                self.out.write("\r\x1b[2K" + self._style(shown, "bright_black"))
-                self.out.flush()
-                self._progress_line = True
+                try:
+                    self.out.write(
+                        "\r\x1b[2K" + self._encodable(self._style(shown, "bright_black"))
+                    )
+                    self.out.flush()
+                    self._progress_line = True
+                except (BrokenPipeError, ValueError):
+                    self._reader_gone()
             return
         # Not a terminal: a line only when the 10% bucket or the message's words change, so a
         # poll loop reporting "attempt 3/40" every second does not flood a CI log.
@@ -238,6 +408,7 @@ class TerminalReporter:
 
     @hookimpl
     def runbook_run_finished(self, run: Any, result: Any) -> None:
+        self._forward_logs(False)
         duration = result.duration
         if duration is None:
             duration = time.monotonic() - self._started
@@ -306,6 +477,20 @@ def stopped_because(error: str | None) -> str | None:
     """For a run ended by an audit or store failure, one line saying what it means."""
     kind = (error or "").split(":", 1)[0].strip()
     return _STOPS.get(kind)
+
+
+def short_where(where: str) -> str:
+    """``/work/runbooks/deploy.py:42`` -> ``deploy.py:42``: the name the operator knows."""
+    file, _, line = where.rpartition(":")
+    return f"{os.path.basename(file)}:{line}" if file else where
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def expand(template: str, run: Any) -> str:

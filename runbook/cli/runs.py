@@ -23,11 +23,14 @@ from runbook.cli.common import (
     json_document,
     load_config,
     nothing_stored,
+    report_options,
     store_option,
 )
-from runbook.cli.exec_ import build_runner, drive, finish
+from runbook.cli.exec_ import Activity, activity_of, build_runner, drive, finish, make_reporter
 from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
 from runbook.cli.identity import claimed_actor, sign_option
+from runbook.cli.junit import write_junit
+from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.result import RUN_STATUSES, RunResult
@@ -40,11 +43,17 @@ def _runner(
     *,
     json_output: bool = False,
     run_id: str | None = None,
+    quiet: bool = False,
+    no_color: bool = False,
 ) -> tuple[Any, TerminalReporter | None]:
     config = load_config(None, config_path)
-    reporter = None if json_output else TerminalReporter()
+    reporter = None if json_output else make_reporter(quiet=quiet, no_color=no_color)
     runner = build_runner(
-        config, as_=as_, store_url=store_url, plugins=[reporter] if reporter else []
+        config,
+        as_=as_,
+        store_url=store_url,
+        # Activity: what a second Ctrl-C is told the run still waits for (exec_.drive).
+        plugins=[*([reporter] if reporter else []), Activity()],
     )
     if run_id is not None:
         _store(runner, run_id)  # a run id against a store that does not exist: not found
@@ -93,6 +102,10 @@ def _when(value: datetime | None) -> str:
 
 def _jsonable(record: Any) -> dict[str, Any]:
     data = asdict(record)
+    if "output" in data:
+        data["output"], masked = shown_output(data["output"])
+        if masked:
+            data["output_masked"] = True
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
 
 
@@ -173,14 +186,35 @@ def runs(
 @json_option
 @store_option
 @config_option
+@click.option(
+    "--step",
+    "step_name",
+    metavar="STEP",
+    help="Everything about one step: whole traceback, stderr, what it logged, each attempt.",
+)
 @handle_errors
-def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | None) -> None:
+def show(
+    run_id: str,
+    step_name: str | None,
+    as_json: bool,
+    store_url: str | None,
+    config_path: Path | None,
+) -> None:
     """Show one run: its steps (status, attempts, timings, outputs) and approvals."""
     runner, _ = _runner(store_url, config_path, json_output=True, run_id=run_id)
     store = _store(runner)
     apply_timeouts(runner, [store.get_run(run_id)])
     record = store.get_run(run_id)
     steps = store.get_steps(run_id)
+    if step_name is not None:
+        step = require_step(steps, run_id, step_name)
+        events = step_events(runner.sinks, run_id, step_name)
+        if as_json:
+            click.echo(json_document("step", step_document(step, events)))
+        else:
+            for line in render_step(step, events, _when):
+                click.echo(line)
+        return
     approvals = store.approvals(run_id)
     decisions = store.interrupt_decisions(run_id)
     if as_json:
@@ -213,8 +247,9 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
     rows = []
     for s in steps.values():
         detail = first_line(s.error) or (s.reason or "")
-        if s.output is not None and not detail:
-            detail = json.dumps(s.output, default=str)
+        output, _ = shown_output(s.output)
+        if output is not None and not detail:
+            detail = json.dumps(output, default=str, ensure_ascii=False)
             detail = detail if len(detail) <= 80 else detail[:79] + "…"
         rows.append(
             [
@@ -227,6 +262,9 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
         )
     for line in _table(rows) if rows else []:
         click.echo("  " + line)
+    failed = [s.name for s in steps.values() if s.status in ("failed", "rollback_failed")]
+    for name in failed:
+        click.echo(f"why {name} failed: runbook show {run_id} --step {name}")
     if approvals:
         click.echo("approvals:")
         for a in approvals:
@@ -241,8 +279,10 @@ def show(run_id: str, as_json: bool, store_url: str | None, config_path: Path | 
         click.echo(line)
 
 
-def _settled(result: RunResult, as_json: bool) -> None:
+def _settled(result: RunResult, as_json: bool, junitxml: Path | None = None) -> None:
     """deny/cancel did what was asked: exit 0, unless a rollback failed (4, someone must act)."""
+    if junitxml is not None:
+        write_junit(result, junitxml)
     if as_json:
         click.echo(json_document("run", result.to_dict()))
     raise SystemExit(EXIT_ROLLBACK_FAILED if result.status == "rollback_failed" else 0)
@@ -268,6 +308,7 @@ def _settled(result: RunResult, as_json: bool) -> None:
     help="Resume even though the runbook file changed since the run started.",
 )
 @json_option
+@report_options
 @store_option
 @config_option
 @handle_errors
@@ -279,13 +320,24 @@ def resume(
     sign: str | None,
     force: bool,
     as_json: bool,
+    quiet: bool,
+    no_color: bool,
+    junitxml: Path | None,
     store_url: str | None,
     config_path: Path | None,
 ) -> None:
     """Continue a paused or crashed run from where it stopped; finished steps are not re-run."""
     if retry_interrupted and skip_interrupted:
         raise click.UsageError("--retry-interrupted and --skip-interrupted exclude each other")
-    runner, reporter = _runner(store_url, config_path, as_, json_output=as_json, run_id=run_id)
+    runner, reporter = _runner(
+        store_url,
+        config_path,
+        as_,
+        json_output=as_json,
+        run_id=run_id,
+        quiet=quiet,
+        no_color=no_color,
+    )
     _align(reporter, runner, run_id)
     result = drive(
         lambda: runner.aresume(
@@ -295,9 +347,10 @@ def resume(
             force=force,
             actor=claimed_actor(as_),
             sign=sign,
-        )
+        ),
+        activity_of(runner),
     )
-    finish(result, as_json)
+    finish(result, as_json, junitxml)
 
 
 COMMANDS = [runs, show, resume]  # approve, deny, cancel, sweep: runbook/cli/decide.py

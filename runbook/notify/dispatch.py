@@ -69,6 +69,16 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
+def _pause_of(message: Message) -> tuple[str, str] | None:
+    """``("gate" | "run", run_id)`` for a message announcing a pause, else None."""
+    if message.kind == "approval_requested":
+        return "gate", message.run_id
+    status = message.data.get("status") if isinstance(message.data, dict) else None
+    if message.kind == "run_paused" or (message.kind == "run_finished" and status == "paused"):
+        return "run", message.run_id
+    return None
+
+
 class _Channel:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -121,6 +131,7 @@ class NotificationService:
         self._early: list[tuple[Message, list[str]]] = []  # submitted before start()
         self._early_count = 0
         self._channels: dict[str, _Channel] = {}
+        self._paused: set[tuple[str, str]] = set()  # (channel url, run id) told of a pause
         self._pending = 0
         self._drained: asyncio.Event | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -153,7 +164,7 @@ class NotificationService:
         self._submit(self.templates.render_adhoc(message, run))
 
     def _submit(self, message: Message) -> None:
-        urls = self.rules.route(message)
+        urls = self._once_per_pause(message, self.rules.route(message))
         if not urls:
             return
         loop = self._loop
@@ -184,6 +195,23 @@ class NotificationService:
             loop.call_soon_threadsafe(self._enqueue, message, urls)
         except RuntimeError:  # the loop is closed: the run is over
             self._fail_all(message, urls, "the notification service is closed")
+
+    def _once_per_pause(self, message: Message, urls: list[str]) -> list[str]:
+        """One pause is one message per channel, not three.
+
+        A run that pauses records ``approval_requested`` (per gate), ``run_paused`` and
+        ``run_finished`` with status ``paused``. A channel that was told about the pause by the
+        first of these (the gate's, which carries the approve command) is not told again by the
+        others; a second gate waiting at the same time is news, and still gets its own message.
+        """
+        pause = _pause_of(message)
+        if pause is None or not urls:
+            return urls
+        kind, run_id = pause
+        with self._lock:
+            fresh = [u for u in urls if kind == "gate" or (u, run_id) not in self._paused]
+            self._paused.update((u, run_id) for u in urls)
+        return fresh
 
     # -- loop side --------------------------------------------------------------------------
 

@@ -116,7 +116,7 @@ from pathlib import Path
 
 from runbook import param, rollback, step
 
-mode = param("mode", default="async", choices=["async", "sync"])
+mode = param("mode", default="async", choices=["async", "sync", "clock"])
 
 
 @step(reversible=True)
@@ -147,6 +147,16 @@ def wait_sync(wait_async, params):
     Path("waiting").write_text("yes")
     while not Path("go").exists():
         time.sleep(0.02)
+
+
+@step
+def wait_clock(wait_sync, params, clock):
+    # the documented cooperative wait of a sync step: interruptible by Ctrl-C
+    if params.mode != "clock":
+        return None
+    Path("waiting").write_text("yes")
+    clock.sleep(60)
+    Path("slept-through").write_text("yes")
 '''
 
 BROKEN_IMPORT = """

@@ -126,8 +126,39 @@ def test_sigint_cancels_rolls_back_and_exits_130(project, mode):
     assert done.returncode == 130, done.stdout + done.stderr
     assert "SIGINT: cancelling the run" in done.stderr
     if mode == "sync":
-        assert "already cancelling; waiting for the rollback" in done.stderr
+        # True: the run is waiting for the step's thread, not yet for a rollback.
+        assert "already cancelling; waiting for wait_sync to stop" in done.stderr
+        assert "then rolling back what completed" in done.stderr
     assert "↺ prepare" in done.stdout and "run cancelled" in done.stdout
+
+
+def test_sigint_interrupts_a_sync_step_waiting_in_clock_sleep(project):
+    """The documented cooperative wait ends at once: the step asked for 60 s, Ctrl-C wins."""
+    path = project.write("waits.py", WAITS)
+    env = {**os.environ, "RUNBOOK_ACTOR": "tester"}
+    env.pop("RUNBOOK_STORE", None)
+    proc = subprocess.Popen(
+        [str(PYTHON), "-m", "runbook", "exec", str(path), "-p", "mode=clock"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for(lambda: (project.root / "waiting").exists())
+        proc.send_signal(signal.SIGINT)
+        # Before: the thread slept its 60 s out (and exec left via os._exit); 20 s is the bound.
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stdout + stderr
+    assert "↺ prepare" in stdout and "run cancelled" in stdout
+    assert (project.root / "rolled-back").exists()
+    assert not (project.root / "slept-through").exists()
+    assert "still running in a worker thread" not in stderr
     assert (project.root / "rolled-back").exists()
     assert not (project.root / "prepared").exists()
     runs = json.loads(run_cli("runs", "--json", cwd=project.root).stdout)["runs"]

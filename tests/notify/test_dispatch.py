@@ -42,11 +42,52 @@ def test_delivers_to_every_matching_channel_in_order(plugins, fake: FakePlugin):
 
     asyncio.run(main())
     titles = [m.kind for m in fake.channel("fake://a").delivered]
-    assert titles == ["approval_requested", "run_finished"]
+    # The pause was announced by the gate's message: run_finished (paused) is not a second one.
+    assert titles == ["approval_requested"]
     assert fake.channel("fake://b").delivered == []
     assert failures.calls == []
     assert fake.channel("fake://a").closed
-    assert svc.sent == 2
+    assert svc.sent == 1
+
+
+def test_one_pause_is_one_message_per_channel(plugins, fake: FakePlugin):
+    svc, failures = service(
+        plugins,
+        [{"to": "fake://all", "on": ["*"]}, {"to": "fake://runs", "on": ["run_paused"]}],
+    )
+
+    async def main():
+        await svc.start()
+        svc.event(event("approval_requested", step="switch"), RUN)
+        svc.event(event("run_paused", awaiting=["switch"]), RUN)
+        svc.event(event("run_finished", status="paused"), RUN)
+        await svc.flush(5)
+        await svc.aclose()
+
+    asyncio.run(main())
+    assert [m.kind for m in fake.channel("fake://all").delivered] == ["approval_requested"]
+    # A channel that only routes run_paused still hears of the pause, once.
+    assert [m.kind for m in fake.channel("fake://runs").delivered] == ["run_paused"]
+    assert failures.calls == []
+
+
+def test_two_gates_waiting_at_once_are_two_messages(plugins, fake: FakePlugin):
+    svc, _ = service(plugins, [{"to": "fake://all", "on": ["*"]}])
+
+    async def main():
+        async with svc:
+            svc.event(event("approval_requested", step="migrate"), RUN)
+            svc.event(event("approval_requested", step="switch"), RUN)
+            svc.event(event("run_paused"), RUN)
+            svc.event(event("run_finished", status="paused"), RUN)
+            await svc.flush(5)
+
+    asyncio.run(main())
+    delivered = fake.channel("fake://all").delivered
+    assert [(m.kind, m.step) for m in delivered] == [
+        ("approval_requested", "migrate"),
+        ("approval_requested", "switch"),
+    ]
 
 
 def test_channel_is_opened_once_per_url(plugins, fake: FakePlugin):
