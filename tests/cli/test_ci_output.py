@@ -117,16 +117,18 @@ def test_junitxml_of_a_success_has_only_passing_cases(project, invoke):
     assert cases["already"].find("skipped") is not None
 
 
-def test_junitxml_on_resume_and_cancel(project, invoke):
+def test_junitxml_on_resume(project, invoke):
     path = project.write("gated.py", GATED)
     paused_report = project.root / "paused.xml"
     assert invoke("exec", path, "--junitxml", paused_report).exit_code == 3
     gate = _cases(paused_report)["migrate"].find("skipped")
     assert gate is not None and gate.get("type") == "awaiting_approval"
     run_id = json.loads(invoke("runs", "--json").stdout)["runs"][0]["run_id"]
-    cancelled = project.root / "cancelled.xml"
-    assert invoke("cancel", run_id, "--junitxml", cancelled).exit_code == 0
-    assert _cases(cancelled)["prepare"].find("failure") is not None
+    assert invoke("approve", run_id, "--as", "bob").exit_code == 0
+    resumed = project.root / "resumed.xml"
+    assert invoke("resume", run_id, "--junitxml", resumed).exit_code == 0
+    cases = _cases(resumed)
+    assert cases["migrate"].find("failure") is None and cases["migrate"].find("skipped") is None
 
 
 def test_junitxml_that_cannot_be_written_keeps_the_run_exit_code(project, invoke):

@@ -125,6 +125,8 @@ def test_every_example_rollback_accepts_none(name):
         start = func.__code__.co_firstlineno
         body = "\n".join(code[start : start + 12])
         own = step.name.rsplit(".", 1)[-1]
+        if not own.isidentifier():
+            continue  # a strategy's generated step: its rollback receives ``output``
         if re.search(rf"\b{own}\[", body):
             assert re.search(rf"\b{own} is None|\b{own} = {own} or|if not {own}\b", body), (
                 f"{name}: {func.__name__} indexes {own} without handling None"
