@@ -110,6 +110,12 @@ def color_wanted(
     return bool(getattr(out, "isatty", lambda: False)())
 
 
+def rollback_outcome(step: Any) -> str:
+    """How a step's undo went: its ``rollback`` field (a failed step that was undone keeps
+    ``failed``), else its status (a succeeded step that was undone is ``rolled_back``)."""
+    return getattr(step, "rollback", None) or step.status
+
+
 def label(status: str) -> str:
     """``rolled_back`` -> ``rolled back``: statuses read as words in human output."""
     return "not run" if status == "pending" else status.replace("_", " ")
@@ -359,9 +365,11 @@ class TerminalReporter:
 
     @hookimpl
     def runbook_rollback_finished(self, run: Any, step: str, result: Any) -> None:
-        if result.status == "rolled_back" and self.quiet:
+        # DESIGN 10: a failed step keeps ``failed``; its own rollback's outcome is ``rollback``.
+        outcome = rollback_outcome(result)
+        if outcome == "rolled_back" and self.quiet:
             return
-        if result.status == "rolled_back":
+        if outcome == "rolled_back":
             self._write(self._step_line("rolled_back", step, "rolled back"))
         else:
             error = first_line(result.rollback_error or result.error)
@@ -449,7 +457,7 @@ class TerminalReporter:
         self._write(f"  runbook resume {result.run_id}")
 
     def _rollback_failed(self, result: Any) -> None:
-        failed = [s for s in result.steps.values() if s.status == "rollback_failed"]
+        failed = [s for s in result.steps.values() if rollback_outcome(s) == "rollback_failed"]
         self._write(
             self._style("!! ROLLBACK FAILED: MANUAL INTERVENTION NEEDED !!", "red", bold=True)
         )

@@ -179,3 +179,31 @@ def test_cancelled_and_denied_steps():
         run=RUN, step="gate", result=step("gate", "denied", reason="approval denied")
     )
     assert out.getvalue().splitlines() == ["⊘ wait  cancelled", "✗ gate  denied: approval denied"]
+
+
+def test_a_failed_step_whose_own_rollback_ran_stays_failed_in_the_summary():
+    """DESIGN 10: ``failed`` with ``rollback = "rolled_back"``; the summary counts the failure."""
+    from types import SimpleNamespace
+
+    out = io.StringIO()
+    reporter = TerminalReporter(out, names=["plan", "stage", "switch"])
+    reporter.runbook_run_started(RUN)
+    failed = SimpleNamespace(
+        name="switch",
+        status="failed",
+        rollback="rolled_back",
+        rollback_error=None,
+        error="RuntimeError: mesh down",
+        output=None,
+    )
+    reporter.runbook_rollback_finished(RUN, "switch", failed)
+    assert out.getvalue().splitlines()[-1] == "↺ switch  rolled back"
+    run = result(
+        "rolled_back",
+        step("plan", "succeeded", duration=0.1),
+        step("stage", "rolled_back", duration=0.2),
+        step("switch", "failed", error="RuntimeError: mesh down"),
+        seconds=3.1,
+    )
+    reporter.runbook_run_finished(RUN, run)
+    assert "run rolled back: 1 succeeded, 1 failed, 1 rolled back in 3.1s" in out.getvalue()
