@@ -104,23 +104,6 @@ class Ctx:
         """Record one analysis measurement (``analysis_measured``: query, value, outcome...)."""
         self._record("analysis_measured", CURRENT_STEP.get(), dict(data))
 
-    def record_host_failed(self, host: Any, error: str, *, unreached: bool, **data: Any) -> None:
-        """Record that one host of a fleet failed (``host_failed``), for budgets and ``retry``.
-
-        ``unreached``: no session could be opened, so nothing ran there.
-        """
-        self._record(
-            "host_failed",
-            CURRENT_STEP.get(),
-            {
-                "host": getattr(host, "name", str(host)),
-                "address": getattr(host, "address", str(host)),
-                "reason": "unreached" if unreached else "failed",
-                "error": error,
-                **data,
-            },
-        )
-
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress on a long wait; shown by the terminal, passed to plugins (masked)."""
         self._progress(CURRENT_STEP.get(), self.redact(str(message)), fraction)

@@ -121,13 +121,18 @@ class DurableRuns:
             raise UsageError("this runner has no run store")
         return self.store
 
+    def _load_stored(self, record: RunRecord) -> Runbook:
+        """A stored run's runbook, collected for the hosts it started with (inventory, limit):
+        resume, approve, deny and cancel must see the same per-host steps to roll them back."""
+        from runbook.fleet import fleet_of
+
+        return self.load(Path(record.runbook_path), fleet=fleet_of(record.options))
+
     def _reload(self, record: RunRecord, *, force: bool) -> Runbook:
         path = Path(record.runbook_path)
         if not path.is_file():
             raise UsageError(f"run {record.run_id}: its runbook {path} no longer exists")
-        from runbook.fleet import fleet_of
-
-        rb = self.load(path, fleet=fleet_of(record.options))  # the hosts the run started with
+        rb = self._load_stored(record)
         if rb.sha256 != record.runbook_sha256:
             refuse = Decisions(self).refuse
             if not force:
@@ -154,7 +159,7 @@ class DurableRuns:
 
     def _load_run(self, record: RunRecord) -> Runbook:
         """The run's runbook, its strategy groups expanded with the run's own parameters."""
-        rb = self.load(record.runbook_path)
+        rb = self._load_stored(record)
         return bind_params(rb, self._params_for(rb, record))
 
     def _params_for(self, rb: Runbook, record: RunRecord) -> Params:

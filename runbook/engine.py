@@ -87,6 +87,7 @@ class RunSetup:
     outputs: dict[str, Any] = field(default_factory=dict)
     resumed_by: str | None = None  # who resumed/denied/cancelled, when not the run's actor
     decisions: dict[str, str] = field(default_factory=dict)  # interrupted step -> retry/skip
+    started: dict[str, Any] = field(default_factory=dict)  # extra run_started data (retry_of)
     failed_gates: dict[str, str] = field(default_factory=dict)  # settle: gate -> failure reason
     settle_data: dict[str, Any] = field(default_factory=dict)  # cancel: its signature, if any
     # Into run_resumed: ``forced`` (old/new sha256), ``signed_decision`` (retry/skip, signed).
@@ -229,7 +230,9 @@ class Execution:
                         actor=self.s.resumed_by,
                     )
                 else:
-                    self.emit("run_started", None, {"max_parallel": self.s.max_parallel})
+                    self.emit(
+                        "run_started", None, {"max_parallel": self.s.max_parallel, **self.s.started}
+                    )
                 if self.rb.lock and self.s.locks and not self.s.dry_run:
                     self._run_lock = self._template(self.rb.lock)
                     await self._acquire([self._run_lock], None)

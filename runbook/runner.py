@@ -286,7 +286,8 @@ class Runner(DurableRuns):
                     **self.run_options,
                 },
             )
-        return await self._execute(rb, run_id, resolved, actor, create=record)
+        started = {k: v for k, v in self.run_options.items() if k == "retry_of"}
+        return await self._execute(rb, run_id, resolved, actor, create=record, started=started)
 
     def run_many(
         self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]

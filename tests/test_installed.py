@@ -28,6 +28,7 @@ FIRST_PARTY = {
     "runbook-postgres",
     "runbook-redis",
     "runbook-haproxy",
+    "runbook-ssh",
 }
 
 

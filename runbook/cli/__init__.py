@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "runbook.cli.audit",
     "runbook.cli.locks",
     "runbook.cli.notify",
+    "runbook.cli.retry",
 )
 
 

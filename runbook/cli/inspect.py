@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
-from runbook.cli.common import config_option, handle_errors, json_document, load_config
+from runbook.cli.common import (
+    config_option,
+    handle_errors,
+    json_document,
+    load_config,
+    store_option,
+)
 from runbook.collect import Runbook, StepDef, load
 from runbook.errors import UsageError
 from runbook.params import ParamSpec, describe_choices
@@ -235,22 +241,35 @@ def _edges(rb: Runbook) -> list[tuple[str, str, str]]:
     return out
 
 
-def _node_text(step: StepDef) -> str:
+# ``graph --run``: each step's state in a stored run, after its name.
+MARKS = {"succeeded": "✓", "failed": "✗", "rolled_back": "↺", "rollback_failed": "‼",
+         "skipped": "↷", "awaiting_approval": "⏸", "running": "▶", "cancelled": "⊘"}  # fmt: skip
+
+
+def _state(name: str, states: dict[str, str] | None, sep: str = " ") -> str:
+    if states is None:
+        return ""
+    status = states.get(name, "pending")
+    return f"{sep}{MARKS.get(status, '·')} {status}" if sep == " " else f"{sep}{status}"
+
+
+def _node_text(step: StepDef, states: dict[str, str] | None = None) -> str:
+    text = step.name + _state(step.name, states)
     if step.kind == "probe":
-        return f"({step.name})"
+        return f"({text})"
     if step.options.approval is not None:
-        return f"<{step.name}>"
-    return f"[{step.name}]"
+        return f"<{text}>"
+    return f"[{text}]"
 
 
-def render_text(rb: Runbook) -> list[str]:
+def render_text(rb: Runbook, states: dict[str, str] | None = None) -> list[str]:
     levels = rb.levels()
     lines = [f"{rb.name}: {len(rb.steps)} steps in {len(levels)} levels"]
     for i, level in enumerate(levels, 1):
         if i > 1:
             lines.append("   │")
             lines.append("   ▼")
-        nodes = "  ".join(_node_text(rb.steps[n]) for n in level)
+        nodes = "  ".join(_node_text(rb.steps[n], states) for n in level)
         lines.append(f"{i:>2} {nodes}")
     edges = _edges(rb)
     rollbacks = [(s.name, s.rollback.func.__name__) for s in rb.steps.values() if s.rollback]
@@ -283,8 +302,8 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _label(step: StepDef, newline: str) -> str:
-    parts = [step.name]
+def _label(step: StepDef, newline: str, states: dict[str, str] | None = None) -> str:
+    parts = [step.name + _state(step.name, states, newline)]
     if step.options.approval is not None:
         parts.append(approval_text(step) or "approval")
     if step.options.lock:
@@ -292,11 +311,11 @@ def _label(step: StepDef, newline: str) -> str:
     return newline.join(parts)
 
 
-def render_mermaid(rb: Runbook) -> list[str]:
+def render_mermaid(rb: Runbook, states: dict[str, str] | None = None) -> list[str]:
     ids = {name: f"s{i}" for i, name in enumerate(rb.steps)}
     lines = ["flowchart TD"]
     for name, step in rb.steps.items():
-        text = _label(step, "<br/>").replace('"', "#quot;")
+        text = _label(step, "<br/>", states).replace('"', "#quot;")
         if step.kind == "probe":
             shape = f'(["{text}"])'  # stadium: read-only
         elif step.options.approval is not None:
@@ -327,14 +346,14 @@ def render_mermaid(rb: Runbook) -> list[str]:
     return lines
 
 
-def render_dot(rb: Runbook) -> list[str]:
+def render_dot(rb: Runbook, states: dict[str, str] | None = None) -> list[str]:
     lines = [
         f'digraph "{_quote(rb.name)}" {{',
         "    rankdir=TB;",
         '    node [shape=box, style="rounded,filled", fillcolor="#eef4ff", fontname="Helvetica"];',
     ]
     for name, step in rb.steps.items():
-        attrs = [f'label="{_quote(_label(step, NL)).replace(NL, BACKSLASH_N)}"']
+        attrs = [f'label="{_quote(_label(step, NL, states)).replace(NL, BACKSLASH_N)}"']
         if step.kind == "probe":
             attrs += ["shape=ellipse", 'style="dashed,filled"', 'fillcolor="#f0fff0"']
         elif step.options.approval is not None:
@@ -395,15 +414,47 @@ def list_cmd(
     show_default=True,
     help="text for a terminal, mermaid for Markdown, dot for Graphviz.",
 )
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="Show each step's (and each host's) state in this stored run of the runbook.",
+)
+@store_option
 @plugin_option
 @config_option
 @handle_errors
 def graph_cmd(
-    path: Path, fmt: str, plugin_modules: tuple[str, ...], config_path: Path | None
+    path: Path,
+    fmt: str,
+    run_id: str | None,
+    store_url: str | None,
+    plugin_modules: tuple[str, ...],
+    config_path: Path | None,
 ) -> None:
     """Draw the step DAG: parallel levels, data and ordering edges, gates, probes, rollbacks."""
-    rb = collect(path, config_path, plugin_modules)
-    for line in RENDERERS[fmt](rb):
+    if run_id is None:
+        rb = collect(path, config_path, plugin_modules)
+        for line in RENDERERS[fmt](rb):
+            click.echo(line)
+        return
+    from runbook.cli.exec_ import build_runner
+    from runbook.cli.retry import hosts_section
+    from runbook.fleet import fleet_of
+
+    if not path.is_file():
+        raise UsageError(f"no such runbook file: {path}")
+    config = load_config(path.resolve().parent, config_path)
+    store = build_runner(config, store_url=store_url).store
+    record = store.get_run(run_id)
+    if Path(record.runbook_path).resolve() != path.resolve():
+        raise UsageError(f"run {run_id} is a run of {record.runbook_path}, not of {path}")
+    rb = load(path, plugins=_plugins(config, plugin_modules), fleet=fleet_of(record.options))
+    steps = store.get_steps(run_id)
+    lines = RENDERERS[fmt](rb, {name: s.status for name, s in steps.items()})
+    if fmt == "text":
+        lines = [*lines[:-2], *hosts_section(steps, record), *lines[-2:]]
+    for line in lines:
         click.echo(line)
 
 

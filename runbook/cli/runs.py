@@ -31,8 +31,10 @@ from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
 from runbook.cli.identity import claimed_actor, sign_option
 from runbook.cli.junit import write_junit
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
+from runbook.cli.retry import hosts_section
 from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
+from runbook.fleet import host_states
 from runbook.result import RUN_STATUSES, RunResult
 
 
@@ -227,6 +229,9 @@ def show(
                     "approvals": [_jsonable(a) for a in approvals],
                     "interrupt_decisions": [_jsonable(d) for d in decisions],
                     "gates": gates_json(runner, record),
+                    "hosts": host_states(
+                        steps, finished=record.status not in ("running", "paused")
+                    ),
                 },
             )
         )
@@ -241,6 +246,10 @@ def show(
         click.echo("  params   " + ", ".join(f"{k}={v}" for k, v in record.params.items()))
     if record.error:
         click.echo(f"  error    {first_line(record.error)}")
+    if record.options.get("retry_of"):
+        click.echo(f"  retry of {record.options['retry_of']}")
+    if record.options.get("limit"):
+        click.echo(f"  limit    {','.join(record.options['limit'])}")
     click.echo("steps:")
     if not steps:
         click.echo("  (none started)")
@@ -265,6 +274,8 @@ def show(
     failed = [s.name for s in steps.values() if s.status in ("failed", "rollback_failed")]
     for name in failed:
         click.echo(f"why {name} failed: runbook show {run_id} --step {name}")
+    for line in hosts_section(steps, record):
+        click.echo(line)
     if approvals:
         click.echo("approvals:")
         for a in approvals:

@@ -309,17 +309,31 @@ async def _on_host(ctx: Any, host: Host, phase: str, number: int, awaitable: Any
     An unreachable host keeps its ``HostUnreachable`` (so it is reported ``unreached``); any other
     error becomes a ``StepFailed`` that names the phase and the host.
     """
+
+    def failed(error: str, *, unreached: bool) -> None:
+        ctx.audit(
+            "host_failed",
+            {
+                "host": host.name,
+                "address": host.address,
+                "reason": "unreached" if unreached else "failed",
+                "phase": phase,
+                "batch": number,
+                "error": error,
+            },
+        )
+
     try:
         await awaitable
     except HostUnreachable as exc:
-        ctx.record_host_failed(host, str(exc), unreached=True, phase=phase, batch=number)
+        failed(str(exc), unreached=True)
         raise
     except (StepTimeout, StepFailed) as exc:
-        ctx.record_host_failed(host, str(exc), unreached=False, phase=phase, batch=number)
+        failed(str(exc), unreached=False)
         raise
     except Exception as exc:
         text = f"{phase} on {host.name}: {type(exc).__name__}: {exc}"
-        ctx.record_host_failed(host, text, unreached=False, phase=phase, batch=number)
+        failed(text, unreached=False)
         raise StepFailed(text) from exc
 
 

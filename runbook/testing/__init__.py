@@ -13,6 +13,10 @@ from runbook.testing.plugin import RunbookRunner
 
 
 def __getattr__(name: str) -> Any:
+    if name == "FakeSSH":
+        from runbook.testing.ssh import FakeSSH
+
+        return FakeSSH
     if name == "FakeRouter":
         from runbook.testing.router import FakeRouter
 
@@ -20,4 +24,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["FakeClock", "FakeNotifier", "FakeRouter", "FakeShell", "RunbookRunner"]
+__all__ = ["FakeClock", "FakeNotifier", "FakeRouter", "FakeSSH", "FakeShell", "RunbookRunner"]

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell
+from runbook.testing.ssh import FakeSSH
 
 ALL_KINDS = None  # notification rule "on" for every kind
 
@@ -31,9 +32,16 @@ class RunbookRunner:
     """
 
     def __init__(
-        self, *, shell: FakeShell, clock: FakeClock, router: Any, notifier: FakeNotifier
+        self,
+        *,
+        shell: FakeShell,
+        clock: FakeClock,
+        router: Any,
+        notifier: FakeNotifier,
+        ssh: FakeSSH | None = None,
     ) -> None:
         self.shell = shell
+        self.ssh = ssh if ssh is not None else FakeSSH()
         self.clock = clock
         self.router = router
         self.notifier = notifier
@@ -48,6 +56,7 @@ class RunbookRunner:
             "shell": self.shell,
             "clock": self.clock,
             "router": self.router,
+            "ssh": self.ssh,
             **kwargs.pop("resources", {}),
         }
         kwargs.setdefault("store", self.store_url)
@@ -75,6 +84,11 @@ def fake_shell() -> FakeShell:
 
 
 @pytest.fixture
+def fake_ssh() -> FakeSSH:
+    return FakeSSH()
+
+
+@pytest.fixture
 def fake_clock() -> Iterator[FakeClock]:
     with FakeClock() as clock:
         yield clock
@@ -94,10 +108,14 @@ def fake_notifier() -> FakeNotifier:
 
 @pytest.fixture
 def runbook_runner(
-    fake_shell: FakeShell, fake_clock: FakeClock, fake_router: Any, fake_notifier: FakeNotifier
+    fake_shell: FakeShell,
+    fake_clock: FakeClock,
+    fake_router: Any,
+    fake_notifier: FakeNotifier,
+    fake_ssh: FakeSSH,
 ) -> RunbookRunner:
     return RunbookRunner(
-        shell=fake_shell, clock=fake_clock, router=fake_router, notifier=fake_notifier
+        shell=fake_shell, clock=fake_clock, router=fake_router, notifier=fake_notifier, ssh=fake_ssh
     )
 
 
@@ -193,7 +211,7 @@ class RunbookItem(pytest.Item):
         from runbook.errors import DefinitionError
 
         try:
-            rb = load(self.path, extra_names=_test_resource_names(self.path))
+            rb = load(self.path, extra_names=[*_test_resource_names(self.path), "ssh"])
         except DefinitionError as exc:
             raise RunbookFailed(f"definition error: {exc}") from None
         spec = getattr(rb.module, "TEST", {}) or {}

@@ -1,0 +1,277 @@
+"""The ``ssh`` resource: ``ssh(host, argv_or_template, timeout=..., **quoted)``, like ``shell``.
+
+* ``ssh(host, ["deployctl", "install", svc])``: each item quoted, so the remote shell sees exactly
+  these words (an SSH command is always a string the remote login shell parses).
+* ``ssh(host, "deployctl install {svc} | tee log", svc=svc)``: a template, every placeholder
+  ``shlex.quote``-d.
+* A string that already holds a param or step output with shell metacharacters (an f-string) is
+  refused with ``UnsafeCommand`` exactly as ``shell`` refuses it; ``ssh.unsafe(host, "...")``
+  opts out and is audited.
+
+The result has ``stdout``, ``stderr``, ``returncode``, ``duration`` (and ``host``); a non-zero exit
+raises ``CommandFailed`` with the stderr tail, secrets masked. A host that cannot be reached
+raises ``HostUnreachable`` within ``ssh_connect_timeout``, which ``rolling`` reports as
+``unreached``. Every command has a timeout: ``timeout=``, capped by what is left of the step's,
+else the step's, else ``ssh_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from runbook.clock import remaining
+from runbook.errors import CommandFailed, HostUnreachable, RunbookError, StepTimeout
+from runbook_ssh import commands
+from runbook_ssh.pool import LoopThread, Pool
+from runbook_ssh.settings import Settings
+
+_OPTIONS = frozenset({"check", "timeout", "env", "input"})
+
+
+@dataclass(frozen=True)
+class SSHResult:
+    """What a remote command did; the same fields as ``shell``'s result, plus ``host``."""
+
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+    host: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def __str__(self) -> str:
+        return self.stdout
+
+
+def command_failed(result: SSHResult, mask: Callable[[str], str]) -> CommandFailed:
+    """``CommandFailed`` (as ``shell`` raises it) whose message starts with the host's name."""
+    error = CommandFailed(result, redact=mask)
+    error.args = (f"{result.host}: {error.args[0]}",)
+    return error
+
+
+def _env_prefix(env: Mapping[str, str] | None) -> str:
+    """``export K='v';`` for each variable: works for any remote shell script, needs no
+    ``AcceptEnv`` on the server (which silently drops what it does not accept)."""
+    if not env:
+        return ""
+    parts = []
+    for key, value in env.items():
+        if not key.isidentifier():
+            raise RunbookError(f"ssh env: {key!r} is not a variable name")
+        parts.append(f"export {key}={shlex.quote(str(value))};")
+    return " ".join(parts) + " "
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, if OpenTelemetry is installed and tracing.
+
+    The hook point for the observability work: whatever makes spans current makes ssh commands
+    carry ``TRACEPARENT``; with no tracer installed this is None and nothing is sent.
+    """
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+class SSH:
+    """The run's ``ssh`` resource: pooled connections, safe commands, shell's result shape."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fleet: Any = None,
+        clock: Any = None,
+        ctx: Any = None,
+    ) -> None:
+        self.settings = settings
+        self._fleet = fleet
+        self._clock = clock
+        self._ctx = ctx
+        self._loop = LoopThread()
+        self.pool = Pool(settings)
+
+    # -- the run it belongs to --------------------------------------------------------------
+
+    def _mask(self, text: str) -> str:
+        redact = getattr(self._ctx, "redact", None)
+        return redact(text) if redact is not None else text
+
+    def host(self, host: Any) -> Any:
+        if isinstance(host, str):
+            if self._fleet is not None:
+                return self._fleet.host(host)
+            from runbook.inventory import Host
+
+            return Host(host)
+        if not hasattr(host, "address"):
+            raise RunbookError(f"ssh: expected a host name or Host, got {type(host).__name__}")
+        return host
+
+    def _limit(self, timeout: float | None) -> float:
+        left = remaining(self._clock) if self._clock is not None else None
+        if timeout is None:
+            return left if left is not None else self.settings.timeout
+        return min(timeout, left) if left is not None else timeout
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _prepare(self, host: Any, command: Any, values: dict[str, Any]) -> Any:
+        clash = sorted(set(values) & _OPTIONS)
+        if clash:
+            raise RunbookError(f"ssh: {clash[0]!r} is an option of ssh(), not a placeholder")
+        return commands.prepare(command, values, ctx=self._ctx, call="ssh", prefix="host, ")
+
+    def __call__(
+        self,
+        host: Any,
+        command: str | Sequence[Any],
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        **values: Any,
+    ) -> SSHResult:
+        """Run a command on ``host`` (a name or a ``Host``) from a sync step or callback."""
+        _refuse_on_a_running_loop()
+        target = self.host(host)
+        text = self._prepare(target, command, values)
+        limit = self._limit(timeout)
+        run = self._run(target, text, check=check, limit=limit, env=env, input=input)
+        return self._loop.run(run, timeout=limit + self.settings.connect_timeout + 30)
+
+    async def arun(
+        self,
+        host: Any,
+        command: str | Sequence[Any],
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        **values: Any,
+    ) -> SSHResult:
+        """``await ssh.arun(host, ...)`` from an ``async def`` step."""
+        target = self.host(host)
+        text = self._prepare(target, command, values)
+        limit = self._limit(timeout)
+        return await self._loop.arun(
+            self._run(target, text, check=check, limit=limit, env=env, input=input)
+        )
+
+    def unsafe(
+        self, host: Any, command: str, /, *, check: bool = True, timeout: float | None = None
+    ) -> SSHResult:
+        """Run a string on ``host`` exactly as written: the explicit, audited opt-out."""
+        _refuse_on_a_running_loop()
+        target = self.host(host)
+        text = commands.prepare_unsafe(command, ctx=self._ctx, host=target.name)
+        limit = self._limit(timeout)
+        run = self._run(target, text, check=check, limit=limit, env=None, input=None)
+        return self._loop.run(run, timeout=limit + self.settings.connect_timeout + 30)
+
+    async def _run(
+        self,
+        host: Any,
+        text: str,
+        *,
+        check: bool,
+        limit: float,
+        env: Mapping[str, str] | None,
+        input: str | None,
+    ) -> SSHResult:
+        trace = current_traceparent()
+        extra = {**({"TRACEPARENT": trace} if trace else {}), **dict(env or {})}
+        wire = _env_prefix(extra) + text
+        began = time.monotonic()
+        conn, sessions = await self.pool.session(host)
+        async with sessions:
+            try:
+                proc = await conn.create_process(wire, encoding="utf-8", errors="replace")
+            except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
+                self.pool.forget(host)
+                raise HostUnreachable(
+                    host.name, f"cannot open a session: {getattr(exc, 'reason', exc)}"
+                ) from None
+            try:
+                stdout, stderr = await asyncio.wait_for(proc.communicate(input), limit)
+            except TimeoutError:
+                await _stop(proc)
+                raise StepTimeout(
+                    self._mask(f"{host.name}: command timed out after {limit:g}s: {text}")
+                ) from None
+            except (asyncssh.Error, OSError) as exc:
+                self.pool.forget(host)
+                raise RunbookError(
+                    self._mask(
+                        f"{host.name}: connection lost during {text}: {getattr(exc, 'reason', exc)}"
+                    )
+                ) from None
+            finally:
+                proc.close()
+        status = proc.exit_status
+        result = SSHResult(
+            command=text,
+            returncode=status if status is not None and status >= 0 else 255,
+            stdout=str(stdout or ""),
+            stderr=str(stderr or ""),
+            duration=round(time.monotonic() - began, 6),
+            host=host.name,
+        )
+        if check and result.returncode != 0:
+            raise command_failed(result, self._mask)
+        return result
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self.pool.aclose(), timeout=15)
+        finally:
+            self._loop.stop()
+
+
+async def _stop(proc: Any) -> None:
+    """Kill a command that ran out of time (the ``signal`` request; sshd >= 7.9 honours it
+    for sessions without a pty), then close its channel."""
+    try:
+        proc.send_signal("KILL")
+    except Exception:
+        pass
+    proc.close()
+
+
+def _refuse_on_a_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RunbookError(
+        "ssh(...) blocks; in an async def step use `await ssh.arun(host, ...)` instead"
+    )
+
+
+def ssh_resource(ctx: Any, clock: Any, hosts: Any = None) -> Iterator[SSH]:
+    settings = Settings.from_config(getattr(ctx, "config", None))
+    resource = SSH(settings, fleet=hosts, clock=clock, ctx=ctx)
+    try:
+        yield resource
+    finally:
+        resource.close()

@@ -1,0 +1,170 @@
+"""``FakeSSH``: the ``ssh`` resource without a network, scripted per host, every call recorded.
+
+::
+
+    def test_one_bad_host(runbook_runner):
+        runbook_runner.ssh.on("web-3", "deployctl install *", returncode=1, stderr="disk full")
+        runbook_runner.ssh.unreachable("web-4")
+        result = runbook_runner.run("runbooks/fleet.py", version="2.0")
+        assert result.hosts["web-3"] == "failed" and result.hosts["web-4"] == "unreached"
+
+Commands are built exactly as the real resource builds them (argv items quoted, template
+placeholders quoted), so ``calls`` holds the command line the host would have received.
+Unscripted commands succeed with empty output, unless ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runbook.errors import CommandFailed, HostUnreachable
+
+
+@dataclass(frozen=True)
+class FakeSSHResult:
+    """The real resource's result shape: ``shell``'s fields plus ``host``."""
+
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+    host: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def __str__(self) -> str:
+        return self.stdout
+
+
+@dataclass
+class _Rule:
+    host: str
+    pattern: str
+    regex: bool
+    answer: Any  # FakeSSHResult, handler(host, command) -> FakeSSHResult, or an exception
+    times: int | None
+
+    def matches(self, host: str, command: str) -> bool:
+        if not fnmatch.fnmatchcase(host, self.host):
+            return False
+        if self.regex:
+            return re.search(self.pattern, command) is not None
+        return fnmatch.fnmatchcase(command, self.pattern)
+
+
+def _name(host: Any) -> str:
+    return host if isinstance(host, str) else getattr(host, "name", str(host))
+
+
+def _text(command: str | Sequence[Any], values: Mapping[str, Any], unsafe: bool = False) -> str:
+    from runbook.commands import build
+
+    return build(command, dict(values), unsafe=unsafe).text
+
+
+class FakeSSH:
+    """Scripted results by host glob and command glob (or regex); the newest rule wins."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self.calls: list[tuple[str, str]] = []  # (host name, command line)
+        self.unsafe_calls: list[tuple[str, str]] = []
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+
+    def on(
+        self,
+        host: str = "*",
+        pattern: str = "*",
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        returncode: int = 0,
+        raises: BaseException | None = None,
+        regex: bool = False,
+        times: int | None = None,
+        handler: Callable[[str, str], FakeSSHResult] | None = None,
+    ) -> FakeSSH:
+        answer: Any = raises or handler or FakeSSHResult(pattern, returncode, stdout, stderr)
+        self._rules.insert(0, _Rule(host, pattern, regex, answer, times))
+        return self
+
+    def unreachable(self, host: str, reason: str = "connection refused") -> FakeSSH:
+        """Every command to ``host`` raises ``HostUnreachable`` (reported ``unreached``)."""
+        return self.on(host, "*", raises=HostUnreachable(host, reason))
+
+    def ran(self, host: str, pattern: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(h, host) and fnmatch.fnmatchcase(c, pattern) for h, c in self.calls
+        )
+
+    def commands_on(self, host: str) -> list[str]:
+        return [c for h, c in self.calls if h == host]
+
+    def hosts(self) -> list[str]:
+        """Hosts that received at least one command, in first-call order."""
+        return list(dict.fromkeys(h for h, _ in self.calls))
+
+    def __call__(
+        self,
+        host: Any,
+        command: str | Sequence[Any],
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        **values: Any,
+    ) -> FakeSSHResult:
+        return self._answer(_name(host), _text(command, values), check)
+
+    async def arun(
+        self,
+        host: Any,
+        command: str | Sequence[Any],
+        /,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        **values: Any,
+    ) -> FakeSSHResult:
+        return self._answer(_name(host), _text(command, values), check)
+
+    def unsafe(
+        self, host: Any, command: str, /, *, check: bool = True, timeout: float | None = None
+    ) -> FakeSSHResult:
+        text = _text(command, {}, unsafe=True)
+        with self._lock:
+            self.unsafe_calls.append((_name(host), text))
+        return self._answer(_name(host), text, check)
+
+    def _answer(self, host: str, text: str, check: bool) -> FakeSSHResult:
+        with self._lock:
+            self.calls.append((host, text))
+            rule = next((r for r in self._rules if r.matches(host, text) and r.times != 0), None)
+            if rule is not None and rule.times is not None:
+                rule.times -= 1
+        if rule is None:
+            if self.strict:
+                raise AssertionError(f"unexpected command in strict FakeSSH: {host}: {text}")
+            return FakeSSHResult(text, 0, "", "", host=host)
+        if isinstance(rule.answer, BaseException):
+            raise rule.answer
+        got = rule.answer(host, text) if callable(rule.answer) else rule.answer
+        result = FakeSSHResult(text, got.returncode, got.stdout, got.stderr, host=host)
+        if check and result.returncode != 0:
+            error = CommandFailed(result)
+            error.args = (f"{host}: {error.args[0]}",)
+            raise error
+        return result
