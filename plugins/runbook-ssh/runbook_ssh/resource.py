@@ -18,6 +18,7 @@ else the step's, else ``ssh_timeout``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +34,18 @@ from runbook_ssh.pool import LoopThread, Pool
 from runbook_ssh.settings import Settings
 
 _OPTIONS = frozenset({"check", "timeout", "env", "input"})
+
+
+def _quiet_asyncssh() -> None:
+    """asyncssh logs every command line at INFO (and env values at DEBUG) verbatim, and a
+    command may carry a secret. Unless someone set the ``asyncssh`` logger's level on purpose,
+    keep it at WARNING so no command line leaves the process through logging."""
+    lg = logging.getLogger("asyncssh")
+    if lg.level == logging.NOTSET:
+        lg.setLevel(logging.WARNING)
+
+
+_quiet_asyncssh()
 
 
 @dataclass(frozen=True)

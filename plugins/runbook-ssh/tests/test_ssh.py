@@ -357,3 +357,39 @@ def test_host_unreachable_is_the_core_error():
     from runbook_ssh.pool import UnknownHostKey
 
     assert issubclass(UnknownHostKey, HostUnreachable)
+
+
+def test_asyncssh_never_logs_a_command_line(project, fleet):
+    """asyncssh logs every command at INFO; a command may carry a secret, so unless someone set
+    the asyncssh logger's level on purpose, the plugin keeps it at WARNING."""
+    import logging
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    root = logging.getLogger()
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        path = write(
+            project,
+            fleet,
+            """
+            token = param("token", secret=True)
+
+            @step
+            def use(ssh, params):
+                ssh("web-1", ["true", params.token])
+            """,
+        )
+        result = run(project, path, params={"token": "s3cr3t-in-argv"})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert result.status == "succeeded", result.error
+    assert not [r for r in records if "s3cr3t-in-argv" in r]
+    assert logging.getLogger("asyncssh").getEffectiveLevel() == logging.WARNING
