@@ -123,6 +123,22 @@ class Rules:
         return allowed is not None and normalize(actor) in allowed
 
 
+def counted(records: Sequence[ApprovalRecord], rules: Rules, plan_hash: str | None) -> list[str]:
+    """Who granted this plan and still may, under the rules as they are now (no signature
+    check: the engine re-verifies those before the step runs, see ``valid_grants``)."""
+    out = []
+    for r in records:
+        if r.decision != "granted":
+            continue
+        if r.auto or (
+            r.data.get("plan_hash") == plan_hash
+            and r.data.get("rules") in (None, rules.approval.rules())
+            and rules.may_approve(r.actor) is None
+        ):
+            out.append(r.actor)
+    return out
+
+
 # -- the gate's plan in the store --------------------------------------------------------------
 
 

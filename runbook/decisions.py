@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from runbook import result as R
 from runbook import signing
-from runbook.approvals import Rules, gate_state
+from runbook.approvals import Rules, counted, gate_state
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.identity import normalize
 from runbook.protection import Protection
@@ -232,11 +232,7 @@ class Decisions:
             claimed=actor,
             key=signing_key(sign) if env.signers else sign,
         )
-        prior = [
-            r.actor
-            for r in self.store.approvals(run_id, name)
-            if r.decision == "granted" and r.data.get("plan_hash") == digest
-        ]
+        prior = counted(self.store.approvals(run_id, name), rules, digest)
         reason = rules.refusal(who, prior)
         if reason:
             self.refuse(record, "granted", name, who, reason)
@@ -365,11 +361,9 @@ def gate_status(runner: Any, record: RunRecord, rb: Any, step: str) -> tuple[boo
     env = env_rules(runner, record.env)
     rules = Rules(approval, record.actor, env.approvers, env.groups)
     state = gate_state(record.options, step) or {}
-    granted = [
-        r.actor
-        for r in runner._require_store().approvals(record.run_id, step)
-        if r.decision == "granted" and (r.auto or r.data.get("plan_hash") == state.get("plan_hash"))
-    ]
+    granted = counted(
+        runner._require_store().approvals(record.run_id, step), rules, state.get("plan_hash")
+    )
     return rules.satisfied(granted), rules.missing(granted)
 
 
@@ -401,10 +395,6 @@ def can_approve(runner: Any, run_id: str, step: str, actor: str) -> tuple[str, s
         except signing.SignatureError as exc:
             return actor, str(exc)
     state = gate_state(record.options, step) or {}
-    prior = [
-        r.actor
-        for r in store.approvals(run_id, step)
-        if r.decision == "granted" and r.data.get("plan_hash") == state.get("plan_hash")
-    ]
     rules = Rules(approval, record.actor, env.approvers, env.groups, run_id, step)
+    prior = counted(store.approvals(run_id, step), rules, state.get("plan_hash"))
     return actor, rules.refusal(actor, prior)

@@ -151,3 +151,20 @@ def test_show_prints_the_plan_and_its_hash(project: Project) -> None:
     doc = json.loads(project.invoke("show", run_id, "--json").stdout)
     assert doc["gates"]["switch"]["plan"]["probes"] == {"replicas": 3}
     assert doc["gates"]["switch"]["plan_hash"] == asked["data"]["plan_hash"]
+
+
+def test_an_approval_counts_only_while_its_approver_still_may_approve(project: Project) -> None:
+    """Rules as used: bob approved, then the env's approvers no longer name him."""
+    run_id = project.start()
+    assert project.approve(run_id, "bob").exit_code == 0
+    config = project.root / "runbook.toml"
+    config.write_text(config.read_text().replace('["alice", "bob", "carol"]', '["alice", "carol"]'))
+    done = project.resume(run_id, "carol")
+    assert done.exit_code == 3, done.output
+    assert "switch" not in project.journal
+    (refused,) = project.events("approval_refused", run_id)
+    assert refused["actor"] == "runbook" and refused["data"]["claimed_actor"] == "bob"
+    assert "does not count" in refused["data"]["reason"]
+    assert "may not approve" in refused["data"]["reason"]
+    assert project.approve(run_id, "carol").exit_code == 0
+    assert project.resume(run_id, "carol").exit_code == 0
