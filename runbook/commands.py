@@ -211,13 +211,18 @@ def _ident(text: str) -> str:
 
 
 def command_scripts(command: Command) -> list[str]:
-    """The parts of a command a shell will parse: the script, or ``sh -c SCRIPT`` in an argv."""
+    """The parts of a command a shell will parse: the script, ``sh -c SCRIPT`` in an argv, and
+    the remote command of an ``ssh`` argv (the remote shell parses it)."""
     if command.script is not None:
         return [command.script]
     argv = command.argv or ()
-    if argv and PurePath(argv[0]).name in _SHELLS and "-c" in argv[1:]:
+    program = PurePath(argv[0]).name if argv else ""
+    if program in _SHELLS and "-c" in argv[1:]:
         index = argv.index("-c", 1)
         return list(argv[index + 1 : index + 2])
+    if program == "ssh":
+        # ssh joins its remote arguments with spaces and the remote shell parses the result.
+        return [" ".join(argv[1:])]
     return []
 
 

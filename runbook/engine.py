@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from runbook.redact import Redactor
 from runbook.result import RunResult, StepResult
 from runbook.scope import ResourceScope
 from runbook.store.base import RunStore, StepRecord
+from runbook.values import output_problem
 
 _NOTHING = object()
 # A stored output that contained a secret: ``{REDACTED_KEY: True, "value": <masked>}``.
@@ -640,15 +640,8 @@ class Execution:
                 exc = lost
             except Exception as error:
                 exc = error
-            if exc is None and type(output) not in _PLAIN:
-                try:
-                    json.dumps(output)
-                except (TypeError, ValueError):
-                    exc = TypeError(
-                        f"step {name!r} returned a {type(output).__name__}, which is not "
-                        "JSON-serialisable: return dicts, lists, strings, numbers, booleans or "
-                        "None so the run can be stored and resumed"
-                    )
+            if exc is None:
+                exc = output_problem(name, output)
             if exc is None:
                 res.output = output
                 self.outputs[name] = output

@@ -233,22 +233,37 @@ class ResourceSpec:
     name: str
     file: str | None = None
     line: int | None = None
+    fake: Callable[..., Any] | None = None  # what tests use instead (``@resource(fake=...)``)
 
 
 @overload
 def resource(func: F, /) -> F: ...
 @overload
-def resource(func: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
-def resource(func: F | None = None, /, *, name: str | None = None) -> Any:
+def resource(
+    func: None = None, /, *, name: str | None = None, fake: Callable[..., Any] | None = None
+) -> Callable[[F], F]: ...
+def resource(
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    fake: Callable[..., Any] | None = None,
+) -> Any:
     """Declare a resource factory, injected by name like a pytest fixture (one instance per run).
 
     The factory may ask for other resources and built-ins. A generator factory is torn down after
-    the run (code after ``yield``), like a yield fixture.
+    the run (code after ``yield``), like a yield fixture. ``fake=`` names the factory that
+    ``pytest --runbooks`` and ``runbook_runner`` use instead, injected the same way (it may ask for
+    ``shell``, ``clock``, ``params``... which are fakes there): a runbook's own resource reaches
+    real systems, so a test never runs it.
     """
+    if fake is not None and not callable(fake):
+        raise TypeError(f"@resource(fake=...) takes a factory function, got {fake!r}")
 
     def mark(f: F) -> F:
         file, line = _where(f)
-        setattr(f, RESOURCE_ATTR, ResourceSpec(name=name or f.__name__, file=file, line=line))
+        spec = ResourceSpec(name=name or f.__name__, file=file, line=line, fake=fake)
+        setattr(f, RESOURCE_ATTR, spec)
         return f
 
     return mark(func) if func is not None else mark

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbook.errors import DefinitionError, ParamError
+from runbook.redact import MIN_SECRET
 
 
 class _Required:
@@ -246,13 +247,32 @@ def resolve_params(
             hint = f" (-p {name}=...{' or $' + spec.env if spec.env else ''})"
             problems.append(f"missing required parameter {name!r}{hint}")
             continue
+        if isinstance(raw, str) and not _is_utf8(raw):
+            problems.append(f"parameter {name!r} from {source}: the value is not valid UTF-8")
+            continue
         try:
             values[name] = spec.convert(raw)
         except ValueError as exc:
             problems.append(f"parameter {name!r} from {source}: {exc}")
+            continue
+        if spec.secret and values[name] is not None and len(str(values[name])) < MIN_SECRET:
+            problems.append(
+                f"parameter {name!r} from {source} is secret and must be at least {MIN_SECRET} "
+                "characters long: a shorter value cannot be masked in output without masking "
+                "everything"
+            )
     if problems:
         raise ParamError(problems)
     return Params(values, frozenset(n for n, s in specs.items() if s.secret))
+
+
+def _is_utf8(text: str) -> bool:
+    """False for command-line or environment bytes that were not UTF-8 (surrogate-escaped)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_assignments(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -272,6 +292,10 @@ def parse_assignments(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
             continue
         key, value = pair.split("=", 1)
         key = key.strip()
+        if not _is_utf8(pair):
+            shown = key if _is_utf8(key) else key.encode("utf-8", "replace").decode()
+            problems.append(f"-p {shown}: the value is not valid UTF-8")
+            continue
         if key in out:
             problems.append(f"-p {key} is given more than once: give it once")
             continue

@@ -66,6 +66,45 @@ def configure(plugins: Plugins, config: Any) -> None:
     plugins.hook.runbook_configure(config=config)
 
 
+def _import_plugin(name: str) -> ModuleType:
+    """Import ``-P name`` / config ``plugins``; any failure is one line naming the module.
+
+    A plugin is someone else's code: it may raise anything at import (a SyntaxError, a missing
+    dependency, a RuntimeError), and the user needs the module name and the reason, not a
+    traceback through importlib.
+    """
+    if not isinstance(name, str) or not name.strip() or not _is_text(name):
+        raise PluginError(f"plugin module name {name!r} is not a module name")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        missing = f" (missing: {exc.name})" if exc.name and exc.name != name else ""
+        raise PluginError(f"cannot import plugin module {name!r}: {exc}{missing}") from None
+    except SyntaxError as exc:
+        where = f" ({exc.filename}:{exc.lineno})" if exc.filename else ""
+        raise PluginError(f"plugin module {name!r} has a syntax error{where}: {exc.msg}") from None
+    except Exception as exc:
+        raise PluginError(
+            f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _implements_hooks(module: ModuleType) -> bool:
+    """Whether a module has at least one ``runbook_*`` hook implementation pluggy would see."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return any(
+        callable(value) and hasattr(value, marker) for value in vars(module).values()
+    ) or any(name.startswith("runbook_") and callable(v) for name, v in vars(module).items())
+
+
 def scheme_of(url: str) -> str:
     if "://" not in url:
         raise PluginError(f"{url!r} is not a URL (expected scheme://...)")
@@ -151,10 +190,12 @@ class Plugins:
     def add(self, plugin: Any) -> None:
         """Register a plugin object or an importable module name (``-p module`` / config)."""
         if isinstance(plugin, str):
-            try:
-                module: ModuleType = importlib.import_module(plugin)
-            except ImportError as exc:
-                raise PluginError(f"cannot import plugin module {plugin!r}: {exc}") from None
+            module = _import_plugin(plugin)
+            if not _implements_hooks(module):
+                raise PluginError(
+                    f"plugin module {plugin!r} implements no runbook hooks (functions named "
+                    "runbook_* marked with @runbook.hookimpl): is it the right module?"
+                )
             self._register(module, plugin, "module")
         else:
             name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin):x}"

@@ -63,7 +63,7 @@ class Recorder:
             env=self.info.env,
             at=self.clock.now().isoformat(),
             params=self._params,
-            data=self.redact(data) if data and self.redact else (data or {}),
+            data=self.redact.fields(data) if data and self.redact else (data or {}),
         )
         stored = event
         failure: AuditError | None = None

@@ -1,44 +1,112 @@
-"""Secret redaction: every secret value becomes ``***`` before anything leaves the process.
+"""Secret redaction: the one path every value takes before it leaves the process.
 
-Applied to audit data, stored outputs and errors, notifications and CLI output. A value equal to a
-secret, and any string containing one (an error message quoting a token), is redacted.
+Output, progress lines, dry-run plans, the store, the audit trail, notifications, lock names and
+error messages all mask through a ``Redactor`` built from the run's secret values. A secret is
+found in its plain form, in any case (``token.upper()``), percent-encoded (as httpx and urllib
+write URLs, ``+`` for a space included), in hex, and in base64 and base64url, even inside a longer
+base64 blob (a ``Basic`` auth header encodes ``user:token``).
+
+Masking works on *values*, never on serialised text: callers mask a step's output, an error, a
+message, and only then serialise. So a secret that happens to be a common word (``step``) masks
+that word inside values but can never turn a JSON key of runbook's own documents into ``***s``.
+Secrets shorter than ``MIN_SECRET`` characters cannot be masked inside text without masking
+everything; ``runbook.params`` refuses them as a usage error, and here they are only masked where
+a whole value equals one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
+MIN_SECRET = 4  # shorter secrets are a usage error (DESIGN 13)
+_URL_SAFE = str.maketrans("+/", "-_")
+
+
+def _percent(char: str) -> str:
+    """A regex for one character, literal or percent-encoded (any case), ``+`` for a space."""
+    options = [re.escape(char)]
+    encoded = "".join(f"%{b:02x}" for b in char.encode("utf-8"))
+    options.append(re.escape(encoded))
+    if char == " ":
+        options.append(r"\+")
+    return options[0] if char.isalnum() and char.isascii() else "(?:" + "|".join(options) + ")"
+
+
+def _base64_forms(secret: bytes) -> set[str]:
+    """The secret's base64 and base64url text at each of the three byte alignments.
+
+    Inside a longer blob the characters at the edges also encode neighbouring bytes, so for each
+    alignment only the characters that depend on the secret's bytes alone are kept.
+    """
+    forms: set[str] = set()
+    for full in (base64.b64encode(secret).decode(), base64.urlsafe_b64encode(secret).decode()):
+        forms.update((full, full.rstrip("=")))  # JWTs and many URLs drop the padding
+    for offset in range(3):
+        text = base64.b64encode(b"\0" * offset + secret).decode().rstrip("=")
+        core = text[(8 * offset + 5) // 6 : (8 * (offset + len(secret))) // 6]
+        if len(core) >= MIN_SECRET:
+            forms.add(core)
+            forms.add(core.translate(_URL_SAFE))
+    return forms
 
 
 class Redactor:
+    """Masks a run's secrets in any JSON-like value. Falsy when there is nothing to mask."""
+
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
-        # Longest first, so a secret containing another is masked whole. Very short secrets would
-        # mask innocent text everywhere; they are still masked when a whole value equals them.
         values = {str(s) for s in secrets if s is not None and str(s) != ""}
-        self._exact = frozenset(values)
-        self._substr = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+        self._secrets = frozenset(values)
+        self._exact = frozenset(v.lower() for v in values)
+        insensitive: set[str] = set()  # regexes: plain/percent-encoded, hex
+        sensitive: set[str] = set()  # literal base64 text
+        literals: set[str] = set()  # lowercased forms, for the cheap "is anything here" test
+        for value in values:
+            if len(value) < MIN_SECRET:
+                continue
+            insensitive.add("".join(_percent(c) for c in value))
+            insensitive.add(re.escape(value.encode("utf-8").hex()))
+            sensitive |= _base64_forms(value.encode("utf-8"))
+            literals.update(
+                f.lower() for f in (value, quote(value, safe=""), quote(value), quote_plus(value))
+            )
+            literals.add(value.encode("utf-8").hex())
+        screen = [f"(?i:{re.escape(f)})" for f in sorted(literals, key=len, reverse=True)]
+        screen += [re.escape(f) for f in sorted(sensitive, key=len, reverse=True)]
+        screen.append("%")  # partly percent-encoded forms: leave those to the full pattern
+        self._screen = re.compile("|".join(screen))
+        parts = [f"(?i:{p})" for p in sorted(insensitive, key=len, reverse=True)]
+        parts += [re.escape(p) for p in sorted(sensitive, key=len, reverse=True)]
+        self._pattern = re.compile("|".join(parts)) if parts else None
 
     def __bool__(self) -> bool:
-        return bool(self._exact)
+        return bool(self._secrets)
 
     def add(self, *secrets: Any) -> Redactor:
-        return Redactor([*self._exact, *secrets])
+        return Redactor([*self._secrets, *secrets])
 
     def text(self, value: str) -> str:
-        if not self._exact:
+        """Mask every form of every secret inside ``value``."""
+        if not self._secrets:
             return value
-        if value in self._exact:
+        if value.lower() in self._exact:
             return MASK
-        for secret in self._substr:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        if self._pattern is None or not self._may_contain(value):
+            return value
+        return self._pattern.sub(MASK, value)
+
+    def _may_contain(self, value: str) -> bool:
+        """A cheap screen of literal forms before the full pattern: most text holds no secret.
+        Any ``%`` goes on to the full pattern, which also finds partly percent-encoded forms."""
+        return self._screen.search(value) is not None
 
     def __call__(self, value: Any) -> Any:
-        """Redact any JSON-like structure (and anything else by its ``str``)."""
-        if not self._exact:
+        """Mask a value: strings, and recursively dicts (keys too: they are data here), lists."""
+        if not self._secrets:
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -46,6 +114,15 @@ class Redactor:
             return {self(k) if isinstance(k, str) else k: self(v) for k, v in value.items()}
         if isinstance(value, list | tuple | set | frozenset):
             return [self(v) for v in value]
-        if value is None or isinstance(value, bool | int | float):
-            return MASK if str(value) in self._exact and not isinstance(value, bool) else value
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            return MASK if str(value).lower() in self._exact else value
         return self.text(str(value))
+
+    def fields(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Mask the values of one of runbook's own records, leaving its keys (``step``, ``error``)
+        alone: those are runbook's vocabulary, not data, and must survive any secret."""
+        if not self._secrets:
+            return dict(data)
+        return {k: self(v) for k, v in data.items()}

@@ -137,8 +137,21 @@ class RunResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready data, secrets masked in the values that carry data (outputs,
+        errors, audit data), never in runbook's own keys and vocabulary."""
         data = self._to_dict()
-        return self.redactor(data) if self.redactor else data
+        mask = self.redactor
+        if not mask:
+            return data
+        data["error"], data["lock_denied"] = mask(data["error"]), mask(data["lock_denied"])
+        data["steps"] = {name: mask.fields(step) for name, step in data["steps"].items()}
+        data["audit"] = [
+            {**event, "data": mask.fields(event.get("data") or {})}
+            if isinstance(event, dict)
+            else event
+            for event in data["audit"]
+        ]
+        return data
 
     def _to_dict(self) -> dict[str, Any]:
         return {

@@ -66,7 +66,8 @@ class Prometheus:
         return ProbeResult(outcome, f"{track} 5xx ratio {ratio:.4f} (limit {limit})", ratio)
 
 
-@resource
+# In tests the same client queries the test's fake http (DESIGN 18: every resource is faked).
+@resource(fake=lambda http, params: Prometheus(http, params.prometheus_url))
 def metrics(http, params) -> Prometheus:
     return Prometheus(http, params.prometheus_url)
 

@@ -85,7 +85,7 @@ def database_path(params) -> Path:
     return Path(params.database).resolve()
 
 
-@resource
+@resource(fake=lambda: MIGRATIONS)  # pure data: the same list in tests
 def migrations() -> list[Migration]:
     return MIGRATIONS
 

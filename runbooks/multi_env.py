@@ -53,7 +53,7 @@ class SLO:
         return ProbeResult(outcome, f"{track} p99 {p99:.0f} ms (limit {limit_ms:.0f})", p99)
 
 
-@resource
+@resource(fake=lambda http, env: SLO(http, env))  # in tests: over the fake http
 def slo(http, env) -> SLO:
     return SLO(http, env)
 

@@ -48,7 +48,7 @@ class HAProxy:
         self._command(host, f"set server {self.backend}/{host} state ready")
 
 
-@resource
+@resource(fake=lambda shell: HAProxy(shell, backend="api"))  # in tests: over the fake shell
 def lb(shell) -> HAProxy:
     return HAProxy(shell, backend="api")
 

@@ -536,7 +536,8 @@ def render_plan(
             symbol, fg = SYMBOLS.get(status, ("·", None))
             facts: list[str] = []
             if status == "succeeded":
-                facts.append(f"→ {_short(res.output)}")
+                mask = getattr(result, "redactor", None) or (lambda value: value)
+                facts.append(f"→ {_short(mask(res.output))}")  # probes read real secrets
             elif status == "skipped":
                 facts.append(f"skipped ({res.reason})" if res.reason else "skipped")
             elif status == "planned":

@@ -47,8 +47,25 @@ def expand_name(template: str, *, env: str, params: Any) -> str:
     One function for the engine, the pre-run check and the CLI's plan, so they never disagree.
     Raises ``UsageError`` naming the template when a field cannot be filled.
     """
+    import re
+    import string
+
     from runbook.errors import UsageError
 
+    secret = getattr(params, "secret_names", None) or frozenset()
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    except ValueError:
+        fields = []
+    for field in fields:
+        ref = re.match(r"params(?:\.(\w+)|\[['\"]?(\w+)['\"]?\])", field)
+        name = ref and (ref.group(1) or ref.group(2))
+        if name in secret:
+            # Lock names are file names, store rows and `runbook locks` output: never a secret.
+            raise UsageError(
+                f"{template!r} uses secret param {name!r}: lock names are stored and shown in "
+                "clear; lock on a value that is not secret"
+            )
     try:
         return template.format(env=env, params=params)
     except (KeyError, AttributeError, IndexError, ValueError) as exc:

@@ -127,6 +127,10 @@ class FakeShell:
         return any(fnmatch.fnmatchcase(c, pattern) for c in self.calls)
 
 
+class MissingFreezegun(ImportError):
+    """The fake clock was asked to freeze ``datetime`` without freezegun installed."""
+
+
 class FakeClock:
     """A clock where sleeping advances time instantly; ``datetime.now()`` follows it (freezegun).
 
@@ -145,9 +149,18 @@ class FakeClock:
         self._frozen: Any = None
         self._saved_limit = 5
         if freeze:
-            from freezegun import freeze_time
-
-            self._freezer = freeze_time(self._start, real_asyncio=True, tick=False)
+            try:
+                from freezegun import freeze_time
+            except ImportError:
+                raise MissingFreezegun(
+                    "FakeClock(freeze=True) (the fake_clock fixture) makes datetime.now() "
+                    "follow the fake clock with freezegun, which is not installed: "
+                    "pip install 'runbook[testing]' (or FakeClock(freeze=False))"
+                ) from None
+            # pytest's own timer (``_pytest.timing``: --durations, junit times) keeps real time.
+            self._freezer = freeze_time(
+                self._start, real_asyncio=True, tick=False, ignore=["_pytest."]
+            )
 
     def start(self) -> FakeClock:
         if self._freezer is not None and self._frozen is None:

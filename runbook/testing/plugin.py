@@ -11,17 +11,76 @@ item: ``{"params": {...}, "env": "dev", "resources": {name: value or factory(tmp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell
+from runbook.resources import Http
+from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell, MissingFreezegun
 from runbook.testing.ssh import FakeSSH
 
 ALL_KINDS = None  # notification rule "on" for every kind
+
+
+FAKE_ORIGIN = "fake: "  # origin of a ResourceDef swapped for its declared fake
+
+
+class UnfakedResource(Exception):
+    """A runbook's own resource would run for real in a test: the message names each one and
+    the three ways to fake it."""
+
+    def __init__(self, resources: list[Any]) -> None:
+        self.resources = [r.name for r in resources]
+        where = ", ".join(
+            f"{r.name!r} ({r.origin}{':' + str(r.line) if r.line else ''})" for r in resources
+        )
+        first = resources[0].name
+        super().__init__(
+            f"resource(s) {where} would reach a real system in a test. Fake each one, by:\n"
+            f'  1. TEST = {{"resources": {{"{first}": lambda tmp: ...}}}} in the runbook;\n'
+            f'  2. runbook_runner.run(path, runner={{"resources": {{"{first}": fake}}}}) '
+            "(or a fixture that provides it);\n"
+            f"  3. @resource(fake=make_fake_{first}) on the resource itself."
+        )
+
+
+def offline(rb: Any, provided: Iterable[str]) -> Any:
+    """``rb`` with each of its own resources (runbook and ``runbookconf.py``) replaced by its
+    declared fake; raise ``UnfakedResource`` for any that has neither a fake nor a replacement
+    in ``provided``. The built-ins are faked by the runner itself."""
+    from dataclasses import replace
+
+    from runbook.markers import RESOURCE_ATTR
+
+    provided = set(provided)
+    swapped: dict[str, Any] = {}
+    missing = []
+    for name, res in rb.resources.items():
+        if name in provided or res.origin.startswith(FAKE_ORIGIN):
+            continue
+        fake = getattr(getattr(res.func, RESOURCE_ATTR, None), "fake", None)
+        if fake is None:
+            missing.append(res)
+        else:
+            swapped[name] = replace(res, func=fake, origin=FAKE_ORIGIN + res.origin)
+    if missing:
+        raise UnfakedResource(missing)
+    return replace(rb, resources={**rb.resources, **swapped}) if swapped else rb
+
+
+def _offline_runner_class() -> type:
+    from runbook.runner import Runner
+
+    class OfflineRunner(Runner):
+        """A Runner that never runs a runbook's real resources (DESIGN 18)."""
+
+        def load(self, runbook: Any) -> Any:
+            return offline(super().load(runbook), self.resources)
+
+    return OfflineRunner
 
 
 class RunbookRunner:
@@ -50,7 +109,6 @@ class RunbookRunner:
 
     def runner(self, **kwargs: Any) -> Any:
         from runbook.audit.events import KINDS
-        from runbook.runner import Runner
 
         resources = {
             "shell": self.shell,
@@ -65,7 +123,7 @@ class RunbookRunner:
         kwargs.setdefault("seed", 0)
         kwargs.setdefault("notify", [{"to": "fake://", "on": list(KINDS)}])
         plugins = [self.notifier.plugin, *kwargs.pop("plugins", [])]
-        return Runner(resources=resources, plugins=plugins, **kwargs)
+        return _offline_runner_class()(resources=resources, plugins=plugins, **kwargs)
 
     def run(
         self,
@@ -90,7 +148,12 @@ def fake_ssh() -> FakeSSH:
 
 @pytest.fixture
 def fake_clock() -> Iterator[FakeClock]:
-    with FakeClock() as clock:
+    """A FakeClock that ``datetime.now()`` follows too (freezegun: ``runbook[testing]``)."""
+    try:
+        clock = FakeClock()
+    except MissingFreezegun as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with clock:
         yield clock
 
 
@@ -108,14 +171,20 @@ def fake_notifier() -> FakeNotifier:
 
 @pytest.fixture
 def runbook_runner(
+    request: pytest.FixtureRequest,
     fake_shell: FakeShell,
-    fake_clock: FakeClock,
     fake_router: Any,
     fake_notifier: FakeNotifier,
     fake_ssh: FakeSSH,
 ) -> RunbookRunner:
+    """Runs with fakes. Time is the test's ``fake_clock`` when it asks for one; otherwise a
+    FakeClock that leaves ``datetime`` alone (no freezegun for tests that did not want it)."""
+    if "fake_clock" in request.fixturenames:
+        clock = request.getfixturevalue("fake_clock")
+    else:
+        clock = FakeClock(freeze=False)
     return RunbookRunner(
-        shell=fake_shell, clock=fake_clock, router=fake_router, notifier=fake_notifier, ssh=fake_ssh
+        shell=fake_shell, clock=clock, router=fake_router, notifier=fake_notifier, ssh=fake_ssh
     )
 
 
@@ -217,11 +286,18 @@ class RunbookItem(pytest.Item):
         spec = getattr(rb.module, "TEST", {}) or {}
         if spec.get("skip"):
             pytest.skip(spec["skip"])
+        try:
+            rb = offline(rb, spec.get("resources", {}))
+        except UnfakedResource as exc:
+            raise RunbookFailed(str(exc)) from None
         params = {n: _example(p) for n, p in rb.params.items() if p.required}
         params.update(spec.get("params", {}))
-        with tempfile.TemporaryDirectory() as tmp, FakeClock() as clock:
+        # No freezegun here: the run's own time is the fake clock, and pytest's timer is left
+        # alone (``--durations``), with or without ``runbook[testing]`` installed.
+        clock = FakeClock(freeze=False)
+        with tempfile.TemporaryDirectory() as tmp:
             resources = {
-                "http": httpx.Client(
+                "http": Http(
                     transport=httpx.MockTransport(
                         lambda request: httpx.Response(200, json={"status": "ok"})
                     )

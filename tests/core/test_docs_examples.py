@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import load
+from runbook import Runner, load
 
 pytest_plugins = ["pytester"]
 
@@ -43,8 +43,14 @@ def test_the_pages_have_examples():
 def test_runbooks_page_examples(tmp_path, runbook_runner, fake_clock):
     paths = write_all(tmp_path, "runbooks.md", "runbook")
     results = {}
+    # The pages' own resources reach "real" systems: a test replaces them (DESIGN 18).
+    fakes = {
+        "injection.py": {"registry": "registry.dev.internal"},
+        "resources.py": {"db": {"dsn": "postgresql://fake/app"}},
+    }
     for name, path in paths.items():
-        results[name] = runbook_runner.run(path, runner={"protection": "none"})
+        runner = {"protection": "none", "resources": fakes.get(name, {})}
+        results[name] = runbook_runner.run(path, runner=runner)
         assert results[name].status == "succeeded", f"{name}: {results[name].error}"
 
     assert results["hello.py"].steps["shout"].output == "HELLO WORLD"
@@ -64,7 +70,8 @@ def test_runbooks_page_examples(tmp_path, runbook_runner, fake_clock):
     assert len(fake_clock.sleeps) == 2
     assert results["rollback.py"].steps["switch"].output == {"from": None, "to": "green"}
     rb = load(paths["resources.py"])
-    assert runbook_runner.run(rb).status == "succeeded"
+    assert rb.module.EVENTS == []  # the test above never connected
+    assert Runner(actor="tester").run(rb).status == "succeeded"  # for real: set up, torn down
     assert rb.module.EVENTS == ["connect dev", "disconnect"]
 
 
