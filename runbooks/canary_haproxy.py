@@ -47,7 +47,7 @@ lock = "web-release-{env}"
 @step(reversible=True)
 def deploy_canary(shell, params):
     """Put the new version on the canary server (it has no traffic yet)."""
-    shell(f"deployctl install web-canary {params.version}")
+    shell(["deployctl", "install", "web-canary", params.version])
     return {"version": params.version}
 
 

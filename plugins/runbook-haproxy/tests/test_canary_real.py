@@ -7,6 +7,7 @@ analysis queries Prometheus over HTTP. Real seconds: each test bakes 2 s per wei
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +32,9 @@ class Deployer:
         self.router = router
         self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, command: str, **_: Any) -> None:
-        self.calls.append((command, self.router.weights("web")["canary"]))
+    def __call__(self, command: str | list[str], **_: Any) -> None:
+        text = command if isinstance(command, str) else shlex.join(command)  # argv or string
+        self.calls.append((text, self.router.weights("web")["canary"]))
 
 
 @pytest.fixture
