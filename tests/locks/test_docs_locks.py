@@ -26,7 +26,7 @@ def test_the_runbook_example_takes_its_locks_and_passes_the_token(tmp_path: Path
     from runbook import Runner, load
 
     (tmp_path / "migrate.py").write_text(BLOCKS[0], encoding="utf-8")
-    commands: list[str] = []
+    commands: list[list[str]] = []
     runner = Runner(
         env="dev",
         params={"table": "orders"},
@@ -38,7 +38,7 @@ def test_the_runbook_example_takes_its_locks_and_passes_the_token(tmp_path: Path
     )
     result = runner.run(load(tmp_path / "migrate.py"))
     assert result.status == "succeeded"
-    assert commands == ["backfill --table orders --fencing-token 1"]
+    assert commands == [["backfill", "--table", "orders", "--fencing-token", "1"]]  # argv form
     locks = [(e.kind, e.data["lock"]) for e in result.audit if e.kind.startswith("lock_")]
     assert locks == [
         ("lock_acquired", "db-dev"),
