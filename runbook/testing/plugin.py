@@ -77,8 +77,8 @@ def _offline_runner_class() -> type:
     class OfflineRunner(Runner):
         """A Runner that never runs a runbook's real resources (DESIGN 18)."""
 
-        def load(self, runbook: Any) -> Any:
-            return offline(super().load(runbook), self.resources)
+        def load(self, runbook: Any, *args: Any, **kwargs: Any) -> Any:
+            return offline(super().load(runbook, *args, **kwargs), self.resources)
 
     return OfflineRunner
 
