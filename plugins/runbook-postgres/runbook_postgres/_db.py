@@ -12,14 +12,15 @@ drops its dead connections, so the call after it gets a fresh one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 
 from runbook.errors import ConfigError, RunbookError
 from runbook.urls import redact_url
@@ -78,9 +79,14 @@ class PgTarget:
         return cls(url, conninfo, schema, max(pool_max, 1), pool_timeout, password)
 
 
-def qident(name: str) -> str:
-    """Quote an identifier already checked against ``_IDENT``."""
-    return '"' + name.replace('"', '""') + '"'
+def schema_sql(schema: str, template: LiteralString, **parts: sql.Composable) -> sql.Composed:
+    """``template`` with ``{s}`` standing for the quoted schema (and ``{name}`` for ``parts``).
+
+    Query text is only ever literal SQL composed with ``psycopg.sql``: the schema comes from a
+    URL, so it enters as an ``Identifier`` (quoted by psycopg), never by string formatting.
+    Braces meant for PostgreSQL are doubled, as in ``str.format``.
+    """
+    return sql.SQL(template).format(s=sql.Identifier(schema), **parts)
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -177,7 +183,7 @@ def ensure_version(
     conn: psycopg.Connection,
     schema: str,
     component: str,
-    migrations: list[str],
+    migrations: Sequence[LiteralString],
     error_type: type[RunbookError],
     safe_url: str,
 ) -> None:
@@ -186,11 +192,10 @@ def ensure_version(
     The advisory lock is transaction-scoped, so a host that dies mid-migration releases it and
     its half-done DDL rolls back with it (PostgreSQL DDL is transactional).
     """
-    s = qident(schema)
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext('runbook-migrate'), hashtext(%s))", (schema,)
     )
-    current = _current_version(conn, s, component)
+    current = _current_version(conn, schema, component)
     if current > len(migrations):
         raise error_type(
             f"PostgreSQL {safe_url}: schema {schema!r} has {component} version {current}, newer "
@@ -198,27 +203,34 @@ def ensure_version(
         )
     if current == len(migrations):
         return  # no DDL at all: a role without CREATE privileges can use a migrated schema
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+    conn.execute(schema_sql(schema, "CREATE SCHEMA IF NOT EXISTS {s}"))
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
-        " component text PRIMARY KEY, version integer NOT NULL,"
-        " migrated_at timestamptz NOT NULL DEFAULT now())"
+        schema_sql(
+            schema,
+            "CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+            " component text PRIMARY KEY, version integer NOT NULL,"
+            " migrated_at timestamptz NOT NULL DEFAULT now())",
+        )
     )
     for version in range(current + 1, len(migrations) + 1):
-        conn.execute(migrations[version - 1].format(s=s))
+        conn.execute(schema_sql(schema, migrations[version - 1]))
     conn.execute(
-        f"INSERT INTO {s}.schema_version (component, version) VALUES (%s, %s) "
-        "ON CONFLICT (component) DO UPDATE SET version = excluded.version, migrated_at = now()",
+        schema_sql(
+            schema,
+            "INSERT INTO {s}.schema_version (component, version) VALUES (%s, %s) ON CONFLICT"
+            " (component) DO UPDATE SET version = excluded.version, migrated_at = now()",
+        ),
         (component, len(migrations)),
     )
 
 
-def _current_version(conn: psycopg.Connection, s: str, component: str) -> int:
-    exists = conn.execute("SELECT to_regclass(%s)", (f"{s}.schema_version",)).fetchone()
+def _current_version(conn: psycopg.Connection, schema: str, component: str) -> int:
+    table = sql.Identifier(schema, "schema_version")
+    exists = conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()
     if not exists or exists[0] is None:
         return 0
     row = conn.execute(
-        f"SELECT version FROM {s}.schema_version WHERE component = %s", (component,)
+        sql.SQL("SELECT version FROM {} WHERE component = %s").format(table), (component,)
     ).fetchone()
     return int(row[0]) if row else 0
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 from urllib.parse import urlsplit
+
+from psycopg import sql
 
 from runbook.audit.events import (
     GENESIS,
@@ -30,9 +32,9 @@ from runbook.audit.events import (
     verify_chain,
 )
 from runbook.errors import AuditError
-from runbook_postgres._db import Database, PgTarget, ensure_version
+from runbook_postgres._db import Database, PgTarget, ensure_version, schema_sql
 
-MIGRATIONS = [
+MIGRATIONS: list[LiteralString] = [
     """
     CREATE TABLE {s}.audit_events (
         seq bigint PRIMARY KEY,
@@ -67,6 +69,34 @@ MIGRATIONS = [
 _PAGE = 1000
 
 
+class _Statements:
+    """Every statement of the sink, composed once with the schema as a quoted identifier."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.head = schema_sql(
+            schema, "SELECT seq, hash FROM {s}.audit_events ORDER BY seq DESC LIMIT 1"
+        )
+        self.append = schema_sql(
+            schema,
+            "INSERT INTO {s}.audit_events (seq, run_id, step, kind, actor, at, event,"
+            " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        )
+        self.verify_page = schema_sql(
+            schema,
+            "SELECT seq, run_id, step, kind, actor, at, prev_hash, hash, event"
+            " FROM {s}.audit_events WHERE seq > %s ORDER BY seq LIMIT %s",
+        )
+
+    def page(self, where: Sequence[sql.Composable]) -> sql.Composed:
+        """Events matching every condition of ``where`` (each with its own parameter)."""
+        return schema_sql(
+            self.schema,
+            "SELECT seq, event FROM {s}.audit_events WHERE {where} ORDER BY seq LIMIT %s",
+            where=sql.SQL(" AND ").join(where),
+        )
+
+
 def _at(value: str) -> datetime | None:
     try:
         at = datetime.fromisoformat(value)
@@ -81,7 +111,7 @@ class PostgresSink:
         self.best_effort = best_effort
         self._target = PgTarget.parse(url)
         self._db = Database(self._target, AuditError, "audit sink")
-        self._s = f'"{self._target.schema}"'
+        self._sql = _Statements(self._target.schema)
         self._db.open(
             lambda conn: ensure_version(
                 conn, self._target.schema, "audit", MIGRATIONS, AuditError, self._target.safe_url
@@ -107,13 +137,10 @@ class PostgresSink:
                 "SELECT pg_advisory_xact_lock(hashtext('runbook-audit'), hashtext(%s))",
                 (self._target.schema,),
             )
-            head = conn.execute(
-                f"SELECT seq, hash FROM {self._s}.audit_events ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+            head = conn.execute(self._sql.head).fetchone()
             stored = event.chained(head[0] + 1 if head else 1, head[1] if head else GENESIS)
             conn.execute(
-                f"INSERT INTO {self._s}.audit_events (seq, run_id, step, kind, actor, at, event,"
-                " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                self._sql.append,
                 (
                     stored.seq,
                     stored.run_id,
@@ -131,7 +158,8 @@ class PostgresSink:
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         """Served by SQL in pages keyed on ``seq``, so no connection is held between pages."""
         q = query or AuditQuery()
-        where, args = ["seq > %s"], []
+        where: list[sql.Composable] = [sql.SQL("seq > %s")]
+        args: list[Any] = []
         for column, value in (
             ("run_id", q.run_id),
             ("step", q.step),
@@ -139,19 +167,20 @@ class PostgresSink:
             ("actor", q.actor),
         ):
             if value:
-                where.append(f"{column} = %s")
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
                 args.append(value)
         if q.since:
-            where.append("at >= %s")
+            where.append(sql.SQL("at >= %s"))
             args.append(q.since)
         if q.until:
-            where.append("at <= %s")
+            where.append(sql.SQL("at <= %s"))
             args.append(q.until)
+        statement = self._sql.page(where)
         remaining = q.limit or None
         after = 0
         while True:
             page = min(_PAGE, remaining) if remaining else _PAGE
-            rows = self._page(" AND ".join(where), [after, *args], page)
+            rows = self._page(statement, [after, *args], page)
             for seq, text in rows:
                 yield self._parse(seq, text)
             if remaining:
@@ -162,13 +191,9 @@ class PostgresSink:
                 return
             after = rows[-1][0]
 
-    def _page(self, where: str, args: list[Any], limit: int) -> list[tuple[int, str]]:
+    def _page(self, statement: sql.Composed, args: list[Any], limit: int) -> list[tuple[int, str]]:
         with self._db.statement("read events") as conn:
-            return conn.execute(
-                f"SELECT seq, event FROM {self._s}.audit_events WHERE {where}"
-                " ORDER BY seq LIMIT %s",
-                (*args, limit),
-            ).fetchall()
+            return conn.execute(statement, (*args, limit)).fetchall()
 
     def _parse(self, seq: int, text: str) -> AuditEvent:
         try:
@@ -186,11 +211,7 @@ class PostgresSink:
             after = 0
             while True:
                 with self._db.statement("verify the chain") as conn:
-                    rows = conn.execute(
-                        f"SELECT seq, run_id, step, kind, actor, at, prev_hash, hash, event"
-                        f" FROM {self._s}.audit_events WHERE seq > %s ORDER BY seq LIMIT %s",
-                        (after, _PAGE),
-                    ).fetchall()
+                    rows = conn.execute(self._sql.verify_page, (after, _PAGE)).fetchall()
                 for seq, run_id, step, kind, actor, at, prev_hash, hash_, text in rows:
                     try:
                         event = parse_event(text)

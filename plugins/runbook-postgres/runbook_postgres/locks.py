@@ -10,13 +10,16 @@ increase across all names and hosts and are never reused, even after a lock row 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
 
 from runbook.errors import LeaseLost, LockError
 from runbook.locks.base import Lease
-from runbook_postgres._db import Database, PgTarget, ensure_version
+from runbook_postgres._db import Database, PgTarget, ensure_version, schema_sql
 
-MIGRATIONS = [
+MIGRATIONS: list[LiteralString] = [
     """
     CREATE SEQUENCE {s}.lock_tokens AS bigint;
     CREATE TABLE {s}.locks (
@@ -31,10 +34,51 @@ MIGRATIONS = [
     """,
 ]
 
-_LEASE_COLUMNS = (
+_LEASE_COLUMNS = sql.SQL(
     "name, owner, token, actor, extract(epoch FROM acquired_at)::float8,"
     " extract(epoch FROM expires_at)::float8"
 )
+
+
+class _Statements:
+    """Every statement of the provider, composed once with the schema as a quoted identifier."""
+
+    def __init__(self, schema: str) -> None:
+        # nextval() takes the sequence's name as a string: a literal holding the quoted name.
+        tokens = sql.Literal(sql.Identifier(schema, "lock_tokens").as_string())
+
+        def q(template: LiteralString) -> sql.Composed:
+            return schema_sql(schema, template, lease=_LEASE_COLUMNS, tokens=tokens)
+
+        self.current = q(
+            "SELECT owner, expires_at > clock_timestamp() FROM {s}.locks WHERE name = %s"
+        )
+        self.extend = q(
+            "UPDATE {s}.locks SET expires_at = clock_timestamp()"
+            " + make_interval(secs => %s / 1000.0) WHERE name = %s RETURNING {lease}"
+        )
+        self.take = q(
+            "INSERT INTO {s}.locks (name, owner, actor, token, acquired_at, expires_at)"
+            " VALUES (%s, %s, %s, nextval({tokens}),"
+            " clock_timestamp(), clock_timestamp() + make_interval(secs => %s / 1000.0))"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+            " actor = excluded.actor, token = excluded.token,"
+            " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
+            " RETURNING {lease}"
+        )
+        self.renew = q(
+            "UPDATE {s}.locks SET expires_at = clock_timestamp()"
+            " + make_interval(secs => %s / 1000.0)"
+            " WHERE name = %s AND owner = %s AND token = %s"
+            " AND expires_at > clock_timestamp() RETURNING {lease}"
+        )
+        self.release = q("DELETE FROM {s}.locks WHERE name = %s AND owner = %s AND token = %s")
+        self.live = q(
+            "SELECT {lease} FROM {s}.locks WHERE name = %s AND expires_at > clock_timestamp()"
+        )
+        self.held = q(
+            "SELECT {lease} FROM {s}.locks WHERE expires_at > clock_timestamp() ORDER BY name"
+        )
 
 
 def _lease(row: Any) -> Lease:
@@ -58,7 +102,7 @@ class PostgresLocks:
         self.url = url
         self._target = PgTarget.parse(url)
         self._db = Database(self._target, LockError, "lock provider")
-        self._s = f'"{self._target.schema}"'
+        self._sql = _Statements(self._target.schema)
         self._db.open(
             lambda conn: ensure_version(
                 conn, self._target.schema, "locks", MIGRATIONS, LockError, self._target.safe_url
@@ -68,7 +112,7 @@ class PostgresLocks:
     def __repr__(self) -> str:
         return f"PostgresLocks({self._target.safe_url!r})"
 
-    def _guard(self, conn: Any, name: str) -> None:
+    def _guard(self, conn: psycopg.Connection, name: str) -> None:
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
             ("runbook-lock:" + self._target.schema, name),
@@ -78,42 +122,18 @@ class PostgresLocks:
         ms = _interval_ms(lease)
         with self._db.transaction(f"acquire lock {name!r}", pipeline=True) as conn:
             self._guard(conn, name)
-            row = conn.execute(
-                f"SELECT owner, expires_at > clock_timestamp() FROM {self._s}.locks"
-                " WHERE name = %s",
-                (name,),
-            ).fetchone()
+            row = conn.execute(self._sql.current, (name,)).fetchone()
             if row is not None and row[1]:  # a live lease
                 if row[0] != owner:
                     return None
-                found = conn.execute(
-                    f"UPDATE {self._s}.locks SET expires_at = clock_timestamp()"
-                    " + make_interval(secs => %s / 1000.0) WHERE name = %s"
-                    f" RETURNING {_LEASE_COLUMNS}",
-                    (ms, name),
-                ).fetchone()
-                return _lease(found)
-            found = conn.execute(
-                f"INSERT INTO {self._s}.locks (name, owner, actor, token, acquired_at,"
-                f" expires_at) VALUES (%s, %s, %s, nextval('{self._s}.lock_tokens'),"
-                " clock_timestamp(), clock_timestamp() + make_interval(secs => %s / 1000.0))"
-                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
-                " actor = excluded.actor, token = excluded.token,"
-                " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
-                f" RETURNING {_LEASE_COLUMNS}",
-                (name, owner, actor, ms),
-            ).fetchone()
-            return _lease(found)
+                return _lease(conn.execute(self._sql.extend, (ms, name)).fetchone())
+            return _lease(conn.execute(self._sql.take, (name, owner, actor, ms)).fetchone())
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
         with self._db.transaction(f"renew lock {lease.name!r}", pipeline=True) as conn:
             self._guard(conn, lease.name)
             row = conn.execute(
-                f"UPDATE {self._s}.locks SET expires_at = clock_timestamp()"
-                " + make_interval(secs => %s / 1000.0)"
-                " WHERE name = %s AND owner = %s AND token = %s"
-                f" AND expires_at > clock_timestamp() RETURNING {_LEASE_COLUMNS}",
-                (_interval_ms(seconds), lease.name, lease.owner, lease.token),
+                self._sql.renew, (_interval_ms(seconds), lease.name, lease.owner, lease.token)
             ).fetchone()
             if row is None:
                 now_holder = self._live(conn, lease.name)
@@ -131,17 +151,10 @@ class PostgresLocks:
     def release(self, lease: Lease) -> None:
         with self._db.transaction(f"release lock {lease.name!r}", pipeline=True) as conn:
             self._guard(conn, lease.name)
-            conn.execute(
-                f"DELETE FROM {self._s}.locks WHERE name = %s AND owner = %s AND token = %s",
-                (lease.name, lease.owner, lease.token),
-            )
+            conn.execute(self._sql.release, (lease.name, lease.owner, lease.token))
 
-    def _live(self, conn: Any, name: str) -> Lease | None:
-        row = conn.execute(
-            f"SELECT {_LEASE_COLUMNS} FROM {self._s}.locks WHERE name = %s"
-            " AND expires_at > clock_timestamp()",
-            (name,),
-        ).fetchone()
+    def _live(self, conn: psycopg.Connection, name: str) -> Lease | None:
+        row = conn.execute(self._sql.live, (name,)).fetchone()
         return _lease(row) if row else None
 
     def holder(self, name: str) -> Lease | None:
@@ -150,10 +163,7 @@ class PostgresLocks:
 
     def held(self) -> list[Lease]:
         with self._db.statement("list locks") as conn:
-            rows = conn.execute(
-                f"SELECT {_LEASE_COLUMNS} FROM {self._s}.locks"
-                " WHERE expires_at > clock_timestamp() ORDER BY name"
-            ).fetchall()
+            rows = conn.execute(self._sql.held).fetchall()
         return [_lease(row) for row in rows]
 
     def close(self) -> None:

@@ -7,10 +7,12 @@ times as ``timestamptz`` (returned as UTC). A row that is not what runbook wrote
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -22,9 +24,9 @@ from runbook.store.base import (
     RunRecord,
     StepRecord,
 )
-from runbook_postgres._db import Database, PgTarget, ensure_version
+from runbook_postgres._db import Database, PgTarget, ensure_version, schema_sql
 
-MIGRATIONS = [
+MIGRATIONS: list[LiteralString] = [
     # 1: initial layout. ``seq`` columns keep insertion order for ties and for approvals.
     """
     CREATE TABLE {s}.runs (
@@ -112,12 +114,88 @@ def _param(column: str, value: Any) -> Any:
     return Jsonb(value) if column in _JSON_RUN_COLUMNS else value
 
 
+class _Statements:
+    """Every statement of the store, composed once with the schema as a quoted identifier."""
+
+    def __init__(self, schema: str) -> None:
+        def q(template: LiteralString) -> sql.Composed:
+            return schema_sql(schema, template)
+
+        self.schema = schema
+        self.create_run = q(
+            "INSERT INTO {s}.runs (run_id, runbook_path, runbook_sha256, env, actor,"
+            " status, params, created_at, updated_at, host, pid, options, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()), now(), %s, %s, %s, %s)"
+            " ON CONFLICT (run_id) DO NOTHING"
+        )
+        self.get_run = q("SELECT * FROM {s}.runs WHERE run_id = %s")
+        self.list_runs = q("SELECT * FROM {s}.runs ORDER BY created_at DESC, seq DESC LIMIT %s")
+        self.list_runs_with_status = q(
+            "SELECT * FROM {s}.runs WHERE status = %s ORDER BY created_at DESC, seq DESC LIMIT %s"
+        )
+        self.save_step = q(
+            "INSERT INTO {s}.steps (run_id, name, status, output, error, attempts,"
+            " started_at, finished_at, duration, reason, completed_seq)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+            " WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s)"
+            " ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status,"
+            " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
+            " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+            " duration = excluded.duration, reason = excluded.reason,"
+            " completed_seq = excluded.completed_seq"
+        )
+        self.get_steps = q("SELECT * FROM {s}.steps WHERE run_id = %s ORDER BY name")
+        self.add_approval = q(
+            "INSERT INTO {s}.approvals (run_id, step, actor, decision, comment, at,"
+            " auto, data) SELECT %s, %s, %s, %s, %s, COALESCE(%s, now()), %s, %s"
+            " WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s)"
+        )
+        approvals: LiteralString = (
+            "SELECT run_id, step, actor, decision, comment, at, auto, data FROM {s}.approvals"
+        )
+        self.approvals = q(approvals + " WHERE run_id = %s ORDER BY seq")
+        self.approvals_of_step = q(approvals + " WHERE run_id = %s AND step = %s ORDER BY seq")
+        self.add_interrupt_decision = q(
+            "INSERT INTO {s}.interrupt_decisions (run_id, step, choice, actor, at)"
+            " SELECT %s, %s, %s, %s, COALESCE(%s, now())"
+            " WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s)"
+        )
+        self.interrupt_decisions = q(
+            "SELECT run_id, step, choice, actor, at FROM {s}.interrupt_decisions"
+            " WHERE run_id = %s ORDER BY seq"
+        )
+        self.witness_audit = q(
+            "INSERT INTO {s}.audit_witness AS w (run_id, chain, seq, hash)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id, chain) DO UPDATE"
+            " SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > w.seq"
+        )
+        witnesses: LiteralString = "SELECT run_id, chain, seq, hash FROM {s}.audit_witness"
+        self.audit_witnesses = q(witnesses + " ORDER BY seq, chain, run_id")
+        self.audit_witnesses_of_chain = q(
+            witnesses + " WHERE chain = %s ORDER BY seq, chain, run_id"
+        )
+
+    def update_run(self, columns: Iterable[str], *, touch: bool) -> sql.Composed:
+        """``columns`` are RunRecord fields (checked by the caller), each set from a parameter;
+        ``touch`` also sets ``updated_at`` to the server's clock."""
+        sets: list[sql.Composable] = [
+            sql.SQL("{} = %s").format(sql.Identifier(column)) for column in columns
+        ]
+        if touch:
+            sets.append(sql.SQL("updated_at = now()"))
+        return schema_sql(
+            self.schema,
+            "UPDATE {s}.runs SET {sets} WHERE run_id = %s RETURNING *",
+            sets=sql.SQL(", ").join(sets),
+        )
+
+
 class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._target = PgTarget.parse(url)
         self._db = Database(self._target, StoreError, "store")
-        self._s = f'"{self._target.schema}"'
+        self._sql = _Statements(self._target.schema)
         self._db.open(
             lambda conn: ensure_version(
                 conn, self._target.schema, "store", MIGRATIONS, StoreError, self._target.safe_url
@@ -132,10 +210,7 @@ class PostgresStore:
     def create_run(self, run: RunRecord) -> None:
         with self._db.statement(f"create run {run.run_id}") as conn:
             cur = conn.execute(
-                f"INSERT INTO {self._s}.runs (run_id, runbook_path, runbook_sha256, env, actor,"
-                " status, params, created_at, updated_at, host, pid, options, error)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()), now(), %s, %s, %s, %s)"
-                " ON CONFLICT (run_id) DO NOTHING",
+                self._sql.create_run,
                 (
                     run.run_id,
                     run.runbook_path,
@@ -158,43 +233,29 @@ class PostgresStore:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise TypeError(f"update_run: unknown run field(s): {', '.join(sorted(unknown))}")
-        sets = [f"{col} = %s" for col in changes]
+        query = self._sql.update_run(changes, touch="updated_at" not in changes)
         values = [_param(col, value) for col, value in changes.items()]
-        if "updated_at" not in changes:
-            sets.append("updated_at = now()")
         with self._db.statement(f"update run {run_id}") as conn:
             cur = conn.cursor(row_factory=dict_row)
-            row = cur.execute(
-                f"UPDATE {self._s}.runs SET {', '.join(sets)} WHERE run_id = %s RETURNING *",
-                (*values, run_id),
-            ).fetchone()
+            row = cur.execute(query, (*values, run_id)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in {self._target.safe_url}")
         return self._run(row)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._db.statement(f"read run {run_id}") as conn:
-            row = (
-                conn.cursor(row_factory=dict_row)
-                .execute(f"SELECT * FROM {self._s}.runs WHERE run_id = %s", (run_id,))
-                .fetchone()
-            )
+            row = conn.cursor(row_factory=dict_row).execute(self._sql.get_run, (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in {self._target.safe_url}")
         return self._run(row)
 
     def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
-        where, args = ("WHERE status = %s", [status]) if status is not None else ("", [])
+        if status is None:
+            query, args = self._sql.list_runs, (max(limit, 0),)
+        else:
+            query, args = self._sql.list_runs_with_status, (status, max(limit, 0))
         with self._db.statement("list runs") as conn:
-            rows = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    f"SELECT * FROM {self._s}.runs {where} ORDER BY created_at DESC, seq DESC"
-                    " LIMIT %s",
-                    (*args, max(limit, 0)),
-                )
-                .fetchall()
-            )
+            rows = conn.cursor(row_factory=dict_row).execute(query, args).fetchall()
         return [self._run(row) for row in rows]
 
     def _run(self, row: dict[str, Any]) -> RunRecord:
@@ -225,15 +286,7 @@ class PostgresStore:
     def save_step(self, step: StepRecord) -> None:
         with self._db.statement(f"save step {step.name} of run {step.run_id}") as conn:
             cur = conn.execute(
-                f"INSERT INTO {self._s}.steps (run_id, name, status, output, error, attempts,"
-                " started_at, finished_at, duration, reason, completed_seq)"
-                " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
-                f" WHERE EXISTS (SELECT 1 FROM {self._s}.runs WHERE run_id = %s)"
-                " ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status,"
-                " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
-                " started_at = excluded.started_at, finished_at = excluded.finished_at,"
-                " duration = excluded.duration, reason = excluded.reason,"
-                " completed_seq = excluded.completed_seq",
+                self._sql.save_step,
                 (
                     step.run_id,
                     step.name,
@@ -254,11 +307,7 @@ class PostgresStore:
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._db.statement(f"read steps of run {run_id}") as conn:
             rows = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    f"SELECT * FROM {self._s}.steps WHERE run_id = %s ORDER BY name", (run_id,)
-                )
-                .fetchall()
+                conn.cursor(row_factory=dict_row).execute(self._sql.get_steps, (run_id,)).fetchall()
             )
         steps = {}
         for row in rows:
@@ -277,9 +326,7 @@ class PostgresStore:
     def add_approval(self, approval: ApprovalRecord) -> None:
         with self._db.statement(f"record approval of run {approval.run_id}") as conn:
             cur = conn.execute(
-                f"INSERT INTO {self._s}.approvals (run_id, step, actor, decision, comment, at,"
-                " auto, data) SELECT %s, %s, %s, %s, %s, COALESCE(%s, now()), %s, %s"
-                f" WHERE EXISTS (SELECT 1 FROM {self._s}.runs WHERE run_id = %s)",
+                self._sql.add_approval,
                 (
                     approval.run_id,
                     approval.step,
@@ -295,27 +342,18 @@ class PostgresStore:
             self._require_run(cur.rowcount, approval.run_id)
 
     def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
-        where, args = "run_id = %s", [run_id]
-        if step is not None:
-            where, args = where + " AND step = %s", [*args, step]
+        if step is None:
+            query, args = self._sql.approvals, (run_id,)
+        else:
+            query, args = self._sql.approvals_of_step, (run_id, step)
         with self._db.statement(f"read approvals of run {run_id}") as conn:
-            rows = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    "SELECT run_id, step, actor, decision, comment, at, auto, data"
-                    f" FROM {self._s}.approvals WHERE {where} ORDER BY seq",
-                    args,
-                )
-                .fetchall()
-            )
+            rows = conn.cursor(row_factory=dict_row).execute(query, args).fetchall()
         return [ApprovalRecord(**{**row, "at": _utc(row["at"])}) for row in rows]
 
     def add_interrupt_decision(self, decision: InterruptDecision) -> None:
         with self._db.statement(f"record interrupt decision of run {decision.run_id}") as conn:
             cur = conn.execute(
-                f"INSERT INTO {self._s}.interrupt_decisions (run_id, step, choice, actor, at)"
-                " SELECT %s, %s, %s, %s, COALESCE(%s, now())"
-                f" WHERE EXISTS (SELECT 1 FROM {self._s}.runs WHERE run_id = %s)",
+                self._sql.add_interrupt_decision,
                 (
                     decision.run_id,
                     decision.step,
@@ -331,11 +369,7 @@ class PostgresStore:
         with self._db.statement(f"read interrupt decisions of run {run_id}") as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
-                .execute(
-                    f"SELECT run_id, step, choice, actor, at FROM {self._s}.interrupt_decisions"
-                    " WHERE run_id = %s ORDER BY seq",
-                    (run_id,),
-                )
+                .execute(self._sql.interrupt_decisions, (run_id,))
                 .fetchall()
             )
         return [InterruptDecision(**{**row, "at": _utc(row["at"])}) for row in rows]
@@ -344,21 +378,15 @@ class PostgresStore:
 
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
         with self._db.statement(f"witness the audit head of run {run_id}") as conn:
-            conn.execute(
-                f"INSERT INTO {self._s}.audit_witness AS w (run_id, chain, seq, hash)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id, chain) DO UPDATE"
-                " SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > w.seq",
-                (run_id, chain, seq, hash),
-            )
+            conn.execute(self._sql.witness_audit, (run_id, chain, seq, hash))
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
-        where, args = ("WHERE chain = %s", (chain,)) if chain is not None else ("", ())
+        if chain is None:
+            query, args = self._sql.audit_witnesses, ()
+        else:
+            query, args = self._sql.audit_witnesses_of_chain, (chain,)
         with self._db.statement("read the audit witnesses") as conn:
-            rows = conn.execute(
-                f"SELECT run_id, chain, seq, hash FROM {self._s}.audit_witness {where}"
-                " ORDER BY seq, chain, run_id",
-                args,
-            ).fetchall()
+            rows = conn.execute(query, args).fetchall()
         return [AuditWitness(r, c, int(q), h) for r, c, q, h in rows]
 
     def close(self) -> None:
