@@ -182,15 +182,17 @@ def test_delivers_plain_text_and_html(server: int, inbox: Inbox):
         )
     )
     ((sender, rcpts, mail),) = inbox.mails
+
+    def _decoded(part: MailMessage) -> str:
+        payload = part.get_payload(decode=True)  # a leaf part decodes to bytes
+        assert isinstance(payload, bytes)
+        return payload.decode()
+
     assert sender == "runbook@example.com"
     assert rcpts == ["a@example.com", "b@example.com"]
     assert mail["Subject"] == "[runbook] ERROR: deploy failed & rolled back in prod"
     assert mail.get_content_type() == "multipart/alternative"
-    parts = {
-        p.get_content_type(): p.get_payload(decode=True).decode()
-        for p in mail.walk()
-        if not p.is_multipart()
-    }
+    parts = {p.get_content_type(): _decoded(p) for p in mail.walk() if not p.is_multipart()}
     assert set(parts) == {"text/plain", "text/html"}
     assert "AssertionError: <503> != 200" in parts["text/plain"]
     assert "runbook show 01J" in parts["text/plain"]

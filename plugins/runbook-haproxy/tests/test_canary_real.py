@@ -121,7 +121,8 @@ def test_failing_canary_aborts_weight_zero_confirmed_before_uninstall(
 
     assert result.status == "rolled_back"
     assert result.steps["release.measure-20"].status == "failed"
-    assert "measurements failed (limit 1)" in result.steps["release.measure-20"].error
+    error = result.steps["release.measure-20"].error
+    assert error is not None and "measurements failed (limit 1)" in error
     assert result.steps["release.shift-100"].status == "pending"  # never promoted
     assert [o for _, _, o in measurements(result)][-2:] == ["fail", "fail"]
     assert all(v is not None and v >= 0.05 for _, v, o in measurements(result) if o == "fail")

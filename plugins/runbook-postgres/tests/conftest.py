@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from runbook.testing.processes import ProcessGroup
 from runbook.urls import redact_url
@@ -49,7 +50,7 @@ def pg_schema(pg_server: str) -> Iterator[str]:
     name = f"rbtest_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -45,7 +45,9 @@ def test_tokens_increase_across_lock_names(pg_url: str) -> None:
 
 
 def test_lease_times_come_from_the_server(pg_url: str, pg_admin: psycopg.Connection) -> None:
-    server_now = pg_admin.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
+    row = pg_admin.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+    assert row is not None
+    server_now = row[0]
     p = PostgresLocks(pg_url)
     try:
         lease = p.acquire("clock", "run-1", actor="alice", lease=30)
@@ -97,7 +99,8 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str, spawn) -> No
         p = PostgresLocks(pg_url)
         try:
             assert p.acquire(name, "run-new", actor="bob", lease=10) is None
-            assert p.holder(name).owner == "run-dead"
+            holding = p.holder(name)
+            assert holding is not None and holding.owner == "run-dead"
             os.kill(holder.pid, signal.SIGKILL)
             holder.wait(timeout=10)
             deadline = time.monotonic() + 10
@@ -105,7 +108,8 @@ def test_sigkilled_holder_is_reclaimed_after_its_lease(pg_url: str, spawn) -> No
                 assert time.monotonic() < deadline, "lock never became reclaimable"
                 time.sleep(0.05)
             assert lease.token > token
-            assert p.holder(name).owner == "run-new"
+            holding = p.holder(name)
+            assert holding is not None and holding.owner == "run-new"
         finally:
             p.close()
     finally:
@@ -143,6 +147,7 @@ def test_renew_after_terminated_connection_recovers(
     p = PostgresLocks(pg_url)
     try:
         lease = p.acquire("web", "run-1", actor="alice", lease=30)
+        assert lease is not None
         assert terminate(pg_schema) >= 1
         with pytest.raises(LockError) as info:
             p.renew(lease, 30)

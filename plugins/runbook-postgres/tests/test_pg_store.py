@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 from runbook_postgres.store import MIGRATIONS, PostgresStore
 
 from runbook.errors import ConfigError, RunNotFound, StoreCorrupt, StoreError
@@ -59,8 +60,9 @@ def test_run_round_trips_with_json_and_utc_times(store: PostgresStore) -> None:
     store.create_run(run(created_at=T0))
     got = store.get_run("r1")
     assert got.evolve(updated_at=None) == run(created_at=T0)
-    assert got.created_at == T0 and got.created_at.tzinfo is not None
-    assert got.updated_at.utcoffset() == timedelta(0)
+    assert got.created_at == T0
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    assert got.updated_at is not None and got.updated_at.utcoffset() == timedelta(0)
 
 
 def test_created_at_defaults_to_now(store: PostgresStore) -> None:
@@ -68,7 +70,7 @@ def test_created_at_defaults_to_now(store: PostgresStore) -> None:
     store.create_run(run())
     got = store.get_run("r1")
     assert got.created_at is not None and got.created_at > before
-    assert got.updated_at >= got.created_at
+    assert got.updated_at is not None and got.updated_at >= got.created_at
 
 
 def test_creating_a_run_twice_is_refused(store: PostgresStore) -> None:
@@ -91,6 +93,7 @@ def test_update_run_changes_fields_and_stamps_updated_at(store: PostgresStore) -
     )
     assert (updated.status, updated.error, updated.pid) == ("failed", "boom", 7)
     assert updated.params == {"version": "2"} and updated.options == {"dry_run": True}
+    assert first is not None and updated.updated_at is not None
     assert updated.updated_at > first and updated.created_at == T0
     assert store.get_run("r1") == updated
 
@@ -99,8 +102,9 @@ def test_update_run_refuses_unknown_fields_and_unknown_runs(store: PostgresStore
     store.create_run(run())
     with pytest.raises(TypeError, match="colour"):
         store.update_run("r1", colour="blue")
+    changes = {"run_id": "r2"}  # a caller passing on a dict of changes
     with pytest.raises(TypeError, match="run_id"):
-        store.update_run("r1", run_id="r2")
+        store.update_run("r1", **changes)
     with pytest.raises(RunNotFound, match="'nope'"):
         store.update_run("nope", status="failed")
     with pytest.raises(RunNotFound, match="'nope'"):
@@ -244,7 +248,9 @@ def test_schema_is_versioned(
     store: PostgresStore, pg_admin: psycopg.Connection, pg_schema: str
 ) -> None:
     row = pg_admin.execute(
-        f"SELECT version FROM \"{pg_schema}\".schema_version WHERE component = 'store'"
+        sql.SQL("SELECT version FROM {}.schema_version WHERE component = 'store'").format(
+            sql.Identifier(pg_schema)
+        )
     ).fetchone()
     assert row == (len(MIGRATIONS),)
 
@@ -271,7 +277,9 @@ def test_hosts_opening_at_once_migrate_once(
         s.close()
     assert errors == [] and len(stores) == 4
     rows = pg_admin.execute(
-        f'SELECT component, version FROM "{pg_schema}".schema_version'
+        sql.SQL("SELECT component, version FROM {}.schema_version").format(
+            sql.Identifier(pg_schema)
+        )
     ).fetchall()
     assert rows == [("store", len(MIGRATIONS))]
 
@@ -279,7 +287,9 @@ def test_hosts_opening_at_once_migrate_once(
 def test_newer_schema_than_the_plugin_is_refused(
     pg_url: str, store: PostgresStore, pg_admin: psycopg.Connection, pg_schema: str
 ) -> None:
-    pg_admin.execute(f'UPDATE "{pg_schema}".schema_version SET version = 99')
+    pg_admin.execute(
+        sql.SQL("UPDATE {}.schema_version SET version = 99").format(sql.Identifier(pg_schema))
+    )
     with pytest.raises(StoreError, match="store version 99, newer than this runbook-postgres"):
         PostgresStore(pg_url)
 
@@ -297,7 +307,11 @@ def test_bad_json_row_is_store_corrupt_naming_run_and_column(
     store: PostgresStore, pg_admin: psycopg.Connection, pg_schema: str, column: str
 ) -> None:
     store.create_run(run())
-    pg_admin.execute(f"UPDATE \"{pg_schema}\".runs SET {column} = '[1, 2]'::jsonb")
+    pg_admin.execute(
+        sql.SQL("UPDATE {}.runs SET {} = '[1, 2]'::jsonb").format(
+            sql.Identifier(pg_schema), sql.Identifier(column)
+        )
+    )
     with pytest.raises(StoreCorrupt) as info:
         store.get_run("r1")
     assert "run 'r1'" in str(info.value) and f"column '{column}'" in str(info.value)
@@ -340,15 +354,16 @@ def test_a_role_without_create_rights_uses_a_migrated_schema(
     """Least privilege: after the first (privileged) open, runbook needs no DDL rights."""
     PostgresStore(pg_url).close()
     role = f"{pg_schema}_app"
-    s = f'"{pg_schema}"'
-    pg_admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    names = {"s": sql.Identifier(pg_schema), "role": sql.Identifier(role)}
+    pg_admin.execute(sql.SQL("CREATE ROLE {role} LOGIN").format(**names))
     try:
-        pg_admin.execute(f'GRANT USAGE ON SCHEMA {s} TO "{role}"')
-        pg_admin.execute(
-            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO "{role}"'
-        )
-        pg_admin.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO "{role}"')
-        pg_admin.execute(f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC")
+        for statement in (
+            "GRANT USAGE ON SCHEMA {s} TO {role}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {role}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {role}",
+            "REVOKE CREATE ON SCHEMA {s} FROM PUBLIC",
+        ):
+            pg_admin.execute(sql.SQL(statement).format(**names))
         limited = pg_url.replace("postgresql://postgres@", f"postgresql://{role}@")
         store = PostgresStore(limited)
         try:
@@ -357,5 +372,5 @@ def test_a_role_without_create_rights_uses_a_migrated_schema(
         finally:
             store.close()
     finally:
-        pg_admin.execute(f'DROP OWNED BY "{role}"')
-        pg_admin.execute(f'DROP ROLE "{role}"')
+        pg_admin.execute(sql.SQL("DROP OWNED BY {role}").format(**names))
+        pg_admin.execute(sql.SQL("DROP ROLE {role}").format(**names))

@@ -47,7 +47,9 @@ def test_key_layout_is_documented_json(
 ) -> None:
     lease = locks.acquire("web-prod", "run-1", actor="alice", lease=30)
     assert lease is not None
-    value = json.loads(redis_admin.get(f"{redis_prefix}lock:web-prod"))
+    raw = redis_admin.get(f"{redis_prefix}lock:web-prod")
+    assert raw is not None
+    value = json.loads(raw)
     assert value == {
         "owner": "run-1",
         "token": lease.token,
@@ -55,7 +57,8 @@ def test_key_layout_is_documented_json(
         "acquired_at": pytest.approx(lease.acquired_at, abs=0.01),
     }
     assert 29_000 < redis_admin.pttl(f"{redis_prefix}lock:web-prod") <= 30_000
-    assert int(redis_admin.get(f"{redis_prefix}lock-token:web-prod")) == lease.token
+    token = redis_admin.get(f"{redis_prefix}lock-token:web-prod")
+    assert token is not None and int(token) == lease.token
     locks.release(lease)
     assert redis_admin.get(f"{redis_prefix}lock-token:web-prod") is not None, "never reset"
 
@@ -95,6 +98,7 @@ def test_renew_after_expiry_raises_lease_lost(locks: RedisLocks) -> None:
 
 def test_renew_after_takeover_names_the_new_holder(locks: RedisLocks) -> None:
     old = locks.acquire("web", "run-1", actor="alice", lease=0.2)
+    assert old is not None
     deadline = time.monotonic() + 5
     while (new := locks.acquire("web", "run-2", actor="bob", lease=30)) is None:
         assert time.monotonic() < deadline

@@ -69,14 +69,3 @@ def project(tmp_path: Path, fleet: sshd.Fleet) -> Path:
         )
     )
     return tmp_path
-
-
-def runner_for(project: Path, **kwargs):
-    from runbook.config import load_config
-    from runbook.plugins import Plugins
-    from runbook.runner import Runner
-
-    keys = [k for ks in Plugins().hook.runbook_config_keys() for k in (ks or [])]
-    config = load_config(project, extra_keys=keys)
-    kwargs.setdefault("actor", "tester")
-    return Runner.from_config(config, **kwargs)

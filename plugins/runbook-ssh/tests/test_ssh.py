@@ -13,10 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import runner_for
 from runbook.errors import HostUnreachable
 
 pytestmark = pytest.mark.slow
+
+
+def runner_for(project: Path, **kwargs):
+    from runbook.config import load_config
+    from runbook.plugins import Plugins
+    from runbook.runner import Runner
+
+    keys = [k for ks in Plugins().hook.runbook_config_keys() for k in (ks or [])]
+    config = load_config(project, extra_keys=keys)
+    kwargs.setdefault("actor", "tester")
+    return Runner.from_config(config, **kwargs)
+
 
 STEPS = """
 from runbook import param, step
