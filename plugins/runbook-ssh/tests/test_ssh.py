@@ -29,6 +29,13 @@ def runner_for(project: Path, **kwargs):
     return Runner.from_config(config, **kwargs)
 
 
+def error_of(result, step: str) -> str:
+    """The step's error message, which a failed step always has."""
+    error = result.steps[step].error
+    assert error is not None, f"step {step!r} has no error"
+    return error
+
+
 STEPS = """
 from runbook import param, step
 
@@ -88,7 +95,7 @@ def test_result_and_failure_have_the_shape_of_shell(project, fleet):
     )
     result = run(project, path)
     assert result.steps["probe"].output == [4, "out\n", "err\n", "web-1", True, False]
-    error = result.steps["fail"].error
+    error = error_of(result, "fail")
     assert error.startswith("CommandFailed: web-2: command exited 3: sh -c")
     assert error.endswith("first\ndisk full")
 
@@ -119,8 +126,8 @@ def test_a_metacharacter_param_over_ssh_does_not_execute(project, fleet, tmp_pat
     assert fleet.by_name("web-1").version() == hostile  # one word, stored as given
     assert fleet.by_name("web-2").version() == hostile
     assert result.steps["fstring_form"].status == "failed"
-    assert "UnsafeCommand" in result.steps["fstring_form"].error
-    assert "param 'version'" in result.steps["fstring_form"].error
+    assert "UnsafeCommand" in error_of(result, "fstring_form")
+    assert "param 'version'" in error_of(result, "fstring_form")
     assert fleet.by_name("web-3").version() is None
     assert not marker.exists()
 
@@ -141,7 +148,7 @@ def test_an_unknown_host_key_is_refused(project, fleet):
     )
     result = run(project, path)
     assert result.status == "failed"
-    error = result.steps["touch"].error
+    error = error_of(result, "touch")
     assert error.startswith("UnknownHostKey: web-2: host key of 127.0.0.1:")
     assert "ssh_accept_new = true" in error
     assert str(fleet.by_name("web-2").port) not in fleet.known_hosts.read_text()
@@ -174,7 +181,7 @@ def test_accept_new_trusts_a_new_key_once_but_never_a_changed_one(project, fleet
     )
     result = run(project, path)
     assert result.status == "failed"
-    assert "does not match" in result.steps["touch"].error
+    assert "does not match" in error_of(result, "touch")
 
 
 @pytest.fixture
@@ -236,8 +243,8 @@ def test_an_unreachable_host_is_unreached_within_the_connect_timeout(project, fl
     took = time.monotonic() - began
     assert result.status == "succeeded", result.error
     assert result.hosts["hung"] == "unreached" and result.hosts["gone"] == "unreached"
-    assert "within 1s (ssh_connect_timeout)" in result.steps["release.deploy[hung]"].error
-    assert "cannot connect" in result.steps["release.deploy[gone]"].error
+    assert "within 1s (ssh_connect_timeout)" in error_of(result, "release.deploy[hung]")
+    assert "cannot connect" in error_of(result, "release.deploy[gone]")
     assert [fleet.by_name(f"web-{i}").version() for i in range(1, 5)] == ["2.0"] * 4
     assert took < 8, f"an unreachable host held the run for {took:.1f}s"
     events = [e.data for e in result.audit if e.kind == "host_failed"]
@@ -275,8 +282,8 @@ def test_secrets_are_masked_in_errors_and_the_audit(project, fleet):
         """,
     )
     result = run(project, path, params={"token": "s3cr3t-t0ken-value"})
-    assert "token is ***" in result.steps["leak"].error
-    assert "s3cr3t-t0ken-value" not in result.steps["leak"].error
+    assert "token is ***" in error_of(result, "leak")
+    assert "s3cr3t-t0ken-value" not in error_of(result, "leak")
     trail = (project / ".runbook" / "audit.jsonl").read_text()
     assert "s3cr3t-t0ken-value" not in trail and "token is ***" in trail
 
@@ -325,7 +332,7 @@ def test_async_steps_await_arun_and_sync_calls_there_are_refused(project, fleet)
     )
     result = run(project, path)
     assert result.steps["together"].output == [f"web-{i}" for i in range(1, 5)]
-    assert "await ssh.arun(host, ...)" in result.steps["blocking"].error
+    assert "await ssh.arun(host, ...)" in error_of(result, "blocking")
 
 
 def test_keys_from_the_agent_when_no_identity_file_is_set(project, fleet, tmp_path, monkeypatch):
@@ -347,7 +354,7 @@ def test_keys_from_the_agent_when_no_identity_file_is_set(project, fleet, tmp_pa
     )
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     denied = run(project, path)
-    assert denied.steps["who"].error.startswith("HostUnreachable: web-1: authentication failed")
+    assert error_of(denied, "who").startswith("HostUnreachable: web-1: authentication failed")
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
