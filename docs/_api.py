@@ -26,6 +26,8 @@ MODULES: tuple[tuple[str, str], ...] = (
     ("runbook.metrics", "run metrics for Prometheus"),
     ("runbook.tracing", "OpenTelemetry spans and trace propagation"),
     ("runbook.hookspecs", "every plugin hook"),
+    ("runbook.coordinator", "a run's state and decisions, for drivers and executor plugins"),
+    ("runbook.executors", "where one step attempt runs (the executor seam)"),
     ("runbook.testing", "fakes and the pytest plugin"),
 )
 

@@ -152,6 +152,17 @@ def _import(path: Path, name: str) -> ModuleType:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise DefinitionError(f"syntax error: {exc.msg}", file=str(path), line=exc.lineno) from None
+    except SystemExit as exc:  # a runbook deciding at import that the CLI should exit: refused
+        sys.modules.pop(name, None)
+        line = None
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if Path(frame.filename) == path:
+                line = frame.lineno
+        raise DefinitionError(
+            f"import failed: the module called sys.exit({exc.code!r}) while being imported",
+            file=str(path),
+            line=line,
+        ) from None
     except Exception as exc:
         sys.modules.pop(name, None)
         line = None

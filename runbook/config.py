@@ -36,7 +36,7 @@ GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 # fmt: off
 TOP_KEYS = ("store", "audit", "audit_key", "notify", "templates", "lock", "lock_timeout",
             "lease", "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins",
-            "env", "groups", "inventory", "metrics")
+            "env", "groups", "inventory", "metrics", "executor")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
@@ -82,6 +82,7 @@ class Config:
     inventory: str | None = None  # inventory file, absolute (docs/fleets.md)
     audit_key: str | None = None  # Ed25519 private key signing audit checkpoints (its path)
     metrics: str | None = None  # pushgateway+http://... or textfile://DIR (docs/metrics.md)
+    executor: str = "local://"  # where step attempts run (runbook_executors)
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -344,6 +345,7 @@ class _Builder:
             metrics=self.url(table["metrics"], key("metrics")) if table.get("metrics") else None,
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
             audit_key=self.key_path(table.get("audit_key")),
+            executor=self.url(table.get("executor", "local://"), key("executor")),
         )
 
     def key_path(self, value: Any) -> str | None:

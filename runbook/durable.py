@@ -12,22 +12,30 @@ import asyncio
 import os
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runbook import coordinator as C
 from runbook import result as R
 from runbook.collect import Runbook, bind_params
 from runbook.context import RunInfo
+from runbook.coordinator import is_redacted
 from runbook.decisions import Decisions
-from runbook.engine import is_redacted
-from runbook.errors import ApprovalError, UsageError
+from runbook.errors import ApprovalError, StoreCorrupt, UsageError
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
 from runbook.protection import Protection
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, RunStore
+from runbook.store.base import (
+    ApprovalRecord,
+    InterruptDecision,
+    RunRecord,
+    RunStore,
+    StepRecord,
+)
 
 if TYPE_CHECKING:
     from runbook.audit.events import AuditSink
@@ -255,34 +263,27 @@ class DurableRuns:
         rb = self._reload(record, force=force)
         forced = rb.sha256 != record.runbook_sha256
         params = self._params_for(rb, record)
-        prior = store.get_steps(run_id)
-        interrupted = [n for n, s in prior.items() if s.status == R.STEP_RUNNING and n in rb.steps]
-        rerun = {n for n in interrupted if rb.steps[n].options.idempotent}
-        # Drift: a gate is re-checked against probes run again now, not the ones approved.
-        for gate in [n for n, s in prior.items() if s.status == R.AWAITING_APPROVAL]:
-            if gate in rb.steps:
-                rerun |= {p for p in probes_of(rb, gate) if prior.get(p) and p not in rerun}
-        rerun |= self._secret_outputs_to_redo(rb, prior)
-        undecided = [n for n in interrupted if n not in rerun]
+        prior = self._steps(run_id)
+        choice = C.RETRY if retry_interrupted else C.SKIP if skip_interrupted else None
+        plan = self._plan(rb, record, prior, choice=choice, settling=False)
+        redo: dict[str, str] = {}
+        if not plan.rolling:
+            # Drift: a gate is re-checked against probes run again now, not the ones approved.
+            for gate in [n for n, s in prior.items() if s.status == R.AWAITING_APPROVAL]:
+                if gate in rb.steps:
+                    redo.update({p: C.RERUN for p in probes_of(rb, gate) if prior.get(p)})
+            redo.update(dict.fromkeys(self._secret_outputs_to_redo(rb, prior), C.RERUN))
         actor = self._actor()
-        if undecided and not (retry_interrupted or skip_interrupted):
-            raise UsageError(
-                f"run {run_id}: step(s) {', '.join(undecided)} were running when the process "
-                "died and are not idempotent; they may have half-happened. Check, then resume "
-                "with --retry-interrupted (run them again) or --skip-interrupted (treat as "
-                "not run)"
-            )
-        choice = "retry" if retry_interrupted else "skip"
         resume_data: dict[str, Any] = {}
-        if undecided:
+        if plan.human:
             actor, signed = Decisions(self).prove_interrupts(
-                record, undecided, choice, claimed, sign
+                record, list(plan.human), choice, claimed, sign
             )
             if signed:
                 resume_data["signed_decision"] = signed
-        for name in undecided:
+        for name in plan.human:
             store.add_interrupt_decision(
-                InterruptDecision(run_id, name, choice, actor, self.clock.now())
+                InterruptDecision(run_id, name, plan.decisions[name], actor, self.clock.now())
             )
         changes: dict[str, Any] = {"runbook_sha256": rb.sha256} if forced else {}
         if forced:
@@ -291,8 +292,6 @@ class DurableRuns:
                 "current_sha256": rb.sha256,
             }
         store.update_run(run_id, status=R.RUNNING, pid=os.getpid(), host=HOST, **changes)
-        retried = frozenset(rerun | (set(undecided) if retry_interrupted else set()))
-        skipped = frozenset(undecided) if skip_interrupted else frozenset()
         return await self._execute(
             rb,
             run_id,
@@ -302,12 +301,76 @@ class DurableRuns:
             prior=prior,
             env=record.env,
             resumed_by=actor,
-            rerun_interrupted=retried,
-            skip_interrupted=skipped,
             run_actor=record.actor,
-            decisions={n: choice for n in undecided},
+            decisions={**redo, **plan.decisions},
+            interrupted=plan.decisions,
+            interrupted_rollbacks=plan.rollbacks,
+            rollback_cause=record.options.get("rollback"),
+            run_options=record.options,
             resume_data=resume_data,
         )
+
+    def _steps(self, run_id: str) -> dict[str, StepRecord]:
+        """The stored steps of a run, refused whole (exit 2, nothing changed) if one is not
+        something runbook writes: deciding from a garbled status could re-run a finished step."""
+        steps = self._require_store().get_steps(run_id)
+        for name, rec in steps.items():
+            if rec.status not in R.STEP_STATUSES:
+                raise StoreCorrupt(
+                    f"run {run_id}: step {name!r} has status {rec.status!r}, which runbook never "
+                    f"writes (known: {', '.join(R.STEP_STATUSES)}); the run store is corrupt, "
+                    "nothing was changed"
+                )
+            if rec.rollback not in R.ROLLBACK_STATES:
+                raise StoreCorrupt(
+                    f"run {run_id}: step {name!r} has rollback state {rec.rollback!r}, which "
+                    "runbook never writes; the run store is corrupt, nothing was changed"
+                )
+        return steps
+
+    def _plan(
+        self,
+        rb: Runbook,
+        record: RunRecord,
+        prior: Mapping[str, StepRecord],
+        *,
+        choice: str | None,
+        settling: bool,
+    ) -> _Plan:
+        """Decide each interrupted step or rollback, or refuse (exit 2) when a human must."""
+        rolling = (
+            settling
+            or record.options.get("rollback") is not None
+            or C.rolling_back(rb.steps, prior)
+        )
+        decisions: dict[str, str] = {}
+        rollbacks, human, undecided = set(), [], []
+        for name, rollback in C.interrupted(rb.steps, prior):
+            if rollback:
+                rollbacks.add(name)
+            auto = C.automatic_decision(rb.steps[name], rollback=rollback, rolling=rolling)
+            if auto is not None:
+                decisions[name] = auto
+            elif choice is not None:
+                decisions[name] = choice
+                human.append(name)
+            else:
+                undecided.append(f"the rollback of {name}" if rollback else name)
+        if undecided:
+            what = ", ".join(undecided)
+            if settling:
+                raise UsageError(
+                    f"run {record.run_id}: {what} was running when the process died and is not "
+                    f"idempotent; decide first: runbook resume {record.run_id} "
+                    "--retry-interrupted (run it again) or --skip-interrupted (leave it undone)"
+                )
+            raise UsageError(
+                f"run {record.run_id}: {what} were running when the process "
+                "died and are not idempotent; they may have half-happened. Check, then resume "
+                "with --retry-interrupted (run them again) or --skip-interrupted (treat as "
+                "not run)"
+            )
+        return _Plan(decisions, frozenset(rollbacks), tuple(human), rolling)
 
     @staticmethod
     def _secret_outputs_to_redo(rb: Runbook, prior: Mapping[str, Any]) -> set[str]:
@@ -467,8 +530,15 @@ class DurableRuns:
         """End a paused or dead run without running anything new, rolling back what completed."""
         store = self._require_store()
         params = self._params_for(rb, record)
-        prior = store.get_steps(record.run_id)
-        store.update_run(record.run_id, status=R.RUNNING, pid=os.getpid(), host=HOST)
+        prior = self._steps(record.run_id)
+        plan = self._plan(rb, record, prior, choice=None, settling=True)
+        # Durable before anything is undone: a process that dies now still leaves a run that
+        # resume rolls back, never one that resume takes forward.
+        cause = C.FAILED if deny or record.options.get("rollback") == C.FAILED else C.CANCELLED
+        options = {**record.options, "rollback": cause}
+        store.update_run(
+            record.run_id, status=R.RUNNING, pid=os.getpid(), host=HOST, options=options
+        )
         return await self._execute(
             rb,
             record.run_id,
@@ -477,10 +547,23 @@ class DurableRuns:
             resumed=True,
             prior=prior,
             deny_only=True,
-            cancel=not deny,
+            cancel=cause == C.CANCELLED,
             env=record.env,
             resumed_by=actor,
             run_actor=record.actor,
             failed_gates=dict(failed_gates or {}),
             settle_data=dict(settle_data or {}),
+            decisions=plan.decisions,
+            interrupted=plan.decisions,
+            interrupted_rollbacks=plan.rollbacks,
+            rollback_cause=cause,
+            run_options=options,
         )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    decisions: dict[str, str]  # interrupted step -> what resume does with it
+    rollbacks: frozenset[str]  # those whose rollback (not the step) was interrupted
+    human: tuple[str, ...]  # decided by the operator's flag (recorded as such)
+    rolling: bool  # the run had begun to roll back: it goes on doing so

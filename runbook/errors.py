@@ -138,6 +138,14 @@ class StepTimeout(TimeoutError):
     """A step ran past its ``timeout``. A TimeoutError so user code catching that also sees it."""
 
 
+class StepAborted(RunbookError):
+    """A step raised ``SystemExit`` (``sys.exit``) or ``KeyboardInterrupt`` itself.
+
+    That is a failure of the step, with its own message, never an exit of runbook: a step's
+    ``sys.exit(0)`` must not make ``exec`` report success.
+    """
+
+
 class StepFailed(RunbookError):
     """Raised by strategies and helpers to fail a step with a message rather than a traceback."""
 

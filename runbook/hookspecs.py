@@ -126,6 +126,16 @@ def runbook_routers() -> list[Provider]:
 
 
 @hookspec
+def runbook_executors() -> list[Provider]:
+    """Executors by URL scheme (``local``, ``temporal``): where one step attempt runs.
+
+    ``open(url, clock=..., max_parallel=...)`` is called once per run and returns an object
+    implementing ``runbook.executors.Executor``. The coordinator, the recorder, locks and gates
+    stay runbook's; an executor only runs attempts and reports their outcome.
+    """
+
+
+@hookspec
 def runbook_strategies() -> list[StrategySpec]:
     """Deployment strategies (``blue_green``, ``canary``, ``rolling``) by name."""
     ...

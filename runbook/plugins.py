@@ -35,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "runbook.notify.console",
     "runbook.routers.file",
     "runbook.strategies",
+    "runbook.executors.local",
 )
 
 # Registration hooks whose records are collected by scheme.
@@ -44,6 +45,7 @@ _PROVIDER_HOOKS = {
     "audit": "runbook_audit_sinks",
     "notifier": "runbook_notifiers",
     "router": "runbook_routers",
+    "executor": "runbook_executors",
 }
 
 

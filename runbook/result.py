@@ -30,6 +30,7 @@ STEP_ROLLBACK_FAILED = "rollback_failed"
 STEP_CANCELLED = "cancelled"
 DENIED = "denied"
 PLANNED = "planned"  # --dry-run: would run
+# Every status a stored step row may hold; anything else is a corrupt store.
 STEP_STATUSES = (
     PENDING,
     STEP_RUNNING,
@@ -46,6 +47,12 @@ STEP_STATUSES = (
 
 # Statuses after which a step's dependents may run.
 DONE_STATUSES = frozenset({STEP_SUCCEEDED, SKIPPED})
+
+# ``StepResult.rollback``: how the step's own rollback went (None: it had none, or none ran).
+# ``running`` is only ever seen in the store, when the process died during that rollback.
+ROLLBACK_RUNNING = "running"
+ROLLBACK_OUTCOMES = (STEP_ROLLED_BACK, STEP_ROLLBACK_FAILED)
+ROLLBACK_STATES = (None, ROLLBACK_RUNNING, *ROLLBACK_OUTCOMES)
 
 EXIT_CODES = {
     SUCCEEDED: errors.EXIT_OK,
@@ -70,6 +77,9 @@ class StepResult:
     reason: str | None = None  # why skipped / cancelled / awaiting
     rollback_error: str | None = None
     kind: str = "step"
+    # The outcome of this step's own rollback: "rolled_back", "rollback_failed" or None. A failed
+    # step keeps status "failed"; a succeeded step that was undone has status "rolled_back" too.
+    rollback: str | None = None
     # Why it failed, masked (runbook.failure): the runbook line, a command's stderr tail, the
     # whole traceback; and what the step logged through ``log``.
     where: str | None = None

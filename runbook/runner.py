@@ -28,6 +28,7 @@ from runbook.decisions import env_rules
 from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
 from runbook.errors import RunbookError, UsageError
+from runbook.executors import DEFAULT_EXECUTOR, Executor
 from runbook.locks.base import LockProvider, expand_name
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
@@ -91,6 +92,7 @@ class Runner(DurableRuns):
         limit: str | Sequence[str] | None = None,
         audit_key: str | Path | None = None,
         metrics: str | None = None,
+        executor: str | Executor | None = None,
     ) -> None:
         self.env = env
         self.params = dict(params or {})
@@ -138,6 +140,7 @@ class Runner(DurableRuns):
         self._store: RunStore | None = None
         self._sinks: list[AuditSink] | None = None
         self._locks: LockProvider | None = None
+        self.executor: str | Executor = executor or DEFAULT_EXECUTOR
 
     @classmethod
     def from_config(
@@ -173,6 +176,7 @@ class Runner(DurableRuns):
             audit_key=getattr(config, "audit_key", None),
             plugins=[*config.plugins, *plugins],
             config=config,
+            executor=kwargs.pop("executor", None) or getattr(config, "executor", None),
             **{"inventory": getattr(config, "inventory", None), **kwargs},
         )
 
@@ -375,6 +379,7 @@ class Runner(DurableRuns):
         notifier = self._notification_service(info, holder)
         if notifier is not None:
             listeners.append(lambda event: notifier.event(event, info))
+        executor = self._open_executor()  # a bad executor URL leaves no half-started run
         if create is not None and self.store is not None:
             self.store.create_run(create)
         recorder = Recorder(
@@ -468,6 +473,7 @@ class Runner(DurableRuns):
             paused_lease=self.paused_lease,
             outputs=outputs,
             resumed_by=resumed_by,
+            executor=executor,
             **extra,
         )
         execution = holder["x"] = Execution(setup)
@@ -479,6 +485,14 @@ class Runner(DurableRuns):
             if notifier is not None:
                 await notifier.flush(self.flush_deadline)
                 await notifier.aclose()
+
+    def _open_executor(self) -> Executor:
+        """One executor per run (the local one owns the run's worker threads)."""
+        if not isinstance(self.executor, str):
+            return self.executor
+        return self.plugins.open(
+            "executor", self.executor, clock=self.clock, max_parallel=self.max_parallel
+        )
 
     def close(self) -> None:
         """Close the providers this runner opened from URLs (connection pools, files)."""

@@ -28,6 +28,7 @@ KINDS = (
     "step_retried",
     "step_skipped",
     "host_failed",  # one host of a fleet failed or was unreached (runbook.fleet); the run may go on
+    "step_interrupted",
     "approval_requested",
     "approval_granted",
     "approval_denied",

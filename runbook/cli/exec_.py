@@ -258,6 +258,12 @@ def build_runner(
     metavar="SECONDS",
     help="Wait this long for a held lock before exiting 5 (default from config, 0).",
 )
+@click.option(
+    "--executor",
+    "executor_url",
+    metavar="URL",
+    help="Where step attempts run (default from config, local://: this process).",
+)
 @report_options
 @config_option
 @plugin_option
@@ -278,6 +284,7 @@ def exec_cmd(
     quiet: bool,
     no_color: bool,
     junitxml: Path | None,
+    executor_url: str | None,
     config_path: Path | None,
     plugin_modules: tuple[str, ...],
 ) -> None:
@@ -307,6 +314,7 @@ def exec_cmd(
         lock_timeout=lock_timeout,
         inventory=inventory,
         limit=limit,
+        executor=executor_url,
     )
     runbook = runner.load(path)
     if reporter is not None:

@@ -5,6 +5,13 @@ acquisition order (sorted names) so two runs never deadlock, waiting with capped
 backoff up to ``--lock-timeout`` (through the run's clock, so tests wait in no time), progress
 while waiting, re-entrancy per run, and a background task that renews every held lease at a third
 of its length and reports a lease it could not renew before it ran out.
+
+A lease is also judged locally, in real time: it is good until the moment its last successful
+acquire or renewal was *sent* plus its length. Once that moment passes (the process was frozen,
+the loop was blocked) the lease counts as lost even if nobody noticed yet, because another run
+may hold the lock by now: ``check`` reports it, the keeper does not renew it (its token may have
+been reissued), and ``release`` does not report it as released (that release would come after
+the next holder's).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +32,13 @@ DEFAULT_LEASE = 30.0
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 2.0
 _WAIT_REPORT_EVERY = 1.0
+
+
+def monotonic() -> float:
+    """Real monotonic time, even under a test's fake clock (freezegun patches ``time.monotonic``
+    but not ``clock_gettime``): a lease runs out in real time at the provider."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
 
 OnLost = Callable[[str, Exception], None]
 OnWait = Callable[[str, Lease, float], None]
@@ -68,6 +83,7 @@ class LockManager:
         self._refs: dict[str, int] = {}
         self._length: dict[str, float] = {}  # lease length per name (extend() makes it longer)
         self._lost: dict[str, Exception] = {}
+        self._valid_until: dict[str, float] = {}  # real monotonic time the lease runs out
         self._keeper: asyncio.Task[None] | None = None
         self._renewing = asyncio.Lock()  # a keeper renewal must not undo an extend()
 
@@ -105,6 +121,7 @@ class LockManager:
         reported: float | None = None
         free_retry = True
         while True:
+            sent = monotonic()
             lease = await self._call(
                 self.provider.acquire, name, self.owner, actor=self.actor, lease=self.lease
             )
@@ -112,6 +129,7 @@ class LockManager:
                 self._held[name] = lease
                 self._refs[name] = 1
                 self._length[name] = self.lease
+                self._valid_until[name] = sent + self.lease
                 self._lost.pop(name, None)
                 return lease
             now = self.clock.monotonic()
@@ -170,6 +188,9 @@ class LockManager:
                     if name in self._lost:
                         raise self._lost[name]
                     raise LockError(f"lock {name!r} is not held by run {self.owner}")
+                if (lost := self.check([name])) is not None:
+                    raise lost
+                sent = monotonic()
                 try:
                     renewed = await self._call(self.provider.renew, lease, seconds)
                 except Exception as exc:
@@ -177,6 +198,7 @@ class LockManager:
                     raise self._lost[name] from None
                 self._held[name] = renewed
                 self._length[name] = seconds
+                self._valid_until[name] = sent + seconds
             extended.append(renewed)
         return extended
 
@@ -189,6 +211,8 @@ class LockManager:
             self._refs[name] -= 1
             if self._refs[name] > 0:
                 continue
+            if self.check([name]) is not None:
+                continue  # ran out while held: not ours to release (nor to report released)
             lease = self._forget(name)
             # A provider that is down cannot be told; the lease then simply runs out.
             with contextlib.suppress(Exception):
@@ -207,6 +231,33 @@ class LockManager:
         """Stop renewing without releasing (a paused run's extended leases stay)."""
         await self._stop_keeper()
 
+    def check(self, names: Iterable[str | None]) -> LeaseLost | None:
+        """The loss of any of these leases (held by this run), or None while all are good.
+
+        A lease past its local deadline is lost now, even before a renewal fails.
+        """
+        now = None
+        for name in names:
+            if name is None:
+                continue
+            lost = self._lost.get(name)
+            if lost is not None:
+                return lost if isinstance(lost, LeaseLost) else LeaseLost(str(lost))
+            until = self._valid_until.get(name)
+            if name in self._held and until is not None:
+                now = monotonic() if now is None else now
+                if now >= until:
+                    self._mark_lost(
+                        name,
+                        LeaseLost(
+                            f"lease on lock {name!r} ran out {now - until:.1f}s ago before it "
+                            "could be renewed (was this process paused or blocked?); another "
+                            "run may hold the lock now"
+                        ),
+                    )
+                    return self._lost[name]  # type: ignore[return-value]
+        return None
+
     # -- internals --------------------------------------------------------------------------
 
     async def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -216,6 +267,7 @@ class LockManager:
     def _forget(self, name: str) -> Lease:
         self._refs.pop(name, None)
         self._length.pop(name, None)
+        self._valid_until.pop(name, None)
         return self._held.pop(name)
 
     def _mark_lost(self, name: str, exc: Exception) -> None:
@@ -257,6 +309,10 @@ class LockManager:
         if lease is None:
             return
         length = self._length.get(name, self.lease)
+        if (lost := self.check([name])) is not None:  # too late: its token may be reissued
+            self._report_lost(name, lost)
+            return
+        sent = monotonic()
         try:
             # A renewal that hangs past what is left of the lease is a lost lease too.
             renewed = await asyncio.wait_for(
@@ -271,11 +327,15 @@ class LockManager:
                     f"{length - interval:g}s (lock provider not answering)"
                 )
             self._mark_lost(name, exc)
-            if self.on_lost:
-                try:
-                    self.on_lost(name, self._lost[name])
-                except Exception:  # the callback must not stop the other renewals
-                    pass
+            self._report_lost(name, self._lost[name])
             return
         if self._held.get(name) is lease:
             self._held[name] = renewed
+            self._valid_until[name] = sent + length
+
+    def _report_lost(self, name: str, exc: Exception) -> None:
+        if self.on_lost:
+            try:
+                self.on_lost(name, exc)
+            except Exception:  # the callback must not stop the other renewals
+                pass

@@ -44,8 +44,12 @@ class StepRecord:
     finished_at: datetime | None = None
     duration: float | None = None
     reason: str | None = None
-    # Monotonic per run: the order in which steps completed, which is the reverse rollback order.
+    # Monotonic per run: the order in which steps finished (succeeded, failed, cut off), from
+    # which the rollback order is rebuilt on resume.
     completed_seq: int | None = None
+    # The step's own rollback: None, "running" (written before it starts), "rolled_back",
+    # "rollback_failed" (runbook.result.ROLLBACK_STATES).
+    rollback: str | None = None
 
 
 @dataclass(frozen=True)

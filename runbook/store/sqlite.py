@@ -92,8 +92,13 @@ def _v3_approval_data(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE approvals ADD COLUMN data TEXT NOT NULL DEFAULT '{}'")
 
 
+def _v4_step_rollback(conn: sqlite3.Connection) -> None:
+    # The outcome of a step's own rollback ("running" while it runs), so resume can finish it.
+    conn.execute("ALTER TABLE steps ADD COLUMN rollback TEXT")
+
+
 # Append only: a released runbook may have written any prefix of this list into a user's file.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness, _v3_approval_data]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness, _v3_approval_data, _v4_step_rollback]
 
 
 # -- encoding ------------------------------------------------------------------------------------

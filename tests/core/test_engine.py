@@ -551,8 +551,16 @@ def test_failure_rolls_back_completed_reversible_steps_in_reverse_order(write_ru
         "s1": "rolled_back",
         "s2": "succeeded",
         "s3": "rolled_back",
-        "s4": "rolled_back",
+        "s4": "failed",  # a failed step keeps "failed"; its own rollback's outcome is beside it
         "s5": "pending",
+    }
+    rollbacks = {n: s.rollback for n, s in result.steps.items()}
+    assert rollbacks == {
+        "s1": "rolled_back",
+        "s2": None,
+        "s3": "rolled_back",
+        "s4": "rolled_back",
+        "s5": None,
     }
     assert result.steps["s4"].error == "RuntimeError: s4 broke half-way"
     rollback_events = [(e.kind, e.step) for e in result.audit if e.kind.startswith("rollback")]

@@ -389,7 +389,7 @@ def test_skip_interrupted_treats_it_as_not_run_and_records_who_decided(d, crashe
     result = d.runner("bob").resume(run_id, skip_interrupted=True)
     assert d.journal == []  # neither migrate nor its dependent ran
     assert result.steps["migrate"].status == "skipped"
-    assert result.steps["migrate"].reason == "skipped after interruption"
+    assert result.steps["migrate"].reason == "skipped (operator)"
     assert result.steps["announce"].status == "skipped"
     assert result.status == "succeeded"
     [decision] = d.store.interrupt_decisions(run_id)

@@ -104,8 +104,14 @@ def test_skip_interrupted_skips_it_and_its_data_dependents(tmp_path: Path) -> No
     assert result.status == "succeeded"
     assert result.steps["second"].status == "skipped"
     assert result.steps["third"].status == "skipped"
+    assert result.steps["second"].reason == "skipped (operator)"
+    assert result.steps["third"].reason == "second skipped"
     assert _lines(log) == ["first", "second"]
     assert runner.store.interrupt_decisions(run_id)[0].choice == "skip"
+    kinds = [
+        (e.kind, e.data.get("decision")) for e in runner.sinks[0].events() if e.step == "second"
+    ]
+    assert kinds == [("step_started", None), ("step_interrupted", "skip"), ("step_skipped", None)]
 
 
 def test_an_idempotent_interrupted_step_is_rerun_without_asking(tmp_path: Path) -> None:
@@ -115,6 +121,15 @@ def test_an_idempotent_interrupted_step_is_rerun_without_asking(tmp_path: Path) 
     assert result.status == "succeeded"
     assert _lines(log) == ["first", "second", "second", "third"]
     assert runner.store.interrupt_decisions(run_id) == []
+    # The re-run is explained in the audit, not two step_started attempt=1 in a row.
+    events = [(e.kind, e.step, e.data) for e in runner.sinks[0].events() if e.step == "second"]
+    assert [k for k, _, _ in events] == [
+        "step_started",
+        "step_interrupted",
+        "step_started",
+        "step_succeeded",
+    ]
+    assert events[1][2] == {"decision": "rerun", "attempt": 1}
 
 
 def test_the_audit_trail_shows_the_resume(tmp_path: Path) -> None:

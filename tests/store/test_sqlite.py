@@ -231,7 +231,7 @@ def test_a_busy_store_is_a_clear_store_error(db: Path) -> None:
 
 
 def test_new_file_gets_the_current_schema_version(store: SqliteStore, db: Path) -> None:
-    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
 
 
 def test_a_version_1_file_gains_approval_data_keeping_its_approvals(db: Path) -> None:

@@ -180,7 +180,7 @@ FAILURES = [
      {"canary": 0, "stable": 100}),
     # canary: the router fails on the second shift -> that shift is undone too.
     ("canary", "router:set_weights",
-     {"release.shift-5": "rolled_back", "release.shift-50": "rolled_back",
+     {"release.shift-5": "rolled_back", "release.shift-50": "failed",
       "release.bake-50": "pending", "stage": "rolled_back"},
      ["analysis:web@5"],
      [(SW, "web", {"canary": 5, "stable": 95}), (SW, "web", {"canary": 50, "stable": 50}),
@@ -194,13 +194,13 @@ FAILURES = [
      + [(SW, "web", {"canary": 0, "stable": 100})] * 3,
      {"canary": 0, "stable": 100}),
     ("blue_green", "deploy:green",
-     {"release.deploy": "rolled_back", "release.health": "pending", "stage": "rolled_back"},
+     {"release.deploy": "failed", "release.health": "pending", "stage": "rolled_back"},
      ["deploy:green", "undeploy:green"], [], {"blue": 100}),
     ("blue_green", "health:green",
      {"release.deploy": "rolled_back", "release.health": "failed", "stage": "rolled_back"},
      ["deploy:green", "health:green", "undeploy:green"], [], {"blue": 100}),
     ("blue_green", "router:switch",
-     {"release.health": "succeeded", "release.switch": "rolled_back",
+     {"release.health": "succeeded", "release.switch": "failed",
       "release.deploy": "rolled_back", "stage": "rolled_back"},
      ["deploy:green", "health:green", "undeploy:green"],
      [("switch", "web", "green"), ("switch", "web", "blue")], {"blue": 100}),
@@ -240,6 +240,10 @@ def test_failure_rolls_back_in_order(
     assert result.status == "rolled_back", statuses(result)
     got = statuses(result)
     assert {name: got[name] for name in expected} == expected
+    # DESIGN 10: a failed step keeps "failed"; its own rollback's outcome is beside it.
+    for name, status in expected.items():
+        if status == "failed" and result.steps[name].rollback is not None:
+            assert result.steps[name].rollback == "rolled_back"
     assert fleet.log == log
     assert fake_router.writes == writes
     assert fake_router.peek("web") == weights

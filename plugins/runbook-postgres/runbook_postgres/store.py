@@ -97,6 +97,10 @@ MIGRATIONS: list[LiteralString] = [
     """
     ALTER TABLE {s}.approvals ADD COLUMN data jsonb NOT NULL DEFAULT '{{}}';
     """,
+    # 4: the outcome of a step's own rollback ("running" while it runs), so resume can finish it.
+    """
+    ALTER TABLE {s}.steps ADD COLUMN rollback text;
+    """,
 ]
 
 _RUN_COLUMNS = [f.name for f in fields(RunRecord)]
@@ -135,14 +139,14 @@ class _Statements:
         )
         self.save_step = q(
             "INSERT INTO {s}.steps (run_id, name, status, output, error, attempts,"
-            " started_at, finished_at, duration, reason, completed_seq)"
-            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+            " started_at, finished_at, duration, reason, completed_seq, rollback)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
             " WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s)"
             " ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status,"
             " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
             " started_at = excluded.started_at, finished_at = excluded.finished_at,"
             " duration = excluded.duration, reason = excluded.reason,"
-            " completed_seq = excluded.completed_seq"
+            " completed_seq = excluded.completed_seq, rollback = excluded.rollback"
         )
         self.get_steps = q("SELECT * FROM {s}.steps WHERE run_id = %s ORDER BY name")
         self.add_approval = q(
@@ -299,6 +303,7 @@ class PostgresStore:
                     step.duration,
                     step.reason,
                     step.completed_seq,
+                    step.rollback,
                     step.run_id,
                 ),
             )
