@@ -45,7 +45,6 @@ from runbook.values import output_problem
 __all__ = ["REDACTED_KEY", "Execution", "RunSetup", "is_redacted"]
 
 _NOTHING = object()
-_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 @dataclass
