@@ -18,6 +18,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 STEP_ATTR = "__runbook_step__"
 ROLLBACK_ATTR = "__runbook_rollback__"
 RESOURCE_ATTR = "__runbook_resource__"
+# Seconds a step spends waiting on its clock and nothing else (a bake): a remote executor serves
+# them as a durable timer before calling the function, whose clock waits then return at once.
+WAIT_ATTR = "__runbook_wait__"
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -115,6 +118,8 @@ class StepOptions:
     required: bool = True
     idempotent: bool = False
     tags: tuple[str, ...] = ()
+    # The task queue of a remote executor that runs this step (temporal://); None: the default.
+    queue: str | None = None
     # Where the decorator was applied, for error messages.
     file: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
@@ -154,6 +159,13 @@ def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -
         tags = (tags,)
     approval = kwargs.pop("approval", None)
     file, line = _where(func)
+    queue = kwargs.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        from runbook.errors import DefinitionError
+
+        raise DefinitionError(
+            f"queue must be a non-empty task queue name, got {queue!r}", file=file, line=line
+        )
     try:
         approval = _normalize_approval(approval)
     except TypeError as exc:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from runbook.errors import DefinitionError, ParamError, StepFailed, StepTimeout
 from runbook.groups import GroupStep
-from runbook.markers import Approval, StepOptions
+from runbook.markers import WAIT_ATTR, Approval, StepOptions
 from runbook.params import REQUIRED, ParamSpec
 from runbook.probes import Outcome, ProbeResult
 
@@ -167,6 +167,7 @@ def bake_step(service: str, seconds: float, doc: str, name: str) -> Callable[...
             ctx.progress(f"baking {service}: {done:g}s of {seconds:g}s", i / chunks)
         return {"service": service, "baked": seconds}
 
+    setattr(bake, WAIT_ATTR, seconds)
     return named(bake, name, doc)
 
 

@@ -131,3 +131,25 @@ def test_resource_bare_and_named():
     assert db() == "conn" and make_cache() == {}
     assert db.__runbook_resource__.name == "db"
     assert make_cache.__runbook_resource__.name == "cache"
+
+
+def test_queue_names_the_task_queue_and_defaults_to_none():
+    @step(queue="db")
+    def migrate():
+        return None
+
+    @step
+    def plain():
+        return None
+
+    assert options_of(migrate).queue == "db"
+    assert options_of(plain).queue is None
+
+
+@pytest.mark.parametrize("bad", ["", "  ", 3])
+def test_queue_must_be_a_non_empty_name(bad):
+    with pytest.raises(DefinitionError, match="queue must be a non-empty task queue name"):
+
+        @step(queue=bad)
+        def migrate():
+            return None

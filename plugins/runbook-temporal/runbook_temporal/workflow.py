@@ -1,0 +1,485 @@
+"""The run as a Temporal workflow, driving runbook's own ``Coordinator``.
+
+The workflow decides nothing itself: the coordinator (pure, deterministic, the same code that
+decides a local run) says what is ready, whether a failure is retried and how long the backoff
+is, and the rollback order; the workflow turns each decision into an activity on the step's task
+queue, a durable timer (backoffs, bakes), or a wait for a human (an approval gate, an interrupted
+step), and feeds the outcome back. Replaying the history replays the same decisions.
+
+Crash semantics are runbook's (DESIGN 3): an attempt whose worker stops heartbeating was
+interrupted. An ``idempotent=True`` step is run again (by whichever worker takes it); any other
+step pauses the run until a human decides (``runbook resume RUN --retry-interrupted`` or
+``--skip-interrupted``), because it may have half-happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from runbook import result as R
+    from runbook.coordinator import Coordinator
+    from runbook.errors import ApprovalError
+    from runbook_temporal import messages as M
+    from runbook_temporal.dag import shadow
+    from runbook_temporal.gates import Gates
+
+
+def _message(exc: BaseException) -> str:
+    """What went wrong, from an activity's failure: its own message, not Temporal's wrapper."""
+    while isinstance(exc, ActivityError) and exc.cause is not None:
+        exc = exc.cause
+    return exc.message if isinstance(exc, ApplicationError) else str(exc)
+
+
+ONCE = RetryPolicy(maximum_attempts=1)  # retrying is runbook's decision, never Temporal's
+LONG = timedelta(days=30)  # no step attempt is cut off by Temporal; heartbeats tell a dead worker
+SHORT = timedelta(minutes=5)
+
+
+@workflow.defn(name=M.WORKFLOW)
+class RunWorkflow:
+    def __init__(self) -> None:
+        self.inp: M.RunInput | None = None
+        self.c: Coordinator | None = None
+        self.specs: dict[str, M.StepSpec] = {}
+        self.gates: Gates | None = None
+        self.outputs: dict[str, Any] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.interrupted: dict[str, str | None] = {}  # step -> decision once taken
+        self.error: str | None = None
+        self.lock_denied: str | None = None
+        self.plan = M.Plan(steps=[])
+        self.finished = False
+        self.cancelled_by: str | None = None
+
+    # -- the run ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: M.RunInput) -> M.Progress:
+        self.inp = inp
+        self.gates = Gates(inp.run, inp.policy)
+        try:
+            self.plan = await workflow.execute_activity(
+                "runbook.open_run",
+                inp.run,
+                result_type=M.Plan,
+                task_queue=inp.queue,
+                start_to_close_timeout=SHORT,
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat),
+                retry_policy=ONCE,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            text = cause.message if isinstance(cause, ApplicationError) else str(exc)
+            if isinstance(cause, ApplicationError) and cause.type == "LockHeld":
+                self.lock_denied = text
+            self.error = text
+            await self._record(
+                [M.Event("run_finished", None, {"status": R.FAILED, "error": text})],
+                status=R.FAILED,
+            )
+            self.finished = True
+            return self.progress()
+        self.specs = {s.name: s for s in self.plan.steps}
+        self.c = Coordinator(shadow(self.plan))  # type: ignore[arg-type]
+        self.c.start()
+        await self._schedule()
+        if self.c.stopping:
+            await self._rollback()
+        return await self._finish()
+
+    async def _schedule(self) -> None:
+        c, inp = self.c, self.inp
+        assert c is not None and inp is not None
+        while True:
+            for name in c.take_ready(max(0, inp.max_parallel - len(self.tasks))):
+                self.tasks[name] = asyncio.create_task(self._step(name))
+            if not self.tasks:
+                return
+            await workflow.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+            for name, task in list(self.tasks.items()):
+                if task.done():
+                    del self.tasks[name]
+                    if not task.cancelled() and (exc := task.exception()) is not None:
+                        self._fatal(_message(exc))
+            if c.stopping:
+                for task in self.tasks.values():
+                    task.cancel()
+
+    def _fatal(self, text: str) -> None:
+        assert self.c is not None
+        self.error = self.error or text
+        self.c.fail_run()
+
+    # -- one step ---------------------------------------------------------------------------
+
+    async def _step(self, name: str) -> None:
+        c, spec = self.c, self.specs[name]
+        assert c is not None
+        step = c.steps[name]
+        reason = c.blocked_by(step.args)
+        if reason is not None:
+            await self._skip(name, reason)
+            return
+        if spec.approval is not None and not await self._gate(name, spec):
+            return
+        if spec.wait > 0:  # a bake: a durable timer, then the step with its wait served
+            await workflow.sleep(spec.wait)
+        attempt = 1
+        started_at: str | None = None
+        while True:
+            c.on_started(name, attempt)
+            delay = c.backoff(name, attempt, workflow.random().random())
+            job = M.Attempt(
+                run=self._ref(),
+                step=name,
+                attempt=attempt,
+                attempts=spec.retries + 1,
+                inputs={k: self.outputs[k] for k in spec.deps if k in self.outputs},
+                run_lock=self.plan.run_lock,
+                token=self.plan.run_token,
+                retry_delay=delay,
+                seq=c.seq + 1,
+                started_at=started_at,
+                waited=spec.wait,
+                check_when=attempt == 1,
+            )
+            try:
+                out = await self._activity("runbook.attempt", job, spec.queue, M.Outcome)
+            except asyncio.CancelledError:
+                c.on_cancelled(name)
+                await self._record(
+                    [M.Event("step_failed", name, {"error": "cancelled"})],
+                    steps=[M.StepState(name, R.STEP_CANCELLED, "cancelled", attempts=attempt)],
+                )
+                raise
+            except ActivityError as exc:
+                if not self._interrupted(exc):
+                    raise
+                if await self._after_interruption(name, spec):
+                    continue  # the same attempt again, on whichever worker takes it
+                return
+            started_at = out.started_at or started_at
+            res = c.results[name]
+            res.duration = out.duration
+            if out.status == R.STEP_SUCCEEDED:
+                res.output = out.output
+                self.outputs[name] = out.output
+                c.on_succeeded(name)
+                return
+            if out.status == R.SKIPPED:
+                c.on_skipped(name, out.reason or "when")
+                return
+            if out.status == "retry" and c.should_retry(name, attempt):
+                await workflow.sleep(delay)  # the backoff, as a durable timer
+                attempt += 1
+                continue
+            res.error = out.error
+            if out.lease_lost or (out.error and out.error.startswith("LockHeld")):
+                self.lock_denied = out.error
+            c.on_failed(name)
+            return
+
+    @staticmethod
+    def _interrupted(exc: ActivityError) -> bool:
+        """The worker stopped heartbeating (died, lost its host): not a failure of the step."""
+        return isinstance(exc.cause, TimeoutError)
+
+    async def _after_interruption(self, name: str, spec: M.StepSpec) -> bool:
+        """True to run the step again; False once it was skipped by a human."""
+        if spec.idempotent:
+            await self._record(
+                [M.Event("step_interrupted", name, {"decision": "rerun", "idempotent": True})]
+            )
+            return True
+        text = (
+            f"step {name!r} was running when its worker died and is not idempotent; it may "
+            f"have half-happened. Check, then: runbook resume {self._ref().run_id} "
+            "--retry-interrupted (run it again) or --skip-interrupted (treat as not run)"
+        )
+        await self._record(
+            [M.Event("run_paused", None, {"interrupted": [name], "reason": text})],
+            status=R.PAUSED,
+            error=text,
+        )
+        self.interrupted[name] = None  # a decision is taken from here on
+        await workflow.wait_condition(lambda: self.interrupted.get(name) is not None)
+        choice = self.interrupted.pop(name)
+        if choice == "skip":
+            assert self.c is not None
+            self.c.on_skipped(name, "skipped after interruption")
+            return False
+        return True
+
+    async def _skip(self, name: str, reason: str) -> None:
+        assert self.c is not None
+        self.c.on_skipped(name, reason)
+        await self._record(
+            [M.Event("step_skipped", name, {"reason": reason})],
+            steps=[M.StepState(name, R.SKIPPED, reason)],
+        )
+
+    async def _gate(self, name: str, spec: M.StepSpec) -> bool:
+        """Wait at the gate until it is decided; True when granted."""
+        c, gates, approval = self.c, self.gates, spec.approval
+        assert c is not None and gates is not None and approval is not None
+        verdict = gates.check(name, approval)
+        if verdict == "pending":
+            c.on_awaiting(name)
+            await self._record(
+                [M.Event("approval_requested", name, gates.request_data(name, approval))],
+                steps=[M.StepState(name, R.AWAITING_APPROVAL, "awaiting approval")],
+                status=R.PAUSED,
+            )
+            try:
+                await workflow.wait_condition(lambda: gates.check(name, approval) != "pending")
+            except asyncio.CancelledError:  # the run ends (cancelled, or failed elsewhere)
+                await self._record(
+                    [], steps=[M.StepState(name, R.STEP_CANCELLED, "run ended at the gate")]
+                )
+                raise
+            verdict = gates.check(name, approval)
+            if verdict == "granted":
+                await self._record([], status=R.RUNNING)
+        granted = gates.take_pending()  # auto-grants and --yes, recorded as such
+        if granted:
+            await self._decide(granted)
+        if verdict == "denied":
+            c.on_denied(name)
+            await self._record([], steps=[M.StepState(name, R.DENIED, "approval denied")])
+            return False
+        return True
+
+    # -- rollback and the end ---------------------------------------------------------------
+
+    async def _rollback(self) -> None:
+        c = self.c
+        assert c is not None
+        while (name := c.next_rollback()) is not None:
+            job = M.Undo(
+                run=self._ref(),
+                step=name,
+                output=self.outputs.get(name),
+                inputs=dict(self.outputs),
+                token=self.plan.run_token,
+            )
+            try:
+                out = await self._activity("runbook.undo", job, self.specs[name].queue, M.Outcome)
+            except ActivityError as exc:
+                c.on_rollback_failed(name, f"rollback interrupted: {exc.cause or exc}")
+                continue
+            if out.status == R.STEP_ROLLED_BACK:
+                c.on_rolled_back(name)
+            else:
+                c.on_rollback_failed(name, out.error or "rollback failed")
+
+    async def _finish(self) -> M.Progress:
+        c = self.c
+        assert c is not None
+        status = c.status()
+        self.error = self.error or c.first_error()
+        events = []
+        if status == R.CANCELLED:
+            events.append(M.Event("run_cancelled", None, {"cancelled_by": self.cancelled_by}))
+        events.append(M.Event("run_finished", None, {"status": status, "error": self.error}))
+        release = [self.plan.run_lock] if self.plan.run_lock else []
+        await self._record(events, status=status, error=self.error, release=release)
+        self.finished = True
+        return self.progress()
+
+    # -- decisions (Temporal updates) -------------------------------------------------------
+
+    @workflow.update(name="decide")
+    async def decide(self, d: M.Decision) -> dict[str, Any]:
+        c, gates = self.c, self.gates
+        assert c is not None and gates is not None
+        run_id = self._ref().run_id
+        if d.kind == "approve":
+            step = self._gated(d.step)
+            spec = self.specs[step].approval
+            assert spec is not None
+            gates.add(step, d.actor, "granted", d.comment)
+            granted = gates.granted(step)
+            data = {
+                "comment": d.comment,
+                "approver": d.actor,
+                "approvals": len(granted),
+                "needed": spec.min,
+            }
+            if d.signature:
+                data.update(d.signature)
+            await self._decide([M.Event("approval_granted", step, data, d.actor)])
+            return {
+                "run_id": run_id,
+                "step": step,
+                "approvers": sorted(granted),
+                "needed": spec.min,
+                "satisfied": len(granted) >= spec.min,
+            }
+        if d.kind == "deny":
+            events = []
+            for step in c.awaiting():
+                gates.add(step, d.actor, "denied", d.comment)
+                data = {"reason": d.comment, "approver": d.actor, **(d.signature or {})}
+                events.append(M.Event("approval_denied", step, data, d.actor))
+            await self._decide(events)
+            return {"run_id": run_id, "denied": [e.step for e in events]}
+        if d.kind in ("retry", "skip"):
+            step = self._interrupted_step(d.step)
+            data = {"decision": d.kind, "by": d.actor}
+            await self._decide([M.Event("step_interrupted", step, data, d.actor)])
+            if d.kind == "skip":
+                await self._record(
+                    [], steps=[M.StepState(step, R.SKIPPED, "skipped after interruption")]
+                )
+            await self._record([], status=R.RUNNING, error=None)
+            self.interrupted[step] = d.kind
+            return {"run_id": run_id, "step": step, "decision": d.kind}
+        # cancel
+        self.cancelled_by = d.actor
+        c.cancel_run()
+        for task in self.tasks.values():
+            task.cancel()
+        return {"run_id": run_id, "cancelled": True}
+
+    @decide.validator
+    def _validate(self, d: M.Decision) -> None:
+        """Refuse a decision before it enters the history: runbook's rules, in the workflow."""
+        try:
+            if self.finished or self.c is None or self.gates is None:
+                raise ApprovalError(f"run {self._ref().run_id} has ended")
+            if d.kind == "approve":
+                step = self._gated(d.step)
+                spec = self.specs[step].approval
+                assert spec is not None
+                self.gates.validate(step, spec, d.actor)
+            elif d.kind == "deny":
+                if not self.c.awaiting():
+                    raise ApprovalError(f"run {self._ref().run_id} has no step awaiting approval")
+            elif d.kind in ("retry", "skip"):
+                self._interrupted_step(d.step)
+            elif d.kind != "cancel":
+                raise ApprovalError(f"unknown decision {d.kind!r}")
+        except ApprovalError as exc:
+            raise ApplicationError(str(exc), type="ApprovalError", non_retryable=True) from None
+
+    def _gated(self, step: str | None) -> str:
+        assert self.c is not None
+        waiting = self.c.awaiting()
+        run_id = self._ref().run_id
+        if step is not None:
+            if step not in waiting:
+                raise ApprovalError(
+                    f"step {step!r} of run {run_id} is not awaiting approval "
+                    f"(waiting: {', '.join(waiting) or 'none'})"
+                )
+            return step
+        if not waiting:
+            raise ApprovalError(f"run {run_id} has no step awaiting approval")
+        if len(waiting) > 1:
+            raise ApprovalError(
+                f"several steps await approval ({', '.join(waiting)}): name one with --step"
+            )
+        return waiting[0]
+
+    def _interrupted_step(self, step: str | None) -> str:
+        pending = [n for n, choice in self.interrupted.items() if choice is None]
+        run_id = self._ref().run_id
+        if step is not None and step in pending:
+            return step
+        if step is None and len(pending) == 1:
+            return pending[0]
+        if not pending:
+            raise ApprovalError(f"run {run_id} has no interrupted step waiting for a decision")
+        raise ApprovalError(f"interrupted steps: {', '.join(pending)}: name one with --step")
+
+    # -- what followers see -----------------------------------------------------------------
+
+    @workflow.query(name="progress")
+    def progress(self) -> M.Progress:
+        c = self.c
+        if c is None:
+            status = R.FAILED if self.finished else R.RUNNING
+            return M.Progress(status=status, error=self.error, lock_denied=self.lock_denied)
+        steps = {
+            n: M.StepState(
+                n, r.status, r.reason, r.error or r.rollback_error, r.attempts, r.duration
+            )
+            for n, r in c.results.items()
+        }
+        interrupted = [n for n, choice in self.interrupted.items() if choice is None]
+        if self.finished:
+            status = c.status()
+        elif interrupted or (c.awaiting() and all(n in c.awaiting() for n in self.tasks)):
+            status = R.PAUSED
+        else:
+            status = R.RUNNING
+        return M.Progress(
+            status=status,
+            steps=steps,
+            waiting=c.awaiting(),
+            interrupted=interrupted,
+            error=self.error,
+            outputs=dict(self.outputs),
+            lock_denied=self.lock_denied,
+            finished=self.finished,
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _ref(self) -> M.RunRef:
+        assert self.inp is not None
+        return self.inp.run
+
+    async def _activity(self, name: str, arg: Any, queue: str | None, result: type) -> Any:
+        assert self.inp is not None
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result,
+            task_queue=queue or self.inp.queue,
+            start_to_close_timeout=LONG,
+            heartbeat_timeout=timedelta(seconds=self.inp.heartbeat),
+            retry_policy=ONCE,
+            # A cancelled attempt is over only once the step's code has stopped: a rollback
+            # must never race the half-done thing it undoes.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+
+    async def _record(
+        self,
+        events: list[M.Event],
+        *,
+        steps: list[M.StepState] | None = None,
+        status: str | None = None,
+        error: str | None = None,
+        release: list[str] | None = None,
+    ) -> None:
+        job = M.Record(self._ref(), events, steps or [], status, error, release or [])
+        await self._durable("runbook.record", job)
+
+    async def _decide(self, events: list[M.Event]) -> None:
+        await self._durable("runbook.decide", M.Record(self._ref(), events))
+
+    async def _durable(self, name: str, job: M.Record) -> None:
+        """Bookkeeping writes: retried by Temporal until they land (they are idempotent)."""
+        assert self.inp is not None
+        await workflow.execute_activity(
+            name,
+            job,
+            task_queue=self.inp.queue,
+            start_to_close_timeout=SHORT,
+            heartbeat_timeout=timedelta(seconds=self.inp.heartbeat),
+            # Only a worker that died is retried: a refused write is final (non-retryable).
+            retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+        )
+
+
+__all__ = ["CancelledError", "RunWorkflow"]

