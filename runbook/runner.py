@@ -260,9 +260,18 @@ class Runner(DurableRuns):
         return asyncio.run(self.arun(runbook, params=params))
 
     async def arun(
-        self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
+        self,
+        runbook: Runbook | str | Path,
+        *,
+        params: Mapping[str, Any] | None = None,
+        detach: bool = False,
     ) -> RunResult:
+        """Run a runbook. ``detach``: with an executor that drives runs elsewhere (Temporal),
+        return as soon as the run started (status ``running``) instead of following it."""
         rb = self.load(runbook)
+        remote = None if self.dry_run else self._remote_executor()
+        if remote is not None:  # the run is driven by its executor (a workflow), not here
+            return await remote.arun(self, rb, params=dict(params or {}), detach=detach)
         self._check_protection(rb)
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
@@ -486,13 +495,91 @@ class Runner(DurableRuns):
                 await notifier.flush(self.flush_deadline)
                 await notifier.aclose()
 
-    def _open_executor(self) -> Executor:
-        """One executor per run (the local one owns the run's worker threads)."""
-        if not isinstance(self.executor, str):
-            return self.executor
-        return self.plugins.open(
-            "executor", self.executor, clock=self.clock, max_parallel=self.max_parallel
+    def _open_executor(self, url: str | Executor | None = None) -> Executor:
+        """One executor per run (the local one owns the run's worker threads).
+
+        An executor that drives whole runs elsewhere (``runs_remotely``, such as ``temporal://``)
+        is not one that runs attempts here: a ``--dry-run`` with it runs its probes locally.
+        """
+        url = self.executor if url is None else url
+        if not isinstance(url, str):
+            return url
+        executor = self.plugins.open(
+            "executor", url, clock=self.clock, max_parallel=self.max_parallel
         )
+        if getattr(executor, "runs_remotely", False) and url is self.executor:
+            return self._open_executor(DEFAULT_EXECUTOR)
+        return executor
+
+    def _remote_executor(self, url: str | Executor | None = None) -> Any:
+        """The configured executor if it drives whole runs elsewhere (``runs_remotely``)."""
+        url = self.executor if url is None else url
+        if isinstance(url, str):
+            if url.partition(":")[0] == "local":
+                return None
+            url = self.plugins.open("executor", url, clock=self.clock, max_parallel=1)
+        return url if getattr(url, "runs_remotely", False) else None
+
+    def _remote_for(self, run_id: str) -> Any:
+        """The executor driving a stored run elsewhere (its record names it), or None."""
+        store = self.store
+        if store is None:
+            return None
+        try:
+            url = store.get_run(run_id).options.get("executor")
+        except RunbookError:
+            return None  # the durable operation reports a missing run itself
+        return self._remote_executor(url) if isinstance(url, str) else None
+
+    # -- runs driven elsewhere: decisions go to their executor ----------------------------------
+
+    async def aresume(
+        self,
+        run_id: str,
+        *,
+        retry_interrupted: bool = False,
+        skip_interrupted: bool = False,
+        force: bool = False,
+    ) -> RunResult:
+        if (remote := self._remote_for(run_id)) is not None:
+            if retry_interrupted and skip_interrupted:
+                raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
+            return await remote.aresume(
+                self, run_id, retry_interrupted=retry_interrupted, skip_interrupted=skip_interrupted
+            )
+        return await super().aresume(
+            run_id,
+            retry_interrupted=retry_interrupted,
+            skip_interrupted=skip_interrupted,
+            force=force,
+        )
+
+    def approve(
+        self,
+        run_id: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        comment: str = "",
+        sign: str | Path | None = None,
+    ) -> dict[str, Any]:
+        if (remote := self._remote_for(run_id)) is not None:
+            return remote.approve(self, run_id, step=step, actor=actor, comment=comment, sign=sign)
+        return super().approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
+
+    async def adeny(
+        self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
+    ) -> RunResult:
+        if (remote := self._remote_for(run_id)) is not None:
+            return await remote.adeny(self, run_id, actor=actor, reason=reason, sign=sign)
+        return await super().adeny(run_id, actor=actor, reason=reason, sign=sign)
+
+    async def acancel(
+        self, run_id: str, *, actor: str | None = None, sign: str | None = None
+    ) -> RunResult:
+        if (remote := self._remote_for(run_id)) is not None:
+            return await remote.acancel(self, run_id, actor=actor, sign=sign)
+        return await super().acancel(run_id, actor=actor, sign=sign)
 
     def close(self) -> None:
         """Close the providers this runner opened from URLs (connection pools, files)."""

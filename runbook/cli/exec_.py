@@ -264,6 +264,11 @@ def build_runner(
     metavar="URL",
     help="Where step attempts run (default from config, local://: this process).",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="With an executor that runs elsewhere (temporal://): start the run, print its id, exit 0.",
+)
 @report_options
 @config_option
 @plugin_option
@@ -285,6 +290,7 @@ def exec_cmd(
     no_color: bool,
     junitxml: Path | None,
     executor_url: str | None,
+    detach: bool,
     config_path: Path | None,
     plugin_modules: tuple[str, ...],
 ) -> None:
@@ -320,6 +326,18 @@ def exec_cmd(
     if reporter is not None:
         reporter.width = max((len(n) for n in runbook.steps), default=0)
         reporter.runbook = runbook
+    if detach:
+        if runner._remote_executor() is None or dry_run:
+            raise UsageError("--detach needs an executor that runs elsewhere (temporal://...)")
+        result = drive(lambda: runner.arun(runbook, detach=True))
+        if as_json:
+            click.echo(json_document("run", result.to_dict()))
+        else:
+            click.echo(f"run {result.run_id} started on {runner.executor}; it goes on by itself")
+            click.echo(
+                f"  follow: runbook resume {result.run_id}    state: runbook show {result.run_id}"
+            )
+        sys.exit(0)
     result = drive(lambda: runner.arun(runbook), activity)
     if not (as_json or dry_run or yes) and interactive():
         result = prompt_gates(runner, result)

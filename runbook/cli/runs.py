@@ -88,6 +88,9 @@ def status_text(record: Any) -> str:
     """The status, and for a ``running`` run whose process is gone on this host, say so: that
     run needs ``resume`` or ``cancel``, not patience."""
     text = label(record.status)
+    executor = (record.options or {}).get("executor", "local://")
+    if executor.partition(":")[0] != "local":  # driven by its executor's workers, not a process
+        return f"{text} (on {executor.partition('?')[0]})"
     if record.status == "running" and record.host == socket.gethostname() and record.pid:
         try:
             os.kill(record.pid, 0)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import json
 import traceback
 from collections.abc import Awaitable, Callable
@@ -26,27 +24,24 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
-from runbook.clock import DEADLINE
 from runbook.collect import Arg, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN
-from runbook.errors import AuditError, LeaseLost, LockHeld, StepTimeout
+from runbook.coordinator import REDACTED_KEY, is_redacted
+from runbook.errors import AuditError, LeaseLost, LockHeld
+from runbook.executors import Attempt
+from runbook.executors.local import LocalExecutor
 from runbook.locks.base import expand_name
 from runbook.locks.manager import LockManager
+from runbook.recorder import error_text
+from runbook.result import StepResult
 from runbook.store.base import ApprovalRecord, InterruptDecision, StepRecord
 from runbook_temporal import messages as M
 from runbook_temporal.runtime import BankedClock, Refused, RunContext, WorkerRuns
 from runbook_temporal.spec import plan_of
 
 T = TypeVar("T")
-_NOTHING = object()
 _PLAIN = frozenset({type(None), bool, int, float, str})
-REDACTED_KEY = "__runbook_redacted__"
 PAUSED_LEASE = 7 * 24 * 3600.0  # the run lock outlives any worker: the workflow releases it
-
-
-def error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _fatal(exc: BaseException) -> ApplicationError:
@@ -73,6 +68,11 @@ async def _heartbeating(work: Awaitable[T]) -> T:
         raise
 
 
+def _unmasked(value: Any) -> Any:
+    """An output stored masked (it held a secret) is passed on as its masked value."""
+    return value["value"] if is_redacted(value) else value
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -92,35 +92,23 @@ class Activities:
     def _store(self) -> Any:
         return self.runner.store
 
-    def _save(self, rc: RunContext, record: StepRecord) -> None:
-        output = record.output
-        if rc.redactor and output is not None:
-            masked = rc.redactor(output)
-            if masked != output:  # a secret is never stored (nor sent to Temporal)
-                record = StepRecord(
-                    **{**asdict(record), "output": {REDACTED_KEY: True, "value": masked}}
-                )
-        if self._store() is not None:
-            self._store().save_step(record)
-
-    def _value(self, rc: RunContext, arg: Arg, inputs: dict[str, Any], missing: set[str]) -> Any:
-        if arg.source == "step":
-            if arg.key in inputs:
-                return inputs[arg.key]
-            return arg.default if arg.has_default else _NOTHING
-        if arg.source == "name":
-            return rc.scope.get(arg.key)
-        return arg.default
-
     def _kwargs(
-        self, rc: RunContext, args: tuple[Arg, ...], inputs: dict[str, Any], missing: set[str]
+        self, rc: RunContext, args: tuple[Arg, ...], inputs: dict[str, Any]
     ) -> dict[str, Any] | str:
+        """Arguments for a call, or the reason the step must be skipped (an input is missing)."""
         out = {}
         for arg in args:
-            value = self._value(rc, arg, inputs, missing)
-            if value is _NOTHING:
-                return f"{arg.key} skipped"
-            out[arg.name] = value
+            if arg.source == "step":
+                if arg.key in inputs:
+                    out[arg.name] = _unmasked(inputs[arg.key])
+                elif arg.has_default:
+                    out[arg.name] = arg.default
+                else:
+                    return f"{arg.key} skipped"
+            elif arg.source == "name":
+                out[arg.name] = rc.scope.get(arg.key)
+            else:
+                out[arg.name] = arg.default
         return out
 
     def _locks(self, rc: RunContext, lease: float, timeout: float) -> LockManager | None:
@@ -199,72 +187,52 @@ class Activities:
             raise _fatal(exc) from None
 
     async def _attempt(self, job: M.Attempt) -> M.Outcome:
-        rc = await asyncio.to_thread(
-            self.runs.context, job.run, outputs=job.inputs, clock=BankedClock(job.waited)
-        )
+        clock = BankedClock(job.waited)
+        rc = await asyncio.to_thread(self.runs.context, job.run, outputs=job.inputs, clock=clock)
+        executor = LocalExecutor(clock=clock, max_parallel=1)
         try:
-            return await self._run_attempt(rc, job)
+            prepared = await asyncio.to_thread(self._prepare, rc, job, clock)
+            if isinstance(prepared, M.Outcome):
+                return prepared
+            res, kwargs = prepared
+            return await self._run(rc, job, res, kwargs, clock, executor)
         finally:
+            await executor.aclose()
             for error in await asyncio.to_thread(rc.close):
                 activity.logger.warning(rc.redactor.text(error))
 
-    async def _run_attempt(self, rc: RunContext, job: M.Attempt) -> M.Outcome:
+    def _prepare(
+        self, rc: RunContext, job: M.Attempt, clock: Any
+    ) -> M.Outcome | tuple[StepResult, dict[str, Any]]:
+        """``when``, the arguments, the run lock's token; then the running row and event."""
         step = rc.runbook.steps[job.step]
-        clock = rc.scope.get("clock")
         CURRENT_STEP.set(step.name)
-        missing = set(job.missing)
-        started = datetime.fromisoformat(job.started_at) if job.started_at else None
-
-        def finish(status: str, **fields: Any) -> None:
-            now = clock.now()
-            begun = started or now
-            self._save(
-                rc,
-                StepRecord(
-                    run_id=job.run.run_id,
-                    name=step.name,
-                    status=status,
-                    attempts=job.attempt,
-                    started_at=begun if status != R.SKIPPED else None,
-                    finished_at=now,
-                    duration=(now - begun).total_seconds() if status != R.SKIPPED else None,
-                    completed_seq=job.seq if status == R.STEP_SUCCEEDED else None,
-                    **fields,
-                ),
-            )
-
-        if job.check_when:
-            skip = await asyncio.to_thread(self._when, rc, step, job.inputs, missing)
-            if skip is not None:
-                await asyncio.to_thread(finish, R.SKIPPED, reason=skip)
-                rc.recorder.emit("step_skipped", step.name, {"reason": skip})
-                return M.Outcome(R.SKIPPED, reason=skip)
-        kwargs = await asyncio.to_thread(self._kwargs, rc, step.args, job.inputs, missing)
+        res = StepResult(step.name, kind=step.kind, attempts=job.attempt)
+        res.started_at = datetime.fromisoformat(job.started_at) if job.started_at else None
+        skip = self._when(rc, step, job.inputs) if job.check_when else None
+        kwargs = self._kwargs(rc, step.args, job.inputs) if skip is None else skip
         if isinstance(kwargs, str):
-            await asyncio.to_thread(finish, R.SKIPPED, reason=kwargs)
-            rc.recorder.emit("step_skipped", step.name, {"reason": kwargs})
+            res.status, res.reason = R.SKIPPED, kwargs
+            rc.recorder.step_finished(res, "step_skipped", {"reason": kwargs})
             return M.Outcome(R.SKIPPED, reason=kwargs)
         self._check_run_lock(job.run_lock, job.token, job.run.run_id)
-        started = started or clock.now()
-        await asyncio.to_thread(
-            self._save,
-            rc,
-            StepRecord(
-                run_id=job.run.run_id,
-                name=step.name,
-                status=R.STEP_RUNNING,
-                attempts=job.attempt,
-                started_at=started,
-            ),
-        )
-        rc.recorder.emit(
-            "step_started",
-            step.name,
-            {"attempt": job.attempt, "worker": activity.info().task_queue},
-        )
-        lock_name = None
-        locks = None
-        token = job.token
+        res.status = R.STEP_RUNNING
+        res.started_at = res.started_at or clock.now()
+        rc.recorder.step_started(res, job.attempt)
+        return res, kwargs
+
+    async def _run(
+        self,
+        rc: RunContext,
+        job: M.Attempt,
+        res: StepResult,
+        kwargs: dict[str, Any],
+        clock: Any,
+        executor: LocalExecutor,
+    ) -> M.Outcome:
+        step = rc.runbook.steps[job.step]
+        CURRENT_STEP.set(step.name)
+        lock_name, locks, token = None, None, job.token
         if step.options.lock and self.runner.lock_provider is not None:
             lock_name = expand_name(step.options.lock, env=job.run.env, params=rc.params)
             locks = self._locks(rc, self.runner.lease, self.runner.lock_timeout)
@@ -272,76 +240,84 @@ class Activities:
             try:
                 (lease,) = await locks.acquire([lock_name])
             except LockHeld as exc:
-                text = str(exc)
-                await asyncio.to_thread(finish, R.STEP_FAILED, error=text)
-                rc.recorder.emit("step_failed", step.name, {"error": text})
-                return M.Outcome(R.STEP_FAILED, error=text, started_at=_iso(started))
-            rc.recorder.emit(
-                "lock_acquired", step.name, {"lock": lock_name, "fencing_token": lease.token}
-            )
+                await asyncio.to_thread(rc.recorder.lock_denied, exc, step.name)
+                return await asyncio.to_thread(self._complete, rc, job, res, None, exc, 0.0)
+            await asyncio.to_thread(rc.recorder.locks_acquired, [lease], step.name)
             token = lease.token
         if token is not None:
             FENCING_TOKEN.set(token)
         began = clock.monotonic()
         try:
-            output, exc = await self._call(step, kwargs, clock)
+            output, exc = await self._call(step, kwargs, executor, job, token)
         finally:
             if locks is not None:
-                for lease in await locks.release([lock_name]):
-                    rc.recorder.emit(
-                        "lock_released",
-                        step.name,
-                        {"lock": lease.name, "fencing_token": lease.token},
-                    )
+                released = await locks.release([lock_name])
                 await locks.aclose()
-        duration_ms = round((clock.monotonic() - began) * 1000, 3)
+                await asyncio.to_thread(rc.recorder.locks_released, released, step.name, stop=True)
+        duration = clock.monotonic() - began
+        return await asyncio.to_thread(self._complete, rc, job, res, output, exc, duration)
+
+    def _complete(
+        self,
+        rc: RunContext,
+        job: M.Attempt,
+        res: StepResult,
+        output: Any,
+        exc: BaseException | None,
+        duration: float,
+    ) -> M.Outcome:
+        """The attempt's outcome, stored and audited before the workflow hears of it."""
+        clock = rc.scope.get("clock")
+        started = _iso(res.started_at)
+        duration_ms = round(duration * 1000, 3)
         if exc is None:
-            await asyncio.to_thread(finish, R.STEP_SUCCEEDED, output=output)
-            rc.recorder.emit(
+            res.status, res.output = R.STEP_SUCCEEDED, output
+            self._finished(res, clock)
+            rc.recorder.step_finished(
+                res,
                 "step_succeeded",
-                step.name,
                 {"output": output, "attempt": job.attempt, "duration_ms": duration_ms},
+                seq=job.seq,
             )
             masked = rc.redactor(output) if rc.redactor and output is not None else output
-            if masked != output:
+            if masked != output:  # a secret never travels to Temporal's history
                 masked = {REDACTED_KEY: True, "value": masked}
-            return M.Outcome(
-                R.STEP_SUCCEEDED,
-                output=masked,
-                started_at=_iso(started),
-                duration=duration_ms / 1000,
-            )
+            return M.Outcome(R.STEP_SUCCEEDED, output=masked, started_at=started, duration=duration)
         text = rc.redactor.text(error_text(exc))
         lost = isinstance(exc, LeaseLost)
-        if job.attempt < job.attempts and not lost:
+        if job.attempt < job.attempts and not lost and not isinstance(exc, LockHeld):
             rc.recorder.emit(
                 "step_retried",
-                step.name,
+                res.name,
                 {"attempt": job.attempt, "error": text, "delay": round(job.retry_delay, 3)},
             )
-            return M.Outcome("retry", error=text, started_at=_iso(started))
-        tb = rc.redactor.text("".join(traceback.format_exception(exc))[-4000:])
-        await asyncio.to_thread(finish, R.STEP_FAILED, error=text)
-        rc.recorder.emit(
-            "step_failed",
-            step.name,
-            {"error": text, "attempt": job.attempt, "traceback": tb, "duration_ms": duration_ms},
-        )
+            return M.Outcome("retry", error=text, started_at=started, duration=duration)
+        res.status, res.error = R.STEP_FAILED, text
+        self._finished(res, clock)
+        data: dict[str, Any] = {"error": text, "attempt": job.attempt, "duration_ms": duration_ms}
+        if not isinstance(exc, LockHeld):
+            data["traceback"] = rc.redactor.text("".join(traceback.format_exception(exc))[-4000:])
+        rc.recorder.step_finished(res, "step_failed", data)
         return M.Outcome(
             R.STEP_FAILED,
             error=text,
-            started_at=_iso(started),
+            started_at=started,
             lease_lost=lost,
-            duration=duration_ms / 1000,
+            lock_held=isinstance(exc, LockHeld),
+            duration=duration,
         )
 
-    def _when(
-        self, rc: RunContext, step: StepDef, inputs: dict[str, Any], missing: set[str]
-    ) -> str | None:
+    @staticmethod
+    def _finished(res: StepResult, clock: Any) -> None:
+        res.finished_at = clock.now()
+        if res.started_at is not None:
+            res.duration = (res.finished_at - res.started_at).total_seconds()
+
+    def _when(self, rc: RunContext, step: StepDef, inputs: dict[str, Any]) -> str | None:
         """The reason to skip, or None to run."""
         if step.when_args is None or step.options.when is None:
             return None
-        kwargs = self._kwargs(rc, step.when_args, inputs, missing)
+        kwargs = self._kwargs(rc, step.when_args, inputs)
         if isinstance(kwargs, str):
             return kwargs
         return None if step.options.when(**kwargs) else "when"
@@ -350,37 +326,33 @@ class Activities:
         self,
         step: StepDef,
         kwargs: dict[str, Any],
-        clock: Any,
-        func: Any = None,
-        is_async: Any = None,
+        executor: LocalExecutor,
+        job: M.Attempt | None,
+        token: int | None,
+        *,
+        rollback: bool = False,
     ) -> tuple[Any, BaseException | None]:
-        func = func or step.func
-        is_async = step.is_async if is_async is None else is_async
-        timeout = step.options.timeout
-        if timeout:
-            DEADLINE.set((clock.monotonic() + timeout, step.name, timeout))
+        """One call through runbook's local executor (threads, timeouts, cancellation)."""
+        func = step.rollback.func if rollback and step.rollback else step.func
+        is_async = step.rollback.is_async if rollback and step.rollback else step.is_async
+        attempt = Attempt(
+            run_id=job.run.run_id if job else "",
+            step=step.name,
+            func=func,
+            kwargs=kwargs,
+            is_async=is_async,
+            timeout=step.options.timeout,
+            attempt=job.attempt if job else 1,
+            fencing_token=token,
+            rollback=rollback,
+        )
         try:
-            if is_async:
-                call = func(**kwargs)
-                output = await (asyncio.wait_for(call, timeout) if timeout else call)
-            else:
-                output = await self._in_thread(func, kwargs, timeout)
-        except TimeoutError as exc:
-            if (
-                timeout
-                and isinstance(exc.__cause__, asyncio.CancelledError)
-                and not isinstance(exc, StepTimeout)
-            ):
-                return None, StepTimeout(f"step {step.name!r} timed out after {timeout:g}s")
-            return None, exc
+            output = await executor.run(attempt)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return None, exc
-        finally:
-            if timeout:
-                DEADLINE.set(None)
-        if type(output) not in _PLAIN:
+        if not rollback and type(output) not in _PLAIN:
             try:
                 json.dumps(output)
             except (TypeError, ValueError):
@@ -390,21 +362,6 @@ class Activities:
                     "so the run can be stored and resumed"
                 )
         return output, None
-
-    @staticmethod
-    async def _in_thread(func: Any, kwargs: dict[str, Any], timeout: float | None) -> Any:
-        """A sync step in a thread; cancelled, it is waited for (a thread cannot be stopped),
-        so the workflow never rolls back while the step is still doing what it undoes."""
-        call = functools.partial(contextvars.copy_context().run, func, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(None, call)
-        try:
-            shielded = asyncio.shield(future)
-            return await (asyncio.wait_for(shielded, timeout) if timeout else shielded)
-        except asyncio.CancelledError:
-            if not future.done():
-                with contextlib.suppress(BaseException):
-                    await future
-            raise
 
     # -- undo -------------------------------------------------------------------------------
 
@@ -419,42 +376,50 @@ class Activities:
 
     async def _undo(self, job: M.Undo) -> M.Outcome:
         rc = await asyncio.to_thread(self.runs.context, job.run, outputs=job.inputs)
+        executor = LocalExecutor(clock=self.runner.clock, max_parallel=1)
         try:
             step = rc.runbook.steps[job.step]
             rb = step.rollback
             assert rb is not None
             CURRENT_STEP.set(step.name)
-            if job.token is not None:
-                FENCING_TOKEN.set(job.token)
-            rc.recorder.emit("rollback_started", step.name, {})
+            prior = (
+                self._store().get_steps(job.run.run_id).get(step.name) if self._store() else None
+            )
+            res = StepResult(
+                step.name, kind=step.kind, status=prior.status if prior else R.STEP_SUCCEEDED
+            )
+            if prior is not None:
+                res.output, res.attempts = prior.output, prior.attempts
+                res.started_at, res.finished_at, res.duration = (
+                    prior.started_at,
+                    prior.finished_at,
+                    prior.duration,
+                )
+            await asyncio.to_thread(rc.recorder.rollback_started, res)
             kwargs: dict[str, Any] = {}
             for arg in rb.args:
                 if arg.source == "extra":
-                    kwargs[arg.name] = job.output
+                    kwargs[arg.name] = _unmasked(job.output)
                 elif arg.source == "step":
-                    kwargs[arg.name] = job.inputs.get(
-                        arg.key, arg.default if arg.has_default else None
-                    )
+                    default = arg.default if arg.has_default else None
+                    kwargs[arg.name] = _unmasked(job.inputs.get(arg.key, default))
                 elif arg.source == "name":
                     kwargs[arg.name] = rc.scope.get(arg.key)
                 else:
                     kwargs[arg.name] = arg.default
-            clock = rc.scope.get("clock")
-            _, exc = await self._call(step, kwargs, clock, func=rb.func, is_async=rb.is_async)
-            status = R.STEP_ROLLED_BACK if exc is None else R.STEP_ROLLBACK_FAILED
-            text = rc.redactor.text(error_text(exc)) if exc is not None else None
-            store = self._store()
-            if store is not None:
-                prior = store.get_steps(job.run.run_id).get(step.name)
-                if prior is not None:
-                    store.save_step(StepRecord(**{**asdict(prior), "status": status}))
+            if job.token is not None:
+                FENCING_TOKEN.set(job.token)
+            _, exc = await self._call(step, kwargs, executor, None, job.token, rollback=True)
             if exc is None:
-                rc.recorder.emit("rollback_succeeded", step.name, {})
+                res.status = R.STEP_ROLLED_BACK
             else:
-                rc.recorder.emit("rollback_failed", step.name, {"error": text})
-            return M.Outcome(status, error=text)
+                res.status = R.STEP_ROLLBACK_FAILED
+                res.rollback_error = rc.redactor.text(error_text(exc))
+            await asyncio.to_thread(rc.recorder.rollback_finished, res)
+            return M.Outcome(res.status, error=res.rollback_error)
         finally:
-            rc.close()
+            await executor.aclose()
+            await asyncio.to_thread(rc.close)
 
     # -- record / decide --------------------------------------------------------------------
 

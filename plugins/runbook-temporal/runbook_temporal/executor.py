@@ -1,21 +1,30 @@
-"""The ``temporal://`` executor as runbook opens it: a whole run handed to Temporal.
+"""The ``temporal://`` executor as runbook opens it: whole runs handed to Temporal.
 
 ``local://`` runs one step attempt at a time inside the process that drives the run. A Temporal
-run is driven by its workflow instead, so this executor takes the run as a whole: ``arun`` starts
-it and (unless detached) follows it to its end or its first wait for a human.
+run is driven by its workflow instead, so this executor takes the run as a whole
+(``runs_remotely``): ``Runner.arun`` hands it the run, and ``approve``, ``deny``, ``cancel`` and
+``resume`` of a run whose record names this executor come here too. Following a run reports its
+steps through the runner's lifecycle hooks, so ``exec``'s terminal report looks as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
-from runbook.errors import UsageError
-from runbook.result import RunResult
+from runbook import result as R
+from runbook.context import RunInfo
+from runbook.errors import ApprovalError, UsageError
+from runbook.recorder import Recorder
+from runbook.redact import Redactor
+from runbook.result import RunResult, StepResult
+from runbook_temporal import messages as M
 from runbook_temporal.client import TemporalRuns, to_result
 
 
 class TemporalExecutor:
-    """Runs whole runs on Temporal (``runs_remotely``); never a single in-process attempt."""
+    """Runs whole runs on Temporal; never a single in-process attempt."""
 
     runs_remotely = True
 
@@ -23,27 +32,139 @@ class TemporalExecutor:
         self.runs = TemporalRuns(url)
         self.url = str(self.runs.url)
 
+    # -- runs -----------------------------------------------------------------------------------
+
     async def arun(
-        self,
-        runner: Any,
-        rb: Any,
-        *,
-        params: dict[str, Any] | None = None,
-        detach: bool = False,
-        on_step: Any = None,
+        self, runner: Any, rb: Any, *, params: dict[str, Any] | None = None, detach: bool = False
     ) -> RunResult:
         run_id = await self.runs.start(runner, rb, params)
         record = runner.store.get_run(run_id)
         if detach:
             return RunResult(
                 run_id=run_id,
-                status="running",
+                status=R.RUNNING,
                 runbook=record.runbook_path,
                 env=record.env,
                 actor=record.actor,
             )
-        state = await self.runs.follow(run_id, on_step)
-        return to_result(state, record, run_id)
+        return await self._follow(runner, run_id)
+
+    async def _follow(self, runner: Any, run_id: str, *, resumed: bool = False) -> RunResult:
+        record = runner.store.get_run(run_id)
+        info = RunInfo(
+            run_id,
+            record.runbook_path,
+            Path(record.runbook_path).stem,
+            record.runbook_sha256,
+            record.env,
+            record.actor,
+            record.params,
+            resumed=resumed,
+        )
+        hook = runner.plugins.hook
+        hook.runbook_run_started(run=info)
+
+        def report(step: M.StepState) -> None:
+            res = StepResult(
+                step.name,
+                status=step.status,
+                error=step.error,
+                attempts=step.attempts,
+                duration=step.duration,
+                reason=step.reason,
+            )
+            if step.status in (R.STEP_ROLLED_BACK, R.STEP_ROLLBACK_FAILED):
+                res.rollback_error = step.error
+                hook.runbook_rollback_finished(run=info, step=step.name, result=res)
+            else:
+                hook.runbook_step_finished(run=info, step=step.name, result=res)
+
+        state = await self.runs.follow(run_id, report)
+        result = to_result(state, record, run_id)
+        if state.interrupted:
+            for name in state.interrupted:
+                hook.runbook_progress(
+                    run=info,
+                    step=name,
+                    message="interrupted: its worker died mid-step and it is not idempotent; "
+                    f"decide with runbook resume {run_id} --retry-interrupted|--skip-interrupted",
+                    fraction=None,
+                )
+        hook.runbook_run_finished(run=info, result=result)
+        return result
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _refused(self, runner: Any, run_id: str, step: str | None, actor: str, why: str) -> None:
+        """DESIGN 11: every refused decision is audited, with the claimed actor and the reason."""
+        record = runner.store.get_run(run_id)
+        info = RunInfo(
+            run_id,
+            record.runbook_path,
+            Path(record.runbook_path).stem,
+            record.runbook_sha256,
+            record.env,
+            record.actor,
+            record.params,
+        )
+        recorder = Recorder(info, runner.sinks, clock=runner.clock, redactor=Redactor())
+        recorder.emit(
+            "approval_refused", step, {"reason": why, "claimed_actor": actor}, actor=actor
+        )
+
+    async def _decide(self, runner: Any, run_id: str, decision: M.Decision) -> dict[str, Any]:
+        try:
+            return await self.runs.decide(run_id, decision)
+        except ApprovalError as exc:
+            self._refused(runner, run_id, decision.step, decision.actor, str(exc))
+            raise
+
+    def approve(
+        self,
+        runner: Any,
+        run_id: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        decision = M.Decision("approve", actor or runner._actor(), step, comment)
+        return asyncio.run(self._decide(runner, run_id, decision))
+
+    async def adeny(
+        self, runner: Any, run_id: str, *, actor: str | None = None, reason: str
+    ) -> RunResult:
+        decision = M.Decision("deny", actor or runner._actor(), None, reason)
+        await self._decide(runner, run_id, decision)
+        return await self._follow(runner, run_id, resumed=True)
+
+    async def acancel(self, runner: Any, run_id: str, *, actor: str | None = None) -> RunResult:
+        await self._decide(runner, run_id, M.Decision("cancel", actor or runner._actor()))
+        return await self._follow(runner, run_id, resumed=True)
+
+    async def aresume(
+        self,
+        runner: Any,
+        run_id: str,
+        *,
+        retry_interrupted: bool = False,
+        skip_interrupted: bool = False,
+    ) -> RunResult:
+        """Decide the interrupted steps if asked to, then follow the run (it never stopped)."""
+        state = await self.runs.progress(run_id)
+        if state.interrupted and not (retry_interrupted or skip_interrupted):
+            raise UsageError(
+                f"run {run_id}: step(s) {', '.join(state.interrupted)} were running when their "
+                "worker died and are not idempotent; they may have half-happened. Check, then "
+                "resume with --retry-interrupted (run them again) or --skip-interrupted (treat "
+                "as not run)"
+            )
+        kind = "retry" if retry_interrupted else "skip"
+        for name in state.interrupted:
+            await self._decide(runner, run_id, M.Decision(kind, runner._actor(), name))
+        return await self._follow(runner, run_id, resumed=True)
+
+    # -- the Executor protocol (attempts), which this executor never serves ----------------------
 
     async def run(self, attempt: Any) -> Any:
         raise UsageError("temporal:// runs whole runs on its workers, not single step attempts")

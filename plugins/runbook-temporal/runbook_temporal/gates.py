@@ -9,6 +9,7 @@ by the workflow through the ``decide`` activity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -36,14 +37,16 @@ class _Decisions:
 
 
 class _Clock:
-    def now(self) -> datetime:
-        return workflow.now()
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
 
 
 class Gates:
     """Every gate of one run: what the policy says, and the events it wants written."""
 
-    def __init__(self, run: M.RunRef, policy: M.Policy) -> None:
+    def __init__(
+        self, run: M.RunRef, policy: M.Policy, now: Callable[[], datetime] = workflow.now
+    ) -> None:
         self.run = run
         self.decisions = _Decisions()
         protection = Protection(
@@ -60,7 +63,7 @@ class Gates:
             policy.yes,
         )
         self.pending: list[M.Event] = []  # approval_granted events the policy emitted
-        self.clock = _Clock()
+        self.clock = _Clock(now)
 
     @staticmethod
     def approval(spec: M.ApprovalSpec) -> Approval:
@@ -86,7 +89,7 @@ class Gates:
         self.policy.validate(step, self.approval(spec), actor)
 
     def add(self, step: str, actor: str, decision: str, comment: str) -> ApprovalRecord:
-        record = ApprovalRecord(self.run.run_id, step, actor, decision, comment, workflow.now())
+        record = ApprovalRecord(self.run.run_id, step, actor, decision, comment, self.clock.now())
         self.decisions.add_approval(record)
         return record
 

@@ -121,6 +121,7 @@ class Outcome:
     reason: str | None = None
     started_at: str | None = None
     lease_lost: bool = False
+    lock_held: bool = False  # a step lock held by another run
     duration: float | None = None
 
 

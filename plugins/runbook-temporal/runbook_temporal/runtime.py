@@ -21,10 +21,14 @@ from runbook.collect import Runbook
 from runbook.context import Ctx, RunInfo
 from runbook.errors import UsageError
 from runbook.params import Params, resolve_params
-from runbook.recorder import Recorder
+from runbook.recorder import Recorder, RunRecorder
 from runbook.redact import Redactor
 from runbook.scope import Injector, ResourceScope
 from runbook_temporal.messages import RunRef
+
+# The lifecycle hooks a worker calls for the attempts it runs (the run-level ones are the
+# follower's: ``exec`` reports the run).
+_HOOKS = ("runbook_step_started", "runbook_step_finished", "runbook_rollback_finished")
 
 
 class Refused(Exception):
@@ -78,7 +82,7 @@ class RunContext:
     runbook: Runbook
     params: Params
     info: RunInfo
-    recorder: Recorder
+    recorder: RunRecorder
     scope: ResourceScope
     redactor: Redactor
 
@@ -156,8 +160,15 @@ class WorkerRuns:
         if plugins.has_impls("runbook_event"):
             listeners.append(lambda event: plugins.hook.runbook_event(run=info, event=event))
         clock = clock or self.runner.clock
-        recorder = Recorder(
+        audit = Recorder(
             info, self.runner.sinks, clock=clock, redactor=redactor, listeners=listeners
+        )
+        recorder = RunRecorder(
+            audit,
+            self.runner.store,
+            hook=plugins.hook,
+            hooks_wanted=frozenset(h for h in _HOOKS if plugins.has_impls(h)),
+            redactor=redactor,
         )
 
         def record(kind: str, step: str | None, data: dict[str, Any]) -> None:

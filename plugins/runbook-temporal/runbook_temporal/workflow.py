@@ -182,7 +182,7 @@ class RunWorkflow:
                 attempt += 1
                 continue
             res.error = out.error
-            if out.lease_lost or (out.error and out.error.startswith("LockHeld")):
+            if out.lock_held:
                 self.lock_denied = out.error
             c.on_failed(name)
             return
@@ -322,6 +322,7 @@ class RunWorkflow:
                 "approvers": sorted(granted),
                 "needed": spec.min,
                 "satisfied": len(granted) >= spec.min,
+                "continues": True,  # no resume needed: the workflow goes on by itself
             }
         if d.kind == "deny":
             events = []

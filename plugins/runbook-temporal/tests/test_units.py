@@ -1,0 +1,272 @@
+"""The plugin's pure parts, without a server: URL, plan, shadow DAG, gates, the banked clock."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from runbook_temporal import messages as M
+from runbook_temporal.client import TemporalRuns, relative
+from runbook_temporal.dag import shadow
+from runbook_temporal.gates import Gates
+from runbook_temporal.runtime import BankedClock
+from runbook_temporal.spec import plan_of
+from runbook_temporal.url import TemporalURL
+
+from runbook import load
+from runbook.coordinator import Coordinator
+from runbook.errors import ApprovalError, RunbookError, UsageError
+from runbook.runner import Runner
+from runbook.testing.fakes import FakeClock
+
+# -- the URL ---------------------------------------------------------------------------------------
+
+
+def test_url_defaults_and_options() -> None:
+    url = TemporalURL.parse("temporal://127.0.0.1:7233")
+    assert (url.address, url.namespace, url.queue, url.heartbeat) == (
+        "127.0.0.1:7233",
+        "default",
+        "runbook",
+        10.0,
+    )
+    url = TemporalURL.parse("temporal://tmp.internal?namespace=ops&queue=deploys&heartbeat=2.5")
+    assert (url.address, url.namespace, url.queue, url.heartbeat) == (
+        "tmp.internal:7233",
+        "ops",
+        "deploys",
+        2.5,
+    )
+    assert TemporalURL.parse(str(url)) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("local://", "not a temporal:// executor URL"),
+        ("temporal://", "without a host"),
+        ("temporal://h:7233?nmespace=x", "unknown option.*nmespace"),
+        ("temporal://h:7233?heartbeat=soon", "heartbeat must be seconds"),
+        ("temporal://h:7233?heartbeat=0", "heartbeat must be > 0"),
+        ("temporal://u:secret@h:7233", "take no credentials"),
+        ("temporal://h:notaport", "bad temporal:// URL"),
+    ],
+)
+def test_bad_urls_are_usage_errors(url: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as info:
+        TemporalURL.parse(url)
+    assert "secret" not in str(info.value)
+
+
+# -- the plan and the coordinator over its shadow --------------------------------------------------
+
+RUNBOOK = """
+from runbook import Approval, rollback, step
+
+
+@step
+def plan():
+    return 1
+
+
+@step(reversible=True, retries=2, backoff=0.5, queue="db")
+def stage(plan):
+    return 2
+
+
+@rollback(stage)
+def unstage(stage):
+    pass
+
+
+@step(approval=Approval(min=2, allow_self=False, approvers=["bob", "carol"]))
+def switch(stage):
+    return 3
+
+
+@step(when=lambda plan: plan > 0)
+def verify(switch, extra=None):
+    return 4
+
+
+@step(after=[verify], idempotent=True)
+def report(plan):
+    return 5
+"""
+
+
+def _runbook(tmp_path: Path, source: str = RUNBOOK):
+    path = tmp_path / "rb.py"
+    path.write_text(textwrap.dedent(source))
+    return load(path)
+
+
+def test_the_plan_carries_the_options_the_workflow_decides_by(tmp_path: Path) -> None:
+    plan = plan_of(_runbook(tmp_path))
+    specs = {s.name: s for s in plan.steps}
+    assert list(specs) == ["plan", "stage", "switch", "verify", "report"]
+    stage = specs["stage"]
+    assert (stage.queue, stage.retries, stage.backoff, stage.reversible) == ("db", 2, 0.5, True)
+    assert stage.rollback == [M.ArgSpec("stage", "step", "stage", False)]
+    assert specs["switch"].approval == M.ApprovalSpec(2, False, ["bob", "carol"])
+    assert specs["verify"].when == [M.ArgSpec("plan", "step", "plan", False)]
+    assert M.ArgSpec("extra", "default", "extra", True) in specs["verify"].args
+    assert specs["report"].after == ["verify"] and specs["report"].idempotent
+    assert specs["plan"].queue is None and specs["plan"].wait == 0.0
+
+
+def _drive(c: Coordinator, fail: str | None = None) -> list[tuple[str, str]]:
+    """Feed a coordinator the same events; return what it decided, in order."""
+    log = []
+    c.start()
+    while c.has_ready():
+        for name in c.take_ready(8):
+            reason = c.blocked_by(c.steps[name].args)
+            if reason:
+                c.on_skipped(name, reason)
+                log.append(("skip", name))
+            elif name == fail:
+                c.on_failed(name)
+                log.append(("fail", name))
+            else:
+                c.on_succeeded(name)
+                log.append(("ok", name))
+    while (name := c.next_rollback()) is not None:
+        c.on_rolled_back(name)
+        log.append(("undo", name))
+    log.append(("status", c.status()))
+    return log
+
+
+@pytest.mark.parametrize("fail", [None, "switch", "verify"])
+def test_the_shadow_dag_gets_the_same_decisions_as_the_runbook(
+    tmp_path: Path, fail: str | None
+) -> None:
+    rb = _runbook(tmp_path)
+    real = _drive(Coordinator(rb), fail)
+    assert _drive(Coordinator(shadow(plan_of(rb))), fail) == real  # type: ignore[arg-type]
+    if fail == "switch":
+        assert ("undo", "stage") in real and real[-1] == ("status", "rolled_back")
+
+
+def test_the_backoff_and_retry_decisions_are_the_runbooks(tmp_path: Path) -> None:
+    rb = _runbook(tmp_path)
+    real, copy = Coordinator(rb), Coordinator(shadow(plan_of(rb)))  # type: ignore[arg-type]
+    for attempt in (1, 2, 3):
+        assert copy.should_retry("stage", attempt) == real.should_retry("stage", attempt)
+        assert copy.backoff("stage", attempt, 0.25) == real.backoff("stage", attempt, 0.25)
+    assert not copy.should_retry("stage", 1, lease_lost=True)
+
+
+def test_a_declared_wait_travels_in_the_plan(tmp_path: Path) -> None:
+    rb = _runbook(
+        tmp_path,
+        """
+        from runbook import step
+        from runbook.strategies import blue_green
+
+        release = blue_green("web", deploy=lambda color: None, health=lambda color: True, bake=90)
+        """,
+    )
+    waits = {s.name: s.wait for s in plan_of(rb).steps}
+    assert waits["release.bake"] == 90.0
+    assert {n: w for n, w in waits.items() if n != "release.bake"} == dict.fromkeys(
+        [n for n in waits if n != "release.bake"], 0.0
+    )
+
+
+# -- gates: runbook's ApprovalPolicy over the workflow's memory ------------------------------------
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+REF = M.RunRef("r1", "rb.py", "abc", "prod", "alice")
+FOUR_EYES = M.ApprovalSpec(min=2, allow_self=False)
+
+
+def test_a_gate_waits_and_four_eyes_are_enforced() -> None:
+    gates = Gates(REF, M.Policy(level="strict", allow_yes=False), now=lambda: NOW)
+    assert gates.check("switch", FOUR_EYES) == "pending"
+    with pytest.raises(ApprovalError, match="alice started run r1 and cannot approve"):
+        gates.validate("switch", FOUR_EYES, "alice")
+    gates.validate("switch", FOUR_EYES, "bob")
+    gates.add("switch", "bob", "granted", "")
+    with pytest.raises(ApprovalError, match="bob already approved"):
+        gates.validate("switch", FOUR_EYES, "bob")
+    assert gates.check("switch", FOUR_EYES) == "pending"
+    gates.add("switch", "carol", "granted", "ok")
+    assert gates.check("switch", FOUR_EYES) == "granted"
+    assert gates.granted("switch") == {"bob", "carol"}
+    assert gates.take_pending() == []  # nothing was granted on anyone's behalf
+
+
+def test_an_approver_list_and_a_denial() -> None:
+    gates = Gates(REF, M.Policy(approvers=["bob"]), now=lambda: NOW)
+    with pytest.raises(ApprovalError, match="carol may not approve"):
+        gates.validate("switch", M.ApprovalSpec(), "carol")
+    gates.add("switch", "bob", "denied", "no")
+    assert gates.check("switch", M.ApprovalSpec()) == "denied"
+
+
+def test_protection_none_auto_grants_and_says_so() -> None:
+    gates = Gates(REF, M.Policy(level="none", require_approval=False), now=lambda: NOW)
+    assert gates.check("switch", FOUR_EYES) == "granted"
+    (event,) = gates.take_pending()
+    assert (event.kind, event.step, event.data["auto"]) == ("approval_granted", "switch", True)
+    assert "protection none" in event.data["comment"]
+
+
+def test_yes_grants_only_where_the_rules_allow() -> None:
+    yes = M.Policy(yes=True)
+    assert Gates(REF, yes, now=lambda: NOW).check("switch", M.ApprovalSpec()) == "granted"
+    assert Gates(REF, yes, now=lambda: NOW).check("switch", FOUR_EYES) == "pending"
+
+
+# -- the banked clock ------------------------------------------------------------------------------
+
+
+def test_the_banked_clock_serves_the_durable_wait_first() -> None:
+    inner = FakeClock()
+    clock = BankedClock(5.0, inner)
+    start = inner.monotonic()
+    clock.sleep(3)
+    asyncio.run(clock.asleep(2))
+    assert inner.monotonic() == start  # 5 s already waited by the workflow's timer
+    clock.sleep(1.5)
+    assert inner.monotonic() - start == pytest.approx(1.5)  # past the bank: real waiting
+
+
+# -- starting: refused before anything is recorded -------------------------------------------------
+
+
+def test_a_secret_param_given_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    rb = _runbook(
+        tmp_path,
+        """
+        from runbook import param, step
+        token = param("token", secret=True, env="DEPLOY_TOKEN")
+
+        @step
+        def go(params):
+            return None
+        """,
+    )
+    runner = Runner(actor="alice", params={"token": "s3cr3t"})
+    with pytest.raises(UsageError, match="secret parameter\\(s\\) token cannot travel") as info:
+        asyncio.run(TemporalRuns("temporal://127.0.0.1:1").start(runner, rb))
+    assert "s3cr3t" not in str(info.value)
+    assert runner.store.list_runs() == []
+
+
+def test_an_unreachable_temporal_records_no_run(tmp_path: Path) -> None:
+    rb = _runbook(tmp_path, "from runbook import step\n@step\ndef go():\n    return 1\n")
+    runner = Runner(actor="alice")
+    with pytest.raises(RunbookError, match=r"cannot reach Temporal at 127\.0\.0\.1:1"):
+        asyncio.run(TemporalRuns("temporal://127.0.0.1:1").start(runner, rb))
+    assert runner.store.list_runs() == []
+
+
+def test_runbook_paths_travel_relative_to_the_project_root(tmp_path: Path) -> None:
+    assert relative(tmp_path / "runbooks" / "x.py", tmp_path) == "runbooks/x.py"
+    assert relative(Path("/elsewhere/x.py"), tmp_path) == "/elsewhere/x.py"
