@@ -269,9 +269,11 @@ class Runner(DurableRuns):
         """Run a runbook. ``detach``: with an executor that drives runs elsewhere (Temporal),
         return as soon as the run started (status ``running``) instead of following it."""
         rb = self.load(runbook)
-        remote = None if self.dry_run else self._remote_executor()
-        if remote is not None:  # the run is driven by its executor (a workflow), not here
-            return await remote.arun(self, rb, params=dict(params or {}), detach=detach)
+        executor = self._open_executor(here=False)
+        if getattr(executor, "runs_remotely", False):
+            if not self.dry_run:  # the run is driven by its executor (a workflow), not here
+                return await executor.arun(self, rb, params=dict(params or {}), detach=detach)
+            executor = self._open_executor(DEFAULT_EXECUTOR)  # a dry run's probes run here
         self._check_protection(rb)
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
@@ -300,7 +302,9 @@ class Runner(DurableRuns):
                 },
             )
         started = {k: v for k, v in self.run_options.items() if k == "retry_of"}
-        return await self._execute(rb, run_id, resolved, actor, create=record, started=started)
+        return await self._execute(
+            rb, run_id, resolved, actor, create=record, started=started, executor=executor
+        )
 
     def run_many(
         self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]
@@ -353,6 +357,7 @@ class Runner(DurableRuns):
         env: str | None = None,
         resumed_by: str | None = None,
         create: RunRecord | None = None,
+        executor: Executor | None = None,
         **extra: Any,
     ) -> RunResult:
         env = env or self.env
@@ -388,7 +393,8 @@ class Runner(DurableRuns):
         notifier = self._notification_service(info, holder)
         if notifier is not None:
             listeners.append(lambda event: notifier.event(event, info))
-        executor = self._open_executor()  # a bad executor URL leaves no half-started run
+        if executor is None:  # a bad executor URL leaves no half-started run
+            executor = self._open_executor()
         if create is not None and self.store is not None:
             self.store.create_run(create)
         recorder = Recorder(
@@ -495,30 +501,32 @@ class Runner(DurableRuns):
                 await notifier.flush(self.flush_deadline)
                 await notifier.aclose()
 
-    def _open_executor(self, url: str | Executor | None = None) -> Executor:
+    def _open_executor(self, url: str | Executor | None = None, *, here: bool = True) -> Any:
         """One executor per run (the local one owns the run's worker threads).
 
         An executor that drives whole runs elsewhere (``runs_remotely``, such as ``temporal://``)
-        is not one that runs attempts here: a ``--dry-run`` with it runs its probes locally.
+        runs no attempt here: with ``here`` (a stored local run resumed, a dry run) the local
+        executor is used instead.
         """
         url = self.executor if url is None else url
         if not isinstance(url, str):
-            return url
-        executor = self.plugins.open(
-            "executor", url, clock=self.clock, max_parallel=self.max_parallel
-        )
-        if getattr(executor, "runs_remotely", False) and url is self.executor:
+            executor: Any = url
+        else:
+            executor = self.plugins.open(
+                "executor", url, clock=self.clock, max_parallel=self.max_parallel
+            )
+        if here and getattr(executor, "runs_remotely", False):
             return self._open_executor(DEFAULT_EXECUTOR)
         return executor
 
     def _remote_executor(self, url: str | Executor | None = None) -> Any:
-        """The configured executor if it drives whole runs elsewhere (``runs_remotely``)."""
+        """The executor at ``url`` (default: the configured one) if it drives whole runs
+        elsewhere (``runs_remotely``), else None."""
         url = self.executor if url is None else url
-        if isinstance(url, str):
-            if url.partition(":")[0] == "local":
-                return None
-            url = self.plugins.open("executor", url, clock=self.clock, max_parallel=1)
-        return url if getattr(url, "runs_remotely", False) else None
+        if isinstance(url, str) and url.partition(":")[0] == "local":
+            return None
+        executor = self._open_executor(url, here=False)
+        return executor if getattr(executor, "runs_remotely", False) else None
 
     def _remote_for(self, run_id: str) -> Any:
         """The executor driving a stored run elsewhere (its record names it), or None."""

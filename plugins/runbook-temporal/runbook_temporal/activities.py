@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
+from runbook.approvals import ApprovalPolicy, granted_by
 from runbook.collect import Arg, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN
 from runbook.coordinator import REDACTED_KEY, is_redacted
@@ -32,6 +33,7 @@ from runbook.executors import Attempt
 from runbook.executors.local import LocalExecutor
 from runbook.locks.base import expand_name
 from runbook.locks.manager import LockManager
+from runbook.protection import Protection
 from runbook.recorder import error_text
 from runbook.result import StepResult
 from runbook.store.base import ApprovalRecord, InterruptDecision, StepRecord
@@ -85,7 +87,7 @@ class Activities:
         self.runner = runs.runner
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.open_run, self.attempt, self.undo, self.record, self.decide]
+        return [self.open_run, self.attempt, self.undo, self.record, self.decide, self.gate]
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -470,14 +472,15 @@ class Activities:
             rc.close()
 
     @activity.defn(name="runbook.decide")
-    async def decide(self, job: M.Record) -> None:
-        """Record a human decision (approval, denial, interrupted-step choice) durably."""
+    async def decide(self, job: M.Record) -> list[str]:
+        """Record a human decision (approval, denial, interrupted-step choice) durably; return
+        who has approved the decision's gate so far."""
         try:
-            await asyncio.to_thread(self._decide, job)
+            return await asyncio.to_thread(self._decide, job)
         except Exception as exc:
             raise _fatal(exc) from None
 
-    def _decide(self, job: M.Record) -> None:
+    def _decide(self, job: M.Record) -> list[str]:
         store = self._store()
         now = self.runner.clock.now()
         for event in job.events:
@@ -502,4 +505,68 @@ class Activities:
                         job.run.run_id, event.step or "", data["decision"], event.actor or "", now
                     )
                 )
+        steps = {e.step for e in job.events if e.kind == "approval_granted" and e.step}
+        granted: list[str] = []
+        if store is not None and steps:
+            (step,) = steps
+            granted = sorted(granted_by(store.approvals(job.run.run_id, step)))
+            for event in job.events:
+                event.data["approvals"] = len(granted)
         self._record(job)
+        return granted
+
+    # -- gates ------------------------------------------------------------------------------
+
+    @activity.defn(name="runbook.gate")
+    async def gate(self, job: M.GateCheck) -> M.GateVerdict:
+        """Judge a gate with the run's ``ApprovalPolicy`` against the store, as a local run does."""
+        try:
+            return await _heartbeating(asyncio.to_thread(self._gate, job))
+        except Exception as exc:
+            raise _fatal(exc) from None
+
+    def _gate(self, job: M.GateCheck) -> M.GateVerdict:
+        rc = self.runs.context(job.run, outputs=job.outputs)
+        try:
+            step = rc.runbook.steps[job.step]
+            approval = step.options.approval
+            assert approval is not None
+            policy = policy_for(self.runner, rc, job.policy)
+            verdict = policy.check(job.step, approval, _Execution(rc, job.outputs))
+            granted = sorted(granted_by(self._store().approvals(job.run.run_id, job.step)))
+            if verdict == "pending" and not job.requested:
+                res = StepResult(step.name, kind=step.kind, status=R.AWAITING_APPROVAL)
+                res.reason = "awaiting approval"
+                data = policy.request_data(job.step, approval)
+                rc.recorder.step_finished(res, "approval_requested", data)
+                self._store().update_run(job.run.run_id, status=R.PAUSED)
+            return M.GateVerdict(verdict, granted)
+        finally:
+            rc.close()
+
+
+class _Execution:
+    """What ``ApprovalPolicy.check`` uses of a run: its clock, outputs, and audit."""
+
+    def __init__(self, rc: RunContext, outputs: dict[str, Any]) -> None:
+        self.clock = rc.scope.get("clock")
+        self.outputs = {k: _unmasked(v) for k, v in outputs.items()}
+        self._recorder = rc.recorder
+
+    def emit(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None) -> None:
+        self._recorder.emit(kind, step, data)
+
+
+def policy_for(runner: Any, rc: RunContext, policy: M.Policy) -> ApprovalPolicy:
+    """The run's approval policy, with the rules of the env it started in."""
+    protection = Protection(
+        level=policy.level, require_approval=policy.require_approval, allow_yes=policy.allow_yes
+    )
+    return ApprovalPolicy(
+        rc.ref.run_id,
+        rc.ref.actor,
+        protection,
+        runner.store,
+        tuple(policy.approvers),
+        policy.yes,
+    )

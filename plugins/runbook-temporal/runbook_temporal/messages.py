@@ -137,6 +137,23 @@ class Undo:
 
 
 @dataclass
+class GateCheck:
+    """Ask the run's approval policy, in a worker, whether a gate may open."""
+
+    run: RunRef
+    step: str
+    policy: Policy
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the gate's plan is built from
+    requested: bool = False  # approval_requested already recorded for this wait
+
+
+@dataclass
+class GateVerdict:
+    verdict: str  # granted | denied | pending
+    granted: list[str] = field(default_factory=list)  # who approved so far (distinct)
+
+
+@dataclass
 class Event:
     kind: str
     step: str | None = None
@@ -189,3 +206,4 @@ class Progress:
     outputs: dict[str, Any] = field(default_factory=dict)
     lock_denied: str | None = None
     finished: bool = False
+    stopping: bool = False  # failing or cancelled: nothing new starts, rollbacks follow

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook.errors import ApprovalError
     from runbook_temporal import messages as M
     from runbook_temporal.dag import shadow
-    from runbook_temporal.gates import Gates
+    from runbook_temporal.gates import refuse_approval
 
 
 def _message(exc: BaseException) -> str:
@@ -49,7 +49,9 @@ class RunWorkflow:
         self.inp: M.RunInput | None = None
         self.c: Coordinator | None = None
         self.specs: dict[str, M.StepSpec] = {}
-        self.gates: Gates | None = None
+        self.granted: dict[str, list[str]] = {}  # gate -> who approved it so far
+        self.pokes: dict[str, int] = {}  # gate -> decisions received (re-check it)
+        self.checked: dict[str, int] = {}  # gate -> decisions its last check had seen
         self.outputs: dict[str, Any] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.interrupted: dict[str, str | None] = {}  # step -> decision once taken
@@ -64,7 +66,6 @@ class RunWorkflow:
     @workflow.run
     async def run(self, inp: M.RunInput) -> M.Progress:
         self.inp = inp
-        self.gates = Gates(inp.run, inp.policy)
         try:
             self.plan = await workflow.execute_activity(
                 "runbook.open_run",
@@ -227,35 +228,43 @@ class RunWorkflow:
         )
 
     async def _gate(self, name: str, spec: M.StepSpec) -> bool:
-        """Wait at the gate until it is decided; True when granted."""
-        c, gates, approval = self.c, self.gates, spec.approval
-        assert c is not None and gates is not None and approval is not None
-        verdict = gates.check(name, approval)
-        if verdict == "pending":
-            c.on_awaiting(name)
-            await self._record(
-                [M.Event("approval_requested", name, gates.request_data(name, approval))],
-                steps=[M.StepState(name, R.AWAITING_APPROVAL, "awaiting approval")],
-                status=R.PAUSED,
-            )
+        """Wait at the gate until the run's approval policy opens it; True when granted.
+
+        The policy runs in a worker against the store (the ``runbook.gate`` activity); each
+        decision received as an update makes the workflow ask it again.
+        """
+        c, inp = self.c, self.inp
+        assert c is not None and inp is not None
+        requested = False
+        while True:
+            pokes = self.pokes.get(name, 0)
+            job = M.GateCheck(self._ref(), name, inp.policy, dict(self.outputs), requested)
             try:
-                await workflow.wait_condition(lambda: gates.check(name, approval) != "pending")
+                verdict = await self._activity("runbook.gate", job, None, M.GateVerdict)
+            except ActivityError as exc:
+                if not self._interrupted(exc):
+                    raise
+                continue  # bookkeeping only: ask again on another worker
+            self.granted[name] = verdict.granted
+            self.checked[name] = pokes
+            if verdict.verdict == "granted":
+                if requested:
+                    await self._record([], status=R.RUNNING)
+                return True
+            if verdict.verdict == "denied":
+                c.on_denied(name)
+                await self._record([], steps=[M.StepState(name, R.DENIED, "approval denied")])
+                return False
+            if not requested:  # the activity recorded approval_requested and the pause
+                c.on_awaiting(name)
+                requested = True
+            try:
+                await workflow.wait_condition(lambda seen=pokes: self.pokes.get(name, 0) != seen)
             except asyncio.CancelledError:  # the run ends (cancelled, or failed elsewhere)
                 await self._record(
                     [], steps=[M.StepState(name, R.STEP_CANCELLED, "run ended at the gate")]
                 )
                 raise
-            verdict = gates.check(name, approval)
-            if verdict == "granted":
-                await self._record([], status=R.RUNNING)
-        granted = gates.take_pending()  # auto-grants and --yes, recorded as such
-        if granted:
-            await self._decide(granted)
-        if verdict == "denied":
-            c.on_denied(name)
-            await self._record([], steps=[M.StepState(name, R.DENIED, "approval denied")])
-            return False
-        return True
 
     # -- rollback and the end ---------------------------------------------------------------
 
@@ -298,28 +307,22 @@ class RunWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, d: M.Decision) -> dict[str, Any]:
-        c, gates = self.c, self.gates
-        assert c is not None and gates is not None
+        c = self.c
+        assert c is not None
         run_id = self._ref().run_id
         if d.kind == "approve":
             step = self._gated(d.step)
             spec = self.specs[step].approval
             assert spec is not None
-            gates.add(step, d.actor, "granted", d.comment)
-            granted = gates.granted(step)
-            data = {
-                "comment": d.comment,
-                "approver": d.actor,
-                "approvals": len(granted),
-                "needed": spec.min,
-            }
-            if d.signature:
-                data.update(d.signature)
-            await self._decide([M.Event("approval_granted", step, data, d.actor)])
+            data = {"comment": d.comment, "approver": d.actor, "needed": spec.min}
+            data.update(d.signature or {})
+            granted = await self._decide([M.Event("approval_granted", step, data, d.actor)])
+            self.granted[step] = granted
+            self.pokes[step] = self.pokes.get(step, 0) + 1
             return {
                 "run_id": run_id,
                 "step": step,
-                "approvers": sorted(granted),
+                "approvers": granted,
                 "needed": spec.min,
                 "satisfied": len(granted) >= spec.min,
                 "continues": True,  # no resume needed: the workflow goes on by itself
@@ -327,10 +330,12 @@ class RunWorkflow:
         if d.kind == "deny":
             events = []
             for step in c.awaiting():
-                gates.add(step, d.actor, "denied", d.comment)
                 data = {"reason": d.comment, "approver": d.actor, **(d.signature or {})}
                 events.append(M.Event("approval_denied", step, data, d.actor))
             await self._decide(events)
+            for event in events:
+                assert event.step is not None
+                self.pokes[event.step] = self.pokes.get(event.step, 0) + 1
             return {"run_id": run_id, "denied": [e.step for e in events]}
         if d.kind in ("retry", "skip"):
             step = self._interrupted_step(d.step)
@@ -354,13 +359,14 @@ class RunWorkflow:
     def _validate(self, d: M.Decision) -> None:
         """Refuse a decision before it enters the history: runbook's rules, in the workflow."""
         try:
-            if self.finished or self.c is None or self.gates is None:
+            if self.finished or self.c is None or self.inp is None:
                 raise ApprovalError(f"run {self._ref().run_id} has ended")
             if d.kind == "approve":
                 step = self._gated(d.step)
                 spec = self.specs[step].approval
                 assert spec is not None
-                self.gates.validate(step, spec, d.actor)
+                granted = self.granted.get(step, [])
+                refuse_approval(self._ref(), self.inp.policy, step, spec, d.actor, granted)
             elif d.kind == "deny":
                 if not self.c.awaiting():
                     raise ApprovalError(f"run {self._ref().run_id} has no step awaiting approval")
@@ -408,7 +414,12 @@ class RunWorkflow:
         c = self.c
         if c is None:
             status = R.FAILED if self.finished else R.RUNNING
-            return M.Progress(status=status, error=self.error, lock_denied=self.lock_denied)
+            return M.Progress(
+                status=status,
+                error=self.error,
+                lock_denied=self.lock_denied,
+                finished=self.finished,
+            )
         steps = {
             n: M.StepState(
                 n, r.status, r.reason, r.error or r.rollback_error, r.attempts, r.duration
@@ -416,21 +427,24 @@ class RunWorkflow:
             for n, r in c.results.items()
         }
         interrupted = [n for n, choice in self.interrupted.items() if choice is None]
+        # A gate with a decision not yet weighed is not waiting: it is about to be re-checked.
+        waiting = [n for n in c.awaiting() if self.pokes.get(n, 0) == self.checked.get(n, 0)]
         if self.finished:
             status = c.status()
-        elif interrupted or (c.awaiting() and all(n in c.awaiting() for n in self.tasks)):
+        elif interrupted or (waiting and all(n in waiting for n in self.tasks)):
             status = R.PAUSED
         else:
             status = R.RUNNING
         return M.Progress(
             status=status,
             steps=steps,
-            waiting=c.awaiting(),
+            waiting=waiting,
             interrupted=interrupted,
             error=self.error,
             outputs=dict(self.outputs),
             lock_denied=self.lock_denied,
             finished=self.finished,
+            stopping=c.stopping,
         )
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -466,15 +480,17 @@ class RunWorkflow:
         job = M.Record(self._ref(), events, steps or [], status, error, release or [])
         await self._durable("runbook.record", job)
 
-    async def _decide(self, events: list[M.Event]) -> None:
-        await self._durable("runbook.decide", M.Record(self._ref(), events))
+    async def _decide(self, events: list[M.Event]) -> list[str]:
+        """Record decisions in the store and the trail; who has approved the gate so far."""
+        return await self._durable("runbook.decide", M.Record(self._ref(), events), list)
 
-    async def _durable(self, name: str, job: M.Record) -> None:
-        """Bookkeeping writes: retried by Temporal until they land (they are idempotent)."""
+    async def _durable(self, name: str, job: M.Record, result: type | None = None) -> Any:
+        """Bookkeeping writes, retried only when their worker died (a refusal is final)."""
         assert self.inp is not None
-        await workflow.execute_activity(
+        return await workflow.execute_activity(
             name,
             job,
+            result_type=result,
             task_queue=self.inp.queue,
             start_to_close_timeout=SHORT,
             heartbeat_timeout=timedelta(seconds=self.inp.heartbeat),

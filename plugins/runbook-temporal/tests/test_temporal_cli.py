@@ -160,3 +160,72 @@ def test_detach_needs_an_executor_that_runs_elsewhere(project: Any) -> None:
     result = run(project, "exec", str(path), "--detach")
     assert result.returncode == 2
     assert "--detach needs an executor that runs elsewhere" in result.stderr
+
+
+LOCKED = """
+import os, time
+from pathlib import Path
+from runbook import rollback, step
+
+HERE = Path(__file__).parent
+lock = "web-{env}"
+
+
+@step(reversible=True)
+def stage(ctx):
+    (HERE / "stage.pid").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 20
+    while not (HERE / "stage.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"token": ctx.fencing_token}
+
+
+@rollback(stage)
+def unstage(stage):
+    (HERE / "unstaged").write_text(str(stage["token"]))
+
+
+@step
+def switch(stage, ctx):
+    return ctx.fencing_token
+"""
+
+
+def test_the_run_lock_and_its_fencing_token_travel_with_the_activities(
+    project: Any, user: Any
+) -> None:
+    path = project.runbook("locked", LOCKED)
+    project.workers(1)
+    first = started(run(project, "exec", str(path), "--executor", project.executor, "--detach"))
+    project.wait_until((project.root / "runbooks" / "stage.pid").exists, what="stage started")
+    held = user.runner.lock_provider.holder("web-dev")
+    assert held is not None and held.owner == first
+
+    second = run(project, "exec", str(path), "--executor", project.executor)
+    assert second.returncode == 5, (second.stdout, second.stderr)
+    assert "web-dev" in second.stdout + second.stderr
+
+    (project.root / "runbooks" / "stage.go").touch()
+    project.wait_until(lambda: user.store.get_run(first).status == "succeeded", what="finished")
+    outputs = {n: s.output for n, s in user.store.get_steps(first).items()}
+    assert outputs == {"stage": {"token": held.token}, "switch": held.token}
+    assert user.runner.lock_provider.holder("web-dev") is None  # released at the end
+
+
+def test_cancel_stops_the_running_step_and_rolls_back(project: Any, user: Any) -> None:
+    path = project.runbook("locked", LOCKED)
+    project.workers(1)
+    run_id = started(run(project, "exec", str(path), "--executor", project.executor, "--detach"))
+    project.wait_until((project.root / "runbooks" / "stage.pid").exists, what="stage started")
+    canceller = project.spawn("cancel", run_id, "--as", "bob", "--config", str(project.config))
+    user.wait_for(run_id, lambda s: s.stopping)  # the workflow took the cancellation
+    (project.root / "runbooks" / "stage.go").touch()  # the thread ends; then the undo runs
+    out, err = canceller.communicate(timeout=60)
+    assert canceller.returncode == 0, (out, err)
+    assert user.store.get_run(run_id).status == "cancelled"
+    steps = user.store.get_steps(run_id)
+    print([(e.kind, e.step, e.data) for e in user.audit(run_id)], out, err)
+    assert steps["stage"].status == "rolled_back"
+    assert "switch" not in steps or steps["switch"].status != "succeeded"
+    kinds = [e.kind for e in user.audit(run_id)]
+    assert "run_cancelled" in kinds and "rollback_succeeded" in kinds

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from runbook_temporal import messages as M
 from runbook_temporal.client import TemporalRuns, relative
 from runbook_temporal.dag import shadow
-from runbook_temporal.gates import Gates
+from runbook_temporal.gates import refuse_approval
 from runbook_temporal.runtime import BankedClock
 from runbook_temporal.spec import plan_of
 from runbook_temporal.url import TemporalURL
@@ -178,49 +177,30 @@ def test_a_declared_wait_travels_in_the_plan(tmp_path: Path) -> None:
     )
 
 
-# -- gates: runbook's ApprovalPolicy over the workflow's memory ------------------------------------
+# -- the update validator: runbook's four-eyes rules over what the workflow knows ------------------
 
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
 REF = M.RunRef("r1", "rb.py", "abc", "prod", "alice")
 FOUR_EYES = M.ApprovalSpec(min=2, allow_self=False)
+STRICT = M.Policy(level="strict", allow_yes=False)
 
 
-def test_a_gate_waits_and_four_eyes_are_enforced() -> None:
-    gates = Gates(REF, M.Policy(level="strict", allow_yes=False), now=lambda: NOW)
-    assert gates.check("switch", FOUR_EYES) == "pending"
+def test_the_validator_refuses_the_initiator_and_a_second_approval() -> None:
     with pytest.raises(ApprovalError, match="alice started run r1 and cannot approve"):
-        gates.validate("switch", FOUR_EYES, "alice")
-    gates.validate("switch", FOUR_EYES, "bob")
-    gates.add("switch", "bob", "granted", "")
+        refuse_approval(REF, STRICT, "switch", FOUR_EYES, "alice", [])
+    refuse_approval(REF, STRICT, "switch", FOUR_EYES, "bob", [])  # allowed
     with pytest.raises(ApprovalError, match="bob already approved"):
-        gates.validate("switch", FOUR_EYES, "bob")
-    assert gates.check("switch", FOUR_EYES) == "pending"
-    gates.add("switch", "carol", "granted", "ok")
-    assert gates.check("switch", FOUR_EYES) == "granted"
-    assert gates.granted("switch") == {"bob", "carol"}
-    assert gates.take_pending() == []  # nothing was granted on anyone's behalf
+        refuse_approval(REF, STRICT, "switch", FOUR_EYES, "bob", ["bob"])
+    refuse_approval(REF, STRICT, "switch", FOUR_EYES, "carol", ["bob"])
 
 
-def test_an_approver_list_and_a_denial() -> None:
-    gates = Gates(REF, M.Policy(approvers=["bob"]), now=lambda: NOW)
+def test_the_validator_keeps_to_the_approver_list() -> None:
+    listed = M.Policy(approvers=["bob"])
     with pytest.raises(ApprovalError, match="carol may not approve"):
-        gates.validate("switch", M.ApprovalSpec(), "carol")
-    gates.add("switch", "bob", "denied", "no")
-    assert gates.check("switch", M.ApprovalSpec()) == "denied"
-
-
-def test_protection_none_auto_grants_and_says_so() -> None:
-    gates = Gates(REF, M.Policy(level="none", require_approval=False), now=lambda: NOW)
-    assert gates.check("switch", FOUR_EYES) == "granted"
-    (event,) = gates.take_pending()
-    assert (event.kind, event.step, event.data["auto"]) == ("approval_granted", "switch", True)
-    assert "protection none" in event.data["comment"]
-
-
-def test_yes_grants_only_where_the_rules_allow() -> None:
-    yes = M.Policy(yes=True)
-    assert Gates(REF, yes, now=lambda: NOW).check("switch", M.ApprovalSpec()) == "granted"
-    assert Gates(REF, yes, now=lambda: NOW).check("switch", FOUR_EYES) == "pending"
+        refuse_approval(REF, listed, "switch", M.ApprovalSpec(), "carol", [])
+    gate_list = M.ApprovalSpec(approvers=["dan"])
+    with pytest.raises(ApprovalError, match="bob may not approve"):
+        refuse_approval(REF, listed, "switch", gate_list, "bob", [])
+    refuse_approval(REF, listed, "switch", gate_list, "dan", [])
 
 
 # -- the banked clock ------------------------------------------------------------------------------
