@@ -44,7 +44,24 @@ def _register() -> None:
 _register()
 
 
+# Set by a plugin whose native runtime cannot be torn down by the interpreter (Temporal's client
+# threads may abort CPython's finalization): the command then ends with ``os._exit`` once its
+# output is flushed, so its documented exit code is what the caller sees.
+HARD_EXIT: list[bool] = []
+
+
 def main() -> None:
     from runbook.cli.common import main as run
 
-    run(cli)
+    try:
+        run(cli)
+    except SystemExit as exc:
+        if not HARD_EXIT:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -82,9 +82,12 @@ def _iso(value: datetime | None) -> str | None:
 class Activities:
     """The activity implementations of one worker process."""
 
-    def __init__(self, runs: WorkerRuns) -> None:
+    def __init__(self, runs: WorkerRuns, concurrency: int = 100) -> None:
         self.runs = runs
         self.runner = runs.runner
+        # One pool of step threads for the worker (runbook's local executor: timeouts, and a
+        # cancelled attempt waits for its thread before the workflow hears of it).
+        self.executor = LocalExecutor(clock=self.runner.clock, max_parallel=concurrency)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.open_run, self.attempt, self.undo, self.record, self.decide, self.gate]
@@ -190,18 +193,26 @@ class Activities:
 
     async def _attempt(self, job: M.Attempt) -> M.Outcome:
         clock = BankedClock(job.waited)
-        rc = await asyncio.to_thread(self.runs.context, job.run, outputs=job.inputs, clock=clock)
-        executor = LocalExecutor(clock=clock, max_parallel=1)
+        rc, prepared = await asyncio.to_thread(self._begin, job, clock)
         try:
-            prepared = await asyncio.to_thread(self._prepare, rc, job, clock)
             if isinstance(prepared, M.Outcome):
                 return prepared
             res, kwargs = prepared
-            return await self._run(rc, job, res, kwargs, clock, executor)
+            return await self._run(rc, job, res, kwargs, clock)
         finally:
-            await executor.aclose()
-            for error in await asyncio.to_thread(rc.close):
-                activity.logger.warning(rc.redactor.text(error))
+            if not rc.closed:
+                for error in await asyncio.to_thread(rc.close):
+                    activity.logger.warning(rc.redactor.text(error))
+
+    def _begin(
+        self, job: M.Attempt, clock: Any
+    ) -> tuple[RunContext, M.Outcome | tuple[StepResult, dict[str, Any]]]:
+        rc = self.runs.context(job.run, outputs=job.inputs, clock=clock)
+        try:
+            return rc, self._prepare(rc, job, clock)
+        except BaseException:
+            rc.close()
+            raise
 
     def _prepare(
         self, rc: RunContext, job: M.Attempt, clock: Any
@@ -230,7 +241,6 @@ class Activities:
         res: StepResult,
         kwargs: dict[str, Any],
         clock: Any,
-        executor: LocalExecutor,
     ) -> M.Outcome:
         step = rc.runbook.steps[job.step]
         CURRENT_STEP.set(step.name)
@@ -250,14 +260,14 @@ class Activities:
             FENCING_TOKEN.set(token)
         began = clock.monotonic()
         try:
-            output, exc = await self._call(step, kwargs, executor, job, token)
+            output, exc = await self._call(step, kwargs, self.executor, job, token)
         finally:
             if locks is not None:
                 released = await locks.release([lock_name])
                 await locks.aclose()
                 await asyncio.to_thread(rc.recorder.locks_released, released, step.name, stop=True)
         duration = clock.monotonic() - began
-        return await asyncio.to_thread(self._complete, rc, job, res, output, exc, duration)
+        return await asyncio.to_thread(self._complete, rc, job, res, output, exc, duration, True)
 
     def _complete(
         self,
@@ -267,8 +277,25 @@ class Activities:
         output: Any,
         exc: BaseException | None,
         duration: float,
+        close: bool = False,
     ) -> M.Outcome:
         """The attempt's outcome, stored and audited before the workflow hears of it."""
+        try:
+            return self._outcome(rc, job, res, output, exc, duration)
+        finally:
+            if close:
+                for error in rc.close():
+                    activity.logger.warning(rc.redactor.text(error))
+
+    def _outcome(
+        self,
+        rc: RunContext,
+        job: M.Attempt,
+        res: StepResult,
+        output: Any,
+        exc: BaseException | None,
+        duration: float,
+    ) -> M.Outcome:
         clock = rc.scope.get("clock")
         started = _iso(res.started_at)
         duration_ms = round(duration * 1000, 3)
@@ -378,7 +405,6 @@ class Activities:
 
     async def _undo(self, job: M.Undo) -> M.Outcome:
         rc = await asyncio.to_thread(self.runs.context, job.run, outputs=job.inputs)
-        executor = LocalExecutor(clock=self.runner.clock, max_parallel=1)
         try:
             step = rc.runbook.steps[job.step]
             rb = step.rollback
@@ -411,7 +437,7 @@ class Activities:
                     kwargs[arg.name] = arg.default
             if job.token is not None:
                 FENCING_TOKEN.set(job.token)
-            _, exc = await self._call(step, kwargs, executor, None, job.token, rollback=True)
+            _, exc = await self._call(step, kwargs, self.executor, None, job.token, rollback=True)
             if exc is None:
                 res.status = R.STEP_ROLLED_BACK
             else:
@@ -420,7 +446,6 @@ class Activities:
             await asyncio.to_thread(rc.recorder.rollback_finished, res)
             return M.Outcome(res.status, error=res.rollback_error)
         finally:
-            await executor.aclose()
             await asyncio.to_thread(rc.close)
 
     # -- record / decide --------------------------------------------------------------------
@@ -476,7 +501,7 @@ class Activities:
         """Record a human decision (approval, denial, interrupted-step choice) durably; return
         who has approved the decision's gate so far."""
         try:
-            return await asyncio.to_thread(self._decide, job)
+            return await _heartbeating(asyncio.to_thread(self._decide, job))
         except Exception as exc:
             raise _fatal(exc) from None
 

@@ -5,8 +5,8 @@ the run's public ones (secret values are masked; workers read secrets from their
 environment), and step outputs that contained a secret travel masked, as the run store keeps them.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Temporal's data converter reads these
+# dataclasses' type hints on every payload, and real annotations spare it evaluating strings.
 from dataclasses import dataclass, field
 from typing import Any
 

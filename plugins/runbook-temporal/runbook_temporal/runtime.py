@@ -31,6 +31,9 @@ from runbook_temporal.messages import RunRef
 _HOOKS = ("runbook_step_started", "runbook_step_finished", "runbook_rollback_finished")
 
 
+_RUNS_KEPT = 256  # runs whose params a worker keeps resolved (oldest dropped first)
+
+
 class Refused(Exception):
     """This worker cannot serve the run (runbook missing or changed): never retried blindly."""
 
@@ -85,8 +88,13 @@ class RunContext:
     recorder: RunRecorder
     scope: ResourceScope
     redactor: Redactor
+    closed: bool = False
 
     def close(self) -> list[str]:
+        """Tear the attempt's resources down (once)."""
+        if self.closed:
+            return []
+        self.closed = True
         return self.scope.close()
 
 
@@ -97,6 +105,7 @@ class WorkerRuns:
         self.runner = runner
         self.root = root
         self._runbooks: dict[tuple[str, str], Runbook] = {}
+        self._runs: dict[str, tuple[Params, RunInfo, Redactor]] = {}
         self._lock = threading.Lock()
 
     def path(self, ref: RunRef) -> Path:
@@ -134,15 +143,12 @@ class WorkerRuns:
         except UsageError as exc:
             raise Refused(f"run {ref.run_id}: {exc}") from None
 
-    def context(
-        self,
-        ref: RunRef,
-        *,
-        outputs: dict[str, Any] | None = None,
-        clock: Clock | None = None,
-        progress: Callable[[str | None, str, float | None], None] | None = None,
-    ) -> RunContext:
-        rb = self.runbook(ref)
+    def _identity(self, rb: Runbook, ref: RunRef) -> tuple[Params, RunInfo, Redactor]:
+        """A run's params, info and redactor: the same for all its activities on this worker."""
+        with self._lock:
+            cached = self._runs.get(ref.run_id)
+        if cached is not None:
+            return cached
         params = self.params(rb, ref)
         info = RunInfo(
             run_id=ref.run_id,
@@ -152,9 +158,24 @@ class WorkerRuns:
             env=ref.env,
             actor=ref.actor,
             params=params.public(),
-            resumed=False,
         )
-        redactor = Redactor([params[n] for n in params.secret_names])
+        made = (params, info, Redactor([params[n] for n in params.secret_names]))
+        with self._lock:
+            if len(self._runs) >= _RUNS_KEPT:
+                self._runs.pop(next(iter(self._runs)))
+            self._runs[ref.run_id] = made
+        return made
+
+    def context(
+        self,
+        ref: RunRef,
+        *,
+        outputs: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        progress: Callable[[str | None, str, float | None], None] | None = None,
+    ) -> RunContext:
+        rb = self.runbook(ref)
+        params, info, redactor = self._identity(rb, ref)
         plugins = self.runner.plugins
         listeners = []
         if plugins.has_impls("runbook_event"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -29,9 +30,18 @@ from runbook_temporal.workflow import RunWorkflow
 _PASSTHROUGH = ("runbook", "runbook_temporal")
 
 
+def _exit_without_teardown() -> None:
+    """Temporal's client threads can abort CPython's finalization (temporalio/sdk-python#300):
+    a ``runbook`` command that connected ends with ``os._exit`` after flushing its output."""
+    cli = sys.modules.get("runbook.cli")
+    if cli is not None and hasattr(cli, "HARD_EXIT") and not cli.HARD_EXIT:
+        cli.HARD_EXIT.append(True)
+
+
 async def connect(url: TemporalURL) -> Client:
     from runbook.errors import RunbookError
 
+    _exit_without_teardown()
     try:
         return await Client.connect(url.address, namespace=url.namespace)
     except Exception as exc:
@@ -46,7 +56,7 @@ def workers(
     concurrency: int = 100,
 ) -> list[Worker]:
     """One Temporal worker per task queue; the default queue also runs the workflows."""
-    activities = Activities(runs).all()
+    activities = Activities(runs, concurrency).all()
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
     )

@@ -51,7 +51,7 @@ class RunWorkflow:
         self.specs: dict[str, M.StepSpec] = {}
         self.granted: dict[str, list[str]] = {}  # gate -> who approved it so far
         self.pokes: dict[str, int] = {}  # gate -> decisions received (re-check it)
-        self.checked: dict[str, int] = {}  # gate -> decisions its last check had seen
+        self.deciding: set[str] = set()  # gates with a decision not yet weighed: not waiting
         self.outputs: dict[str, Any] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.interrupted: dict[str, str | None] = {}  # step -> decision once taken
@@ -246,7 +246,8 @@ class RunWorkflow:
                     raise
                 continue  # bookkeeping only: ask again on another worker
             self.granted[name] = verdict.granted
-            self.checked[name] = pokes
+            if verdict.verdict == "pending" and self.pokes.get(name, 0) == pokes:
+                self.deciding.discard(name)
             if verdict.verdict == "granted":
                 if requested:
                     await self._record([], status=R.RUNNING)
@@ -319,6 +320,7 @@ class RunWorkflow:
             granted = await self._decide([M.Event("approval_granted", step, data, d.actor)])
             self.granted[step] = granted
             self.pokes[step] = self.pokes.get(step, 0) + 1
+            self.deciding.add(step)
             return {
                 "run_id": run_id,
                 "step": step,
@@ -336,6 +338,7 @@ class RunWorkflow:
             for event in events:
                 assert event.step is not None
                 self.pokes[event.step] = self.pokes.get(event.step, 0) + 1
+                self.deciding.add(event.step)
             return {"run_id": run_id, "denied": [e.step for e in events]}
         if d.kind in ("retry", "skip"):
             step = self._interrupted_step(d.step)
@@ -428,7 +431,7 @@ class RunWorkflow:
         }
         interrupted = [n for n, choice in self.interrupted.items() if choice is None]
         # A gate with a decision not yet weighed is not waiting: it is about to be re-checked.
-        waiting = [n for n in c.awaiting() if self.pokes.get(n, 0) == self.checked.get(n, 0)]
+        waiting = [n for n in c.awaiting() if n not in self.deciding]
         if self.finished:
             status = c.status()
         elif interrupted or (waiting and all(n in waiting for n in self.tasks)):

@@ -270,7 +270,11 @@ def test_an_approval_decided_while_no_process_of_the_user_runs(project: Any, use
         user.decide(run_id, "approve", "bob")
     assert user.decide(run_id, "approve", "carol", comment="lgtm")["satisfied"] is True
     state = user.follow(run_id)
-    assert state.status == "succeeded", state
+    assert state.status == "succeeded", (
+        state,
+        [(e.kind, e.step, e.actor) for e in user.audit(run_id)],
+        user.store.approvals(run_id),
+    )
     assert state.outputs["verify"] == "green"
     granted = [r.actor for r in user.store.approvals(run_id, "switch") if r.decision == "granted"]
     assert granted == ["bob", "carol"]
