@@ -101,9 +101,12 @@ class RunContext:
 class WorkerRuns:
     """The runs a worker process serves, over the providers of one ``Runner``."""
 
-    def __init__(self, runner: Any, root: Path) -> None:
+    def __init__(self, runner: Any, root: Path, notifier: Any = None) -> None:
         self.runner = runner
         self.root = root
+        # One notification service for the worker (configured ``notify`` rules), bound to the
+        # worker's loop: the events of every attempt it runs are routed through it.
+        self.notifier = notifier
         self._runbooks: dict[tuple[str, str], Runbook] = {}
         self._runs: dict[str, tuple[Params, RunInfo, Redactor]] = {}
         self._lock = threading.Lock()
@@ -166,6 +169,20 @@ class WorkerRuns:
             self._runs[ref.run_id] = made
         return made
 
+    def _notify(self, info: RunInfo) -> Callable[..., None]:
+        notifier = self.notifier
+
+        def notify(title: str, text: str = "", severity: str = "info") -> None:
+            """Send an ad-hoc message through the configured channels."""
+            if notifier is not None:
+                from runbook.notify.base import Message
+
+                notifier.adhoc(
+                    Message(title=title, text=text, severity=severity, kind="adhoc"), info
+                )
+
+        return notify
+
     def context(
         self,
         ref: RunRef,
@@ -180,6 +197,9 @@ class WorkerRuns:
         listeners = []
         if plugins.has_impls("runbook_event"):
             listeners.append(lambda event: plugins.hook.runbook_event(run=info, event=event))
+        notifier = self.notifier
+        if notifier is not None:
+            listeners.append(lambda event: notifier.event(event, info))
         clock = clock or self.runner.clock
         audit = Recorder(
             info, self.runner.sinks, clock=clock, redactor=redactor, listeners=listeners
@@ -214,7 +234,7 @@ class WorkerRuns:
             "params": params,
             "env": ref.env,
             "clock": clock,
-            "notify": lambda title, text="", severity="info": None,
+            "notify": self._notify(info),
         }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
         values.update(self.runner.resources)

@@ -90,7 +90,15 @@ async def serve(
     ready: Any = None,
 ) -> None:
     client = await connect(url)
-    running = workers(client, url, WorkerRuns(runner, root), queues, concurrency)
+    notifier = None
+    if runner.notify_rules:
+        from runbook.notify.dispatch import NotificationService
+
+        notifier = NotificationService(
+            runner.plugins, runner.notify_rules, templates=runner.templates
+        )
+        await notifier.start()
+    running = workers(client, url, WorkerRuns(runner, root, notifier), queues, concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,6 +110,9 @@ async def serve(
     await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     for w in running:
         await w.shutdown()
+    if notifier is not None:
+        await notifier.flush(runner.flush_deadline)
+        await notifier.aclose()
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

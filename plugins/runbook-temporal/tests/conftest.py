@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -111,10 +110,12 @@ class Project:
         self.executor = f"{server.url}&heartbeat=1&queue=rb-{uuid.uuid4().hex[:8]}"
         (root / "runbook.toml").write_text(
             f'store = "{pg}"\naudit = ["{pg}"]\nlock = "{redis_url}"\n'
+            'notify = [{ to = "console://", on = ["approval_requested"] }]\n'
             '[env.dev]\nprotection = "standard"\n'
         )
         (root / "runbooks").mkdir()
         self.procs: list[subprocess.Popen[str]] = []
+        self._logs: dict[int, Path] = {}
 
     @property
     def config(self) -> Path:
@@ -151,22 +152,44 @@ class Project:
     def workers(
         self, count: int, *queues: str, concurrency: int | None = None
     ) -> list[subprocess.Popen[str]]:
-        """``count`` worker processes started together (Python's start-up dominates)."""
+        """``count`` worker processes started together (Python's start-up dominates).
+
+        Their output goes to ``worker-<pid>.log`` files (a pipe nobody reads could fill up and
+        stall a worker); ``log(proc)`` reads one.
+        """
         args = ["worker", "--executor", self.executor, "--config", str(self.config)]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
         for queue in queues:
             args += ["--queue", queue]
-        procs = [self.spawn(*args) for _ in range(count)]
+        procs = []
+        for _ in range(count):
+            log = (self.root / f"worker-{uuid.uuid4().hex[:8]}.log").open("w")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runbook", *args],
+                cwd=self.root,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            log.close()
+            self._logs[proc.pid] = Path(log.name)
+            self.procs.append(proc)
+            procs.append(proc)
         for proc in procs:
-            assert proc.stderr is not None
-            ready, _, _ = select.select([proc.stderr], [], [], STARTUP)
-            line = proc.stderr.readline() if ready else ""  # "runbook worker: serving ..."
-            if "serving" not in line:
-                proc.kill()
-                _, err = proc.communicate(timeout=10)
-                raise AssertionError(f"worker did not start: {line}{err}")
+            self.wait_until(
+                lambda p=proc: "serving" in self.log(p) or p.poll() is not None,
+                timeout=STARTUP,
+                what="worker start",
+            )
+            if proc.poll() is not None:
+                raise AssertionError(f"worker did not start: {self.log(proc)}")
         return procs
+
+    def log(self, proc: subprocess.Popen[str]) -> str:
+        return self._logs[proc.pid].read_text(errors="replace")
 
     @staticmethod
     def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:

@@ -105,13 +105,16 @@ def switch(plan):
 
 def test_an_approval_decided_while_no_process_of_the_user_runs(project: Any, user: Any) -> None:
     path = project.runbook("gated", GATED)
-    project.workers(1)
+    (worker,) = project.workers(1)
     detached = run(
         project, "exec", str(path), "--executor", project.executor, "--as", "alice", "--detach"
     )
     assert detached.returncode == 0, detached.stderr
     run_id = started(detached)
     project.wait_until(lambda: user.store.get_run(run_id).status == "paused", what="the gate")
+    # The configured notify rule (console://) fired on the worker that reached the gate.
+    project.wait_until(lambda: "approval" in project.log(worker).lower(), what="a notification")
+    assert run_id in project.log(worker)
 
     self_approval = run(project, "approve", run_id, "--as", "alice")
     assert self_approval.returncode == 2
