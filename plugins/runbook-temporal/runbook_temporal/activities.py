@@ -2,8 +2,8 @@
 
 ``attempt`` runs one attempt of one step on the step's task queue and does that attempt's durable
 writes (the store row before the side effects start and after they end, the audit events, the
-step's lock); ``undo`` runs one rollback; ``open_run`` collects the runbook and takes the run
-lock; ``record`` makes the writes the workflow decides on (run status, gates, the run's end).
+step's lock); ``undo`` runs one rollback. The run's own bookkeeping (its start, gates, decisions,
+its end) is in ``runbook_temporal.bookkeeping``.
 An activity heartbeats while it works, so a worker that dies is noticed within the heartbeat
 timeout; none is ever retried by Temporal: whether an interrupted step runs again is runbook's
 decision (DESIGN 3), taken in the workflow.
@@ -16,7 +16,6 @@ import contextlib
 import json
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,7 +23,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy, granted_by
 from runbook.collect import Arg, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN
 from runbook.coordinator import REDACTED_KEY, is_redacted
@@ -33,13 +31,10 @@ from runbook.executors import Attempt
 from runbook.executors.local import LocalExecutor
 from runbook.locks.base import expand_name
 from runbook.locks.manager import LockManager
-from runbook.protection import Protection
 from runbook.recorder import error_text
 from runbook.result import StepResult
-from runbook.store.base import ApprovalRecord, InterruptDecision, StepRecord
 from runbook_temporal import messages as M
 from runbook_temporal.runtime import BankedClock, Refused, RunContext, WorkerRuns
-from runbook_temporal.spec import plan_of
 
 T = TypeVar("T")
 _PLAIN = frozenset({type(None), bool, int, float, str})
@@ -90,7 +85,7 @@ class Activities:
         self.executor = LocalExecutor(clock=self.runner.clock, max_parallel=concurrency)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.open_run, self.attempt, self.undo, self.record, self.decide, self.gate]
+        return [self.attempt, self.undo]
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -137,48 +132,6 @@ class Activities:
         lease = provider.holder(name)
         if lease is None or lease.owner != run_id or lease.token != token:
             raise LeaseLost(f"run lock {name!r} (token {token}) is no longer held by this run")
-
-    # -- open_run ---------------------------------------------------------------------------
-
-    @activity.defn(name="runbook.open_run")
-    async def open_run(self, ref: M.RunRef) -> M.Plan:
-        """Collect the runbook in this worker, record the start, take the run lock."""
-        try:
-            return await _heartbeating(self._open_run(ref))
-        except LockHeld:
-            raise
-        except (Refused, AuditError, Exception) as exc:
-            if isinstance(exc, ApplicationError):
-                raise
-            raise _fatal(exc) from None
-
-    async def _open_run(self, ref: M.RunRef) -> M.Plan:
-        rc = await asyncio.to_thread(self.runs.context, ref)
-        try:
-            plan = plan_of(rc.runbook)
-            rc.recorder.emit("run_started", None, {"executor": "temporal"})
-            if rc.runbook.lock and self.runner.lock_provider is not None:
-                name = expand_name(rc.runbook.lock, env=ref.env, params=rc.params)
-                locks = self._locks(rc, PAUSED_LEASE, self.runner.lock_timeout)
-                assert locks is not None
-                try:
-                    (lease,) = await locks.acquire([name])
-                except LockHeld as exc:
-                    rc.recorder.emit(
-                        "lock_denied",
-                        None,
-                        {"lock": exc.name, "holder": exc.holder, "holder_actor": exc.actor},
-                    )
-                    raise ApplicationError(str(exc), type="LockHeld", non_retryable=True) from None
-                finally:
-                    await locks.aclose()
-                rc.recorder.emit(
-                    "lock_acquired", None, {"lock": name, "fencing_token": lease.token}
-                )
-                plan.run_lock, plan.run_token = name, lease.token
-            return plan
-        finally:
-            rc.close()
 
     # -- attempt ----------------------------------------------------------------------------
 
@@ -447,151 +400,3 @@ class Activities:
             return M.Outcome(res.status, error=res.rollback_error)
         finally:
             await asyncio.to_thread(rc.close)
-
-    # -- record / decide --------------------------------------------------------------------
-
-    @activity.defn(name="runbook.record")
-    async def record(self, job: M.Record) -> None:
-        try:
-            await _heartbeating(asyncio.to_thread(self._record, job))
-        except Exception as exc:
-            raise _fatal(exc) from None
-
-    def _record(self, job: M.Record) -> None:
-        rc = self.runs.context(job.run)
-        try:
-            store = self._store()
-            if store is not None:
-                now = self.runner.clock.now()
-                current = store.get_steps(job.run.run_id)
-                for state in job.steps:
-                    prior = current.get(state.name)
-                    base = (
-                        asdict(prior)
-                        if prior is not None
-                        else {"run_id": job.run.run_id, "name": state.name}
-                    )
-                    base.update(
-                        status=state.status,
-                        reason=state.reason,
-                        attempts=state.attempts or base.get("attempts", 0),
-                    )
-                    if state.error is not None:
-                        base["error"] = state.error
-                    if state.status in (R.SKIPPED, R.DENIED, R.STEP_CANCELLED):
-                        base.setdefault("finished_at", now)
-                    store.save_step(StepRecord(**base))
-            for event in job.events:
-                rc.recorder.emit(event.kind, event.step, event.data, actor=event.actor)
-            provider = self.runner.lock_provider
-            for name in job.release:
-                lease = provider.holder(name) if provider is not None else None
-                if lease is not None and lease.owner == job.run.run_id:
-                    provider.release(lease)
-                    rc.recorder.emit(
-                        "lock_released", None, {"lock": name, "fencing_token": lease.token}
-                    )
-            if store is not None and job.status is not None:
-                store.update_run(job.run.run_id, status=job.status, error=job.error)
-        finally:
-            rc.close()
-
-    @activity.defn(name="runbook.decide")
-    async def decide(self, job: M.Record) -> list[str]:
-        """Record a human decision (approval, denial, interrupted-step choice) durably; return
-        who has approved the decision's gate so far."""
-        try:
-            return await _heartbeating(asyncio.to_thread(self._decide, job))
-        except Exception as exc:
-            raise _fatal(exc) from None
-
-    def _decide(self, job: M.Record) -> list[str]:
-        store = self._store()
-        now = self.runner.clock.now()
-        for event in job.events:
-            data = event.data
-            if store is None:
-                continue
-            if event.kind in ("approval_granted", "approval_denied"):
-                store.add_approval(
-                    ApprovalRecord(
-                        job.run.run_id,
-                        event.step or "",
-                        event.actor or "",
-                        "granted" if event.kind == "approval_granted" else "denied",
-                        data.get("comment") or data.get("reason") or "",
-                        now,
-                        bool(data.get("auto")),
-                    )
-                )
-            elif event.kind == "step_interrupted" and data.get("decision") in ("retry", "skip"):
-                store.add_interrupt_decision(
-                    InterruptDecision(
-                        job.run.run_id, event.step or "", data["decision"], event.actor or "", now
-                    )
-                )
-        steps = {e.step for e in job.events if e.kind == "approval_granted" and e.step}
-        granted: list[str] = []
-        if store is not None and steps:
-            (step,) = steps
-            granted = sorted(granted_by(store.approvals(job.run.run_id, step)))
-            for event in job.events:
-                event.data["approvals"] = len(granted)
-        self._record(job)
-        return granted
-
-    # -- gates ------------------------------------------------------------------------------
-
-    @activity.defn(name="runbook.gate")
-    async def gate(self, job: M.GateCheck) -> M.GateVerdict:
-        """Judge a gate with the run's ``ApprovalPolicy`` against the store, as a local run does."""
-        try:
-            return await _heartbeating(asyncio.to_thread(self._gate, job))
-        except Exception as exc:
-            raise _fatal(exc) from None
-
-    def _gate(self, job: M.GateCheck) -> M.GateVerdict:
-        rc = self.runs.context(job.run, outputs=job.outputs)
-        try:
-            step = rc.runbook.steps[job.step]
-            approval = step.options.approval
-            assert approval is not None
-            policy = policy_for(self.runner, rc, job.policy)
-            verdict = policy.check(job.step, approval, _Execution(rc, job.outputs))
-            granted = sorted(granted_by(self._store().approvals(job.run.run_id, job.step)))
-            if verdict == "pending" and not job.requested:
-                res = StepResult(step.name, kind=step.kind, status=R.AWAITING_APPROVAL)
-                res.reason = "awaiting approval"
-                data = policy.request_data(job.step, approval)
-                rc.recorder.step_finished(res, "approval_requested", data)
-                self._store().update_run(job.run.run_id, status=R.PAUSED)
-            return M.GateVerdict(verdict, granted)
-        finally:
-            rc.close()
-
-
-class _Execution:
-    """What ``ApprovalPolicy.check`` uses of a run: its clock, outputs, and audit."""
-
-    def __init__(self, rc: RunContext, outputs: dict[str, Any]) -> None:
-        self.clock = rc.scope.get("clock")
-        self.outputs = {k: _unmasked(v) for k, v in outputs.items()}
-        self._recorder = rc.recorder
-
-    def emit(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None) -> None:
-        self._recorder.emit(kind, step, data)
-
-
-def policy_for(runner: Any, rc: RunContext, policy: M.Policy) -> ApprovalPolicy:
-    """The run's approval policy, with the rules of the env it started in."""
-    protection = Protection(
-        level=policy.level, require_approval=policy.require_approval, allow_yes=policy.allow_yes
-    )
-    return ApprovalPolicy(
-        rc.ref.run_id,
-        rc.ref.actor,
-        protection,
-        runner.store,
-        tuple(policy.approvers),
-        policy.yes,
-    )

@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from runbook_temporal.activities import Activities
+from runbook_temporal.bookkeeping import RunActivities
 from runbook_temporal.runtime import WorkerRuns
 from runbook_temporal.url import TemporalURL
 from runbook_temporal.workflow import RunWorkflow
@@ -56,7 +57,7 @@ def workers(
     concurrency: int = 100,
 ) -> list[Worker]:
     """One Temporal worker per task queue; the default queue also runs the workflows."""
-    activities = Activities(runs, concurrency).all()
+    activities = [*Activities(runs, concurrency).all(), *RunActivities(runs).all()]
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
     )
