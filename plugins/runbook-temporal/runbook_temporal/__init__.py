@@ -12,7 +12,7 @@ from typing import Any
 
 from runbook.hookspecs import Provider, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _open(url: str, **_: Any) -> Any:

@@ -255,11 +255,11 @@ class Activities:
         if exc is None:
             res.status, res.output = R.STEP_SUCCEEDED, output
             self._finished(res, clock)
+            rc.seqs[res.name] = job.seq
             rc.recorder.step_finished(
                 res,
                 "step_succeeded",
                 {"output": output, "attempt": job.attempt, "duration_ms": duration_ms},
-                seq=job.seq,
             )
             masked = rc.redactor(output) if rc.redactor and output is not None else output
             if masked != output:  # a secret never travels to Temporal's history
@@ -279,6 +279,7 @@ class Activities:
         data: dict[str, Any] = {"error": text, "attempt": job.attempt, "duration_ms": duration_ms}
         if not isinstance(exc, LockHeld):
             data["traceback"] = rc.redactor.text("".join(traceback.format_exception(exc))[-4000:])
+        rc.seqs[res.name] = job.seq
         rc.recorder.step_finished(res, "step_failed", data)
         return M.Outcome(
             R.STEP_FAILED,
@@ -366,16 +367,14 @@ class Activities:
             prior = (
                 self._store().get_steps(job.run.run_id).get(step.name) if self._store() else None
             )
-            res = StepResult(
-                step.name, kind=step.kind, status=prior.status if prior else R.STEP_SUCCEEDED
-            )
+            res = StepResult(step.name, kind=step.kind, status=R.STEP_SUCCEEDED)
             if prior is not None:
-                res.output, res.attempts = prior.output, prior.attempts
-                res.started_at, res.finished_at, res.duration = (
-                    prior.started_at,
-                    prior.finished_at,
-                    prior.duration,
-                )
+                res.status, res.output, res.attempts = prior.status, prior.output, prior.attempts
+                res.started_at, res.finished_at = prior.started_at, prior.finished_at
+                res.duration, res.reason, res.error = prior.duration, prior.reason, prior.error
+                if prior.completed_seq is not None:
+                    rc.seqs[step.name] = prior.completed_seq
+            res.rollback = R.ROLLBACK_RUNNING
             await asyncio.to_thread(rc.recorder.rollback_started, res)
             kwargs: dict[str, Any] = {}
             for arg in rb.args:
@@ -391,12 +390,13 @@ class Activities:
             if job.token is not None:
                 FENCING_TOKEN.set(job.token)
             _, exc = await self._call(step, kwargs, self.executor, None, job.token, rollback=True)
-            if exc is None:
-                res.status = R.STEP_ROLLED_BACK
-            else:
-                res.status = R.STEP_ROLLBACK_FAILED
+            undone = exc is None
+            res.rollback = R.STEP_ROLLED_BACK if undone else R.STEP_ROLLBACK_FAILED
+            if not undone:
                 res.rollback_error = rc.redactor.text(error_text(exc))
+            if res.status == R.STEP_SUCCEEDED:  # a failed step keeps "failed" (DESIGN 10)
+                res.status = res.rollback
             await asyncio.to_thread(rc.recorder.rollback_finished, res)
-            return M.Outcome(res.status, error=res.rollback_error)
+            return M.Outcome(res.rollback, error=res.rollback_error)
         finally:
             await asyncio.to_thread(rc.close)

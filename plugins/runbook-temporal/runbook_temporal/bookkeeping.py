@@ -18,11 +18,11 @@ from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy, granted_by
+from runbook.decisions import env_rules
 from runbook.errors import AuditError, LockHeld
 from runbook.locks.base import expand_name
-from runbook.protection import Protection
 from runbook.result import StepResult
-from runbook.store.base import ApprovalRecord, InterruptDecision, StepRecord
+from runbook.store.base import InterruptDecision, StepRecord
 from runbook_temporal import messages as M
 from runbook_temporal.activities import PAUSED_LEASE, Activities, _fatal, _heartbeating, _unmasked
 from runbook_temporal.runtime import Refused, RunContext
@@ -126,48 +126,29 @@ class RunActivities(Activities):
             rc.close()
 
     @activity.defn(name="runbook.decide")
-    async def decide(self, job: M.Record) -> list[str]:
-        """Record a human decision (approval, denial, interrupted-step choice) durably; return
-        who has approved the decision's gate so far."""
+    async def decide(self, job: M.Record) -> None:
+        """Record a choice for an interrupted step (retry/skip) and its audit event durably."""
         try:
-            return await _heartbeating(asyncio.to_thread(self._decide, job))
+            await _heartbeating(asyncio.to_thread(self._decide, job))
         except Exception as exc:
             raise _fatal(exc) from None
 
-    def _decide(self, job: M.Record) -> list[str]:
+    def _decide(self, job: M.Record) -> None:
         store = self._store()
         now = self.runner.clock.now()
         for event in job.events:
-            data = event.data
-            if store is None:
-                continue
-            if event.kind in ("approval_granted", "approval_denied"):
-                store.add_approval(
-                    ApprovalRecord(
-                        job.run.run_id,
-                        event.step or "",
-                        event.actor or "",
-                        "granted" if event.kind == "approval_granted" else "denied",
-                        data.get("comment") or data.get("reason") or "",
-                        now,
-                        bool(data.get("auto")),
-                    )
-                )
-            elif event.kind == "step_interrupted" and data.get("decision") in ("retry", "skip"):
+            choice = event.data.get("decision")
+            if (
+                store is not None
+                and event.kind == "step_interrupted"
+                and choice in ("retry", "skip")
+            ):
                 store.add_interrupt_decision(
                     InterruptDecision(
-                        job.run.run_id, event.step or "", data["decision"], event.actor or "", now
+                        job.run.run_id, event.step or "", choice, event.actor or "", now
                     )
                 )
-        steps = {e.step for e in job.events if e.kind == "approval_granted" and e.step}
-        granted: list[str] = []
-        if store is not None and steps:
-            (step,) = steps
-            granted = sorted(granted_by(store.approvals(job.run.run_id, step)))
-            for event in job.events:
-                event.data["approvals"] = len(granted)
         self._record(job)
-        return granted
 
     # -- gates ------------------------------------------------------------------------------
 
@@ -212,15 +193,20 @@ class _Execution:
 
 
 def policy_for(runner: Any, rc: RunContext, policy: M.Policy) -> ApprovalPolicy:
-    """The run's approval policy, with the rules of the env it started in."""
-    protection = Protection(
-        level=policy.level, require_approval=policy.require_approval, allow_yes=policy.allow_yes
-    )
+    """The run's approval policy, built as a local run builds it: the rules of the run's env
+    (protection, approvers, groups, signers), its plan (runbook, params, masked outputs)."""
+    env = env_rules(runner, rc.ref.env)
     return ApprovalPolicy(
         rc.ref.run_id,
         rc.ref.actor,
-        protection,
+        env.protection,
         runner.store,
-        tuple(policy.approvers),
+        env.approvers,
         policy.yes,
+        groups=env.groups,
+        signers=env.signers,
+        runbook=rc.runbook,
+        env=rc.ref.env,
+        params=rc.params,
+        mask=rc.redactor,
     )

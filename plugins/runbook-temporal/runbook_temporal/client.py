@@ -105,14 +105,7 @@ class TemporalRuns:
             actor=actor,
             params=resolved.public(),
         )
-        protection = runner.protection
-        policy = M.Policy(
-            level=protection.level,
-            require_approval=protection.require_approval,
-            allow_yes=protection.allow_yes,
-            approvers=list(runner.approvers),
-            yes=bool(runner.yes),
-        )
+        policy = M.Policy(yes=bool(runner.yes))
         inp = M.RunInput(
             run=ref,
             policy=policy,
@@ -163,8 +156,11 @@ class TemporalRuns:
             except RPCError as exc:
                 raise RunbookError(f"run {run_id}: cannot query its workflow: {exc}") from None
             for name, step in state.steps.items():
-                if step.status in FINAL_STEP and seen.get(name) != step.status:
-                    seen[name] = step.status
+                if step.status not in FINAL_STEP:
+                    continue
+                key = f"{step.status}/{step.rollback}"  # a rollback is reported on its own
+                if seen.get(name) != key:
+                    seen[name] = key
                     if on_step is not None:
                         on_step(step)
             if state.finished or (until_paused and state.status == R.PAUSED):

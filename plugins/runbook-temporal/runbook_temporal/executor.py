@@ -16,8 +16,6 @@ from typing import Any
 from runbook import result as R
 from runbook.context import RunInfo
 from runbook.errors import ApprovalError, UsageError
-from runbook.recorder import Recorder
-from runbook.redact import Redactor
 from runbook.result import RunResult, StepResult
 from runbook_temporal import messages as M
 from runbook_temporal.client import TemporalRuns, to_result
@@ -73,7 +71,8 @@ class TemporalExecutor:
                 duration=step.duration,
                 reason=step.reason,
             )
-            if step.status in (R.STEP_ROLLED_BACK, R.STEP_ROLLBACK_FAILED):
+            if step.rollback in R.ROLLBACK_OUTCOMES:
+                res.status = res.rollback = step.rollback  # what the report line shows
                 res.rollback_error = step.error
                 hook.runbook_rollback_finished(run=info, step=step.name, result=res)
             else:
@@ -94,30 +93,25 @@ class TemporalExecutor:
         return result
 
     # -- decisions ------------------------------------------------------------------------------
+    #
+    # A decision is made exactly as for a local run, by runbook's own ``Decisions`` against the
+    # shared store: who may decide (four eyes, approver lists, groups, strict authority), the
+    # signature in a ``signers`` env (signed here, with the decider's key), ``approval_refused``
+    # on a refusal. The Temporal update then tells the workflow, whose gate asks the run's
+    # ``ApprovalPolicy`` again (in a worker, signatures verified) before anything runs.
 
-    def _refused(self, runner: Any, run_id: str, step: str | None, actor: str, why: str) -> None:
-        """DESIGN 11: every refused decision is audited, with the claimed actor and the reason."""
-        record = runner.store.get_run(run_id)
-        info = RunInfo(
-            run_id,
-            record.runbook_path,
-            Path(record.runbook_path).stem,
-            record.runbook_sha256,
-            record.env,
-            record.actor,
-            record.params,
-        )
-        recorder = Recorder(info, runner.sinks, clock=runner.clock, redactor=Redactor())
-        recorder.emit(
-            "approval_refused", step, {"reason": why, "claimed_actor": actor}, actor=actor
-        )
-
-    async def _decide(self, runner: Any, run_id: str, decision: M.Decision) -> dict[str, Any]:
+    async def _tell(self, runner: Any, run_id: str, decision: M.Decision) -> dict[str, Any]:
         try:
             return await self.runs.decide(run_id, decision)
         except ApprovalError as exc:
             self._refused(runner, run_id, decision.step, decision.actor, str(exc))
             raise
+
+    def _refused(self, runner: Any, run_id: str, step: str | None, actor: str, why: str) -> None:
+        """DESIGN 11: every refused decision is audited, with the claimed actor and the reason."""
+        record = runner.store.get_run(run_id)
+        data = {"decision": "update", "claimed_actor": actor, "reason": why}
+        runner._recorder_for(record).emit("approval_refused", step, data, actor=actor)
 
     def approve(
         self,
@@ -127,19 +121,57 @@ class TemporalExecutor:
         step: str | None = None,
         actor: str | None = None,
         comment: str = "",
+        sign: Any = None,
     ) -> dict[str, Any]:
-        decision = M.Decision("approve", actor or runner._actor(), step, comment)
-        return asyncio.run(self._decide(runner, run_id, decision))
+        from runbook.durable import DurableRuns
+
+        outcome = DurableRuns.approve(
+            runner, run_id, step=step, actor=actor, comment=comment, sign=sign
+        )
+        decision = M.Decision("approved", outcome.get("actor") or actor or runner._actor())
+        decision.step = outcome["step"]
+        asyncio.run(self._tell(runner, run_id, decision))
+        return {**outcome, "continues": True}  # no resume: the workflow goes on by itself
 
     async def adeny(
-        self, runner: Any, run_id: str, *, actor: str | None = None, reason: str
+        self, runner: Any, run_id: str, *, actor: str | None = None, reason: str, sign: Any = None
     ) -> RunResult:
-        decision = M.Decision("deny", actor or runner._actor(), None, reason)
-        await self._decide(runner, run_id, decision)
+        from runbook.decisions import Decisions
+        from runbook.store.base import ApprovalRecord
+
+        store = runner.store
+        record = store.get_run(run_id)
+        decisions = Decisions(runner)
+        claimed = actor or runner._actor()
+        if record.status != R.PAUSED:
+            decisions.refuse(
+                record, "denied", None, claimed, f"run {run_id} is {record.status}, not paused"
+            )
+        rb = runner._load_run(record)
+        who, proofs = decisions.authorize_settle(
+            record, rb, decision="denied", actor=actor, key=sign
+        )
+        recorder = runner._recorder_for(record)
+        for name, data in proofs.items():
+            store.add_approval(
+                ApprovalRecord(run_id, name, who, "denied", reason, runner.clock.now(), False, data)
+            )
+            event = {"reason": reason, "approver": who, **data}
+            recorder.emit("approval_denied", name, event, actor=who)
+        await self._tell(runner, run_id, M.Decision("denied", who))
         return await self._follow(runner, run_id, resumed=True)
 
-    async def acancel(self, runner: Any, run_id: str, *, actor: str | None = None) -> RunResult:
-        await self._decide(runner, run_id, M.Decision("cancel", actor or runner._actor()))
+    async def acancel(
+        self, runner: Any, run_id: str, *, actor: str | None = None, sign: Any = None
+    ) -> RunResult:
+        from runbook.decisions import Decisions
+
+        record = runner.store.get_run(run_id)
+        rb = runner._load_run(record)
+        who, _ = Decisions(runner).authorize_settle(
+            record, rb, decision="cancelled", actor=actor, key=sign
+        )
+        await self._tell(runner, run_id, M.Decision("cancel", who))
         return await self._follow(runner, run_id, resumed=True)
 
     async def aresume(
@@ -161,7 +193,7 @@ class TemporalExecutor:
             )
         kind = "retry" if retry_interrupted else "skip"
         for name in state.interrupted:
-            await self._decide(runner, run_id, M.Decision(kind, runner._actor(), name))
+            await self._tell(runner, run_id, M.Decision(kind, runner._actor(), name))
         return await self._follow(runner, run_id, resumed=True)
 
     # -- the Executor protocol (attempts), which this executor never serves ----------------------

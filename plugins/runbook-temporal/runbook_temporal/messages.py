@@ -27,14 +27,11 @@ class RunRef:
 
 @dataclass
 class Policy:
-    """The env rules a run started under; they travel with it so a gate is judged by them."""
+    """How the run was started as far as its gates care. The env's rules themselves (protection,
+    approvers, groups, signers) are read by each worker from the project's configuration, for
+    the run's env, as ``resume`` and ``approve`` read them for a local run."""
 
-    level: str = "standard"
-    require_approval: bool = True
-    allow_yes: bool = True
-    approvers: list[str] = field(default_factory=list)
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    yes: bool = False
+    yes: bool = False  # --yes: approve as the starting actor where the env's rules allow it
 
 
 @dataclass
@@ -169,6 +166,7 @@ class StepState:
     error: str | None = None
     attempts: int = 0
     duration: float | None = None
+    rollback: str | None = None  # its own rollback's outcome: rolled_back | rollback_failed
 
 
 @dataclass
@@ -185,13 +183,13 @@ class Record:
 
 @dataclass
 class Decision:
-    """An approval, a denial, or a choice for an interrupted step: sent as a Temporal update."""
+    """A human decision, sent to the run as a Temporal update. ``approved``/``denied``: recorded
+    in the store by runbook's ``Decisions``, the gate asks the policy again; ``retry``/``skip``:
+    the choice for an interrupted step; ``cancel``."""
 
-    kind: str  # approve | deny | retry | skip | cancel
+    kind: str
     actor: str
     step: str | None = None
-    comment: str = ""
-    signature: dict[str, Any] | None = None
 
 
 @dataclass

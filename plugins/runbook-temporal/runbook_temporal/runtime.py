@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.clock import Clock, SystemClock, clip_to_deadline
-from runbook.collect import Runbook
+from runbook.collect import Runbook, bind_params
 from runbook.context import Ctx, RunInfo
 from runbook.errors import UsageError
 from runbook.params import Params, resolve_params
@@ -88,6 +88,7 @@ class RunContext:
     recorder: RunRecorder
     scope: ResourceScope
     redactor: Redactor
+    seqs: dict[str, int]
     closed: bool = False
 
     def close(self) -> list[str]:
@@ -108,7 +109,7 @@ class WorkerRuns:
         # worker's loop: the events of every attempt it runs are routed through it.
         self.notifier = notifier
         self._runbooks: dict[tuple[str, str], Runbook] = {}
-        self._runs: dict[str, tuple[Params, RunInfo, Redactor]] = {}
+        self._runs: dict[str, tuple[Runbook, Params, RunInfo, Redactor]] = {}
         self._lock = threading.Lock()
 
     def path(self, ref: RunRef) -> Path:
@@ -146,13 +147,15 @@ class WorkerRuns:
         except UsageError as exc:
             raise Refused(f"run {ref.run_id}: {exc}") from None
 
-    def _identity(self, rb: Runbook, ref: RunRef) -> tuple[Params, RunInfo, Redactor]:
-        """A run's params, info and redactor: the same for all its activities on this worker."""
+    def _identity(self, rb: Runbook, ref: RunRef) -> tuple[Runbook, Params, RunInfo, Redactor]:
+        """A run's runbook (strategy groups expanded with its params), params, info and
+        redactor: the same for all its activities on this worker."""
         with self._lock:
             cached = self._runs.get(ref.run_id)
         if cached is not None:
             return cached
         params = self.params(rb, ref)
+        rb = bind_params(rb, params)
         info = RunInfo(
             run_id=ref.run_id,
             runbook=str(self.path(ref)),
@@ -162,7 +165,7 @@ class WorkerRuns:
             actor=ref.actor,
             params=params.public(),
         )
-        made = (params, info, Redactor([params[n] for n in params.secret_names]))
+        made = (rb, params, info, Redactor([params[n] for n in params.secret_names]))
         with self._lock:
             if len(self._runs) >= _RUNS_KEPT:
                 self._runs.pop(next(iter(self._runs)))
@@ -191,8 +194,7 @@ class WorkerRuns:
         clock: Clock | None = None,
         progress: Callable[[str | None, str, float | None], None] | None = None,
     ) -> RunContext:
-        rb = self.runbook(ref)
-        params, info, redactor = self._identity(rb, ref)
+        rb, params, info, redactor = self._identity(self.runbook(ref), ref)
         plugins = self.runner.plugins
         listeners = []
         if plugins.has_impls("runbook_event"):
@@ -204,12 +206,14 @@ class WorkerRuns:
         audit = Recorder(
             info, self.runner.sinks, clock=clock, redactor=redactor, listeners=listeners
         )
+        seqs: dict[str, int] = {}  # finish numbers the workflow's coordinator gave
         recorder = RunRecorder(
             audit,
             self.runner.store,
             hook=plugins.hook,
             hooks_wanted=frozenset(h for h in _HOOKS if plugins.has_impls(h)),
             redactor=redactor,
+            seq_of=seqs.get,
         )
 
         def record(kind: str, step: str | None, data: dict[str, Any]) -> None:
@@ -242,4 +246,4 @@ class WorkerRuns:
             factories.pop(name, None)
         scope = ResourceScope(factories, values)
         scope._values.setdefault("injector", Injector(outputs, scope, rb.aliases))
-        return RunContext(ref, rb, params, info, recorder, scope, redactor)
+        return RunContext(ref, rb, params, info, recorder, scope, redactor, seqs)

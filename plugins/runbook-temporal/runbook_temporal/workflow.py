@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from runbook.errors import ApprovalError
     from runbook_temporal import messages as M
     from runbook_temporal.dag import shadow
-    from runbook_temporal.gates import refuse_approval
 
 
 def _message(exc: BaseException) -> str:
@@ -280,6 +279,7 @@ class RunWorkflow:
                 inputs=dict(self.outputs),
                 token=self.plan.run_token,
             )
+            c.on_rollback_started(name)
             try:
                 out = await self._activity("runbook.undo", job, self.specs[name].queue, M.Outcome)
             except ActivityError as exc:
@@ -308,38 +308,18 @@ class RunWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, d: M.Decision) -> dict[str, Any]:
+        """A decision a human made (recorded in the store by runbook's ``Decisions``): an
+        approval or a denial makes its gate(s) ask the run's approval policy again; a choice
+        for an interrupted step, or a cancellation, is acted on here."""
         c = self.c
         assert c is not None
         run_id = self._ref().run_id
-        if d.kind == "approve":
-            step = self._gated(d.step)
-            spec = self.specs[step].approval
-            assert spec is not None
-            data = {"comment": d.comment, "approver": d.actor, "needed": spec.min}
-            data.update(d.signature or {})
-            granted = await self._decide([M.Event("approval_granted", step, data, d.actor)])
-            self.granted[step] = granted
-            self.pokes[step] = self.pokes.get(step, 0) + 1
-            self.deciding.add(step)
-            return {
-                "run_id": run_id,
-                "step": step,
-                "approvers": granted,
-                "needed": spec.min,
-                "satisfied": len(granted) >= spec.min,
-                "continues": True,  # no resume needed: the workflow goes on by itself
-            }
-        if d.kind == "deny":
-            events = []
-            for step in c.awaiting():
-                data = {"reason": d.comment, "approver": d.actor, **(d.signature or {})}
-                events.append(M.Event("approval_denied", step, data, d.actor))
-            await self._decide(events)
-            for event in events:
-                assert event.step is not None
-                self.pokes[event.step] = self.pokes.get(event.step, 0) + 1
-                self.deciding.add(event.step)
-            return {"run_id": run_id, "denied": [e.step for e in events]}
+        if d.kind in ("approved", "denied"):
+            gates = [self._gated(d.step)] if d.kind == "approved" else c.awaiting()
+            for step in gates:
+                self.pokes[step] = self.pokes.get(step, 0) + 1
+                self.deciding.add(step)
+            return {"run_id": run_id, "gates": gates}
         if d.kind in ("retry", "skip"):
             step = self._interrupted_step(d.step)
             data = {"decision": d.kind, "by": d.actor}
@@ -360,17 +340,14 @@ class RunWorkflow:
 
     @decide.validator
     def _validate(self, d: M.Decision) -> None:
-        """Refuse a decision before it enters the history: runbook's rules, in the workflow."""
+        """Refuse a decision that does not apply to the run as it is, before it enters the
+        history (whether it counts is the approval policy's, at the gate)."""
         try:
             if self.finished or self.c is None or self.inp is None:
                 raise ApprovalError(f"run {self._ref().run_id} has ended")
-            if d.kind == "approve":
-                step = self._gated(d.step)
-                spec = self.specs[step].approval
-                assert spec is not None
-                granted = self.granted.get(step, [])
-                refuse_approval(self._ref(), self.inp.policy, step, spec, d.actor, granted)
-            elif d.kind == "deny":
+            if d.kind == "approved":
+                self._gated(d.step)
+            elif d.kind == "denied":
                 if not self.c.awaiting():
                     raise ApprovalError(f"run {self._ref().run_id} has no step awaiting approval")
             elif d.kind in ("retry", "skip"):
@@ -425,7 +402,13 @@ class RunWorkflow:
             )
         steps = {
             n: M.StepState(
-                n, r.status, r.reason, r.error or r.rollback_error, r.attempts, r.duration
+                n,
+                r.status,
+                r.reason,
+                r.error or r.rollback_error,
+                r.attempts,
+                r.duration,
+                r.rollback,
             )
             for n, r in c.results.items()
         }
@@ -483,9 +466,9 @@ class RunWorkflow:
         job = M.Record(self._ref(), events, steps or [], status, error, release or [])
         await self._durable("runbook.record", job)
 
-    async def _decide(self, events: list[M.Event]) -> list[str]:
-        """Record decisions in the store and the trail; who has approved the gate so far."""
-        return await self._durable("runbook.decide", M.Record(self._ref(), events), list)
+    async def _decide(self, events: list[M.Event]) -> None:
+        """Record a choice for an interrupted step in the store and the trail."""
+        await self._durable("runbook.decide", M.Record(self._ref(), events))
 
     async def _durable(self, name: str, job: M.Record, result: type | None = None) -> Any:
         """Bookkeeping writes, retried only when their worker died (a refusal is final)."""

@@ -264,9 +264,14 @@ class User:
         return asyncio.run(poll())
 
     def decide(self, run_id: str, kind: str, actor: str, step: str | None = None, **kw: Any) -> Any:
+        """What ``runbook approve/deny/resume`` do, through the runner (the same routing)."""
+        if kind == "approve":
+            return self.runner.approve(run_id, step=step, actor=actor, **kw)
+        if kind == "deny":
+            return asyncio.run(self.runner.adeny(run_id, actor=actor, reason=kw.get("comment", "")))
         from runbook_temporal.messages import Decision
 
-        return asyncio.run(self.runs.decide(run_id, Decision(kind, actor, step, **kw)))
+        return asyncio.run(self.runs.decide(run_id, Decision(kind, actor, step)))
 
     @property
     def store(self) -> Any:

@@ -10,14 +10,13 @@ import pytest
 from runbook_temporal import messages as M
 from runbook_temporal.client import TemporalRuns, relative
 from runbook_temporal.dag import shadow
-from runbook_temporal.gates import refuse_approval
 from runbook_temporal.runtime import BankedClock
 from runbook_temporal.spec import plan_of
 from runbook_temporal.url import TemporalURL
 
 from runbook import load
 from runbook.coordinator import Coordinator
-from runbook.errors import ApprovalError, RunbookError, UsageError
+from runbook.errors import RunbookError, UsageError
 from runbook.runner import Runner
 from runbook.testing.fakes import FakeClock
 
@@ -175,32 +174,6 @@ def test_a_declared_wait_travels_in_the_plan(tmp_path: Path) -> None:
     assert {n: w for n, w in waits.items() if n != "release.bake"} == dict.fromkeys(
         [n for n in waits if n != "release.bake"], 0.0
     )
-
-
-# -- the update validator: runbook's four-eyes rules over what the workflow knows ------------------
-
-REF = M.RunRef("r1", "rb.py", "abc", "prod", "alice")
-FOUR_EYES = M.ApprovalSpec(min=2, allow_self=False)
-STRICT = M.Policy(level="strict", allow_yes=False)
-
-
-def test_the_validator_refuses_the_initiator_and_a_second_approval() -> None:
-    with pytest.raises(ApprovalError, match="alice started run r1 and cannot approve"):
-        refuse_approval(REF, STRICT, "switch", FOUR_EYES, "alice", [])
-    refuse_approval(REF, STRICT, "switch", FOUR_EYES, "bob", [])  # allowed
-    with pytest.raises(ApprovalError, match="bob already approved"):
-        refuse_approval(REF, STRICT, "switch", FOUR_EYES, "bob", ["bob"])
-    refuse_approval(REF, STRICT, "switch", FOUR_EYES, "carol", ["bob"])
-
-
-def test_the_validator_keeps_to_the_approver_list() -> None:
-    listed = M.Policy(approvers=["bob"])
-    with pytest.raises(ApprovalError, match="carol may not approve"):
-        refuse_approval(REF, listed, "switch", M.ApprovalSpec(), "carol", [])
-    gate_list = M.ApprovalSpec(approvers=["dan"])
-    with pytest.raises(ApprovalError, match="bob may not approve"):
-        refuse_approval(REF, listed, "switch", gate_list, "bob", [])
-    refuse_approval(REF, listed, "switch", gate_list, "dan", [])
 
 
 # -- the banked clock ------------------------------------------------------------------------------
