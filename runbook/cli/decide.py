@@ -50,7 +50,9 @@ def approve(
         f"approved {outcome['step']} of run {run_id} as {outcome['actor']}{signed} "
         f"({got}/{outcome['needed']} approvals)"
     )
-    if outcome["satisfied"]:
+    if outcome["satisfied"] and outcome.get("continues"):  # a run its executor drives
+        click.echo("the run goes on by itself on its workers")
+    elif outcome["satisfied"]:
         click.echo(f"next: runbook resume {run_id}")
     else:
         click.echo(f"waiting for {outcome['missing']}")

@@ -121,10 +121,10 @@ def test_an_approval_decided_while_no_process_of_the_user_runs(project: Any, use
     assert "alice started run" in self_approval.stderr and "cannot approve" in self_approval.stderr
     assert "Traceback" not in self_approval.stderr
     refused = [e for e in user.audit(run_id) if e.kind == "approval_refused"]
-    assert [(e.actor, e.step) for e in refused] == [("alice", None)]
+    assert [(e.actor, e.step) for e in refused] == [("alice", "switch")]
 
     first = run(project, "approve", run_id, "--as", "bob")
-    assert first.returncode == 0 and "waiting for 1 more approver" in first.stdout
+    assert first.returncode == 0 and "waiting for 1 more approver" in first.stdout, first
     second = run(project, "approve", run_id, "--as", "carol", "--comment", "lgtm")
     assert second.returncode == 0 and "goes on by itself" in second.stdout
     # Nothing of the user runs now: the workers finish the run.
