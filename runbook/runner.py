@@ -548,18 +548,24 @@ class Runner(DurableRuns):
         retry_interrupted: bool = False,
         skip_interrupted: bool = False,
         force: bool = False,
+        **decision: Any,
     ) -> RunResult:
         if (remote := self._remote_for(run_id)) is not None:
             if retry_interrupted and skip_interrupted:
                 raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
             return await remote.aresume(
-                self, run_id, retry_interrupted=retry_interrupted, skip_interrupted=skip_interrupted
+                self,
+                run_id,
+                retry_interrupted=retry_interrupted,
+                skip_interrupted=skip_interrupted,
+                **decision,
             )
         return await super().aresume(
             run_id,
             retry_interrupted=retry_interrupted,
             skip_interrupted=skip_interrupted,
             force=force,
+            **decision,
         )
 
     def approve(

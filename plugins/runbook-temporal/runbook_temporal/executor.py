@@ -181,8 +181,12 @@ class TemporalExecutor:
         *,
         retry_interrupted: bool = False,
         skip_interrupted: bool = False,
+        actor: str | None = None,
+        sign: Any = None,
     ) -> RunResult:
-        """Decide the interrupted steps if asked to, then follow the run (it never stopped)."""
+        """Decide the interrupted steps if asked to, then follow the run (it never stopped).
+
+        The choice is proven as ``resume`` proves it (signed in a ``signers`` env)."""
         state = await self.runs.progress(run_id)
         if state.interrupted and not (retry_interrupted or skip_interrupted):
             raise UsageError(
@@ -192,8 +196,16 @@ class TemporalExecutor:
                 "as not run)"
             )
         kind = "retry" if retry_interrupted else "skip"
+        who = actor or runner._actor()
+        if state.interrupted:
+            from runbook.decisions import Decisions
+
+            prove = getattr(Decisions(runner), "prove_interrupts", None)
+            if prove is not None:
+                record = runner.store.get_run(run_id)
+                who, _ = prove(record, state.interrupted, kind, actor, sign)
         for name in state.interrupted:
-            await self._tell(runner, run_id, M.Decision(kind, runner._actor(), name))
+            await self._tell(runner, run_id, M.Decision(kind, who, name))
         return await self._follow(runner, run_id, resumed=True)
 
     # -- the Executor protocol (attempts), which this executor never serves ----------------------
