@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import threading
 import uuid
@@ -274,7 +275,9 @@ def test_shell_timeout_from_config_and_step_timeout(tmp_path: Path) -> None:
         path
     )
     assert "command timed out after 0.2s" in result.steps["a"].error
-    assert "timed out after 0.3s" in result.steps["b"].error
+    # The command gets what is left of the step's 0.3 s (a hair less once the step has begun),
+    # so either it or the step's own timeout fires first: both say about 0.3 s, never 100 s.
+    assert re.search(r"timed out after 0\.(29\d*|3)s", result.steps["b"].error)
 
 
 def test_bad_shell_timeout_is_a_config_error(tmp_path: Path) -> None:
