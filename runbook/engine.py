@@ -17,6 +17,7 @@ from random import Random
 from typing import Any
 
 from runbook import result as R
+from runbook import tracing
 from runbook.approvals import ApprovalPolicy
 from runbook.clock import Clock
 from runbook.collect import Arg, Runbook, StepDef
@@ -148,6 +149,15 @@ class Execution:
     # -- the run --------------------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
+        """The run, inside its ``runbook.run`` span (a no-op without opentelemetry-api)."""
+        info = self.s.info
+        with tracing.run_span(info.run_id, info.name, info.env) as span:
+            result = await self._execute()
+            failed = result.status in (R.FAILED, R.ROLLED_BACK, R.ROLLBACK_FAILED)
+            span.set_status(result.status, result.error if failed else None)
+            return result
+
+    async def _execute(self) -> RunResult:
         s, info, coord = self.s, self.s.info, self.coord
         started = self.clock.now()
         for name in coord.restore(
@@ -411,7 +421,7 @@ class Execution:
             began = clock.monotonic()
             exc: BaseException | None = None
             try:
-                output = await self.executor.run(
+                output = await self._traced(
                     Attempt(
                         self.s.info.run_id,
                         name,
@@ -468,6 +478,19 @@ class Execution:
             if res.log:
                 data["log"] = list(res.log)
             return self._fail(name, text, data)
+
+    async def _traced(self, attempt: Attempt) -> Any:
+        """One attempt inside its ``runbook.step`` span, a child of the run's: commands and
+        requests the step makes carry this span's trace context (runbook.tracing)."""
+        info = self.s.info
+        with tracing.attempt_span(info.run_id, attempt.step, info.env, attempt.attempt) as span:
+            try:
+                output = await self.executor.run(attempt)
+            except BaseException as exc:
+                span.set_status("failed", error_text(exc))
+                raise
+            span.set_status("succeeded")
+            return output
 
     # -- locks ----------------------------------------------------------------------------------
 
