@@ -50,9 +50,20 @@ _register()
 HARD_EXIT: list[bool] = []
 
 
+def _quiet_unraisable(unraisable: object) -> None:
+    """A library object's ``__del__`` failing during interpreter shutdown (a connection pool
+    finalised after its event loop) is not the operator's business: log it, print no traceback."""
+    import logging
+
+    logging.getLogger("runbook").debug("ignored at exit: %r", unraisable)
+
+
 def main() -> None:
+    import sys
+
     from runbook.cli.common import main as run
 
+    sys.unraisablehook = _quiet_unraisable
     try:
         run(cli)
     except SystemExit as exc:
