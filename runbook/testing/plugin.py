@@ -206,21 +206,40 @@ def pytest_configure(config: pytest.Config) -> None:
     dirs = [Path(d).resolve() for d in config.getoption("runbooks") or []]
     config.stash[_DIRS] = dirs
     for d in dirs:
-        if str(d) not in config.args:
+        given = [Path(a.split("::")[0]).resolve() for a in config.args]
+        if d in given:
+            continue
+        if any(d in g.parents for g in given):
+            # pytest 8 merges a directory argument into a file argument inside it and collects
+            # only the file: name the runbooks one by one so both are collected.
+            config.args.extend(str(f) for f in _runbook_files(d) if f not in given)
+        else:
             config.args.append(str(d))
 
 
 _DIRS = pytest.StashKey[list]()
 
 
+def _is_runbook(path: Path, dirs: list[Path]) -> bool:
+    return (
+        path.suffix == ".py"
+        and not path.name.startswith(("_", "test_"))
+        and path.name != "runbookconf.py"
+        and any(d == path.parent or d in path.parents for d in dirs)
+    )
+
+
+def _runbook_files(d: Path) -> list[Path]:
+    return sorted(
+        f
+        for f in d.rglob("*.py")
+        if _is_runbook(f, [d])
+        and not any(p.startswith((".", "__")) for p in f.relative_to(d).parts[:-1])
+    )
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    dirs = parent.config.stash.get(_DIRS, [])
-    if (
-        file_path.suffix == ".py"
-        and not file_path.name.startswith(("_", "test_"))
-        and file_path.name != "runbookconf.py"
-        and any(d == file_path.parent or d in file_path.parents for d in dirs)
-    ):
+    if _is_runbook(file_path, parent.config.stash.get(_DIRS, [])):
         return RunbookFile.from_parent(parent, path=file_path)
     return None
 

@@ -44,8 +44,9 @@ class _Statements:
     """Every statement of the provider, composed once with the schema as a quoted identifier."""
 
     def __init__(self, schema: str) -> None:
-        # nextval() takes the sequence's name as a string: a literal holding the quoted name.
-        tokens = sql.Literal(sql.Identifier(schema, "lock_tokens").as_string())
+        # nextval() takes the sequence's name as text. The server quotes the schema
+        # (quote_ident), so no client-side quoting is needed before a connection exists.
+        tokens = sql.SQL("quote_ident({}) || '.lock_tokens'").format(sql.Literal(schema))
 
         def q(template: LiteralString) -> sql.Composed:
             return schema_sql(schema, template, lease=_LEASE_COLUMNS, tokens=tokens)
