@@ -296,8 +296,9 @@ class PrometheusAnalysis:
         ``record`` is called with each measurement before the next one starts (the audit).
         """
         total = max(bake, self.duration)
-        own = client is None
-        client = client or httpx.AsyncClient(timeout=self.timeout)
+        own: httpx.AsyncClient | None = None  # closed here; a caller's client is the caller's
+        if client is None:
+            client = own = httpx.AsyncClient(timeout=self.timeout)
         taken: list[Measurement] = []
         elapsed = 0.0
         try:
@@ -321,8 +322,8 @@ class PrometheusAnalysis:
                 if decision is not None and decision[0] != PASS:
                     return Verdict(decision[0], tuple(taken), decision[1])
         finally:
-            if own:
-                await client.aclose()
+            if own is not None:
+                await own.aclose()
         if total > elapsed:
             progress(f"baking: {elapsed:g}s of {total:g}s", elapsed / total)
             await clock.asleep(total - elapsed)

@@ -416,7 +416,7 @@ def _collect(
         # Inside a group, a sibling is injected by its local name (``shift-5`` as ``shift_5``),
         # like a closure: the strategy's own step wins over a runbook step of the same name.
         local = aliases
-        if gs is not None:
+        if gs is not None and group is not None:
             prefix = name.split(".", 1)[0]
             local = {
                 **aliases,

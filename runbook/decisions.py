@@ -52,6 +52,11 @@ def signing_key(explicit: str | Path | None) -> str | None:
     return os.environ.get(signing.SIGNING_KEY_ENV, "").strip() or None
 
 
+def _given(key: str | Path | None) -> str | None:
+    """A ``--sign`` given where nothing verifies it: kept only so ``prove`` can refuse it."""
+    return None if key is None else str(key)
+
+
 def verify_record(record: ApprovalRecord, signers: Path, plan_hash: str) -> str | None:
     """Why a recorded decision's signature does not prove it for this plan; None: it does."""
     data = record.data
@@ -230,7 +235,7 @@ class Decisions:
             step=name,
             plan_hash=digest,
             claimed=actor,
-            key=signing_key(sign) if env.signers else sign,
+            key=signing_key(sign) if env.signers else _given(sign),
         )
         prior = counted(self.store.approvals(run_id, name), rules, digest)
         reason = rules.refusal(who, prior)
@@ -338,7 +343,7 @@ class Decisions:
                 step=name,
                 plan_hash=(state or {}).get("plan_hash", ""),
                 claimed=actor,
-                key=signing_key(key) if env.signers else key,
+                key=signing_key(key) if env.signers else _given(key),
             )
         return who, proofs
 

@@ -67,11 +67,15 @@ class DurableRuns:
     dry_run: bool
     clock: Clock
     plugins: Plugins
-    store: RunStore | None
-    sinks: list[AuditSink]
-    lock_provider: LockProvider | None
 
     if TYPE_CHECKING:
+        # Runner's providers are opened on first use: read-only properties there.
+        @property
+        def store(self) -> RunStore | None: ...
+        @property
+        def sinks(self) -> list[AuditSink]: ...
+        @property
+        def lock_provider(self) -> LockProvider | None: ...
 
         def _actor(self) -> str: ...
         def load(self, runbook: Runbook | str | Path, *, fleet: Any = None) -> Runbook: ...
@@ -275,7 +279,7 @@ class DurableRuns:
             redo.update(dict.fromkeys(self._secret_outputs_to_redo(rb, prior), C.RERUN))
         actor = self._actor()
         resume_data: dict[str, Any] = {}
-        if plan.human:
+        if plan.human and choice is not None:  # a human decided exactly when a choice was given
             actor, signed = Decisions(self).prove_interrupts(
                 record, list(plan.human), choice, claimed, sign
             )

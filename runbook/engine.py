@@ -341,7 +341,8 @@ class Execution:
         planned = dry and isinstance(kwargs, str) and kwargs.endswith(R.PLANNED)
         if isinstance(kwargs, str) and not planned:
             return self._skip(name, kwargs)
-        if step.when_args is not None:
+        when = step.options.when  # when_args are the arguments of when=: both or neither
+        if when is not None and step.when_args is not None:
             if dry and any(
                 a.source == "step" and self.steps[a.key].kind != "probe" for a in step.when_args
             ):
@@ -351,7 +352,7 @@ class Execution:
             if isinstance(when_kwargs, str):
                 return self._skip(name, when_kwargs)
             try:
-                decision = step.options.when(**when_kwargs)
+                decision = when(**when_kwargs)
             except (Exception, SystemExit) as exc:
                 text = error_text(exc)
                 return self._fail(name, f"when= raised {text}", {"error": text})
@@ -420,6 +421,7 @@ class Execution:
             self.rec.step_started(res, attempt)  # before the side effects start
             began = clock.monotonic()
             exc: BaseException | None = None
+            output: Any = None  # read only when the attempt returned (exc is None)
             try:
                 output = await self._traced(
                     Attempt(

@@ -133,6 +133,7 @@ def runbook_executors() -> list[Provider]:
     implementing ``runbook.executors.Executor``. The coordinator, the recorder, locks and gates
     stay runbook's; an executor only runs attempts and reports their outcome.
     """
+    ...
 
 
 @hookspec

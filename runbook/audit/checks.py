@@ -12,6 +12,7 @@ Decisions only: the caller reads the store and the sink; these classes see value
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from runbook.audit.events import AuditEvent
 from runbook.store.base import AuditWitness
@@ -27,7 +28,7 @@ class WitnessCheck:
     """The run store witnessed each run's last event in this chain; the trail must hold it."""
 
     def __init__(
-        self, witnesses: list[AuditWitness], *, store_runs: list[str] = (), empty_why: str = ""
+        self, witnesses: list[AuditWitness], *, store_runs: Sequence[str] = (), empty_why: str = ""
     ) -> None:
         self.witnesses = sorted(witnesses, key=lambda w: w.seq)
         self.store_runs = list(store_runs)  # some run ids the store holds (for an empty trail)

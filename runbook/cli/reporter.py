@@ -535,7 +535,9 @@ def render_plan(
             status = res.status if res is not None else "pending"
             symbol, fg = SYMBOLS.get(status, ("·", None))
             facts: list[str] = []
-            if status == "succeeded":
+            if res is None:
+                facts.append(label(status))
+            elif status == "succeeded":
                 mask = getattr(result, "redactor", None) or (lambda value: value)
                 facts.append(f"→ {_short(mask(res.output))}")  # probes read real secrets
             elif status == "skipped":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -48,9 +47,13 @@ class LocalExecutor:
             cancel = threading.Event()  # clock.sleep() in the thread ends when this is set
             token = CANCEL.set(cancel)
             try:
-                call = functools.partial(contextvars.copy_context().run, _call_contained, attempt)
+                context = contextvars.copy_context()
             finally:
                 CANCEL.reset(token)
+
+            def call() -> Any:
+                return context.run(_call_contained, attempt)
+
             thread_future = self._pool.submit(call)
             future = asyncio.wrap_future(thread_future)
             try:

@@ -6,10 +6,14 @@ A runbook's own test suite uses the fixtures (``runbook_runner``, ``fake_shell``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell
 from runbook.testing.plugin import RunbookRunner
+
+if TYPE_CHECKING:  # imported on first use below (they pull in more than most tests need)
+    from runbook.testing.router import FakeRouter
+    from runbook.testing.ssh import FakeSSH
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,6 +21,9 @@ import pytest
 from runbook.resources import Http
 from runbook.testing.fakes import FakeClock, FakeNotifier, FakeShell, MissingFreezegun
 from runbook.testing.ssh import FakeSSH
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
 
 ALL_KINDS = None  # notification rule "on" for every kind
 
@@ -315,7 +318,7 @@ class RunbookItem(pytest.Item):
         # alone (``--durations``), with or without ``runbook[testing]`` installed.
         clock = FakeClock(freeze=False)
         with tempfile.TemporaryDirectory() as tmp:
-            resources = {
+            resources: dict[str, Any] = {
                 "http": Http(
                     transport=httpx.MockTransport(
                         lambda request: httpx.Response(200, json={"status": "ok"})
@@ -344,7 +347,9 @@ class RunbookItem(pytest.Item):
             ]
             raise RunbookFailed("\n".join(lines))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, RunbookFailed):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

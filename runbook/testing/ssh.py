@@ -49,7 +49,7 @@ class _Rule:
     host: str
     pattern: str
     regex: bool
-    answer: Any  # FakeSSHResult, handler(host, command) -> FakeSSHResult, or an exception
+    answer: FakeSSHResult | Callable[[str, str], FakeSSHResult] | BaseException
     times: int | None
 
     def matches(self, host: str, command: str) -> bool:
@@ -93,7 +93,9 @@ class FakeSSH:
         times: int | None = None,
         handler: Callable[[str, str], FakeSSHResult] | None = None,
     ) -> FakeSSH:
-        answer: Any = raises or handler or FakeSSHResult(pattern, returncode, stdout, stderr)
+        answer: FakeSSHResult | Callable[[str, str], FakeSSHResult] | BaseException = (
+            raises or handler or FakeSSHResult(pattern, returncode, stdout, stderr)
+        )
         self._rules.insert(0, _Rule(host, pattern, regex, answer, times))
         return self
 
@@ -161,7 +163,7 @@ class FakeSSH:
             return FakeSSHResult(text, 0, "", "", host=host)
         if isinstance(rule.answer, BaseException):
             raise rule.answer
-        got = rule.answer(host, text) if callable(rule.answer) else rule.answer
+        got = rule.answer if isinstance(rule.answer, FakeSSHResult) else rule.answer(host, text)
         result = FakeSSHResult(text, got.returncode, got.stdout, got.stderr, host=host)
         if check and result.returncode != 0:
             error = CommandFailed(result)
