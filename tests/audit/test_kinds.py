@@ -206,21 +206,24 @@ def a(ctx):
 
 
 def test_interrupted_run_records_cancelled(tmp_path: Path) -> None:
-    rb = _runbook(
+    path = _runbook(
         tmp_path,
         """
 import asyncio
 from runbook import step
+STARTED = asyncio.Event()
 
 @step
 async def slow():
-    await asyncio.sleep(30)
+    STARTED.set()
+    await asyncio.Event().wait()  # until the run is cancelled
 """,
     )
+    rb = load(path)
 
     async def interrupt() -> object:
         task = asyncio.ensure_future(_runner().arun(rb))
-        await asyncio.sleep(0.05)
+        await rb.module.STARTED.wait()
         task.cancel()
         return await task
 

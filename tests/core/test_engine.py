@@ -88,49 +88,103 @@ def test_hundred_step_dag_runs_in_dependency_order_and_passes_outputs(write_runb
         assert result.steps[f"s{i}"].output == expected[i]
 
 
-SLEEPERS_SYNC = """
-    import time
+# Each branch waits at a barrier for the other. Run one after the other, the first would wait
+# alone until the barrier breaks and fail the run: passing proves they overlapped, in no time.
+MEET_SYNC = """
+    import threading
     from runbook import step
+    MET = threading.Barrier(2, timeout=30)
 
     @step
     def left():
-        time.sleep(0.3)
+        MET.wait()
 
     @step
     def right():
-        time.sleep(0.3)
+        MET.wait()
 """
 
-SLEEPERS_ASYNC = """
+MEET_ASYNC = """
     import asyncio
     from runbook import step
+    MET = asyncio.Barrier(2)
 
     @step
     async def left():
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(30):
+            await MET.wait()
 
     @step
     async def right():
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(30):
+            await MET.wait()
 """
 
 
-@pytest.mark.parametrize("source", [SLEEPERS_SYNC, SLEEPERS_ASYNC], ids=["sync", "async"])
+@pytest.mark.parametrize("source", [MEET_SYNC, MEET_ASYNC], ids=["sync", "async"])
 def test_independent_steps_overlap(write_runbook, runner, source):
     rb = load(write_runbook(source))
-    began = wall_clock()
     result = runner().run(rb)
-    wall = wall_clock() - began
-    assert result.status == "succeeded"
-    assert wall < 0.55, f"two 0.3 s branches took {wall:.2f}s: they did not run in parallel"
+    assert result.status == "succeeded", "two independent branches did not run at the same time"
+    assert not rb.module.MET.broken
 
 
-def test_max_parallel_one_serialises(write_runbook, runner):
-    rb = load(write_runbook(SLEEPERS_SYNC))
-    began = wall_clock()
-    result = runner(max_parallel=1).run(rb)
-    assert result.status == "succeeded"
-    assert wall_clock() - began >= 0.6
+# Each branch stays running for many turns of the event loop and notes every turn on which the
+# other one was running too: a second step task that had been started would have run by then.
+OVERLAP = """
+    import asyncio
+    from runbook import step
+    RUNNING = set()
+    OVERLAPS = []
+
+    async def hold(name):
+        RUNNING.add(name)
+        for _ in range(50):
+            await asyncio.sleep(0)  # a turn of the loop, not time
+            if len(RUNNING) > 1:
+                OVERLAPS.append(sorted(RUNNING))
+        RUNNING.discard(name)
+
+    @step
+    async def left():
+        await hold("left")
+
+    @step
+    async def right():
+        await hold("right")
+"""
+
+
+@pytest.mark.parametrize(("max_parallel", "overlap"), [(1, False), (8, True)])
+def test_max_parallel_one_serialises(write_runbook, runner, max_parallel, overlap):
+    """max_parallel=8 is the control: the same steps are seen overlapping when they may."""
+    rb = load(write_runbook(OVERLAP))
+    assert runner(max_parallel=max_parallel).run(rb).status == "succeeded"
+    assert bool(rb.module.OVERLAPS) is overlap
+
+
+def test_max_parallel_one_runs_sync_steps_one_after_the_other(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        import threading
+        from runbook import step
+        SEEN = []
+
+        @step
+        def left():
+            SEEN.append(("start", threading.current_thread()))
+            SEEN.append(("end", threading.current_thread()))
+
+        @step
+        def right():
+            SEEN.append(("start", threading.current_thread()))
+            SEEN.append(("end", threading.current_thread()))
+    """)
+    )
+    assert runner(max_parallel=1).run(rb).status == "succeeded"
+    seen = rb.module.SEEN
+    assert [what for what, _ in seen] == ["start", "end", "start", "end"]
+    assert len({thread for _, thread in seen}) == 1  # one worker thread for one slot
 
 
 def test_sync_steps_run_in_worker_threads_async_steps_on_the_loop(write_runbook, runner):

@@ -291,6 +291,7 @@ def test_an_interrupt_during_a_rollback_does_not_abandon_it(write_runbook, runne
 
             DONE = []
             STARTED = asyncio.Event()
+            GO = asyncio.Event()
 
             @step(reversible=True)
             def first():
@@ -307,7 +308,7 @@ def test_an_interrupt_during_a_rollback_does_not_abandon_it(write_runbook, runne
             @rollback(second)
             async def undo_second():
                 STARTED.set()
-                await asyncio.sleep(0.05)
+                await GO.wait()  # the run is cancelled meanwhile
                 DONE.append("undo second")
 
             @step
@@ -321,6 +322,9 @@ def test_an_interrupt_during_a_rollback_does_not_abandon_it(write_runbook, runne
         task = asyncio.ensure_future(runner().arun(rb))
         await rb.module.STARTED.wait()
         task.cancel()
+        for _ in range(10):
+            await asyncio.sleep(0)  # turns of the loop: the run task sees its cancellation
+        rb.module.GO.set()
         return await task
 
     result = asyncio.run(main())
