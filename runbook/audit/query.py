@@ -202,12 +202,10 @@ def format_table(events: Iterable[AuditEvent]) -> Iterator[str]:
     ]
     if not rows:
         return
+    from runbook.cli.table import table  # the CLI's layout; sinks import this module without it
+
     header = ("SEQ", "AT (UTC)", "RUN", "KIND", "STEP", "ACTOR", "")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
-    for row in [header, *rows]:
-        cells = [row[0].rjust(widths[0])]
-        cells += [row[i].ljust(widths[i]) for i in range(1, 6)]
-        yield ("  ".join(cells) + "  " + row[6]).rstrip()
+    yield from table([header, *rows], right={0})
 
 
 def events_json(events: Iterable[AuditEvent]) -> str:

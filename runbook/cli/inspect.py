@@ -19,6 +19,7 @@ from runbook.cli.common import (
     load_config,
     store_option,
 )
+from runbook.cli.table import table
 from runbook.collect import Runbook, StepDef, load
 from runbook.errors import UsageError
 from runbook.params import ParamSpec, describe_choices
@@ -182,14 +183,6 @@ def runbook_dict(rb: Runbook) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
-    return [
-        indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in rows
-    ]
-
-
 def render_list(rb: Runbook) -> list[str]:
     title = rb.doc.splitlines()[0] if rb.doc else ""
     lines = [f"runbook {rb.path}" + (f": {title}" if title else "")]
@@ -214,18 +207,20 @@ def render_list(rb: Runbook) -> list[str]:
         if spec.env:
             extra.append(f"${spec.env}")
         rows.append([spec.name, spec.type_name, default, " ".join(extra), spec.help])
-    lines += _table(rows) if rows else ["  (none)"]
+    lines += table(rows, indent="  ") if rows else ["  (none)"]
     if rb.resources:
         lines.append("")
         lines.append(f"resources ({len(rb.resources)}):")
-        lines += _table([[r.name, f"{r.origin}:{r.line}"] for r in rb.resources.values()])
+        lines += table(
+            [[r.name, f"{r.origin}:{r.line}"] for r in rb.resources.values()], indent="  "
+        )
     lines.append("")
     lines.append(f"steps ({len(rb.steps)}, in order):")
     levels = step_levels(rb)
     rows = [
         [f"{levels[s.name]}", s.name, s.kind, " · ".join(step_facts(s))] for s in rb.steps.values()
     ]
-    lines += _table(rows) if rows else ["  (none)"]
+    lines += table(rows, indent="  ") if rows else ["  (none)"]
     return lines
 
 
@@ -474,7 +469,7 @@ def plugins_cmd(as_json: bool, plugin_modules: tuple[str, ...], config_path: Pat
     rows = [
         [i.name, i.source, ", ".join(h.removeprefix("runbook_") for h in i.hooks)] for i in infos
     ]
-    for line in _table([["plugin", "source", "hooks"], *rows], indent=""):
+    for line in table([["plugin", "source", "hooks"], *rows]):
         click.echo(line)
 
 

@@ -16,6 +16,7 @@ from runbook.cli.common import (
     load_config,
     nothing_stored,
 )
+from runbook.cli.table import table
 from runbook.locks.base import Lease
 
 
@@ -52,11 +53,7 @@ def _table(leases: list[Lease], now: float) -> str:
         )
         for lease in leases
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return "\n".join(table([header, *rows]))
 
 
 def _lock_url(lock_url: str | None, config_path: Path | None) -> str:

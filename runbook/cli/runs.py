@@ -33,6 +33,7 @@ from runbook.cli.junit import write_junit
 from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
 from runbook.cli.retry import hosts_section
 from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
+from runbook.cli.table import table
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.fleet import host_states
 from runbook.result import RUN_STATUSES, RunResult
@@ -114,11 +115,6 @@ def _jsonable(record: Any) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-
-
 as_option = click.option(
     "--as",
     "as_",
@@ -182,7 +178,7 @@ def runs(
                 _when(r.updated_at),
             ]
         )
-    for line in _table(rows):
+    for line in table(rows):
         click.echo(line)
 
 
@@ -272,8 +268,8 @@ def show(
                 detail,
             ]
         )
-    for line in _table(rows) if rows else []:
-        click.echo("  " + line)
+    for line in table(rows, indent="  "):
+        click.echo(line)
     failed = [s.name for s in steps.values() if s.status in ("failed", "rollback_failed")]
     for name in failed:
         click.echo(f"why {name} failed: runbook show {run_id} --step {name}")
