@@ -36,11 +36,14 @@ GIT_TIMEOUT = 2.0  # seconds; the actor lookup must never hang a run
 # fmt: off
 TOP_KEYS = ("store", "audit", "audit_key", "notify", "templates", "lock", "lock_timeout",
             "lease", "keep_lock_when_paused", "paused_lease", "router", "default_env", "plugins",
-            "env", "groups", "inventory", "metrics", "executor")
+            "env", "groups", "inventory", "metrics", "executor", "durability")
 # fmt: on
 PROTECTION_FLAGS = tuple(f.name for f in fields(Protection) if f.name != "level")
 ENV_KEYS = ("protection", "params", "approvers", "signers", *PROTECTION_FLAGS)
 SINK_KEYS = ("url", "best_effort")
+# What a committed write survives: "power" (fsync / synchronous=FULL: power loss, OS crash) or
+# "process" (page cache / synchronous=NORMAL: kill -9 and a crash of runbook, not power loss).
+DURABILITY = ("power", "process")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Config:
     audit_key: str | None = None  # Ed25519 private key signing audit checkpoints (its path)
     metrics: str | None = None  # pushgateway+http://... or textfile://DIR (docs/metrics.md)
     executor: str = "local://"  # where step attempts run (runbook_executors)
+    durability: str = "power"  # "power" or "process" (DURABILITY; docs/durable-runs.md)
 
     def env(self, name: str | None = None) -> EnvConfig:
         """An env by name (None: ``default_env``); one without a section is ``standard``."""
@@ -346,7 +350,16 @@ class _Builder:
             extra={k: v for k, v in table.items() if k in extra_keys and k not in TOP_KEYS},
             audit_key=self.key_path(table.get("audit_key")),
             executor=self.url(table.get("executor", "local://"), key("executor")),
+            durability=self.choice(table.get("durability", "power"), key("durability"), DURABILITY),
         )
+
+    def choice(self, value: Any, key: str, allowed: tuple[str, ...]) -> str:
+        """One of ``allowed`` (a string), else an error listing them."""
+        shown = " or ".join(repr(a) for a in allowed)
+        self.expect(value, str, key, shown)
+        if value not in allowed:
+            raise self.error(key, f"expected {shown}, got {value!r}")
+        return str(value)
 
     def key_path(self, value: Any) -> str | None:
         """``audit_key``: a path, relative to the project root; the key is read when a run

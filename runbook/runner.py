@@ -93,7 +93,12 @@ class Runner(DurableRuns):
         audit_key: str | Path | None = None,
         metrics: str | None = None,
         executor: str | Executor | None = None,
+        durability: str = "power",
     ) -> None:
+        if durability not in ("power", "process"):
+            raise UsageError(f"durability must be 'power' or 'process', got {durability!r}")
+        # "process": SQLite synchronous=NORMAL, JSONL without fsync (docs/durable-runs.md).
+        self.durability = durability
         self.env = env
         self.params = dict(params or {})
         self.resources = dict(resources or {})
@@ -177,6 +182,7 @@ class Runner(DurableRuns):
             plugins=[*config.plugins, *plugins],
             config=config,
             executor=kwargs.pop("executor", None) or getattr(config, "executor", None),
+            durability=kwargs.pop("durability", None) or getattr(config, "durability", "power"),
             **{"inventory": getattr(config, "inventory", None), **kwargs},
         )
 
@@ -186,8 +192,16 @@ class Runner(DurableRuns):
     def store(self) -> RunStore | None:
         if self._store is None and self._store_spec is not None:
             spec = self._store_spec
-            self._store = self.plugins.open("store", spec) if isinstance(spec, str) else spec
+            self._store = (
+                self.plugins.open("store", spec, **self._durable) if isinstance(spec, str) else spec
+            )
         return self._store
+
+    @property
+    def _durable(self) -> dict[str, str]:
+        """Options for opening a store or sink: nothing at the default, so a plugin that does
+        not know the option is never handed it unless the user asked for ``process``."""
+        return {} if self.durability == "power" else {"durability": self.durability}
 
     @property
     def sinks(self) -> list[AuditSink]:
@@ -195,9 +209,10 @@ class Runner(DurableRuns):
             sinks = []
             for spec in self._audit_spec:
                 if isinstance(spec, str):
-                    sinks.append(self.plugins.open("audit", self._in_store(spec)))
+                    sinks.append(self.plugins.open("audit", self._in_store(spec), **self._durable))
                 elif isinstance(spec, Mapping):
                     options = {k: v for k, v in spec.items() if k != "url"}
+                    options = {**self._durable, **options}
                     sinks.append(self.plugins.open("audit", self._in_store(spec["url"]), **options))
                 else:
                     sinks.append(spec)

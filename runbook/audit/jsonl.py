@@ -76,13 +76,27 @@ class JsonlSink:
 
     @classmethod
     def open(
-        cls, url: str, best_effort: bool = False, fsync: object = True, **_options: Any
+        cls,
+        url: str,
+        best_effort: bool = False,
+        fsync: object = True,
+        durability: str = "power",
+        **_options: Any,
     ) -> JsonlSink:
+        """``durability="process"``: no ``fsync`` (a written line is in the page cache, which
+        outlives a killed process but not a power loss), as ``?fsync=false``."""
+        if durability not in ("power", "process"):
+            raise AuditError(
+                f"audit sink {url}: durability must be 'power' or 'process', got {durability!r}"
+            )
         raw = url.split("://", 1)[1].split("?", 1)[0]
         if not raw:
             raise AuditError(f"audit sink {url}: missing path (jsonl://PATH)")
         return cls(
-            url, Path(raw).expanduser(), best_effort=_truthy(best_effort), fsync=_truthy(fsync)
+            url,
+            Path(raw).expanduser(),
+            best_effort=_truthy(best_effort),
+            fsync=_truthy(fsync) and durability == "power",
         )
 
     @property

@@ -11,7 +11,8 @@ column, a ``DELETE``, an ``INSERT`` or rows swapped are all reported.
 
 An append runs in a ``BEGIN IMMEDIATE`` transaction (the write lock is taken before the last row
 is read), so processes sharing the file chain one after the other; ``synchronous=FULL`` makes the
-event durable when ``append`` returns.
+event durable when ``append`` returns (``durability = "process"``: ``NORMAL``, durable against a
+killed process, not against power loss).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from runbook.audit.events import (
 )
 from runbook.audit.query import format_utc, normalize_at
 from runbook.errors import AuditError
+from runbook.store.sqlitedb import synchronous_for
 from runbook.urls import redact_url
 
 DEFAULT_DB = ".runbook/runbook.db"
@@ -81,22 +83,27 @@ class SqliteSink:
 
     queryable = True
 
-    def __init__(self, url: str, path: str, *, best_effort: bool = False) -> None:
+    def __init__(
+        self, url: str, path: str, *, best_effort: bool = False, durability: str = "power"
+    ) -> None:
         self.url = url
         self.path = path
         self.best_effort = best_effort
+        self.synchronous = synchronous_for(durability)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str, best_effort: bool = False, **_options: Any) -> SqliteSink:
+    def open(
+        cls, url: str, best_effort: bool = False, durability: str = "power", **_options: Any
+    ) -> SqliteSink:
         path = sqlite_path(url)
         if path == ":memory:":
             raise AuditError(
                 f"audit sink {url}: an in-memory database is private to one "
                 "connection; use memory:// for an in-process trail"
             )
-        return cls(url, path, best_effort=_truthy(best_effort))
+        return cls(url, path, best_effort=_truthy(best_effort), durability=durability)
 
     def _error(self, action: str, exc: BaseException) -> AuditError:
         shown = redact_url(self.url)
@@ -114,7 +121,7 @@ class SqliteSink:
                     conn.execute("PRAGMA journal_mode=WAL")
                 except sqlite3.OperationalError:
                     pass  # another connection is mid-transaction; the file keeps its journal mode
-                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()

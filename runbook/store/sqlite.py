@@ -40,6 +40,7 @@ from runbook.store.sqlitedb import (
     connect,
     migrate,
     path_from_url,
+    synchronous_for,
     translate_error,
 )
 
@@ -185,8 +186,10 @@ class SqliteStore:
         url: str | None = None,
         timeout: float = BUSY_TIMEOUT,
         now: Callable[[], datetime] | None = None,
+        durability: str = "power",
     ) -> None:
         self.path = Path(path).expanduser().absolute()
+        self.durability = durability
         self.url = url or f"sqlite:///{self.path}"
         self._timeout = timeout
         self._now = now or (lambda: datetime.now(UTC))
@@ -197,7 +200,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        conn = connect(self.path, timeout=self._timeout)
+        conn = connect(self.path, timeout=self._timeout, durability=self.durability)
         try:
             migrate(conn, MIGRATIONS, path=self.path)
         except BaseException:
@@ -364,8 +367,11 @@ class SqliteStore:
 # -- URLs and registration -----------------------------------------------------------------------
 
 
-def open_url(url: str, *, timeout: float | str | None = None, **_: Any) -> SqliteStore:
-    """The ``sqlite`` provider: ``?timeout=SECONDS`` sets how long a writer waits for a lock."""
+def open_url(
+    url: str, *, timeout: float | str | None = None, durability: str = "power", **_: Any
+) -> SqliteStore:
+    """The ``sqlite`` provider: ``?timeout=SECONDS`` sets how long a writer waits for a lock;
+    ``durability="process"`` commits with ``synchronous=NORMAL`` (docs/durable-runs.md)."""
     query = parse_qs(url.partition("?")[2], keep_blank_values=True)
     unknown = set(query) - {"timeout"}
     if unknown:
@@ -377,7 +383,8 @@ def open_url(url: str, *, timeout: float | str | None = None, **_: Any) -> Sqlit
         seconds = BUSY_TIMEOUT if raw is None else float(raw)
     except ValueError:
         raise UsageError(f"sqlite:// timeout must be a number of seconds, got {raw!r}") from None
-    return SqliteStore(path_from_url(url), url=url, timeout=seconds)
+    synchronous_for(durability)  # a bad value is a usage error before the file is touched
+    return SqliteStore(path_from_url(url), url=url, timeout=seconds, durability=durability)
 
 
 @hookimpl

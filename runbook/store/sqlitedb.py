@@ -24,8 +24,25 @@ Migration = Callable[[sqlite3.Connection], None]
 # -- connections shared with other components ------------------------------------------------
 
 
-def connect(path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
-    """Open ``path`` with runbook's pragmas: WAL, busy_timeout, synchronous=FULL, foreign keys.
+# ``durability`` -> ``PRAGMA synchronous``. In WAL mode FULL syncs the WAL on every commit (a
+# commit survives power loss); NORMAL syncs only at checkpoints: a commit survives the death of
+# the process (kill -9: the WAL is in the OS page cache) but the last ones may be lost with power.
+SYNCHRONOUS = {"power": "FULL", "process": "NORMAL"}
+
+
+def synchronous_for(durability: str) -> str:
+    """The pragma value for a ``durability`` setting; ``UsageError`` for anything else."""
+    try:
+        return SYNCHRONOUS[durability]
+    except KeyError:
+        raise UsageError(f"durability must be 'power' or 'process', got {durability!r}") from None
+
+
+def connect(
+    path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT, durability: str = "power"
+) -> sqlite3.Connection:
+    """Open ``path`` with runbook's pragmas: WAL, busy_timeout, synchronous (FULL unless
+    ``durability="process"``: NORMAL), foreign keys.
 
     The connection is in autocommit mode (``isolation_level=None``): callers write ``BEGIN
     IMMEDIATE`` / ``COMMIT`` themselves, because Python's implicit transactions start too late to
@@ -33,6 +50,7 @@ def connect(path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT) -> s
     file that is not a SQLite database raises :class:`StoreCorrupt` naming it; other failures
     raise :class:`StoreError`.
     """
+    synchronous = synchronous_for(durability)
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +67,7 @@ def connect(path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT) -> s
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         _enable_wal(conn, timeout)
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
         conn.close()

@@ -1,0 +1,257 @@
+"""Durable runs against the disk's floor: per-step cost, and fsyncs/commits per step COUNTED.
+
+A chain of N no-op steps (default 1,000) with
+
+- SQLite store + SQLite audit in the same file (``durability = "power"`` and ``"process"``),
+- SQLite store + JSONL audit (the CLI default),
+- in-memory store + audit (hash-chained) + locks,
+- the engine alone (no store, no audit, no locks),
+
+and a durable fan-out of 100 against a durable chain of 100. The physical floors are measured in
+the same run: one ``write+fsync`` of a small line, one SQLite WAL commit with ``synchronous=FULL``
+and with ``NORMAL``. Counts come from a separate, untimed pass: ``os.fsync`` is wrapped (the JSONL
+sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT``; so the
+ratios hold on any disk.
+
+    .venv/bin/python bench/durable.py             # N = 1000, best of 3
+    .venv/bin/python bench/durable.py --n 200 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import write_runbook
+
+from runbook import Runner, load
+
+FLOOR_SAMPLES = 300
+
+
+# -- counting ------------------------------------------------------------------------------------
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.fsyncs = 0
+        self.commits = 0
+
+
+@contextmanager
+def counting() -> Iterator[Counts]:
+    """Count ``os.fsync`` calls and SQLite ``COMMIT`` statements while the block runs."""
+    counts = Counts()
+    real_fsync, real_connect = os.fsync, sqlite3.connect
+
+    def fsync(fd: int) -> None:
+        counts.fsyncs += 1
+        real_fsync(fd)
+
+    def trace(statement: str) -> None:
+        if statement.strip().upper().startswith(("COMMIT", "END")):
+            counts.commits += 1
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(trace)
+        return conn
+
+    os.fsync, sqlite3.connect = fsync, connect  # type: ignore[assignment]
+    try:
+        yield counts
+    finally:
+        os.fsync, sqlite3.connect = real_fsync, real_connect  # type: ignore[assignment]
+
+
+# -- floors --------------------------------------------------------------------------------------
+
+
+def floor_fsync(folder: Path) -> float:
+    """Seconds for one append of a ~600-byte line plus ``fsync`` (what an audit event costs)."""
+    line = b"x" * 600 + b"\n"
+    fd = os.open(folder / "floor.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        times = []
+        for _ in range(FLOOR_SAMPLES):
+            start = time.perf_counter()
+            os.write(fd, line)
+            os.fsync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+    return statistics.median(times)
+
+
+def floor_commit(folder: Path, synchronous: str) -> float:
+    """Seconds for one WAL commit of one small row under ``synchronous``."""
+    path = folder / f"floor-{synchronous}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        times = []
+        for _ in range(FLOOR_SAMPLES):
+            start = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (body) VALUES (?)", ("x" * 600,))
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    return statistics.median(times)
+
+
+# -- cases ---------------------------------------------------------------------------------------
+
+
+def _durability_supported() -> bool:
+    import inspect
+
+    return "durability" in inspect.signature(Runner.__init__).parameters
+
+
+def cases(folder: Path) -> dict[str, Callable[[str], dict[str, Any]]]:
+    """Label -> a function of a fresh file tag giving the Runner's keyword arguments."""
+
+    def sqlite_sqlite(durability: str) -> Callable[[str], dict[str, Any]]:
+        def make(tag: str) -> dict[str, Any]:
+            db = folder / f"{tag}.db"
+            extra = {"durability": durability} if _durability_supported() else {}
+            return dict(store=f"sqlite:///{db}", audit=(f"sqlite:///{db}",), locks=None, **extra)
+
+        return make
+
+    def sqlite_jsonl(tag: str) -> dict[str, Any]:
+        return dict(
+            store=f"sqlite:///{folder}/{tag}.db",
+            audit=(f"jsonl://{folder}/{tag}.jsonl",),
+            locks=None,
+        )
+
+    out: dict[str, Callable[[str], dict[str, Any]]] = {
+        "sqlite store + sqlite audit (power)": sqlite_sqlite("power"),
+    }
+    if _durability_supported():
+        out["sqlite store + sqlite audit (process)"] = sqlite_sqlite("process")
+    out["sqlite store + jsonl audit (CLI default)"] = sqlite_jsonl
+    out["memory store + audit + locks"] = lambda tag: dict(
+        store="memory://", audit=("memory://",), locks="memory://"
+    )
+    out["engine alone"] = lambda tag: dict(store=None, audit=(), locks=None)
+    return out
+
+
+def run_once(rb: Any, kwargs: dict[str, Any]) -> float:
+    runner = Runner(notify=(), entry_points=False, actor="bench", max_parallel=8, **kwargs)
+    runner.store  # noqa: B018 - open providers outside the timed region
+    runner.sinks  # noqa: B018
+    start = time.perf_counter()
+    result = runner.run(rb)
+    elapsed = time.perf_counter() - start
+    assert result.status == "succeeded", result.error
+    return elapsed
+
+
+def measure(rb: Any, steps: int, make: Callable[[str], dict[str, Any]], tag: str, repeat: int):
+    times = [run_once(rb, make(f"{tag}-t{i}")) for i in range(repeat)]
+    with counting() as counts:
+        run_once(rb, make(f"{tag}-count"))
+    return {
+        "per_step_us": round(min(times) / steps * 1e6, 1),
+        "fsyncs_per_step": round(counts.fsyncs / steps, 2),
+        "commits_per_step": round(counts.commits / steps, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="steps in the chain (default 1000)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (best kept)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="runbook-bench-durable-", dir=".") as tmp:
+        folder = Path(tmp)
+        floors = {
+            "write_fsync_us": round(floor_fsync(folder) * 1e6, 1),
+            "sqlite_full_commit_us": round(floor_commit(folder, "FULL") * 1e6, 1),
+            "sqlite_normal_commit_us": round(floor_commit(folder, "NORMAL") * 1e6, 1),
+        }
+        chain = load(write_runbook(folder, args.n, "linear", "async"))
+        rows: dict[str, dict[str, Any]] = {}
+        for i, (label, make) in enumerate(cases(folder).items()):
+            rows[label] = measure(chain, args.n, make, f"c{i}", args.repeat)
+        chain100 = load(write_runbook(folder, 100, "linear", "async"))
+        fan100 = load(write_runbook(folder, 100, "fan", "async"))
+        shapes: dict[str, dict[str, Any]] = {}
+        durable = cases(folder)
+        for label in (
+            "sqlite store + sqlite audit (power)",
+            "sqlite store + jsonl audit (CLI default)",
+        ):
+            for shape, rb in (("chain of 100", chain100), ("fan-out of 100", fan100)):
+                shapes[f"{label}, {shape}"] = measure(
+                    rb, 100, durable[label], f"s{len(shapes)}", max(args.repeat, 3)
+                )
+    full, fsync = floors["sqlite_full_commit_us"], floors["write_fsync_us"]
+    ss = rows["sqlite store + sqlite audit (power)"]
+    sj = rows["sqlite store + jsonl audit (CLI default)"]
+    mem, eng = rows["memory store + audit + locks"], rows["engine alone"]
+    fan_ss = shapes["sqlite store + sqlite audit (power), fan-out of 100"]
+    chain_ss = shapes["sqlite store + sqlite audit (power), chain of 100"]
+    fan_sj = shapes["sqlite store + jsonl audit (CLI default), fan-out of 100"]
+    chain_sj = shapes["sqlite store + jsonl audit (CLI default), chain of 100"]
+    targets = {
+        "sqlite+sqlite commits/step <= 2": ss["commits_per_step"] <= 2,
+        "sqlite+sqlite <= 2.5x FULL commit": ss["per_step_us"] <= 2.5 * full,
+        "sqlite+jsonl <= 3x write+fsync": sj["per_step_us"] <= 3 * fsync,
+        "memory <= 2x engine alone": mem["per_step_us"] <= 2 * eng["per_step_us"],
+        "fan-out 100 <= 0.5x chain 100 (sqlite+sqlite)": fan_ss["per_step_us"]
+        <= 0.5 * chain_ss["per_step_us"],
+        "fan-out 100 <= 0.5x chain 100 (sqlite+jsonl)": fan_sj["per_step_us"]
+        <= 0.5 * chain_sj["per_step_us"],
+    }
+    print(
+        f"floors: write+fsync {fsync} us, SQLite WAL commit FULL {full} us, "
+        f"NORMAL {floors['sqlite_normal_commit_us']} us (medians of {FLOOR_SAMPLES})"
+    )
+    width = max(len(k) for k in [*rows, *shapes]) + 2
+    print(f"{'case':<{width}}{'us/step':>10}{'x FULL':>8}{'x fsync':>9}{'fsyncs':>8}{'commits':>9}")
+    for label, row in [*((f"chain of {args.n}: {k}", v) for k, v in rows.items()), *shapes.items()]:
+        print(
+            f"{label:<{width}}{row['per_step_us']:>10}{row['per_step_us'] / full:>8.2f}"
+            f"{row['per_step_us'] / fsync:>9.2f}{row['fsyncs_per_step']:>8}"
+            f"{row['commits_per_step']:>9}"
+        )
+    print(f"memory / engine alone: {mem['per_step_us'] / eng['per_step_us']:.2f}x")
+    for name, ok in targets.items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
+    print(
+        json.dumps(
+            {
+                "bench": "durable",
+                "n": args.n,
+                "floors": floors,
+                "chain": rows,
+                "shapes": shapes,
+                "targets": targets,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
