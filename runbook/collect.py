@@ -125,9 +125,12 @@ class Runbook:
     fleet: Any = None  # runbook.fleet.Fleet: the hosts this runbook was collected for
 
     def levels(self) -> list[list[str]]:
+        """The steps in waves whose members do not depend on each other: what may run in
+        parallel, as ``runbook graph`` and the dry-run plan show it."""
         return dag.levels(list(self.steps), {n: s.predecessors for n, s in self.steps.items()})
 
     def dependents(self) -> dict[str, list[str]]:
+        """For each step, the steps that wait for it: what a failure there leaves undone."""
         out: dict[str, list[str]] = {name: [] for name in self.steps}
         for name, step in self.steps.items():
             for pred in step.predecessors:

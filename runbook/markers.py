@@ -86,6 +86,7 @@ class Approval:
 
     @property
     def timeout_seconds(self) -> float | None:
+        """``timeout`` in seconds (it may be written ``"4h"`` or ``"1h30m"``): the deadline."""
         return None if self.timeout is None else parse_duration(self.timeout)
 
     def rules(self) -> dict[str, Any]:

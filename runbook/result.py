@@ -89,9 +89,12 @@ class StepResult:
 
     @property
     def ok(self) -> bool:
+        """Finished without failing: ``succeeded``, or ``skipped`` (a ``when=`` that said no is
+        a decision, not a failure)."""
         return self.status in DONE_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (times as ISO 8601): what ``--json`` and the run store show of a step."""
         data = asdict(self)
         for key in ("started_at", "finished_at"):
             if data[key] is not None:
@@ -118,16 +121,20 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """Only ``succeeded``: a run that rolled back cleanly still did not do its job."""
         return self.status == SUCCEEDED
 
     @property
     def exit_code(self) -> int:
+        """What ``runbook exec`` exits with, so scripts and CI can tell failed (1) from paused
+        at a gate (3), a held lock (5) or a rollback that failed and needs a human (4)."""
         if self.lock_denied and self.status in (FAILED, ROLLED_BACK):
             return errors.EXIT_LOCKED
         return EXIT_CODES.get(self.status, errors.EXIT_FAILED)
 
     @property
     def duration(self) -> float | None:
+        """Seconds from start to end; None while the run has not finished (paused, running)."""
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
@@ -141,6 +148,7 @@ class RunResult:
         return host_states(self.steps, finished=self.status != PAUSED)
 
     def counts(self) -> dict[str, int]:
+        """Steps per status (``{"succeeded": 4, "skipped": 1}``): the one-line summary."""
         out: dict[str, int] = {}
         for step in self.steps.values():
             out[step.status] = out.get(step.status, 0) + 1

@@ -58,6 +58,15 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 class Runner(DurableRuns):
+    """Runs runbooks, and continues stored runs, with one set of providers and rules.
+
+    What a run touches besides its steps is chosen here once: the run store (so another process
+    can resume, approve or cancel the run), the audit sinks, the lock provider, the actor, the
+    environment and how strict it is. The CLI builds one from configuration; tests and scripts
+    build one directly, usually with fakes. Providers given as URLs are opened on first use, so
+    building a Runner connects nowhere, and ``close()`` (or ``with Runner(...)``) closes them.
+    """
+
     def __init__(
         self,
         env: str = "dev",
@@ -190,6 +199,7 @@ class Runner(DurableRuns):
 
     @property
     def store(self) -> RunStore | None:
+        """The run store, opened from its URL on first use (None: runs are not kept)."""
         if self._store is None and self._store_spec is not None:
             spec = self._store_spec
             self._store = (
@@ -205,6 +215,8 @@ class Runner(DurableRuns):
 
     @property
     def sinks(self) -> list[AuditSink]:
+        """The audit sinks, each behind an ``AuditLog`` so the store witnesses every event (and
+        an ``audit_key`` signs checkpoints): a trail cut short or edited is then detected."""
         if self._sinks is None:
             sinks = []
             for spec in self._audit_spec:
@@ -235,6 +247,7 @@ class Runner(DurableRuns):
 
     @property
     def lock_provider(self) -> LockProvider | None:
+        """The lock provider, opened from its URL on first use (None: locks are not taken)."""
         if self._locks is None and self._locks_spec is not None:
             spec = self._locks_spec
             self._locks = self.plugins.open("lock", spec) if isinstance(spec, str) else spec
@@ -272,6 +285,8 @@ class Runner(DurableRuns):
     def run(
         self, runbook: Runbook | str | Path, *, params: Mapping[str, Any] | None = None
     ) -> RunResult:
+        """``arun`` for synchronous code (scripts, tests): it runs its own event loop, so call
+        ``arun`` instead where a loop is already running."""
         return asyncio.run(self.arun(runbook, params=params))
 
     async def arun(
@@ -565,6 +580,8 @@ class Runner(DurableRuns):
         force: bool = False,
         **decision: Any,
     ) -> RunResult:
+        """Continue a stored run. A run driven by a remote executor (Temporal) is resumed through
+        it: its workflow, not this process, moves that run on."""
         if (remote := self._remote_for(run_id)) is not None:
             if retry_interrupted and skip_interrupted:
                 raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
@@ -592,6 +609,8 @@ class Runner(DurableRuns):
         comment: str = "",
         sign: str | Path | None = None,
     ) -> dict[str, Any]:
+        """Approve a gate of a stored run (the rules of the gate and the env apply). For a run
+        driven by a remote executor the decision is sent to its workflow, which holds the gate."""
         if (remote := self._remote_for(run_id)) is not None:
             return remote.approve(self, run_id, step=step, actor=actor, comment=comment, sign=sign)
         return super().approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
@@ -599,6 +618,8 @@ class Runner(DurableRuns):
     async def adeny(
         self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
     ) -> RunResult:
+        """Deny a paused run's gate: what completed is rolled back. A remote executor's run is
+        denied through its workflow."""
         if (remote := self._remote_for(run_id)) is not None:
             return await remote.adeny(self, run_id, actor=actor, reason=reason, sign=sign)
         return await super().adeny(run_id, actor=actor, reason=reason, sign=sign)
@@ -606,6 +627,8 @@ class Runner(DurableRuns):
     async def acancel(
         self, run_id: str, *, actor: str | None = None, sign: str | None = None
     ) -> RunResult:
+        """Cancel a paused or dead run, rolling back what completed. A remote executor's
+        run is cancelled through its workflow."""
         if (remote := self._remote_for(run_id)) is not None:
             return await remote.acancel(self, run_id, actor=actor, sign=sign)
         return await super().acancel(run_id, actor=actor, sign=sign)
