@@ -124,6 +124,8 @@ class FakeShell:
         return result
 
     def ran(self, pattern: str) -> bool:
+        """Whether a command matching ``pattern`` (glob) was run: what a test asserts about
+        side effects, since the fake runs nothing."""
         return any(fnmatch.fnmatchcase(c, pattern) for c in self.calls)
 
 
@@ -163,6 +165,8 @@ class FakeClock:
             )
 
     def start(self) -> FakeClock:
+        """Make ``datetime.now()`` follow this clock until ``stop`` (``with clock:`` does both),
+        so audit times and code reading the time agree with ``now()``."""
         if self._freezer is not None and self._frozen is None:
             import freezegun.api
 
@@ -176,6 +180,7 @@ class FakeClock:
         return self
 
     def stop(self) -> None:
+        """Give ``datetime.now()`` real time back."""
         if self._frozen is not None:
             import freezegun.api
 
@@ -190,18 +195,24 @@ class FakeClock:
         self.stop()
 
     def now(self) -> datetime:
+        """The start time plus every second slept or advanced: deterministic in every run."""
         return self._start + timedelta(seconds=self._offset)
 
     def monotonic(self) -> float:
+        """Seconds slept or advanced so far: durations measured with it are exact."""
         return self._offset
 
     def advance(self, seconds: float) -> None:
+        """Move time on without a sleep being recorded, as if the world waited (a lease that
+        runs out, a deadline that passes)."""
         with self._lock:
             self._offset += seconds
             if self._frozen is not None:
                 self._frozen.tick(timedelta(seconds=seconds))
 
     def sleep(self, seconds: float) -> None:
+        """Return at once, time moved on: a 10-minute backoff takes no test time. The wait is
+        kept in ``sleeps``; one that crosses the step's deadline raises ``StepTimeout`` there."""
         self.sleeps.append(seconds)
         seconds, timeout = clip_to_deadline(self, seconds)
         self.advance(seconds)
@@ -209,11 +220,13 @@ class FakeClock:
             raise timeout
 
     async def asleep(self, seconds: float) -> None:
+        """``sleep`` for async steps, still yielding to the event loop once."""
         self.sleep(seconds)
         await asyncio.sleep(0)  # still a suspension point, as a real sleep would be
 
     @property
     def elapsed(self) -> float:
+        """Fake seconds since the start (the sum of parallel branches' waits, not the max)."""
         return self._offset
 
 
@@ -227,14 +240,16 @@ class FakeNotifier:
         self.fail_with: BaseException | None = None
 
     async def send(self, message: Message) -> None:
+        """Keep ``message``; raise ``fail_with`` instead when set, to test a failing channel."""
         if self.fail_with is not None:
             raise self.fail_with
         self.messages.append(message)
 
     async def aclose(self) -> None:
-        pass
+        """Nothing to close: the notifier protocol asks for it."""
 
     def kinds(self) -> list[str]:
+        """The event kinds notified, in order: the usual assertion."""
         return [m.kind for m in self.messages]
 
     @property

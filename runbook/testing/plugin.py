@@ -111,6 +111,8 @@ class RunbookRunner:
         self.locks_url = f"memory://test-{uuid.uuid4().hex}"
 
     def runner(self, **kwargs: Any) -> Any:
+        """A ``Runner`` wired to this test's fakes and store, for what ``run`` does not cover
+        (approve, resume, deny, cancel): every call sees the same runs. ``kwargs`` override."""
         from runbook.audit.events import KINDS
 
         resources = {
@@ -136,6 +138,8 @@ class RunbookRunner:
         runner: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Any:
+        """Run ``runbook`` (a path or a loaded one) with ``params``; ``runner`` holds ``Runner``
+        options for this run only (``{"protection": "none"}``, ``{"resources": ...}``)."""
         return self.runner(env=env, **dict(runner or {})).run(runbook, params=params)
 
 

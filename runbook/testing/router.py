@@ -59,21 +59,26 @@ class FakeRouter(MemoryRouter):
 
     @property
     def writes(self) -> list[Call]:
+        """``history`` without the reads: the traffic changes a test usually compares."""
         return [call for call in self.history if call[0] in _WRITES]
 
     def set_weights(self, service: str, weights: dict[str, int]) -> None:
+        """Recorded (a copy of ``weights``), then applied; may fail as ``fail`` scripted."""
         self._record("set_weights", service, dict(weights))
         super().set_weights(service, weights)
 
     def weights(self, service: str) -> dict[str, int]:
+        """Recorded as a read; ``peek`` reads without recording."""
         self._record("weights", service, None)
         return super().weights(service)
 
     def switch(self, service: str, to: str) -> None:
+        """Recorded, then all traffic of ``service`` goes to ``to``; may fail as scripted."""
         self._record("switch", service, to)
         super().switch(service, to)
 
     def active(self, service: str) -> str | None:
+        """Recorded as a read: the target with the most weight (None: none has any)."""
         self._record("active", service, None)
         return super().active(service)
 

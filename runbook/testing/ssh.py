@@ -93,6 +93,8 @@ class FakeSSH:
         times: int | None = None,
         handler: Callable[[str, str], FakeSSHResult] | None = None,
     ) -> FakeSSH:
+        """Script what ``pattern`` run on hosts matching ``host`` answers, so a test decides
+        which host fails and how; ``times`` limits a rule to its first calls. Chainable."""
         answer: FakeSSHResult | Callable[[str, str], FakeSSHResult] | BaseException = (
             raises or handler or FakeSSHResult(pattern, returncode, stdout, stderr)
         )
@@ -104,11 +106,14 @@ class FakeSSH:
         return self.on(host, "*", raises=HostUnreachable(host, reason))
 
     def ran(self, host: str, pattern: str) -> bool:
+        """Whether a command matching ``pattern`` (glob) reached a host matching ``host``: what
+        a test asserts about side effects, since the fake runs nothing."""
         return any(
             fnmatch.fnmatchcase(h, host) and fnmatch.fnmatchcase(c, pattern) for h, c in self.calls
         )
 
     def commands_on(self, host: str) -> list[str]:
+        """Every command one host received, in order: to assert a per-host sequence."""
         return [c for h, c in self.calls if h == host]
 
     def hosts(self) -> list[str]:
@@ -127,6 +132,7 @@ class FakeSSH:
         input: str | None = None,
         **values: Any,
     ) -> FakeSSHResult:
+        """Same signature as the real ``ssh`` resource, so steps run unchanged against it."""
         return self._answer(_name(host), _text(command, values), check)
 
     async def arun(
@@ -141,11 +147,14 @@ class FakeSSH:
         input: str | None = None,
         **values: Any,
     ) -> FakeSSHResult:
+        """``ssh.arun`` for async steps; answers from the same rules."""
         return self._answer(_name(host), _text(command, values), check)
 
     def unsafe(
         self, host: Any, command: str, /, *, check: bool = True, timeout: float | None = None
     ) -> FakeSSHResult:
+        """``ssh.unsafe`` (a raw shell line); kept apart in ``unsafe_calls`` too, so a test can
+        assert that no command went through the escape hatch."""
         text = _text(command, {}, unsafe=True)
         with self._lock:
             self.unsafe_calls.append((_name(host), text))
