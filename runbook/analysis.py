@@ -246,12 +246,14 @@ class PrometheusAnalysis:
         thread), so a test fakes Prometheus the way it fakes any other HTTP service.
         """
         endpoint = self.url.rstrip("/") + "/api/v1/query"
-        args = {"params": {"query": self.query}, "timeout": self.timeout}
+        params = {"query": self.query}
         try:
             if isinstance(client, httpx.AsyncClient):
-                response = await client.get(endpoint, **args)
+                response = await client.get(endpoint, params=params, timeout=self.timeout)
             else:
-                response = await asyncio.to_thread(client.get, endpoint, **args)
+                response = await asyncio.to_thread(
+                    client.get, endpoint, params=params, timeout=self.timeout
+                )
         except httpx.HTTPError as exc:
             return None, f"Prometheus unreachable: {type(exc).__name__}: {exc}"
         try:

@@ -119,6 +119,7 @@ def load_config(
     start = Path(start).expanduser().absolute()
     if start.is_file():
         start = start.parent
+    path: Path | None
     if explicit is not None:
         path = Path(explicit).expanduser().absolute()
         if not path.is_file():

@@ -635,7 +635,7 @@ class Runner(DurableRuns):
 
     def close(self) -> None:
         """Close the providers this runner opened from URLs (connection pools, files)."""
-        opened = []
+        opened: list[object] = []  # stores, lock providers, sinks, metrics: each may close
         if isinstance(self._store_spec, str) and self._store is not None:
             opened.append(self._store)
         if isinstance(self._locks_spec, str) and self._locks is not None:

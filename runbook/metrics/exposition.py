@@ -148,8 +148,8 @@ def run_samples(
         )
         if outcome:
             fresh.append(Sample.of("runbook_rollbacks_total", 1, **base, outcome=outcome))
-    for step, wait in _approval_waits(result.audit or ()).items():
-        fresh.append(Sample.of("runbook_approval_wait_seconds", wait, **base, step=step))
+    for gate, wait in _approval_waits(result.audit or ()).items():
+        fresh.append(Sample.of("runbook_approval_wait_seconds", wait, **base, step=gate))
     return merge(previous, fresh)
 
 

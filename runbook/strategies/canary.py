@@ -266,7 +266,7 @@ def _metric_steps(
         }
 
     for fn in (inconclusive, reason, decided):
-        fn.__signature__ = _sibling(measured)  # type: ignore[attr-defined]
+        fn.__signature__ = _sibling(measured)  # type: ignore[attr-defined,union-attr]
     window = max(seconds, metric.duration)
     return [
         GroupStep(
