@@ -192,15 +192,23 @@ def build_runner(
     plugins: Iterable[Any] = (),
     **overrides: Any,
 ) -> Any:
-    """A Runner from configuration, the way every CLI command builds one."""
+    """A Runner from configuration, the way every CLI command builds one.
+
+    It is closed when the command ends, on every exit path (click closes the command's context
+    on success, error and exit): its connection pools (PostgreSQL) are shut while their threads
+    and loop still exist, not finalised at interpreter exit."""
     from runbook.config import resolve_actor
     from runbook.runner import Runner
 
     actor = resolve_actor(as_, cwd=getattr(config, "root", None))
     extra = {k: v for k, v in overrides.items() if v is not None}
-    return Runner.from_config(
+    runner = Runner.from_config(
         config, env=env, actor=actor, store=store_url or None, plugins=list(plugins), **extra
     )
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(runner.close)
+    return runner
 
 
 @click.command("exec")

@@ -67,6 +67,7 @@ def worker_cmd(
         url = TemporalURL.parse(executor_url)
         config = load_config(Path.cwd(), config_path)
         runner = Runner.from_config(config, store=store_url)
+        click.get_current_context().call_on_close(runner.close)  # pools shut before exit
         served = ", ".join(queues or [url.queue])
 
         def ready() -> None:
