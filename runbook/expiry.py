@@ -41,47 +41,64 @@ def due(runner: Any, record: RunRecord, now: datetime) -> list[tuple[str, dict[s
     return out
 
 
+def record_expiry(
+    store: Any, recorder: Any, run_id: str, name: str, state: dict[str, Any], now: datetime
+) -> tuple[str, str]:
+    """Record that gate ``name`` expired: ``approval_expired`` by ``runbook`` and, for ``deny``,
+    a denial in the store. Return the action (``deny``/``fail``) and the reason in words.
+    Shared by the commands here and by an executor that keeps the deadline as a timer."""
+    action = state.get("on_timeout") or "deny"
+    recorder.emit(
+        "approval_expired",
+        name,
+        {
+            "requested_at": state.get("requested_at"),
+            "deadline": state["deadline"],
+            "on_timeout": action,
+            "plan_hash": state.get("plan_hash"),
+        },
+        actor=ACTOR,
+    )
+    reason = f"approval of {name!r} expired at {state['deadline']} ({action})"
+    if action != "fail":
+        store.add_approval(
+            ApprovalRecord(
+                run_id,
+                name,
+                ACTOR,
+                "denied",
+                reason,
+                now,
+                False,
+                {"plan_hash": state.get("plan_hash"), "expired": True},
+            )
+        )
+    return action, reason
+
+
+def driven_elsewhere(record: RunRecord) -> bool:
+    """A run whose executor drives it elsewhere (``temporal://``) keeps its deadlines itself
+    (a durable timer in its workflow): a command here never settles it."""
+    url = record.options.get("executor")
+    return isinstance(url, str) and url.partition(":")[0] not in ("", "local")
+
+
 async def aapply_expired(runner: Any, record: RunRecord, *, guarded: bool = True) -> list[str]:
     """Decide every expired gate of ``record``; one message per gate (empty: none expired).
 
     ``guarded=False``: the caller already holds the run's ``run:<id>`` guard (resume, deny).
     """
     now = runner.clock.now()
-    expired = due(runner, record, now)
+    expired = [] if driven_elsewhere(record) else due(runner, record, now)
     if not expired:
         return []
     store = runner._require_store()
     recorder = runner._recorder_for(record)
     messages, failed = [], {}
     for name, state in expired:
-        action = state.get("on_timeout") or "deny"
-        recorder.emit(
-            "approval_expired",
-            name,
-            {
-                "requested_at": state.get("requested_at"),
-                "deadline": state["deadline"],
-                "on_timeout": action,
-                "plan_hash": state.get("plan_hash"),
-            },
-            actor=ACTOR,
-        )
-        reason = f"approval of {name!r} expired at {state['deadline']} ({action})"
+        action, reason = record_expiry(store, recorder, record.run_id, name, state, now)
         if action == "fail":
             failed[name] = reason
-        else:
-            store.add_approval(
-                ApprovalRecord(
-                    record.run_id,
-                    name,
-                    ACTOR,
-                    "denied",
-                    reason,
-                    now,
-                    False,
-                    {"plan_hash": state.get("plan_hash"), "expired": True},
-                )
-            )
         messages.append(f"run {record.run_id}: {reason}")
     rb = runner._load_run(record)
 
@@ -97,7 +114,7 @@ async def aapply_expired(runner: Any, record: RunRecord, *, guarded: bool = True
 
 def apply_expired(runner: Any, record: RunRecord) -> list[str]:
     """:func:`aapply_expired` from synchronous code (``approve``, ``show``, ``runs``)."""
-    if not due(runner, record, runner.clock.now()):
+    if driven_elsewhere(record) or not due(runner, record, runner.clock.now()):
         return []
     return asyncio.run(aapply_expired(runner, record))
 

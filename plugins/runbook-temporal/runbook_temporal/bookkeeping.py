@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy, granted_by
+from runbook.approvals import ApprovalPolicy, gate_state, granted_by
 from runbook.decisions import env_rules
 from runbook.errors import AuditError, LockHeld
+from runbook.expiry import record_expiry
 from runbook.locks.base import expand_name
 from runbook.result import StepResult
 from runbook.store.base import InterruptDecision, StepRecord
@@ -33,7 +35,7 @@ class RunActivities(Activities):
     """The bookkeeping activities of one worker process."""
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.open_run, self.record, self.decide, self.gate]
+        return [self.open_run, self.record, self.decide, self.gate, self.expire]
 
     # -- open_run ---------------------------------------------------------------------------
 
@@ -107,7 +109,7 @@ class RunActivities(Activities):
                     )
                     if state.error is not None:
                         base["error"] = state.error
-                    if state.status in (R.SKIPPED, R.DENIED, R.STEP_CANCELLED):
+                    if state.status in (R.SKIPPED, R.DENIED, R.STEP_CANCELLED, R.STEP_FAILED):
                         base.setdefault("finished_at", now)
                     store.save_step(StepRecord(**base))
             for event in job.events:
@@ -175,9 +177,43 @@ class RunActivities(Activities):
                 data = policy.request_data(job.step, approval)
                 rc.recorder.step_finished(res, "approval_requested", data)
                 self._store().update_run(job.run.run_id, status=R.PAUSED)
-            return M.GateVerdict(verdict, granted)
+            deadline = None
+            if verdict == "pending":
+                state = gate_state(self._store().get_run(job.run.run_id).options, job.step)
+                deadline = (state or {}).get("deadline")
+            return M.GateVerdict(verdict, granted, deadline)
         finally:
             rc.close()
+
+    @activity.defn(name="runbook.expire")
+    async def expire(self, job: M.GateCheck) -> M.Expiry:
+        """The workflow's timer for ``Approval(timeout=...)`` fired: record the expiry exactly
+        as ``runbook sweep`` does for a local run (runbook.expiry)."""
+        try:
+            return await _heartbeating(asyncio.to_thread(self._expire, job))
+        except Exception as exc:
+            raise _fatal(exc) from None
+
+    def _expire(self, job: M.GateCheck) -> M.Expiry:
+        store = self._store()
+        now = self.runner.clock.now()
+        run_id = job.run.run_id
+        step = store.get_steps(run_id).get(job.step)
+        state = gate_state(store.get_run(run_id).options, job.step)
+        if step is None or step.status != R.AWAITING_APPROVAL or not (state or {}).get("deadline"):
+            return M.Expiry("none")
+        assert state is not None
+        if datetime.fromisoformat(state["deadline"]) > now:  # the gate was asked again since
+            return M.Expiry("none")
+        if any(r.decision == "denied" and r.data.get("expired") for r in store.approvals(run_id)):
+            reason = f"approval of {job.step!r} expired at {state['deadline']} (deny)"
+            return M.Expiry("deny", reason)  # recorded already, by an attempt that then died
+        rc = self.runs.context(job.run)
+        try:
+            action, reason = record_expiry(store, rc.recorder, run_id, job.step, state, now)
+        finally:
+            rc.close()
+        return M.Expiry(action, reason)
 
 
 class _Execution:

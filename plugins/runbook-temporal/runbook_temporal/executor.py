@@ -123,8 +123,15 @@ class TemporalExecutor:
         comment: str = "",
         sign: Any = None,
     ) -> dict[str, Any]:
+        from runbook.decisions import Decisions
         from runbook.durable import DurableRuns
+        from runbook.expiry import due
 
+        record = runner.store.get_run(run_id)
+        for name, state in due(runner, record, runner.clock.now()):
+            # The workflow's timer has fired (or is about to): its expiry is being recorded.
+            why = f"approval of {name!r} expired at {state['deadline']}"
+            Decisions(runner).refuse(record, "granted", step, actor or runner._actor(), why)
         outcome = DurableRuns.approve(
             runner, run_id, step=step, actor=actor, comment=comment, sign=sign
         )

@@ -41,6 +41,9 @@ class RunInput:
     queue: str = "runbook"  # the default task queue (workflows, and steps without queue=)
     heartbeat: float = 10.0  # seconds without a heartbeat before a worker counts as dead
     max_parallel: int = 8
+    # W3C trace context of the run span in the process that started it (``runbook.tracing``):
+    # every step attempt's span is its child, whichever worker runs it.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Attempt:
     started_at: str | None = None  # first attempt's start (ISO), kept across attempts
     waited: float = 0.0  # seconds of the step's own clock waits already served durably
     check_when: bool = True
+    trace: dict[str, str] = field(default_factory=dict)  # the run span's context (RunInput.trace)
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Undo:
     output: Any = None
     inputs: dict[str, Any] = field(default_factory=dict)
     token: int | None = None
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +153,15 @@ class GateCheck:
 class GateVerdict:
     verdict: str  # granted | denied | pending
     granted: list[str] = field(default_factory=list)  # who approved so far (distinct)
+    deadline: str | None = None  # ISO: when a pending gate expires (Approval(timeout=...))
+
+
+@dataclass
+class Expiry:
+    """A gate whose deadline passed, as recorded by the ``runbook.expire`` activity."""
+
+    action: str  # deny | fail | none (the gate was no longer waiting: nothing recorded)
+    reason: str = ""
 
 
 @dataclass

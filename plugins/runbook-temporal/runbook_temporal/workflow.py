@@ -15,12 +15,13 @@ step pauses the run until a human decides (``runbook resume RUN --retry-interrup
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as NoHeartbeat
 
 with workflow.unsafe.imports_passed_through():
     from runbook import result as R
@@ -190,7 +191,7 @@ class RunWorkflow:
     @staticmethod
     def _interrupted(exc: ActivityError) -> bool:
         """The worker stopped heartbeating (died, lost its host): not a failure of the step."""
-        return isinstance(exc.cause, TimeoutError)
+        return isinstance(exc.cause, NoHeartbeat)
 
     async def _after_interruption(self, name: str, spec: M.StepSpec) -> bool:
         """True to run the step again; False once it was skipped by a human."""
@@ -259,12 +260,52 @@ class RunWorkflow:
                 c.on_awaiting(name)
                 requested = True
             try:
-                await workflow.wait_condition(lambda seen=pokes: self.pokes.get(name, 0) != seen)
+                # Approval(timeout=...): a durable timer on the server, so the gate expires on
+                # time with no worker and no process of the user alive; the expiry is recorded
+                # as soon as a worker can take the activity.
+                await workflow.wait_condition(
+                    lambda seen=pokes: self.pokes.get(name, 0) != seen,
+                    timeout=self._left(verdict.deadline),
+                )
+            except TimeoutError:  # the gate's deadline (asyncio's, the builtin)
+                if await self._expire(name):
+                    return False
             except asyncio.CancelledError:  # the run ends (cancelled, or failed elsewhere)
                 await self._record(
                     [], steps=[M.StepState(name, R.STEP_CANCELLED, "run ended at the gate")]
                 )
                 raise
+
+    @staticmethod
+    def _left(deadline: str | None) -> float | None:
+        """Seconds until a gate's deadline (at least a tick: the timer must still be set)."""
+        if deadline is None:
+            return None
+        left = (datetime.fromisoformat(deadline) - workflow.now()).total_seconds()
+        return max(left, 0.001)
+
+    async def _expire(self, name: str) -> bool:
+        """The gate's deadline passed: recorded as ``approval_expired`` (actor ``runbook``) by a
+        worker, as ``runbook sweep`` records it for a local run; ``deny`` denies the gate,
+        ``fail`` fails the step, and the run settles (rollback of what completed). False when
+        the gate was no longer waiting (nothing recorded): check it again."""
+        c, inp = self.c, self.inp
+        assert c is not None and inp is not None
+        job = M.GateCheck(self._ref(), name, inp.policy, dict(self.outputs), True)
+        expiry = await self._durable("runbook.expire", job, M.Expiry)
+        if expiry.action == "fail":
+            c.results[name].error = expiry.reason
+            c.on_failed(name)
+            await self._record(
+                [M.Event("step_failed", name, {"error": expiry.reason})],
+                steps=[M.StepState(name, R.STEP_FAILED, None, expiry.reason)],
+            )
+            return True
+        if expiry.action == "deny":
+            c.on_denied(name)
+            await self._record([], steps=[M.StepState(name, R.DENIED, expiry.reason)])
+            return True
+        return False
 
     # -- rollback and the end ---------------------------------------------------------------
 
@@ -470,7 +511,7 @@ class RunWorkflow:
         """Record a choice for an interrupted step in the store and the trail."""
         await self._durable("runbook.decide", M.Record(self._ref(), events))
 
-    async def _durable(self, name: str, job: M.Record, result: type | None = None) -> Any:
+    async def _durable(self, name: str, job: Any, result: type | None = None) -> Any:
         """Bookkeeping writes, retried only when their worker died (a refusal is final)."""
         assert self.inp is not None
         return await workflow.execute_activity(
