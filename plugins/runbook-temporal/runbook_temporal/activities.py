@@ -23,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
+from runbook import tracing
 from runbook.collect import Arg, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN
 from runbook.coordinator import REDACTED_KEY, is_redacted
@@ -213,7 +214,7 @@ class Activities:
             FENCING_TOKEN.set(token)
         began = clock.monotonic()
         try:
-            output, exc = await self._call(step, kwargs, self.executor, job, token)
+            output, exc = await self._traced(rc, job, step, kwargs, token)
         finally:
             if locks is not None:
                 released = await locks.release([lock_name])
@@ -221,6 +222,24 @@ class Activities:
                 await asyncio.to_thread(rc.recorder.locks_released, released, step.name, stop=True)
         duration = clock.monotonic() - began
         return await asyncio.to_thread(self._complete, rc, job, res, output, exc, duration, True)
+
+    async def _traced(
+        self, rc: RunContext, job: M.Attempt, step: StepDef, kwargs: dict[str, Any], token: Any
+    ) -> tuple[Any, BaseException | None]:
+        """The call inside its ``runbook.step`` span, a child of the run span whose context
+        came with the activity (``Attempt.trace``): whichever worker runs it, the attempt is in
+        the run's trace, and the commands and requests it makes carry it on."""
+        ref = job.run
+        with (
+            tracing.attached(job.trace),
+            tracing.attempt_span(ref.run_id, step.name, ref.env, job.attempt) as span,
+        ):
+            output, exc = await self._call(step, kwargs, self.executor, job, token)
+            if exc is None:
+                span.set_status("succeeded")
+            else:
+                span.set_status("failed", rc.redactor.text(error_text(exc)))
+            return output, exc
 
     def _complete(
         self,
@@ -389,7 +408,10 @@ class Activities:
                     kwargs[arg.name] = arg.default
             if job.token is not None:
                 FENCING_TOKEN.set(job.token)
-            _, exc = await self._call(step, kwargs, self.executor, None, job.token, rollback=True)
+            with tracing.attached(job.trace):  # its commands and requests join the run's trace
+                _, exc = await self._call(
+                    step, kwargs, self.executor, None, job.token, rollback=True
+                )
             undone = exc is None
             res.rollback = R.STEP_ROLLED_BACK if undone else R.STEP_ROLLBACK_FAILED
             if not undone:

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from runbook import result as R
+from runbook import tracing
 from runbook.collect import Runbook
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.params import resolve_params
@@ -74,8 +75,18 @@ class TemporalRuns:
 
     # -- starting -----------------------------------------------------------------------------
 
-    async def start(self, runner: Any, rb: Runbook, params: dict[str, Any] | None = None) -> str:
-        """Check, record and start a run; return its run id. Nothing has run when this raises."""
+    async def start(
+        self,
+        runner: Any,
+        rb: Runbook,
+        params: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> str:
+        """Check, record and start a run; return its run id. Nothing has run when this raises.
+
+        The trace context current here (the run span ``exec`` opened) travels in the run's
+        input, so every step attempt's span, in whichever worker, is a child of it."""
         from runbook.runner import new_run_id
 
         if runner.dry_run:
@@ -96,7 +107,7 @@ class TemporalRuns:
         if store is None:
             raise UsageError("a run on Temporal needs a run store that every worker shares")
         root = getattr(runner.config, "root", None) or Path.cwd()
-        run_id = new_run_id(runner.clock.now())
+        run_id = run_id or new_run_id(runner.clock.now())
         ref = M.RunRef(
             run_id=run_id,
             runbook=relative(Path(rb.path), root),
@@ -112,6 +123,7 @@ class TemporalRuns:
             queue=self.url.queue,
             heartbeat=self.url.heartbeat,
             max_parallel=runner.max_parallel,
+            trace=tracing.inject(),
         )
         client = await self.client()  # unreachable Temporal: refused before the run is recorded
         store.create_run(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook import result as R
+from runbook import tracing
 from runbook.context import RunInfo
 from runbook.errors import ApprovalError, UsageError
 from runbook.result import RunResult, StepResult
@@ -35,17 +36,27 @@ class TemporalExecutor:
     async def arun(
         self, runner: Any, rb: Any, *, params: dict[str, Any] | None = None, detach: bool = False
     ) -> RunResult:
-        run_id = await self.runs.start(runner, rb, params)
-        record = runner.store.get_run(run_id)
-        if detach:
-            return RunResult(
-                run_id=run_id,
-                status=R.RUNNING,
-                runbook=record.runbook_path,
-                env=record.env,
-                actor=record.actor,
-            )
-        return await self._follow(runner, run_id)
+        """Start the run inside its ``runbook.run`` span, which lasts while this process follows
+        it (with ``--detach``: only the start); the workers' attempt spans are its children."""
+        from runbook.runner import new_run_id
+
+        run_id = new_run_id(runner.clock.now())
+        with tracing.run_span(run_id, Path(rb.path).stem, runner.env) as span:
+            await self.runs.start(runner, rb, params, run_id=run_id)
+            record = runner.store.get_run(run_id)
+            if detach:
+                span.set_status(R.RUNNING)
+                return RunResult(
+                    run_id=run_id,
+                    status=R.RUNNING,
+                    runbook=record.runbook_path,
+                    env=record.env,
+                    actor=record.actor,
+                )
+            result = await self._follow(runner, run_id)
+            failed = result.status in (R.FAILED, R.ROLLED_BACK, R.ROLLBACK_FAILED)
+            span.set_status(result.status, result.error if failed else None)
+            return result
 
     async def _follow(self, runner: Any, run_id: str, *, resumed: bool = False) -> RunResult:
         record = runner.store.get_run(run_id)

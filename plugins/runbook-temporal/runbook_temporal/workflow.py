@@ -151,6 +151,7 @@ class RunWorkflow:
                 started_at=started_at,
                 waited=spec.wait,
                 check_when=attempt == 1,
+                trace=self._trace(),
             )
             try:
                 out = await self._activity("runbook.attempt", job, spec.queue, M.Outcome)
@@ -319,6 +320,7 @@ class RunWorkflow:
                 output=self.outputs.get(name),
                 inputs=dict(self.outputs),
                 token=self.plan.run_token,
+                trace=self._trace(),
             )
             c.on_rollback_started(name)
             try:
@@ -479,6 +481,10 @@ class RunWorkflow:
     def _ref(self) -> M.RunRef:
         assert self.inp is not None
         return self.inp.run
+
+    def _trace(self) -> dict[str, str]:
+        assert self.inp is not None
+        return self.inp.trace
 
     async def _activity(self, name: str, arg: Any, queue: str | None, result: type) -> Any:
         assert self.inp is not None
