@@ -124,6 +124,19 @@ class TemporalExecutor:
         data = {"decision": "update", "claimed_actor": actor, "reason": why}
         runner._recorder_for(record).emit("approval_refused", step, data, actor=actor)
 
+    def _refuse_expired(
+        self, runner: Any, run_id: str, decision: str, step: str | None, actor: str | None
+    ) -> None:
+        """A gate past its deadline takes no decision, as locally: its workflow's timer has fired
+        (or is about to), and a worker records the expiry, even while none is up yet."""
+        from runbook.decisions import Decisions
+        from runbook.expiry import due
+
+        record = runner.store.get_run(run_id)
+        for name, state in due(runner, record, runner.clock.now()):
+            why = f"approval of {name!r} expired at {state['deadline']}"
+            Decisions(runner).refuse(record, decision, step, actor or runner._actor(), why)
+
     def approve(
         self,
         runner: Any,
@@ -134,15 +147,9 @@ class TemporalExecutor:
         comment: str = "",
         sign: Any = None,
     ) -> dict[str, Any]:
-        from runbook.decisions import Decisions
         from runbook.durable import DurableRuns
-        from runbook.expiry import due
 
-        record = runner.store.get_run(run_id)
-        for name, state in due(runner, record, runner.clock.now()):
-            # The workflow's timer has fired (or is about to): its expiry is being recorded.
-            why = f"approval of {name!r} expired at {state['deadline']}"
-            Decisions(runner).refuse(record, "granted", step, actor or runner._actor(), why)
+        self._refuse_expired(runner, run_id, "granted", step, actor)
         outcome = DurableRuns.approve(
             runner, run_id, step=step, actor=actor, comment=comment, sign=sign
         )
@@ -161,6 +168,7 @@ class TemporalExecutor:
         record = store.get_run(run_id)
         decisions = Decisions(runner)
         claimed = actor or runner._actor()
+        self._refuse_expired(runner, run_id, "denied", None, claimed)
         if record.status != R.PAUSED:
             decisions.refuse(
                 record, "denied", None, claimed, f"run {run_id} is {record.status}, not paused"

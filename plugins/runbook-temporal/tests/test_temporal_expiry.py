@@ -72,6 +72,8 @@ def test_a_gate_expires_on_time_while_no_worker_and_no_user_process_lives(
     # expiry yet.
     with pytest.raises(Exception, match="expired"):
         user.decide(run_id, "approve", "bob")
+    with pytest.raises(Exception, match="expired"):
+        user.decide(run_id, "deny", "bob")
     # Nor does a command (show, runs, sweep) settle the run here, behind its workflow's back.
     from runbook.expiry import apply_expired
 
@@ -86,7 +88,8 @@ def test_a_gate_expires_on_time_while_no_worker_and_no_user_process_lives(
     assert expired.actor == "runbook" and expired.data["on_timeout"] == "deny"
     assert expired.data["deadline"] == deadline.isoformat()
     refused = [e for e in audit if e.kind == "approval_refused"]
-    assert refused and "expired" in refused[0].data["reason"]
+    assert [e.data["decision"] for e in refused] == ["granted", "denied"]
+    assert all("expired" in e.data["reason"] for e in refused)
     assert [e.data["status"] for e in audit if e.kind == "run_finished"] == ["failed"]
     assert user.store.get_run(run_id).status == "failed"
     assert user.store.get_steps(run_id)["switch"].status == "denied"
