@@ -130,6 +130,13 @@ def public_key_blob(key: str | Path) -> bytes:
                 raise SignatureError(f"{candidate} is not an OpenSSH public key") from None
     if not path.is_file():
         raise SignatureError(f"signing key {path} does not exist")
+    if sshsig.available():
+        try:
+            private = sshsig.private_key(path.read_bytes())
+        except OSError:
+            private = None
+        if private is not None:  # an unencrypted ed25519 key: its public half, no process
+            return sshsig.public_blob(private)
     done = _run(["-y", "-f", str(path)], b"", f"read the public key of {path}")
     if done.returncode != 0:
         raise SignatureError(f"cannot read the public key of {path}: {_first_error(done)}")

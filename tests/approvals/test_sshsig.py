@@ -113,3 +113,13 @@ def test_an_edited_allowed_signers_file_is_read_again(keys: Keys, tmp_path: Path
         signers_line("bob", keys.public("bob")) + signers_line("erin", tmp_path / "erin.pub")
     )
     assert [e.principals for e in signing.read_signers(signers)] == [("bob",), ("erin",)]
+
+
+def test_a_key_file_without_its_pub_is_read_here(keys: Keys, tmp_path: Path) -> None:
+    lone = tmp_path / "bob_key"
+    lone.write_bytes(keys.private("bob").read_bytes())
+    lone.chmod(0o600)
+    assert signing.public_key_blob(lone) == signing.public_key_blob(keys.public("bob"))
+    signed = signing.sign_as(lambda who: MESSAGE, lone, keys.signers, None)
+    assert signed.signer == "bob"
+    assert keygen_verifies(tmp_path, keys.signers, "bob", MESSAGE, signed.signature)
