@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy, gate_state, granted_by
+from runbook.approvals import ApprovalPolicy, gate_state, granted_by, save_gate
 from runbook.decisions import env_rules
 from runbook.errors import AuditError, LockHeld
 from runbook.expiry import record_expiry
@@ -205,14 +205,16 @@ class RunActivities(Activities):
         assert state is not None
         if datetime.fromisoformat(state["deadline"]) > now:  # the gate was asked again since
             return M.Expiry("none")
-        if any(r.decision == "denied" and r.data.get("expired") for r in store.approvals(run_id)):
-            reason = f"approval of {job.step!r} expired at {state['deadline']} (deny)"
-            return M.Expiry("deny", reason)  # recorded already, by an attempt that then died
+        if state.get("expired"):  # recorded already, by an attempt whose worker then died
+            return M.Expiry(state["expired"]["action"], state["expired"]["reason"])
         rc = self.runs.context(job.run)
         try:
             action, reason = record_expiry(store, rc.recorder, run_id, job.step, state, now)
         finally:
             rc.close()
+        save_gate(
+            store, run_id, job.step, {**state, "expired": {"action": action, "reason": reason}}
+        )
         return M.Expiry(action, reason)
 
 

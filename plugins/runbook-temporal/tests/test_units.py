@@ -15,6 +15,7 @@ from runbook_temporal.spec import plan_of
 from runbook_temporal.url import TemporalURL
 
 from runbook import load
+from runbook.audit.events import AuditQuery
 from runbook.coordinator import Coordinator
 from runbook.errors import RunbookError, UsageError
 from runbook.runner import Runner
@@ -223,3 +224,36 @@ def test_an_unreachable_temporal_records_no_run(tmp_path: Path) -> None:
 def test_runbook_paths_travel_relative_to_the_project_root(tmp_path: Path) -> None:
     assert relative(tmp_path / "runbooks" / "x.py", tmp_path) == "runbooks/x.py"
     assert relative(Path("/elsewhere/x.py"), tmp_path) == "/elsewhere/x.py"
+
+
+def test_an_expiry_recorded_once_is_not_recorded_again_by_a_retried_activity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``runbook.expire`` activity is retried when its worker dies; one that died after
+    recording must not record ``approval_expired`` twice (the gate keeps what it recorded)."""
+    from datetime import UTC, datetime, timedelta
+
+    from runbook_temporal.bookkeeping import RunActivities
+    from runbook_temporal.runtime import WorkerRuns
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "timed.py"
+    path.write_text(
+        "from runbook import Approval, step\n\n"
+        '@step(approval=Approval(timeout="1h", on_timeout="fail"))\n'
+        "def switch():\n    return 1\n"
+    )
+    store, audit = f"sqlite:///{tmp_path}/rb.db", [f"jsonl://{tmp_path}/audit.jsonl"]
+    past = FakeClock(datetime.now(UTC) - timedelta(hours=2), freeze=False)
+    with Runner(actor="alice", store=store, audit=audit, clock=past) as started:
+        paused = started.run(path)
+    assert paused.status == "paused"
+    with Runner(actor="alice", store=store, audit=audit) as worker:
+        acts = RunActivities(WorkerRuns(worker, tmp_path))
+        record = worker.store.get_run(paused.run_id)
+        ref = M.RunRef(paused.run_id, "timed.py", record.runbook_sha256, record.env, "alice")
+        job = M.GateCheck(ref, "switch", M.Policy(), {}, True)
+        first, again = acts._expire(job), acts._expire(job)
+        assert first == again and first.action == "fail" and "expired" in first.reason
+        kinds = [e.kind for e in worker.sinks[0].events(AuditQuery(run_id=paused.run_id))]
+    assert kinds.count("approval_expired") == 1
