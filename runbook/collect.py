@@ -352,38 +352,40 @@ def _collect(
     group_steps: dict[str, tuple[Any, StepGroup]] = {}
     aliases: dict[str, str] = {}
     for var, group in groups.items():
-        local = {gs.name for gs in group.steps}
+        members = {member.name for member in group.steps}
         for gs in group.steps:
             full = f"{var}.{gs.name}"
-            bad = [a for a in (*gs.after, *(s for _, s in gs.inputs)) if a not in local]
+            bad = [a for a in (*gs.after, *(s for _, s in gs.inputs)) if a not in members]
             if bad:
                 raise DefinitionError(
                     f"group {var}: step {gs.name} is after unknown {bad}",
                     file=group.file,
                     line=group.line,
                 )
-            after = tuple(f"{var}.{a}" for a in gs.after) or tuple(group.after)
+            ordered = tuple(f"{var}.{a}" for a in gs.after) or tuple(group.after)
             opts = replace(
-                gs.options, name=full, after=after, file=group.file or str(path), line=group.line
+                gs.options, name=full, after=ordered, file=group.file or str(path), line=group.line
             )
             raw_steps.append((full, gs.func, opts))
             group_steps[full] = (gs, group)
         if group.steps:
             aliases[var] = f"{var}.{group.steps[-1].name}"
 
-    all_names = [name for name, _, _ in raw_steps]
     seen_names: set[str] = set()
-    dupes = sorted({n for n in all_names if n in seen_names or seen_names.add(n)})
+    twice: set[str] = set()
+    for name, _, _ in raw_steps:
+        (twice if name in seen_names else seen_names).add(name)
+    dupes = sorted(twice)
     if dupes:
-        first = next(o for n, _, o in raw_steps if n == dupes[0])
-        raise DefinitionError(f"duplicate step name {dupes[0]!r}", file=first.file, line=first.line)
+        dup = next(o for n, _, o in raw_steps if n == dupes[0])
+        raise DefinitionError(f"duplicate step name {dupes[0]!r}", file=dup.file, line=dup.line)
     clash = sorted(set(aliases) & seen_names)
     if clash:
         group = groups[clash[0]]
         raise DefinitionError(
             f"strategy group {clash[0]!r} has the name of a step", group.file, group.line
         )
-    all_names = frozenset(seen_names)  # type: ignore[assignment]
+    all_names = frozenset(seen_names)
     step_names = all_names | frozenset(aliases)
 
     rollback_of: dict[str, RollbackDef] = {}
@@ -414,27 +416,27 @@ def _collect(
     for name, func, opts in raw_steps:
         where = (opts.file, opts.line)
         _check_options(name, opts)
-        gs, group = group_steps.get(name, (None, None))
-        extra = gs.extra if gs else ()
+        gs_of, group_of = group_steps.get(name, (None, None))
+        extra = gs_of.extra if gs_of else ()
         # Inside a group, a sibling is injected by its local name (``shift-5`` as ``shift_5``),
         # like a closure: the strategy's own step wins over a runbook step of the same name.
         local = aliases
-        if gs is not None and group is not None:
+        if gs_of is not None and group_of is not None:
             prefix = name.split(".", 1)[0]
             local = {
                 **aliases,
                 **{
                     other.name.replace("-", "_"): f"{prefix}.{other.name}"
-                    for other in group.steps
-                    if other is not gs
+                    for other in group_of.steps
+                    if other is not gs_of
                 },
-                **{param: f"{prefix}.{sibling}" for param, sibling in gs.inputs},
+                **{param: f"{prefix}.{sibling}" for param, sibling in gs_of.inputs},
             }
         args = _analyze(
             func, step_names, names, where, what=f"step {name!r}", rename=local, extra=extra
         )
         deps = [a.key for a in args if a.source == "step"]
-        for callback in gs.uses if gs else ():
+        for callback in gs_of.uses if gs_of else ():
             cb_args = _analyze(
                 callback,
                 step_names,
@@ -442,7 +444,7 @@ def _collect(
                 where,
                 extra=extra,
                 rename=aliases,
-                what=f"{group.strategy if group else ''} callback "
+                what=f"{group_of.strategy if group_of else ''} callback "
                 f"{getattr(callback, '__name__', callback)!r} of {name}",
             )
             deps += [a.key for a in cb_args if a.source == "step"]
@@ -455,24 +457,22 @@ def _collect(
             )
             deps += [a.key for a in when_args if a.source == "step"]
         after = []
-        for target in opts.after:
-            if isinstance(target, StepGroup):  # after=[release]: the group object itself
-                target = group_vars.get(id(target), target)
-            target_name = aliases.get(target) if isinstance(target, str) else None
-            target_name = target_name or _step_name(target)
+        for ref in opts.after:
+            if isinstance(ref, StepGroup):  # after=[release]: the group object itself
+                ref = group_vars.get(id(ref), ref)
+            target_name = aliases.get(ref) if isinstance(ref, str) else None
+            target_name = target_name or _step_name(ref)
             if target_name not in all_names:
-                raise DefinitionError(
-                    f"step {name!r}: after= names unknown step {target!r}", *where
-                )
+                raise DefinitionError(f"step {name!r}: after= names unknown step {ref!r}", *where)
             after.append(target_name)
         if name in deps:
             raise DefinitionError(f"step {name!r} depends on itself", *where)
         rollback = rollback_of.get(name)
-        if gs is not None and gs.rollback is not None:
+        if gs_of is not None and gs_of.rollback is not None:
             rollback = RollbackDef(
-                gs.rollback,
+                gs_of.rollback,
                 _analyze(
-                    gs.rollback,
+                    gs_of.rollback,
                     step_names,
                     names,
                     where,
@@ -480,7 +480,7 @@ def _collect(
                     what=f"rollback of {name!r}",
                     rename=aliases,
                 ),
-                inspect.iscoroutinefunction(gs.rollback),
+                inspect.iscoroutinefunction(gs_of.rollback),
                 opts.file,
                 opts.line,
             )
@@ -494,8 +494,8 @@ def _collect(
             when_args=when_args,
             rollback=rollback,
             is_async=inspect.iscoroutinefunction(func),
-            group=name.split(".", 1)[0] if gs else None,
-            uses=gs.uses if gs else (),
+            group=name.split(".", 1)[0] if gs_of else None,
+            uses=gs_of.uses if gs_of else (),
             extra=tuple(extra),
         )
 

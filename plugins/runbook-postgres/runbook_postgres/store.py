@@ -254,6 +254,7 @@ class PostgresStore:
         return self._run(row)
 
     def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        args: tuple[object, ...]
         if status is None:
             query, args = self._sql.list_runs, (max(limit, 0),)
         else:
@@ -347,6 +348,7 @@ class PostgresStore:
             self._require_run(cur.rowcount, approval.run_id)
 
     def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
+        args: tuple[object, ...]
         if step is None:
             query, args = self._sql.approvals, (run_id,)
         else:
@@ -386,6 +388,7 @@ class PostgresStore:
             conn.execute(self._sql.witness_audit, (run_id, chain, seq, hash))
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
+        args: tuple[object, ...]
         if chain is None:
             query, args = self._sql.audit_witnesses, ()
         else:
