@@ -205,9 +205,9 @@ class Activities:
             assert locks is not None
             try:
                 (lease,) = await locks.acquire([lock_name])
-            except LockHeld as exc:
-                await asyncio.to_thread(rc.recorder.lock_denied, exc, step.name)
-                return await asyncio.to_thread(self._complete, rc, job, res, None, exc, 0.0)
+            except LockHeld as held:
+                await asyncio.to_thread(rc.recorder.lock_denied, held, step.name)
+                return await asyncio.to_thread(self._complete, rc, job, res, None, held, 0.0)
             await asyncio.to_thread(rc.recorder.locks_acquired, [lease], step.name)
             token = lease.token
         if token is not None:
@@ -216,7 +216,7 @@ class Activities:
         try:
             output, exc = await self._traced(rc, job, step, kwargs, token)
         finally:
-            if locks is not None:
+            if locks is not None and lock_name is not None:
                 released = await locks.release([lock_name])
                 await locks.aclose()
                 await asyncio.to_thread(rc.recorder.locks_released, released, step.name, stop=True)
@@ -311,9 +311,9 @@ class Activities:
 
     @staticmethod
     def _finished(res: StepResult, clock: Any) -> None:
-        res.finished_at = clock.now()
+        finished = res.finished_at = clock.now()
         if res.started_at is not None:
-            res.duration = (res.finished_at - res.started_at).total_seconds()
+            res.duration = (finished - res.started_at).total_seconds()
 
     def _when(self, rc: RunContext, step: StepDef, inputs: dict[str, Any]) -> str | None:
         """The reason to skip, or None to run."""
@@ -412,9 +412,8 @@ class Activities:
                 _, exc = await self._call(
                     step, kwargs, self.executor, None, job.token, rollback=True
                 )
-            undone = exc is None
-            res.rollback = R.STEP_ROLLED_BACK if undone else R.STEP_ROLLBACK_FAILED
-            if not undone:
+            res.rollback = R.STEP_ROLLED_BACK if exc is None else R.STEP_ROLLBACK_FAILED
+            if exc is not None:
                 res.rollback_error = rc.redactor.text(error_text(exc))
             if res.status == R.STEP_SUCCEEDED:  # a failed step keeps "failed" (DESIGN 10)
                 res.status = res.rollback

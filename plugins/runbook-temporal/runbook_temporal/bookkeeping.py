@@ -97,7 +97,7 @@ class RunActivities(Activities):
                 current = store.get_steps(job.run.run_id)
                 for state in job.steps:
                     prior = current.get(state.name)
-                    base = (
+                    base: dict[str, Any] = (
                         asdict(prior)
                         if prior is not None
                         else {"run_id": job.run.run_id, "name": state.name}
@@ -117,7 +117,7 @@ class RunActivities(Activities):
             provider = self.runner.lock_provider
             for name in job.release:
                 lease = provider.holder(name) if provider is not None else None
-                if lease is not None and lease.owner == job.run.run_id:
+                if provider is not None and lease is not None and lease.owner == job.run.run_id:
                     provider.release(lease)
                     rc.recorder.emit(
                         "lock_released", None, {"lock": name, "fencing_token": lease.token}

@@ -202,9 +202,9 @@ class WorkerRuns:
         notifier = self.notifier
         if notifier is not None:
             listeners.append(lambda event: notifier.event(event, info))
-        clock = clock or self.runner.clock
+        run_clock: Clock = clock or self.runner.clock
         audit = Recorder(
-            info, self.runner.sinks, clock=clock, redactor=redactor, listeners=listeners
+            info, self.runner.sinks, clock=run_clock, redactor=redactor, listeners=listeners
         )
         seqs: dict[str, int] = {}  # finish numbers the workflow's coordinator gave
         recorder = RunRecorder(
@@ -237,7 +237,7 @@ class WorkerRuns:
             "ctx": ctx,
             "params": params,
             "env": ref.env,
-            "clock": clock,
+            "clock": run_clock,
             "notify": self._notify(info),
         }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}

@@ -264,10 +264,10 @@ class RunWorkflow:
                 # Approval(timeout=...): a durable timer on the server, so the gate expires on
                 # time with no worker and no process of the user alive; the expiry is recorded
                 # as soon as a worker can take the activity.
-                await workflow.wait_condition(
-                    lambda seen=pokes: self.pokes.get(name, 0) != seen,
-                    timeout=self._left(verdict.deadline),
-                )
+                def poked(seen: int = pokes) -> bool:
+                    return self.pokes.get(name, 0) != seen
+
+                await workflow.wait_condition(poked, timeout=self._left(verdict.deadline))
             except TimeoutError:  # the gate's deadline (asyncio's, the builtin)
                 if await self._expire(name):
                     return False

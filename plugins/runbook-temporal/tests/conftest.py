@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from runbook_temporal.devserver import STARTUP, DevServer
@@ -31,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: spawns real processes")
 
 
-def _unavailable(message: str) -> None:
+def _unavailable(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " (CI=true: a missing service fails instead of skipping)")
     pytest.skip(message)
@@ -65,8 +65,10 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
     schema = f"rbtest_{uuid.uuid4().hex[:12]}"
     yield f"{pg_server}?schema={schema}"
+    from psycopg import sql
+
     with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(scope="session")

@@ -89,19 +89,24 @@ def test_attempts_on_a_worker_are_children_of_the_run_span(
     finished = spans.get_finished_spans()
     (run,) = [s for s in finished if s.name == "runbook.run"]
     steps = [s for s in finished if s.name == "runbook.step"]
-    assert run.attributes["runbook.run_id"] == result.run_id
-    assert run.attributes["runbook.status"] == "succeeded"
-    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in steps)
-    assert all(s.context.trace_id == run.context.trace_id for s in steps)
+    attrs = {s: dict(s.attributes or {}) for s in [run, *steps]}
+    run_ctx = run.get_span_context()
+    assert run_ctx is not None
+    assert attrs[run]["runbook.run_id"] == result.run_id
+    assert attrs[run]["runbook.status"] == "succeeded"
+    assert all(s.parent is not None and s.parent.span_id == run_ctx.span_id for s in steps)
+    assert all(getattr(s.get_span_context(), "trace_id", None) == run_ctx.trace_id for s in steps)
     assert sorted(
         (
-            s.attributes["runbook.step"],
-            s.attributes["runbook.attempt"],
-            s.attributes["runbook.status"],
+            attrs[s]["runbook.step"],
+            attrs[s]["runbook.attempt"],
+            attrs[s]["runbook.status"],
         )
         for s in steps
     ) == [("stage", 1, "succeeded"), ("switch", 1, "failed"), ("switch", 2, "succeeded")]
-    (stage,) = [s for s in steps if s.attributes["runbook.step"] == "stage"]
+    (stage,) = [s for s in steps if attrs[s]["runbook.step"] == "stage"]
+    stage_ctx = stage.get_span_context()
+    assert stage_ctx is not None
     traceparent = result.steps["stage"].output
-    assert traceparent.split("-")[1] == format(run.context.trace_id, "032x")
-    assert traceparent.split("-")[2] == format(stage.context.span_id, "016x")
+    assert traceparent.split("-")[1] == format(run_ctx.trace_id, "032x")
+    assert traceparent.split("-")[2] == format(stage_ctx.span_id, "016x")

@@ -210,7 +210,7 @@ def test_a_secret_param_given_on_the_command_line_is_refused(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="secret parameter\\(s\\) token cannot travel") as info:
         asyncio.run(TemporalRuns("temporal://127.0.0.1:1").start(runner, rb))
     assert "s3cr3t" not in str(info.value)
-    assert runner.store.list_runs() == []
+    assert runner.store is not None and runner.store.list_runs() == []
 
 
 def test_an_unreachable_temporal_records_no_run(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_an_unreachable_temporal_records_no_run(tmp_path: Path) -> None:
     runner = Runner(actor="alice")
     with pytest.raises(RunbookError, match=r"cannot reach Temporal at 127\.0\.0\.1:1"):
         asyncio.run(TemporalRuns("temporal://127.0.0.1:1").start(runner, rb))
-    assert runner.store.list_runs() == []
+    assert runner.store is not None and runner.store.list_runs() == []
 
 
 def test_runbook_paths_travel_relative_to_the_project_root(tmp_path: Path) -> None:
@@ -250,6 +250,7 @@ def test_an_expiry_recorded_once_is_not_recorded_again_by_a_retried_activity(
     assert paused.status == "paused"
     with Runner(actor="alice", store=store, audit=audit) as worker:
         acts = RunActivities(WorkerRuns(worker, tmp_path))
+        assert worker.store is not None
         record = worker.store.get_run(paused.run_id)
         ref = M.RunRef(paused.run_id, "timed.py", record.runbook_sha256, record.env, "alice")
         job = M.GateCheck(ref, "switch", M.Policy(), {}, True)
