@@ -24,4 +24,10 @@ def delay(attempt: int, base: float, cap: float, rng: Random | None = None) -> f
     full = min(cap, base * 2 ** min(attempt - 1, _MAX_EXPONENT))
     if rng is None:
         return full
-    return full / 2 + rng.random() * full / 2
+    return jittered(full, rng.random())
+
+
+def jittered(full: float, u: float) -> float:
+    """``full`` spread over ``[full/2, full]`` by ``u`` in [0, 1): for a caller that draws ``u``
+    itself (the coordinator: its driver's RNG, a Temporal workflow's deterministic one)."""
+    return full / 2 + u * full / 2

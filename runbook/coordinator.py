@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from runbook import backoff as _backoff
 from runbook import result as R
 from runbook.collect import Arg, Runbook
 from runbook.result import StepResult
@@ -362,8 +363,7 @@ class Coordinator:
     def backoff(self, name: str, attempt: int, u: float) -> float:
         """Capped exponential backoff with equal jitter (half fixed, half ``u``-random)."""
         opts = self.steps[name].options
-        delay = min(opts.backoff_max, opts.backoff * (2 ** (attempt - 1)))
-        return delay / 2 + u * delay / 2
+        return _backoff.jittered(_backoff.delay(attempt, opts.backoff, opts.backoff_max), u)
 
     # -- rollback ------------------------------------------------------------------------------
 

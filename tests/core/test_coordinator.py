@@ -153,6 +153,8 @@ def test_retry_decisions_and_backoff_are_pure(rb):
     assert c.backoff("a", 1, 1.0) == 2.0
     assert c.backoff("a", 2, 0.5) == 3.0
     assert c.backoff("a", 5, 0.0) == 2.5  # min(5, 2 * 16) / 2
+    # The formula of runbook.backoff: a very late retry is capped, not an OverflowError.
+    assert c.backoff("a", 5000, 0.0) == 2.5
 
 
 def test_rollback_order_is_failed_first_then_completed_newest_first(rb):
