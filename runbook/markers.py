@@ -138,17 +138,27 @@ def _normalize_approval(value: Any) -> Approval | None:
 
 def _where(func: Callable[..., Any]) -> tuple[str | None, int | None]:
     """File and first line (the first decorator's) of a function, cheaply: no source reading."""
-    code = getattr(inspect.unwrap(func), "__code__", None)
+    attrs = getattr(func, "__dict__", None)
+    if attrs is not None and "__wrapped__" not in attrs:  # the common case: no unwrapping to do
+        code = getattr(func, "__code__", None)
+    else:
+        code = getattr(inspect.unwrap(func), "__code__", None)
     if code is None:
         return None, None
     return code.co_filename, code.co_firstlineno
 
 
+# What ``@step(...)`` accepts as keywords (``approval`` is normalised first); ``kind``, ``file``
+# and ``line`` are fields the decorator sets itself.
+_OPTIONS = frozenset(StepOptions.__dataclass_fields__) - {"kind", "file", "line"}
+
+
 def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> StepOptions:
-    unknown = set(kwargs) - set(StepOptions.__dataclass_fields__) - {"approval"}
-    if unknown or "kind" in kwargs or "file" in kwargs or "line" in kwargs:
-        bad = sorted(unknown | ({"kind", "file", "line"} & set(kwargs)))
-        file, line = _where(func)
+    file, line = _where(func)
+    if not kwargs:  # bare ``@step``: most steps of a large runbook
+        return StepOptions(kind=kind, file=file, line=line)
+    if not _OPTIONS.issuperset(kwargs):
+        bad = sorted(set(kwargs) - _OPTIONS)
         from runbook.errors import DefinitionError
 
         raise DefinitionError(f"@{kind}: unknown option(s) {', '.join(bad)}", file=file, line=line)
@@ -159,7 +169,6 @@ def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -
     if isinstance(tags, str):
         tags = (tags,)
     approval = kwargs.pop("approval", None)
-    file, line = _where(func)
     queue = kwargs.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue.strip()):
         from runbook.errors import DefinitionError

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from types import ModuleType
+from types import FunctionType, MethodType, ModuleType
 from typing import Any
 
 import pluggy
@@ -107,6 +107,71 @@ def _implements_hooks(module: ModuleType) -> bool:
     ) or any(name.startswith("runbook_") and callable(v) for name, v in vars(module).items())
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, with a quicker look at the attributes of a module plugin.
+
+    ``register`` asks ``parse_hookimpl_opts`` about every name in ``dir(plugin)``, and pluggy
+    answers with a static attribute lookup each time: for runbook's built-in modules and the
+    installed plugins that was most of the cost of building a plugin manager. A module attribute
+    that is not a function, a bound method or a static/class method wrapper, or a function
+    without the ``runbook_impl`` mark, cannot be a hook implementation, so it is answered here;
+    everything else (marked functions, methods, non-module plugins) is pluggy's own answer.
+    """
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if type(plugin) is ModuleType:
+            value = plugin.__dict__.get(name)
+            if type(value) is FunctionType:
+                if _IMPL_MARK not in value.__dict__:
+                    return None
+            elif not isinstance(value, MethodType | staticmethod | classmethod):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
+_IMPL_MARK = f"{hookspecs.PROJECT}_impl"
+
+# Entry points found and loaded, kept for the process: scanning them reads every installed
+# distribution's metadata, which cost more than the rest of a plugin manager together, and
+# every Runner (one per run in a service) builds one. Keyed by sys.path and the modification
+# times of its folders, so installing a plugin while the process runs is still seen.
+_ENTRY_POINTS: dict[str, Any] = {}
+
+
+def _path_key() -> tuple[tuple[str, int], ...]:
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, -1))
+    return tuple(key)
+
+
+def _entry_point_plugins() -> list[tuple[str, Any, str]]:
+    """``(name, plugin, source)`` of every ``runbook`` entry point, loaded (cached, see above).
+
+    A plugin that fails to load is a ``PluginError`` each time it is asked for, never cached.
+    """
+    key = _path_key()
+    if _ENTRY_POINTS.get("key") == key:
+        return list(_ENTRY_POINTS["plugins"])
+    found = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} from {dist} {version} failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        found.append((ep.name, plugin, f"entry point {dist} {version}"))
+    _ENTRY_POINTS.update(key=key, plugins=tuple(found))
+    return found
+
+
 def scheme_of(url: str) -> str:
     if "://" not in url:
         raise PluginError(f"{url!r} is not a URL (expected scheme://...)")
@@ -123,10 +188,11 @@ class Plugins:
         entry_points: bool = True,
         defaults: Iterable[str] = DEFAULT_PLUGINS,
     ) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm = _Manager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._sources: dict[str, str] = {}
         self._providers: dict[str, dict[str, tuple[Provider, str]]] | None = None
+        self._resources: dict[str, Any] | None = None
         for name in defaults:
             self._register(importlib.import_module(name), name, "builtin")
         if entry_points:
@@ -152,20 +218,11 @@ class Plugins:
             self.pm.unregister(plugin)
             raise PluginError(f"plugin {name} ({source}) {unknown}")
         self._sources[name] = source
-        self._providers = None
+        self._providers = self._resources = None
 
     def _load_entry_points(self) -> None:
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist.name if ep.dist else "?"
-            version = ep.dist.version if ep.dist else "?"
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {ep.name!r} from {dist} {version} failed to load: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-            self._register(plugin, ep.name, f"entry point {dist} {version}")
+        for name, plugin, source in _entry_point_plugins():
+            self._register(plugin, name, source)
 
     def _unknown_hooks(self, plugin: Any) -> str | None:
         """What ``pm.check_pending()`` would reject, said for one plugin with a "did you mean"."""
@@ -206,7 +263,7 @@ class Plugins:
     def remove(self, plugin: Any) -> None:
         if self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
-            self._providers = None
+            self._providers = self._resources = None
 
     # -- providers --------------------------------------------------------------------------
 
@@ -270,11 +327,15 @@ class Plugins:
         return out
 
     def resources(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        # pluggy returns results last-registered first; built-ins must lose to outside plugins.
-        for mapping in reversed(self.pm.hook.runbook_resources()):
-            out.update(mapping or {})
-        return out
+        """Resource factories by name. A registration hook, like the providers: asked once per
+        set of registered plugins (every run asks, and collection asks for the names)."""
+        if self._resources is None:
+            out: dict[str, Any] = {}
+            # pluggy returns results last-registered first; built-ins lose to outside plugins.
+            for mapping in reversed(self.pm.hook.runbook_resources()):
+                out.update(mapping or {})
+            self._resources = out
+        return dict(self._resources)
 
     def describe(self) -> list[PluginInfo]:
         infos = []

@@ -153,3 +153,31 @@ def test_queue_must_be_a_non_empty_name(bad):
         @step(queue=bad)
         def migrate():
             return None
+
+
+def test_where_a_step_is_written_is_the_wrapped_function_for_a_decorated_one():
+    import functools
+
+    def inner(a):
+        return a
+
+    @functools.wraps(inner)
+    def wrapper(*args, **kwargs):
+        return inner(*args, **kwargs)
+
+    bare, with_options = step(wrapper), step(retries=1)(inner)
+    assert (options_of(bare).file, options_of(bare).line) == (
+        inner.__code__.co_filename,
+        inner.__code__.co_firstlineno,
+    )
+    assert options_of(with_options).line == inner.__code__.co_firstlineno
+    assert options_of(with_options).retries == 1
+
+
+def test_a_callable_object_has_no_place_but_is_still_a_step():
+    class Check:
+        def __call__(self):
+            return True
+
+    check = step(name="check")(Check())
+    assert (options_of(check).file, options_of(check).line) == (None, None)

@@ -9,6 +9,7 @@ docs/fleets.md in the runbook repository.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from runbook.hookspecs import hookimpl
@@ -16,10 +17,17 @@ from runbook.hookspecs import hookimpl
 __version__ = "0.2.0"
 
 
+def ssh_resource(ctx: Any, clock: Any, hosts: Any = None) -> Iterator[Any]:
+    """The ``ssh`` resource, imported when a run first asks for it: asyncssh takes longer to
+    import than runbook takes to load a 1,000-step runbook, and every collection and every
+    command asks this plugin for its resource names."""
+    from runbook_ssh import resource
+
+    yield from resource.ssh_resource(ctx, clock, hosts)
+
+
 @hookimpl
 def runbook_resources() -> dict[str, Any]:
-    from runbook_ssh.resource import ssh_resource
-
     return {"ssh": ssh_resource}
 
 

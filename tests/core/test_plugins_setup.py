@@ -1,0 +1,204 @@
+"""What building a plugin manager costs once per process, not once per Runner: the entry points
+(scanned and loaded once, rescanned when sys.path changes), the hook implementations of module
+plugins (read quickly, with pluggy's own answer), the resource factories (asked once per set of
+registered plugins)."""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any
+
+import pluggy
+import pytest
+
+from runbook import hookimpl, hookspecs
+from runbook import plugins as plugins_mod
+from runbook.errors import PluginError
+from runbook.plugins import Plugins
+from runbook.resources import shell_resource
+
+# -- hook implementations of a module plugin ------------------------------------------------------
+
+
+class _Holder:
+    @hookimpl
+    def runbook_routers(self) -> list[Any]:
+        return []
+
+
+def _module_plugin() -> types.ModuleType:
+    mod = types.ModuleType("fake_plugin")
+
+    @hookimpl
+    def runbook_resources() -> dict[str, Any]:
+        return {"vault": lambda: "v"}
+
+    @hookimpl(specname="runbook_strategies")
+    def my_strategies() -> list[Any]:
+        return []
+
+    def runbook_notifiers() -> list[Any]:  # not marked: pluggy does not register it
+        return []
+
+    @hookimpl
+    def runbook_executors() -> list[Any]:
+        return []
+
+    mod.runbook_resources = runbook_resources  # type: ignore[attr-defined]
+    mod.my_strategies = my_strategies  # type: ignore[attr-defined]
+    mod.runbook_notifiers = runbook_notifiers  # type: ignore[attr-defined]
+    mod.runbook_executors = staticmethod(runbook_executors)  # type: ignore[attr-defined]
+    mod.runbook_routers = _Holder().runbook_routers  # type: ignore[attr-defined]
+    mod.SomeClass = _Holder  # type: ignore[attr-defined]
+    mod.CONSTANT = 3  # type: ignore[attr-defined]
+    mod.submodule = os  # type: ignore[attr-defined]
+    return mod
+
+
+def _impls(pm: pluggy.PluginManager) -> dict[str, list[Any]]:
+    out = {}
+    for name, caller in vars(pm.hook).items():
+        if isinstance(caller, pluggy.HookCaller):
+            found = [impl.function for impl in caller.get_hookimpls()]
+            if found:
+                out[name] = found
+    return out
+
+
+def test_a_module_plugin_registers_the_hooks_pluggy_itself_finds():
+    plugin = _module_plugin()
+    ours = plugins_mod._Manager(hookspecs.PROJECT)
+    theirs = pluggy.PluginManager(hookspecs.PROJECT)
+    for pm in (ours, theirs):
+        pm.add_hookspecs(hookspecs)
+        pm.register(plugin, name="fake")
+    assert _impls(ours) == _impls(theirs)
+    assert set(_impls(ours)) == {
+        "runbook_resources",
+        "runbook_strategies",
+        "runbook_executors",
+        "runbook_routers",
+    }
+
+
+def test_a_module_plugin_with_no_marked_function_registers_nothing():
+    mod = types.ModuleType("unmarked")
+    mod.runbook_resources = lambda: {}  # type: ignore[attr-defined]
+    pm = plugins_mod._Manager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(mod, name="unmarked")
+    assert _impls(pm) == {}
+
+
+# -- entry points, scanned once -----------------------------------------------------------------
+
+
+class _Dist:
+    name = "runbook-fake"
+    version = "1.0"
+
+
+class _EntryPoint:
+    def __init__(self, name: str, plugin: Any = None, error: Exception | None = None) -> None:
+        self.name, self.dist, self._plugin, self._error = name, _Dist(), plugin, error
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        if self._error is not None:
+            raise self._error
+        return self._plugin
+
+
+class _Vault:
+    @hookimpl
+    def runbook_resources(self) -> dict[str, Any]:
+        return {"vault": lambda: "secret"}
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch, tmp_path):
+    """``metadata.entry_points`` answering with a list the test controls, counting scans; a
+    folder on sys.path the test can "install into" (change the modification time of)."""
+    found: list[_EntryPoint] = []
+    scans: list[str] = []
+
+    def entry_points(*, group: str) -> list[_EntryPoint]:
+        scans.append(group)
+        return list(found)
+
+    monkeypatch.setattr(plugins_mod.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(plugins_mod, "_ENTRY_POINTS", {})
+    monkeypatch.setattr(plugins_mod.sys, "path", [*plugins_mod.sys.path, str(tmp_path)])
+    return found, scans, tmp_path
+
+
+def test_entry_points_are_scanned_and_loaded_once_per_process(fake_entry_points):
+    found, scans, _ = fake_entry_points
+    ep = _EntryPoint("vault", _Vault())
+    found.append(ep)
+    first, second = Plugins(), Plugins()
+    assert scans == ["runbook"] and ep.loads == 1
+    for plugins in (first, second):
+        assert "vault" in plugins.resources()
+        assert ("vault", "entry point runbook-fake 1.0") in {
+            (i.name, i.source) for i in plugins.describe()
+        }
+
+
+def test_a_plugin_installed_while_the_process_runs_is_found(fake_entry_points):
+    found, scans, folder = fake_entry_points
+    assert "vault" not in Plugins().resources()
+    found.append(_EntryPoint("vault", _Vault()))
+    stat = os.stat(folder)
+    os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # pip wrote here
+    assert "vault" in Plugins().resources()
+    assert scans == ["runbook", "runbook"]
+
+
+def test_a_plugin_that_fails_to_load_fails_every_time_and_is_not_cached(fake_entry_points):
+    found, scans, _ = fake_entry_points
+    broken = _EntryPoint("broken", error=ImportError("no module named vaultlib"))
+    found.append(broken)
+    for _ in range(2):
+        with pytest.raises(PluginError, match=r"'broken' from runbook-fake 1\.0 failed to load"):
+            Plugins()
+    assert broken.loads == 2 and len(scans) == 2
+
+
+def test_without_entry_points_nothing_is_scanned(fake_entry_points):
+    found, scans, _ = fake_entry_points
+    found.append(_EntryPoint("vault", _Vault()))
+    assert "vault" not in Plugins(entry_points=False).resources()
+    assert scans == []
+
+
+# -- resources, asked once per set of plugins ----------------------------------------------------
+
+
+def test_resources_are_asked_once_and_again_after_a_plugin_is_added():
+    calls = []
+
+    class Counting:
+        @hookimpl
+        def runbook_resources(self) -> dict[str, Any]:
+            calls.append(1)
+            return {"vault": lambda: "v"}
+
+    plugins = Plugins([Counting()], entry_points=False)
+    assert plugins.resources()["shell"] is shell_resource
+    plugins.resources()["vault"] = None  # a caller's copy: the cache is not touched
+    assert plugins.resources()["vault"] is not None
+    assert len(calls) == 1
+    plugins.add(_Vault())
+    assert plugins.resources()["vault"]() == "secret"  # the later plugin wins, as before
+    assert len(calls) == 2
+
+
+def test_resources_forget_a_removed_plugin():
+    vault = _Vault()
+    plugins = Plugins([vault], entry_points=False)
+    assert "vault" in plugins.resources()
+    plugins.remove(vault)
+    assert "vault" not in plugins.resources()
