@@ -148,7 +148,7 @@ def _path_key() -> tuple[tuple[str, int], ...]:
     return tuple(key)
 
 
-def _entry_point_plugins() -> list[tuple[str, Any, str]]:
+def _entry_point_plugins() -> list[tuple[str, Any, Any]]:
     """``(name, plugin, source)`` of every ``runbook`` entry point, loaded (cached, see above).
 
     A plugin that fails to load is a ``PluginError`` each time it is asked for, never cached.
@@ -158,18 +158,36 @@ def _entry_point_plugins() -> list[tuple[str, Any, str]]:
         return list(_ENTRY_POINTS["plugins"])
     found = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist else "?"
-        version = ep.dist.version if ep.dist else "?"
+        source = _EntryPointSource(ep)
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(
-                f"plugin {ep.name!r} from {dist} {version} failed to load: "
-                f"{type(exc).__name__}: {exc}"
+                f"plugin {ep.name!r} from {source.dist} failed to load: {type(exc).__name__}: {exc}"
             ) from None
-        found.append((ep.name, plugin, f"entry point {dist} {version}"))
+        found.append((ep.name, plugin, source))
     _ENTRY_POINTS.update(key=key, plugins=tuple(found))
     return found
+
+
+class _EntryPointSource:
+    """``entry point <dist> <version>``, read from the distribution's metadata when first shown
+    (``runbook plugins``, an error): that parses a METADATA file per plugin, and every command
+    loads the entry points."""
+
+    def __init__(self, ep: Any) -> None:
+        self._ep = ep
+        self._dist: str | None = None
+
+    @property
+    def dist(self) -> str:
+        if self._dist is None:
+            dist = self._ep.dist
+            self._dist = f"{dist.name} {dist.version}" if dist else "? ?"
+        return self._dist
+
+    def __str__(self) -> str:
+        return f"entry point {self.dist}"
 
 
 def scheme_of(url: str) -> str:
@@ -190,7 +208,7 @@ class Plugins:
     ) -> None:
         self.pm = _Manager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self._sources: dict[str, str] = {}
+        self._sources: dict[str, Any] = {}  # str, or an entry point's (shown with str())
         self._providers: dict[str, dict[str, tuple[Provider, str]]] | None = None
         self._resources: dict[str, Any] | None = None
         for name in defaults:
@@ -206,7 +224,7 @@ class Plugins:
     def hook(self) -> Any:
         return self.pm.hook
 
-    def _register(self, plugin: Any, name: str, source: str) -> None:
+    def _register(self, plugin: Any, name: str, source: Any) -> None:
         if self.pm.is_registered(plugin) or self.pm.get_plugin(name) is not None:
             return
         try:
@@ -342,7 +360,7 @@ class Plugins:
         for name, plugin in self.pm.list_name_plugin():
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or []))
             infos.append(
-                PluginInfo(name=name, source=self._sources.get(name, "object"), hooks=hooks)
+                PluginInfo(name=name, source=str(self._sources.get(name, "object")), hooks=hooks)
             )
         return infos
 

@@ -27,13 +27,14 @@ import enum
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from runbook import backoff as _backoff
 from runbook.clock import Clock
 from runbook.errors import Ambiguous, StepFailed, StepTimeout
+
+if TYPE_CHECKING:  # the HTTP probes get a client from their caller, who has httpx imported;
+    import httpx  # the strategies import this module for every command, and httpx is heavy
 
 __all__ = [
     "Outcome",
@@ -321,6 +322,8 @@ def _judge_response(
 
 
 def _transport_error(url: str, exc: httpx.HTTPError) -> ProbeResult:
+    import httpx
+
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     return ProbeResult(Outcome.AMBIGUOUS, f"GET {url} {kind}: {type(exc).__name__}: {exc}")
 
@@ -339,6 +342,8 @@ def http_probe(
     body that is not JSON is ambiguous. Redirects are not followed: a health endpoint that
     redirects (to a login page, say) has not told you anything.
     """
+    import httpx
+
     statuses = _statuses(expect_status)
     try:
         response = client.get(url, timeout=timeout, follow_redirects=False)
@@ -356,6 +361,8 @@ async def ahttp_probe(
     timeout: float = 5.0,
 ) -> ProbeResult:
     """``http_probe`` with an ``httpx.AsyncClient``."""
+    import httpx
+
     statuses = _statuses(expect_status)
     try:
         response = await client.get(url, timeout=timeout, follow_redirects=False)

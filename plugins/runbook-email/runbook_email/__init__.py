@@ -5,15 +5,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook.hookspecs import Provider, hookimpl
-from runbook_email.smtp import SmtpNotifier, render_email
+
+if TYPE_CHECKING:
+    from runbook_email.smtp import SmtpNotifier, render_email
 
 __version__ = "0.2.0"
 
 
+def __getattr__(name: str) -> Any:
+    # Imported when first used: every ``runbook`` command loads this package through its entry
+    # point, and smtplib brings ssl and the email package with it.
+    if name in ("SmtpNotifier", "render_email"):
+        from runbook_email import smtp
+
+        return getattr(smtp, name)
+    raise AttributeError(f"module 'runbook_email' has no attribute {name!r}")
+
+
 def _smtp(url: str, **options: Any) -> SmtpNotifier:
+    from runbook_email.smtp import SmtpNotifier
+
     return SmtpNotifier(url, **options)
 
 

@@ -6,7 +6,6 @@ Only click is imported here: the Temporal SDK loads when the command runs, so ev
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -57,6 +56,8 @@ def worker_cmd(
     store_url: str | None,
 ) -> None:
     """Run Temporal workers for runbook runs until SIGTERM/SIGINT."""
+    import asyncio  # here, not at the top: every `runbook` command imports this module
+
     from runbook.cli.common import fail, load_config
     from runbook.errors import RunbookError, exit_code
     from runbook.runner import Runner

@@ -1,0 +1,156 @@
+"""The CLI starts without importing what a command does not need, and shows the same help.
+
+No timings here (they depend on the machine; ``bench/startup.py`` measures them): what is
+checked is which modules a fresh interpreter has imported after ``runbook --help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from runbook.cli import BUILTIN_COMMANDS, COMMAND_MODULES, LazyCommands, LazyGroup, cli
+
+# What ``runbook --help`` must not import: the engine, the stores, the audit, httpx, the
+# notifier and SSH libraries, asyncio.
+HEAVY = (
+    "asyncio",
+    "asyncssh",
+    "httpx",
+    "smtplib",
+    "sqlite3",
+    "runbook.audit",
+    "runbook.collect",
+    "runbook.engine",
+    "runbook.runner",
+    "runbook.store",
+    "runbook.cli.exec_",
+    "runbook.cli.runs",
+    "runbook_slack.slack",
+    "runbook_email.smtp",
+    "temporalio",
+)
+
+
+def fresh(code: str) -> str:
+    """What a fresh interpreter prints running ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
+    )
+    return out.stdout
+
+
+def test_help_imports_none_of_the_commands():
+    out = fresh(
+        f"""
+        import json, sys
+        from runbook.cli import cli
+        try:
+            cli.main(["--help"], prog_name="runbook")
+        except SystemExit:
+            pass
+        heavy = {HEAVY!r}
+        print(json.dumps([m for m in sys.modules if m.split(".")[0] in heavy or m in heavy
+                          or m.startswith(tuple(h + "." for h in heavy))]))
+        """
+    )
+    imported = json.loads(out.splitlines()[-1])
+    assert imported == []
+
+
+def test_a_command_imports_its_own_module_only():
+    out = fresh(
+        """
+        import json, sys
+        from runbook.cli import cli
+        try:
+            cli.main(["locks", "--help"], prog_name="runbook")
+        except SystemExit:
+            pass
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith("runbook.cli."))))
+        """
+    )
+    loaded = set(json.loads(out.splitlines()[-1]))
+    assert "runbook.cli.locks" in loaded
+    assert not loaded & {"runbook.cli.exec_", "runbook.cli.audit", "runbook.cli.runs"}
+
+
+@pytest.mark.parametrize("width", [50, 80, 100, 200])
+def test_help_is_the_same_as_with_every_command_imported(width):
+    out = fresh(
+        f"""
+        import json
+        import click
+        from runbook.cli import cli
+
+        def text():
+            ctx = click.Context(cli, info_name="runbook", terminal_width={width})
+            return cli.get_help(ctx)
+
+        lazy = text()
+        everything = {{name: cli.commands[name] for name in cli.commands}}
+        print(json.dumps([lazy, text(), sorted(everything)]))
+        """
+    )
+    lazy, loaded, names = json.loads(out.splitlines()[-1])
+    assert lazy == loaded
+    for name in names:
+        assert f"\n  {name} " in lazy
+
+
+def test_every_summary_is_its_commands_first_paragraph():
+    for name, (module, attr, summary) in BUILTIN_COMMANDS.items():
+        command = getattr(importlib.import_module(module), attr)
+        assert command.name == name
+        assert (command.help or "").split("\n\n")[0].strip() == summary, name
+        # The stand-in shown by --help has only the summary: these would change its line.
+        assert command.short_help is None and not command.hidden and not command.deprecated
+
+
+def test_every_command_a_module_defines_is_registered():
+    defined = {c.name for m in COMMAND_MODULES for c in importlib.import_module(m).COMMANDS}
+    assert defined == set(BUILTIN_COMMANDS)
+
+
+def test_a_mistyped_command_still_suggests_the_real_one():
+    result = CliRunner().invoke(cli, ["exce"])
+    assert result.exit_code == 2
+    assert "No such command 'exce'" in result.output and "exec" in result.output
+
+
+def test_plugin_commands_are_listed_and_may_replace_a_builtin():
+    @click.command("locks")
+    def mine() -> None:
+        """Mine, not runbook's."""
+
+    @click.command("extra")
+    def extra() -> None:
+        """A plugin's command."""
+
+    group = LazyGroup("runbook")
+    group.add_command(mine)
+    group.add_command(extra)
+    assert group.commands["locks"] is mine and "extra" in group.commands
+    help_text = CliRunner().invoke(group, ["--help"]).output
+    assert "Mine, not runbook's." in help_text and "A plugin's command." in help_text
+    assert "List held locks" not in help_text
+
+
+def test_lazy_commands_behave_as_a_mapping():
+    commands = LazyCommands({"locks": BUILTIN_COMMANDS["locks"]})
+    assert list(commands) == ["locks"] and len(commands) == 1 and "locks" in commands
+    assert commands["locks"].name == "locks"
+    assert "nope" not in commands and commands.get("nope") is None
+    with pytest.raises(KeyError):
+        commands["nope"]
+    del commands["locks"]
+    assert len(commands) == 0 and "locks" not in commands
+    with pytest.raises(KeyError):
+        del commands["locks"]
