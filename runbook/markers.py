@@ -11,7 +11,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,6 +126,26 @@ class StepOptions:
     line: int | None = field(default=None, compare=False)
 
 
+class StepKwargs(TypedDict, total=False):
+    """The options of ``@step(...)`` and ``@probe(...)`` as type checkers see them, so a typo
+    (``@step(retris=3)``) or a wrong type is reported in the editor, not only at load time."""
+
+    name: str
+    after: Any  # a step function, a step's name, a strategy group, or a list of them
+    when: Callable[..., Any]
+    approval: Approval | bool | None
+    reversible: bool
+    retries: int
+    backoff: float
+    backoff_max: float
+    timeout: float | None
+    lock: str | None
+    required: bool
+    idempotent: bool
+    tags: str | Iterable[str]
+    queue: str | None
+
+
 def _normalize_approval(value: Any) -> Approval | None:
     if value is None or value is False:
         return None
@@ -193,8 +213,8 @@ def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -
     )
 
 
-def _decorator(kind: str, func: F | None, kwargs: dict[str, Any]) -> Any:
-    def mark(f: F) -> F:
+def _decorator(kind: str, func: Callable[..., Any] | None, kwargs: dict[str, Any]) -> Any:
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(f):
             raise TypeError(f"@{kind} decorates a function, got {f!r}")
         setattr(f, STEP_ATTR, _make_options(kind, f, dict(kwargs)))
@@ -206,17 +226,19 @@ def _decorator(kind: str, func: F | None, kwargs: dict[str, Any]) -> Any:
 @overload
 def step(func: F, /) -> F: ...
 @overload
-def step(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
-def step(func: F | None = None, /, **options: Any) -> Any:
-    """Mark a function as a step. Works bare (``@step``) and with options (``@step(retries=3)``)."""
+def step(func: None = None, /, **options: Unpack[StepKwargs]) -> Callable[[F], F]: ...
+def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Mark a function as a step. Works bare (``@step``) and with options (``@step(retries=3)``):
+    those of ``runbook.markers.StepKwargs``, typed, so a misspelled one is an error in the editor
+    as well as at load time."""
     return _decorator("step", func, options)
 
 
 @overload
 def probe(func: F, /) -> F: ...
 @overload
-def probe(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
-def probe(func: F | None = None, /, **options: Any) -> Any:
+def probe(func: None = None, /, **options: Unpack[StepKwargs]) -> Callable[[F], F]: ...
+def probe(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Mark a read-only step: probes run for real even in ``--dry-run``."""
     return _decorator("probe", func, options)
 
@@ -265,7 +287,7 @@ def resource(
     func: None = None, /, *, name: str | None = None, fake: Callable[..., Any] | None = None
 ) -> Callable[[F], F]: ...
 def resource(
-    func: F | None = None,
+    func: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
