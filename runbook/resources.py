@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from runbook import commands, tracing
+from runbook import commands, guard, tracing
 from runbook.clock import Clock, remaining
 from runbook.errors import CommandError, CommandFailed, ConfigError, StepTimeout
 from runbook.failure import record_log
@@ -28,8 +28,6 @@ from runbook.hookspecs import hookimpl
 log = logging.getLogger("runbook")
 
 DEFAULT_SHELL_TIMEOUT = 600.0  # seconds; ``shell_timeout`` in config overrides it
-# Options of ``shell(...)`` itself: a template placeholder cannot be named like one of them.
-_OPTIONS = frozenset({"check", "timeout", "cwd", "env", "env_clear", "input"})
 
 
 @dataclass(frozen=True)
@@ -78,18 +76,7 @@ class Shell:
     # -- the run this shell belongs to ------------------------------------------------------
 
     def _mask(self, text: str) -> str:
-        ctx = self._ctx
-        return ctx.redact(text) if ctx is not None else text
-
-    def _tainted(self) -> list[commands.Tainted]:
-        ctx = self._ctx
-        if ctx is None:
-            return []
-        return commands.tainted_values(ctx.params, ctx.outputs)
-
-    def _audit(self, data: dict[str, Any]) -> None:
-        if self._ctx is not None:
-            self._ctx.audit("unsafe_command", data)
+        return guard.mask(self._ctx, text)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -106,15 +93,7 @@ class Shell:
         input: str | None = None,
         **values: Any,
     ) -> ShellResult:
-        if isinstance(command, str):
-            clash = sorted(set(commands.placeholders(command)) & _OPTIONS)
-            if clash:
-                raise CommandError(
-                    f"placeholder {{{clash[0]}}} is also an option of shell(); name it "
-                    f'differently: shell("... {{{clash[0]}_}}", {clash[0]}_=...)'
-                )
-        cmd = commands.build(command, values)
-        self._check(cmd, command if isinstance(command, str) else None)
+        cmd = guard.prepare(command, values, ctx=self._ctx, options=guard.SHELL_OPTIONS)
         return self._run(
             cmd, check=check, timeout=timeout, cwd=cwd, env=env, env_clear=env_clear, input=input
         )
@@ -132,33 +111,10 @@ class Shell:
         input: str | None = None,
     ) -> ShellResult:
         """Run ``command`` through ``/bin/sh`` exactly as written: the explicit, audited opt-out."""
-        cmd = commands.build(command, unsafe=True)
-        self._audit({"command": self._mask(cmd.text), "via": "shell.unsafe"})
+        cmd = guard.prepare_unsafe(command, ctx=self._ctx, via="shell.unsafe")
         return self._run(
             cmd, check=check, timeout=timeout, cwd=cwd, env=env, env_clear=env_clear, input=input
         )
-
-    def _check(self, cmd: commands.Command, template: str | None) -> None:
-        scripts = [template] if template is not None else commands.command_scripts(cmd)
-        if not scripts:
-            return
-        tainted = self._tainted()
-        for script in scripts:
-            hit = commands.find_trap(script, tainted)
-            if hit is None:
-                continue
-            error = commands.unsafe_command(script, hit, redact=self._mask)
-            if getattr(self._ctx, "protection", "standard") == "none":
-                log.warning("%s", self._mask(f"protection none, running anyway: {error}"))
-                self._audit(
-                    {
-                        "command": self._mask(cmd.text),
-                        "via": "protection none",
-                        "source": hit.source,
-                    }
-                )
-                return
-            raise error
 
     def _limit(self, timeout: float | None) -> float | None:
         left = remaining(self.clock)

@@ -37,7 +37,7 @@ from runbook.protection import Protection
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult
-from runbook.scope import Injector, ResourceScope
+from runbook.scope import Injector, ResourceScope, bound_to_run
 from runbook.store.base import RunRecord, RunStore
 
 _LIFECYCLE = (
@@ -466,7 +466,7 @@ class Runner(DurableRuns):
             "hosts": rb.fleet,
         }
         values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
-        values.update(self.resources)
+        values.update({k: bound_to_run(v, ctx) for k, v in self.resources.items()})
         for name in values:
             factories.pop(name, None)
         scope = ResourceScope(factories, values)

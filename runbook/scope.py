@@ -16,6 +16,17 @@ from typing import Any
 from runbook.errors import DefinitionError, RunbookError
 
 
+def bound_to_run(value: Any, ctx: Any) -> Any:
+    """A resource given as an instance (``Runner(resources=...)``) as one run sees it.
+
+    An instance outlives the runs it serves, so it cannot hold a run's params and outputs; one
+    that needs them (a fake that must refuse what the real resource refuses) defines
+    ``runbook_bind(ctx)``. Looked up on the type, so a ``Mock`` is never asked.
+    """
+    bind = getattr(type(value), "runbook_bind", None)
+    return value.runbook_bind(ctx) if callable(bind) else value
+
+
 class ResourceScope:
     def __init__(self, factories: Mapping[str, Callable[..., Any]], values: Mapping[str, Any]):
         self._factories = dict(factories)

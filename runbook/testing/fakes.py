@@ -6,6 +6,7 @@ Each fake implements the same interface as the real resource, so a runbook runs 
 from __future__ import annotations
 
 import asyncio
+import copy
 import fnmatch
 import re
 import threading
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from runbook import guard
 from runbook.clock import clip_to_deadline
-from runbook.commands import Command, build
+from runbook.commands import Command
 from runbook.notify.base import Message
 from runbook.resources import CommandFailed, ShellResult
 
@@ -47,6 +49,7 @@ class FakeShell:
         self.unsafe_calls: list[str] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
+        self._ctx: Any = None  # set on the per-run view runbook_bind() returns
 
     def on(
         self,
@@ -78,9 +81,11 @@ class FakeShell:
         input: str | None = None,
         **values: Any,
     ) -> ShellResult:
-        """Build the command exactly as the real ``shell`` does (argv, quoted template), then
-        answer from the script instead of running it. ``calls`` records the command line."""
-        return self._answer(build(command, values), check)
+        """Build and check the command exactly as the real ``shell`` does (argv, quoted
+        template, the f-string trap refused), then answer from the script instead of running
+        it. ``calls`` records the command line."""
+        cmd = guard.prepare(command, values, ctx=self._ctx, options=guard.SHELL_OPTIONS)
+        return self._answer(cmd, check)
 
     def unsafe(
         self,
@@ -95,7 +100,7 @@ class FakeShell:
         input: str | None = None,
     ) -> ShellResult:
         """``shell.unsafe(...)``: recorded in ``unsafe_calls`` as well as in ``calls``."""
-        cmd = build(command, unsafe=True)
+        cmd = guard.prepare_unsafe(command, ctx=self._ctx, via="shell.unsafe")
         with self._lock:
             self.unsafe_calls.append(cmd.text)
         return self._answer(cmd, check)
@@ -120,8 +125,18 @@ class FakeShell:
             else ShellResult(text, rule.result.returncode, rule.result.stdout, rule.result.stderr)
         )
         if check and result.returncode != 0:
-            raise CommandFailed(result)
+            raise CommandFailed(result, redact=lambda t: guard.mask(self._ctx, t))
         return result
+
+    def runbook_bind(self, ctx: Any) -> FakeShell:
+        """The view of this fake one run uses; the engine asks for it at each run's start.
+
+        It shares this fake's rules and records, and checks commands against that run's params
+        and outputs exactly as the real ``shell`` does (the f-string trap is refused offline).
+        """
+        view = copy.copy(self)
+        view._ctx = ctx
+        return view
 
     def ran(self, pattern: str) -> bool:
         """Whether a command matching ``pattern`` (glob) was run: what a test asserts about

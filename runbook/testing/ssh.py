@@ -15,6 +15,7 @@ Unscripted commands succeed with empty output, unless ``strict=True``.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import re
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runbook import guard
 from runbook.errors import CommandFailed, HostUnreachable
 
 
@@ -64,12 +66,6 @@ def _name(host: Any) -> str:
     return host if isinstance(host, str) else getattr(host, "name", str(host))
 
 
-def _text(command: str | Sequence[Any], values: Mapping[str, Any], unsafe: bool = False) -> str:
-    from runbook.commands import build
-
-    return build(command, dict(values), unsafe=unsafe).text
-
-
 class FakeSSH:
     """Scripted results by host glob and command glob (or regex); the newest rule wins."""
 
@@ -79,6 +75,23 @@ class FakeSSH:
         self.unsafe_calls: list[tuple[str, str]] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
+        self._ctx: Any = None  # set on the per-run view runbook_bind() returns
+
+    def runbook_bind(self, ctx: Any) -> FakeSSH:
+        """The view of this fake one run uses; the engine asks for it at each run's start.
+
+        It shares this fake's rules and records, and checks commands against that run's params
+        and outputs exactly as the real ``ssh`` does (the f-string trap is refused offline).
+        """
+        view = copy.copy(self)
+        view._ctx = ctx
+        return view
+
+    def _text(self, command: str | Sequence[Any], values: dict[str, Any]) -> str:
+        """The command line as the real resource builds and checks it (the f-string trap)."""
+        return guard.prepare(
+            command, values, ctx=self._ctx, options=guard.SSH_OPTIONS, call="ssh", prefix="host, "
+        ).text
 
     def on(
         self,
@@ -133,7 +146,7 @@ class FakeSSH:
         **values: Any,
     ) -> FakeSSHResult:
         """Same signature as the real ``ssh`` resource, so steps run unchanged against it."""
-        return self._answer(_name(host), _text(command, values), check)
+        return self._answer(_name(host), self._text(command, values), check)
 
     async def arun(
         self,
@@ -148,14 +161,14 @@ class FakeSSH:
         **values: Any,
     ) -> FakeSSHResult:
         """``ssh.arun`` for async steps; answers from the same rules."""
-        return self._answer(_name(host), _text(command, values), check)
+        return self._answer(_name(host), self._text(command, values), check)
 
     def unsafe(
         self, host: Any, command: str, /, *, check: bool = True, timeout: float | None = None
     ) -> FakeSSHResult:
         """``ssh.unsafe`` (a raw shell line); kept apart in ``unsafe_calls`` too, so a test can
         assert that no command went through the escape hatch."""
-        text = _text(command, {}, unsafe=True)
+        text = guard.prepare_unsafe(command, ctx=self._ctx, via="ssh.unsafe", host=_name(host)).text
         with self._lock:
             self.unsafe_calls.append((_name(host), text))
         return self._answer(_name(host), text, check)
@@ -175,7 +188,7 @@ class FakeSSH:
         got = rule.answer if isinstance(rule.answer, FakeSSHResult) else rule.answer(host, text)
         result = FakeSSHResult(text, got.returncode, got.stdout, got.stderr, host=host)
         if check and result.returncode != 0:
-            error = CommandFailed(result)
+            error = CommandFailed(result, redact=lambda t: guard.mask(self._ctx, t))
             error.args = (f"{host}: {error.args[0]}",)
             raise error
         return result

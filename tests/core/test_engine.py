@@ -252,7 +252,10 @@ def test_injection_by_name_of_outputs_resources_and_builtins(write_runbook, runn
     assert got["ctx"].run_id == result.run_id and got["ctx"].env == "staging"
     assert got["ctx"].actor == "tester" and got["step"] == "stage"
     assert got["params"].version == "1.4" and got["env"] == "staging"
-    assert got["clock"] is fake_clock and got["shell"] is shell
+    assert got["clock"] is fake_clock and got["database"] == "db-conn"
+    # A fake is bound to the run (it checks commands against this run's values), sharing its
+    # script and records with the instance the test holds.
+    assert got["shell"].calls is shell.calls and got["shell"]._ctx is got["ctx"]
     assert isinstance(got["log"], logging.LoggerAdapter)
     assert got["database"] == "db-conn"
     assert shell.calls == ["deployctl install 1.4"]

@@ -27,13 +27,11 @@ from typing import Any
 
 import asyncssh
 
+from runbook import guard
 from runbook.clock import remaining
 from runbook.errors import CommandFailed, HostUnreachable, RunbookError, StepTimeout
-from runbook_ssh import commands
 from runbook_ssh.pool import LoopThread, Pool
 from runbook_ssh.settings import Settings
-
-_OPTIONS = frozenset({"check", "timeout", "env", "input"})
 
 
 def _quiet_asyncssh() -> None:
@@ -123,8 +121,7 @@ class SSH:
     # -- the run it belongs to --------------------------------------------------------------
 
     def _mask(self, text: str) -> str:
-        redact = getattr(self._ctx, "redact", None)
-        return redact(text) if redact is not None else text
+        return guard.mask(self._ctx, text)
 
     def host(self, host: Any) -> Any:
         if isinstance(host, str):
@@ -145,11 +142,13 @@ class SSH:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _prepare(self, host: Any, command: Any, values: dict[str, Any]) -> Any:
-        clash = sorted(set(values) & _OPTIONS)
-        if clash:
-            raise RunbookError(f"ssh: {clash[0]!r} is an option of ssh(), not a placeholder")
-        return commands.prepare(command, values, ctx=self._ctx, call="ssh", prefix="host, ")
+    def _prepare(self, command: Any, values: dict[str, Any]) -> str:
+        # An SSH command is one string the remote login shell parses: argv items are joined
+        # quoted, template placeholders are quoted (``Command.text``).
+        cmd = guard.prepare(
+            command, values, ctx=self._ctx, options=guard.SSH_OPTIONS, call="ssh", prefix="host, "
+        )
+        return cmd.text
 
     def __call__(
         self,
@@ -166,7 +165,7 @@ class SSH:
         """Run a command on ``host`` (a name or a ``Host``) from a sync step or callback."""
         _refuse_on_a_running_loop()
         target = self.host(host)
-        text = self._prepare(target, command, values)
+        text = self._prepare(command, values)
         limit = self._limit(timeout)
         run = self._run(target, text, check=check, limit=limit, env=env, input=input)
         return self._loop.run(run, timeout=limit + self.settings.connect_timeout + 30)
@@ -185,7 +184,7 @@ class SSH:
     ) -> SSHResult:
         """``await ssh.arun(host, ...)`` from an ``async def`` step."""
         target = self.host(host)
-        text = self._prepare(target, command, values)
+        text = self._prepare(command, values)
         limit = self._limit(timeout)
         return await self._loop.arun(
             self._run(target, text, check=check, limit=limit, env=env, input=input)
@@ -197,7 +196,7 @@ class SSH:
         """Run a string on ``host`` exactly as written: the explicit, audited opt-out."""
         _refuse_on_a_running_loop()
         target = self.host(host)
-        text = commands.prepare_unsafe(command, ctx=self._ctx, host=target.name)
+        text = guard.prepare_unsafe(command, ctx=self._ctx, via="ssh.unsafe", host=target.name).text
         limit = self._limit(timeout)
         run = self._run(target, text, check=check, limit=limit, env=None, input=None)
         return self._loop.run(run, timeout=limit + self.settings.connect_timeout + 30)
