@@ -160,15 +160,19 @@ class Execution:
     async def _execute(self) -> RunResult:
         s, info, coord = self.s, self.s.info, self.coord
         started = self.clock.now()
-        for name in coord.restore(
-            s.prior, self.outputs, decisions=s.decisions, cause=s.rollback_cause
-        ):
-            self.rec.save(self.results[name])
+        # What resume decided changes stored states (an interrupted step no longer "running"):
+        # those rows are written only once ``step_interrupted`` is audited, so a process dying in
+        # between leaves the steps still running, to be found (and audited) again.
+        changed = list(
+            coord.restore(s.prior, self.outputs, decisions=s.decisions, cause=s.rollback_cause)
+        )
         if s.deny_only:
             for name in coord.settle(cancel=s.cancel, failed_gates=s.failed_gates):
-                self.rec.save(self.results[name])
+                changed.append(name)
                 if name in s.failed_gates:
                     self.emit("step_failed", name, {"error": self.results[name].error})
+        if not info.resumed or s.dry_run:
+            self._save_all(changed)
         self.rec.hook("runbook_run_started")
         try:
             try:
@@ -190,6 +194,7 @@ class Execution:
                         self.rec.step_interrupted(self.results[name], decision, rollback=rollback)
                         if decision == SKIP and not rollback:
                             self.emit("step_skipped", name, {"reason": "skipped (operator)"})
+                    self._save_all(changed)
                 else:
                     self.emit("run_started", None, {"max_parallel": s.max_parallel, **s.started})
                 if self.rb.lock and s.locks and not s.dry_run:
@@ -237,6 +242,12 @@ class Execution:
         self.rec.run_finished(result, resumed_by=s.resumed_by, settle_data=s.settle_data)
         return result
 
+    def _save_all(self, names: list[str]) -> None:
+        """The rows of ``names`` in one store transaction."""
+        if names:
+            results = [self.results[name] for name in dict.fromkeys(names)]
+            self.rec.write(results, (), intent=True)
+
     def _error(self) -> str | None:
         if self.fatal is not None:
             return self.s.redactor.text(error_text(self.fatal))
@@ -256,6 +267,7 @@ class Execution:
         self._pump()
         if self._tasks:
             await self._idle
+        self.rec.flush()
 
     def _pump(self) -> None:
         running = self._tasks
@@ -277,6 +289,18 @@ class Execution:
             for other in self._tasks:
                 other.cancel()
         self._pump()
+        # A finished step's store write is held for the next step's start (one commit for
+        # both, runbook.recorder); the tasks just started get to take it first, and whatever
+        # this step left held then is committed on this turn of the loop, before anything else.
+        self._loop.call_soon(self._flush, self.rec.holds)
+
+    def _flush(self, upto: int) -> None:
+        try:
+            self.rec.flush(upto)
+        except (AuditError, StoreError):  # reported through _fatal: stop what is running
+            for task in self._tasks:
+                task.cancel()
+            self._pump()
 
     async def _cancel_running(self) -> None:
         running = list(self._tasks)
@@ -323,7 +347,7 @@ class Execution:
         if res.started_at is not None and res.status != R.AWAITING_APPROVAL:
             res.finished_at = self.clock.now()
             res.duration = (res.finished_at - res.started_at).total_seconds()
-        self.rec.step_finished(res, event, data)
+        self.rec.step_finished(res, event, data, hold=True)
 
     def _skip(self, name: str, reason: str) -> None:
         self.coord.on_skipped(name, reason)
@@ -396,6 +420,8 @@ class Execution:
             await self._attempts(step, kwargs, token, lock_name)
         finally:
             if lock_name and locks:
+                with contextlib.suppress(AuditError, StoreError):  # reported through _fatal
+                    self.rec.flush()  # the outcome is durable before the lock is free
                 self.rec.locks_released(await locks.release([lock_name]), name, stop=True)
 
     def _token(self, lock_name: str | None) -> int | None:
@@ -499,6 +525,7 @@ class Execution:
     async def _acquire(self, names: list[str], step: str | None) -> None:
         locks = self.s.locks
         assert locks is not None
+        self.rec.flush()  # nothing held while waiting
         try:
             leases = await locks.acquire(names)
         except LockHeld as exc:
@@ -600,6 +627,8 @@ class Execution:
     # -- the end --------------------------------------------------------------------------------
 
     async def _teardown(self, *, paused: bool) -> None:
+        with contextlib.suppress(AuditError, StoreError):  # reported through _fatal
+            self.rec.flush()
         locks = self.s.locks
         if locks is not None:
             if paused and self.s.keep_lock_when_paused and self._run_lock:

@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
@@ -53,7 +54,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
-    def emit(
+    def build(
         self,
         kind: str,
         step: str | None = None,
@@ -61,8 +62,8 @@ class Recorder:
         *,
         actor: str | None = None,
     ) -> AuditEvent:
-        """Record one event in every sink; raise ``AuditError`` if a required sink refused it."""
-        event = AuditEvent(
+        """The event as the run says it, redacted, not yet chained by any sink."""
+        return AuditEvent(
             kind=kind,
             run_id=self.info.run_id,
             runbook=self._runbook,
@@ -74,37 +75,96 @@ class Recorder:
             params=self._params,
             data=self.redact.fields(data) if data and self.redact else (data or {}),
         )
-        stored = event
-        failure: AuditError | None = None
+
+    def emit(
+        self,
+        kind: str,
+        step: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> AuditEvent:
+        """Record one event in every sink; raise ``AuditError`` if a required sink refused it."""
+        event = self.build(kind, step, data, actor=actor)
         with self._lock:
-            first = True
-            for sink in self.sinks:
-                try:
-                    written = sink.append(event)
-                except Exception as exc:
-                    text = self.redact.text(
-                        str(exc)
-                        if isinstance(exc, AuditError)
-                        else f"audit sink {sink.url} failed: {type(exc).__name__}: {exc}"
-                    )
-                    if sink.best_effort:
-                        if sink.url not in self._warned:
-                            self._warned.add(sink.url)
-                            log.warning("best-effort: %s", text)
-                        continue
-                    failure = failure or AuditError(text)
-                    continue
-                if first:
-                    stored, first = written, False
-            self.events.append(stored)
+            stored: dict[int, list[AuditEvent]] = {}
+            failure = self.append(list(enumerate(self.sinks)), [event], stored, batch=False)
+            (published,) = self.first(stored, [event])
+            self.events.append(published)
         if failure:
             raise failure
+        self.tell(published)
+        return published
+
+    def append(
+        self,
+        sinks: Sequence[tuple[int, Any]],
+        events: Sequence[AuditEvent],
+        stored: dict[int, list[AuditEvent]],
+        conn: Any = None,
+        *,
+        batch: bool = True,
+    ) -> AuditError | None:
+        """Store ``events`` in each ``(index, sink)`` (one write each where the sink batches),
+        filling ``stored``; the first required sink's refusal is returned, not raised, so every
+        sink is tried. A best-effort sink's failure is a warning, once per sink.
+
+        ``batch=False``: ``append`` per event, which also witnesses each one in the store at
+        once (``AuditLog.append``); batches leave the witness to the caller's next store write.
+        """
+        failure: AuditError | None = None
+        if not events:
+            return None
+        for index, sink in sinks:
+            try:
+                many = getattr(sink, "append_many", None) if batch else None
+                if conn is not None:
+                    stored[index] = list(sink.append_many(events, conn))
+                elif many is not None:
+                    stored[index] = list(many(events))
+                else:
+                    stored[index] = [sink.append(event) for event in events]
+            except Exception as exc:
+                text = self.redact.text(
+                    str(exc)
+                    if isinstance(exc, AuditError)
+                    else f"audit sink {sink.url} failed: {type(exc).__name__}: {exc}"
+                )
+                if sink.best_effort:
+                    if sink.url not in self._warned:
+                        self._warned.add(sink.url)
+                        log.warning("best-effort: %s", text)
+                    continue
+                failure = failure or AuditError(text)
+        return failure
+
+    def first(
+        self, stored: dict[int, list[AuditEvent]], events: Sequence[AuditEvent]
+    ) -> list[AuditEvent]:
+        """The events as the first sink (in configured order) that took them stored them."""
+        for index in sorted(stored):
+            if len(stored[index]) == len(events):
+                return stored[index]
+        return list(events)
+
+    def tell(self, event: AuditEvent) -> None:
+        """The listeners (notifiers, the ``runbook_event`` hook), once the event is stored."""
         for listener in self.listeners:
             try:
-                listener(stored)
+                listener(event)
             except Exception:  # a listener (notifier, hook) must never break the audit path
-                log.exception("audit listener failed on %s", kind)
-        return stored
+                log.exception("audit listener failed on %s", event.kind)
+
+
+@dataclass
+class _Held:
+    """An outcome whose store part waits for the next write (``RunRecorder.write``)."""
+
+    number: int  # RunRecorder.holds when it began
+    records: list[StepRecord] = field(default_factory=list)
+    built: list[AuditEvent] = field(default_factory=list)
+    stored: dict[int, list[AuditEvent]] = field(default_factory=dict)  # by the other sinks
+    then: list[Callable[[], None]] = field(default_factory=list)
 
 
 def error_text(exc: BaseException) -> str:
@@ -143,6 +203,10 @@ class RunRecorder:
         self.on_fatal = on_fatal
         self.seq_of = seq_of
         self.run_options = dict(run_options or {})
+        self._lock = threading.RLock()  # one transition at a time (worker threads emit too)
+        self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
+        self._held: _Held | None = None  # an outcome's store part, for the next commit
+        self.holds = 0  # how many held writes began (see flush)
         # Nothing listens (no sink, no hook, no notifier): skip building events at all.
         self.quiet = not audit.sinks and not audit.listeners
 
@@ -166,11 +230,7 @@ class RunRecorder:
         """Audit an event; a refused required sink makes the run fail before its next effect."""
         if self.quiet:
             return
-        try:
-            self.audit.emit(kind, step, data, actor=actor)
-        except AuditError as exc:
-            self.on_fatal(exc)
-            raise
+        self.write((), [(kind, step, data, actor)], intent=False)
 
     def note(
         self,
@@ -183,69 +243,235 @@ class RunRecorder:
         """An event recorded after the decision it reports (rollback, end of run): a refused sink
         cannot stop anything any more, so it is not raised."""
         with contextlib.suppress(AuditError):
-            self.audit.emit(kind, step, data, actor=actor)
+            self.write((), [(kind, step, data, actor)], intent=False, fatal_audit=False)
 
     def save(self, res: StepResult) -> None:
         """Store one step's state (outputs holding a secret are stored masked and marked)."""
-        store = self.store
-        if store is None:
-            return
+        if self.store is not None:
+            self.write((res,), (), intent=True)
+
+    def _record(self, res: StepResult) -> StepRecord:
         output = res.output
         if self.redactor and output is not None and not is_redacted(output):
             masked = self.redactor(output)
             if masked != output:  # a secret is never stored: mark the output as incomplete
                 output = {REDACTED_KEY: True, "value": masked}
-        try:
-            store.save_step(
-                StepRecord(
-                    run_id=self.info.run_id,
-                    name=res.name,
-                    status=res.status,
-                    output=output,
-                    error=res.error,
-                    attempts=res.attempts,
-                    started_at=res.started_at,
-                    finished_at=res.finished_at,
-                    duration=res.duration,
-                    reason=res.reason,
-                    completed_seq=self.seq_of(res.name),
-                    rollback=res.rollback,
-                )
+        return StepRecord(
+            run_id=self.info.run_id,
+            name=res.name,
+            status=res.status,
+            output=output,
+            error=res.error,
+            attempts=res.attempts,
+            started_at=res.started_at,
+            finished_at=res.finished_at,
+            duration=res.duration,
+            reason=res.reason,
+            completed_seq=self.seq_of(res.name),
+            rollback=res.rollback,
+        )
+
+    # -- one durable write per transition --------------------------------------------------------
+    #
+    # A transition is the step rows it changes plus the audit events that report it, written as
+    # ONE durable write per medium: the store rows, the events of every sink that lives in the
+    # store's own SQLite file, and the store's witness of each sink's last event share one
+    # transaction (one commit); every other sink gets all the events in one append (one fsync).
+    #
+    # Between media the order is what makes every crash point recoverable. Intent (``intent``:
+    # a step about to start) goes to the store first ("running"), so that a step whose
+    # ``step_started`` is in the audit is always found running by ``resume`` (which records
+    # ``step_interrupted`` and decides). An outcome goes to the other sinks first, then to the
+    # store, so that the store never holds an outcome the audit lacks: dying in between leaves
+    # the step "running" in the store, which resume treats as interrupted, never as silently
+    # done. Within the shared transaction there is no order: it commits entirely or not at all.
+
+    def write(
+        self,
+        results: Sequence[StepResult],
+        events: Sequence[tuple[str, str | None, dict[str, Any] | None, str | None]],
+        *,
+        intent: bool,
+        fatal_audit: bool = True,
+        hold: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Record one transition (see above); refused writes are reported through ``on_fatal``
+        and raised (``StoreError`` first), after the writes that could still be made.
+
+        ``hold`` (an outcome, from the driver): once the sinks outside the store have the
+        events, the store's part (rows, events of the sinks in its file, witnesses) is held and
+        joins the NEXT write's commit: the next step's start, normally, so that a chain costs
+        one commit per step. The driver calls ``flush`` before anything else could happen (a
+        lock released, waiting, the loop's next turn), so the outcome is durable before any
+        other side effect starts. ``then`` runs once the transition is durable (its hook).
+        """
+        audit = self.audit
+        built = [audit.build(k, st, d, actor=a) for k, st, d, a in events]
+        with self._lock:
+            records = [self._record(res) for res in results] if self.store is not None else []
+            joined, separate = self._split()
+            stored: dict[int, list[AuditEvent]] = {}
+            audit_error: AuditError | None = None
+            if not intent:
+                audit_error = audit.append(separate, built, stored)
+            if hold and audit_error is None and self._holds:
+                if self._held is None:
+                    self.holds += 1
+                    self._held = _Held(self.holds)
+                held = self._held
+                held.records += records
+                held.built += built
+                for index, events_stored in stored.items():
+                    held.stored.setdefault(index, []).extend(events_stored)
+                if then is not None:
+                    held.then.append(then)
+                return
+            held, self._held = self._held or _Held(0), None
+            done = len(held.built)
+            joined_stored: dict[int, list[AuditEvent]] = {}
+            store_error, joined_error = self._commit(
+                held.records + records, held.built + built, joined, joined_stored
             )
+            for index, events_stored in joined_stored.items():
+                held.stored[index] = events_stored[:done]
+                stored[index] = events_stored[done:]
+            audit_error = audit_error or joined_error
+            if intent and store_error is None:
+                audit_error = audit.append(separate, built, stored) or audit_error
+            published = audit.first(held.stored, held.built) + audit.first(stored, built)
+            with audit._lock:
+                audit.events.extend(published)
+        for event in published:
+            audit.tell(event)
+        if store_error is None:
+            for after in [*held.then, *([then] if then else [])]:
+                after()
+        if audit_error is not None and fatal_audit:
+            self.on_fatal(audit_error)
+        if store_error is not None:
+            self.on_fatal(store_error)
+            raise store_error
+        if audit_error is not None:
+            raise audit_error
+
+    def flush(self, upto: int | None = None) -> None:
+        """Commit a held outcome now (see ``write``); raises as ``write`` does. ``upto``: only
+        one held since hold number ``upto`` or before (a later one has its own flush due)."""
+        held = self._held
+        if held is not None and (upto is None or held.number <= upto):
+            self.write((), (), intent=False)
+
+    @property
+    def _holds(self) -> bool:
+        """Whether holding pays: a store with transactions that rows and events can share."""
+        return callable(getattr(self.store, "transaction", None))
+
+    def _split(self) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+        """(joined, separate): the sinks writing inside the store's transactions, the others."""
+        if self._sinks is None:
+            joined: list[tuple[int, Any]] = []
+            separate: list[tuple[int, Any]] = []
+            for index, sink in enumerate(self.audit.sinks):
+                joins = getattr(sink, "joins", None)
+                if self.store is not None and joins is not None and joins(self.store):
+                    try:
+                        getattr(sink, "prepare", lambda: None)()  # table made outside any tx
+                    except Exception:  # written on its own then, and failing there
+                        separate.append((index, sink))
+                        continue
+                    joined.append((index, sink))
+                else:
+                    separate.append((index, sink))
+            self._sinks = (joined, separate)
+        return self._sinks
+
+    def _commit(
+        self,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        joined: list[tuple[int, Any]],
+        stored: dict[int, list[AuditEvent]],
+    ) -> tuple[StoreError | None, AuditError | None]:
+        """The store's part of a transition in one transaction: rows, joined sinks' events, the
+        witnesses due. A refused audit part is rolled back and the rows written alone (an
+        outcome is stored even when the audit refused it)."""
+        store = self.store
+        if store is None:
+            return None, None
+        logs = [sink for sink in self.audit.sinks if getattr(sink, "pending", None)]
+        if not records and not (joined and built) and not logs:
+            return None, None
+        transaction = getattr(store, "transaction", None)
+        audit_error: AuditError | None = None
+        try:
+            try:
+                if transaction is None:
+                    self._rows(store, records)
+                    self._witnesses(store, logs)
+                else:
+                    with transaction("record a step in") as conn:
+                        self._rows(store, records)
+                        if joined and built:
+                            joined_error = self.audit.append(joined, built, stored, conn)
+                            if joined_error is not None:
+                                raise joined_error
+                        self._witnesses(store, logs)
+            except AuditError as exc:  # rolled back: the rows again, on their own
+                audit_error = exc
+                for index, _ in joined:
+                    stored.pop(index, None)
+                if records:
+                    if transaction is None:
+                        self._rows(store, records)
+                    else:
+                        with transaction("record a step in"):
+                            self._rows(store, records)
         except Exception as exc:
-            err = (
+            error = (
                 exc
                 if isinstance(exc, StoreError)
                 else StoreError(f"run store failed: {error_text(exc)}")
             )
-            self.on_fatal(err)
-            raise err from None
+            return error, audit_error
+        return None, audit_error
+
+    @staticmethod
+    def _rows(store: RunStore, records: list[StepRecord]) -> None:
+        for record in records:
+            store.save_step(record)
+
+    @staticmethod
+    def _witnesses(store: RunStore, logs: list[Any]) -> None:
+        for sink in logs:
+            pending = sink.take_pending()
+            if pending is not None:
+                sink.write_witness(store, pending)
 
     # -- transitions -----------------------------------------------------------------------------
-    #
-    # The order of the two writes is what makes every crash point recoverable. Intent goes to the
-    # store first ("running"), so that a step whose ``step_started`` is in the audit is always
-    # found running by ``resume`` (which records ``step_interrupted`` and decides). An outcome goes
-    # to the audit first, then to the store, so that the store never holds an outcome the audit
-    # lacks: dying in between leaves the step "running" in the store, which resume treats as
-    # interrupted, never as silently done.
 
     def step_started(self, res: StepResult, attempt: int) -> None:
         """Before the step's side effects start: stored as running, then audited."""
-        self.save(res)
-        self.emit("step_started", res.name, {"attempt": attempt})
+        events = () if self.quiet else [("step_started", res.name, {"attempt": attempt}, None)]
+        self.write((res,), events, intent=True)
         self.hook("runbook_step_started", step=res.name, attempt=attempt)
 
     def step_finished(
-        self, res: StepResult, event: str | None = None, data: dict[str, Any] | None = None
+        self,
+        res: StepResult,
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        hold: bool = False,
     ) -> None:
-        """An outcome: audited, then stored (even when the audit refused it), then the hook."""
-        try:
-            if event:
-                self.emit(event, res.name, data)
-        finally:
-            self.save(res)
-        self.hook("runbook_step_finished", step=res.name, result=res)
+        """An outcome: audited, then stored (even when the audit refused it), then the hook.
+        ``hold``: the store's part may join the next write (``write``)."""
+
+        def then() -> None:
+            self.hook("runbook_step_finished", step=res.name, result=res)
+
+        events = () if self.quiet or event is None else [(event, res.name, data, None)]
+        self.write((res,), events, intent=False, hold=hold, then=then)
 
     def step_interrupted(self, res: StepResult, decision: str, *, rollback: bool) -> None:
         """Resume found the step (or its rollback) running in the store: say what it decided."""
@@ -282,18 +508,23 @@ class RunRecorder:
         self.hook("runbook_rollback_finished", step=res.name, result=res)
 
     def locks_acquired(self, leases: Iterable[Lease], step: str | None) -> None:
-        for lease in leases:
-            self.emit("lock_acquired", step, {"lock": lease.name, "fencing_token": lease.token})
+        events = [
+            ("lock_acquired", step, {"lock": lease.name, "fencing_token": lease.token}, None)
+            for lease in leases
+        ]
+        if events and not self.quiet:
+            self.write((), events, intent=False)
 
     def locks_released(self, leases: Iterable[Lease], step: str | None, *, stop: bool) -> None:
         """``stop``: a refused event still fails the run (a step's lock, released mid-run)."""
-        for lease in leases:
-            data = {"lock": lease.name, "fencing_token": lease.token}
-            if stop:
-                with contextlib.suppress(AuditError):
-                    self.emit("lock_released", step, data)
-            else:
-                self.note("lock_released", step, data)
+        events = [
+            ("lock_released", step, {"lock": lease.name, "fencing_token": lease.token}, None)
+            for lease in leases
+        ]
+        if not events or (stop and self.quiet):
+            return
+        with contextlib.suppress(AuditError):
+            self.write((), events, intent=False, fatal_audit=stop)
 
     def lock_denied(self, exc: LockHeld, step: str | None) -> None:
         with contextlib.suppress(AuditError):

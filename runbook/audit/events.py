@@ -86,19 +86,47 @@ class AuditEvent:
         A non-finite float in ``params`` or ``data`` (a step output of ``nan``) has no JSON form:
         it is stored as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` rather than as
         invalid JSON or as a refused event that would stop the run after its side effect.
+
+        Serialised once: each field's canonical JSON is computed one time and assembled into
+        both the hashed text (without ``hash``) and the stored line (``canonical``), which is
+        byte for byte ``canonical_json(stored.to_dict())``.
         """
-        body = self.to_dict()
-        body.update(seq=seq, prev_hash=prev_hash)
-        body.pop("hash")
         source = self
         try:
-            text = canonical_json(body)
+            parts = self._parts(seq, prev_hash)
         except ValueError:
-            body = _finite(body)
-            text = canonical_json(body)
-            source = replace(self, params=body["params"], data=body["data"])
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return replace(source, seq=seq, prev_hash=prev_hash, hash=digest)
+            source = replace(self, params=_finite(self.params), data=_finite(self.data))
+            parts = source._parts(seq, prev_hash)
+        body = "{" + ",".join(parts) + "}"
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        parts.insert(_HASH_AT, f'"hash":"{digest}"')
+        stored = object.__new__(AuditEvent)
+        stored.__dict__.update(source.__dict__)
+        stored.__dict__.update(seq=seq, prev_hash=prev_hash, hash=digest)
+        stored.__dict__["_canonical"] = "{" + ",".join(parts) + "}"
+        return stored
+
+    def _parts(self, seq: int, prev_hash: str) -> list[str]:
+        """``"key":value`` texts of every field but ``hash``, in sorted key order."""
+        values = self.__dict__
+        out = []
+        for name, key in _SORTED:
+            value = seq if name == "seq" else prev_hash if name == "prev_hash" else values[name]
+            # The common scalars by hand (as json.dumps writes them), the rest through it.
+            if type(value) is str:
+                out.append(f"{key}:{_encode_str(value)}")
+            elif value is None:
+                out.append(f"{key}:null")
+            elif type(value) is int:
+                out.append(f"{key}:{int.__repr__(value)}")
+            else:
+                out.append(f"{key}:{canonical_json(value)}")
+        return out
+
+    @property
+    def canonical(self) -> str | None:
+        """The stored line (canonical JSON with ``hash``) when this event was chained here."""
+        return self.__dict__.get("_canonical")
 
     @property
     def at_datetime(self) -> datetime:
@@ -106,6 +134,11 @@ class AuditEvent:
 
 
 _FIELDS = tuple(AuditEvent.__dataclass_fields__)
+# (field, its JSON key) in canonical (sorted) order without ``hash``; where ``hash`` goes.
+_SORTED = tuple((n, json.dumps(n)) for n in sorted(f for f in _FIELDS if f != "hash"))
+_HASH_AT = sorted(_FIELDS).index("hash")
+# What json.dumps(..., ensure_ascii=False) writes for a str (the C encoder when available).
+_encode_str = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
 
 
 def canonical_json(data: Any) -> str:
@@ -350,7 +383,7 @@ class MemorySink:
         self.url = url
         self.best_effort = best_effort
         self._events: list[AuditEvent] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def append(self, event: AuditEvent) -> AuditEvent:
         with self._lock:
@@ -360,6 +393,10 @@ class MemorySink:
             )
             self._events.append(stored)
             return stored
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        with self._lock:
+            return [self.append(event) for event in events]
 
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         with self._lock:

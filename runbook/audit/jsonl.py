@@ -70,6 +70,9 @@ class JsonlSink:
         self.fsync = fsync
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
+        # ((size, mtime_ns), last event) right after this object's last append: when the file is
+        # still so under the lock, nobody appended since and the tail need not be re-read.
+        self._tail: tuple[tuple[int, int], AuditEvent] | None = None
         # flock is per open file description: threads of one process sharing the descriptor
         # would not exclude each other, so they also take this lock.
         self._thread_lock = threading.Lock()
@@ -137,6 +140,18 @@ class JsonlSink:
         return fd
 
     def append(self, event: AuditEvent) -> AuditEvent:
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """Chain ``events`` and write them with one ``write`` and one ``fsync``, under one lock.
+
+        The events of one state transition (a step's outcome, a lock released, the next step's
+        start) are acknowledged together: none of them before the ``fsync`` returns. A crash
+        before it may leave a prefix of the lines (each complete line a valid event: the chain
+        stays verifiable) or a torn last line (refused and reported, as for a single event).
+        """
+        if not events:
+            return []
         with self._thread_lock:
             try:
                 while True:
@@ -147,7 +162,7 @@ class JsonlSink:
                     # Rotated between our check and the lock: append to the new file instead.
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 try:
-                    return self._append_locked(fd, event)
+                    return self._append_locked(fd, events)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             except AuditError:
@@ -157,10 +172,11 @@ class JsonlSink:
                     f"audit sink {redact_url(self.url)} failed: {type(exc).__name__}: {exc}"
                 ) from exc
 
-    def _append_locked(self, fd: int, event: AuditEvent) -> AuditEvent:
-        size = os.fstat(fd).st_size
+    def _append_locked(self, fd: int, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        st = os.fstat(fd)
+        size = st.st_size
         try:
-            last = _last_event(fd, size)
+            last = self._last_known(fd, (size, st.st_mtime_ns))
         except TornLog as exc:
             problem, good_size = exc.args
             url = redact_url(self.url)
@@ -169,25 +185,42 @@ class JsonlSink:
                 "an event that was never acknowledged; check with `runbook audit verify --sink "
                 f"{url}`, then remove the damaged tail: truncate -s {good_size} {self.path}"
             ) from None
-        seq = (last.seq or 0) + 1 if last else 1
+        seq = (last.seq or 0) if last else 0
         prev = last.hash if last and last.hash else GENESIS
-        stored = event.chained(seq, prev)
-        line = (canonical_json(stored.to_dict()) + "\n").encode()
+        stored, lines = [], []
+        for event in events:
+            seq += 1
+            chained = event.chained(seq, prev)
+            prev = chained.hash or GENESIS
+            stored.append(chained)
+            lines.append(chained.canonical or canonical_json(chained.to_dict()))
+        data = ("\n".join(lines) + "\n").encode()
         try:
-            view = memoryview(line)
+            view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
             if self.fsync:
                 os.fsync(fd)
         except OSError:
-            # Leave no half line behind (disk full...): the event was not stored, say so.
+            # Leave no half line behind (disk full...): the events were not stored, say so.
+            self._tail = None
             try:
                 os.ftruncate(fd, size)
             except OSError:
                 pass
             raise
+        after = os.fstat(fd)
+        self._tail = ((after.st_size, after.st_mtime_ns), stored[-1])
         return stored
+
+    def _last_known(self, fd: int, stamp: tuple[int, int]) -> AuditEvent | None:
+        """The last event: the one this object wrote when the file is as it left it (same inode,
+        size and mtime, seen under the lock), else read back from the end of the file."""
+        tail = self._tail
+        if tail is not None and tail[0] == stamp:
+            return tail[1]
+        return _last_event(fd, stamp[0])
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -277,6 +310,7 @@ class JsonlSink:
             self._close_fd()
 
     def _close_fd(self) -> None:
+        self._tail = None
         if self._fd is not None:
             try:
                 os.close(self._fd)

@@ -44,20 +44,94 @@ class AuditLog:
         # nothing could check a witness of it, so none is written.
         queryable = getattr(sink, "queryable", True)
         self._witness = getattr(store, "witness_audit", None) if queryable else None
+        self.pending: tuple[str, str, int, str] | None = None  # see append_many
 
     def append(self, event: AuditEvent) -> AuditEvent:
         stored = self.sink.append(event)
         self._witnessed(stored)
-        if self.signer is not None and must_sign(stored):
-            try:
-                checkpoint = make_checkpoint(stored, self.signer)
-            except Exception as exc:  # a key that cannot sign: say so, never skip silently
-                raise AuditError(
-                    f"audit sink {redact_url(self.url)}: cannot sign a checkpoint for event "
-                    f"{stored.seq}: {type(exc).__name__}: {exc}"
-                ) from exc
-            self._witnessed(self.sink.append(checkpoint))
+        self._checkpoint(stored)
         return stored
+
+    def append_many(self, events: Sequence[AuditEvent], conn: Any = None) -> list[AuditEvent]:
+        """Store ``events`` in one write (one commit, one fsync) where the sink can; the witness
+        of the last one is left in ``pending`` for the recorder's next store transaction.
+
+        ``conn``: the run store's open transaction, for a sink in the store's own file
+        (``joins``). A witness one event behind the trail is harmless (``audit verify`` checks
+        the trail holds what was witnessed); one ahead is impossible, since it is written after
+        the events are stored (or in the same commit).
+        """
+        if self.signer is None:
+            stored = self._store(events, conn)
+            if stored:
+                self._pending(stored[-1])
+            return stored
+        # With a key, a checkpoint must follow the event that calls for it (a run's end, every
+        # 1,000th seq, known only once stored): one event at a time.
+        stored = []
+        for event in events:
+            (one,) = self._store([event], conn)
+            stored.append(one)
+            self._pending(one)
+            if must_sign(one):
+                self._pending(self._store([self._sign(one)], conn)[-1])
+        return stored
+
+    def _store(self, events: Sequence[AuditEvent], conn: Any) -> list[AuditEvent]:
+        if not events:
+            return []
+        many = getattr(self.sink, "append_many", None)
+        if conn is not None:
+            assert many is not None  # only a sink that ``joins`` is handed a connection
+            return list(many(events, conn))
+        if many is not None:
+            return list(many(events))
+        return [self.sink.append(event) for event in events]  # a plugin sink without batches
+
+    def joins(self, store: Any) -> bool:
+        """True when this sink writes into ``store``'s own database, inside its transactions."""
+        shares = getattr(self.sink, "shares_file_with", None)
+        return bool(shares and not self.best_effort and shares(store))
+
+    def prepare(self) -> None:
+        prepare = getattr(self.sink, "prepare", None)
+        if prepare is not None:
+            prepare()
+
+    def take_pending(self) -> tuple[str, str, int, str] | None:
+        """The witness not yet written, ``(run_id, chain, seq, hash)``, and forget it."""
+        pending, self.pending = self.pending, None
+        return pending
+
+    def write_witness(self, store: Any, pending: tuple[str, str, int, str]) -> None:
+        """Write a witness taken from ``take_pending`` (inside the caller's store transaction)."""
+        try:
+            store.witness_audit(*pending)
+        except RunbookError as exc:
+            raise AuditError(
+                f"audit sink {redact_url(self.url)}: event {pending[2]} is stored but the run "
+                f"store could not witness it: {exc}"
+            ) from exc
+
+    def _pending(self, stored: AuditEvent) -> None:
+        if self._witness is None or stored.seq is None or stored.hash is None:
+            return
+        self.pending = (stored.run_id, self.chain_id, stored.seq, stored.hash)
+
+    def _checkpoint(self, stored: AuditEvent) -> None:
+        if self.signer is None or not must_sign(stored):
+            return
+        self._witnessed(self.sink.append(self._sign(stored)))
+
+    def _sign(self, stored: AuditEvent) -> AuditEvent:
+        assert self.signer is not None
+        try:
+            return make_checkpoint(stored, self.signer)
+        except Exception as exc:  # a key that cannot sign: say so, never skip silently
+            raise AuditError(
+                f"audit sink {redact_url(self.url)}: cannot sign a checkpoint for event "
+                f"{stored.seq}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _witnessed(self, stored: AuditEvent) -> None:
         if self._witness is None or stored.seq is None or stored.hash is None:

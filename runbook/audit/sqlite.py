@@ -147,30 +147,29 @@ class SqliteSink:
     # -- writing ------------------------------------------------------------------------------
 
     def append(self, event: AuditEvent) -> AuditEvent:
+        return self.append_many([event])[0]
+
+    def append_many(
+        self, events: Sequence[AuditEvent], conn: sqlite3.Connection | None = None
+    ) -> list[AuditEvent]:
+        """Chain and insert ``events`` in one transaction: one commit for all of them.
+
+        ``conn``: a connection to this same file already inside a write transaction (the run
+        store's, ``SqliteStore.transaction``): the rows join that transaction and its one commit,
+        so a step's state and its audit events become durable together or not at all. Call
+        ``prepare`` first, outside that transaction.
+        """
+        if conn is not None:
+            try:
+                return self._insert(conn, events)
+            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+                raise self._error("failed", exc) from exc
         with self._lock:
             try:
                 conn = self._connect()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    last = conn.execute(
-                        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-                    ).fetchone()
-                    stored = event.chained(last[0] + 1 if last else 1, last[1] if last else GENESIS)
-                    conn.execute(
-                        "INSERT INTO audit_events (seq, run_id, step, kind, actor, at, prev_hash,"
-                        " hash, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            stored.seq,
-                            stored.run_id,
-                            stored.step,
-                            stored.kind,
-                            stored.actor,
-                            normalize_at(stored.at),
-                            stored.prev_hash,
-                            stored.hash,
-                            canonical_json(stored.to_dict()),
-                        ),
-                    )
+                    stored = self._insert(conn, events)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -179,6 +178,57 @@ class SqliteSink:
                 return stored
             except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
                 raise self._error("failed", exc) from exc
+
+    def prepare(self) -> None:
+        """Create the database and the table now (before joining another transaction)."""
+        with self._lock:
+            try:
+                self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._error("failed", exc) from exc
+
+    def _insert(self, conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """Inside a write transaction: the last row read under the write lock, then the rows."""
+        last = conn.execute(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+        stored, rows = [], []
+        for event in events:
+            seq += 1
+            chained = event.chained(seq, prev)
+            prev = chained.hash or GENESIS
+            stored.append(chained)
+            rows.append(
+                (
+                    chained.seq,
+                    chained.run_id,
+                    chained.step,
+                    chained.kind,
+                    chained.actor,
+                    normalize_at(chained.at),
+                    chained.prev_hash,
+                    chained.hash,
+                    chained.canonical or canonical_json(chained.to_dict()),
+                )
+            )
+        conn.executemany(
+            "INSERT INTO audit_events (seq, run_id, step, kind, actor, at, prev_hash,"
+            " hash, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return stored
+
+    def shares_file_with(self, store: Any) -> bool:
+        """True when ``store`` is a SQLite run store in this very file (its transactions can
+        carry this sink's rows)."""
+        path = getattr(store, "path", None)
+        if path is None or not callable(getattr(store, "transaction", None)):
+            return False
+        try:
+            return Path(path).resolve() == Path(self.path).resolve()
+        except OSError:
+            return False
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -197,6 +197,7 @@ class SqliteStore:
         self._pid = os.getpid()
         self._closed = False
         self._inherited: list[sqlite3.Connection] = []  # a forked parent's, never used or closed
+        self._depth = 0  # > 0 inside a transaction (held by the thread that holds _lock)
         self._conn: sqlite3.Connection | None = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -212,18 +213,23 @@ class SqliteStore:
     @contextmanager
     def _tx(self, action: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
         if self._pid != os.getpid():  # forked: never touch the parent's connection or lock
-            self._lock, self._pid = threading.RLock(), os.getpid()
+            self._lock, self._pid, self._depth = threading.RLock(), os.getpid(), 0
             if self._conn is not None:
                 self._inherited.append(self._conn)
                 self._conn = None
         with self._lock:
             if self._closed:
                 raise StoreError(f"the run store {self.path} is closed")
+            if self._depth:  # inside transaction() on this thread: part of that one commit
+                assert self._conn is not None
+                yield self._conn
+                return
             if self._conn is None:
                 self._conn = self._open()
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                self._depth += 1
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -231,8 +237,22 @@ class SqliteStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+                finally:
+                    self._depth -= 1
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, action) from exc
+
+    @contextmanager
+    def transaction(self, action: str = "write to") -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... one ``COMMIT``) around several calls.
+
+        Every store method called inside it on this thread joins it instead of committing on its
+        own, and the connection it yields lets a component sharing the file (the sqlite audit
+        sink) write its rows in the same commit: the recorder's one durable write per transition.
+        Other threads wait for the commit, as they wait for any store method.
+        """
+        with self._tx(action, write=True) as conn:
+            yield conn
 
     def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:
         if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:

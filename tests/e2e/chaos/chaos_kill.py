@@ -51,7 +51,7 @@ class ChaosStore(_Wrapped):
 
 
 class ChaosSink(_Wrapped):
-    _writes = ("append",)
+    _writes = ("append", "append_many")
 
     @property
     def best_effort(self) -> bool:
