@@ -15,15 +15,18 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from runbook import commands, guard, tracing
+from runbook import commands, guard
 from runbook.clock import Clock, remaining
 from runbook.errors import CommandError, CommandFailed, ConfigError, StepTimeout
 from runbook.failure import record_log
 from runbook.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import httpx
+
+    from runbook.http import Http as Http
 
 log = logging.getLogger("runbook")
 
@@ -139,6 +142,8 @@ class Shell:
         limit = self._limit(timeout)
         # The step's trace context beats an inherited one; an explicit env= beats both.
         inherited = {} if env_clear else os.environ
+        from runbook import tracing
+
         environ = {**inherited, **tracing.command_env(), **dict(env or {})}
         began = time.monotonic()
         try:
@@ -192,17 +197,18 @@ def _shell_timeout(config: Any) -> float:
     return float(value)
 
 
-class Http(httpx.Client):
-    """The ``http`` resource: an ``httpx.Client`` that can also build URLs safely.
+def __getattr__(name: str) -> Any:
+    if name == "Http":  # lives with httpx, imported when a run first asks for ``http``
+        from runbook.http import Http
 
-    ``http.get(http.url("http://web/api/{svc}/health", svc=svc))`` percent-encodes each value as
-    one path segment or query value (``runbook.commands.url``).
-    """
-
-    url = staticmethod(commands.url)
+        return Http
+    raise AttributeError(f"module 'runbook.resources' has no attribute {name!r}")
 
 
 def http_resource() -> Iterator[httpx.Client]:
+    from runbook import tracing
+    from runbook.http import Http as Http
+
     client = Http(
         timeout=10.0,
         headers={"User-Agent": "runbook"},
