@@ -206,6 +206,8 @@ class Plugins:
         entry_points: bool = True,
         defaults: Iterable[str] = DEFAULT_PLUGINS,
     ) -> None:
+        self._init = (tuple(extra), entry_points, tuple(defaults))
+        self.shared = False  # the process's read-only manager (``shared()``): never added to
         self.pm = _Manager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._sources: dict[str, Any] = {}  # str, or an entry point's (shown with str())
@@ -266,6 +268,7 @@ class Plugins:
 
     def add(self, plugin: Any) -> None:
         """Register a plugin object or an importable module name (``-p module`` / config)."""
+        self._writable()
         if isinstance(plugin, str):
             module = _import_plugin(plugin)
             if not _implements_hooks(module):
@@ -278,7 +281,29 @@ class Plugins:
             name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin):x}"
             self._register(plugin, name, "object")
 
+    def has(self, plugin: Any) -> bool:
+        """Whether ``plugin`` (an object, a module, a module name) is registered, by identity or
+        by the name ``add`` would register it under."""
+        if not isinstance(plugin, str) and self.pm.is_registered(plugin):
+            return True
+        name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", None)
+        return isinstance(name, str) and self.pm.get_plugin(name) is not None
+
+    def unshared(self) -> Plugins:
+        """This manager, or for the shared one a new manager with the same plugins to add to."""
+        if not self.shared:
+            return self
+        extra, entry_points, defaults = self._init
+        return Plugins(extra, entry_points=entry_points, defaults=defaults)
+
+    def _writable(self) -> None:
+        if self.shared:
+            raise PluginError(
+                "the shared plugin manager is read-only: add plugins to plugins.unshared()"
+            )
+
     def remove(self, plugin: Any) -> None:
+        self._writable()
         if self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
             self._providers = self._resources = None
@@ -371,6 +396,27 @@ class Plugins:
         """pluggy's tracing: each call with its arguments, each result, indented by nesting."""
         self.pm.trace.root.setwriter(_trace_writer)
         self.pm.enable_tracing()
+
+
+# The manager with the built-ins (and the installed plugins), per entry_points flag: see shared().
+_SHARED: dict[bool, tuple[Any, Plugins]] = {}
+
+
+def shared(*, entry_points: bool = True) -> Plugins:
+    """The process's plugin manager with the built-in plugins, and the installed ones with
+    ``entry_points``: built once for every Runner that brings no plugins of its own, so that a
+    service making a Runner per run does not build a plugin manager (and ask every plugin for
+    its providers) per run. It is read-only; ``unshared()`` gives a manager to add plugins to.
+    Built again when a plugin is installed while the process runs, or hook tracing is switched.
+    """
+    key = (os.environ.get("RUNBOOK_TRACE_HOOKS", ""), _path_key() if entry_points else None)
+    cached = _SHARED.get(entry_points)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    plugins = Plugins(entry_points=entry_points)
+    plugins.shared = True
+    _SHARED[entry_points] = (key, plugins)
+    return plugins
 
 
 def _trace_writer(text: str) -> None:

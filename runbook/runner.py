@@ -32,7 +32,7 @@ from runbook.executors import DEFAULT_EXECUTOR, Executor
 from runbook.locks.base import LockProvider, expand_name
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
-from runbook.plugins import Plugins, configure
+from runbook.plugins import Plugins, configure, shared
 from runbook.protection import Protection
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
@@ -136,7 +136,13 @@ class Runner(DurableRuns):
         self.inventory = inventory  # path or runbook.inventory.Inventory (docs/fleets.md)
         self.limit = limit
         self.run_options: dict[str, Any] = {}  # kept in the stored run (``retry_of``...)
-        self.plugins = Plugins(plugins, entry_points=entry_points)
+        # Without plugins of its own, a Runner uses the process's plugin manager (built once);
+        # it gets one of its own when something is added to it (a runbookconf.py, metrics).
+        self.plugins = (
+            Plugins(plugins, entry_points=entry_points)
+            if plugins
+            else shared(entry_points=entry_points)
+        )
         if config is not None:
             configure(self.plugins, config)
         self._metrics = None
@@ -145,7 +151,7 @@ class Runner(DurableRuns):
             from runbook.metrics.reporter import MetricsReporter
 
             self._metrics = MetricsReporter(open_metrics(metrics))
-            self.plugins.add(self._metrics)
+            self._add_plugin(self._metrics)
         self._store_spec = store
         self._audit_spec = list(audit)
         # Loaded now, so a bad key (or no cryptography) is a usage error before any run exists.
@@ -155,6 +161,11 @@ class Runner(DurableRuns):
         self._sinks: list[AuditSink] | None = None
         self._locks: LockProvider | None = None
         self.executor: str | Executor = executor or DEFAULT_EXECUTOR
+
+    def _add_plugin(self, plugin: Any) -> None:
+        if not self.plugins.has(plugin):
+            self.plugins = self.plugins.unshared()
+            self.plugins.add(plugin)
 
     @classmethod
     def from_config(
@@ -412,7 +423,7 @@ class Runner(DurableRuns):
         redactor = Redactor(secret_values)
         holder: dict[str, Execution] = {}
         for conf in rb.conftests:  # runbookconf.py files may implement hooks too
-            self.plugins.add(conf)
+            self._add_plugin(conf)
         want = frozenset(h for h in _LIFECYCLE if self.plugins.has_impls(h))
         hook = self.plugins.hook
         listeners = []

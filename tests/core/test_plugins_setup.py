@@ -5,6 +5,7 @@ registered plugins)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import types
 from typing import Any
@@ -130,6 +131,7 @@ def fake_entry_points(monkeypatch, tmp_path):
 
     monkeypatch.setattr(plugins_mod.metadata, "entry_points", entry_points)
     monkeypatch.setattr(plugins_mod, "_ENTRY_POINTS", {})
+    monkeypatch.setattr(plugins_mod, "_SHARED", {})
     monkeypatch.setattr(plugins_mod.sys, "path", [*plugins_mod.sys.path, str(tmp_path)])
     return found, scans, tmp_path
 
@@ -202,3 +204,77 @@ def test_resources_forget_a_removed_plugin():
     assert "vault" in plugins.resources()
     plugins.remove(vault)
     assert "vault" not in plugins.resources()
+
+
+# -- one plugin manager for every Runner without plugins of its own -------------------------------
+
+
+def test_runners_without_plugins_share_one_manager_and_its_providers():
+    from runbook import Runner
+
+    first, second = Runner(entry_points=False), Runner(entry_points=False)
+    assert first.plugins is second.plugins and first.plugins.shared
+    assert first.store is not second.store  # providers are still opened per Runner
+    assert Runner(plugins=[_Vault()], entry_points=False).plugins is not first.plugins
+    assert Runner(entry_points=True).plugins is not first.plugins  # per entry_points flag
+
+
+def test_the_shared_manager_cannot_be_added_to_and_unshared_copies_it():
+    shared = plugins_mod.shared(entry_points=False)
+    with pytest.raises(PluginError, match="read-only"):
+        shared.add(_Vault())
+    with pytest.raises(PluginError, match="read-only"):
+        shared.remove(shared.pm.get_plugin("runbook.resources"))
+    own = shared.unshared()
+    assert own is not shared and not own.shared
+    assert {i.name for i in own.describe()} == {i.name for i in shared.describe()}
+    own.add(_Vault())
+    assert "vault" in own.resources() and "vault" not in shared.resources()
+    assert own.unshared() is own
+
+
+def test_a_runbookconf_with_hooks_gives_that_runner_its_own_manager(write_runbook, tmp_path):
+    from runbook import Runner, load
+
+    (tmp_path / "runbookconf.py").write_text(
+        "from runbook import hookimpl\n"
+        "SEEN = []\n"
+        "@hookimpl\n"
+        "def runbook_step_finished(step, result):\n"
+        "    SEEN.append(step)\n"
+    )
+    rb = load(write_runbook("from runbook import step\n\n@step\ndef a():\n    pass\n"))
+    runner, other = Runner(entry_points=False), Runner(entry_points=False)
+    shared = runner.plugins
+    runner.run(rb)
+    runner.run(rb)
+    assert runner.plugins is not shared and shared is other.plugins
+    assert not shared.has(rb.conftests[0])  # the other runners never call its hooks
+    assert rb.conftests[0].SEEN == ["a", "a"]
+
+
+def test_the_shared_manager_is_rebuilt_when_hook_tracing_is_switched_on(monkeypatch):
+    monkeypatch.setattr(plugins_mod, "_SHARED", {})
+    before = plugins_mod.shared(entry_points=False)
+    assert plugins_mod.shared(entry_points=False) is before
+    monkeypatch.setenv("RUNBOOK_TRACE_HOOKS", "1")
+    assert plugins_mod.shared(entry_points=False) is not before
+
+
+def test_the_shared_manager_is_rebuilt_when_a_plugin_is_installed(fake_entry_points):
+    found, _, folder = fake_entry_points
+    before = plugins_mod.shared()
+    assert "vault" not in before.resources()
+    found.append(_EntryPoint("vault", _Vault()))
+    stat = os.stat(folder)
+    os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert "vault" in plugins_mod.shared().resources()
+
+
+def test_has_knows_objects_modules_and_names():
+    vault = _Vault()
+    plugins = Plugins([vault], entry_points=False)
+    assert plugins.has(vault) and not plugins.has(_Vault())
+    assert plugins.has("runbook.resources")
+    assert plugins.has(importlib.import_module("runbook.resources"))
+    assert not plugins.has("no.such.plugin")

@@ -1,0 +1,178 @@
+"""Concurrent runs in one process: what a step costs when 100 runs of 10 steps share a Runner.
+
+Each run is a chain of 10 no-op async steps, in memory (memory store, hash-chained memory audit,
+memory locks): no I/O, so what is left is the engine and the per-run setup (plugin manager,
+providers, resource scope). The baseline is a single run of the same runbook, alone on a running
+event loop, measured in the same process, so the ratio holds on any machine. The concurrent runs
+share one Runner, or get a Runner each, built inside the timing (what a service that makes one
+per request pays). The issue's target: 100 concurrent runs cost at most 1.5x a single run's
+per-step cost. "GC 0/1/2" counts the cyclic collector's passes per generation during each case:
+a run's objects are reference cycles (freed only by the collector), and 100 runs in flight keep
+enough of them alive that its passes become a visible share of the cost.
+
+    .venv/bin/python bench/concurrency.py                # 100 runs, best of 5
+    .venv/bin/python bench/concurrency.py --runs 1000 --repeat 3
+    .venv/bin/python bench/concurrency.py --gc-freeze    # imported objects out of the GC's way
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runbook import Runner, load
+
+STEPS = 10
+
+
+def write_chain(folder: Path) -> Path:
+    lines = ["from runbook import step", ""]
+    for i in range(STEPS):
+        lines += ["@step", f"async def s{i}({f's{i - 1}' if i else ''}):", "    return None", ""]
+    path = folder / "chain10.py"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def make_runner() -> Runner:
+    return Runner(
+        store="memory://", audit=("memory://",), locks="memory://", entry_points=False, actor="b"
+    )
+
+
+def best_of(repeat: int, fn: Any) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        best = min(best, fn())
+    return best
+
+
+async def one_run(runner: Runner, rb: Any) -> float:
+    start = time.perf_counter()
+    result = await runner.arun(rb)
+    elapsed = time.perf_counter() - start
+    assert result.status == "succeeded", result.error
+    return elapsed
+
+
+async def single(runner: Runner, rb: Any, repeat: int) -> float:
+    """Seconds for one run alone on a running loop: the best of ``repeat`` runs in a row."""
+    return min([await one_run(runner, rb) for _ in range(repeat)])
+
+
+async def concurrent(make: Any, rb: Any, runs: int) -> float:
+    """Seconds for ``runs`` runs started together on one loop, each on ``make()``'s runner
+    (built inside the timing: per-run setup is part of the cost)."""
+
+    async def run() -> Any:
+        return await make().arun(rb)
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(run() for _ in range(runs)))
+    elapsed = time.perf_counter() - start
+    assert all(r.status == "succeeded" for r in results)
+    return elapsed
+
+
+def collections() -> tuple[int, ...]:
+    return tuple(int(g["collections"]) for g in gc.get_stats())
+
+
+async def measure(rb: Any, runs: int, repeat: int, freeze: bool) -> dict[str, Any]:
+    shared = make_runner()
+    await single(shared, rb, 3)  # warm-up: first-use imports, providers opened
+    await concurrent(lambda: shared, rb, runs)
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    cases = {
+        "one": lambda: single(shared, rb, 5),
+        "shared": lambda: concurrent(lambda: shared, rb, runs),
+        "fresh": lambda: concurrent(make_runner, rb, runs),
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    passes = {name: [0, 0, 0] for name in cases}
+    for _ in range(repeat):  # interleaved, so a burst of load on the machine hits all alike
+        for name, case in cases.items():
+            gc.collect()
+            before = collections()
+            best[name] = min(best[name], await case())
+            for gen, (b, a) in enumerate(zip(before, collections(), strict=True)):
+                passes[name][gen] += a - b
+    per_repeat = {k: "/".join(str(round(n / repeat)) for n in v) for k, v in passes.items()}
+    return {"seconds": best, "gc": per_repeat}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() after the warm-up, as a long-running service may after its imports: "
+        "the cyclic collector's full passes then skip the imported modules' objects",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pyproject.toml").touch()
+        rb = load(write_chain(Path(tmp)))
+        measured = asyncio.run(measure(rb, args.runs, args.repeat, args.gc_freeze))
+    seconds, gc_passes = measured["seconds"], measured["gc"]
+    one_us = seconds["one"] / STEPS * 1e6
+    rows = [
+        {
+            "case": "1 run (baseline)",
+            "runs": 1,
+            "per_step_us": round(one_us, 1),
+            "ratio": 1.0,
+            "gc_passes": gc_passes["one"],
+        }
+    ]
+    for key, label in (("shared", "one Runner"), ("fresh", "a Runner each")):
+        per_step = seconds[key] / (STEPS * args.runs) * 1e6
+        rows.append(
+            {
+                "case": f"{args.runs} concurrent runs, {label}",
+                "runs": args.runs,
+                "per_step_us": round(per_step, 1),
+                "ratio": round(per_step / one_us, 2),
+                "gc_passes": gc_passes[key],
+            }
+        )
+    width = max(len(str(r["case"])) for r in rows)
+    header = f"{'case':<{width}}  {'runs':>5}  {'us/step':>9}  {'x 1 run':>8}  {'GC 0/1/2':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['case']:<{width}}  {r['runs']:>5}  {r['per_step_us']:>9}  {r['ratio']:>8}  "
+            f"{r['gc_passes']:>9}"
+        )
+    target = all(float(r["ratio"]) <= 1.5 for r in rows)
+    print(
+        json.dumps(
+            {
+                "bench": "concurrency",
+                "python": sys.version.split()[0],
+                "steps": STEPS,
+                "gc_freeze": args.gc_freeze,
+                "rows": rows,
+                "target_1_5x_met": target,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
