@@ -137,6 +137,7 @@ class Condition:
         return cls(text.strip(), tree)
 
     def holds(self, value: float) -> bool:
+        """Whether ``value`` passes: evaluated on the parsed expression, never with ``eval``."""
         return bool(_eval(self.tree, value))
 
 
@@ -151,6 +152,7 @@ class Measurement:
     at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as the audit trail records each measurement."""
         return {
             "query": self.query,
             "value": self.value,
@@ -169,6 +171,7 @@ class Verdict:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the step's output, so the decision and its evidence stay together."""
         return {
             "outcome": self.outcome,
             "reason": self.reason,
@@ -225,6 +228,8 @@ class PrometheusAnalysis:
 
     @property
     def duration(self) -> float:
+        """Seconds the measurements take when no limit stops them early (``interval * count``):
+        a canary's bake lasts at least this long."""
         return self.interval * self.count
 
     def classify(self, value: float | None, detail: str = "") -> tuple[str, str]:
@@ -279,6 +284,8 @@ class PrometheusAnalysis:
             return None, f"unexpected Prometheus answer: {type(exc).__name__}: {exc}"
 
     async def measure(self, client: httpx.Client | httpx.AsyncClient, now: str = "") -> Measurement:
+        """One query, classified: an unreachable Prometheus or an empty answer is a measurement
+        too (``inconclusive``), so the verdict weighs it instead of crashing the step."""
         value, detail = await self.read(client)
         outcome, why = self.classify(value, detail)
         return Measurement(self.query, value, outcome, why, now)

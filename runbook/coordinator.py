@@ -262,6 +262,8 @@ class Coordinator:
         return out
 
     def has_ready(self) -> bool:
+        """Whether a step may be started now: none once the run is failing or cancelled, so a
+        driver starts nothing new while it winds down."""
         return bool(self._ready) and not (self.failing or self.cancelled)
 
     def _release(self, name: str) -> None:
@@ -288,6 +290,7 @@ class Coordinator:
     # -- step transitions ----------------------------------------------------------------------
 
     def on_started(self, name: str, attempt: int) -> None:
+        """Record that attempt ``attempt`` began (the driver records it before side effects)."""
         res = self.results[name]
         res.attempts, res.status = attempt, R.STEP_RUNNING
 
@@ -324,11 +327,13 @@ class Coordinator:
         return self.seq
 
     def on_skipped(self, name: str, reason: str) -> None:
+        """Record a skip (``when=``, a skipped input); its dependents are decided in turn."""
         res = self.results[name]
         res.status, res.reason = R.SKIPPED, reason
         self._release(name)
 
     def on_planned(self, name: str, reason: str) -> None:
+        """A dry run's "would run": like a skip for scheduling, reported as planned."""
         res = self.results[name]
         res.status, res.reason = R.PLANNED, reason
         self._release(name)
@@ -343,6 +348,7 @@ class Coordinator:
         return True
 
     def on_denied(self, name: str) -> None:
+        """A gate was denied: the run is failing from here (its driver rolls back)."""
         res = self.results[name]
         res.status, res.reason = R.DENIED, "approval denied"
         self.failing = True
@@ -352,6 +358,7 @@ class Coordinator:
         self.failing = True
 
     def cancel_run(self) -> None:
+        """Stop starting steps (Ctrl-C, ``runbook cancel``); the driver cancels what runs."""
         self.cancelled = True
 
     # -- retries -------------------------------------------------------------------------------
@@ -396,9 +403,11 @@ class Coordinator:
         return self._rollback.popleft() if self._rollback else None
 
     def on_rollback_started(self, name: str) -> None:
+        """Mark the rollback running, so a crash now is seen as an interrupted rollback."""
         self.results[name].rollback = R.ROLLBACK_RUNNING
 
     def on_rolled_back(self, name: str) -> None:
+        """The step's rollback succeeded; a failed step keeps ``failed`` as its status."""
         res = self.results[name]
         res.rollback = R.STEP_ROLLED_BACK
         if res.status == R.STEP_SUCCEEDED:  # a failed step keeps "failed"
@@ -416,6 +425,8 @@ class Coordinator:
     # -- the run -------------------------------------------------------------------------------
 
     def status(self, *, dry_run: bool = False) -> str:
+        """The run's status, worst first: a failed rollback outranks everything, because it is
+        the one outcome that needs a human before anything else happens."""
         if dry_run:
             return R.SUCCEEDED
         rollbacks = [r.rollback for r in self.results.values()]
@@ -430,6 +441,7 @@ class Coordinator:
         return R.SUCCEEDED
 
     def awaiting(self) -> list[str]:
+        """The gates waiting for a decision: what a paused run prints as approve commands."""
         return [n for n, r in self.results.items() if r.status == R.AWAITING_APPROVAL]
 
     def first_error(self) -> str | None:

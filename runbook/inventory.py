@@ -52,6 +52,7 @@ class Host:
         return self.name
 
     def to_dict(self) -> dict[str, Any]:
+        """Where to connect, JSON-ready (what ``--json`` documents show of a host)."""
         return {"name": self.name, "address": self.address, "port": self.port, "user": self.user}
 
 
@@ -76,21 +77,25 @@ class Inventory:
 
     @property
     def groups(self) -> tuple[str, ...]:
+        """Every group name in the order the inventory declared them, then ``all``."""
         return tuple(self._groups)
 
     def host(self, name: str) -> Host:
+        """The host called ``name``; an unknown name is an ``InventoryError`` naming the file."""
         try:
             return self._hosts[name]
         except KeyError:
             raise InventoryError(f"{self._where()}no host named {name!r}") from None
 
     def group(self, name: str) -> list[Host]:
+        """The group's hosts, its child groups' included; an unknown group lists the known ones."""
         if name not in self._groups:
             known = ", ".join(sorted(self._groups))
             raise InventoryError(f"{self._where()}no group named {name!r} (groups: {known})")
         return [self._hosts[h] for h in self._groups[name]]
 
     def has_group(self, name: str) -> bool:
+        """Whether ``name`` is a group (``group:web`` in a selection) rather than a host."""
         return name in self._groups
 
     def _where(self) -> str:
@@ -216,6 +221,8 @@ def _ini_value(text: str) -> Any:
 
 
 def parse_ini(text: str, source: str = "inventory") -> Inventory:
+    """An Ansible-style INI inventory (``[group]``, ``[group:vars]``, ``[group:children]``), so
+    a team's existing inventory works as it is. ``source`` names it in errors."""
     b = _Builder(source)
     section, kind = UNGROUPED, "hosts"
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -302,6 +309,7 @@ def _group_body(b: _Builder, name: str, body: Any) -> None:
 
 
 def parse_yaml(text: str, source: str = "inventory") -> Inventory:
+    """An Ansible-style YAML inventory (``runbook[yaml]``); the same shape as ``parse_mapping``."""
     try:
         import yaml
     except ImportError:
@@ -319,6 +327,7 @@ def parse_yaml(text: str, source: str = "inventory") -> Inventory:
 
 
 def parse_toml(text: str, source: str = "inventory") -> Inventory:
+    """A TOML inventory: the YAML shape (``parse_mapping``) with no extra dependency."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

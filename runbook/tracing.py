@@ -32,6 +32,7 @@ TRACER = "runbook"
 
 
 def enabled() -> bool:
+    """Whether ``opentelemetry-api`` is installed: without it every span here is a no-op."""
     return _trace is not None
 
 
@@ -42,6 +43,8 @@ class Span:
         self._span = span
 
     def set_status(self, status: str, error: str | None = None) -> None:
+        """Record runbook's status as ``runbook.status``; an ``error`` also marks the span as an
+        OpenTelemetry error, so trace backends flag it."""
         if self._span is None:
             return
         self._span.set_attribute("runbook.status", status)
@@ -49,6 +52,7 @@ class Span:
             self._span.set_status(_trace.Status(_trace.StatusCode.ERROR, error))
 
     def set(self, key: str, value: Any) -> None:
+        """An attribute; None is skipped (OpenTelemetry refuses it)."""
         if self._span is not None and value is not None:
             self._span.set_attribute(key, value)
 

@@ -57,7 +57,9 @@ class Executor(Protocol):
         """Give such an attempt ``timeout`` seconds to stop; True once it has."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release what ``open`` made (threads, connections); called once when the run ends."""
+        ...
 
 
 __all__ = ["DEFAULT_EXECUTOR", "Attempt", "Executor"]

@@ -45,6 +45,7 @@ class Sample:
 
     @property
     def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """Name and labels: what identifies a series when samples of two runs are merged."""
         return (self.name, self.labels)
 
 

@@ -30,7 +30,13 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class MetricsSink(Protocol):
-    def push(self, run: RunInfo, result: RunResult) -> list[Sample]: ...
+    """Where a finished run's metrics go (``metrics = "pushgateway+http://..."`` or
+    ``"textfile://..."``): a plugin may add another without touching the engine."""
+
+    def push(self, run: RunInfo, result: RunResult) -> list[Sample]:
+        """Merge this run's samples into what the destination already holds for the runbook and
+        env (counters keep counting across runs) and store them; returns what was written."""
+        ...
 
 
 def _now() -> datetime:
@@ -54,6 +60,8 @@ class PushGateway:
         self.now = now
 
     def group_path(self, run: RunInfo) -> str:
+        """The pushgateway group of one runbook and env: base64 labels, so any name is safe."""
+
         def b64(value: str) -> str:
             return base64.urlsafe_b64encode(value.encode()).decode() or "="
 
@@ -63,6 +71,8 @@ class PushGateway:
         )
 
     def previous(self, run: RunInfo) -> list[Sample]:
+        """The group's samples as the pushgateway holds them: a PUT replaces the group, so
+        counters must be read back to go on counting."""
         response = self.client.get(f"{self.base}/metrics")
         response.raise_for_status()
         mine = []
@@ -78,6 +88,8 @@ class PushGateway:
         return mine
 
     def push(self, run: RunInfo, result: RunResult) -> list[Sample]:
+        """Read back, merge, PUT; any HTTP failure is a ``MetricsError`` naming the host only
+        (the URL may hold credentials)."""
         try:
             samples = run_samples(run, result, self.previous(run), now=self.now())
             body = render(_without(samples, GROUP_LABELS))
@@ -88,6 +100,7 @@ class PushGateway:
         return samples
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self.client.close()
 
 
@@ -103,9 +116,12 @@ class TextFile:
         self.now = now
 
     def path_for(self, run: RunInfo) -> Path:
+        """One file per runbook and env, so runs of other runbooks never overwrite it."""
         return self.folder / f"runbook-{_SAFE.sub('_', run.name)}-{_SAFE.sub('_', run.env)}.prom"
 
     def push(self, run: RunInfo, result: RunResult) -> list[Sample]:
+        """Merge with the file's samples under a lock (concurrent runs of one runbook), then
+        replace the file atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.path_for(run)
         with open(target.with_suffix(".lock"), "a") as guard:
@@ -118,7 +134,7 @@ class TextFile:
         return samples
 
     def close(self) -> None:
-        pass
+        """Nothing stays open between pushes."""
 
 
 def _without(samples: list[Sample], names: tuple[str, ...]) -> list[Sample]:
