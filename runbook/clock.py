@@ -44,15 +44,24 @@ class SleepInterrupted(BaseException):
 
 @runtime_checkable
 class Clock(Protocol):
+    """Every wait and timestamp of a run goes through one of these (the ``clock`` resource), so
+    a test's ``FakeClock`` makes hours of backoff and baking take no time."""
+
     def now(self) -> datetime:
         """Aware UTC datetime."""
         ...
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin, for durations and deadlines (never goes back)."""
+        ...
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> None:
+        """Wait in a sync step; ends early with ``StepTimeout`` at the step's deadline."""
+        ...
 
-    async def asleep(self, seconds: float) -> None: ...
+    async def asleep(self, seconds: float) -> None:
+        """``sleep`` for async steps and the engine's own waits."""
+        ...
 
 
 def remaining(clock: Clock) -> float | None:
@@ -78,12 +87,16 @@ class SystemClock:
     """The real clock."""
 
     def now(self) -> datetime:
+        """The system's time, in UTC."""
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
+        """``time.monotonic()``: unaffected by the wall clock being set."""
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
+        """A real wait that a cancelled attempt interrupts at once (``SleepInterrupted``): a
+        worker thread cannot be killed, but it can stop waiting. Cut at the step's deadline."""
         seconds, timeout = clip_to_deadline(self, seconds)
         cancel = CANCEL.get()
         if cancel is not None:
@@ -95,6 +108,7 @@ class SystemClock:
             raise timeout
 
     async def asleep(self, seconds: float) -> None:
+        """``asyncio.sleep``, cut at the step's deadline."""
         seconds, timeout = clip_to_deadline(self, seconds)
         await asyncio.sleep(seconds)
         if timeout:

@@ -23,6 +23,7 @@ class Lease:
     expires_at: float = 0.0  # epoch seconds
 
     def evolve(self, **changes: Any) -> Lease:
+        """A copy with ``changes`` (a renewal's new expiry): a lease handed out never changes."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,4 +103,7 @@ class LockProvider(Protocol):
         """Every live lease, for ``runbook locks``."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and files; the leases stay held until they expire or are
+        released, so closing is no way to give up a lock."""
+        ...

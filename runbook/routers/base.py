@@ -14,9 +14,13 @@ class Router(Protocol):
 
     url: str
 
-    def set_weights(self, service: str, weights: dict[str, int]) -> None: ...
+    def set_weights(self, service: str, weights: dict[str, int]) -> None:
+        """Replace the service's weights as one change (a canary's shift)."""
+        ...
 
-    def weights(self, service: str) -> dict[str, int]: ...
+    def weights(self, service: str) -> dict[str, int]:
+        """The current weights by target; empty for a service never set."""
+        ...
 
     def switch(self, service: str, to: str) -> None:
         """Send all traffic to ``to`` (weight 100, every other target 0)."""

@@ -29,6 +29,7 @@ class RunRecord:
     error: str | None = None
 
     def evolve(self, **changes: Any) -> RunRecord:
+        """A copy with ``changes``: records are frozen, so a stored one is never edited in place."""
         return replace(self, **changes)
 
 
@@ -94,7 +95,9 @@ class RunStore(Protocol):
 
     url: str
 
-    def create_run(self, run: RunRecord) -> None: ...
+    def create_run(self, run: RunRecord) -> None:
+        """Insert a new run; it exists before its first step starts, so a crash is resumable."""
+        ...
 
     def update_run(self, run_id: str, **changes: Any) -> RunRecord:
         """Change fields of a run (``status``, ``error``, ``pid``...), stamping ``updated_at``."""
@@ -112,17 +115,25 @@ class RunStore(Protocol):
         """Insert or replace the state of one step of one run."""
         ...
 
-    def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
+    def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        """Every stored step of the run by name (an empty dict for an unknown run)."""
+        ...
 
-    def add_approval(self, approval: ApprovalRecord) -> None: ...
+    def add_approval(self, approval: ApprovalRecord) -> None:
+        """Append a decision on a gate; decisions are never replaced (they are evidence)."""
+        ...
 
     def approvals(self, run_id: str, step: str | None = None) -> list[ApprovalRecord]:
         """In the order they were given."""
         ...
 
-    def add_interrupt_decision(self, decision: InterruptDecision) -> None: ...
+    def add_interrupt_decision(self, decision: InterruptDecision) -> None:
+        """Append a human's retry/skip choice for a step its dead process left unfinished."""
+        ...
 
-    def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]: ...
+    def interrupt_decisions(self, run_id: str) -> list[InterruptDecision]:
+        """In the order they were made."""
+        ...
 
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
         """Remember ``(seq, hash)`` as the run's last event in ``chain``; a lower ``seq`` than the
@@ -133,4 +144,6 @@ class RunStore(Protocol):
         """Every run's witnessed head, in ``chain`` or in all chains, by ``seq``."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and files; closing twice is harmless."""
+        ...
