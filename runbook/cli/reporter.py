@@ -11,7 +11,6 @@ file or CI gets plain lines, one per event, and progress at most once per 10% or
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -19,131 +18,31 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from types import SimpleNamespace
 from typing import IO, Any
 
 import click
 
-from runbook.context import CURRENT_STEP
-from runbook.errors import UsageError
-from runbook.hookspecs import hookimpl
-from runbook.locks.base import expand_name
-
-# Status of a step -> (symbol, colour) for its line.
-SYMBOLS: Mapping[str, tuple[str, str | None]] = {
-    "succeeded": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "skipped": ("↷", "yellow"),
-    "awaiting_approval": ("⏸", "cyan"),
-    "rolled_back": ("↺", "magenta"),
-    "rollback_failed": ("✗", "red"),
-    "cancelled": ("⊘", "yellow"),
-    "denied": ("✗", "red"),
-    "planned": ("·", "blue"),
-    "pending": ("·", None),
-    "running": ("…", None),
-}
-
-# The order of the summary line; anything else follows in the order seen.
-SUMMARY_ORDER = (
-    "succeeded",
-    "planned",
-    "failed",
-    "skipped",
-    "awaiting_approval",
-    "denied",
-    "cancelled",
-    "rolled_back",
-    "rollback_failed",
-    "pending",
-    "running",
-    "interrupted",
+from runbook.cli.planview import render_plan
+from runbook.cli.text import (
+    ASCII_SYMBOLS,
+    LOUD,
+    RUN_COLOURS,
+    SYMBOLS,
+    can_encode,
+    color_wanted,
+    first_line,
+    format_duration,
+    label,
+    rollback_outcome,
+    short_where,
+    stopped_because,
+    summarize,
 )
-
-# The same symbols for a terminal that cannot show Unicode (PYTHONIOENCODING=ascii, LANG=C).
-ASCII_SYMBOLS: Mapping[str, str] = {
-    "✓": "ok",
-    "✗": "x",
-    "↷": "-",
-    "⏸": "||",
-    "↺": "<-",
-    "⊘": "/",
-    "·": ".",
-    "…": "..",
-}
-
-STDERR_LINES = 20  # of a failed command, under its step line
-
-# Step statuses --quiet still shows: what went wrong.
-LOUD = frozenset({"failed", "rollback_failed", "denied"})
+from runbook.context import CURRENT_STEP
+from runbook.failure import STDERR_LINES
+from runbook.hookspecs import hookimpl
 
 _DIGITS = re.compile(r"\d+(\.\d+)?")
-
-RUN_COLOURS = {
-    "succeeded": "green",
-    "paused": "cyan",
-    "failed": "red",
-    "rolled_back": "red",
-    "rollback_failed": "red",
-    "cancelled": "yellow",
-}
-
-
-def can_encode(out: Any, text: str = "✓✗↷⏸↺⊘·…│▼") -> bool:
-    """Whether ``out`` can write ``text`` (its encoding may be ASCII in a CI container)."""
-    encoding = getattr(out, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-def color_wanted(
-    out: Any, no_color: bool = False, environ: Mapping[str, str] | None = None
-) -> bool:
-    """Colour only on a terminal, and never with ``--no-color`` or ``NO_COLOR`` (no-color.org)."""
-    environ = os.environ if environ is None else environ
-    if no_color or environ.get("NO_COLOR"):
-        return False
-    return bool(getattr(out, "isatty", lambda: False)())
-
-
-def rollback_outcome(step: Any) -> str:
-    """How a step's undo went: its ``rollback`` field (a failed step that was undone keeps
-    ``failed``), else its status (a succeeded step that was undone is ``rolled_back``)."""
-    return getattr(step, "rollback", None) or step.status
-
-
-def label(status: str) -> str:
-    """``rolled_back`` -> ``rolled back``: statuses read as words in human output."""
-    return "not run" if status == "pending" else status.replace("_", " ")
-
-
-def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def summarize(counts: Mapping[str, int]) -> str:
-    """``{"succeeded": 4, "skipped": 1}`` -> ``4 succeeded, 1 skipped`` in a stable order."""
-    order = [s for s in SUMMARY_ORDER if counts.get(s)] + [
-        s for s in counts if s not in SUMMARY_ORDER and counts[s]
-    ]
-    return ", ".join(f"{counts[s]} {label(s)}" for s in order) or "no steps"
-
 
 STEP_LOGGER = "runbook.run"  # the ``log`` resource logs to runbook.run.<runbook name>
 
@@ -467,98 +366,9 @@ class TerminalReporter:
         self._write(f"  inspect: runbook show {result.run_id}")
 
 
-# A run stopped by its own machinery, not by a step: what the operator must know next.
-_STOPS = {
-    "AuditError": (
-        "the run stopped: a required audit sink refused an event, and runbook never goes on "
-        "unrecorded. Nothing ran after it; a step shown as interrupted may have half-happened. "
-        "Fix the sink (or mark it best_effort), check that step, then start a new run"
-    ),
-    "StoreError": (
-        "the run stopped: the run store refused a write, so this run could not be resumed from "
-        "here. Nothing ran after it; check the store and the step shown as interrupted"
-    ),
-}
-
-
-def stopped_because(error: str | None) -> str | None:
-    """For a run ended by an audit or store failure, one line saying what it means."""
-    kind = (error or "").split(":", 1)[0].strip()
-    return _STOPS.get(kind)
-
-
-def short_where(where: str) -> str:
-    """``/work/runbooks/deploy.py:42`` -> ``deploy.py:42``: the name the operator knows."""
-    file, _, line = where.rpartition(":")
-    return f"{os.path.basename(file)}:{line}" if file else where
-
-
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def expand(template: str, run: Any) -> str:
-    """A lock name template as the engine will expand it, or unchanged when it cannot be yet."""
-    if run is None:
-        return template
-    try:
-        return expand_name(template, env=run.env, params=SimpleNamespace(**run.params))
-    except UsageError:
-        return template
-
-
-def _short(value: Any, width: int = 70) -> str:
-    try:
-        text = json.dumps(value, default=str, separators=(", ", ": "))
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def render_plan(
-    rb: Any, result: Any, run: Any, style: Callable[..., str] = lambda t, *a, **k: t
-) -> list[str]:
-    """The dry-run plan: each parallel level in order, each step with what it would do."""
-    lines = ["plan (probes ran for real; no step that changes anything ran):"]
-    if rb.lock:
-        lines.append(f"  run lock: {expand(rb.lock, run)}")
-    width = max((len(n) for n in rb.steps), default=0)
-    for number, level in enumerate(rb.levels(), 1):
-        lines.append(f"  level {number}" + ("  (parallel)" if len(level) > 1 else ""))
-        for name in level:
-            step = rb.steps[name]
-            res = result.steps.get(name)
-            status = res.status if res is not None else "pending"
-            symbol, fg = SYMBOLS.get(status, ("·", None))
-            facts: list[str] = []
-            if res is None:
-                facts.append(label(status))
-            elif status == "succeeded":
-                mask = getattr(result, "redactor", None) or (lambda value: value)
-                facts.append(f"→ {_short(mask(res.output))}")  # probes read real secrets
-            elif status == "skipped":
-                facts.append(f"skipped ({res.reason})" if res.reason else "skipped")
-            elif status == "planned":
-                facts.append("would run")
-                if res.reason and res.reason.startswith("when"):
-                    facts.append(res.reason)
-            elif status == "failed":
-                facts.append(f"failed: {first_line(res.error)}")
-            else:
-                facts.append(label(status))
-            if status != "skipped":
-                if step.options.approval is not None:
-                    facts.append("approval gate")
-                if step.options.lock:
-                    facts.append(f"lock {expand(step.options.lock, run)}")
-                if step.rollback is not None:
-                    facts.append(f"rollback {step.rollback.func.__name__}")
-            lines.append(
-                f"    {style(symbol, fg, bold=True)} {name.ljust(width)}  {step.kind:<5}  "
-                + " · ".join(facts)
-            )
-    return lines

@@ -30,10 +30,11 @@ from runbook.cli.exec_ import Activity, activity_of, build_runner, drive, finish
 from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
 from runbook.cli.identity import claimed_actor, sign_option
 from runbook.cli.junit import write_junit
-from runbook.cli.reporter import TerminalReporter, first_line, format_duration, label
+from runbook.cli.reporter import TerminalReporter
 from runbook.cli.retry import hosts_section
 from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
 from runbook.cli.table import table
+from runbook.cli.text import first_line, format_duration, label
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
 from runbook.fleet import host_states
 from runbook.result import RUN_STATUSES, RunResult

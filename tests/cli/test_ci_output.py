@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from runbook.cli.exec_ import make_reporter
-from runbook.cli.reporter import TerminalReporter, color_wanted
+from runbook.cli.reporter import TerminalReporter
+from runbook.cli.text import color_wanted
 
 from .helpers import PYTHON, run_cli, wait_for
 from .samples import FAILING, GATED, GREET

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
-from runbook.cli.reporter import TerminalReporter, format_duration, summarize
+from runbook.cli.reporter import TerminalReporter
+from runbook.cli.text import format_duration, summarize
 from runbook.context import RunInfo
 from runbook.result import RunResult, StepResult
 
