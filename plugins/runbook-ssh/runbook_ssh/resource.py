@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncssh
 
-from runbook import guard
+from runbook import guard, tracing
 from runbook.clock import remaining
 from runbook.errors import CommandFailed, HostUnreachable, RunbookError, StepTimeout
 from runbook_ssh.pool import LoopThread, Pool
@@ -83,21 +83,6 @@ def _env_prefix(env: Mapping[str, str] | None) -> str:
             raise RunbookError(f"ssh env: {key!r} is not a variable name")
         parts.append(f"export {key}={shlex.quote(str(value))};")
     return " ".join(parts) + " "
-
-
-def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span, if OpenTelemetry is installed and tracing.
-
-    The hook point for the observability work: whatever makes spans current makes ssh commands
-    carry ``TRACEPARENT``; with no tracer installed this is None and nothing is sent.
-    """
-    try:
-        from opentelemetry import propagate
-    except ImportError:
-        return None
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
 
 
 class SSH:
@@ -211,8 +196,8 @@ class SSH:
         env: Mapping[str, str] | None,
         input: str | None,
     ) -> SSHResult:
-        trace = current_traceparent()
-        extra = {**({"TRACEPARENT": trace} if trace else {}), **dict(env or {})}
+        # The step's trace context beats none; an explicit env= beats it (as for ``shell``).
+        extra = {**tracing.command_env(), **dict(env or {})}
         wire = _env_prefix(extra) + text
         began = time.monotonic()
         conn, sessions = await self.pool.session(host)

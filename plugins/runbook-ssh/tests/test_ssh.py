@@ -288,26 +288,29 @@ def test_secrets_are_masked_in_errors_and_the_audit(project, fleet):
     assert "s3cr3t-t0ken-value" not in trail and "token is ***" in trail
 
 
-def test_env_and_the_trace_id_reach_the_remote_command(project, fleet, monkeypatch):
-    import runbook_ssh.resource
+def test_env_and_the_trace_context_reach_the_remote_command(project, fleet, monkeypatch):
+    import runbook.tracing
 
+    # The real span tree is test_ssh_tracing.py's; here, that whatever tracing hands a command
+    # (TRACEPARENT and TRACESTATE) is exported beside env=, quoted.
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    monkeypatch.setattr(runbook_ssh.resource, "current_traceparent", lambda: trace)
+    carrier = {"TRACEPARENT": trace, "TRACESTATE": "k=v w"}
+    monkeypatch.setattr(runbook.tracing, "command_env", lambda: carrier)
     path = write(
         project,
         fleet,
         """
         @step
         def show(ssh):
-            argv = ["sh", "-c", 'echo "$TRACEPARENT|$GREETING"']
+            argv = ["sh", "-c", 'echo "$TRACEPARENT|$TRACESTATE|$GREETING"']
             res = ssh("web-4", argv, env={"GREETING": "a b'c"})
             return [res.stdout.strip(), res.command]
         """,
     )
     result = run(project, path)
     assert result.steps["show"].output == [
-        f"{trace}|a b'c",
-        """sh -c 'echo "$TRACEPARENT|$GREETING"'""",
+        f"{trace}|k=v w|a b'c",
+        """sh -c 'echo "$TRACEPARENT|$TRACESTATE|$GREETING"'""",
     ]
 
 
