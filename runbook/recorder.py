@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
-from runbook.audit.events import AuditEvent, AuditSink
+from runbook.audit.events import AuditEvent, AuditSink, canonical_json
 from runbook.clock import Clock
 from runbook.context import RunInfo
 from runbook.coordinator import REDACTED_KEY, is_redacted
@@ -51,6 +51,19 @@ class Recorder:
         self.events: list[AuditEvent] = []
         self._runbook = {"path": info.runbook, "sha256": info.sha256}
         self._params = info.params
+        # The same in every event of the run: serialised once (AuditEvent.with_texts).
+        try:
+            self._texts = {
+                "runbook": canonical_json(self._runbook),
+                "params": canonical_json(self._params),
+                "run_id": canonical_json(info.run_id),
+                "host": canonical_json(HOST),
+                "env": canonical_json(info.env),
+            }
+        except ValueError:  # a non-finite float: left to AuditEvent.chained's fallback
+            self._texts = {}
+        # ... and the run's actor, in the events it is the actor of (most of them).
+        self._texts_actor = {**self._texts, "actor": canonical_json(info.actor)}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -63,17 +76,27 @@ class Recorder:
         actor: str | None = None,
     ) -> AuditEvent:
         """The event as the run says it, redacted, not yet chained by any sink."""
-        return AuditEvent(
-            kind=kind,
-            run_id=self.info.run_id,
-            runbook=self._runbook,
-            step=step,
-            actor=actor or self.info.actor,
-            host=HOST,
-            env=self.info.env,
-            at=self.clock.now().isoformat(),
-            params=self._params,
-            data=self.redact.fields(data) if data and self.redact else (data or {}),
+        event = AuditEvent.of(
+            {
+                "kind": kind,
+                "run_id": self.info.run_id,
+                "runbook": self._runbook,
+                "step": step,
+                "actor": actor or self.info.actor,
+                "host": HOST,
+                "env": self.info.env,
+                "at": self.clock.now().isoformat(),
+                "params": self._params,
+                "data": self.redact.fields(data) if data and self.redact else (data or {}),
+                "seq": None,
+                "prev_hash": None,
+                "hash": None,
+            }
+        )
+        if not self._texts:
+            return event
+        return event.with_texts(
+            self._texts_actor if event.actor == self.info.actor else self._texts
         )
 
     def emit(

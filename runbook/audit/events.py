@@ -107,21 +107,40 @@ class AuditEvent:
         return stored
 
     def _parts(self, seq: int, prev_hash: str) -> list[str]:
-        """``"key":value`` texts of every field but ``hash``, in sorted key order."""
-        values = self.__dict__
-        out = []
-        for name, key in _SORTED:
-            value = seq if name == "seq" else prev_hash if name == "prev_hash" else values[name]
-            # The common scalars by hand (as json.dumps writes them), the rest through it.
-            if type(value) is str:
-                out.append(f"{key}:{_encode_str(value)}")
-            elif value is None:
-                out.append(f"{key}:null")
-            elif type(value) is int:
-                out.append(f"{key}:{int.__repr__(value)}")
-            else:
-                out.append(f"{key}:{canonical_json(value)}")
-        return out
+        """``"key":value`` texts of every field but ``hash``, in sorted key order (written out:
+        this is the audit's hot path; ``_SORTED`` checks at import that it names every field)."""
+        v = self.__dict__
+        t = v.get("_texts") or _NO_TEXTS  # canonical texts the recorder computed once per run
+        enc = _fast_json
+        return [
+            '"actor":' + (t.get("actor") or enc(v["actor"])),
+            '"at":' + enc(v["at"]),
+            '"data":' + enc(v["data"]),
+            '"env":' + (t.get("env") or enc(v["env"])),
+            '"host":' + (t.get("host") or enc(v["host"])),
+            '"kind":' + enc(v["kind"]),
+            '"params":' + (t.get("params") or enc(v["params"])),
+            '"prev_hash":' + enc(prev_hash),
+            '"run_id":' + (t.get("run_id") or enc(v["run_id"])),
+            '"runbook":' + (t.get("runbook") or enc(v["runbook"])),
+            '"seq":' + enc(seq),
+            '"step":' + enc(v["step"]),
+        ]
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> AuditEvent:
+        """An event from a complete dict of its fields, without the frozen dataclass's
+        ``__init__`` (a quarter of the cost of building one); for the recorder's hot path."""
+        event = object.__new__(cls)
+        event.__dict__.update(values)
+        return event
+
+    def with_texts(self, texts: dict[str, str]) -> AuditEvent:
+        """This event told the canonical JSON of some fields (``runbook``, ``params``: the same
+        for every event of a run), so ``chained`` does not serialise them again. The texts must
+        be ``canonical_json`` of the field values; the recorder builds them from those values."""
+        self.__dict__["_texts"] = texts
+        return self
 
     @property
     def canonical(self) -> str | None:
@@ -136,6 +155,23 @@ class AuditEvent:
 _FIELDS = tuple(AuditEvent.__dataclass_fields__)
 # (field, its JSON key) in canonical (sorted) order without ``hash``; where ``hash`` goes.
 _SORTED = tuple((n, json.dumps(n)) for n in sorted(f for f in _FIELDS if f != "hash"))
+# ``AuditEvent._parts`` writes these out by hand: a new field must be added there too.
+if [n for n, _ in _SORTED] != [
+    "actor",
+    "at",
+    "data",
+    "env",
+    "host",
+    "kind",
+    "params",
+    "prev_hash",
+    "run_id",
+    "runbook",
+    "seq",
+    "step",
+]:
+    raise RuntimeError("AuditEvent._parts must name every field of AuditEvent")
+_NO_TEXTS: dict[str, str] = {}
 _HASH_AT = sorted(_FIELDS).index("hash")
 # What json.dumps(..., ensure_ascii=False) writes for a str (the C encoder when available).
 _encode_str = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
@@ -153,6 +189,35 @@ def canonical_json(data: Any) -> str:
         allow_nan=False,
         default=str,
     )
+
+
+def _fast_json(value: Any) -> str:
+    """``canonical_json(value)``, byte for byte, without the encoder's set-up for the shapes an
+    event is made of (str-keyed dicts, lists, str, int, bool, None, finite floats); anything else
+    goes through ``canonical_json`` itself. A non-finite float raises ``ValueError`` as it does."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        if value != value or value in (math.inf, -math.inf):
+            raise ValueError("Out of range float values are not JSON compliant")
+        return float.__repr__(value)
+    if kind is dict:
+        parts = []
+        for key in sorted(value):  # mixed key types raise TypeError, as json.dumps does
+            if type(key) is not str:  # json.dumps turns them into strings: let it
+                return canonical_json(value)
+            parts.append(f"{_encode_str(key)}:{_fast_json(value[key])}")
+        return "{" + ",".join(parts) + "}"
+    if kind is list or kind is tuple:
+        return "[" + ",".join(_fast_json(v) for v in value) + "]"
+    return canonical_json(value)
 
 
 def _finite(value: Any) -> Any:

@@ -1,0 +1,104 @@
+"""An event is built once, serialised once and hashed once, and its bytes do not change.
+
+``AuditEvent.chained`` assembles the hashed text and the stored line from one serialisation of
+each field; they must stay byte for byte what ``canonical_json`` gives (every stored trail's hashes
+depend on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+from runbook import Runner
+from runbook.audit import events as E
+from runbook.audit.events import GENESIS, AuditEvent, canonical_json, event_hash
+
+
+def _value(rng: random.Random, depth: int = 0):
+    pick = rng.randint(0, 8 if depth < 3 else 5)
+    if pick == 0:
+        return rng.choice(["", "a", "é", "\n", '"', "\\", "\u2028", "\x01", "😀", "x" * 40])
+    if pick == 1:
+        return rng.randint(-(10**20), 10**20)
+    if pick == 2:
+        return rng.random() * 10 ** rng.randint(-8, 30) * rng.choice([1, -1])
+    if pick == 3:
+        return None
+    if pick == 4:
+        return rng.choice([True, False])
+    if pick == 5:
+        return rng.choice([-0.0, 1.0, 0.1 + 0.2, 1e100])
+    if pick == 6:
+        return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if pick == 7:
+        return tuple(_value(rng, depth + 1) for _ in range(rng.randint(0, 2)))
+    return {
+        rng.choice(["a", "b", "é", "E", "_", "10", "9"]) + str(rng.randint(0, 3)): _value(
+            rng, depth + 1
+        )
+        for _ in range(rng.randint(0, 4))
+    }
+
+
+def test_fast_serialisation_is_canonical_json_byte_for_byte() -> None:
+    rng = random.Random(20)
+    for _ in range(5000):
+        value = _value(rng)
+        assert E._fast_json(value) == canonical_json(value), value
+
+
+def test_chained_event_is_hashed_over_canonical_json_and_stored_as_it() -> None:
+    rng = random.Random(21)
+    prev = GENESIS
+    for seq in range(1, 500):
+        event = AuditEvent(
+            kind=rng.choice(["step_started", "step_succeeded"]),
+            run_id="r",
+            runbook={"path": "/x/é.py", "sha256": "ab" * 32},
+            step=rng.choice([None, "s1", "é"]),
+            actor="alice",
+            host="h",
+            env="prod",
+            at="2026-12-01T12:00:00+00:00",
+            params={"version": _value(rng)},
+            data={"output": _value(rng), "attempt": seq},
+        )
+        stored = event.chained(seq, prev)
+        assert stored.hash == event_hash(stored)
+        assert stored.canonical == canonical_json(stored.to_dict())
+        assert E.parse_event(stored.canonical).hash == stored.hash
+        prev = stored.hash or GENESIS
+
+
+def test_non_finite_floats_are_stored_as_names() -> None:
+    stored = AuditEvent(kind="k", run_id="r", data={"x": float("nan")}).chained(1, GENESIS)
+    assert stored.data == {"x": "NaN"}
+    assert stored.canonical == canonical_json(stored.to_dict())
+    assert stored.hash == event_hash(stored)
+
+
+def test_a_run_hashes_each_event_once_and_serialises_the_run_fields_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    rb = tmp_path / "chain.py"
+    rb.write_text(
+        "from runbook import step\n\n@step\ndef a():\n    return 1\n\n@step\ndef b(a):\n"
+        "    return a\n"
+    )
+    runner = Runner(store="memory://", audit=["memory://"], locks=None, params={})
+    runner.run(rb)  # warm: plugins loaded, providers open
+    hashes: list[int] = []
+    dumps: list[object] = []
+    real_sha, real_dumps = hashlib.sha256, canonical_json
+    counted = SimpleNamespace(sha256=lambda data: (hashes.append(1), real_sha(data))[1])
+    monkeypatch.setattr(E, "hashlib", counted)  # this module's hashing only
+    monkeypatch.setattr(E, "canonical_json", lambda v: (dumps.append(v), real_dumps(v))[1])
+    result = runner.run(rb)
+    events = [e for e in result.audit]
+    assert len(hashes) == len(events)  # hashed once each, never again
+    assert dumps == []  # every field of these events through the one-pass serialiser
+    (sink,) = runner.sinks
+    assert sink.verify().ok
