@@ -24,7 +24,7 @@ from runbook.testing.processes import ProcessGroup
 
 pytestmark = pytest.mark.slow
 
-LEASE = 1.5  # seconds: short, so the frozen holder loses it soon; long enough for a loaded box
+LEASE = 3  # seconds: short, so the frozen holder loses it soon; long enough for a loaded box
 
 RUNBOOK = '''
 """Holds its lock until the test says go; says when it started and when its function returned."""
