@@ -176,7 +176,8 @@ class Coordinator:
             elif decision == SKIP:
                 res.status, res.reason = R.SKIPPED, "skipped (operator)"
                 changed.append(name)
-            elif decision == CUT_OFF:
+            else:  # CUT_OFF: the four decisions interrupted() steps can get
+                assert decision == CUT_OFF, decision
                 res.status, res.reason = R.STEP_CANCELLED, "interrupted; cut off by the rollback"
                 changed.append(name)
         steps = self.steps

@@ -98,6 +98,13 @@ def gate_reason(approval: Any, kwargs: dict[str, Any]) -> str | None:
         return f"(reason unavailable: {error_text(exc)})"
 
 
+def _uncancel() -> None:
+    """Take back the cancellation just caught, so this task can finish what it must."""
+    task = asyncio.current_task()
+    assert task is not None  # the engine always runs inside a task
+    task.uncancel()
+
+
 class Execution:
     def __init__(self, setup: RunSetup) -> None:
         self.s = setup
@@ -204,9 +211,7 @@ class Execution:
                     await self._schedule()
             except asyncio.CancelledError:
                 coord.cancel_run()
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                _uncancel()
                 await self._cancel_running()
             except (AuditError, StoreError) as exc:
                 self._fatal(exc)
@@ -218,8 +223,7 @@ class Execution:
         except LockHeld as exc:
             # Refused at the start (run lock, or the run lock again on resume): nothing ran.
             await self._teardown(paused=False)
-            if not s.dry_run:
-                self.rec.run_refused(exc, still_waiting=bool(coord.awaiting()))
+            self.rec.run_refused(exc, still_waiting=bool(coord.awaiting()))  # never a dry run
             raise
         status = coord.status(dry_run=s.dry_run)
         await self._teardown(paused=status == R.PAUSED)
@@ -271,12 +275,10 @@ class Execution:
 
     def _pump(self) -> None:
         running = self._tasks
-        slots = self._limit - len(running)
-        if slots > 0:
-            for name in self.coord.take_ready(slots):
-                task = self._loop.create_task(self._run_step(name))
-                running[task] = name
-                task.add_done_callback(self._task_done)
+        for name in self.coord.take_ready(self._limit - len(running)):
+            task = self._loop.create_task(self._run_step(name))
+            running[task] = name
+            task.add_done_callback(self._task_done)
         if not running and not self._idle.done():
             self._idle.set_result(None)
 
@@ -467,9 +469,7 @@ class Execution:
                     coord.on_cancelled(name)
                     self._finish(name, event="step_failed", data={"error": "cancelled"})
                     raise
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                _uncancel()
                 exc = lost
             except Exception as error:
                 exc = error
@@ -535,7 +535,7 @@ class Execution:
 
     def on_lock_wait(self, name: str, lease: Lease | None, waited: float) -> None:
         """Progress while waiting for a lock: who holds it and since when."""
-        if lease is None:
+        if lease is None or not lease.owner:  # released meanwhile, or the holder is unknown
             message = f"waiting for lock {name}"
         else:
             who = f"run {lease.owner}" + (f" ({lease.actor})" if lease.actor else "")
@@ -556,14 +556,12 @@ class Execution:
         """Undo, shielded: a cancellation (a Ctrl-C arriving now) never abandons a rollback
         half-way, which is the one thing worse than waiting for it."""
         undo = asyncio.ensure_future(self._undo_all())
-        while True:
+        while not undo.done():
             try:
-                return await asyncio.shield(undo)
+                await asyncio.shield(undo)
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if undo.done() or task is None:
-                    raise
-                task.uncancel()
+                _uncancel()  # the undo goes on; this task waits for it again
+        return undo.result()
 
     async def _undo_all(self) -> None:
         coord = self.coord

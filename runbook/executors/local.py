@@ -64,10 +64,9 @@ class LocalExecutor:
             except asyncio.CancelledError:
                 cancel.set()  # cancelled: a clock.sleep() in the thread ends at once
                 # A thread cannot be interrupted: let the step return before rollbacks start,
-                # so an undo never races the half-done thing it undoes.
-                if not thread_future.done():
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(asyncio.wrap_future(thread_future))
+                # so an undo never races the half-done thing it undoes (at once if it has).
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(asyncio.wrap_future(thread_future))
                 raise
         except TimeoutError as exc:
             # Only wait_for running out means the step's own timeout fired; a TimeoutError the

@@ -433,3 +433,27 @@ def test_cut_off_steps_are_undone_first_in_the_order_they_stopped(rb):
     c.on_rolled_back("b")
     c.on_rolled_back("a")
     assert c.status() == R.CANCELLED
+
+
+def test_stored_steps_the_runbook_no_longer_has_decide_nothing(rb):
+    """A step removed from the runbook since the run started: neither failing nor interrupted."""
+    records = {
+        "gone": record("gone", R.STEP_FAILED, 1, rollback=R.ROLLBACK_RUNNING),
+        "vanished": record("vanished", R.STEP_RUNNING),
+    }
+    assert not rolling_back(rb.steps, records)
+    assert interrupted(rb.steps, records) == []
+
+
+def test_a_skipped_interrupted_rollback_of_a_failed_step_keeps_it_failed(rb):
+    """Killed while undoing the step that failed, then --skip-interrupted: it stays `failed`
+    (the failure is what happened), its rollback is left to a human."""
+    records = {
+        "a": record("a", R.STEP_FAILED, 1, error="boom", rollback=R.ROLLBACK_RUNNING),
+    }
+    c = Coordinator(rb)
+    assert c.restore(records, {}, decisions={"a": SKIP}, cause=FAILED) == ["a"]
+    res = c.results["a"]
+    assert res.status == R.STEP_FAILED
+    assert res.rollback == R.STEP_ROLLBACK_FAILED
+    assert "undo by hand" in (res.rollback_error or "")

@@ -505,3 +505,62 @@ def test_resume_from_a_laxer_runner_keeps_the_runs_own_env_rules(d):
     assert result.status == "paused", "a prod gate must not be auto-granted by a dev shell"
     assert d.journal == ["prepare"]
     assert d.store.approvals(paused.run_id) == []
+
+
+def test_a_secret_output_no_pending_step_needs_is_not_redone(d, monkeypatch):
+    """login's output held a secret, but the gate does not use it: resume goes on without it."""
+    monkeypatch.setenv("CORE_TEST_REGISTRY_TOKEN", "reg-tok-5b8e0c1d")
+    d.write(
+        source=SECRET_OUTPUT.replace("def push(login):", "def push():").replace(
+            'SENT.write_text(login["header"])', 'SENT.write_text("pushed")'
+        )
+    )
+    paused = d.start()
+    d.runner("bob").approve(paused.run_id, actor="bob")
+    result = d.runner("bob").resume(paused.run_id)
+    assert result.status == "succeeded", result.error
+    assert (d.tmp_path / "sent.txt").read_text() == "pushed"
+
+
+TWO_GATES = """
+    from runbook import step
+
+
+    @step(approval=True)
+    def one():
+        return 1
+
+
+    @step(approval=True)
+    def two():
+        return 2
+"""
+
+
+def test_approve_without_step_names_the_gates_or_says_there_is_none(d):
+    d.write(source=TWO_GATES)
+    paused = d.start()
+    with pytest.raises(ApprovalError, match=r"several steps await approval \(one, two\)"):
+        d.runner("bob").approve(paused.run_id, actor="bob")
+    d.runner("bob").approve(paused.run_id, actor="bob", step="one")
+    d.runner("bob").approve(paused.run_id, actor="bob", step="two")
+    assert d.runner("bob").resume(paused.run_id).status == "succeeded"
+
+
+def test_a_gate_removed_from_the_runbook_is_not_re_checked_on_a_forced_resume(d):
+    """--force after the approved gate was renamed: the old approval covers nothing, the renamed
+    gate asks again."""
+    d.write()
+    paused = d.start()
+    d.runner("bob").approve(paused.run_id, actor="bob")
+    assert d.path is not None
+    source = d.path.read_text()
+    d.path.write_text(
+        source.replace("def switch(prepare):", "def switched(prepare):").replace(
+            "def verify(switch):", "def verify(switched):"
+        )
+    )
+    result = d.runner("bob").resume(paused.run_id, force=True)
+    assert result.status == "paused", result.error
+    assert result.steps["switched"].status == "awaiting_approval"
+    assert d.journal == ["prepare"]

@@ -1,0 +1,350 @@
+"""Failure-recovery paths the other engine tests do not reach: an audit sink or run store that
+refuses a write at the start of a run or of its rollback, a denial whose process died before it
+could settle the run, an executor whose rollback raises ``SystemExit``, rollback arguments with
+defaults, a resource whose teardown fails, and the durable operations' refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook import Runner, load
+from runbook import durable as durable_module
+from runbook.audit.events import MemorySink
+from runbook.errors import AuditError, RunbookError, UsageError
+from runbook.executors.local import LocalExecutor
+from runbook.store.base import ApprovalRecord
+from runbook.store.memory import MemoryStore
+
+STAGED = """
+from runbook import rollback, step
+
+DONE = []
+
+@step(reversible=True)
+def stage():
+    DONE.append("stage")
+    return "v1"
+
+@rollback(stage)
+def unstage(stage, note="default note"):
+    DONE.append(f"unstage {stage} {note}")
+
+@step
+def switch(stage):
+    raise RuntimeError("switch broke")
+"""
+
+GATED = """
+from runbook import rollback, step
+
+DONE = []
+
+@step(reversible=True)
+def stage():
+    DONE.append("stage")
+    return "v1"
+
+@rollback(stage)
+def unstage(stage):
+    DONE.append("unstage")
+
+@step(approval=True)
+def switch(stage):
+    DONE.append("switch")
+    return 2
+"""
+
+
+def _runner(store: Any = None, **kw: Any) -> Runner:
+    kw.setdefault("actor", "alice")
+    kw.setdefault("locks", f"memory://recovery-{uuid.uuid4().hex}")
+    return Runner(store=store or f"memory://recovery-{uuid.uuid4().hex}", **kw)
+
+
+class RefusingSink(MemorySink):
+    """An audit sink that refuses one kind of event (a full disk, a permission change)."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def append(self, event: Any) -> Any:
+        if event.kind == self.refuse:
+            raise AuditError(f"audit sink refused {event.kind}: disk full")
+        return super().append(event)
+
+
+def test_an_audit_sink_refusing_run_started_stops_the_run_before_any_step(write_runbook):
+    rb = load(write_runbook(STAGED))
+    result = _runner(audit=[RefusingSink("run_started")]).run(rb)
+    assert result.status == "failed"
+    assert "refused run_started" in (result.error or "")
+    assert rb.module.DONE == []  # nothing ran unrecorded
+
+
+class RollbackRefusingStore(MemoryStore):
+    """Refuses to record that a run has begun to roll back."""
+
+    def __init__(self) -> None:
+        super().__init__(f"memory://refusing-{uuid.uuid4().hex}")
+
+    def update_run(self, run_id: str, **changes: Any) -> None:
+        if "rollback" in (changes.get("options") or {}):
+            raise OSError("disk full")
+        super().update_run(run_id, **changes)
+
+
+def test_a_store_refusing_the_rollback_cause_still_rolls_back(write_runbook):
+    """The cause cannot be stored: the run says so, and undoes what it did anyway."""
+    rb = load(write_runbook(STAGED))
+    result = _runner(RollbackRefusingStore()).run(rb)
+    assert rb.module.DONE == ["stage", "unstage v1 default note"]  # a rollback's own default
+    assert result.steps["stage"].status == "rolled_back"
+    assert result.steps["switch"].status == "failed"
+    assert result.exit_code != 0
+    assert "run store failed: OSError: disk full" in (result.error or "") or any(
+        "disk full" in str(e.data) for e in result.audit
+    )
+
+
+def test_a_denial_whose_process_died_before_settling_is_honoured_by_resume(write_runbook):
+    """`deny` stored its decision and died: a later `resume` must not run the gate, it fails the
+    run and rolls back."""
+    rb = load(write_runbook(GATED))
+    store = f"memory://recovery-{uuid.uuid4().hex}"
+    paused = _runner(store).run(rb)
+    assert paused.status == "paused"
+    runner = _runner(store, actor="bob")
+    assert runner.store is not None
+    runner.store.add_approval(
+        ApprovalRecord(paused.run_id, "switch", "bob", "denied", "no", datetime.now(UTC))
+    )
+    result = runner.resume(paused.run_id)
+    assert result.status == "rolled_back", result.error
+    assert "approval for 'switch' was denied" in (result.error or "")
+    assert result.steps["stage"].status == "rolled_back"  # resume loads its own module
+    assert result.steps["switch"].status == "denied"
+
+
+class ExitingRollbacks(LocalExecutor):
+    """A custom executor whose rollback attempt raises SystemExit (the process is leaving)."""
+
+    async def run(self, attempt: Any) -> Any:
+        if attempt.rollback:
+            raise SystemExit(3)
+        return await super().run(attempt)
+
+
+def test_a_process_exit_during_a_rollback_is_not_recorded_as_a_rollback_outcome(write_runbook):
+    """SystemExit from the executor is the process leaving, not the undo failing: it goes
+    through, and the rollback stays 'running' in the store for `resume` to redo."""
+    rb = load(write_runbook(STAGED))
+    store = MemoryStore(f"memory://recovery-{uuid.uuid4().hex}")
+    runner = _runner(store, executor=ExitingRollbacks(clock=Runner().clock))
+    with pytest.raises(SystemExit):
+        runner.run(rb)
+    (run,) = store.list_runs()
+    steps = store.get_steps(run.run_id)
+    assert steps["stage"].rollback == "running"
+
+
+def test_a_resource_teardown_that_fails_is_logged_not_raised(write_runbook, caplog):
+    source = """
+from runbook import resource, step
+
+@resource
+def conn():
+    yield "connection"
+    raise RuntimeError("close failed")
+
+@step
+def use(conn):
+    return conn
+"""
+    rb = load(write_runbook(source))
+    with caplog.at_level(logging.WARNING, logger="runbook"):
+        result = _runner().run(rb)
+    assert result.status == "succeeded", result.error
+    assert result.steps["use"].output == "connection"
+    assert any("close failed" in r.getMessage() for r in caplog.records)
+
+
+# -- the durable operations' refusals --------------------------------------------------------
+
+
+def test_a_runner_without_a_store_cannot_resume(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no run store"):
+        Runner(store=None, actor="alice").resume("r1")
+
+
+def test_resume_refuses_when_the_runbook_file_is_gone(write_runbook):
+    path = write_runbook(GATED)
+    store = f"memory://recovery-{uuid.uuid4().hex}"
+    paused = _runner(store).run(load(path))
+    path.unlink()
+    with pytest.raises(UsageError, match="no longer exists"):
+        _runner(store).resume(paused.run_id)
+
+
+def test_deny_of_a_run_that_is_not_paused_is_refused(write_runbook):
+    store = f"memory://recovery-{uuid.uuid4().hex}"
+    done = _runner(store).run(load(write_runbook(STAGED)))
+    with pytest.raises(RunbookError, match="not paused"):
+        _runner(store, actor="bob").deny(done.run_id, reason="too late")
+
+
+def test_a_pid_owned_by_another_user_counts_as_alive(monkeypatch):
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(pid)
+
+    monkeypatch.setattr(os, "kill", refused)
+    assert durable_module._pid_alive(12345)
+
+
+def test_a_stored_runs_env_without_config_is_never_weaker_than_standard():
+    weak = Runner(store=None, env="dev", protection="none")
+    assert weak._env_settings("prod")[0].level == "standard"
+    strict = Runner(store=None, env="dev", protection="strict")
+    assert strict._env_settings("prod")[0].level == "strict"
+
+
+def test_an_interrupt_while_no_step_runs_cancels_cleanly(write_runbook):
+    """Cancelled between steps (no task running): nothing to wait for, the run ends cancelled."""
+    rb = load(write_runbook(GATED))
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(_runner().arun(rb))
+        await asyncio.sleep(0)
+        task.cancel()
+        return await task
+
+    result = asyncio.run(main())
+    assert result.status in ("cancelled", "rolled_back", "failed")
+
+
+class HolderUnknown:
+    """A lock provider that refuses the lock but cannot say who holds it (a provider whose
+    holder row vanished between the two calls, every time)."""
+
+    def __init__(self) -> None:
+        from runbook.locks.memory import MemoryLocks
+
+        self.inner = MemoryLocks.open(f"memory://unknown-{uuid.uuid4().hex}")
+
+    def acquire(self, name: str, owner: str, **kw: Any) -> Any:
+        return None if name == "web-prod" else self.inner.acquire(name, owner, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "holder":
+            return lambda lock: None
+        return getattr(self.inner, name)
+
+
+def test_waiting_for_a_lock_whose_holder_is_unknown_says_so_without_a_holder(
+    write_runbook, fake_clock
+):
+    from runbook import hookimpl
+    from runbook.errors import LockHeld
+
+    messages: list[str] = []
+
+    class Progress:
+        @hookimpl
+        def runbook_progress(self, message: str) -> None:
+            messages.append(message)
+
+    rb = load(
+        write_runbook(
+            'from runbook import step\nlock = "web-{env}"\n@step\ndef a():\n    return 1\n'
+        )
+    )
+    runner = Runner(
+        store=None,
+        locks=HolderUnknown(),
+        actor="bob",
+        env="prod",
+        lock_timeout=5,
+        plugins=[Progress()],
+        resources={"clock": fake_clock},
+    )
+    with pytest.raises(LockHeld, match="web-prod"):
+        runner.run(rb)
+    assert messages and messages[0] == "waiting for lock web-prod"
+
+
+def test_runner_close_leaves_the_callers_providers_and_closes_its_metrics(tmp_path, monkeypatch):
+    """Providers passed in as objects belong to the caller; the metrics target is the runner's;
+    a provider without ``close`` is simply left."""
+    from runbook.locks.memory import MemoryLocks
+
+    store = MemoryStore(f"memory://close-{uuid.uuid4().hex}")
+    locks = MemoryLocks.open(f"memory://close-{uuid.uuid4().hex}")
+    closed: list[str] = []
+    monkeypatch.setattr(store, "close", lambda: closed.append("store"), raising=False)
+    monkeypatch.setattr(locks, "close", lambda: closed.append("locks"), raising=False)
+    runner = Runner(
+        store=store,
+        locks=locks,
+        audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"],
+        metrics=f"textfile://{tmp_path / 'metrics'}",
+    )
+    assert runner._metrics is not None
+    monkeypatch.setattr(runner._metrics, "close", lambda: closed.append("metrics"), raising=False)
+    sink = runner.sinks[0]
+    monkeypatch.delattr(type(sink), "close", raising=False)
+    runner.close()
+    assert closed == ["metrics"]
+
+
+def test_waiting_for_a_step_that_never_timed_out_is_immediate():
+    executor = LocalExecutor(clock=Runner().clock)
+    assert not executor.still_running("never-ran")
+    assert asyncio.run(executor.wait_stopped("never-ran", 5.0))
+
+
+def test_a_resume_refused_by_a_run_lock_leaves_the_run_paused(write_runbook):
+    """The run let its lock go while paused; another run holds it when `resume` comes: nothing
+    runs, and the run is still paused (resumable later), not failed."""
+    from runbook.errors import LockHeld
+    from runbook.locks.memory import MemoryLocks
+
+    source = GATED.replace("DONE = []", 'DONE = []\nlock = "web-{env}"')
+    rb = load(write_runbook(source))
+    store, locks = f"memory://{uuid.uuid4().hex}", f"memory://{uuid.uuid4().hex}"
+    kw: dict[str, Any] = {"locks": locks, "env": "prod", "keep_lock_when_paused": False}
+    paused = _runner(store, **kw).run(rb)
+    assert paused.status == "paused"
+    MemoryLocks.open(locks).acquire("web-prod", "run-of-dave", actor="dave", lease=600)
+    _runner(store, actor="bob", **kw).approve(paused.run_id, actor="bob")
+    with pytest.raises(LockHeld, match="run-of-dave"):
+        _runner(store, actor="bob", **kw).resume(paused.run_id)
+    stored = MemoryStore.open(store)
+    assert stored.get_run(paused.run_id).status == "paused"
+    assert stored.get_steps(paused.run_id)["switch"].status == "awaiting_approval"
+
+
+def test_a_run_without_a_store_still_reports_its_end():
+    rb_source = "from runbook import step\n@step\ndef a(notify):\n    notify('hi')\n    return 1\n"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rb.py"
+        (Path(folder) / "pyproject.toml").touch()
+        path.write_text(rb_source)
+        sink = MemorySink()
+        result = Runner(store=None, audit=[sink], actor="alice").run(path)
+    assert result.status == "succeeded", result.error
+    assert [e.kind for e in sink.events()][-1] == "run_finished"
+
+
+def test_a_runner_without_a_router_says_how_to_configure_one():
+    with pytest.raises(RunbookError, match="no router configured"):
+        Runner(store=None, router=None)._router_factory()
