@@ -457,3 +457,9 @@ def test_a_skipped_interrupted_rollback_of_a_failed_step_keeps_it_failed(rb):
     assert res.status == R.STEP_FAILED
     assert res.rollback == R.STEP_ROLLBACK_FAILED
     assert "undo by hand" in (res.rollback_error or "")
+
+
+def test_a_stored_rollback_or_denial_says_the_run_was_failing(rb):
+    undone = {"a": record("a", R.STEP_SUCCEEDED, 1, rollback=R.STEP_ROLLED_BACK)}
+    assert rolling_back(rb.steps, undone)
+    assert rolling_back(rb.steps, {"b": record("b", R.DENIED)})

@@ -348,3 +348,82 @@ def test_a_run_without_a_store_still_reports_its_end():
 def test_a_runner_without_a_router_says_how_to_configure_one():
     with pytest.raises(RunbookError, match="no router configured"):
         Runner(store=None, router=None)._router_factory()
+
+
+def test_an_interrupt_while_waiting_for_the_run_lock_ends_the_run_with_nothing_run(write_runbook):
+    """Ctrl-C while the run waits for its lock (no step task exists yet): cancelled at once."""
+    from runbook import hookimpl
+    from runbook.locks.memory import MemoryLocks
+
+    locks = f"memory://{uuid.uuid4().hex}"
+    MemoryLocks.open(locks).acquire("web-prod", "run-of-dave", actor="dave", lease=600)
+    source = GATED.replace("DONE = []", 'DONE = []\nlock = "web-{env}"')
+    rb = load(write_runbook(source))
+
+    async def main() -> Any:
+        task: asyncio.Task[Any] | None = None
+
+        class CancelWhenWaiting:
+            @hookimpl
+            def runbook_progress(self, message: str) -> None:
+                if message.startswith("waiting for lock") and task is not None:
+                    task.cancel()
+
+        runner = _runner(locks=locks, env="prod", lock_timeout=60, plugins=[CancelWhenWaiting()])
+        task = asyncio.ensure_future(runner.arun(rb))
+        return await task
+
+    result = asyncio.run(main())
+    assert result.status == "cancelled"
+    assert rb.module.DONE == []
+
+
+LOCKED_AND_NOT = """
+import asyncio
+from runbook import step
+
+@step(lock="db")
+async def locked():
+    await asyncio.sleep(5)  # the lease is lost meanwhile
+
+@step
+async def free():
+    await asyncio.sleep(0.5)
+    return "free"
+"""
+
+
+def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook):
+    from runbook.errors import LeaseLost
+    from runbook.locks.memory import MemoryLocks
+
+    class StealingLocks(MemoryLocks):
+        def renew(self, lease: Any, seconds: float) -> Any:
+            raise LeaseLost(f"lease on lock {lease.name!r} was taken over by run other-run")
+
+    rb = load(write_runbook(LOCKED_AND_NOT))
+    runner = _runner(locks=StealingLocks(f"memory://{uuid.uuid4().hex}"), lease=0.06)
+    result = runner.run(rb)
+    assert result.steps["locked"].status == "failed"
+    assert "taken over" in (result.steps["locked"].error or "")
+    assert result.steps["free"].status in ("succeeded", "cancelled")
+
+
+def test_a_failing_audit_listener_or_hook_never_breaks_the_run(write_runbook, caplog):
+    from runbook import hookimpl
+
+    class Broken:
+        @hookimpl
+        def runbook_event(self, event: Any) -> None:
+            raise RuntimeError("listener broke")
+
+        @hookimpl
+        def runbook_step_started(self, step: str) -> None:
+            raise RuntimeError("hook broke")
+
+    rb = load(write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n"))
+    with caplog.at_level(logging.ERROR, logger="runbook"):
+        result = _runner(plugins=[Broken()]).run(rb)
+    assert result.status == "succeeded"
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "audit listener failed" in text and "hook runbook_step_started failed" in text

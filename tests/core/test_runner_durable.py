@@ -564,3 +564,20 @@ def test_a_gate_removed_from_the_runbook_is_not_re_checked_on_a_forced_resume(d)
     assert result.status == "paused", result.error
     assert result.steps["switched"].status == "awaiting_approval"
     assert d.journal == ["prepare"]
+
+
+def test_resume_of_a_crashed_run_refused_by_its_run_lock_changes_nothing(d, crashed):
+    """Another run holds the lock: the crashed run stays as the store had it (running, to be
+    resumed later), and its interrupted step was not touched."""
+    from runbook.errors import LockHeld
+    from runbook.locks.memory import MemoryLocks
+
+    run_id = crashed(idempotent=True)
+    assert d.path is not None
+    d.path.write_text('lock = "web-{env}"\n' + d.path.read_text())
+    MemoryLocks.open(d.locks_url).acquire("web-dev", "run-of-dave", actor="dave", lease=600)
+    with pytest.raises(LockHeld, match="run-of-dave"):
+        d.runner("bob").resume(run_id, force=True)
+    assert d.store.get_run(run_id).status == "running"
+    assert d.store.get_steps(run_id)["migrate"].status == "running"
+    assert d.journal == []
