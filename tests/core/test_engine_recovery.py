@@ -427,3 +427,123 @@ def test_a_failing_audit_listener_or_hook_never_breaks_the_run(write_runbook, ca
     assert result.status == "succeeded"
     text = " ".join(r.getMessage() for r in caplog.records)
     assert "audit listener failed" in text and "hook runbook_step_started failed" in text
+
+
+GROUP = """
+from pathlib import Path
+from runbook import step
+from runbook.groups import GroupStep, StepGroup
+from runbook.markers import StepOptions
+
+UNDONE = Path(__file__).with_name("undone.txt")
+
+
+def shift():
+    return {"weight": 5}
+
+
+def unshift(output):
+    UNDONE.write_text(repr(output))
+
+
+def bake():
+    raise RuntimeError("analysis failed")
+
+
+release = StepGroup(
+    strategy="handmade",
+    service="web",
+    steps=(
+        GroupStep("shift-5", shift, StepOptions(reversible=True), rollback=unshift),
+        GroupStep("bake-5", bake, after=("shift-5",)),
+    ),
+)
+"""
+
+
+def test_a_group_steps_rollback_receives_its_own_output(write_runbook):
+    path = write_runbook(GROUP)
+    result = _runner().run(path)
+    assert result.status == "rolled_back"
+    assert (path.parent / "undone.txt").read_text() == "{'weight': 5}"
+
+
+def test_a_failed_step_keeps_what_it_logged_and_a_broken_gate_reason_still_asks(write_runbook):
+    source = """
+from runbook import Approval, step
+
+@step
+def check(log, retries=2):
+    log.warning("disk at 97%%, %s retries", retries)
+    return retries
+
+@step(approval=Approval(reason=lambda check: 1 / 0))
+def switch(check):
+    return check
+
+@step
+def broken(log):
+    log.error("giving up")
+    raise RuntimeError("broken")
+"""
+    result = _runner().run(load(write_runbook(source)))
+    assert result.steps["check"].output == 2  # a parameter's own default
+    assert result.steps["check"].log == [{"level": "WARNING", "message": "disk at 97%, 2 retries"}]
+    failed = next(e for e in result.audit if e.kind == "step_failed" and e.step == "broken")
+    assert failed.data["log"] == [{"level": "ERROR", "message": "giving up"}]
+    asked = next(e for e in result.audit if e.kind == "approval_requested")
+    assert asked.data["reason"].startswith("(reason unavailable: ZeroDivisionError")
+
+
+def test_a_dry_run_plans_a_when_that_depends_on_a_mutating_step(write_runbook):
+    source = """
+from runbook import step
+
+@step
+def stage():
+    return 1
+
+@step(when=lambda stage: stage > 0)
+def deploy(stage):
+    return stage
+
+@step(required=False)
+def optional():
+    raise RuntimeError("no")
+
+@step(when=lambda optional: True)
+def after_optional():
+    return 1
+"""
+    rb = load(write_runbook(source))
+    planned = _runner(dry_run=True).run(rb)
+    assert planned.steps["deploy"].reason == "when: decided at run time"
+    real = _runner().run(rb)
+    assert real.steps["after_optional"].status == "skipped"  # its when= input failed
+
+
+def test_runner_close_leaves_a_plugin_provider_that_has_nothing_to_close():
+    from runbook.hookspecs import Provider, hookimpl
+
+    class Bare:
+        """A plugin's lock provider without ``close``."""
+
+    class Plugin:
+        @hookimpl
+        def runbook_lock_providers(self) -> list[Provider]:
+            return [Provider("bare", lambda url, **_: Bare(), "nothing to close")]
+
+    runner = Runner(store=None, audit=(), locks="bare://", plugins=[Plugin()])
+    assert isinstance(runner.lock_provider, Bare)
+    runner.close()
+    assert runner._locks is None
+
+
+def test_a_lock_template_naming_an_unknown_param_is_a_usage_error(write_runbook):
+    rb = load(
+        write_runbook(
+            'from runbook import step\n@step(lock="db-{params.nope}")\ndef a():\n    return 1\n'
+        )
+    )
+    with pytest.raises(UsageError, match="nope"):
+        _runner().run(rb)

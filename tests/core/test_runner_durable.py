@@ -581,3 +581,29 @@ def test_resume_of_a_crashed_run_refused_by_its_run_lock_changes_nothing(d, cras
     assert d.store.get_run(run_id).status == "running"
     assert d.store.get_steps(run_id)["migrate"].status == "running"
     assert d.journal == []
+
+
+def test_deny_of_an_expired_gate_is_refused_and_the_expiry_decides(d):
+    """The gate's timeout passed before the denial: the expiry (on_timeout) already decided."""
+    from datetime import UTC, datetime, timedelta
+
+    from runbook.errors import RunbookError
+    from runbook.testing.fakes import FakeClock
+
+    d.write('Approval(timeout="4h", on_timeout="deny")')
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=5), freeze=False)
+    paused = d.start(clock=clock)
+    assert paused.status == "paused"
+    with pytest.raises(RunbookError, match="expired"):
+        d.runner("bob").deny(paused.run_id, reason="no")
+    assert d.store.get_run(paused.run_id).status in ("failed", "rolled_back")
+    assert "switch" not in d.journal
+
+
+def test_approve_of_a_paused_run_whose_gate_is_no_longer_waiting_is_refused(d):
+    d.write()
+    paused = d.start()
+    gate = d.store.get_steps(paused.run_id)["switch"]
+    d.store.save_step(StepRecord(paused.run_id, "switch", "pending", attempts=gate.attempts))
+    with pytest.raises(ApprovalError, match="has no step awaiting approval"):
+        d.runner("bob").approve(paused.run_id, actor="bob")
