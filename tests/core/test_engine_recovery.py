@@ -348,6 +348,12 @@ def test_a_run_without_a_store_still_reports_its_end():
 def test_a_runner_without_a_router_says_how_to_configure_one():
     with pytest.raises(RunbookError, match="no router configured"):
         Runner(store=None, router=None)._router_factory()
+    assert Runner(store=None, router="memory://")._router_factory() is not None
+
+
+def test_an_unknown_durability_is_a_usage_error():
+    with pytest.raises(UsageError, match="durability must be"):
+        Runner(store=None, durability="eventually")
 
 
 def test_an_interrupt_while_waiting_for_the_run_lock_ends_the_run_with_nothing_run(write_runbook):
@@ -469,7 +475,7 @@ def test_a_group_steps_rollback_receives_its_own_output(write_runbook):
 
 
 def test_a_failed_step_keeps_what_it_logged_and_a_broken_gate_reason_still_asks(write_runbook):
-    source = """
+    gated = """
 from runbook import Approval, step
 
 @step
@@ -480,19 +486,25 @@ def check(log, retries=2):
 @step(approval=Approval(reason=lambda check: 1 / 0))
 def switch(check):
     return check
+"""
+    paused = _runner().run(load(write_runbook(gated, name="gated")))
+    assert paused.status == "paused"
+    assert paused.steps["check"].output == 2  # a parameter's own default
+    assert paused.steps["check"].log == [{"level": "WARNING", "message": "disk at 97%, 2 retries"}]
+    asked = next(e for e in paused.audit if e.kind == "approval_requested")
+    assert asked.data["reason"].startswith("(reason unavailable: ZeroDivisionError")
+
+    broken = """
+from runbook import step
 
 @step
 def broken(log):
     log.error("giving up")
     raise RuntimeError("broken")
 """
-    result = _runner().run(load(write_runbook(source)))
-    assert result.steps["check"].output == 2  # a parameter's own default
-    assert result.steps["check"].log == [{"level": "WARNING", "message": "disk at 97%, 2 retries"}]
+    result = _runner().run(load(write_runbook(broken, name="broken")))
     failed = next(e for e in result.audit if e.kind == "step_failed" and e.step == "broken")
     assert failed.data["log"] == [{"level": "ERROR", "message": "giving up"}]
-    asked = next(e for e in result.audit if e.kind == "approval_requested")
-    assert asked.data["reason"].startswith("(reason unavailable: ZeroDivisionError")
 
 
 def test_a_dry_run_plans_a_when_that_depends_on_a_mutating_step(write_runbook):
