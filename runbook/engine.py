@@ -512,6 +512,8 @@ class Execution:
     async def _traced(self, attempt: Attempt) -> Any:
         """One attempt inside its ``runbook.step`` span, a child of the run's: commands and
         requests the step makes carry this span's trace context (runbook.tracing)."""
+        if not tracing.enabled():  # no OpenTelemetry API installed: no span to open
+            return await self.executor.run(attempt)
         info = self.s.info
         with tracing.attempt_span(info.run_id, attempt.step, info.env, attempt.attempt) as span:
             try:

@@ -559,3 +559,11 @@ def test_a_lock_template_naming_an_unknown_param_is_a_usage_error(write_runbook)
     )
     with pytest.raises(UsageError, match="nope"):
         _runner().run(rb)
+
+
+def test_without_the_opentelemetry_api_attempts_run_without_spans(write_runbook, monkeypatch):
+    from runbook import tracing
+
+    monkeypatch.setattr(tracing, "_trace", None)  # as in an install without opentelemetry-api
+    rb = load(write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n"))
+    assert _runner().run(rb).status == "succeeded"
