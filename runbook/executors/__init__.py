@@ -21,13 +21,11 @@ from typing import Any, Protocol, runtime_checkable
 DEFAULT_EXECUTOR = "local://"
 
 
+# Not frozen: one is made per attempt, and a frozen dataclass's __init__ (an
+# object.__setattr__ per field) cost more than the rest of the hand-off to the executor.
 @dataclass(slots=True)
 class Attempt:
-    """One call of a step's function (or of its rollback) with everything it needs.
-
-    Not frozen: one is made per attempt, and a frozen dataclass's ``__init__`` (a
-    ``object.__setattr__`` per field) cost more than the rest of the hand-off to the executor.
-    """
+    """One call of a step's function (or of its rollback) with everything it needs."""
 
     run_id: str
     step: str
