@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from runbook import coordinator as C
 from runbook import result as R
@@ -42,22 +42,6 @@ if TYPE_CHECKING:
     from runbook.clock import Clock
     from runbook.locks.base import LockProvider
     from runbook.plugins import Plugins
-
-
-T = TypeVar("T")
-
-
-def run_to_end(work: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(work)``, but the loop's main task finishes with ``None``: on its way out
-    ``asyncio.run`` formats its SIGINT handler, which holds the main task, whose repr includes
-    its result, so a run's whole result (every step) was repr'd twice per synchronous call."""
-    box: list[T] = []
-
-    async def main() -> None:
-        box.append(await work)
-
-    asyncio.run(main())
-    return box[0]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -224,7 +208,7 @@ class DurableRuns:
         actor: str | None = None,
         sign: str | None = None,
     ) -> RunResult:
-        return run_to_end(
+        return asyncio.run(
             self.aresume(
                 run_id,
                 retry_interrupted=retry_interrupted,
@@ -476,7 +460,7 @@ class DurableRuns:
     def deny(
         self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
     ) -> RunResult:
-        return run_to_end(self.adeny(run_id, actor=actor, reason=reason, sign=sign))
+        return asyncio.run(self.adeny(run_id, actor=actor, reason=reason, sign=sign))
 
     async def adeny(
         self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
@@ -520,7 +504,7 @@ class DurableRuns:
     def cancel(
         self, run_id: str, *, actor: str | None = None, sign: str | None = None
     ) -> RunResult:
-        return run_to_end(self.acancel(run_id, actor=actor, sign=sign))
+        return asyncio.run(self.acancel(run_id, actor=actor, sign=sign))
 
     async def acancel(
         self, run_id: str, *, actor: str | None = None, sign: str | None = None

@@ -25,7 +25,7 @@ from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
 from runbook.context import Ctx, RunInfo
 from runbook.decisions import env_rules
-from runbook.durable import DurableRuns, run_to_end
+from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
 from runbook.errors import RunbookError, UsageError
 from runbook.executors import DEFAULT_EXECUTOR, Executor
@@ -298,7 +298,7 @@ class Runner(DurableRuns):
     ) -> RunResult:
         """``arun`` for synchronous code (scripts, tests): it runs its own event loop, so call
         ``arun`` instead where a loop is already running."""
-        return run_to_end(self.arun(runbook, params=params))
+        return asyncio.run(self.arun(runbook, params=params))
 
     async def arun(
         self,
@@ -359,7 +359,7 @@ class Runner(DurableRuns):
             ]
             return list(await asyncio.gather(*calls))
 
-        return run_to_end(all_runs())
+        return asyncio.run(all_runs())
 
     def _check_locks(self, rb: Runbook, params: Params) -> None:
         """Expand every lock template now: a typo is a usage error before anything runs."""
