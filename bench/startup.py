@@ -34,7 +34,8 @@ from engine import write_runbook
 
 STEPS = 1000
 
-# Put in front of every case's code by ``--root``: runbook (and the plugins) imported from there.
+# Put in front of every case's code by ``--root``: runbook (and the plugins) imported from there,
+# ahead of the editable installs' finders. Each case prints where runbook came from, checked.
 PRELUDE = """
 import importlib.machinery as _m, sys as _s
 class _Root:
@@ -46,6 +47,8 @@ class _Root:
             return _m.PathFinder.find_spec(name, path if "." in name else [cls.roots[top]])
         return None
 _s.meta_path.insert(0, _Root)
+import runbook as _r
+assert _r.__file__.startswith({roots[runbook]!r}), _r.__file__
 """
 
 LOAD = """
@@ -163,9 +166,9 @@ def main() -> None:
     prelude = ""
     if args.root:
         root = args.root.resolve()
-        roots = {"runbook": str(root / "runbook")}
+        roots = {"runbook": str(root)}  # each package's parent folder
         for plugin in sorted((root / "plugins").glob("*/runbook_*")):
-            roots[plugin.name] = str(plugin)
+            roots[plugin.name] = str(plugin.parent)
         prelude = PRELUDE.format(roots=roots)
     modes = ("cached", "compiled") if args.mode == "both" else (args.mode,)
     rows = []

@@ -331,9 +331,9 @@ def load(
     resources.update(_resources_of(module, str(path)))
 
     if plugins is None:
-        from runbook.plugins import Plugins
+        from runbook.plugins import SETUP_PLUGINS, shared
 
-        plugins = Plugins()
+        plugins = shared(defaults=SETUP_PLUGINS)  # built once; only the names are needed here
     names = frozenset(BUILTINS | set(resources) | set(plugins.resources()) | set(extra_names))
     return _collect(path, sha, module, resources, tuple(conf_modules), names, fleet=fleet)
 

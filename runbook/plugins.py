@@ -38,6 +38,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "runbook.executors.local",
 )
 
+# The built-ins that answer what collection and configuration ask (resource names, config keys,
+# runbook_configure): all that ``load()`` and the CLI's configuration need imported. The others
+# bring the stores, the audit, the locks and the engine's executors; tests/core check that none
+# of them implements those hooks.
+SETUP_PLUGINS: tuple[str, ...] = ("runbook.resources",)
+SETUP_HOOKS = ("runbook_resources", "runbook_config_keys", "runbook_configure")
+
 # Registration hooks whose records are collected by scheme.
 _PROVIDER_HOOKS = {
     "store": "runbook_run_stores",
@@ -398,24 +405,26 @@ class Plugins:
         self.pm.enable_tracing()
 
 
-# The manager with the built-ins (and the installed plugins), per entry_points flag: see shared().
-_SHARED: dict[bool, tuple[Any, Plugins]] = {}
+# The managers of shared(), by (entry_points, defaults).
+_SHARED: dict[tuple[bool, tuple[str, ...]], tuple[Any, Plugins]] = {}
 
 
-def shared(*, entry_points: bool = True) -> Plugins:
+def shared(*, entry_points: bool = True, defaults: Iterable[str] = DEFAULT_PLUGINS) -> Plugins:
     """The process's plugin manager with the built-in plugins, and the installed ones with
     ``entry_points``: built once for every Runner that brings no plugins of its own, so that a
     service making a Runner per run does not build a plugin manager (and ask every plugin for
     its providers) per run. It is read-only; ``unshared()`` gives a manager to add plugins to.
     Built again when a plugin is installed while the process runs, or hook tracing is switched.
+    ``defaults=SETUP_PLUGINS`` is the one ``load()`` asks for resource names.
     """
+    which = (entry_points, tuple(defaults))
     key = (os.environ.get("RUNBOOK_TRACE_HOOKS", ""), _path_key() if entry_points else None)
-    cached = _SHARED.get(entry_points)
+    cached = _SHARED.get(which)
     if cached is not None and cached[0] == key:
         return cached[1]
-    plugins = Plugins(entry_points=entry_points)
+    plugins = Plugins(entry_points=entry_points, defaults=which[1])
     plugins.shared = True
-    _SHARED[entry_points] = (key, plugins)
+    _SHARED[which] = (key, plugins)
     return plugins
 
 

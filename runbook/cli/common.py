@@ -152,10 +152,10 @@ def load_config(start: Path | None = None, config_path: Path | None = None) -> A
     """The project configuration, searched from ``start`` (a runbook's folder, else the cwd)."""
     from runbook.config import listed_plugins
     from runbook.config import load_config as _load
-    from runbook.plugins import Plugins, configure
+    from runbook.plugins import SETUP_PLUGINS, Plugins, configure
 
     start = start or Path.cwd()
-    plugins = Plugins(listed_plugins(start, explicit=config_path))
+    plugins = Plugins(listed_plugins(start, explicit=config_path), defaults=SETUP_PLUGINS)
     keys = [k for ks in plugins.hook.runbook_config_keys() for k in (ks or [])]
     config = _load(start, explicit=config_path, extra_keys=keys)
     configure(plugins, config)

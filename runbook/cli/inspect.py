@@ -38,10 +38,13 @@ def plugin_option(func: Any) -> Any:
     )(func)
 
 
-def _plugins(config: Any, extra: Iterable[str]) -> Any:
-    from runbook.plugins import Plugins
+def _plugins(config: Any, extra: Iterable[str], *, every_builtin: bool = False) -> Any:
+    """The project's plugins; without ``every_builtin``, of the built-ins only those collection
+    asks (the stores, audit and locks are not imported to list a runbook)."""
+    from runbook.plugins import DEFAULT_PLUGINS, SETUP_PLUGINS, Plugins
 
-    return Plugins(extra=[*(getattr(config, "plugins", None) or ()), *extra])
+    defaults = DEFAULT_PLUGINS if every_builtin else SETUP_PLUGINS
+    return Plugins(extra=[*(getattr(config, "plugins", None) or ()), *extra], defaults=defaults)
 
 
 def collect(path: Path, config_path: Path | None, plugin_modules: Iterable[str]) -> Runbook:
@@ -291,7 +294,7 @@ def graph_cmd(
 def plugins_cmd(as_json: bool, plugin_modules: tuple[str, ...], config_path: Path | None) -> None:
     """List loaded plugins, where each comes from, and the hooks it implements."""
     config = load_config(None, config_path)
-    infos = _plugins(config, plugin_modules).describe()
+    infos = _plugins(config, plugin_modules, every_builtin=True).describe()
     if as_json:
         data = [{"name": i.name, "source": i.source, "hooks": list(i.hooks)} for i in infos]
         click.echo(json_document("plugins", {"plugins": data}))

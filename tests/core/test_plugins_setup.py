@@ -278,3 +278,41 @@ def test_has_knows_objects_modules_and_names():
     assert plugins.has("runbook.resources")
     assert plugins.has(importlib.import_module("runbook.resources"))
     assert not plugins.has("no.such.plugin")
+
+
+# -- collection and configuration import only the built-ins they ask ------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in plugins_mod.DEFAULT_PLUGINS if n not in plugins_mod.SETUP_PLUGINS]
+)
+def test_no_other_builtin_answers_what_collection_and_configuration_ask(name):
+    plugins = Plugins(entry_points=False, defaults=(name,))
+    for hook in plugins_mod.SETUP_HOOKS:
+        assert not plugins.has_impls(hook), f"{name} implements {hook}: add it to SETUP_PLUGINS"
+
+
+def test_setup_plugins_answer_the_builtin_resources():
+    every = Plugins(entry_points=False).resources()
+    setup = Plugins(entry_points=False, defaults=plugins_mod.SETUP_PLUGINS).resources()
+    assert setup == every
+
+
+def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "pyproject.toml").touch()
+    path = tmp_path / "rb.py"
+    path.write_text("from runbook import step\n\n@step\ndef a(shell):\n    return 1\n")
+    code = (
+        "import sys\n"
+        "from runbook import load\n"
+        f"assert list(load({str(path)!r}).steps) == ['a']\n"
+        "heavy = ('sqlite3', 'runbook.store', 'runbook.audit.sinks', 'runbook.locks',"
+        " 'runbook.executors', 'runbook.engine', 'httpx')\n"
+        "print(sorted(m for m in sys.modules if m in heavy"
+        " or m.startswith(tuple(h + '.' for h in heavy))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
