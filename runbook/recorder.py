@@ -387,8 +387,9 @@ class RunRecorder:
 
     @property
     def _holds(self) -> bool:
-        """Whether holding pays: a store with transactions that rows and events can share."""
-        return callable(getattr(self.store, "transaction", None))
+        """Whether there is a store part to hold (every store: the rows and witnesses of two
+        transitions then cost one store write, one transaction where the store has them)."""
+        return self.store is not None
 
     def _split(self) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
         """(joined, separate): the sinks writing inside the store's transactions, the others."""
