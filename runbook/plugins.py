@@ -106,7 +106,7 @@ def _is_text(name: str) -> bool:
     return True
 
 
-def _implements_hooks(module: ModuleType) -> bool:
+def implements_hooks(module: ModuleType) -> bool:
     """Whether a module has at least one ``runbook_*`` hook implementation pluggy would see."""
     marker = f"{hookspecs.PROJECT}_impl"
     return any(
@@ -278,7 +278,7 @@ class Plugins:
         self._writable()
         if isinstance(plugin, str):
             module = _import_plugin(plugin)
-            if not _implements_hooks(module):
+            if not implements_hooks(module):
                 raise PluginError(
                     f"plugin module {plugin!r} implements no runbook hooks (functions named "
                     "runbook_* marked with @runbook.hookimpl): is it the right module?"

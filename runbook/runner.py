@@ -32,7 +32,7 @@ from runbook.executors import DEFAULT_EXECUTOR, Executor
 from runbook.locks.base import LockProvider, expand_name
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
-from runbook.plugins import Plugins, configure, shared
+from runbook.plugins import Plugins, configure, implements_hooks, shared
 from runbook.protection import Protection
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
@@ -423,7 +423,8 @@ class Runner(DurableRuns):
         redactor = Redactor(secret_values)
         holder: dict[str, Execution] = {}
         for conf in rb.conftests:  # runbookconf.py files may implement hooks too
-            self._add_plugin(conf)
+            if implements_hooks(conf):  # one with resources only keeps the shared manager
+                self._add_plugin(conf)
         want = frozenset(h for h in _LIFECYCLE if self.plugins.has_impls(h))
         hook = self.plugins.hook
         listeners = []

@@ -316,3 +316,18 @@ def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_runbookconf_with_resources_only_keeps_the_shared_manager(write_runbook, tmp_path):
+    from runbook import Runner, load
+
+    (tmp_path / "runbookconf.py").write_text(
+        "from runbook import resource\n@resource\ndef greeting():\n    return 'hi'\n"
+    )
+    source = "from runbook import step\n\n@step\ndef a(greeting):\n    return greeting\n"
+    rb = load(write_runbook(source))
+    runner = Runner(entry_points=False)
+    shared = runner.plugins
+    result = runner.run(rb)
+    assert result.status == "succeeded" and result.steps["a"].output == "hi"
+    assert runner.plugins is shared
