@@ -17,10 +17,10 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
+from runbook import backoff, tracing
 from runbook import result as R
-from runbook import tracing
 from runbook.collect import Runbook
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.params import resolve_params
@@ -30,6 +30,28 @@ from runbook.store.base import RunRecord
 from runbook_temporal import messages as M
 from runbook_temporal.url import TemporalURL
 from runbook_temporal.worker import connect
+
+QUERY_PATIENCE = 30.0  # seconds a query may keep failing while a workflow changes workers
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def transient(exc: RPCError) -> bool:
+    """Whether a failed call may succeed if made again: the server or the worker answering was
+    briefly away (a worker died with the workflow in its cache), not the request refused."""
+    if exc.status in _TRANSIENT:
+        return True
+    text = str(exc).lower()
+    return exc.status == RPCStatusCode.UNKNOWN and (
+        "context canceled" in text or "deadline exceeded" in text
+    )
+
 
 FINAL_STEP = frozenset(
     {
@@ -148,9 +170,25 @@ class TemporalRuns:
 
     # -- following ----------------------------------------------------------------------------
 
-    async def progress(self, run_id: str) -> M.Progress:
+    async def progress(self, run_id: str, *, patience: float = QUERY_PATIENCE) -> M.Progress:
+        """The run's state, asked of its workflow (a query, answered by a worker).
+
+        When the worker that holds the workflow dies, the server fails queries for a moment
+        (``context canceled``, a deadline) until another worker takes the workflow over: the run
+        is changing hands, not broken. Such failures are retried for ``patience`` seconds.
+        """
         handle = await self.handle(run_id)
-        return await handle.query("progress", result_type=M.Progress)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience
+        attempt = 0
+        while True:
+            try:
+                return await handle.query("progress", result_type=M.Progress)
+            except RPCError as exc:
+                attempt += 1
+                if not transient(exc) or loop.time() >= give_up:
+                    raise
+                await asyncio.sleep(backoff.delay(attempt, 0.1, 2.0))
 
     async def follow(
         self,

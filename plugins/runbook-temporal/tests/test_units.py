@@ -13,6 +13,7 @@ from runbook_temporal.dag import shadow
 from runbook_temporal.runtime import BankedClock
 from runbook_temporal.spec import plan_of
 from runbook_temporal.url import TemporalURL
+from temporalio.service import RPCError, RPCStatusCode
 
 from runbook import load
 from runbook.audit.events import AuditQuery
@@ -258,3 +259,75 @@ def test_an_expiry_recorded_once_is_not_recorded_again_by_a_retried_activity(
         assert first == again and first.action == "fail" and "expired" in first.reason
         kinds = [e.kind for e in worker.sinks[0].events(AuditQuery(run_id=paused.run_id))]
     assert kinds.count("approval_expired") == 1
+
+
+# -- following a run while its workflow changes workers ------------------------------------------
+
+
+def _rpc(status: str, message: str = "boom") -> RPCError:
+    return RPCError(message, RPCStatusCode[status], b"")
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("CANCELLED", "context canceled", True),
+        ("DEADLINE_EXCEEDED", "deadline", True),
+        ("UNAVAILABLE", "connection reset", True),
+        ("UNKNOWN", "rpc error: context canceled", True),
+        ("UNKNOWN", "something else", False),
+        ("NOT_FOUND", "workflow not found", False),
+        ("INVALID_ARGUMENT", "bad query", False),
+    ],
+)
+def test_which_query_failures_are_a_worker_changing_hands(
+    status: str, message: str, expected: bool
+) -> None:
+    from runbook_temporal.client import transient
+
+    assert transient(_rpc(status, message)) is expected
+
+
+class _Handle:
+    """A workflow handle whose query fails with ``errors`` first, then answers."""
+
+    def __init__(self, errors: list[RPCError]) -> None:
+        self.errors = errors
+        self.calls = 0
+
+    async def query(self, name: str, result_type: object) -> M.Progress:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return M.Progress(status="running")
+
+
+def _runs(monkeypatch: pytest.MonkeyPatch, handle: _Handle) -> TemporalRuns:
+    runs = TemporalRuns(TemporalURL.parse("temporal://127.0.0.1:7233"))
+
+    async def get(run_id: str) -> _Handle:
+        return handle
+
+    monkeypatch.setattr(runs, "handle", get)
+    monkeypatch.setattr("runbook.backoff.delay", lambda *a, **k: 0.0)  # no real waiting
+    return runs
+
+
+def test_progress_rides_out_a_dead_workers_failed_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = _Handle([_rpc("CANCELLED", "context canceled"), _rpc("DEADLINE_EXCEEDED")])
+    state = asyncio.run(_runs(monkeypatch, handle).progress("r"))
+    assert state.status == "running" and handle.calls == 3
+
+
+def test_progress_raises_a_refused_query_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = _Handle([_rpc("NOT_FOUND", "workflow not found")])
+    with pytest.raises(RPCError, match="workflow not found"):
+        asyncio.run(_runs(monkeypatch, handle).progress("r"))
+    assert handle.calls == 1
+
+
+def test_progress_gives_up_after_its_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = _Handle([_rpc("CANCELLED", "context canceled")] * 5)
+    with pytest.raises(RPCError, match="context canceled"):
+        asyncio.run(_runs(monkeypatch, handle).progress("r", patience=0.0))
+    assert handle.calls == 1
