@@ -567,3 +567,146 @@ def test_without_the_opentelemetry_api_attempts_run_without_spans(write_runbook,
     monkeypatch.setattr(tracing, "_trace", None)  # as in an install without opentelemetry-api
     rb = load(write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n"))
     assert _runner().run(rb).status == "succeeded"
+
+
+def _refusing_sqlite_store(path: Path, status: str) -> Any:
+    """A SQLite run store (transactions: outcomes are held and joined) that refuses to save a
+    step row with ``status``."""
+    from runbook.store.sqlite import SqliteStore
+
+    class Refusing(SqliteStore):
+        def save_step(self, step: Any) -> None:
+            if step.status == status:
+                raise OSError("disk full")
+            super().save_step(step)
+
+    return Refusing(path)
+
+
+def test_a_held_outcome_whose_commit_fails_stops_the_run_and_rolls_back(write_runbook, tmp_path):
+    """quick's row is held for a commit on the next turn of the loop (no new step started to
+    take it; slow still runs): that commit fails, so slow is cancelled and quick undone."""
+    source = """
+import asyncio
+from runbook import rollback, step
+
+DONE = []
+
+@step(reversible=True)
+async def quick():
+    DONE.append("quick")
+    return 1
+
+@rollback(quick)
+def undo_quick(quick):
+    DONE.append("undo quick")
+
+@step
+async def slow():
+    await asyncio.sleep(30)  # cancelled by the failed commit
+    DONE.append("slow")
+"""
+    rb = load(write_runbook(source))
+    store = _refusing_sqlite_store(tmp_path / "runs.db", "succeeded")
+    result = _runner(store).run(rb)
+    assert rb.module.DONE == ["quick", "undo quick"]
+    assert result.steps["slow"].status != "succeeded"
+    assert result.status in ("rolled_back", "failed"), result.status
+    assert "disk full" in (result.error or "")
+
+
+def test_a_joined_audit_write_refused_still_stores_the_outcome(write_runbook, tmp_path):
+    """A sqlite:// trail in the run store's own file writes inside the store's transaction; when
+    it refuses a step's outcome, that transaction is rolled back and the row is written alone:
+    the outcome is stored even though the audit refused it, and the run stops."""
+    from runbook.audit.sqlite import SqliteSink
+    from runbook.store.sqlite import SqliteStore
+
+    class RefusingSink(SqliteSink):
+        def append_many(self, events: Any, conn: Any = None) -> Any:
+            if any(e.kind == "step_succeeded" for e in events):
+                raise AuditError("audit sink refused step_succeeded: disk full")
+            return super().append_many(events, conn)
+
+    db = tmp_path / "runs.db"
+    store = SqliteStore(db)
+    sink = RefusingSink(f"sqlite:///{db}", str(db))
+    source = """
+from runbook import rollback, step
+
+DONE = []
+
+@step(reversible=True)
+def first():
+    DONE.append("first")
+    return 1
+
+@rollback(first)
+def undo_first(first):
+    DONE.append("undo first")
+
+@step
+def second(first):
+    DONE.append("second")
+"""
+    rb = load(write_runbook(source))
+    result = _runner(store, audit=[sink]).run(rb)
+    assert "refused step_succeeded" in (result.error or "")
+    assert "second" not in rb.module.DONE  # nothing ran after the refused outcome
+    assert rb.module.DONE[-1] == "undo first"
+    (run,) = store.list_runs()
+    assert store.get_steps(run.run_id)["first"].status in ("succeeded", "rolled_back")
+
+
+def test_a_joined_sink_that_cannot_prepare_its_table_is_written_on_its_own(write_runbook, tmp_path):
+    from runbook.audit.sqlite import SqliteSink
+    from runbook.store.sqlite import SqliteStore
+
+    class Unprepared(SqliteSink):
+        def prepare(self) -> None:
+            raise OSError("cannot create the table inside this file now")
+
+    db = tmp_path / "runs.db"
+    store = SqliteStore(db)
+    sink = Unprepared(f"sqlite:///{db}", str(db))
+    rb = load(write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n"))
+    result = _runner(store, audit=[sink]).run(rb)
+    assert result.status == "succeeded", result.error
+    assert [e.kind for e in result.audit][-1] == "run_finished"
+
+
+def test_a_run_nobody_listens_to_retries_without_building_events(write_runbook):
+    source = """
+from runbook import step
+
+TRIES = []
+
+@step(retries=1, backoff=0)
+def flaky():
+    TRIES.append(1)
+    if len(TRIES) == 1:
+        raise RuntimeError("first try")
+    return len(TRIES)
+"""
+    rb = load(write_runbook(source))
+    result = Runner(store=None, audit=(), locks=None, actor="alice").run(rb)
+    assert result.status == "succeeded" and result.steps["flaky"].output == 2
+    assert "step_retried" not in [e.kind for e in result.audit]  # nothing was built for it
+
+
+def test_a_non_finite_param_does_not_break_the_audit(write_runbook):
+    source = """
+from runbook import param, step
+
+ratio = param("ratio", type=float)
+
+@step
+def a(params):
+    return str(params.ratio)
+"""
+    rb = load(write_runbook(source))
+    sink = MemorySink()
+    result = _runner(audit=[sink], params={"ratio": "nan"}).run(rb)
+    assert result.status == "succeeded", result.error
+    assert result.steps["a"].output == "nan"
+    assert [e.kind for e in sink.events()][-1] == "run_finished"
