@@ -560,12 +560,13 @@ class Execution:
         """Undo, shielded: a cancellation (a Ctrl-C arriving now) never abandons a rollback
         half-way, which is the one thing worse than waiting for it."""
         undo = asyncio.ensure_future(self._undo_all())
-        while not undo.done():
+        while True:
             try:
-                await asyncio.shield(undo)
+                return await asyncio.shield(undo)
             except asyncio.CancelledError:
+                if undo.done():  # it ended too (SystemExit stopped the loop): let this through
+                    raise
                 _uncancel()  # the undo goes on; this task waits for it again
-        return undo.result()
 
     async def _undo_all(self) -> None:
         coord = self.coord
