@@ -105,6 +105,14 @@ def _uncancel() -> None:
     task.uncancel()
 
 
+class _Unrecorded(Exception):
+    """A resume whose decisions could not be recorded (``error``): nothing may act on them."""
+
+    def __init__(self, error: AuditError | StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Execution:
     def __init__(self, setup: RunSetup) -> None:
         self.s = setup
@@ -186,22 +194,10 @@ class Execution:
                 if s.dry_run:
                     pass
                 elif info.resumed:
-                    self.emit(
-                        "run_resumed",
-                        None,
-                        {
-                            "resumed_by": s.resumed_by or info.actor,
-                            "interrupted": s.interrupted,
-                            **s.resume_data,
-                        },
-                        actor=s.resumed_by,
-                    )
-                    for name, decision in s.interrupted.items():
-                        rollback = name in s.interrupted_rollbacks
-                        self.rec.step_interrupted(self.results[name], decision, rollback=rollback)
-                        if decision == SKIP and not rollback:
-                            self.emit("step_skipped", name, {"reason": "skipped (operator)"})
-                    self._save_all(changed)
+                    try:
+                        self._record_resume(changed)
+                    except (AuditError, StoreError) as exc:
+                        raise _Unrecorded(exc) from None
                 else:
                     self.emit("run_started", None, {"max_parallel": s.max_parallel, **s.started})
                 if self.rb.lock and s.locks and not s.dry_run:
@@ -220,6 +216,14 @@ class Execution:
                     cause = CANCELLED if coord.cancelled else FAILED
                     self.rec.rollback_begun(cause, self._error())
                 await self._rollback_all()
+        except _Unrecorded as refused:
+            # The resume's decisions (run_resumed, step_interrupted, their rows) were refused:
+            # acting on them now (undoing a cut-off step, storing it cancelled) would leave a
+            # trail whose step_started has neither an outcome nor an interruption after it.
+            # Stop before any side effect; the store is as the dead process left it, so the
+            # next resume (once the sink or store works) decides again, audited.
+            await self._teardown(paused=False)
+            raise refused.error from None
         except LockHeld as exc:
             # Refused at the start (run lock, or the run lock again on resume): nothing ran.
             await self._teardown(paused=False)
@@ -245,6 +249,26 @@ class Execution:
         )
         self.rec.run_finished(result, resumed_by=s.resumed_by, settle_data=s.settle_data)
         return result
+
+    def _record_resume(self, changed: list[str]) -> None:
+        """A resume's decisions, audited before their rows are stored (see ``_execute``)."""
+        s, info = self.s, self.s.info
+        self.emit(
+            "run_resumed",
+            None,
+            {
+                "resumed_by": s.resumed_by or info.actor,
+                "interrupted": s.interrupted,
+                **s.resume_data,
+            },
+            actor=s.resumed_by,
+        )
+        for name, decision in s.interrupted.items():
+            rollback = name in s.interrupted_rollbacks
+            self.rec.step_interrupted(self.results[name], decision, rollback=rollback)
+            if decision == SKIP and not rollback:
+                self.emit("step_skipped", name, {"reason": "skipped (operator)"})
+        self._save_all(changed)
 
     def _save_all(self, names: list[str]) -> None:
         """The rows of ``names`` in one store transaction."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runbook import Runner
-from runbook.errors import StoreCorrupt, UsageError
+from runbook.errors import AuditError, StoreCorrupt, UsageError
 from runbook.store.base import RunRecord, StepRecord
 
 RUNBOOK = """
@@ -306,6 +306,37 @@ def test_an_unknown_step_state_is_a_corrupt_store_and_nothing_is_modified(seeded
     assert seeded.effects() == []
     assert seeded.db.read_bytes() == before
     assert not seeded.audit.exists() or seeded.audit.read_text() == ""
+
+
+def test_a_resume_whose_audit_refuses_its_decisions_undoes_and_stores_nothing(seeded):
+    """s2 was running when a failing run's process died; the trail then refuses appends (a
+    torn tail). Resume's decision for s2 ("cut off", then undo it) must not be acted on or
+    stored before ``step_interrupted`` is audited: it used to undo everything and store s2 as
+    cancelled with no event at all, so the trail's ``step_started`` of s2 never had an outcome
+    or an interruption after it (the chaos test's invariant)."""
+    steps = {
+        "s1": ("succeeded", 1, None, None),
+        "s3": ("succeeded", 2, None, None),
+        "s2": ("running", None, None, None),
+    }
+    run_id = seeded.run(steps, options={"rollback": "failed"})
+    seeded.audit.write_text('{"kind": "step_start')  # a line cut short: every append refused
+    with seeded.runner() as runner:
+        with pytest.raises(AuditError, match="refuses to append"):
+            runner.resume(run_id)
+        stored = runner.store.get_steps(run_id)
+    assert seeded.effects() == []  # nothing undone
+    assert {n: (r.status, r.rollback) for n, r in stored.items()} == {
+        n: (st, rb) for n, (st, _, rb, _) in steps.items()
+    }
+    # The operator repairs the trail as the error says: the next resume decides, audited.
+    seeded.audit.write_text("")
+    with seeded.runner() as runner:
+        result = runner.resume(run_id)
+        events = [(e.kind, e.step, e.data.get("decision")) for e in runner.sinks[0].events()]
+    assert result.status == "rolled_back"
+    assert ("step_interrupted", "s2", "cut off") in events
+    assert seeded.effects() == ["undo s2", "undo s3", "undo s1 (1)"]
 
 
 # -- results after a resume --------------------------------------------------------------------

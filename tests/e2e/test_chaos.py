@@ -33,8 +33,9 @@ import pytest
 from runbook.store.sqlite import open_url
 
 HERE = Path(__file__).parent / "chaos"
-TRIALS = 30
-SEED = 20261201
+# CHAOS_SEED / CHAOS_TRIALS: rerun other seeds (a failing trial keeps its tmp_path directory).
+TRIALS = int(os.environ.get("CHAOS_TRIALS", "30"))
+SEED = int(os.environ.get("CHAOS_SEED", "20261201"))
 ENDED = {"succeeded", "failed", "rolled_back", "rollback_failed", "cancelled"}
 
 RUNBOOK = """
