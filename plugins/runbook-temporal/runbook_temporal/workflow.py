@@ -163,6 +163,15 @@ class RunWorkflow:
                 )
                 raise
             except ActivityError as exc:
+                if isinstance(exc.cause, CancelledError):
+                    # The run's cancellation reached the attempt (its worker waited for the
+                    # step's code to stop): the step was cut off, as a local cancel cuts it.
+                    c.on_cancelled(name)
+                    await self._record(
+                        [M.Event("step_failed", name, {"error": "cancelled"})],
+                        steps=[M.StepState(name, R.STEP_CANCELLED, "cancelled", attempts=attempt)],
+                    )
+                    return
                 if not self._interrupted(exc):
                     raise
                 if await self._after_interruption(name, spec):

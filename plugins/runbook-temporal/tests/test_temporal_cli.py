@@ -184,8 +184,8 @@ def stage(ctx):
 
 
 @rollback(stage)
-def unstage(stage):
-    (HERE / "unstaged").write_text(str(stage["token"]))
+def unstage(stage):  # None when the cancellation cut stage off before it returned
+    (HERE / "unstaged").write_text(str(stage["token"]) if stage else "cut off")
 
 
 @step
@@ -227,8 +227,58 @@ def test_cancel_stops_the_running_step_and_rolls_back(project: Any, user: Any) -
     assert canceller.returncode == 0, (out, err)
     assert user.store.get_run(run_id).status == "cancelled"
     steps = user.store.get_steps(run_id)
-    print([(e.kind, e.step, e.data) for e in user.audit(run_id)], out, err)
-    assert steps["stage"].status == "rolled_back"
+    # Either stage returned before the cancellation reached it (then it is undone), or the
+    # cancellation cut it off (it is cancelled, and its own rollback runs): undone either way.
+    stage = steps["stage"]
+    assert stage.status == "rolled_back" or (
+        stage.status == "cancelled" and stage.rollback == "rolled_back"
+    ), stage
     assert "switch" not in steps or steps["switch"].status != "succeeded"
     kinds = [e.kind for e in user.audit(run_id)]
     assert "run_cancelled" in kinds and "rollback_succeeded" in kinds
+
+
+CUT_OFF = """
+import os
+from pathlib import Path
+from runbook import rollback, step
+
+HERE = Path(__file__).parent
+
+
+@step(reversible=True)
+def stage(clock):
+    (HERE / "stage.pid").write_text(str(os.getpid()))
+    for _ in range(400):  # never returns on its own within the test: only a cancel ends it
+        clock.sleep(0.05)
+    return "finished"
+
+
+@rollback(stage)
+def unstage(stage):
+    (HERE / "unstaged").write_text(repr(stage))
+
+
+@step
+def switch(stage):
+    return stage
+"""
+
+
+def test_a_step_cut_off_by_cancel_is_cancelled_and_its_own_rollback_runs(
+    project: Any, user: Any
+) -> None:
+    path = project.runbook("cut_off", CUT_OFF)
+    project.workers(1)
+    run_id = started(run(project, "exec", str(path), "--executor", project.executor, "--detach"))
+    project.wait_until((project.root / "runbooks" / "stage.pid").exists, what="stage started")
+    canceller = run(project, "cancel", run_id, "--as", "bob", "--config", str(project.config))
+    assert canceller.returncode == 0, (canceller.stdout, canceller.stderr)
+    assert user.store.get_run(run_id).status == "cancelled"
+    stage = user.store.get_steps(run_id)["stage"]
+    assert (stage.status, stage.rollback) == ("cancelled", "rolled_back")
+    assert (project.root / "runbooks" / "unstaged").read_text() == "None"
+    events = [(e.kind, e.step) for e in user.audit(run_id)]
+    # Every step_started has its outcome: the attempt's end is in the trail, then its undo.
+    assert events.index(("step_failed", "stage")) < events.index(("rollback_succeeded", "stage"))
+    assert ("step_started", "switch") not in events
