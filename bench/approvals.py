@@ -1,6 +1,6 @@
 """What a signed approval gate costs: approve + resume of a signed gate vs. the same run ungated.
 
-    .venv/bin/python bench/approvals.py [-n 20] [--ssh-keygen]
+    .venv/bin/python bench/approvals.py [-n 20] [--ssh-keygen] [--durability process]
 
 One project in a temporary directory (SQLite store, JSONL audit, file locks), an env with
 ``signers`` and a fresh ed25519 key made by ``ssh-keygen``. Each round runs the same runbook
@@ -66,8 +66,8 @@ approvers = ["bob"]
 """
 
 
-def setup(root: Path) -> Path:
-    (root / "runbook.toml").write_text(CONFIG)
+def setup(root: Path, durability: str = "power") -> Path:
+    (root / "runbook.toml").write_text(f'durability = "{durability}"\n' + CONFIG)
     key = root / "bob"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob", "-f", str(key)],
@@ -137,6 +137,12 @@ def main() -> None:
     parser.add_argument(
         "--ssh-keygen", action="store_true", help="sign and verify with ssh-keygen processes"
     )
+    parser.add_argument(
+        "--durability",
+        choices=("power", "process"),
+        default="power",
+        help="the project's durability: 'process' takes the disk's fsync latency out",
+    )
     args = parser.parse_args()
     from runbook import sshsig
 
@@ -145,7 +151,7 @@ def main() -> None:
     how = "in-process" if sshsig.available() else "ssh-keygen"
     with tempfile.TemporaryDirectory(prefix="runbook-bench-approvals-") as tmp:
         root = Path(tmp)
-        key = setup(root)
+        key = setup(root, args.durability)
         cwd = os.getcwd()
         os.chdir(root)
         r = Runner.from_config(load_config(root), env="prod", actor="alice")
@@ -174,7 +180,7 @@ def main() -> None:
         f"of which: one verify ({how})": ms(verifies),
     }
     print(
-        f"signed approval gate ({how}), n={args.n}, medians "
+        f"signed approval gate ({how}, durability {args.durability}), n={args.n}, medians "
         f"(python {platform.python_version()}, {os.cpu_count()} cpus, "
         f"load {os.getloadavg()[0]:.1f})"
     )
@@ -189,6 +195,7 @@ def main() -> None:
                 "bench": "approvals",
                 "n": args.n,
                 "signing": how,
+                "durability": args.durability,
                 "median_ms": rows,
                 "overhead_ms": rows["overhead of the signed gate"],
                 "budget_ms": budget,
