@@ -261,7 +261,9 @@ class Runner(DurableRuns):
         """The lock provider, opened from its URL on first use (None: locks are not taken)."""
         if self._locks is None and self._locks_spec is not None:
             spec = self._locks_spec
-            self._locks = self.plugins.open("lock", spec) if isinstance(spec, str) else spec
+            self._locks = (
+                self.plugins.open("lock", spec, **self._durable) if isinstance(spec, str) else spec
+            )
         return self._locks
 
     def _run_status(self, run_id: str) -> str | None:

@@ -78,8 +78,10 @@ class FileLocks:
             raise LockError(f"cannot create lock directory {self.dir}: {exc.strerror}") from None
 
     @classmethod
-    def open(cls, url: str, **_: Any) -> FileLocks:
-        return cls(dir_from_url(url), url=url)
+    def open(cls, url: str, *, durability: str = "power", **_: Any) -> FileLocks:
+        """``durability="process"``: state files are replaced without fsync (they survive a
+        killed process, not a power cut), as the store and the audit of the same project."""
+        return cls(dir_from_url(url), url=url, durable=durability != "process")
 
     # -- provider protocol ------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ waits milliseconds instead of failing. Only the tables ``locks`` (live and expir
 ``lock_tokens`` (the last fencing token per name, kept after release so tokens never go back) are
 touched (plus this component's row in ``runbook_schema``, the shared schema-version table), so
 the file can be shared with the run store. Connections come from ``runbook.store.sqlitedb`` so
-every component of the file gets the same pragmas (WAL, ``synchronous=FULL``): a fencing token is
-durable before the lease is handed out.
+every component of the file gets the same pragmas (WAL, ``synchronous=FULL``, or NORMAL under
+``durability = "process"``): a fencing token is durable before the lease is handed out.
 
 Paths follow the SQLAlchemy convention: ``sqlite:///.runbook/runbook.db`` is relative to the cwd,
 ``sqlite:////var/lib/runbook.db`` is absolute; a bare ``sqlite://`` means the default run store
@@ -73,13 +73,14 @@ class SqliteLocks:
         url: str | None = None,
         now: Callable[[], float] = time.time,
         busy_timeout: float = 5.0,
+        durability: str = "power",
     ) -> None:
         self.path = path
         self.url = url or f"sqlite:///{path}"
         self._now = now
         self._mutex = threading.Lock()  # one connection, shared by the manager's worker threads
         try:
-            self._conn = connect(path, timeout=busy_timeout)
+            self._conn = connect(path, timeout=busy_timeout, durability=durability)
         except StoreError as exc:
             raise LockError(f"cannot open lock database: {exc}") from None
         try:
@@ -89,8 +90,9 @@ class SqliteLocks:
             raise LockError(f"cannot open lock database: {exc}") from None
 
     @classmethod
-    def open(cls, url: str, **_: Any) -> SqliteLocks:
-        return cls(path_from_url(url), url=url)
+    def open(cls, url: str, *, durability: str = "power", **_: Any) -> SqliteLocks:
+        """``durability``: as the run store's (``"process"``: ``synchronous=NORMAL``)."""
+        return cls(path_from_url(url), url=url, durability=durability)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

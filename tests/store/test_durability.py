@@ -71,6 +71,28 @@ def test_runner_opens_store_and_sinks_with_its_durability(tmp_path: Path) -> Non
     assert synchronous(runner.sinks[0].sink._conn) == NORMAL
 
 
+def test_lock_providers_follow_the_runners_durability(tmp_path: Path, monkeypatch) -> None:
+    """The locks of a ``process`` project skip fsync like its store and audit (a resume's guard
+    lock was the last fsync of a signed gate with ``durability = "process"``)."""
+    from runbook.locks.file import FileLocks
+    from runbook.locks.sqlite import SqliteLocks
+
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    process = Runner(locks=f"file://{tmp_path / 'p'}", durability="process").lock_provider
+    assert isinstance(process, FileLocks)
+    process.release(process.acquire("db", "run-1", actor="a", lease=30))  # type: ignore[arg-type]
+    assert calls == []
+    power = Runner(locks=f"file://{tmp_path / 'f'}").lock_provider
+    assert isinstance(power, FileLocks)
+    power.release(power.acquire("db", "run-1", actor="a", lease=30))  # type: ignore[arg-type]
+    assert len(calls) == 4  # a new token and a release: the file and its directory, each
+    sqlite = Runner(locks=f"sqlite:///{tmp_path / 'l.db'}", durability="process").lock_provider
+    assert isinstance(sqlite, SqliteLocks) and synchronous(sqlite._conn) == NORMAL
+    assert synchronous(SqliteLocks.open(f"sqlite:///{tmp_path / 'm.db'}")._conn) == FULL
+
+
 def test_config_key(tmp_path: Path) -> None:
     assert load_config(tmp_path, environ={}).durability == "power"
     (tmp_path / "runbook.toml").write_text('durability = "process"\n')
