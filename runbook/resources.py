@@ -51,6 +51,23 @@ class ShellResult:
         return self.stdout
 
 
+@dataclass(frozen=True)
+class SSHResult(ShellResult):
+    """What a remote command did (the ``ssh`` resource and ``FakeSSH``): ``shell``'s fields
+    plus the ``host`` it ran on."""
+
+    host: str = ""
+
+
+def remote_command_failed(
+    result: SSHResult, redact: Callable[[str], str] | None = None
+) -> CommandFailed:
+    """``CommandFailed`` as ``shell`` raises it, its message starting with the host's name."""
+    error = CommandFailed(result, redact=redact)
+    error.args = (f"{result.host}: {error.args[0]}",)
+    return error
+
+
 class Shell:
     """The ``shell`` resource: runs a command safely, captures its output, raises on failure.
 

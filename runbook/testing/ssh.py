@@ -24,26 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbook import guard
-from runbook.errors import CommandFailed, HostUnreachable
+from runbook.errors import HostUnreachable
+from runbook.resources import SSHResult, remote_command_failed
 
-
-@dataclass(frozen=True)
-class FakeSSHResult:
-    """The real resource's result shape: ``shell``'s fields plus ``host``."""
-
-    command: str
-    returncode: int
-    stdout: str
-    stderr: str
-    duration: float = 0.0
-    host: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def __str__(self) -> str:
-        return self.stdout
+#: The real resource's result type (``shell``'s fields plus ``host``), under the fake's name.
+FakeSSHResult = SSHResult
 
 
 @dataclass
@@ -188,7 +173,5 @@ class FakeSSH:
         got = rule.answer if isinstance(rule.answer, FakeSSHResult) else rule.answer(host, text)
         result = FakeSSHResult(text, got.returncode, got.stdout, got.stderr, host=host)
         if check and result.returncode != 0:
-            error = CommandFailed(result, redact=lambda t: guard.mask(self._ctx, t))
-            error.args = (f"{host}: {error.args[0]}",)
-            raise error
+            raise remote_command_failed(result, lambda t: guard.mask(self._ctx, t))
         return result

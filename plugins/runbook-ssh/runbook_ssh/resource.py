@@ -21,15 +21,15 @@ import asyncio
 import logging
 import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncssh
 
 from runbook import guard, tracing
 from runbook.clock import remaining
-from runbook.errors import CommandFailed, HostUnreachable, RunbookError, StepTimeout
+from runbook.errors import HostUnreachable, RunbookError, StepTimeout
+from runbook.resources import SSHResult, remote_command_failed
 from runbook_ssh.pool import LoopThread, Pool
 from runbook_ssh.settings import Settings
 
@@ -44,32 +44,6 @@ def _quiet_asyncssh() -> None:
 
 
 _quiet_asyncssh()
-
-
-@dataclass(frozen=True)
-class SSHResult:
-    """What a remote command did; the same fields as ``shell``'s result, plus ``host``."""
-
-    command: str
-    returncode: int
-    stdout: str
-    stderr: str
-    duration: float = 0.0
-    host: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def __str__(self) -> str:
-        return self.stdout
-
-
-def command_failed(result: SSHResult, mask: Callable[[str], str]) -> CommandFailed:
-    """``CommandFailed`` (as ``shell`` raises it) whose message starts with the host's name."""
-    error = CommandFailed(result, redact=mask)
-    error.args = (f"{result.host}: {error.args[0]}",)
-    return error
 
 
 def _env_prefix(env: Mapping[str, str] | None) -> str:
@@ -235,7 +209,7 @@ class SSH:
             host=host.name,
         )
         if check and result.returncode != 0:
-            raise command_failed(result, self._mask)
+            raise remote_command_failed(result, self._mask)
         return result
 
     def close(self) -> None:
