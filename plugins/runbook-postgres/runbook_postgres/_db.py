@@ -3,7 +3,9 @@
 Each provider owns one small ``psycopg_pool.ConnectionPool`` of autocommit connections, and every
 method is one transaction, so it happened entirely or not at all: a single statement (its own
 transaction in autocommit mode, one round trip), or BEGIN .. COMMIT in pipeline mode when it needs
-a lock and a read before its write. The
+a lock and a read before its write. ``Database.joined`` opens one transaction that every call on
+the same thread joins until it ends: the recorder's one commit per transition, which a sink in the
+same database (``PgTarget.identity``) writes into too. The
 pool is not health-checked on every checkout (that would double the latency of each write);
 instead a connection failure is reported once as the provider's error type and the pool then
 drops its dead connections, so the call after it gets a fresh one.
@@ -12,6 +14,7 @@ drops its dead connections, so the call after it gets a fresh one.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from runbook.errors import ConfigError, RunbookError
 from runbook.urls import redact_url
@@ -29,6 +33,12 @@ DEFAULT_SCHEMA = "runbook"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Options runbook reads itself; every other query parameter goes to libpq (sslmode, ...).
 _OWN_OPTIONS = ("schema", "pool_max", "pool_timeout")
+# libpq parameters that change neither which server, database and role a connection reaches nor
+# how it is secured: ignored when deciding whether two URLs name the same database. The password
+# above all: it is never part of an identity, which may be compared and shown.
+_NOT_IDENTITY = frozenset(
+    {"password", "passfile", "application_name", "fallback_application_name", "connect_timeout"}
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,28 @@ class PgTarget:
     @property
     def safe_url(self) -> str:
         return redact_url(self.url)
+
+    @property
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        """Which database, reached how: the libpq parameters of the URL, sorted, without the
+        password and the cosmetic ones (``_NOT_IDENTITY``), the port defaulted, host names
+        lower-cased; the schema is not part of it (one transaction spans schemas).
+
+        Two URLs with the same identity reach the same database as the same role with the same
+        TLS settings, so a write may travel on either's connection (``Database.joined``). Two
+        spellings of one server (``localhost`` and ``127.0.0.1``) differ: a false "different"
+        only costs the shared commit, a false "same" would send the audit over a connection it
+        did not ask for.
+        """
+        params = {
+            key: str(value)
+            for key, value in conninfo_to_dict(self.conninfo).items()
+            if key not in _NOT_IDENTITY and value is not None
+        }
+        params.setdefault("port", "5432")
+        if "host" in params:
+            params["host"] = params["host"].lower()
+        return tuple(sorted(params.items()))
 
     @classmethod
     def parse(cls, url: str, *, default_pool_max: int = 4) -> PgTarget:
@@ -112,6 +144,7 @@ class Database:
             num_workers=1,
             name=f"runbook-{what}",
         )
+        self._local = threading.local()  # .conn: this thread's open joined() transaction
 
     def open(self, migrate: Callable[[psycopg.Connection], None]) -> None:
         """Connect once directly (to report *why* a server is unreachable), migrate, then pool."""
@@ -141,8 +174,14 @@ class Database:
         ``pipeline=True`` sends the statements without waiting for each answer (libpq pipeline
         mode), so BEGIN .. COMMIT costs one or two network round trips instead of one per
         statement. Only for bodies that read results with ``fetchone`` (which syncs), never
-        ``rowcount`` straight after ``execute``.
+        ``rowcount`` straight after ``execute``. Inside ``joined`` on this thread: part of that
+        transaction (no pipeline: its statements may read ``rowcount``).
         """
+        shared = self._joined()
+        if shared is not None:
+            with self._errors(doing):
+                yield shared
+            return
         with self._errors(doing), self.pool.connection() as conn:
             if pipeline:
                 with conn.pipeline(), conn.transaction():
@@ -153,9 +192,38 @@ class Database:
 
     @contextmanager
     def statement(self, doing: str) -> Iterator[psycopg.Connection]:
-        """A pooled autocommit connection for *one* statement, which is its own transaction."""
+        """A pooled autocommit connection for *one* statement, which is its own transaction
+        (inside ``joined`` on this thread: a statement of that transaction)."""
+        shared = self._joined()
+        if shared is not None:
+            with self._errors(doing):
+                yield shared
+            return
         with self._errors(doing), self.pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def joined(self, doing: str) -> Iterator[psycopg.Connection]:
+        """One transaction that every ``statement`` and ``transaction`` of this database on this
+        thread joins until it ends, and whose connection another component writing to the same
+        database may use (the audit sink's rows): one commit for all of it, or nothing.
+
+        Thread-local, not a lock: other threads (another run of the process, a reader) keep
+        using the pool meanwhile, each call its own transaction, as outside ``joined``.
+        """
+        shared = self._joined()
+        if shared is not None:  # nested: still the one outer transaction
+            yield shared
+            return
+        with self.transaction(doing) as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    def _joined(self) -> psycopg.Connection | None:
+        return getattr(self._local, "conn", None)
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

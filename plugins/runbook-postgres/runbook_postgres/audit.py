@@ -1,7 +1,9 @@
 """``postgresql://``: the audit trail in an append-only table, one hash chain for every host.
 
 ``append`` takes a transaction-scoped advisory lock on the sink's schema before reading the chain
-head, so appenders on several hosts take turns and still form a single chain. Each row keeps the
+head, so appenders on several hosts take turns and still form a single chain. A transition's
+events are one transaction (``append_many``), and when the run store is in the same database that
+transaction is the store's own (``shares_file_with``): one commit for rows, events and witness. Each row keeps the
 event's canonical JSON as *text* (JSONB would re-order keys and re-format numbers, and the hash is
 over exact bytes) next to indexed copies of the fields queries filter on. A trigger refuses UPDATE,
 DELETE and TRUNCATE; a superuser can still get around it (``session_replication_role = replica``,
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString
 from urllib.parse import urlsplit
 
+import psycopg
 from psycopg import sql
 
 from runbook.audit.events import (
@@ -130,30 +133,69 @@ class PostgresSink:
         return f"postgresql://{host}:{parts.port or 5432}{parts.path}?schema={self._target.schema}"
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        with self._db.transaction(
-            f"append {event.kind} event of run {event.run_id}", pipeline=True
-        ) as conn:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('runbook-audit'), hashtext(%s))",
-                (self._target.schema,),
-            )
-            head = conn.execute(self._sql.head).fetchone()
-            stored = event.chained(head[0] + 1 if head else 1, head[1] if head else GENESIS)
-            conn.execute(
-                self._sql.append,
+        return self.append_many([event])[0]
+
+    def append_many(
+        self, events: Sequence[AuditEvent], conn: psycopg.Connection | None = None
+    ) -> list[AuditEvent]:
+        """Chain and insert ``events`` in one transaction: one commit for all of them.
+
+        ``conn``: the run store's open transaction on this same database (``shares_file_with``,
+        ``PostgresStore.transaction``): the rows join it, so a transition's step rows, its events
+        and the witness commit together or not at all. The chain lock is taken on that
+        connection, so it is held until that commit: no other appender can read the head before
+        these rows are committed, or build on rows that are rolled back.
+        """
+        if not events:
+            return []
+        doing = f"append {events[0].kind} event of run {events[0].run_id}"
+        if conn is None:
+            with self._db.transaction(doing, pipeline=True) as own:
+                return self._insert(own, events)
+        try:
+            return self._insert(conn, events)
+        except psycopg.Error as exc:
+            raise self._db.fail(doing, exc) from None
+
+    def _insert(self, conn: psycopg.Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """Inside a transaction: the chain lock, the head read under it, then the rows."""
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('runbook-audit'), hashtext(%s))",
+            (self._target.schema,),
+        )
+        head = conn.execute(self._sql.head).fetchone()
+        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+        stored, rows = [], []
+        for event in events:
+            seq += 1
+            chained = event.chained(seq, prev)
+            prev = chained.hash or GENESIS
+            stored.append(chained)
+            rows.append(
                 (
-                    stored.seq,
-                    stored.run_id,
-                    stored.step,
-                    stored.kind,
-                    stored.actor,
-                    _at(stored.at),
-                    canonical_json(stored.to_dict()),
-                    stored.prev_hash,
-                    stored.hash,
-                ),
+                    chained.seq,
+                    chained.run_id,
+                    chained.step,
+                    chained.kind,
+                    chained.actor,
+                    _at(chained.at),
+                    chained.canonical or canonical_json(chained.to_dict()),
+                    chained.prev_hash,
+                    chained.hash,
+                )
             )
+        conn.cursor().executemany(self._sql.append, rows)
         return stored
+
+    def shares_file_with(self, store: Any) -> bool:
+        """True when ``store`` is a PostgreSQL run store on this very database (same server,
+        database, role and connection security: ``PgTarget.identity``; any schema), whose
+        ``transaction`` can carry this sink's rows. The name is the recorder's protocol
+        (``AuditLog.joins``), shared with the sqlite sink, for which it is a file."""
+        identity = getattr(store, "database_identity", None)
+        if identity is None or not callable(getattr(store, "transaction", None)):
+            return False
+        return bool(identity == self._target.identity)
 
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         """Served by SQL in pages keyed on ``seq``, so no connection is held between pages."""

@@ -1,17 +1,22 @@
 """``postgresql://``: the run store shared by every host of a team.
 
 Same semantics as the built-in stores: one transaction per method, outputs/params/options as JSONB,
-times as ``timestamptz`` (returned as UTC). A row that is not what runbook wrote raises
+times as ``timestamptz`` (returned as UTC). ``transaction()`` groups several methods into one
+commit, and lends its connection to the ``postgresql://`` audit sink of the same database, as
+``SqliteStore.transaction`` does for the sqlite sink: a transition's rows, events and witness
+become durable together (docs/durable-runs.md). A row that is not what runbook wrote raises
 ``StoreCorrupt`` naming the run and the column instead of handing the engine a half-read record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
+import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -208,6 +213,20 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._target.safe_url!r})"
+
+    @property
+    def database_identity(self) -> tuple[tuple[str, str], ...]:
+        """Which database this store writes to (``PgTarget.identity``: no password in it)."""
+        return self._target.identity
+
+    @contextmanager
+    def transaction(self, action: str = "write to") -> Iterator[psycopg.Connection]:
+        """One transaction around several calls, on this thread: every method called inside it
+        joins it instead of committing on its own, and the connection it yields lets the audit
+        sink of the same database insert its events in the same commit. Nothing is visible to
+        other connections before that commit; an exception rolls all of it back."""
+        with self._db.joined(f"{action} the run store") as conn:
+            yield conn
 
     # -- runs --------------------------------------------------------------------------------
 
