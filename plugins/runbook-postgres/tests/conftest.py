@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 from psycopg import sql
 
@@ -86,3 +89,46 @@ def spawn() -> Iterator[ProcessGroup]:
     module; anything still running at teardown is killed."""
     with ProcessGroup(HERE) as group:
         yield group
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@pytest.fixture
+def pg_commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The write transactions runbook's providers commit, counted at the driver: each pooled
+    connection checkout is one transaction (runbook_postgres._db), and it is counted when an
+    INSERT, UPDATE or DELETE ran on it. One entry per commit: the first write's SQL."""
+    seen: list[str] = []
+    real_connection = psycopg_pool.ConnectionPool.connection
+    real_execute, real_many = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    wrote: dict[int, str] = {}
+
+    def note(cur: psycopg.Cursor[Any], query: Any) -> None:
+        text = query.as_string(cur.connection) if isinstance(query, sql.Composable) else str(query)
+        if text.lstrip().upper().startswith(_WRITES):
+            wrote.setdefault(id(cur.connection), text)
+
+    def execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        note(self, query)
+        return real_execute(self, query, *args, **kwargs)
+
+    def executemany(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        note(self, query)
+        return real_many(self, query, *args, **kwargs)
+
+    @contextmanager
+    def connection(self: psycopg_pool.ConnectionPool, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real_connection(self, *args, **kwargs) as conn:
+            wrote.pop(id(conn), None)
+            try:
+                yield conn
+            finally:
+                first = wrote.pop(id(conn), None)
+                if first is not None:
+                    seen.append(first)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    monkeypatch.setattr(psycopg.Cursor, "executemany", executemany)
+    monkeypatch.setattr(psycopg_pool.ConnectionPool, "connection", connection)
+    return seen

@@ -51,3 +51,37 @@ def test_redact_url_hides_passwords_everywhere() -> None:
         "postgresql://u:***@h/db?password=***&sslmode=require"
     )
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def _same(a: str, b: str) -> bool:
+    return PgTarget.parse(a).identity == PgTarget.parse(b).identity
+
+
+def test_one_database_has_one_identity_however_its_url_is_written() -> None:
+    base = "postgresql://app:pw@DB.internal/ops?sslmode=require&schema=a"
+    assert _same(base, "postgres://app:other@db.internal:5432/ops?schema=b&sslmode=require")
+    assert _same(base, f"{base}&application_name=x&connect_timeout=9&pool_max=2")
+    assert _same(
+        "postgresql://app@db/ops?sslmode=require&target_session_attrs=read-write",
+        "postgresql://app@db/ops?target_session_attrs=read-write&sslmode=require",
+    )
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "postgresql://app@db.internal:5432/ops2?sslmode=require",  # another database
+        "postgresql://app@db.internal:5433/ops?sslmode=require",  # another server
+        "postgresql://app@db.replica:5432/ops?sslmode=require",
+        "postgresql://auditor@db.internal:5432/ops?sslmode=require",  # another role
+        "postgresql://app@db.internal:5432/ops?sslmode=disable",  # weaker TLS
+        "postgresql://app@db.internal:5432/ops",
+    ],
+)
+def test_another_database_role_or_tls_setting_is_another_identity(other: str) -> None:
+    assert not _same("postgresql://app@db.internal:5432/ops?sslmode=require", other)
+
+
+def test_the_identity_holds_no_password() -> None:
+    for url in ("postgresql://app:s3cret@db/ops", "postgresql://app@db/ops?password=s3cret"):
+        assert "s3cret" not in repr(PgTarget.parse(url).identity)
