@@ -3,14 +3,14 @@
 ``append`` takes a transaction-scoped advisory lock on the sink's schema before reading the chain
 head, so appenders on several hosts take turns and still form a single chain. A transition's
 events are one transaction (``append_many``), and when the run store is in the same database that
-transaction is the store's own (``shares_file_with``): one commit for rows, events and witness. Each row keeps the
-event's canonical JSON as *text* (JSONB would re-order keys and re-format numbers, and the hash is
-over exact bytes) next to indexed copies of the fields queries filter on. A trigger refuses UPDATE,
-DELETE and TRUNCATE; a superuser can still get around it (``session_replication_role = replica``,
-``ALTER TABLE ... DISABLE TRIGGER``), which is why ``verify`` re-computes the chain from the stored
-JSON and checks every indexed column against it, ``at`` included: ``--since``/``--until`` filter
-on that column, so an edited ``at`` would hide an event from a time-bounded query while the JSON
-still verified.
+transaction is the store's own (``shares_file_with``): one commit for rows, events and witness.
+Each row keeps the event's canonical JSON as *text* (JSONB would re-order keys and re-format
+numbers, and the hash is over exact bytes) next to indexed copies of the fields queries filter
+on. A trigger refuses UPDATE, DELETE and TRUNCATE; a superuser can still get around it
+(``session_replication_role = replica``, ``ALTER TABLE ... DISABLE TRIGGER``), which is why
+``verify`` re-computes the chain from the stored JSON and checks every indexed column against it,
+``at`` included: ``--since``/``--until`` filter on that column, so an edited ``at`` would hide an
+event from a time-bounded query while the JSON still verified.
 """
 
 from __future__ import annotations

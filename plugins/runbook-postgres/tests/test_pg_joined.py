@@ -8,6 +8,7 @@ processes appending this way still form one verifiable chain.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -52,6 +53,15 @@ def providers(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresSink]]:
     store.close()
 
 
+def verified(sink: PostgresSink, store: PostgresStore) -> bool:
+    """The chain verifies, and holds every event the store witnessed."""
+    check = witness_check(store, sink.chain_id)
+    assert check is not None
+    report = verify_sink(sink, [check])
+    assert report.ok, report
+    return report.ok
+
+
 def commits_per_run(runner: Runner, rb: Path, commits: list[str]) -> int:
     runner.run(chain(rb.parent, 1))  # tables made, pools warm
     before = len(commits)
@@ -70,8 +80,7 @@ def test_store_and_sink_in_one_database_commit_once_per_chain_step(
     n30 = commits_per_run(runner, chain(tmp_path, 30), pg_commits)
     assert n30 - n10 == 20  # the step's start and the previous outcome: one transaction
     assert n10 <= 10 + 5  # plus the run row, run_started, the last flush, run_finished, status
-    (log,) = runner.sinks
-    assert verify_sink(sink, [witness_check(store, log.chain_id)]).ok
+    assert verified(sink, store)
 
 
 def test_a_sink_on_another_database_keeps_its_own_transactions(
@@ -155,11 +164,10 @@ def test_a_refused_event_rolls_back_the_rows_of_its_transaction(
     store, sink = providers
     store.create_run(RunRecord("r1", "rb.py", "ab", "dev", "alice", "running"))
     refuse(pg_admin, pg_schema, "step_succeeded", "a")
-    with pytest.raises(AuditError, match="refused by the test"):
-        with store.transaction() as conn:
-            store.save_step(StepRecord("r1", "a", "succeeded"))
-            sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="b")], conn)
-            sink.append_many([AuditEvent(kind="step_succeeded", run_id="r1", step="a")], conn)
+    with pytest.raises(AuditError, match="refused by the test"), store.transaction() as conn:
+        store.save_step(StepRecord("r1", "a", "succeeded"))
+        sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="b")], conn)
+        sink.append_many([AuditEvent(kind="step_succeeded", run_id="r1", step="a")], conn)
     assert store.get_steps("r1") == {}  # the row died with the events it was committed with
     assert list(sink.events()) == []
     with store.transaction() as conn:  # the connection went back to the pool usable
@@ -168,7 +176,7 @@ def test_a_refused_event_rolls_back_the_rows_of_its_transaction(
         store.witness_audit("r1", sink.chain_id, event.seq or 0, event.hash or "")
     assert store.get_steps("r1")["a"].status == "running"
     assert [e.seq for e in sink.events()] == [1]
-    assert verify_sink(sink, [witness_check(store, sink.chain_id)]).ok
+    assert verified(sink, store)
 
 
 THREE = """
@@ -214,8 +222,7 @@ def test_a_refused_outcome_event_stops_the_run_before_the_next_step(
     assert (tmp_path / "effects.log").read_text().split() == ["first", "second"]
     kinds = [(e.kind, e.step) for e in sink.events() if e.step == "second"]
     assert kinds == [("step_started", "second")]
-    (log,) = runner.sinks
-    assert verify_sink(sink, [witness_check(store, log.chain_id)]).ok  # no witness ahead
+    assert verified(sink, store)  # no witness ahead of the trail
 
 
 KILLER = """
@@ -259,12 +266,12 @@ def test_a_crash_inside_the_shared_transaction_loses_nothing(tmp_path: Path, pg_
         assert "third" not in steps or steps["third"].status == "pending"
         kinds = [(e.kind, e.step) for e in sink.events()]
         assert kinds[-1] == ("step_started", "second")
-        assert verify_sink(sink, [witness_check(store, sink.chain_id)]).ok
+        assert verified(sink, store)
         result = runner.resume(run.run_id)  # second is idempotent: run again, then third
         assert result.status == "succeeded", result.error
         effects = (tmp_path / "effects.log").read_text().split()
         assert effects == ["first", "second", "second", "third"]
-        assert verify_sink(sink, [witness_check(store, sink.chain_id)]).ok
+        assert verified(sink, store)
     finally:
         sink.close()
         store.close()
@@ -294,7 +301,7 @@ def test_runs_in_two_processes_on_one_database_form_one_verifiable_chain(
         assert {e.actor for e in events} == {"proc-0", "proc-1"}
         assert len([e for e in events if e.kind == "step_succeeded"]) == 60
         actors = [e.actor for e in events if e.kind.startswith("step_")]
-        switches = sum(a != b for a, b in zip(actors, actors[1:], strict=False))
+        switches = sum(a != b for a, b in itertools.pairwise(actors))
         assert switches > 2, "the two runs did not overlap: nothing contended"
     finally:
         sink.close()
