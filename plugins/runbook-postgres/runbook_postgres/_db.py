@@ -179,10 +179,10 @@ class Database:
         """
         shared = self._joined()
         if shared is not None:
-            with self._errors(doing):
+            with self.errors(doing):
                 yield shared
             return
-        with self._errors(doing), self.pool.connection() as conn:
+        with self.errors(doing), self.pool.connection() as conn:
             if pipeline:
                 with conn.pipeline(), conn.transaction():
                     yield conn
@@ -196,10 +196,10 @@ class Database:
         (inside ``joined`` on this thread: a statement of that transaction)."""
         shared = self._joined()
         if shared is not None:
-            with self._errors(doing):
+            with self.errors(doing):
                 yield shared
             return
-        with self._errors(doing), self.pool.connection() as conn:
+        with self.errors(doing), self.pool.connection() as conn:
             yield conn
 
     @contextmanager
@@ -226,7 +226,9 @@ class Database:
         return getattr(self._local, "conn", None)
 
     @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> Iterator[None]:
+        """Driver errors as ``error_type`` (password redacted); a lost connection also weeds the
+        pool's dead ones. For work on a connection this pool did not lend (``joined``'s)."""
         broken = False
         try:
             yield

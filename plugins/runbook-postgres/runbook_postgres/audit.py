@@ -152,10 +152,8 @@ class PostgresSink:
         if conn is None:
             with self._db.transaction(doing, pipeline=True) as own:
                 return self._insert(own, events)
-        try:
+        with self._db.errors(doing):  # the server gone: this sink's idle connections are too
             return self._insert(conn, events)
-        except psycopg.Error as exc:
-            raise self._db.fail(doing, exc) from None
 
     def _insert(self, conn: psycopg.Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
         """Inside a transaction: the chain lock, the head read under it, then the rows."""

@@ -27,7 +27,7 @@ from runbook import Runner
 from runbook.audit.events import AuditEvent
 from runbook.audit.verify import verify_sink, witness_check
 from runbook.cli import cli
-from runbook.errors import AuditError
+from runbook.errors import AuditError, StoreError
 from runbook.store.base import RunRecord, StepRecord
 
 pytestmark = pytest.mark.service
@@ -308,3 +308,21 @@ def test_runs_in_two_processes_on_one_database_form_one_verifiable_chain(
     result = CliRunner().invoke(cli, ["audit", "verify", "--sink", pg_url, "--store", pg_url])
     assert result.exit_code == 0, result.output
     assert "chain intact" in result.output
+
+
+def test_a_lost_connection_inside_the_transaction_fails_it_and_the_next_one_commits(
+    providers: tuple[PostgresStore, PostgresSink], pg_schema: str, terminate
+) -> None:
+    store, sink = providers
+    store.create_run(RunRecord("r1", "rb.py", "ab", "dev", "alice", "running"))
+    with pytest.raises((StoreError, AuditError)) as info, store.transaction() as conn:
+        store.save_step(StepRecord("r1", "a", "running"))
+        assert terminate(pg_schema) >= 1  # every connection of store and sink, idle ones too
+        sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="a")], conn)
+    assert isinstance(info.value, AuditError) and "terminating connection" in str(info.value)
+    with store.transaction() as conn:  # the dead connections were dropped: this one commits
+        store.save_step(StepRecord("r1", "a", "running"))
+        sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="a")], conn)
+    assert store.get_steps("r1")["a"].status == "running"
+    assert [e.seq for e in sink.events()] == [1]  # the sink's own pool was weeded too
+    assert verified(sink, store)
