@@ -584,8 +584,14 @@ def _refusing_sqlite_store(path: Path, status: str) -> Any:
 
 
 def test_a_held_outcome_whose_commit_fails_stops_the_run_and_rolls_back(write_runbook, tmp_path):
-    """quick's row is held for a commit on the next turn of the loop (no new step started to
-    take it; slow still runs): that commit fails, so slow is cancelled and quick undone."""
+    """quick finishes while slow is already running and nothing new is ready: its outcome's row
+    is held for the commit on the next turn of the loop (no step start takes it). That commit
+    fails (the disk is full), so the run stops there: slow is cancelled, quick undone, the run
+    ends rolled back (exit 1) with the store's error in its result, its row and its trail.
+
+    Deterministic whatever ran before: quick yields once, so slow has started (asyncio runs
+    ready tasks in order) before quick's outcome is held; slow then waits on an event nobody
+    sets, so only the failed commit's cancellation ends it (its timeout is a safety net)."""
     source = """
 import asyncio
 from runbook import rollback, step
@@ -594,6 +600,7 @@ DONE = []
 
 @step(reversible=True)
 async def quick():
+    await asyncio.sleep(0)  # one turn of the loop: slow starts before quick's outcome is held
     DONE.append("quick")
     return 1
 
@@ -601,18 +608,33 @@ async def quick():
 def undo_quick(quick):
     DONE.append("undo quick")
 
-@step
+@step(timeout=10)
 async def slow():
-    await asyncio.sleep(30)  # cancelled by the failed commit
+    await asyncio.Event().wait()  # cancelled by the failed commit
     DONE.append("slow")
 """
     rb = load(write_runbook(source))
     store = _refusing_sqlite_store(tmp_path / "runs.db", "succeeded")
     result = _runner(store).run(rb)
     assert rb.module.DONE == ["quick", "undo quick"]
-    assert result.steps["slow"].status != "succeeded"
-    assert result.status in ("rolled_back", "failed"), result.status
-    assert "disk full" in (result.error or "")
+    assert result.status == "rolled_back" and result.exit_code == 1
+    assert result.error == "StoreError: run store failed: OSError: disk full"
+    assert result.steps["slow"].status == "cancelled"
+    assert result.steps["quick"].rollback == "rolled_back"
+    kinds = [(e.kind, e.step) for e in result.audit]
+    # slow was running when quick's outcome was held: the failed commit is what stopped it
+    assert kinds.index(("step_started", "slow")) < kinds.index(("step_succeeded", "quick"))
+    assert kinds[-4:] == [
+        ("step_failed", "slow"),
+        ("rollback_started", "quick"),
+        ("rollback_succeeded", "quick"),
+        ("run_finished", None),
+    ]
+    assert result.audit[-1].data["error"] == result.error
+    (run,) = store.list_runs()
+    assert (run.status, run.error) == ("rolled_back", result.error)
+    stored = store.get_steps(run.run_id)
+    assert (stored["quick"].status, stored["slow"].status) == ("rolled_back", "cancelled")
 
 
 def test_a_joined_audit_write_refused_still_stores_the_outcome(write_runbook, tmp_path):
