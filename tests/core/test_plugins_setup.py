@@ -299,6 +299,13 @@ def test_setup_plugins_answer_the_builtin_resources():
 
 
 def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
+    """Collecting a runbook (``runbook plan``, ``list``, editors) stays cheap: it opens nothing.
+
+    Checked in a fresh interpreter that is not measured by coverage, whatever runs this suite:
+    ``coverage run`` (its ``patch = ["subprocess"]``) starts coverage in every child through a
+    ``.pth`` file when ``COVERAGE_PROCESS_*`` is set, and coverage itself imports ``sqlite3``.
+    """
+    import os
     import subprocess
     import sys
 
@@ -314,7 +321,10 @@ def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
         "print(sorted(m for m in sys.modules if m in heavy"
         " or m.startswith(tuple(h + '.' for h in heavy))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.strip() == "[]"
 
 
