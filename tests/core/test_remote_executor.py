@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from runbook import Runner
 from runbook.cli import cli
-from runbook.errors import ApprovalError
+from runbook.errors import ApprovalError, UsageError
 from runbook.hookspecs import Provider, hookimpl
 from runbook.result import RunResult
 from runbook.store.base import RunRecord
@@ -142,3 +142,45 @@ def test_detach_needs_a_remote_executor(write_runbook, tmp_path) -> None:
     result = CliRunner().invoke(cli, ["exec", str(path), "--detach"], catch_exceptions=False)
     assert result.exit_code == 2
     assert "--detach needs an executor that runs elsewhere" in result.output
+
+
+GATED = """
+from runbook import step
+
+DONE = []
+
+@step(approval=True)
+def change():
+    DONE.append("change")
+    return "changed"
+"""
+
+
+def test_a_local_run_continued_by_a_runner_set_for_a_remote_executor_runs_here(write_runbook):
+    """A run started here (its record names no executor) is approved and resumed by a runner
+    configured for ``far://``: its gated step runs in this process, nothing goes to far://."""
+    store = f"memory://remote-{uuid.uuid4().hex}"
+    rb_path = write_runbook(GATED)
+    paused = Runner(actor="alice", entry_points=False, store=store).run(rb_path)
+    assert paused.status == "paused"
+    plugin = RemotePlugin()
+    remote_runner = Runner(
+        actor="bob", entry_points=False, plugins=[plugin], executor="far://there", store=store
+    )
+    assert remote_runner.approve(paused.run_id, actor="bob")["satisfied"] is True
+    result = remote_runner.resume(paused.run_id)
+    assert result.status == "succeeded", result.error
+    assert result.steps["change"].output == "changed"
+    assert remote_runner.store.get_steps(paused.run_id)["change"].status == "succeeded"
+    assert all(not r.calls for r in plugin.opened)  # opened to ask, never handed the run
+
+
+def test_resuming_a_remote_run_with_both_retry_and_skip_is_refused_before_sending(write_runbook):
+    plugin = RemotePlugin()
+    runner = make(plugin)
+    runner.store.create_run(
+        RunRecord("r3", "x.py", "abc", "dev", "alice", "failed", options={"executor": "far://x"})
+    )
+    with pytest.raises(UsageError, match="choose one of --retry-interrupted and --skip"):
+        runner.resume("r3", retry_interrupted=True, skip_interrupted=True)
+    assert all(not r.calls for r in plugin.opened)
