@@ -274,12 +274,8 @@ class Runner(DurableRuns):
     def _actor(self) -> str:
         if self.actor:
             return self.actor
-        try:
-            from runbook.config import resolve_actor
-        except ImportError:  # pragma: no cover - config module always present in releases
-            import getpass
+        from runbook.config import resolve_actor  # only when no actor was given
 
-            return getpass.getuser()
         root = getattr(self.config, "root", None)
         return resolve_actor(None, cwd=root)
 
@@ -685,18 +681,18 @@ class Runner(DurableRuns):
         from runbook.notify.dispatch import NotificationService
 
         def failed(message: Any, url: str, error: str) -> None:
-            execution = holder.get("x")
-            if execution is not None:
-                import contextlib
+            # The execution exists: nothing is submitted before it (its events, the notify
+            # resource) and the service starts delivering only once it is built.
+            import contextlib
 
-                from runbook.errors import AuditError
+            from runbook.errors import AuditError
 
-                with contextlib.suppress(AuditError):
-                    execution.s.recorder.emit(
-                        "notification_failed",
-                        message.step,
-                        {"channel": url, "error": error, "kind": message.kind},
-                    )
+            with contextlib.suppress(AuditError):
+                holder["x"].s.recorder.emit(
+                    "notification_failed",
+                    message.step,
+                    {"channel": url, "error": error, "kind": message.kind},
+                )
 
         return NotificationService(
             self.plugins, self.notify_rules, templates=self.templates, on_failure=failed
