@@ -63,7 +63,7 @@ class RunSetup:
     locks: LockManager | None
     approvals: ApprovalPolicy
     redactor: Redactor
-    executor: Executor | None = None
+    executor: Executor  # opened per run by the Runner (``Runner._open_executor``)
     max_parallel: int = 8
     dry_run: bool = False
     prior: dict[str, StepRecord] = field(default_factory=dict)
@@ -135,10 +135,6 @@ class Execution:
             seq_of=self.coord.seqs.get,
             run_options=setup.run_options,
         )
-        if setup.executor is None:
-            from runbook.executors.local import LocalExecutor
-
-            setup.executor = LocalExecutor(clock=setup.clock, max_parallel=setup.max_parallel)
         self.executor: Executor = setup.executor
         self._tasks: dict[asyncio.Task[None], str] = {}
         self._lost: dict[str, Exception] = {}

@@ -433,8 +433,8 @@ class Runner(DurableRuns):
         notifier = self._notification_service(info, holder)
         if notifier is not None:
             listeners.append(lambda event: notifier.event(event, info))
-        if executor is None:  # a bad executor URL leaves no half-started run
-            executor = self._open_executor()
+        # Opened now: a bad executor URL leaves no half-started run.
+        run_executor: Executor = self._open_executor() if executor is None else executor
         if create is not None and self.store is not None:
             self.store.create_run(create)
         recorder = Recorder(
@@ -528,7 +528,7 @@ class Runner(DurableRuns):
             paused_lease=self.paused_lease,
             outputs=outputs,
             resumed_by=resumed_by,
-            executor=executor,
+            executor=run_executor,
             **extra,
         )
         execution = holder["x"] = Execution(setup)
