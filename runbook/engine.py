@@ -303,10 +303,9 @@ class Execution:
             self._idle.set_result(None)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._tasks.pop(task, None) is None:  # pragma: no cover - see below
-            # Unreachable: this callback is registered before any gather() awaits the task, and
-            # done callbacks run in registration order, so the task is always still here.
-            return
+        # Always still tracked: this callback is registered before any gather() awaits the
+        # task, and done callbacks run in registration order (nothing to check).
+        self._tasks.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._fatal(exc)
         if self.coord.stopping:
