@@ -518,7 +518,7 @@ class RunRecorder:
 
     def rollback_started(self, res: StepResult) -> None:
         """Before the undo's side effects: stored as rolling back, then audited."""
-        with contextlib.suppress(StoreError):  # reported through on_fatal; the undo goes on
+        with contextlib.suppress(StoreError, AuditError):  # reported through on_fatal; undo anyway
             self.save(res)
         self.note("rollback_started", res.name, {"after": res.status})
 

@@ -1,0 +1,181 @@
+"""Refused writes in the recorder's joined and batched paths (runbook.recorder): a run store that
+can no longer witness the trail, a trail in the store's own file that refuses an event with no
+step row beside it, a run with no store at all rolling back, a run that nobody audits taking a
+lock, and an audit that refuses to record a failed notification.
+
+Each ends the way an operator must be able to rely on: the run stops before the next side
+effect, what ran is undone, the result, the run row and the trail say why (exit 1)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from runbook import Runner, load
+from runbook.audit.events import MemorySink
+from runbook.errors import AuditError, StoreError
+from runbook.store.memory import MemoryStore
+from runbook.testing.fakes import FakeNotifier
+
+STAGED = """
+from runbook import rollback, step
+
+DONE = []
+
+@step(reversible=True)
+def first():
+    DONE.append("first")
+    return 1
+
+@rollback(first)
+def undo_first(first):
+    DONE.append("undo first")
+
+@step
+def second(first):
+    DONE.append("second")
+    return 2
+"""
+
+
+def _runner(store: Any, **kw: Any) -> Runner:
+    kw.setdefault("locks", f"memory://refusals-{uuid.uuid4().hex}")
+    return Runner(store=store, actor="alice", entry_points=False, **kw)
+
+
+class UnwitnessingStore(MemoryStore):
+    """A run store (no transactions) that stops accepting the audit's witnesses past event
+    ``upto`` (its witness table read-only, say) while it still stores step rows."""
+
+    def __init__(self, upto: int) -> None:
+        super().__init__(f"memory://unwitnessing-{uuid.uuid4().hex}")
+        self.upto = upto
+
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        if seq > self.upto:
+            raise StoreError("witness table is read-only")
+        super().witness_audit(run_id, chain, seq, hash)
+
+
+def test_a_store_that_cannot_witness_run_started_stops_the_run_before_any_step(write_runbook):
+    rb = load(write_runbook(STAGED))
+    store, sink = UnwitnessingStore(upto=0), MemorySink()
+    result = _runner(store, audit=[sink]).run(rb)
+    assert rb.module.DONE == []  # nothing ran with a trail the store could not vouch for
+    assert result.status == "failed" and result.exit_code == 1
+    assert "event 1 is stored but the run store could not witness it" in (result.error or "")
+    (run,) = store.list_runs()
+    assert (run.status, run.error) == ("failed", result.error)
+    assert [e.kind for e in sink.events()] == ["run_started", "run_finished"]
+
+
+def test_a_store_that_stops_witnessing_mid_run_still_undoes_what_ran(write_runbook):
+    """The witness of first's outcome is refused when second is about to start: second never
+    runs, and first is undone although the store refuses the rollback's witnesses too (that
+    refusal used to escape the rollback: the run raised AuditError with first not undone)."""
+    rb = load(write_runbook(STAGED))
+    store, sink = UnwitnessingStore(upto=1), MemorySink()
+    result = _runner(store, audit=[sink]).run(rb)
+    assert rb.module.DONE == ["first", "undo first"]
+    assert result.status == "rolled_back" and result.exit_code == 1
+    assert "event 3 is stored but the run store could not witness it" in (result.error or "")
+    assert result.steps["first"].rollback == "rolled_back"
+    (run,) = store.list_runs()
+    assert (run.status, run.error) == ("rolled_back", result.error)
+    # the outcome rows are stored though their witnesses were refused
+    assert store.get_steps(run.run_id)["first"].status == "rolled_back"
+    kinds = [(e.kind, e.step) for e in sink.events()]
+    assert kinds[-3:] == [
+        ("rollback_started", "first"),
+        ("rollback_succeeded", "first"),
+        ("run_finished", None),
+    ]
+
+
+def test_a_joined_trail_refusing_run_started_stops_the_run_before_any_step(write_runbook, tmp_path):
+    """A sqlite:// trail in the store's own file refuses run_started inside the store's
+    transaction: that transaction (no step row in it) is rolled back, nothing runs."""
+    from runbook.audit.sqlite import SqliteSink
+    from runbook.store.sqlite import SqliteStore
+
+    class Refusing(SqliteSink):
+        def append_many(self, events: Any, conn: Any = None) -> Any:
+            if any(e.kind == "run_started" for e in events):
+                raise AuditError("audit sink refused run_started: disk full")
+            return super().append_many(events, conn)
+
+    db = tmp_path / "runs.db"
+    store = SqliteStore(db)
+    rb = load(write_runbook(STAGED))
+    result = _runner(store, audit=[Refusing(f"sqlite:///{db}", str(db))]).run(rb)
+    assert rb.module.DONE == []
+    assert result.status == "failed" and result.exit_code == 1
+    assert result.error == "AuditError: audit sink refused run_started: disk full"
+    (run,) = store.list_runs()
+    assert (run.status, run.error) == ("failed", result.error)
+    assert store.get_steps(run.run_id) == {}
+
+
+def test_a_run_without_a_store_still_rolls_back_and_audits_it(write_runbook):
+    failing = STAGED.replace('    DONE.append("second")\n', '    raise RuntimeError("broke")\n')
+    rb = load(write_runbook(failing))
+    sink = MemorySink()
+    result = _runner(None, audit=[sink]).run(rb)
+    assert rb.module.DONE == ["first", "undo first"]
+    assert result.status == "rolled_back" and result.exit_code == 1
+    assert [(e.kind, e.step) for e in sink.events()][-3:] == [
+        ("rollback_started", "first"),
+        ("rollback_succeeded", "first"),
+        ("run_finished", None),
+    ]
+
+
+def test_a_run_nobody_audits_takes_and_frees_its_step_lock(write_runbook):
+    """No sink, no listener: no lock events are built, but the lock is taken and freed."""
+    locks = f"memory://quiet-{uuid.uuid4().hex}"
+    source = """
+from runbook import step
+
+@step(lock="db")
+def migrate(ctx):
+    return ctx.fencing_token
+"""
+    rb = load(write_runbook(source))
+    first = _runner(None, audit=(), locks=locks).run(rb)
+    assert first.status == "succeeded", first.error
+    assert not [e for e in first.audit if e.kind.startswith("lock_")]
+    assert isinstance(first.steps["migrate"].output, int)  # it ran holding the lock
+    again = _runner(None, audit=(), locks=locks).run(rb)  # lock_timeout 0: refused if held
+    assert again.status == "succeeded", again.error
+    assert again.steps["migrate"].output > first.steps["migrate"].output
+
+
+def test_a_refused_notification_failed_event_leaves_the_run_and_the_log_intact(
+    write_runbook, caplog
+):
+    """A channel that is down is recorded as notification_failed; when a required sink
+    refuses even that, the run still ends as its steps did and the failure is in the log."""
+
+    class NoNotes(MemorySink):
+        def append(self, event: Any) -> Any:
+            if event.kind == "notification_failed":
+                raise AuditError("audit sink refused notification_failed: disk full")
+            return super().append(event)
+
+    channel = FakeNotifier()
+    channel.fail_with = RuntimeError("channel is down")
+    sink = NoNotes()
+    rb = load(write_runbook(STAGED))
+    runner = _runner(
+        None,
+        audit=[sink],
+        plugins=[channel.plugin],
+        notify=[{"to": "fake://ops", "on": ["run_finished"]}],
+    )
+    with caplog.at_level(logging.WARNING, logger="runbook.notify"):
+        result = runner.run(rb)
+    assert result.status == "succeeded", result.error
+    assert rb.module.DONE == ["first", "second"]
+    assert "notification_failed" not in [e.kind for e in sink.events()]
+    assert "channel is down" in caplog.text
