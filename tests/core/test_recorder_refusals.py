@@ -1,14 +1,16 @@
-"""Refused writes in the recorder's joined and batched paths (runbook.recorder): a run store that
-can no longer witness the trail, a trail in the store's own file that refuses an event with no
-step row beside it, a run with no store at all rolling back, a run that nobody audits taking a
-lock, and an audit that refuses to record a failed notification.
+"""The recorder's joined and batched writes when something refuses or misbehaves
+(runbook.recorder): a run store that can no longer witness the trail, a trail in the store's own
+file that refuses an event with no step row beside it, a run with no store at all rolling back,
+a run nobody audits taking a lock, an audit refusing to record a failed notification, two runs
+taking the same audit log's pending witness, a sink that reports nothing back.
 
-Each ends the way an operator must be able to rely on: the run stops before the next side
+A refusal ends the way an operator must be able to rely on: the run stops before the next side
 effect, what ran is undone, the result, the run row and the trail say why (exit 1)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -179,3 +181,80 @@ def test_a_refused_notification_failed_event_leaves_the_run_and_the_log_intact(
     assert rb.module.DONE == ["first", "second"]
     assert "notification_failed" not in [e.kind for e in sink.events()]
     assert "channel is down" in caplog.text
+
+
+class _Gates:
+    def __init__(self) -> None:
+        self.a_blocked = threading.Event()
+        self.b_done = threading.Event()
+
+
+class _SlowDisk(MemoryStore):
+    """Holds run A's store write (inside the recorder's commit, after it found a witness due)
+    until run B, in a worker thread, has written through the same audit log."""
+
+    def __init__(self, gates: _Gates) -> None:
+        super().__init__(f"memory://slow-{uuid.uuid4().hex}")
+        self.gates = gates
+
+    def save_step(self, step: Any) -> None:
+        if (step.name, step.status) == ("a2", "running"):
+            self.gates.a_blocked.set()
+            assert self.gates.b_done.wait(10), "run B never wrote"
+        super().save_step(step)
+
+
+def test_two_runs_sharing_an_audit_log_write_its_witness_once_and_both_go_on(
+    write_runbook,
+):
+    """``run_many``: both runs write through one audit log, whose pending witness either may
+    take. Run A's commit found one due; before it writes it, run B's event (from B's worker
+    thread) takes and writes it. A then has none left to write: it goes on, B too, and every
+    witness in the store matches an event of the trail (a verify of the chain passes)."""
+    from runbook.audit.verify import verify_sink, witness_check
+
+    gates = _Gates()
+    a = write_runbook(
+        "from runbook import step\n\n@step\ndef a1():\n    return 1\n\n"
+        "@step\ndef a2(a1):\n    return a1 + 1\n",
+        name="a",
+    )
+    b = write_runbook(
+        "from runbook import step\n\n@step\ndef b1(ctx, gates):\n"
+        "    assert gates.a_blocked.wait(10), 'run A never wrote'\n"
+        "    ctx.record_change('dns', before='old', after='new')\n"
+        "    gates.b_done.set()\n"
+        "    return 'b'\n",
+        name="b",
+    )
+    store, sink = _SlowDisk(gates), MemorySink()
+    runner = _runner(store, audit=[sink], resources={"gates": gates})
+    first, second = runner.run_many([a, b])
+    assert (first.status, second.status) == ("succeeded", "succeeded"), (first.error, second.error)
+    assert first.steps["a2"].output == 2 and second.steps["b1"].output == "b"
+    (log,) = runner.sinks
+    witnesses = store.audit_witnesses(log.chain_id)
+    assert {w.run_id for w in witnesses} == {first.run_id, second.run_id}
+    report = verify_sink(sink, [witness_check(store, log.chain_id)])
+    assert report.ok, report
+
+
+def test_a_sink_whose_batch_write_reports_nothing_back_leaves_the_runs_record_whole(
+    write_runbook,
+):
+    """A plugin sink that stores a batch but returns no events from ``append_many`` (it keeps
+    no chain of its own to report): the run's events, in its result and for its listeners, are
+    those the next sink stored, chained, none missing."""
+
+    class Forwarder(MemorySink):
+        def append_many(self, events: Any) -> list[Any]:
+            super().append_many(events)
+            return []
+
+    forwarder, memory = Forwarder(), MemorySink()
+    rb = load(write_runbook(STAGED))
+    result = _runner(None, audit=[forwarder, memory]).run(rb)
+    assert result.status == "succeeded", result.error
+    assert result.audit == list(memory.events())
+    assert [e.seq for e in result.audit] == list(range(1, len(result.audit) + 1))
+    assert [e.kind for e in result.audit] == [e.kind for e in forwarder.events()]
