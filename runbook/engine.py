@@ -34,6 +34,7 @@ from runbook.errors import (
 from runbook.executors import Attempt, Executor
 from runbook.failure import LOG
 from runbook.failure import describe as describe_failure
+from runbook.grouping import StartGroup
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
 from runbook.recorder import Recorder, RunRecorder, error_text
@@ -140,6 +141,9 @@ class Execution:
         self._lost: dict[str, Exception] = {}
         self._run_lock: str | None = None
         self._limit = max(1, setup.max_parallel)
+        # Starts of steps launched together: one transition (runbook.grouping), when written.
+        self._starts = StartGroup(self.rec.steps_started)
+        self._group = self.rec.store is not None or not self.rec.quiet
 
     # -- what the gates, ctx and lock callbacks use ---------------------------------------------
 
@@ -318,6 +322,8 @@ class Execution:
         self._loop.call_soon(self._flush, self.rec.holds)
 
     def _flush(self, upto: int) -> None:
+        if self._starts.open:  # its write, on this turn or the next, carries what is held
+            return
         try:
             self.rec.flush(upto)
         except (AuditError, StoreError):  # reported through _fatal: stop what is running
@@ -467,11 +473,17 @@ class Execution:
             attempt += 1
             coord.on_started(name, attempt)
             res.started_at = res.started_at or clock.now()
-            self.rec.step_started(res, attempt)  # before the side effects start
             began = clock.monotonic()
             exc: BaseException | None = None
             output: Any = None  # read only when the attempt returned (exc is None)
+            started = False
             try:
+                # Durable before the side effects start; with the others launched with it.
+                if self._group and len(self._tasks) > 1:
+                    await self._starts.join(res, attempt)
+                else:
+                    self.rec.step_started(res, attempt)
+                started, began = True, clock.monotonic()
                 output = await self._traced(
                     Attempt(
                         self.s.info.run_id,
@@ -493,6 +505,8 @@ class Execution:
                 _uncancel()
                 exc = lost
             except Exception as error:
+                if not started:  # its start was not recorded: nothing ran, the run stops
+                    raise
                 exc = error
             if locks is not None and (gone := locks.check(guarded)) is not None:
                 exc = gone  # the lease ran out at some moment of the step: its outcome is void

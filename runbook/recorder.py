@@ -181,12 +181,12 @@ class Recorder:
 
 @dataclass
 class _Held:
-    """An outcome whose store part waits for the next write (``RunRecorder.write``)."""
+    """Outcomes waiting for the next write, which makes them durable (``RunRecorder.write``)."""
 
     number: int  # RunRecorder.holds when it began
     records: list[StepRecord] = field(default_factory=list)
     built: list[AuditEvent] = field(default_factory=list)
-    stored: dict[int, list[AuditEvent]] = field(default_factory=dict)  # by the other sinks
+    stored: dict[int, list[AuditEvent]] = field(default_factory=dict)  # by each sink, once written
     then: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -322,47 +322,52 @@ class RunRecorder:
         """Record one transition (see above); refused writes are reported through ``on_fatal``
         and raised (``StoreError`` first), after the writes that could still be made.
 
-        ``hold`` (an outcome, from the driver): once the sinks outside the store have the
-        events, the store's part (rows, events of the sinks in its file, witnesses) is held and
-        joins the NEXT write's commit: the next step's start, normally, so that a chain costs
-        one commit per step. The driver calls ``flush`` before anything else could happen (a
-        lock released, waiting, the loop's next turn), so the outcome is durable before any
-        other side effect starts. ``then`` runs once the transition is durable (its hook).
+        ``hold`` (an outcome, from the driver): nothing is written yet. The outcome (and every
+        other one held meanwhile: the steps that ended on the same turn of the loop) joins the
+        NEXT write: its events in that write's append to the other sinks, made first, its rows
+        and the store's part in that write's commit. The next write is normally the next
+        steps' starts, so a chain costs one commit per step and a fan-out's round one commit
+        for all its outcomes and starts. The driver calls ``flush`` before anything else could
+        happen (a lock released, waiting, the loop's next turn), so the outcome is durable
+        before any other side effect starts. ``then`` runs once it is durable (its hook).
         """
         audit = self.audit
         built = [audit.build(k, st, d, actor=a) for k, st, d, a in events]
         with self._lock:
             records = [self._record(res) for res in results] if self.store is not None else []
-            joined, separate = self._split()
-            stored: dict[int, list[AuditEvent]] = {}
-            audit_error: AuditError | None = None
-            if not intent:
-                audit_error = audit.append(separate, built, stored)
-            if hold and audit_error is None and self._holds:
+            if hold and self._holds:
                 if self._held is None:
                     self.holds += 1
                     self._held = _Held(self.holds)
                 held = self._held
                 held.records += records
                 held.built += built
-                for index, events_stored in stored.items():
-                    held.stored.setdefault(index, []).extend(events_stored)
                 if then is not None:
                     held.then.append(then)
                 return
+            joined, separate = self._split()
             held, self._held = self._held or _Held(0), None
             done = len(held.built)
+            # Other sinks first: a held outcome's events (with this outcome's, in one append) ...
+            stored: dict[int, list[AuditEvent]] = {}
+            first = held.built if intent else held.built + built
+            audit_error = audit.append(separate, first, stored)
+            if intent and audit_error is not None:  # ... the outcomes before a start were refused:
+                records, built = [], []  # nothing starts after them; their rows are still stored
             joined_stored: dict[int, list[AuditEvent]] = {}
             store_error, joined_error = self._commit(
                 held.records + records, held.built + built, joined, joined_stored
             )
-            for index, events_stored in joined_stored.items():
+            new: dict[int, list[AuditEvent]] = {}
+            for index, events_stored in [*stored.items(), *joined_stored.items()]:
                 held.stored[index] = events_stored[:done]
-                stored[index] = events_stored[done:]
+                new[index] = events_stored[done:]
             audit_error = audit_error or joined_error
-            if intent and store_error is None:
-                audit_error = audit.append(separate, built, stored) or audit_error
-            published = audit.first(held.stored, held.built) + audit.first(stored, built)
+            if intent and store_error is None and built:  # ... but a start after the store's
+                for index, _ in separate:
+                    new.pop(index, None)
+                audit_error = audit.append(separate, built, new) or audit_error
+            published = audit.first(held.stored, held.built) + audit.first(new, built)
             with audit._lock:
                 audit.events.extend(published)
         for event in published:
@@ -476,9 +481,18 @@ class RunRecorder:
 
     def step_started(self, res: StepResult, attempt: int) -> None:
         """Before the step's side effects start: stored as running, then audited."""
-        events = () if self.quiet else [("step_started", res.name, {"attempt": attempt}, None)]
-        self.write((res,), events, intent=True)
-        self.hook("runbook_step_started", step=res.name, attempt=attempt)
+        self.steps_started(((res, attempt),))
+
+    def steps_started(self, starts: Sequence[tuple[StepResult, int]]) -> None:
+        """Steps that start together (``runbook.grouping``): one transition for all of them."""
+        events = (
+            ()
+            if self.quiet
+            else [("step_started", res.name, {"attempt": attempt}, None) for res, attempt in starts]
+        )
+        self.write([res for res, _ in starts], events, intent=True)
+        for res, attempt in starts:
+            self.hook("runbook_step_started", step=res.name, attempt=attempt)
 
     def step_finished(
         self,
