@@ -4,9 +4,10 @@ A step's start must be durable (the store says ``running``, then its ``step_star
 other sinks) before its side effects (docs/durable-runs.md, rule 1). Recorded one by one, the
 branches of a fan-out pay one commit and one ``fsync`` each, although the scheduler launched
 them in the same pass and none of them can have done anything yet. Here a start that is not
-alone joins a batch; the batch is written on the next turn of the event loop, once every step
-launched with it has reached its start, as one ``RunRecorder.steps_started``: one store commit
-(carrying the outcomes held meanwhile, ``RunRecorder.write``) and one append per other sink.
+alone (other steps run or are being launched) joins a batch, written on the next turn of the
+event loop: the steps launched in the same pass all reach their start on this one (unless they
+first wait for a lock). It is written as one ``RunRecorder.steps_started``: one store commit,
+carrying the outcomes held meanwhile (``RunRecorder.write``), and one append per other sink.
 No member's side effects begin before the write returns, so rule 1 holds for each of them, and
 a crash anywhere in it leaves every member either not started or found running by ``resume``.
 
@@ -26,12 +27,11 @@ if TYPE_CHECKING:
 
 
 class _Batch:
-    __slots__ = ("error", "starts", "waiters", "written")
+    __slots__ = ("error", "starts", "waiters")
 
     def __init__(self) -> None:
         self.starts: list[tuple[StepResult, int]] = []
         self.waiters: list[asyncio.Future[None]] = []
-        self.written = False
         self.error: Exception | None = None
 
 
@@ -62,8 +62,10 @@ class StartGroup:
         try:
             await waiter
         except asyncio.CancelledError:
-            if not batch.written:
-                self.flush()  # this start durable first: the driver then records its end
+            # This start durable first, so the driver may record its end. The write was due
+            # before the cancellation could wake this task (call_soon is FIFO), so this is a
+            # no-op but on a loop that orders callbacks otherwise.
+            self.flush()
             if batch.error is not None:
                 raise batch.error from None
             raise
@@ -77,7 +79,6 @@ class StartGroup:
             self._record(batch.starts)
         except Exception as exc:  # reported through on_fatal by the recorder; each member raises
             batch.error = exc
-        batch.written = True
         for waiter in batch.waiters:
             if waiter.done():  # its task was cancelled meanwhile
                 continue

@@ -92,6 +92,87 @@ def test_cli_default_fsyncs_twice_and_commits_once_per_chain_step(
     assert len(commits) - before  # (counted in the bench; here: the store still commits)
 
 
+def fan(tmp_path: Path, n: int, prefix: str = "async def") -> Path:
+    """root -> b0..b{n-1} -> sink: the branches are launched in one pass and end together."""
+    branches = [f"b{i}" for i in range(n)]
+    lines = ["from runbook import step", "", "@step", f"{prefix} root():", "    return 0", ""]
+    for name in branches:
+        lines += ["@step", f"{prefix} {name}(root):", f"    return {name[1:]}", ""]
+    lines += [f"@step(after={branches!r})", f"{prefix} sink():", "    return 1", ""]
+    path = tmp_path / f"fan{n}_{prefix.split()[0]}.py"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def count_both(runner: Runner, rb: Path, commits: list, fsyncs: list) -> tuple[int, int]:
+    """(commits, fsyncs) of one successful run of ``rb``, the providers already open."""
+    runner.run(chain(rb.parent, 1))  # tables and files made, connections open
+    before = len(commits), len(fsyncs)
+    result = runner.run(rb)
+    assert result.status == "succeeded", result.error
+    return len(commits) - before[0], len(fsyncs) - before[1]
+
+
+def test_a_fan_out_costs_what_a_chain_of_three_costs(tmp_path, commits, fsyncs) -> None:
+    """20 branches launched together: their 20 starts are one transition (with root's outcome)
+    and their 20 outcomes another (with sink's start), so the fan-out of 22 steps costs what a
+    chain of 3 steps costs. Before grouping: one commit and two fsyncs more per branch."""
+    runner = Runner(
+        store=f"sqlite:///{tmp_path / 'runs.db'}",
+        audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"],
+        locks=None,
+        max_parallel=32,
+    )
+    three = count_both(runner, chain(tmp_path, 3, "return i"), commits, fsyncs)
+    fanned = count_both(runner, fan(tmp_path, 20), commits, fsyncs)
+    assert three[1] == 2 * 3 + 2  # a start and an outcome per step, run_started, run_finished
+    # All 20 branches' starts and outcomes: at most 3 commits and 3 fsyncs (here: none more).
+    assert fanned[0] - three[0] <= 0 and fanned[1] - three[1] <= 0, (three, fanned)
+
+
+def test_a_fan_out_wider_than_max_parallel_costs_one_commit_per_round(
+    tmp_path, commits, fsyncs
+) -> None:
+    """40 branches, 8 at a time: 5 rounds, each one commit (the round's outcomes with the next
+    round's starts) and two fsyncs (outcomes before the commit, starts after it)."""
+    runner = Runner(
+        store=f"sqlite:///{tmp_path / 'runs.db'}",
+        audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"],
+        locks=None,
+        max_parallel=8,
+    )
+    three = count_both(runner, chain(tmp_path, 3, "return i"), commits, fsyncs)
+    fanned = count_both(runner, fan(tmp_path, 40), commits, fsyncs)
+    rounds = 40 // 8
+    assert fanned[0] - three[0] <= rounds, (three, fanned)  # 40, before
+    assert fanned[1] - three[1] <= 2 * rounds, (three, fanned)  # 80, before
+
+
+@pytest.mark.parametrize("prefix", ["def", "async def"])
+def test_every_branch_finds_its_start_committed_and_the_sink_every_outcome(
+    tmp_path, prefix
+) -> None:
+    """Grouped or not (sync branches end at different moments, in threads), each branch's start
+    is durable before its code runs, and every branch's outcome before the step after them."""
+    db = tmp_path / "runs.db"
+    branches = [f"b{i}" for i in range(6)]
+    lines = [STEP_READS_THE_STORE.format(db=str(db)).split("@step")[0], "@step"]
+    lines += [f"{prefix} root():", "    return seen('root')", ""]
+    for name in branches:
+        lines += ["@step", f"{prefix} {name}(root):", f"    return seen({name!r})", ""]
+    lines += [f"@step(after={branches!r})", f"{prefix} sink():"]
+    lines += [f"    return [seen(name) for name in {branches!r}]", ""]
+    rb = tmp_path / f"reads_{prefix.split()[0]}.py"
+    rb.write_text("\n".join(lines))
+    runner = Runner(store=f"sqlite:///{db}", audit=["sqlite://"], locks=None, max_parallel=8)
+    result = runner.run(rb)
+    assert result.status == "succeeded", result.error
+    for name in branches:
+        assert result.steps[name].output == ["running", ["step_started"]]
+    done = ["succeeded", ["step_started", "step_succeeded"]]
+    assert result.steps["sink"].output == [done] * len(branches)
+
+
 def test_jsonl_writes_a_transitions_events_with_one_fsync(tmp_path, fsyncs) -> None:
     sink = JsonlSink.open(f"jsonl://{tmp_path / 'a.jsonl'}")
     sink.append(AuditEvent(kind="run_started", run_id="r"))
