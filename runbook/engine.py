@@ -322,8 +322,8 @@ class Execution:
         self._loop.call_soon(self._flush, self.rec.holds)
 
     def _flush(self, upto: int) -> None:
-        if self._starts.open:  # its write, on this turn or the next, carries what is held
-            return
+        if self._group and self._starts.open:  # its write, due on this turn or the next,
+            return  # carries what is held
         try:
             self.rec.flush(upto)
         except (AuditError, StoreError):  # reported through _fatal: stop what is running
@@ -473,10 +473,9 @@ class Execution:
             attempt += 1
             coord.on_started(name, attempt)
             res.started_at = res.started_at or clock.now()
-            began = clock.monotonic()
             exc: BaseException | None = None
             output: Any = None  # read only when the attempt returned (exc is None)
-            started = False
+            started, began = False, 0.0
             try:
                 # Durable before the side effects start; with the others launched with it.
                 if self._group and len(self._tasks) > 1:
@@ -504,6 +503,7 @@ class Execution:
                     raise
                 _uncancel()
                 exc = lost
+                began = began or clock.monotonic()  # lost while its start was being written
             except Exception as error:
                 if not started:  # its start was not recorded: nothing ran, the run stops
                     raise

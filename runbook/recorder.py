@@ -359,9 +359,10 @@ class RunRecorder:
                 held.records + records, held.built + built, joined, joined_stored
             )
             new: dict[int, list[AuditEvent]] = {}
-            for index, events_stored in [*stored.items(), *joined_stored.items()]:
-                held.stored[index] = events_stored[:done]
-                new[index] = events_stored[done:]
+            if stored or joined_stored:
+                for index, events_stored in [*stored.items(), *joined_stored.items()]:
+                    held.stored[index] = events_stored[:done]
+                    new[index] = events_stored[done:]
             audit_error = audit_error or joined_error
             if intent and store_error is None and built:  # ... but a start after the store's
                 for index, _ in separate:
@@ -481,7 +482,9 @@ class RunRecorder:
 
     def step_started(self, res: StepResult, attempt: int) -> None:
         """Before the step's side effects start: stored as running, then audited."""
-        self.steps_started(((res, attempt),))
+        events = () if self.quiet else [("step_started", res.name, {"attempt": attempt}, None)]
+        self.write((res,), events, intent=True)
+        self.hook("runbook_step_started", step=res.name, attempt=attempt)
 
     def steps_started(self, starts: Sequence[tuple[StepResult, int]]) -> None:
         """Steps that start together (``runbook.grouping``): one transition for all of them."""
