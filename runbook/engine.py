@@ -316,9 +316,10 @@ class Execution:
             for other in self._tasks:
                 other.cancel()
         self._pump()
-        # A finished step's store write is held for the next step's start (one commit for
-        # both, runbook.recorder); the tasks just started get to take it first, and whatever
-        # this step left held then is committed on this turn of the loop, before anything else.
+        # A finished step's outcome is held for the next steps' start (one write for both,
+        # runbook.recorder); the tasks just started get to take it first (their batch, when
+        # they are several: runbook.grouping), and whatever this step left held then is
+        # written on the next turn of the loop, before anything else.
         self._loop.call_soon(self._flush, self.rec.holds)
 
     def _flush(self, upto: int) -> None:
