@@ -300,6 +300,8 @@ class RunRecorder:
     # ONE durable write per medium: the store rows, the events of every sink that lives in the
     # store's own SQLite file, and the store's witness of each sink's last event share one
     # transaction (one commit); every other sink gets all the events in one append (one fsync).
+    # Outcomes held on one turn of the loop and the starts of steps launched together
+    # (runbook.grouping) are one transition too, however many steps they are.
     #
     # Between media the order is what makes every crash point recoverable. Intent (``intent``:
     # a step about to start) goes to the store first ("running"), so that a step whose
@@ -348,12 +350,13 @@ class RunRecorder:
             joined, separate = self._split()
             held, self._held = self._held or _Held(0), None
             done = len(held.built)
-            # Other sinks first: a held outcome's events (with this outcome's, in one append) ...
+            # The other sinks first get the held outcomes' events (and an outcome's own: one
+            # append); a start's events wait for the store, below.
             stored: dict[int, list[AuditEvent]] = {}
             first = held.built if intent else held.built + built
             audit_error = audit.append(separate, first, stored)
-            if intent and audit_error is not None:  # ... the outcomes before a start were refused:
-                records, built = [], []  # nothing starts after them; their rows are still stored
+            if intent and audit_error is not None:  # outcomes refused: nothing starts after them
+                records, built = [], []  # (their rows are still stored)
             joined_stored: dict[int, list[AuditEvent]] = {}
             store_error, joined_error = self._commit(
                 held.records + records, held.built + built, joined, joined_stored
@@ -364,7 +367,7 @@ class RunRecorder:
                     held.stored[index] = events_stored[:done]
                     new[index] = events_stored[done:]
             audit_error = audit_error or joined_error
-            if intent and store_error is None and built:  # ... but a start after the store's
+            if intent and store_error is None and built:  # the store says running: audit it
                 for index, _ in separate:
                     new.pop(index, None)
                 audit_error = audit.append(separate, built, new) or audit_error
