@@ -7,7 +7,8 @@ A chain of N no-op steps (default 1,000) with
 - in-memory store + audit (hash-chained) + locks,
 - the engine alone (no store, no audit, no locks),
 
-and a durable fan-out of 100 against a durable chain of 100. The physical floors are measured in
+and a durable fan-out of 100 (98 branches, 8 at a time: each round's outcomes and starts are one
+grouped write, runbook.grouping) against a durable chain of 100. The physical floors are measured in
 the same run: one ``write+fsync`` of a small line, one SQLite WAL commit with ``synchronous=FULL``
 and with ``NORMAL``. Counts come from a separate, untimed pass: ``os.fsync`` is wrapped (the JSONL
 sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT``; so the
