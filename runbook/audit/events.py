@@ -91,41 +91,19 @@ class AuditEvent:
         both the hashed text (without ``hash``) and the stored line (``canonical``), which is
         byte for byte ``canonical_json(stored.to_dict())``.
         """
-        source = self
         try:
-            parts = self._parts(seq, prev_hash)
+            head, tail = _halves(self.__dict__, seq, prev_hash)
+            source = self
         except ValueError:
             source = replace(self, params=_finite(self.params), data=_finite(self.data))
-            parts = source._parts(seq, prev_hash)
-        body = "{" + ",".join(parts) + "}"
-        digest = hashlib.sha256(body.encode()).hexdigest()
-        parts.insert(_HASH_AT, f'"hash":"{digest}"')
+            head, tail = _halves(source.__dict__, seq, prev_hash)
+        digest = hashlib.sha256((head + tail).encode()).hexdigest()
         stored = object.__new__(AuditEvent)
-        stored.__dict__.update(source.__dict__)
-        stored.__dict__.update(seq=seq, prev_hash=prev_hash, hash=digest)
-        stored.__dict__["_canonical"] = "{" + ",".join(parts) + "}"
+        values = stored.__dict__
+        values.update(source.__dict__)
+        values["seq"], values["prev_hash"], values["hash"] = seq, prev_hash, digest
+        values["_canonical"] = f'{head}"hash":"{digest}",{tail}'
         return stored
-
-    def _parts(self, seq: int, prev_hash: str) -> list[str]:
-        """``"key":value`` texts of every field but ``hash``, in sorted key order (written out:
-        this is the audit's hot path; ``_SORTED`` checks at import that it names every field)."""
-        v = self.__dict__
-        t = v.get("_texts") or _NO_TEXTS  # canonical texts the recorder computed once per run
-        enc = _fast_json
-        return [
-            '"actor":' + (t.get("actor") or enc(v["actor"])),
-            '"at":' + enc(v["at"]),
-            '"data":' + enc(v["data"]),
-            '"env":' + (t.get("env") or enc(v["env"])),
-            '"host":' + (t.get("host") or enc(v["host"])),
-            '"kind":' + enc(v["kind"]),
-            '"params":' + (t.get("params") or enc(v["params"])),
-            '"prev_hash":' + enc(prev_hash),
-            '"run_id":' + (t.get("run_id") or enc(v["run_id"])),
-            '"runbook":' + (t.get("runbook") or enc(v["runbook"])),
-            '"seq":' + enc(seq),
-            '"step":' + enc(v["step"]),
-        ]
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> AuditEvent:
@@ -155,7 +133,7 @@ class AuditEvent:
 _FIELDS = tuple(AuditEvent.__dataclass_fields__)
 # (field, its JSON key) in canonical (sorted) order without ``hash``; where ``hash`` goes.
 _SORTED = tuple((n, json.dumps(n)) for n in sorted(f for f in _FIELDS if f != "hash"))
-# ``AuditEvent._parts`` writes these out by hand: a new field must be added there too.
+# ``_halves`` writes these out by hand: a new field must be added there too.
 if [n for n, _ in _SORTED] != [
     "actor",
     "at",
@@ -170,9 +148,11 @@ if [n for n, _ in _SORTED] != [
     "seq",
     "step",
 ]:
-    raise RuntimeError("AuditEvent._parts must name every field of AuditEvent")
+    raise RuntimeError("_halves must name every field of AuditEvent")
 _NO_TEXTS: dict[str, str] = {}
-_HASH_AT = sorted(_FIELDS).index("hash")
+# ``_halves`` cuts the text where ``hash`` goes: after ``env``, before ``host``.
+if sorted(_FIELDS).index("hash") != [n for n, _ in _SORTED].index("host"):
+    raise RuntimeError("_halves must put hash between env and host")
 # What json.dumps(..., ensure_ascii=False) writes for a str (the C encoder when available).
 _encode_str = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
 
@@ -218,6 +198,67 @@ def _fast_json(value: Any) -> str:
     if kind is list or kind is tuple:
         return "[" + ",".join(_fast_json(v) for v in value) + "]"
     return canonical_json(value)
+
+
+def _c_json() -> Any:
+    """``canonical_json`` as the C encoder that ``json.dumps`` builds on every call, built once
+    (the set-up is most of what ``json.dumps`` costs on a small payload), or None where there is
+    no C encoder. Without ``check_circular``: a cycle is a ``RecursionError``, as in
+    ``_fast_json``; an event's fields are trees (they come from JSON-shaped values)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or _encode_str is json.encoder.py_encode_basestring:
+        return None
+    spec = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+    )
+    encode = make(
+        None,
+        spec.default,
+        _encode_str,
+        None,
+        spec.key_separator,
+        spec.item_separator,
+        spec.sort_keys,
+        spec.skipkeys,
+        spec.allow_nan,
+    )
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    sample = {"b": [1, 2.5, None, True, "é\u2028\n"], "a": {"x": (1,), "1": -0.0}}
+    return dumps if dumps(sample) == canonical_json(sample) else None
+
+
+_json: Any = _c_json() or _fast_json
+
+
+def _halves(v: dict[str, Any], seq: int, prev_hash: str) -> tuple[str, str]:
+    """An event's canonical JSON without ``hash`` (its fields ``v``), cut where ``"hash"`` goes
+    (between ``env`` and ``host``): ``head + tail`` is the hashed text and
+    ``head + '"hash":"...",' + tail`` the stored line. Written out field by field in sorted key
+    order, since this is the audit's hot path (``_SORTED`` checks at import that it names every
+    field). A non-finite float raises ``ValueError``, as ``canonical_json`` does."""
+    t = v.get("_texts") or _NO_TEXTS  # canonical texts the recorder computed once per run
+    enc, text = _json, _encode_str
+    at, kind, step = v["at"], v["kind"], v["step"]
+    head = (
+        f'{{"actor":{t.get("actor") or enc(v["actor"])},'
+        f'"at":{text(at) if type(at) is str else enc(at)},'
+        f'"data":{enc(v["data"])},'
+        f'"env":{t.get("env") or enc(v["env"])},'
+    )
+    tail = (
+        f'"host":{t.get("host") or enc(v["host"])},'
+        f'"kind":{text(kind) if type(kind) is str else enc(kind)},'
+        f'"params":{t.get("params") or enc(v["params"])},'
+        f'"prev_hash":{text(prev_hash) if type(prev_hash) is str else enc(prev_hash)},'
+        f'"run_id":{t.get("run_id") or enc(v["run_id"])},'
+        f'"runbook":{t.get("runbook") or enc(v["runbook"])},'
+        f'"seq":{int.__repr__(seq) if type(seq) is int else enc(seq)},'
+        f'"step":{text(step) if type(step) is str else enc(step)}}}'
+    )
+    return head, tail
 
 
 def _finite(value: Any) -> Any:
