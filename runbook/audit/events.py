@@ -489,20 +489,26 @@ class MemorySink:
         self.url = url
         self.best_effort = best_effort
         self._events: list[AuditEvent] = []
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        with self._lock:
-            prev = self._events[-1] if self._events else None
-            stored = event.chained(
-                (prev.seq or 0) + 1 if prev else 1, prev.hash if prev and prev.hash else GENESIS
-            )
-            self._events.append(stored)
-            return stored
+        return self.append_many((event,))[0]
 
     def append_many(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        # The chain's head is read from the list each time (not kept beside it): a test that
+        # edits ``_events`` to tamper with the trail sees the next event link to what is there.
         with self._lock:
-            return [self.append(event) for event in events]
+            chain = self._events
+            out = []
+            for event in events:
+                prev = chain[-1] if chain else None
+                stored = event.chained(
+                    (prev.seq or 0) + 1 if prev else 1,
+                    prev.hash if prev and prev.hash else GENESIS,
+                )
+                chain.append(stored)
+                out.append(stored)
+            return out
 
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         with self._lock:

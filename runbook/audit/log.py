@@ -45,6 +45,7 @@ class AuditLog:
         queryable = getattr(sink, "queryable", True)
         self._witness = getattr(store, "witness_audit", None) if queryable else None
         self.pending: tuple[str, str, int, str] | None = None  # see append_many
+        self._many = getattr(sink, "append_many", None)  # looked up once: the hot path
 
     def append(self, event: AuditEvent) -> AuditEvent:
         stored = self.sink.append(event)
@@ -80,13 +81,12 @@ class AuditLog:
     def _store(self, events: Sequence[AuditEvent], conn: Any) -> list[AuditEvent]:
         if not events:
             return []
-        many = getattr(self.sink, "append_many", None)
-        if conn is not None:
-            assert many is not None  # only a sink that ``joins`` is handed a connection
-            return list(many(events, conn))
-        if many is not None:
-            return list(many(events))
-        return [self.sink.append(event) for event in events]  # a plugin sink without batches
+        many = self._many
+        if many is None:  # a plugin sink without batches (never one that ``joins``)
+            assert conn is None, "only a sink with append_many is handed a connection"
+            return [self.sink.append(event) for event in events]
+        stored = many(events) if conn is None else many(events, conn)
+        return stored if type(stored) is list else list(stored)
 
     def joins(self, store: Any) -> bool:
         """True when this sink writes into ``store``'s own database, inside its transactions."""
@@ -114,9 +114,11 @@ class AuditLog:
             ) from exc
 
     def _pending(self, stored: AuditEvent) -> None:
-        if self._witness is None or stored.seq is None or stored.hash is None:
+        if self._witness is None:
             return
-        self.pending = (stored.run_id, self.chain_id, stored.seq, stored.hash)
+        seq, digest = stored.seq, stored.hash
+        if seq is not None and digest is not None:
+            self.pending = (stored.run_id, self.chain_id, seq, digest)
 
     def _checkpoint(self, stored: AuditEvent) -> None:
         if self.signer is None or not must_sign(stored):

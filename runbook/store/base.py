@@ -33,7 +33,7 @@ class RunRecord:
         return replace(self, **changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StepRecord:
     run_id: str
     name: str
@@ -51,6 +51,57 @@ class StepRecord:
     # The step's own rollback: None, "running" (written before it starts), "rolled_back",
     # "rollback_failed" (runbook.result.ROLLBACK_STATES).
     rollback: str | None = None
+
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        attempts: int = 0,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        duration: float | None = None,
+        reason: str | None = None,
+        completed_seq: int | None = None,
+        rollback: str | None = None,
+    ) -> None:
+        # Written out instead of the frozen dataclass's ``__init__`` (one ``object.__setattr__``
+        # per field: 1.75 us, against 0.5 us for this): a run makes two per step. The fields and
+        # defaults are checked against this signature at import (``_same_init``).
+        self.__dict__.update(
+            run_id=run_id,
+            name=name,
+            status=status,
+            output=output,
+            error=error,
+            attempts=attempts,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration=duration,
+            reason=reason,
+            completed_seq=completed_seq,
+            rollback=rollback,
+        )
+
+
+def _same_init(cls: type) -> None:
+    """Refuse a hand-written ``__init__`` whose parameters are not the dataclass's fields, in
+    order, with the same defaults (a field added to one and not the other)."""
+    import dataclasses
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(cls)
+    if [(p.name, p.default) for p in params] != [
+        (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in fields
+    ]:
+        raise RuntimeError(f"{cls.__name__}.__init__ must take exactly its fields, in order")
+
+
+_same_init(StepRecord)
 
 
 @dataclass(frozen=True)

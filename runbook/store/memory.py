@@ -30,7 +30,9 @@ class MemoryStore:
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._approvals: list[ApprovalRecord] = []
         self._decisions: list[InterruptDecision] = []
-        self._witnesses: dict[tuple[str, str], AuditWitness] = {}
+        # (run, chain) -> (seq, hash): a witness is written per step and read by ``audit verify``
+        # only, so the record is made on reading.
+        self._witnesses: dict[tuple[str, str], tuple[int, str]] = {}
 
     @classmethod
     def open(cls, url: str) -> MemoryStore:
@@ -72,8 +74,11 @@ class MemoryStore:
 
     def save_step(self, step: StepRecord) -> None:
         with self._lock:
-            self.get_run(step.run_id)
-            self._steps.setdefault(step.run_id, {})[step.name] = step
+            steps = self._steps.get(step.run_id)
+            if steps is None or step.run_id not in self._runs:
+                self.get_run(step.run_id)  # raises RunNotFound
+                steps = self._steps.setdefault(step.run_id, {})
+            steps[step.name] = step
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
@@ -103,13 +108,18 @@ class MemoryStore:
 
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
         with self._lock:
-            kept = self._witnesses.get((run_id, chain))
-            if kept is None or seq > kept.seq:
-                self._witnesses[(run_id, chain)] = AuditWitness(run_id, chain, seq, hash)
+            key = (run_id, chain)
+            kept = self._witnesses.get(key)
+            if kept is None or seq > kept[0]:
+                self._witnesses[key] = (seq, hash)
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         with self._lock:
-            found = [w for w in self._witnesses.values() if chain is None or w.chain == chain]
+            found = [
+                AuditWitness(run, name, seq, digest)
+                for (run, name), (seq, digest) in self._witnesses.items()
+                if chain is None or name == chain
+            ]
         return sorted(found, key=lambda w: (w.seq, w.chain, w.run_id))
 
     def close(self) -> None:
