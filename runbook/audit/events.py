@@ -80,7 +80,7 @@ class AuditEvent:
             raise ValueError(f"unknown audit field(s): {', '.join(sorted(extra))}")
         return cls(**data)
 
-    def chained(self, seq: int, prev_hash: str) -> AuditEvent:
+    def chained(self, seq: int, prev_hash: str, *, line: bool = True) -> AuditEvent:
         """This event stamped as number ``seq`` after ``prev_hash``, with its own hash.
 
         A non-finite float in ``params`` or ``data`` (a step output of ``nan``) has no JSON form:
@@ -89,7 +89,8 @@ class AuditEvent:
 
         Serialised once: each field's canonical JSON is computed one time and assembled into
         both the hashed text (without ``hash``) and the stored line (``canonical``), which is
-        byte for byte ``canonical_json(stored.to_dict())``.
+        byte for byte ``canonical_json(stored.to_dict())``. ``line=False``: no stored line, for
+        a sink that keeps the event itself (``memory://``), not its text.
         """
         try:
             head, tail = _halves(self.__dict__, seq, prev_hash)
@@ -102,7 +103,8 @@ class AuditEvent:
         values = stored.__dict__
         values.update(source.__dict__)
         values["seq"], values["prev_hash"], values["hash"] = seq, prev_hash, digest
-        values["_canonical"] = f'{head}"hash":"{digest}",{tail}'
+        if line:
+            values["_canonical"] = f'{head}"hash":"{digest}",{tail}'
         return stored
 
     @classmethod
@@ -505,6 +507,7 @@ class MemorySink:
                 stored = event.chained(
                     (prev.seq or 0) + 1 if prev else 1,
                     prev.hash if prev and prev.hash else GENESIS,
+                    line=False,  # the event is kept, not its JSON
                 )
                 chain.append(stored)
                 out.append(stored)
