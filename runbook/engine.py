@@ -114,6 +114,10 @@ class _Unrecorded(Exception):
         self.error = error
 
 
+def _after_the_run(exc: BaseException) -> None:
+    """``on_fatal`` once a run is over: nothing is left to stop (the write still raises)."""
+
+
 class Execution:
     def __init__(self, setup: RunSetup) -> None:
         self.s = setup
@@ -662,6 +666,11 @@ class Execution:
         self.rec.rollback_finished(res)
 
     # -- the end --------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Once the run is over: the recorder no longer calls back into this execution (that
+        reference made a cycle, left to the cyclic collector; runbook.runner)."""
+        self.rec.on_fatal = _after_the_run
 
     async def _teardown(self, *, paused: bool) -> None:
         with contextlib.suppress(AuditError, StoreError):  # reported through _fatal

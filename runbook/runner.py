@@ -57,6 +57,15 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+def _running(holder: dict[str, Execution]) -> Execution:
+    """The run's execution, for the lock manager's callbacks (it is closed before the run ends:
+    a callback after that is a bug, said as such)."""
+    execution = holder.get("x")
+    if execution is None:
+        raise RunbookError("a lock callback came after its run was over")
+    return execution
+
+
 class Runner(DurableRuns):
     """Runs runbooks, and continues stored runs, with one set of providers and rules.
 
@@ -446,7 +455,10 @@ class Runner(DurableRuns):
         )
 
         def record(kind: str, step: str | None, data: dict[str, Any]) -> None:
-            holder["x"].emit(kind, step, data)
+            execution = holder.get("x")
+            if execution is None:  # a worker thread the run left behind (a timed-out step)
+                raise RunbookError(f"run {run_id} is over: {kind} is not recorded")
+            execution.emit(kind, step, data)
 
         def progress(step: str | None, message: str, fraction: float | None) -> None:
             if "runbook_progress" in want:
@@ -491,8 +503,10 @@ class Runner(DurableRuns):
                 lease=self.lease,
                 timeout=self.lock_timeout,
                 rng=self._rng,
-                on_lost=lambda name, exc: holder["x"].on_lease_lost(name, exc),
-                on_wait=lambda name, lease, waited: holder["x"].on_lock_wait(name, lease, waited),
+                on_lost=lambda name, exc: _running(holder).on_lease_lost(name, exc),
+                on_wait=lambda name, lease, waited: _running(holder).on_lock_wait(
+                    name, lease, waited
+                ),
                 holder_status=self._run_status,
             )
         policy = ApprovalPolicy(
@@ -540,6 +554,13 @@ class Runner(DurableRuns):
             if notifier is not None:
                 await notifier.flush(self.flush_deadline)
                 await notifier.aclose()
+            # The run's objects refer to each other (ctx -> record -> the execution -> its
+            # scope -> ctx; the recorder -> the execution's _fatal). Cut where they close, so
+            # reference counting frees a finished run at once instead of the cyclic collector
+            # (tests/core/test_run_garbage.py).
+            holder.clear()
+            execution.release()
+            scope.release()
 
     def _open_executor(self, url: str | Executor | None = None, *, here: bool = True) -> Any:
         """One executor per run (the local one owns the run's worker threads).

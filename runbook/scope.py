@@ -82,6 +82,14 @@ class ResourceScope:
             self._teardown.append((name, gen))
         return value
 
+    def release(self) -> None:
+        """Forget every resource once the run is over (after ``close``): they refer back to the
+        run (``ctx``) and to this scope (``injector``), cycles that only the cyclic collector
+        would free otherwise. A generator not yet torn down keeps its place in ``close``."""
+        with self._lock:
+            self._values.clear()
+            self._factories.clear()
+
     def close(self) -> list[str]:
         """Tear down generator resources in reverse order; return errors instead of raising."""
         errors = []

@@ -491,27 +491,30 @@ class MemorySink:
         self.url = url
         self.best_effort = best_effort
         self._events: list[AuditEvent] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        return self.append_many((event,))[0]
+        with self._lock:
+            return self._chain(event)
 
     def append_many(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
-        # The chain's head is read from the list each time (not kept beside it): a test that
-        # edits ``_events`` to tamper with the trail sees the next event link to what is there.
         with self._lock:
-            chain = self._events
-            out = []
-            for event in events:
-                prev = chain[-1] if chain else None
-                stored = event.chained(
-                    (prev.seq or 0) + 1 if prev else 1,
-                    prev.hash if prev and prev.hash else GENESIS,
-                    line=False,  # the event is kept, not its JSON
-                )
-                chain.append(stored)
-                out.append(stored)
-            return out
+            if type(self).append is not MemorySink.append:  # a subclass's append sees each one
+                return [self.append(event) for event in events]
+            return [self._chain(event) for event in events]
+
+    def _chain(self, event: AuditEvent) -> AuditEvent:
+        """Chain and keep one event (the lock held). The head is read from the list each time,
+        not kept beside it: a test that edits ``_events`` sees the next event link to that."""
+        chain = self._events
+        prev = chain[-1] if chain else None
+        stored = event.chained(
+            (prev.seq or 0) + 1 if prev else 1,
+            prev.hash if prev and prev.hash else GENESIS,
+            line=False,  # the event is kept, not its JSON
+        )
+        chain.append(stored)
+        return stored
 
     def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
         with self._lock:
