@@ -47,6 +47,7 @@ class Recorder:
         self.sinks = list(sinks)
         self.clock = clock
         self.redact = redactor
+        self._masks = bool(redactor)  # a Redactor is immutable (``add`` makes another)
         self.listeners = list(listeners)
         self.events: list[AuditEvent] = []
         self._runbook = {"path": info.runbook, "sha256": info.sha256}
@@ -76,28 +77,26 @@ class Recorder:
         actor: str | None = None,
     ) -> AuditEvent:
         """The event as the run says it, redacted, not yet chained by any sink."""
-        event = AuditEvent.of(
-            {
-                "kind": kind,
-                "run_id": self.info.run_id,
-                "runbook": self._runbook,
-                "step": step,
-                "actor": actor or self.info.actor,
-                "host": HOST,
-                "env": self.info.env,
-                "at": self.clock.now().isoformat(),
-                "params": self._params,
-                "data": self.redact.fields(data) if data and self.redact else (data or {}),
-                "seq": None,
-                "prev_hash": None,
-                "hash": None,
-            }
-        )
-        if not self._texts:
-            return event
-        return event.with_texts(
-            self._texts_actor if event.actor == self.info.actor else self._texts
-        )
+        info = self.info
+        who = actor or info.actor
+        values = {
+            "kind": kind,
+            "run_id": info.run_id,
+            "runbook": self._runbook,
+            "step": step,
+            "actor": who,
+            "host": HOST,
+            "env": info.env,
+            "at": self.clock.now().isoformat(),
+            "params": self._params,
+            "data": self.redact.fields(data) if data and self._masks else (data or {}),
+            "seq": None,
+            "prev_hash": None,
+            "hash": None,
+        }
+        if self._texts:  # AuditEvent.with_texts, without the call
+            values["_texts"] = self._texts_actor if who == info.actor else self._texts
+        return AuditEvent.of(values)
 
     def emit(
         self,

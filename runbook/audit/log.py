@@ -63,7 +63,13 @@ class AuditLog:
         the events are stored (or in the same commit).
         """
         if self.signer is None:
-            stored = self._store(events, conn)
+            many = self._many  # _store, written out: the hot path of every run
+            if many is None:
+                stored = self._store(events, conn)
+            else:
+                stored = many(events) if conn is None else many(events, conn)
+                if type(stored) is not list:
+                    stored = list(stored)
             if stored:
                 self._pending(stored[-1])
             return stored
