@@ -24,6 +24,7 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_SECRET = 4  # shorter secrets are a usage error (DESIGN 13)
+_NOTHING = re.compile("%")  # the screen of a Redactor without secrets, as one would build it
 _URL_SAFE = str.maketrans("+/", "-_")
 
 
@@ -62,6 +63,9 @@ class Redactor:
         values = {str(s) for s in secrets if s is not None and str(s) != ""}
         self._secrets = frozenset(values)
         self._exact = frozenset(v.lower() for v in values)
+        if not values:  # most runs have no secret: nothing to compile (every run makes one)
+            self._screen, self._pattern = _NOTHING, None
+            return
         insensitive: set[str] = set()  # regexes: plain/percent-encoded, hex
         sensitive: set[str] = set()  # literal base64 text
         literals: set[str] = set()  # lowercased forms, for the cheap "is anything here" test
