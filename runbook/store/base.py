@@ -92,7 +92,7 @@ def _same_init(cls: type) -> None:
     import dataclasses
     import inspect
 
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    params = inspect.signature(cls).parameters.values()
     fields = dataclasses.fields(cls)
     if [(p.name, p.default) for p in params] != [
         (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
