@@ -534,6 +534,7 @@ class Execution:
                 await clock.asleep(delay)
                 continue
             why = describe_failure(exc, self.rb.path, self.s.redactor.text)
+            exc = None  # its traceback holds this frame: kept, the two would be a cycle
             res.traceback, res.where, res.stderr = why.traceback, why.where, why.stderr
             duration_ms = round((clock.monotonic() - began) * 1000, 3)
             data = {

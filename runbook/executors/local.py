@@ -33,7 +33,8 @@ class LocalExecutor:
 
     async def run(self, attempt: Attempt) -> Any:
         timeout = attempt.timeout
-        thread_future = None
+        thread_future: Future[Any] | None = None
+        future: asyncio.Future[Any] | None = None
         if timeout:
             DEADLINE.set((self.clock.monotonic() + timeout, attempt.step, timeout))
         try:
@@ -83,6 +84,9 @@ class LocalExecutor:
         finally:
             if timeout:
                 DEADLINE.set(None)
+            # A failed step's futures hold its exception, whose traceback holds this frame:
+            # dropped here, they are no cycle (freed at once, not by the cyclic collector).
+            thread_future = future = None
 
     def still_running(self, step: str) -> bool:
         future = self._stragglers.get(step)

@@ -107,3 +107,34 @@ def test_ctx_of_a_finished_run_refuses_to_record(write_runbook) -> None:
     (ctx,) = rb.module.kept
     with pytest.raises(RunbookError, match="is over: change_recorded is not recorded"):
         ctx.record_change("late", 1, 2)
+
+
+FAILING = """
+from runbook import rollback, step
+
+@step(reversible=True)
+{kind}def made():
+    return 1
+
+@rollback(made)
+{kind}def unmade(made):
+    pass
+
+@step(retries=1, backoff=0)
+{kind}def breaks(made):
+    raise RuntimeError("boom")
+"""
+
+
+@pytest.mark.parametrize("kind", ["async ", ""])
+def test_a_failed_and_rolled_back_run_leaves_no_cycles(write_runbook, kind: str) -> None:
+    # A step's exception holds its traceback, which holds the frames that caught it: a frame
+    # keeping the exception (the engine's attempt loop, the executor's futures) was a cycle.
+    rb = load(write_runbook(FAILING.format(kind=kind)))
+    runner = _runner()
+    assert runner.run(rb).status == "rolled_back"
+    with collected() as garbage:
+        result = runner.run(rb)
+        assert result.status == "rolled_back"
+        del result
+    assert [type(o).__qualname__ for o in garbage] == []
