@@ -13,7 +13,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
@@ -178,15 +177,20 @@ class Recorder:
                 log.exception("audit listener failed on %s", event.kind)
 
 
-@dataclass
 class _Held:
-    """Outcomes waiting for the next write, which makes them durable (``RunRecorder.write``)."""
+    """Outcomes waiting for the next write, which makes them durable (``RunRecorder.write``).
 
-    number: int  # RunRecorder.holds when it began
-    records: list[StepRecord] = field(default_factory=list)
-    built: list[AuditEvent] = field(default_factory=list)
-    stored: dict[int, list[AuditEvent]] = field(default_factory=dict)  # by each sink, once written
-    then: list[Callable[[], None]] = field(default_factory=list)
+    A plain class: one is made per chain step, and a dataclass's default factories cost more
+    than the rest of holding."""
+
+    __slots__ = ("built", "number", "records", "stored", "then")
+
+    def __init__(self, number: int) -> None:
+        self.number = number  # RunRecorder.holds when it began
+        self.records: list[StepRecord] = []
+        self.built: list[AuditEvent] = []
+        self.stored: dict[int, list[AuditEvent]] = {}  # by each sink, once written
+        self.then: list[Callable[[], None]] = []
 
 
 def error_text(exc: BaseException) -> str:
