@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook import plan as P
+from runbook.errors import ApprovalError
 from runbook.identity import distinct, expand, member_of, members, normalize
 from runbook.markers import Approval
 from runbook.protection import Protection
@@ -140,6 +141,28 @@ def counted(records: Sequence[ApprovalRecord], rules: Rules, plan_hash: str | No
 
 
 # -- the gate's plan in the store --------------------------------------------------------------
+
+
+def waiting_gate(run_id: str, waiting: Sequence[str], step: str | None) -> str:
+    """The gate an approval is for: ``step`` if it awaits approval, else the only waiting gate.
+
+    One rule for ``runbook approve`` here and for a Temporal run's workflow (which knows its
+    waiting gates without a store): an ``ApprovalError`` says why no gate is meant.
+    """
+    if step is not None:
+        if step not in waiting:
+            raise ApprovalError(
+                f"step {step!r} of run {run_id} is not awaiting "
+                f"approval (waiting: {', '.join(waiting) or 'none'})"
+            )
+        return step
+    if not waiting:
+        raise ApprovalError(f"run {run_id} has no step awaiting approval")
+    if len(waiting) > 1:
+        raise ApprovalError(
+            f"several steps await approval ({', '.join(waiting)}): name one with --step"
+        )
+    return waiting[0]
 
 
 def gate_state(options: Mapping[str, Any], step: str) -> dict[str, Any] | None:

@@ -3,46 +3,30 @@
 Every decision goes through :meth:`Decisions.prove` (who is deciding: the claimed actor, or in a
 ``signers`` env the principal a fresh SSHSIG signature verifies as) and every refusal through
 :meth:`Decisions.refuse`, which records ``approval_refused`` with the claimed actor and the
-reason before the command exits 2. ``DurableRuns`` (runbook/durable.py) calls in here; the
-engine-side counting of decisions is :class:`runbook.approvals.ApprovalPolicy`.
+reason before the command exits 2. ``DurableRuns`` (runbook/durable.py) calls in here, and this
+module uses only its public helpers (``recorder_for``, ``load_run``, ``actor``); the engine-side
+counting of decisions is :class:`runbook.approvals.ApprovalPolicy`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runbook import result as R
 from runbook import signing
-from runbook.approvals import Rules, counted, gate_state
+from runbook.approvals import Rules, counted, gate_state, waiting_gate
+from runbook.envs import EnvRules
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.identity import normalize
-from runbook.protection import Protection
 from runbook.store.base import ApprovalRecord, RunRecord
 
+if TYPE_CHECKING:
+    from runbook.durable import DurableRuns
+
 DECISION_WORDS = {"granted": "approve", "denied": "deny", "cancelled": "cancel"}
-
-
-@dataclass(frozen=True)
-class EnvRules:
-    """What a stored run's env demands of decisions (its own env, not the shell's)."""
-
-    name: str
-    protection: Protection
-    approvers: tuple[str, ...]
-    signers: Path | None
-    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
-def env_rules(runner: Any, env: str) -> EnvRules:
-    protection, approvers = runner._env_settings(env)
-    signers = getattr(runner, "signers", None)
-    if env != runner.env and runner.config is not None:
-        signers = runner.config.env(env).signers
-    return EnvRules(env, protection, approvers, signers, dict(getattr(runner, "groups", {})))
 
 
 def signing_key(explicit: str | Path | None) -> str | None:
@@ -82,12 +66,13 @@ def verify_record(record: ApprovalRecord, signers: Path, plan_hash: str) -> str 
 
 
 class Decisions:
-    """approve/deny/cancel of one runner's stored runs."""
+    """approve/deny/cancel of the stored runs of one ``DurableRuns`` (a runner's providers)."""
 
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
-        self.store = runner._require_store()
-        self.clock = runner.clock
+    def __init__(self, durable: DurableRuns) -> None:
+        self.durable = durable
+        self.envs = durable.envs
+        self.store = durable.providers.require_store()
+        self.clock = durable.providers.clock
 
     # -- refusals and proof ----------------------------------------------------------------------
 
@@ -101,7 +86,7 @@ class Decisions:
         error: type[RunbookError] = ApprovalError,
     ) -> NoReturn:
         """Audit the refusal (the claimed actor, the reason), then raise: the CLI exits 2."""
-        self.runner._recorder_for(record).emit(
+        self.durable.recorder_for(record).emit(
             "approval_refused",
             step,
             {"decision": decision, "claimed_actor": claimed, "reason": reason},
@@ -122,7 +107,7 @@ class Decisions:
     ) -> tuple[str, dict[str, Any]]:
         """Who is deciding, and the data that binds the decision (plan hash, signature)."""
         at = self.clock.now().isoformat()
-        fallback = claimed or self.runner._actor()
+        fallback = claimed or self.durable.actor()
         data: dict[str, Any] = {"plan_hash": plan_hash, "signed_at": at}
         word = DECISION_WORDS.get(decision, decision)
         if env.signers is None:
@@ -188,17 +173,17 @@ class Decisions:
         """Record an approval of the gate's current plan; say what the gate still waits for."""
         from runbook.expiry import apply_expired
 
-        runner = self.runner
+        durable = self.durable
         record = self.store.get_run(run_id)
-        claimed = actor or runner._actor()
-        expired = apply_expired(runner, record)
+        claimed = actor or durable.actor()
+        expired = apply_expired(durable, record)
         if expired:
             self.refuse(record, "granted", step, claimed, expired[0])
         if record.status != R.PAUSED:
             self.refuse(
                 record, "granted", step, claimed, f"run {run_id} is {record.status}, not paused"
             )
-        rb = runner._load_run(record)
+        rb = durable.load_run(record)
         if rb.sha256 != record.runbook_sha256:
             self.refuse(
                 record,
@@ -210,7 +195,9 @@ class Decisions:
                 "approve code that is not what runs",
             )
         try:
-            name = runner._gated(rb, record, step)
+            steps = self.store.get_steps(record.run_id)
+            waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
+            name = waiting_gate(record.run_id, waiting, step)
         except ApprovalError as exc:
             self.refuse(record, "granted", step, claimed, str(exc))
         approval = rb.steps[name].options.approval
@@ -225,7 +212,7 @@ class Decisions:
                 f"gate {name!r} of run {run_id} has no recorded plan (paused by an older "
                 f"runbook): `runbook resume {run_id}` puts it up for approval again",
             )
-        env = env_rules(runner, record.env)
+        env = self.envs.rules(record.env)
         rules = Rules(approval, record.actor, env.approvers, env.groups, run_id, name)
         digest = state["plan_hash"]
         who, data = self.prove(
@@ -255,7 +242,7 @@ class Decisions:
             "satisfied": satisfied,
             **{k: v for k, v in data.items() if k not in ("rules", "runbook_sha256")},
         }
-        runner._recorder_for(record).emit("approval_granted", name, event, actor=who)
+        durable.recorder_for(record).emit("approval_granted", name, event, actor=who)
         return {
             "run_id": run_id,
             "step": name,
@@ -281,9 +268,9 @@ class Decisions:
         env it is signed (``decision`` ``retry-interrupted``/``skip-interrupted``, ``step`` the
         interrupted steps joined by commas, no plan). Returns who decided and the signed data
         (empty where claimed identity is enough)."""
-        env = env_rules(self.runner, record.env)
+        env = self.envs.rules(record.env)
         if env.signers is None:
-            return actor or self.runner._actor(), {}
+            return actor or self.durable.actor(), {}
         decision = f"{choice}-interrupted"
         who, data = self.prove(
             record,
@@ -310,8 +297,8 @@ class Decisions:
         """Check a deny/cancel: strict envs allow it to the approvers and initiator only, and a
         ``signers`` env needs it signed (one signature per waiting gate). Returns who decided
         and the data to record per gate."""
-        env = env_rules(self.runner, record.env)
-        claimed = actor or self.runner._actor()
+        env = self.envs.rules(record.env)
+        claimed = actor or self.durable.actor()
         steps = self.store.get_steps(record.run_id)
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
         gates = [n for n in rb.steps if rb.steps[n].options.approval is not None]
@@ -354,7 +341,7 @@ def _any_gate() -> Any:
     return Approval()
 
 
-def gate_status(runner: Any, record: RunRecord, rb: Any, step: str) -> tuple[bool, str]:
+def gate_status(durable: DurableRuns, record: RunRecord, rb: Any, step: str) -> tuple[bool, str]:
     """Whether a waiting gate's current plan has its approvals, and what it still waits for.
 
     Counts the approvals recorded for the plan that is up for approval; resume re-checks them
@@ -363,31 +350,33 @@ def gate_status(runner: Any, record: RunRecord, rb: Any, step: str) -> tuple[boo
     approval = rb.steps[step].options.approval
     if approval is None:
         return True, "nothing"
-    env = env_rules(runner, record.env)
+    env = durable.envs.rules(record.env)
     rules = Rules(approval, record.actor, env.approvers, env.groups)
     state = gate_state(record.options, step) or {}
     granted = counted(
-        runner._require_store().approvals(record.run_id, step), rules, state.get("plan_hash")
+        durable.providers.require_store().approvals(record.run_id, step),
+        rules,
+        state.get("plan_hash"),
     )
     return rules.satisfied(granted), rules.missing(granted)
 
 
-def can_approve(runner: Any, run_id: str, step: str, actor: str) -> tuple[str, str | None]:
+def can_approve(durable: DurableRuns, run_id: str, step: str, actor: str) -> tuple[str, str | None]:
     """Who would be approving ``step`` now, and why they could not (None: they could).
 
     For the prompt at a gate: in a ``signers`` env the approver is the principal of the
     ``RUNBOOK_SIGNING_KEY``, so the same four-eyes rules apply to the proven name.
     """
-    store = runner._require_store()
+    store = durable.providers.require_store()
     record = store.get_run(run_id)
     try:
-        rb = runner._load_run(record)
+        rb = durable.load_run(record)
     except UsageError as exc:
         return actor, str(exc)
     approval = rb.steps[step].options.approval
     if approval is None:
         return actor, f"{step!r} is not a gate"
-    env = env_rules(runner, record.env)
+    env = durable.envs.rules(record.env)
     if env.signers is not None:
         key = signing_key(None)
         if key is None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
 from runbook.approvals import gate_state
 from runbook.store.base import ApprovalRecord, RunRecord
+
+if TYPE_CHECKING:
+    from runbook.durable import DurableRuns
 
 ACTOR = "runbook"
 
@@ -26,11 +29,11 @@ def _when(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def due(runner: Any, record: RunRecord, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+def due(durable: DurableRuns, record: RunRecord, now: datetime) -> list[tuple[str, dict[str, Any]]]:
     """The waiting gates of a paused run whose deadline has passed."""
     if record.status != R.PAUSED:
         return []
-    steps = runner._require_store().get_steps(record.run_id)
+    steps = durable.providers.require_store().get_steps(record.run_id)
     out = []
     for name, step in steps.items():
         if step.status != R.AWAITING_APPROVAL:
@@ -83,45 +86,47 @@ def driven_elsewhere(record: RunRecord) -> bool:
     return isinstance(url, str) and url.partition(":")[0] not in ("", "local")
 
 
-async def aapply_expired(runner: Any, record: RunRecord, *, guarded: bool = True) -> list[str]:
+async def aapply_expired(
+    durable: DurableRuns, record: RunRecord, *, guarded: bool = True
+) -> list[str]:
     """Decide every expired gate of ``record``; one message per gate (empty: none expired).
 
     ``guarded=False``: the caller already holds the run's ``run:<id>`` guard (resume, deny).
     """
-    now = runner.clock.now()
-    expired = [] if driven_elsewhere(record) else due(runner, record, now)
+    now = durable.providers.clock.now()
+    expired = [] if driven_elsewhere(record) else due(durable, record, now)
     if not expired:
         return []
-    store = runner._require_store()
-    recorder = runner._recorder_for(record)
+    store = durable.providers.require_store()
+    recorder = durable.recorder_for(record)
     messages, failed = [], {}
     for name, state in expired:
         action, reason = record_expiry(store, recorder, record.run_id, name, state, now)
         if action == "fail":
             failed[name] = reason
         messages.append(f"run {record.run_id}: {reason}")
-    rb = runner._load_run(record)
+    rb = durable.load_run(record)
 
     async def settle() -> Any:
-        return await runner._settle(record, rb, deny=True, actor=ACTOR, failed_gates=failed)
+        return await durable.settle(record, rb, deny=True, actor=ACTOR, failed_gates=failed)
 
     if guarded:
-        await runner._guarded(record.run_id, ACTOR, settle)
+        await durable.guarded(record.run_id, ACTOR, settle)
     else:
         await settle()
     return messages
 
 
-def apply_expired(runner: Any, record: RunRecord) -> list[str]:
+def apply_expired(durable: DurableRuns, record: RunRecord) -> list[str]:
     """:func:`aapply_expired` from synchronous code (``approve``, ``show``, ``runs``)."""
-    if driven_elsewhere(record) or not due(runner, record, runner.clock.now()):
+    if driven_elsewhere(record) or not due(durable, record, durable.providers.clock.now()):
         return []
-    return asyncio.run(aapply_expired(runner, record))
+    return asyncio.run(aapply_expired(durable, record))
 
 
-def sweep(runner: Any, *, limit: int = 10_000) -> list[str]:
+def sweep(durable: DurableRuns, *, limit: int = 10_000) -> list[str]:
     """Apply every expired timeout of every paused run (``runbook sweep``)."""
     messages = []
-    for record in runner._require_store().list_runs(status=R.PAUSED, limit=limit):
-        messages.extend(apply_expired(runner, record))
+    for record in durable.providers.require_store().list_runs(status=R.PAUSED, limit=limit):
+        messages.extend(apply_expired(durable, record))
     return messages

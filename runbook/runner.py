@@ -1,8 +1,10 @@
 """``Runner``: the public entry point that assembles a run and drives it through the engine.
 
 It turns configuration into providers (store, audit sinks, locks, router, notifiers, all opened by
-URL through plugins), checks what must be checked before anything runs (params, protection), and
-offers the durable-run operations: resume, approve, deny, cancel.
+URL through plugins: ``runbook.providers``), checks what must be checked before anything runs
+(params, protection), and offers the durable-run operations: resume, approve, deny, cancel. Those
+are a ``DurableRuns`` service (runbook/durable.py) the runner composes: it receives the runner's
+providers and env rules, and the runner's own way to load a runbook and drive a run.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from typing import Any
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy
 from runbook.audit.events import AuditSink
-from runbook.audit.log import AuditLog
 from runbook.audit.signing import load_signer
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
 from runbook.context import Ctx, RunInfo
-from runbook.decisions import env_rules
 from runbook.durable import DurableRuns
 from runbook.engine import Execution, RunSetup
+from runbook.envs import Envs
 from runbook.errors import RunbookError, UsageError
 from runbook.executors import DEFAULT_EXECUTOR, Executor
 from runbook.locks.base import LockProvider, expand_name
@@ -34,6 +35,7 @@ from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
 from runbook.plugins import Plugins, configure, implements_hooks, shared
 from runbook.protection import Protection
+from runbook.providers import Providers
 from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult
@@ -69,7 +71,7 @@ def _running(holder: dict[str, Execution]) -> Execution:
     return execution
 
 
-class Runner(DurableRuns):
+class Runner:
     """Runs runbooks, and continues stored runs, with one set of providers and rules.
 
     What a run touches besides its steps is chosen here once: the run store (so another process
@@ -152,34 +154,38 @@ class Runner(DurableRuns):
         self.run_options: dict[str, Any] = {}  # kept in the stored run (``retry_of``...)
         # Without plugins of its own, a Runner uses the process's plugin manager (built once);
         # it gets one of its own when something is added to it (a runbookconf.py, metrics).
-        self.plugins = (
+        manager = (
             Plugins(plugins, entry_points=entry_points)
             if plugins
             else shared(entry_points=entry_points)
         )
         if config is not None:
-            configure(self.plugins, config)
+            configure(manager, config)
         self._metrics = None
         if metrics:  # pushed when each run ends or pauses (docs/metrics.md)
             from runbook.metrics import open_metrics
             from runbook.metrics.reporter import MetricsReporter
 
             self._metrics = MetricsReporter(open_metrics(metrics))
-            self._add_plugin(self._metrics)
-        self._store_spec = store
-        self._audit_spec = list(audit)
-        # Loaded now, so a bad key (or no cryptography) is a usage error before any run exists.
-        self._signer = load_signer(audit_key) if audit_key else None
-        self._locks_spec = locks
-        self._store: RunStore | None = None
-        self._sinks: list[AuditSink] | None = None
-        self._locks: LockProvider | None = None
+            manager = manager.unshared()
+            manager.add(self._metrics)
+        self.providers = Providers(
+            plugins=manager,
+            clock=self.clock,
+            store=store,
+            audit=audit,
+            locks=locks,
+            # Loaded now, so a bad key (or no cryptography) is a usage error before any run.
+            signer=load_signer(audit_key) if audit_key else None,
+            durability=durability,
+        )
         self.executor: str | Executor = executor or DEFAULT_EXECUTOR
 
-    def _add_plugin(self, plugin: Any) -> None:
-        if not self.plugins.has(plugin):
-            self.plugins = self.plugins.unshared()
-            self.plugins.add(plugin)
+    @property
+    def plugins(self) -> Plugins:
+        """The plugin manager: the process's shared one until something is added to this
+        runner (a runbookconf.py with hooks, metrics), then the runner's own."""
+        return self.providers.plugins
 
     @classmethod
     def from_config(
@@ -220,72 +226,53 @@ class Runner(DurableRuns):
             **{"inventory": getattr(config, "inventory", None), **kwargs},
         )
 
-    # -- providers, opened on first use --------------------------------------------------------
+    # -- providers, opened on first use (runbook.providers) ------------------------------------
 
     @property
     def store(self) -> RunStore | None:
         """The run store, opened from its URL on first use (None: runs are not kept)."""
-        if self._store is None and self._store_spec is not None:
-            spec = self._store_spec
-            self._store = (
-                self.plugins.open("store", spec, **self._durable) if isinstance(spec, str) else spec
-            )
-        return self._store
-
-    @property
-    def _durable(self) -> dict[str, str]:
-        """Options for opening a store or sink: nothing at the default, so a plugin that does
-        not know the option is never handed it unless the user asked for ``process``."""
-        return {} if self.durability == "power" else {"durability": self.durability}
+        return self.providers.store
 
     @property
     def sinks(self) -> list[AuditSink]:
         """The audit sinks, each behind an ``AuditLog`` so the store witnesses every event (and
         an ``audit_key`` signs checkpoints): a trail cut short or edited is then detected."""
-        if self._sinks is None:
-            sinks = []
-            for spec in self._audit_spec:
-                if isinstance(spec, str):
-                    sinks.append(self.plugins.open("audit", self._in_store(spec), **self._durable))
-                elif isinstance(spec, Mapping):
-                    options = {k: v for k, v in spec.items() if k != "url"}
-                    options = {**self._durable, **options}
-                    sinks.append(self.plugins.open("audit", self._in_store(spec["url"]), **options))
-                else:
-                    sinks.append(spec)
-            # Every sink is written through an AuditLog: the store witnesses each event, and
-            # with an audit_key signed checkpoints are appended (runbook.audit.log).
-            store = self.store
-            self._sinks = [AuditLog(s, store=store, signer=self._signer) for s in sinks]
-        return self._sinks
-
-    def _in_store(self, url: str) -> str:
-        """Bare ``sqlite://`` means "in the run store": the store's own SQLite file."""
-        store = getattr(self._store_spec, "url", self._store_spec)
-        if (
-            url.partition("?")[0] == "sqlite://"
-            and isinstance(store, str)
-            and store.startswith("sqlite://")
-        ):
-            return store
-        return url
+        return self.providers.sinks
 
     @property
     def lock_provider(self) -> LockProvider | None:
         """The lock provider, opened from its URL on first use (None: locks are not taken)."""
-        if self._locks is None and self._locks_spec is not None:
-            spec = self._locks_spec
-            self._locks = (
-                self.plugins.open("lock", spec, **self._durable) if isinstance(spec, str) else spec
-            )
-        return self._locks
+        return self.providers.lock_provider
 
-    def _run_status(self, run_id: str) -> str | None:
-        """A lock holder's status in this store (None when it is not a run of this store)."""
-        store = self.store
-        return None if store is None else store.get_run(run_id).status
+    @property
+    def envs(self) -> Envs:
+        """This runner's env and its rules, and how to find those of a stored run's env."""
+        return Envs(
+            self.env, self.protection, self.approvers, self.signers, self.groups, self.config
+        )
 
-    def _actor(self) -> str:
+    @property
+    def durable(self) -> DurableRuns:
+        """The operations on stored runs (resume, approve, deny, cancel) with this runner's
+        providers, env rules, loading and per-run setup.
+
+        Made on each use: it holds the runner's callables, so the runner does not hold it (no
+        reference cycle; a Runner is freed by reference counting).
+        """
+        return DurableRuns(
+            self.providers,
+            self.envs,
+            params=self.params,
+            lease=self.lease,
+            dry_run=self.dry_run,
+            actor=self.resolved_actor,
+            load=self.load,
+            execute=self._execute,
+        )
+
+    def resolved_actor(self) -> str:
+        """Who acts: ``actor``, else ``RUNBOOK_ACTOR``, git's ``user.email``, the OS user. What
+        a run records as its initiator, and a decision as its claimed actor."""
         if self.actor:
             return self.actor
         from runbook.config import resolve_actor  # only when no actor was given
@@ -333,7 +320,7 @@ class Runner(DurableRuns):
         )
         rb = bind_params(rb, resolved)  # strategy options given as param(...)
         self._check_locks(rb, resolved)
-        actor = self._actor()
+        actor = self.resolved_actor()
         run_id = new_run_id(self.clock.now())
         record = None
         if not self.dry_run and self.store is not None:
@@ -414,7 +401,8 @@ class Runner(DurableRuns):
         **extra: Any,
     ) -> RunResult:
         env = env or self.env
-        protection, approvers = self._env_settings(env)
+        rules = self.envs.rules(env)
+        protection, approvers = rules.protection, rules.approvers
         info = RunInfo(
             run_id=run_id,
             runbook=str(rb.path),
@@ -426,9 +414,7 @@ class Runner(DurableRuns):
             dry_run=self.dry_run,
             resumed=resumed,
             identity=(
-                "signed"
-                if env_rules(self, env).signers
-                else ("claimed" if protection.level == "strict" else "")
+                "signed" if rules.signers else ("claimed" if protection.level == "strict" else "")
             ),
         )
         secret_values = [params[n] for n in params.secret_names]
@@ -436,7 +422,7 @@ class Runner(DurableRuns):
         holder: dict[str, Execution] = {}
         for conf in rb.conftests:  # runbookconf.py files may implement hooks too
             if implements_hooks(conf):  # one with resources only keeps the shared manager
-                self._add_plugin(conf)
+                self.providers.add_plugin(conf)
         want = frozenset(h for h in _LIFECYCLE if self.plugins.has_impls(h))
         hook = self.plugins.hook
         listeners = []
@@ -512,7 +498,7 @@ class Runner(DurableRuns):
                 on_wait=lambda name, lease, waited: _running(holder).on_lock_wait(
                     name, lease, waited
                 ),
-                holder_status=self._run_status,
+                holder_status=self.providers.run_status,
             )
         policy = ApprovalPolicy(
             run_id,
@@ -522,7 +508,7 @@ class Runner(DurableRuns):
             approvers,
             self.yes and not resumed,
             groups=self.groups,
-            signers=env_rules(self, env).signers,
+            signers=rules.signers,
             runbook=rb,
             env=env,
             params=params,
@@ -605,7 +591,29 @@ class Runner(DurableRuns):
             return None  # the durable operation reports a missing run itself
         return self._remote_executor(url) if isinstance(url, str) else None
 
-    # -- runs driven elsewhere: decisions go to their executor ----------------------------------
+    # -- stored runs: delegated to DurableRuns, or to the executor driving the run elsewhere ----
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        retry_interrupted: bool = False,
+        skip_interrupted: bool = False,
+        force: bool = False,
+        actor: str | None = None,
+        sign: str | None = None,
+    ) -> RunResult:
+        """``aresume`` for synchronous code (it runs its own event loop)."""
+        return asyncio.run(
+            self.aresume(
+                run_id,
+                retry_interrupted=retry_interrupted,
+                skip_interrupted=skip_interrupted,
+                force=force,
+                actor=actor,
+                sign=sign,
+            )
+        )
 
     async def aresume(
         self,
@@ -616,8 +624,10 @@ class Runner(DurableRuns):
         force: bool = False,
         **decision: Any,
     ) -> RunResult:
-        """Continue a stored run. A run driven by a remote executor (Temporal) is resumed through
-        it: its workflow, not this process, moves that run on."""
+        """Continue a paused or crashed run. ``actor`` is a claimed identity, ``sign`` a key: a
+        ``signers`` env needs ``--retry/--skip-interrupted`` decisions signed. A run driven by
+        a remote executor (Temporal) is resumed through it: its workflow, not this process,
+        moves that run on."""
         if (remote := self._remote_for(run_id)) is not None:
             if retry_interrupted and skip_interrupted:
                 raise UsageError("choose one of --retry-interrupted and --skip-interrupted")
@@ -628,7 +638,7 @@ class Runner(DurableRuns):
                 skip_interrupted=skip_interrupted,
                 **decision,
             )
-        return await super().aresume(
+        return await self.durable.aresume(
             run_id,
             retry_interrupted=retry_interrupted,
             skip_interrupted=skip_interrupted,
@@ -645,50 +655,48 @@ class Runner(DurableRuns):
         comment: str = "",
         sign: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Approve a gate of a stored run (the rules of the gate and the env apply). For a run
-        driven by a remote executor the decision is sent to its workflow, which holds the gate."""
+        """Approve a gate of a stored run (the rules of the gate and the env apply); say what the
+        gate still waits for (``resume`` continues the run). ``actor`` is the claimed identity;
+        in a ``signers`` env the decision is signed with ``sign`` (or ``RUNBOOK_SIGNING_KEY``)
+        and the actor is the principal it verifies as. For a run driven by a remote executor
+        the decision is sent to its workflow, which holds the gate."""
         if (remote := self._remote_for(run_id)) is not None:
             return remote.approve(self, run_id, step=step, actor=actor, comment=comment, sign=sign)
-        return super().approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
+        return self.durable.approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
+
+    def deny(
+        self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
+    ) -> RunResult:
+        """``adeny`` for synchronous code (it runs its own event loop)."""
+        return asyncio.run(self.adeny(run_id, actor=actor, reason=reason, sign=sign))
 
     async def adeny(
         self, run_id: str, *, actor: str | None = None, reason: str, sign: str | None = None
     ) -> RunResult:
-        """Deny a paused run's gate: what completed is rolled back. A remote executor's run is
-        denied through its workflow."""
+        """Deny a paused run's gate(s): what completed is rolled back. ``actor`` is the claimed
+        identity (see ``approve``). A remote executor's run is denied through its workflow."""
         if (remote := self._remote_for(run_id)) is not None:
             return await remote.adeny(self, run_id, actor=actor, reason=reason, sign=sign)
-        return await super().adeny(run_id, actor=actor, reason=reason, sign=sign)
+        return await self.durable.adeny(run_id, actor=actor, reason=reason, sign=sign)
+
+    def cancel(
+        self, run_id: str, *, actor: str | None = None, sign: str | None = None
+    ) -> RunResult:
+        """``acancel`` for synchronous code (it runs its own event loop)."""
+        return asyncio.run(self.acancel(run_id, actor=actor, sign=sign))
 
     async def acancel(
         self, run_id: str, *, actor: str | None = None, sign: str | None = None
     ) -> RunResult:
-        """Cancel a paused or dead run, rolling back what completed. A remote executor's
-        run is cancelled through its workflow."""
+        """Cancel a paused or dead run, rolling back what completed; strict envs allow it to its
+        initiator and approvers. A remote executor's run is cancelled through its workflow."""
         if (remote := self._remote_for(run_id)) is not None:
             return await remote.acancel(self, run_id, actor=actor, sign=sign)
-        return await super().acancel(run_id, actor=actor, sign=sign)
+        return await self.durable.acancel(run_id, actor=actor, sign=sign)
 
     def close(self) -> None:
         """Close the providers this runner opened from URLs (connection pools, files)."""
-        opened: list[object] = []  # stores, lock providers, sinks, metrics: each may close
-        if isinstance(self._store_spec, str) and self._store is not None:
-            opened.append(self._store)
-        if isinstance(self._locks_spec, str) and self._locks is not None:
-            opened.append(self._locks)
-        if self._sinks is not None:
-            opened += [
-                s
-                for s, spec in zip(self._sinks, self._audit_spec, strict=True)
-                if not isinstance(spec, AuditSink)
-            ]
-        if self._metrics is not None:
-            opened.append(self._metrics)
-        for provider in opened:
-            close = getattr(provider, "close", None)
-            if close is not None:
-                close()
-        self._store, self._locks, self._sinks = None, None, None
+        self.providers.close(also=[self._metrics] if self._metrics is not None else [])
 
     def __enter__(self) -> Runner:
         return self

@@ -120,7 +120,7 @@ def sweep(as_json: bool, store_url: str | None, config_path: Path | None) -> Non
     from runbook.expiry import sweep as apply_all
 
     runner, _ = _runner(store_url, config_path, json_output=True)
-    messages = apply_all(runner)
+    messages = apply_all(runner.durable)
     if as_json:
         doc: dict[str, Any] = {"schema": "runbook.sweep/1", "expired": messages}
         click.echo(json.dumps(doc, indent=2))

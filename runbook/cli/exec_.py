@@ -370,7 +370,9 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
     while result.status == "paused":
         waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
         for step in waiting:
-            actor, why_not = can_approve(runner, result.run_id, step, runner._actor())
+            actor, why_not = can_approve(
+                runner.durable, result.run_id, step, runner.resolved_actor()
+            )
             if why_not is None and not runner.protection.allow_yes and actor == result.actor:
                 # The prompt is an interactive --yes: where --yes is refused (strict), the one
                 # running the change does not approve it in passing. `runbook approve` remains.
@@ -395,7 +397,7 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
         if record.status != "paused":
             return result
         rb = runner.load(result.runbook)
-        if not all(gate_status(runner, record, rb, n)[0] for n in waiting):
+        if not all(gate_status(runner.durable, record, rb, n)[0] for n in waiting):
             return result  # more approvers needed (min > 1, groups): resume would pause again
         result = drive(functools.partial(runner.aresume, result.run_id))
     return result

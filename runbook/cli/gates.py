@@ -14,14 +14,14 @@ from typing import Any
 import click
 
 from runbook.approvals import gate_state
-from runbook.decisions import env_rules, gate_status
+from runbook.decisions import gate_status
 from runbook.expiry import apply_expired
 
 
 def apply_timeouts(runner: Any, records: Iterable[Any]) -> list[str]:
     messages = []
     for record in records:
-        for line in apply_expired(runner, record):
+        for line in apply_expired(runner.durable, record):
             click.echo(f"runbook: {line}", err=True)
             messages.append(line)
     return messages
@@ -34,7 +34,7 @@ def _waiting(runner: Any, record: Any) -> list[str]:
 
 def _load(runner: Any, record: Any) -> Any:
     try:
-        return runner._load_run(record)
+        return runner.durable.load_run(record)
     except Exception:  # a missing or broken runbook: show still shows what the store holds
         return None
 
@@ -44,7 +44,7 @@ def gates_json(runner: Any, record: Any) -> dict[str, Any]:
     out = {}
     for name in _waiting(runner, record):
         state = gate_state(record.options, name) or {}
-        satisfied, missing = gate_status(runner, record, rb, name) if rb else (False, "?")
+        satisfied, missing = gate_status(runner.durable, record, rb, name) if rb else (False, "?")
         out[name] = {**state, "satisfied": satisfied, "missing": missing}
     return out
 
@@ -57,10 +57,10 @@ def gate_lines(runner: Any, record: Any) -> list[str]:
     lines: list[str] = []
     waiting = _waiting(runner, record)
     pending = []
-    env = env_rules(runner, record.env)
+    env = runner.envs.rules(record.env)
     for name in waiting:
         state = gate_state(record.options, name) or {}
-        satisfied, missing = gate_status(runner, record, rb, name) if rb else (False, "?")
+        satisfied, missing = gate_status(runner.durable, record, rb, name) if rb else (False, "?")
         lines.append(f"gate {name}: {'approved' if satisfied else 'waiting for ' + missing}")
         if state:
             lines.append(f"  plan sha256 {state.get('plan_hash')}")

@@ -78,8 +78,10 @@ def _align(reporter: TerminalReporter | None, runner: Any, run_id: str) -> None:
 
 def _store(runner: Any, run_id: str | None = None) -> Any:
     """The run store, never created by asking: with no store file yet there is no run ``run_id``."""
-    if run_id is not None and nothing_stored(runner._store_spec):
-        raise RunNotFound(f"no run {run_id!r} in {runner._store_spec} (no run was stored yet)")
+    if run_id is not None and nothing_stored(runner.providers.store_spec):
+        raise RunNotFound(
+            f"no run {run_id!r} in {runner.providers.store_spec} (no run was stored yet)"
+        )
     store = runner.store
     if store is None:  # pragma: no cover - the config always names a store
         raise click.UsageError("no run store configured")
@@ -156,7 +158,7 @@ def runs(
 ) -> None:
     """List runs from the run store, newest first."""
     runner, _ = _runner(store_url, config_path, json_output=True)
-    empty = nothing_stored(runner._store_spec)
+    empty = nothing_stored(runner.providers.store_spec)
     if not empty:
         apply_timeouts(runner, _store(runner).list_runs(status="paused", limit=limit))
     records = [] if empty else _store(runner).list_runs(status=status, limit=limit)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runbook import Runner, load
-from runbook import durable as durable_module
+from runbook import recovery as recovery_module
 from runbook.audit.events import MemorySink
 from runbook.errors import AuditError, RunbookError, UsageError
 from runbook.executors.local import LocalExecutor
@@ -206,14 +206,14 @@ def test_a_pid_owned_by_another_user_counts_as_alive(monkeypatch):
         raise PermissionError(pid)
 
     monkeypatch.setattr(os, "kill", refused)
-    assert durable_module._pid_alive(12345)
+    assert recovery_module._pid_alive(12345)
 
 
 def test_a_stored_runs_env_without_config_is_never_weaker_than_standard():
     weak = Runner(store=None, env="dev", protection="none")
-    assert weak._env_settings("prod")[0].level == "standard"
+    assert weak.envs.settings("prod")[0].level == "standard"
     strict = Runner(store=None, env="dev", protection="strict")
-    assert strict._env_settings("prod")[0].level == "strict"
+    assert strict.envs.settings("prod")[0].level == "strict"
 
 
 def test_an_interrupt_while_no_step_runs_cancels_cleanly(write_runbook):
@@ -548,7 +548,7 @@ def test_runner_close_leaves_a_plugin_provider_that_has_nothing_to_close():
     runner = Runner(store=None, audit=(), locks="bare://", plugins=[Plugin()])
     assert isinstance(runner.lock_provider, Bare)
     runner.close()
-    assert runner._locks is None
+    assert runner.providers._locks is None
 
 
 def test_a_lock_template_naming_an_unknown_param_is_a_usage_error(write_runbook):

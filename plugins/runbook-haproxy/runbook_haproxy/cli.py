@@ -132,7 +132,7 @@ def set_(
     runner = _runner(config_path, router_url, env)
     if as_:
         runner.actor = as_
-    actor = runner._actor()
+    actor = runner.resolved_actor()
     rt = runner.plugins.open("router", runner.router_url)
     run_id = f"router-{new_run_id()}"
     info = RunInfo(

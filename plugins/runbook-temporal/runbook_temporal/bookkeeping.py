@@ -19,7 +19,6 @@ from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
 from runbook.approvals import ApprovalPolicy, gate_state, granted_by, save_gate
-from runbook.decisions import env_rules
 from runbook.errors import AuditError, LockHeld
 from runbook.expiry import record_expiry
 from runbook.locks.base import expand_name
@@ -233,7 +232,7 @@ class _Execution:
 def policy_for(runner: Any, rc: RunContext, policy: M.Policy) -> ApprovalPolicy:
     """The run's approval policy, built as a local run builds it: the rules of the run's env
     (protection, approvers, groups, signers), its plan (runbook, params, masked outputs)."""
-    env = env_rules(runner, rc.ref.env)
+    env = runner.envs.rules(rc.ref.env)
     return ApprovalPolicy(
         rc.ref.run_id,
         rc.ref.actor,

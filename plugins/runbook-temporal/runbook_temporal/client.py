@@ -124,7 +124,7 @@ class TemporalRuns:
             )
         resolved = resolve_params(rb.params, given, config_defaults=runner.env_params)
         runner._check_locks(rb, resolved)
-        actor = runner._actor()
+        actor = runner.resolved_actor()
         store = runner.store
         if store is None:
             raise UsageError("a run on Temporal needs a run store that every worker shares")

@@ -122,7 +122,7 @@ class TemporalExecutor:
         """DESIGN 11: every refused decision is audited, with the claimed actor and the reason."""
         record = runner.store.get_run(run_id)
         data = {"decision": "update", "claimed_actor": actor, "reason": why}
-        runner._recorder_for(record).emit("approval_refused", step, data, actor=actor)
+        runner.durable.recorder_for(record).emit("approval_refused", step, data, actor=actor)
 
     def _refuse_expired(
         self, runner: Any, run_id: str, decision: str, step: str | None, actor: str | None
@@ -132,10 +132,11 @@ class TemporalExecutor:
         from runbook.decisions import Decisions
         from runbook.expiry import due
 
+        durable = runner.durable
         record = runner.store.get_run(run_id)
-        for name, state in due(runner, record, runner.clock.now()):
+        for name, state in due(durable, record, runner.clock.now()):
             why = f"approval of {name!r} expired at {state['deadline']}"
-            Decisions(runner).refuse(record, decision, step, actor or runner._actor(), why)
+            Decisions(durable).refuse(record, decision, step, actor or durable.actor(), why)
 
     def approve(
         self,
@@ -147,13 +148,11 @@ class TemporalExecutor:
         comment: str = "",
         sign: Any = None,
     ) -> dict[str, Any]:
-        from runbook.durable import DurableRuns
-
         self._refuse_expired(runner, run_id, "granted", step, actor)
-        outcome = DurableRuns.approve(
-            runner, run_id, step=step, actor=actor, comment=comment, sign=sign
-        )
-        decision = M.Decision("approved", outcome.get("actor") or actor or runner._actor())
+        # Recorded and checked as for a local run (the runner's own DurableRuns, not the
+        # routing Runner.approve, which sent the decision here).
+        outcome = runner.durable.approve(run_id, step=step, actor=actor, comment=comment, sign=sign)
+        decision = M.Decision("approved", outcome.get("actor") or actor or runner.resolved_actor())
         decision.step = outcome["step"]
         asyncio.run(self._tell(runner, run_id, decision))
         return {**outcome, "continues": True}  # no resume: the workflow goes on by itself
@@ -166,18 +165,19 @@ class TemporalExecutor:
 
         store = runner.store
         record = store.get_run(run_id)
-        decisions = Decisions(runner)
-        claimed = actor or runner._actor()
+        durable = runner.durable
+        decisions = Decisions(durable)
+        claimed = actor or durable.actor()
         self._refuse_expired(runner, run_id, "denied", None, claimed)
         if record.status != R.PAUSED:
             decisions.refuse(
                 record, "denied", None, claimed, f"run {run_id} is {record.status}, not paused"
             )
-        rb = runner._load_run(record)
+        rb = durable.load_run(record)
         who, proofs = decisions.authorize_settle(
             record, rb, decision="denied", actor=actor, key=sign
         )
-        recorder = runner._recorder_for(record)
+        recorder = durable.recorder_for(record)
         for name, data in proofs.items():
             store.add_approval(
                 ApprovalRecord(run_id, name, who, "denied", reason, runner.clock.now(), False, data)
@@ -193,8 +193,9 @@ class TemporalExecutor:
         from runbook.decisions import Decisions
 
         record = runner.store.get_run(run_id)
-        rb = runner._load_run(record)
-        who, _ = Decisions(runner).authorize_settle(
+        durable = runner.durable
+        rb = durable.load_run(record)
+        who, _ = Decisions(durable).authorize_settle(
             record, rb, decision="cancelled", actor=actor, key=sign
         )
         await self._tell(runner, run_id, M.Decision("cancel", who))
@@ -222,11 +223,11 @@ class TemporalExecutor:
                 "as not run)"
             )
         kind = "retry" if retry_interrupted else "skip"
-        who = actor or runner._actor()
+        who = actor or runner.resolved_actor()
         if state.interrupted:
             from runbook.decisions import Decisions
 
-            prove = getattr(Decisions(runner), "prove_interrupts", None)
+            prove = getattr(Decisions(runner.durable), "prove_interrupts", None)
             if prove is not None:
                 record = runner.store.get_run(run_id)
                 who, _ = prove(record, state.interrupted, kind, actor, sign)

@@ -25,6 +25,7 @@ from temporalio.exceptions import TimeoutError as NoHeartbeat
 
 with workflow.unsafe.imports_passed_through():
     from runbook import result as R
+    from runbook.approvals import waiting_gate
     from runbook.coordinator import Coordinator
     from runbook.errors import ApprovalError
     from runbook_temporal import messages as M
@@ -411,22 +412,7 @@ class RunWorkflow:
 
     def _gated(self, step: str | None) -> str:
         assert self.c is not None
-        waiting = self.c.awaiting()
-        run_id = self._ref().run_id
-        if step is not None:
-            if step not in waiting:
-                raise ApprovalError(
-                    f"step {step!r} of run {run_id} is not awaiting approval "
-                    f"(waiting: {', '.join(waiting) or 'none'})"
-                )
-            return step
-        if not waiting:
-            raise ApprovalError(f"run {run_id} has no step awaiting approval")
-        if len(waiting) > 1:
-            raise ApprovalError(
-                f"several steps await approval ({', '.join(waiting)}): name one with --step"
-            )
-        return waiting[0]
+        return waiting_gate(self._ref().run_id, self.c.awaiting(), step)
 
     def _interrupted_step(self, step: str | None) -> str:
         pending = [n for n, choice in self.interrupted.items() if choice is None]

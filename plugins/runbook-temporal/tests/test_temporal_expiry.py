@@ -77,7 +77,7 @@ def test_a_gate_expires_on_time_while_no_worker_and_no_user_process_lives(
     # Nor does a command (show, runs, sweep) settle the run here, behind its workflow's back.
     from runbook.expiry import apply_expired
 
-    assert apply_expired(user.runner, user.store.get_run(run_id)) == []
+    assert apply_expired(user.runner.durable, user.store.get_run(run_id)) == []
 
     project.worker()
     state = user.wait_for(run_id, lambda s: s.finished, timeout=20)
