@@ -314,12 +314,12 @@ class Runner:
             if not self.dry_run:  # the run is driven by its executor (a workflow), not here
                 return await executor.arun(self, rb, params=dict(params or {}), detach=detach)
             executor = self._open_executor(DEFAULT_EXECUTOR)  # a dry run's probes run here
-        self._check_protection(rb)
+        self.check_protection(rb)
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
         )
         rb = bind_params(rb, resolved)  # strategy options given as param(...)
-        self._check_locks(rb, resolved)
+        self.check_locks(rb, resolved)
         actor = self.resolved_actor()
         run_id = new_run_id(self.clock.now())
         record = None
@@ -360,8 +360,9 @@ class Runner:
 
         return asyncio.run(all_runs())
 
-    def _check_locks(self, rb: Runbook, params: Params) -> None:
-        """Expand every lock template now: a typo is a usage error before anything runs."""
+    def check_locks(self, rb: Runbook, params: Params) -> None:
+        """Expand every lock template now: a typo is a usage error before anything runs (here,
+        or where an executor that drives runs elsewhere starts one)."""
         templates = [("lock", rb.lock)] + [
             (f"step {n!r} lock", s.options.lock) for n, s in rb.steps.items()
         ]
@@ -373,7 +374,9 @@ class Runner:
             except UsageError as exc:
                 raise UsageError(f"{rb.path}: {where} {exc}") from None
 
-    def _check_protection(self, rb: Runbook) -> None:
+    def check_protection(self, rb: Runbook) -> None:
+        """Refuse, before anything runs, what this env's protection forbids: ``--yes`` where it
+        is refused, reversible steps without a rollback in an env that requires them."""
         if self.yes and not self.protection.allow_yes:
             raise UsageError(
                 f"--yes is refused in env {self.env!r} (protection {self.protection.level})"
@@ -466,7 +469,7 @@ class Runner:
             protection=protection.level,
             config=self.config,
         )
-        factories: dict[str, Any] = {"router": self._router_factory}
+        factories: dict[str, Any] = {"router": self.open_router}
         factories.update(self.plugins.resources())
         for res in rb.resources.values():
             factories[res.name] = res.func
@@ -571,7 +574,7 @@ class Runner:
             return self._open_executor(DEFAULT_EXECUTOR)
         return executor
 
-    def _remote_executor(self, url: str | Executor | None = None) -> Any:
+    def remote_executor(self, url: str | Executor | None = None) -> Any:
         """The executor at ``url`` (default: the configured one) if it drives whole runs
         elsewhere (``runs_remotely``), else None."""
         url = self.executor if url is None else url
@@ -589,7 +592,7 @@ class Runner:
             url = store.get_run(run_id).options.get("executor")
         except RunbookError:
             return None  # the durable operation reports a missing run itself
-        return self._remote_executor(url) if isinstance(url, str) else None
+        return self.remote_executor(url) if isinstance(url, str) else None
 
     # -- stored runs: delegated to DurableRuns, or to the executor driving the run elsewhere ----
 
@@ -704,7 +707,9 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _router_factory(self) -> Any:
+    def open_router(self) -> Any:
+        """The traffic router at ``router_url``: the ``router`` resource of a run, opened when
+        a step asks for it (here, or in a worker of an executor that drives runs elsewhere)."""
         if self.router_url is None:
             raise RunbookError('no router configured ([tool.runbook] router = "file://...")')
         return self.plugins.open("router", self.router_url)

@@ -335,7 +335,7 @@ def exec_cmd(
         reporter.width = max((len(n) for n in runbook.steps), default=0)
         reporter.runbook = runbook
     if detach:
-        if runner._remote_executor() is None or dry_run:
+        if runner.remote_executor() is None or dry_run:
             raise UsageError("--detach needs an executor that runs elsewhere (temporal://...)")
         result = drive(lambda: runner.arun(runbook, detach=True))
         if as_json:

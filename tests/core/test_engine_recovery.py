@@ -347,8 +347,8 @@ def test_a_run_without_a_store_still_reports_its_end():
 
 def test_a_runner_without_a_router_says_how_to_configure_one():
     with pytest.raises(RunbookError, match="no router configured"):
-        Runner(store=None, router=None)._router_factory()
-    assert Runner(store=None, router="memory://")._router_factory() is not None
+        Runner(store=None, router=None).open_router()
+    assert Runner(store=None, router="memory://").open_router() is not None
 
 
 def test_an_unknown_durability_is_a_usage_error():

@@ -113,7 +113,7 @@ class TemporalRuns:
 
         if runner.dry_run:
             raise UsageError("--dry-run runs in this process: leave out --executor")
-        runner._check_protection(rb)
+        runner.check_protection(rb)
         given = {**runner.params, **(params or {})}
         secret = sorted(k for k in given if k in rb.params and rb.params[k].secret)
         if secret:
@@ -123,7 +123,7 @@ class TemporalRuns:
                 "environment (param(..., env=...)) instead of -p"
             )
         resolved = resolve_params(rb.params, given, config_defaults=runner.env_params)
-        runner._check_locks(rb, resolved)
+        runner.check_locks(rb, resolved)
         actor = runner.resolved_actor()
         store = runner.store
         if store is None:

@@ -229,7 +229,7 @@ class WorkerRuns:
 
         ctx = Ctx(info, params, record=record, progress=report, redact=redactor)
         outputs = dict(outputs or {})
-        factories: dict[str, Any] = {"router": self.runner._router_factory}
+        factories: dict[str, Any] = {"router": self.runner.open_router}
         factories.update(plugins.resources())
         for res in rb.resources.values():
             factories[res.name] = res.func
