@@ -64,7 +64,7 @@ class RunSetup:
     locks: LockManager | None
     approvals: ApprovalPolicy
     redactor: Redactor
-    executor: Executor  # opened per run by the Runner (``Runner._open_executor``)
+    executor: Executor  # opened per run by the Runner (``Runner.open_executor``)
     max_parallel: int = 8
     dry_run: bool = False
     prior: dict[str, StepRecord] = field(default_factory=dict)

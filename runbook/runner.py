@@ -1,10 +1,14 @@
-"""``Runner``: the public entry point that assembles a run and drives it through the engine.
+"""``Runner``: the public entry point that runs runbooks and continues stored runs.
 
-It turns configuration into providers (store, audit sinks, locks, router, notifiers, all opened by
-URL through plugins: ``runbook.providers``), checks what must be checked before anything runs
-(params, protection), and offers the durable-run operations: resume, approve, deny, cancel. Those
-are a ``DurableRuns`` service (runbook/durable.py) the runner composes: it receives the runner's
-providers and env rules, and the runner's own way to load a runbook and drive a run.
+It turns configuration into providers (store, audit sinks, locks, all opened by URL through
+plugins: ``runbook.providers``) and env rules (``runbook.envs``), checks what must be checked
+before anything runs (params, protection, lock names), and hands each run to
+``runbook.assembly``, which builds it and drives it through the engine. The durable-run
+operations (resume, approve, deny, cancel) are a ``DurableRuns`` service (runbook/durable.py)
+the runner composes: it receives the runner's providers and env rules, and the runner's way to
+load a runbook and assemble a run; ``Runner``'s methods delegate to it, or to the executor that
+drives a run elsewhere. Longer than most modules for a reason: it is the documented facade, with
+every option of the constructor and a docstring for each public method, all of them short.
 """
 
 from __future__ import annotations
@@ -14,43 +18,29 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from random import Random
 from typing import Any
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy
+from runbook.assembly import execute
 from runbook.audit.events import AuditSink
 from runbook.audit.signing import load_signer
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
-from runbook.context import Ctx, RunInfo
 from runbook.durable import DurableRuns
-from runbook.engine import Execution, RunSetup
 from runbook.envs import Envs
 from runbook.errors import RunbookError, UsageError
 from runbook.executors import DEFAULT_EXECUTOR, Executor
 from runbook.locks.base import LockProvider, expand_name
-from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
-from runbook.plugins import Plugins, configure, implements_hooks, shared
+from runbook.plugins import Plugins, configure, shared
 from runbook.protection import Protection
 from runbook.providers import Providers
-from runbook.recorder import HOST, Recorder
-from runbook.redact import Redactor
+from runbook.recorder import HOST
 from runbook.result import RunResult
-from runbook.scope import Injector, ResourceScope, bound_to_run
 from runbook.store.base import RunRecord, RunStore
-
-_LIFECYCLE = (
-    "runbook_run_started",
-    "runbook_step_started",
-    "runbook_step_finished",
-    "runbook_rollback_finished",
-    "runbook_run_finished",
-    "runbook_event",
-    "runbook_progress",
-)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -60,15 +50,6 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 _JITTER = Random()
-
-
-def _running(holder: dict[str, Execution]) -> Execution:
-    """The run's execution, for the lock manager's callbacks (it is closed before the run ends:
-    a callback after that is a bug, said as such)."""
-    execution = holder.get("x")
-    if execution is None:
-        raise RunbookError("a lock callback came after its run was over")
-    return execution
 
 
 class Runner:
@@ -148,7 +129,7 @@ class Runner:
         self.flush_deadline = flush_deadline
         # Jitter for retries and lock waits. Without a seed, Runners share the process's
         # generator: seeding one from the OS is 14 us, half of what building a Runner costs.
-        self._rng = _JITTER if seed is None else Random(seed)
+        self.rng = _JITTER if seed is None else Random(seed)
         self.inventory = inventory  # path or runbook.inventory.Inventory (docs/fleets.md)
         self.limit = limit
         self.run_options: dict[str, Any] = {}  # kept in the stored run (``retry_of``...)
@@ -267,7 +248,7 @@ class Runner:
             dry_run=self.dry_run,
             actor=self.resolved_actor,
             load=self.load,
-            execute=self._execute,
+            execute=partial(execute, self),
         )
 
     def resolved_actor(self) -> str:
@@ -309,11 +290,11 @@ class Runner:
         """Run a runbook. ``detach``: with an executor that drives runs elsewhere (Temporal),
         return as soon as the run started (status ``running``) instead of following it."""
         rb = self.load(runbook)
-        executor = self._open_executor(here=False)
+        executor = self.open_executor(here=False)
         if getattr(executor, "runs_remotely", False):
             if not self.dry_run:  # the run is driven by its executor (a workflow), not here
                 return await executor.arun(self, rb, params=dict(params or {}), detach=detach)
-            executor = self._open_executor(DEFAULT_EXECUTOR)  # a dry run's probes run here
+            executor = self.open_executor(DEFAULT_EXECUTOR)  # a dry run's probes run here
         self.check_protection(rb)
         resolved = resolve_params(
             rb.params, {**self.params, **(params or {})}, config_defaults=self.env_params
@@ -342,8 +323,8 @@ class Runner:
                 },
             )
         started = {k: v for k, v in self.run_options.items() if k == "retry_of"}
-        return await self._execute(
-            rb, run_id, resolved, actor, create=record, started=started, executor=executor
+        return await execute(
+            self, rb, run_id, resolved, actor, create=record, started=started, executor=executor
         )
 
     def run_many(
@@ -389,175 +370,9 @@ class Runner:
                     f"for every reversible step; missing for: {', '.join(missing)}"
                 )
 
-    async def _execute(
-        self,
-        rb: Runbook,
-        run_id: str,
-        params: Params,
-        actor: str,
-        *,
-        resumed: bool = False,
-        env: str | None = None,
-        resumed_by: str | None = None,
-        create: RunRecord | None = None,
-        executor: Executor | None = None,
-        **extra: Any,
-    ) -> RunResult:
-        env = env or self.env
-        rules = self.envs.rules(env)
-        protection, approvers = rules.protection, rules.approvers
-        info = RunInfo(
-            run_id=run_id,
-            runbook=str(rb.path),
-            name=rb.name,
-            sha256=rb.sha256,
-            env=env,
-            actor=actor,
-            params=params.public(),
-            dry_run=self.dry_run,
-            resumed=resumed,
-            identity=(
-                "signed" if rules.signers else ("claimed" if protection.level == "strict" else "")
-            ),
-        )
-        secret_values = [params[n] for n in params.secret_names]
-        redactor = Redactor(secret_values)
-        holder: dict[str, Execution] = {}
-        for conf in rb.conftests:  # runbookconf.py files may implement hooks too
-            if implements_hooks(conf):  # one with resources only keeps the shared manager
-                self.providers.add_plugin(conf)
-        want = frozenset(h for h in _LIFECYCLE if self.plugins.has_impls(h))
-        hook = self.plugins.hook
-        listeners = []
-        if "runbook_event" in want:
-            listeners.append(lambda event: hook.runbook_event(run=info, event=event))
-        # Channels are opened before the run is recorded, so a broken channel (unknown scheme,
-        # missing secret) is a usage error that leaves no half-started run behind.
-        notifier = self._notification_service(info, holder)
-        if notifier is not None:
-            listeners.append(lambda event: notifier.event(event, info))
-        # Opened now: a bad executor URL leaves no half-started run.
-        run_executor: Executor = self._open_executor() if executor is None else executor
-        if create is not None and self.store is not None:
-            self.store.create_run(create)
-        recorder = Recorder(
-            info,
-            [] if self.dry_run else self.sinks,
-            clock=self.clock,
-            redactor=redactor,
-            listeners=listeners,
-        )
-
-        def record(kind: str, step: str | None, data: dict[str, Any]) -> None:
-            execution = holder.get("x")
-            if execution is None:  # a worker thread the run left behind (a timed-out step)
-                raise RunbookError(f"run {run_id} is over: {kind} is not recorded")
-            execution.emit(kind, step, data)
-
-        def progress(step: str | None, message: str, fraction: float | None) -> None:
-            if "runbook_progress" in want:
-                hook.runbook_progress(run=info, step=step, message=message, fraction=fraction)
-
-        outputs: dict[str, Any] = {}
-        ctx = Ctx(
-            info,
-            params,
-            record=record,
-            progress=progress,
-            redact=redactor,
-            outputs=outputs,
-            protection=protection.level,
-            config=self.config,
-        )
-        factories: dict[str, Any] = {"router": self.open_router}
-        factories.update(self.plugins.resources())
-        for res in rb.resources.values():
-            factories[res.name] = res.func
-        values: dict[str, Any] = {
-            "ctx": ctx,
-            "params": params,
-            "env": env,
-            "clock": self.clock,
-            "notify": self._notify_resource(notifier, info, redactor),
-            "hosts": rb.fleet,
-        }
-        values = {k: v for k, v in values.items() if k not in factories or k in ("ctx", "params")}
-        values.update({k: bound_to_run(v, ctx) for k, v in self.resources.items()})
-        for name in values:
-            factories.pop(name, None)
-        scope = ResourceScope(factories, values)
-        scope._values.setdefault("injector", Injector(outputs, scope, rb.aliases))
-        locks = None
-        if self.lock_provider is not None and not self.dry_run:
-            locks = LockManager(
-                self.lock_provider,
-                clock=self.clock,
-                owner=run_id,
-                actor=actor,
-                lease=self.lease,
-                timeout=self.lock_timeout,
-                rng=self._rng,
-                on_lost=lambda name, exc: _running(holder).on_lease_lost(name, exc),
-                on_wait=lambda name, lease, waited: _running(holder).on_lock_wait(
-                    name, lease, waited
-                ),
-                holder_status=self.providers.run_status,
-            )
-        policy = ApprovalPolicy(
-            run_id,
-            extra.pop("run_actor", actor),
-            protection,
-            self.store,
-            approvers,
-            self.yes and not resumed,
-            groups=self.groups,
-            signers=rules.signers,
-            runbook=rb,
-            env=env,
-            params=params,
-            mask=redactor,
-        )
-        setup = RunSetup(
-            runbook=rb,
-            info=info,
-            scope=scope,
-            recorder=recorder,
-            clock=self.clock,
-            hook=hook,
-            hooks_wanted=want,
-            store=self.store,
-            locks=locks,
-            approvals=policy,
-            redactor=redactor,
-            max_parallel=self.max_parallel,
-            dry_run=self.dry_run,
-            rng=self._rng,
-            keep_lock_when_paused=self.keep_lock_when_paused,
-            paused_lease=self.paused_lease,
-            outputs=outputs,
-            resumed_by=resumed_by,
-            executor=run_executor,
-            **extra,
-        )
-        execution = holder["x"] = Execution(setup)
-        if notifier is not None:
-            await notifier.start()
-        try:
-            return await execution.execute()
-        finally:
-            if notifier is not None:
-                await notifier.flush(self.flush_deadline)
-                await notifier.aclose()
-            # The run's objects refer to each other (ctx -> record -> the execution -> its
-            # scope -> ctx; the recorder -> the execution's _fatal). Cut where they close, so
-            # reference counting frees a finished run at once instead of the cyclic collector
-            # (tests/core/test_run_garbage.py).
-            holder.clear()
-            execution.release()
-            scope.release()
-
-    def _open_executor(self, url: str | Executor | None = None, *, here: bool = True) -> Any:
-        """One executor per run (the local one owns the run's worker threads).
+    def open_executor(self, url: str | Executor | None = None, *, here: bool = True) -> Any:
+        """One executor per run (the local one owns the run's worker threads): each run opens
+        its own (runbook.assembly), ``arun`` asks which kind the configured one is.
 
         An executor that drives whole runs elsewhere (``runs_remotely``, such as ``temporal://``)
         runs no attempt here: with ``here`` (a stored local run resumed, a dry run) the local
@@ -571,7 +386,7 @@ class Runner:
                 "executor", url, clock=self.clock, max_parallel=self.max_parallel
             )
         if here and getattr(executor, "runs_remotely", False):
-            return self._open_executor(DEFAULT_EXECUTOR)
+            return self.open_executor(DEFAULT_EXECUTOR)
         return executor
 
     def remote_executor(self, url: str | Executor | None = None) -> Any:
@@ -580,7 +395,7 @@ class Runner:
         url = self.executor if url is None else url
         if isinstance(url, str) and url.partition(":")[0] == "local":
             return None
-        executor = self._open_executor(url, here=False)
+        executor = self.open_executor(url, here=False)
         return executor if getattr(executor, "runs_remotely", False) else None
 
     def _remote_for(self, run_id: str) -> Any:
@@ -713,38 +528,3 @@ class Runner:
         if self.router_url is None:
             raise RunbookError('no router configured ([tool.runbook] router = "file://...")')
         return self.plugins.open("router", self.router_url)
-
-    def _notification_service(self, info: RunInfo, holder: dict[str, Execution]) -> Any:
-        if not self.notify_rules or self.dry_run:
-            return None
-        from runbook.notify.dispatch import NotificationService
-
-        def failed(message: Any, url: str, error: str) -> None:
-            # The execution exists: nothing is submitted before it (its events, the notify
-            # resource) and the service starts delivering only once it is built.
-            import contextlib
-
-            from runbook.errors import AuditError
-
-            with contextlib.suppress(AuditError):
-                holder["x"].s.recorder.emit(
-                    "notification_failed",
-                    message.step,
-                    {"channel": url, "error": error, "kind": message.kind},
-                )
-
-        return NotificationService(
-            self.plugins, self.notify_rules, templates=self.templates, on_failure=failed
-        )
-
-    def _notify_resource(self, service: Any, info: RunInfo, redact: Redactor) -> Any:
-        from runbook.notify.base import Message
-
-        def notify(title: str, text: str = "", severity: str = "info") -> None:
-            """Send an ad-hoc message through the configured channels (secrets masked)."""
-            if service is not None:
-                title_, text_ = redact(str(title)), redact(str(text))
-                message = Message(title=title_, text=text_, severity=severity, kind="adhoc")
-                service.adhoc(message, info)
-
-        return notify

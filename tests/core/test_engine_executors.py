@@ -116,7 +116,7 @@ def test_an_executor_object_is_used_as_is(write_runbook):
 def test_local_is_the_default_executor(write_runbook):
     runner = make_runner()
     assert runner.executor == "local://"
-    assert isinstance(runner._open_executor(), LocalExecutor)
+    assert isinstance(runner.open_executor(), LocalExecutor)
 
 
 def test_an_unknown_executor_scheme_names_the_known_ones(write_runbook):
