@@ -190,7 +190,7 @@ class _Held:
         self.records: list[StepRecord] = []
         self.built: list[AuditEvent] = []
         self.stored: dict[int, list[AuditEvent]] = {}  # by each sink, once written
-        self.then: list[Callable[[], None]] = []
+        self.then: list[Callable[[], None] | None] = []  # each one's ``then``
 
 
 def error_text(exc: BaseException) -> str:
@@ -347,8 +347,7 @@ class RunRecorder:
                 held = self._held
                 held.records += records
                 held.built += built
-                if then is not None:
-                    held.then.append(then)
+                held.then.append(then)
                 return
             joined, separate = self._split()
             held, self._held = self._held or _Held(0), None
@@ -380,8 +379,9 @@ class RunRecorder:
         for event in published:
             audit.tell(event)
         if store_error is None:
-            for after in [*held.then, *([then] if then else [])]:
-                after()
+            for after in (*held.then, then):
+                if after is not None:
+                    after()
         if audit_error is not None and fatal_audit:
             self.on_fatal(audit_error)
         if store_error is not None:
