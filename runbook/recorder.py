@@ -272,9 +272,10 @@ class RunRecorder:
             self.write((), [(kind, step, data, actor)], intent=False, fatal_audit=False)
 
     def save(self, res: StepResult) -> None:
-        """Store one step's state (outputs holding a secret are stored masked and marked)."""
+        """Store one step's rollback state (outputs holding a secret are stored masked and
+        marked); stored even when the audit refuses its part: the undo goes on regardless."""
         if self.store is not None:
-            self.write((res,), (), intent=True)
+            self.write((res,), (), intent=True, regardless=True)
 
     def _record(self, res: StepResult) -> StepRecord:
         output = res.output
@@ -323,6 +324,7 @@ class RunRecorder:
         fatal_audit: bool = True,
         hold: bool = False,
         then: Callable[[], None] | None = None,
+        regardless: bool | None = None,
     ) -> None:
         """Record one transition (see above); refused writes are reported through ``on_fatal``
         and raised (``StoreError`` first), after the writes that could still be made.
@@ -335,9 +337,16 @@ class RunRecorder:
         for all its outcomes and starts. The driver calls ``flush`` before anything else could
         happen (a lock released, waiting, the loop's next turn), so the outcome is durable
         before any other side effect starts. ``then`` runs once it is durable (its hook).
+
+        ``regardless`` (default: for outcomes, not for intents): the rows are stored even when
+        the audit part of the store's write is refused, since what they record has happened (an
+        outcome) or goes on anyway (an undo). A start refused there is not acted on, so
+        neither its rows nor its events are written (the held outcomes' rows still are).
         """
         audit = self.audit
         built = [audit.build(k, st, d, actor=a) for k, st, d, a in events]
+        if regardless is None:
+            regardless = not intent
         with self._lock:
             records = [self._record(res) for res in results] if self.store is not None else []
             if hold and self._holds:
@@ -360,8 +369,9 @@ class RunRecorder:
             if intent and audit_error is not None:  # outcomes refused: nothing starts after them
                 records, built = [], []  # (their rows are still stored)
             joined_stored: dict[int, list[AuditEvent]] = {}
+            alone = held.records + (records if regardless else [])  # if the audit part is refused
             store_error, joined_error = self._commit(
-                held.records + records, held.built + built, joined, joined_stored
+                held.records + records, held.built + built, joined, joined_stored, alone
             )
             new: dict[int, list[AuditEvent]] = {}
             if stored or joined_stored:
@@ -369,7 +379,8 @@ class RunRecorder:
                     held.stored[index] = events_stored[:done]
                     new[index] = events_stored[done:]
             audit_error = audit_error or joined_error
-            if intent and store_error is None and built:  # the store says running: audit it
+            # The store says running (its audit part was not refused): audit the start.
+            if intent and store_error is None and joined_error is None and built:
                 for index, _ in separate:
                     new.pop(index, None)
                 audit_error = audit.append(separate, built, new) or audit_error
@@ -428,10 +439,13 @@ class RunRecorder:
         built: list[AuditEvent],
         joined: list[tuple[int, Any]],
         stored: dict[int, list[AuditEvent]],
+        alone: list[StepRecord],
     ) -> tuple[StoreError | None, AuditError | None]:
         """The store's part of a transition in one transaction: rows, joined sinks' events, the
-        witnesses due. A refused audit part is rolled back and the rows written alone (an
-        outcome is stored even when the audit refused it)."""
+        witnesses due. A refused audit part is rolled back and the rows in ``alone`` written on
+        their own (an outcome is stored even when the audit refused it; a start is not). A store
+        without transactions writes the witnesses first: when one is refused no row has been
+        written yet, and only those in ``alone`` are."""
         store = self.store
         if store is None:
             return None, None
@@ -443,8 +457,8 @@ class RunRecorder:
         try:
             try:
                 if transaction is None:
-                    self._rows(store, records)
                     self._witnesses(store, logs)
+                    self._rows(store, records)
                 else:
                     with transaction("record a step in") as conn:
                         self._rows(store, records)
@@ -453,16 +467,16 @@ class RunRecorder:
                             if joined_error is not None:
                                 raise joined_error
                         self._witnesses(store, logs)
-            except AuditError as exc:  # rolled back: the rows again, on their own
+            except AuditError as exc:  # rolled back: the rows that stand anyway, on their own
                 audit_error = exc
                 for index, _ in joined:
                     stored.pop(index, None)
-                if records:
+                if alone:
                     if transaction is None:
-                        self._rows(store, records)
+                        self._rows(store, alone)
                     else:
                         with transaction("record a step in"):
-                            self._rows(store, records)
+                            self._rows(store, alone)
         except Exception as exc:
             error = (
                 exc

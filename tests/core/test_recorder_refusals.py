@@ -95,6 +95,58 @@ def test_a_store_that_stops_witnessing_mid_run_still_undoes_what_ran(write_runbo
     ]
 
 
+def test_a_start_whose_witness_is_refused_is_neither_audited_nor_stored_as_running(
+    write_runbook, tmp_path
+):
+    """second's start is the write whose store part the store refuses (it cannot witness the
+    trail): second does not run, so nothing may say it started. Before, its step_started went
+    to the trail and its row stayed 'running' in a run that had ended rolled back: a started
+    step with neither an outcome nor an interruption (the invariant the chaos test checks)."""
+    from runbook.audit.jsonl import JsonlSink
+
+    rb = load(write_runbook(STAGED))
+    store = UnwitnessingStore(upto=1)
+    sink = JsonlSink(f"jsonl://{tmp_path / 'audit.jsonl'}", tmp_path / "audit.jsonl")
+    result = _runner(store, audit=[sink]).run(rb)
+    assert rb.module.DONE == ["first", "undo first"]
+    assert result.status == "rolled_back" and result.exit_code == 1
+    kinds = [(e.kind, e.step) for e in sink.events(None)]
+    assert ("step_started", "second") not in kinds, kinds
+    (run,) = store.list_runs()
+    assert "second" not in store.get_steps(run.run_id)  # never stored as running
+    started = {s for k, s in kinds if k == "step_started"}
+    ended = {s for k, s in kinds if k in ("step_succeeded", "step_failed", "step_interrupted")}
+    assert started <= ended
+
+
+def test_a_start_refused_by_a_joined_trail_is_not_stored_as_running(write_runbook, tmp_path):
+    """The same with a sqlite:// trail in the store's own file refusing second's step_started
+    inside the store's transaction: first's outcome row is written on its own, second's
+    'running' row is not (it never ran), and the trail has no start without an outcome."""
+    from runbook.audit.sqlite import SqliteSink
+    from runbook.store.sqlite import SqliteStore
+
+    class Refusing(SqliteSink):
+        def append_many(self, events: Any, conn: Any = None) -> Any:
+            if any((e.kind, e.step) == ("step_started", "second") for e in events):
+                raise AuditError("audit sink refused step_started: disk full")
+            return super().append_many(events, conn)
+
+    db = tmp_path / "runs.db"
+    store = SqliteStore(db)
+    sink = Refusing(f"sqlite:///{db}", str(db))
+    rb = load(write_runbook(STAGED))
+    result = _runner(store, audit=[sink]).run(rb)
+    assert rb.module.DONE == ["first", "undo first"]
+    assert result.status == "rolled_back" and result.exit_code == 1
+    assert result.error == "AuditError: audit sink refused step_started: disk full"
+    (run,) = store.list_runs()
+    steps = store.get_steps(run.run_id)
+    assert "second" not in steps and steps["first"].status == "rolled_back"
+    kinds = [(e.kind, e.step) for e in sink.events(None)]
+    assert ("step_started", "second") not in kinds, kinds
+
+
 def test_a_joined_trail_refusing_run_started_stops_the_run_before_any_step(write_runbook, tmp_path):
     """A sqlite:// trail in the store's own file refuses run_started inside the store's
     transaction: that transaction (no step row in it) is rolled back, nothing runs."""
