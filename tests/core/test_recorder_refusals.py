@@ -237,58 +237,64 @@ def test_a_refused_notification_failed_event_leaves_the_run_and_the_log_intact(
 
 class _Gates:
     def __init__(self) -> None:
+        self.b_running = threading.Event()
         self.a_blocked = threading.Event()
         self.b_done = threading.Event()
 
 
 class _SlowDisk(MemoryStore):
-    """Holds run A's store write (inside the recorder's commit, after it found a witness due)
-    until run B, in a worker thread, has written through the same audit log."""
+    """Holds run A's commit at its first witness (the loop's thread, once B's step runs) until
+    run B, in its worker thread, has written through the same two audit logs."""
 
     def __init__(self, gates: _Gates) -> None:
         super().__init__(f"memory://slow-{uuid.uuid4().hex}")
         self.gates = gates
 
-    def save_step(self, step: Any) -> None:
-        if (step.name, step.status) == ("a2", "running"):
-            self.gates.a_blocked.set()
-            assert self.gates.b_done.wait(10), "run B never wrote"
-        super().save_step(step)
+    def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        gates = self.gates
+        on_loop = threading.current_thread() is threading.main_thread()
+        if on_loop and gates.b_running.is_set() and not gates.a_blocked.is_set():
+            gates.a_blocked.set()
+            assert gates.b_done.wait(10), "run B never wrote"
+        super().witness_audit(run_id, chain, seq, hash)
 
 
-def test_two_runs_sharing_an_audit_log_write_its_witness_once_and_both_go_on(
-    write_runbook,
-):
-    """``run_many``: both runs write through one audit log, whose pending witness either may
-    take. Run A's commit found one due; before it writes it, run B's event (from B's worker
-    thread) takes and writes it. A then has none left to write: it goes on, B too, and every
-    witness in the store matches an event of the trail (a verify of the chain passes)."""
+def test_two_runs_sharing_audit_logs_write_each_witness_once_and_both_go_on(write_runbook):
+    """``run_many``: both runs write through the same audit logs, whose pending witnesses
+    either run may take. Run A's commit found both logs with one due and wrote the first; before
+    it takes the second, run B's event (from B's worker thread) takes and writes it. A then has
+    none left there: it goes on, B too, and every witness in the store matches an event of its
+    trail (a verify of each chain passes)."""
     from runbook.audit.verify import verify_sink, witness_check
 
     gates = _Gates()
     a = write_runbook(
-        "from runbook import step\n\n@step\ndef a1():\n    return 1\n\n"
+        "from runbook import step\n\n@step\ndef a1(gates):\n"
+        "    assert gates.b_running.wait(10), 'run B never started'\n"
+        "    return 1\n\n"
         "@step\ndef a2(a1):\n    return a1 + 1\n",
         name="a",
     )
     b = write_runbook(
         "from runbook import step\n\n@step\ndef b1(ctx, gates):\n"
+        "    gates.b_running.set()\n"
         "    assert gates.a_blocked.wait(10), 'run A never wrote'\n"
         "    ctx.record_change('dns', before='old', after='new')\n"
         "    gates.b_done.set()\n"
         "    return 'b'\n",
         name="b",
     )
-    store, sink = _SlowDisk(gates), MemorySink()
-    runner = _runner(store, audit=[sink], resources={"gates": gates})
+    store, sinks = _SlowDisk(gates), [MemorySink("memory://one"), MemorySink("memory://two")]
+    runner = _runner(store, audit=sinks, resources={"gates": gates})
     first, second = runner.run_many([a, b])
     assert (first.status, second.status) == ("succeeded", "succeeded"), (first.error, second.error)
     assert first.steps["a2"].output == 2 and second.steps["b1"].output == "b"
-    (log,) = runner.sinks
-    witnesses = store.audit_witnesses(log.chain_id)
-    assert {w.run_id for w in witnesses} == {first.run_id, second.run_id}
-    report = verify_sink(sink, [witness_check(store, log.chain_id)])
-    assert report.ok, report
+    assert gates.b_done.is_set()  # the interleaving happened
+    for sink, log in zip(sinks, runner.sinks, strict=True):
+        witnesses = store.audit_witnesses(log.chain_id)
+        assert {w.run_id for w in witnesses} == {first.run_id, second.run_id}
+        report = verify_sink(sink, [witness_check(store, log.chain_id)])
+        assert report.ok, report
 
 
 def test_a_sink_whose_batch_write_reports_nothing_back_leaves_the_runs_record_whole(
