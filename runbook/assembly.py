@@ -229,14 +229,18 @@ def _notification_service(runner: Runner, holder: dict[str, Execution]) -> Any:
     from runbook.notify.dispatch import NotificationService
 
     def failed(message: Any, url: str, error: str) -> None:
-        # The execution exists: nothing is submitted before it (its events, the notify
-        # resource) and the service starts delivering only once it is built.
+        # Nothing is submitted before the execution exists, but a message sent once the run
+        # is over (its notify resource kept, a worker thread left behind) is refused by the
+        # closed service with no run left to record it in: the log has it.
+        execution = holder.get("x")
+        if execution is None:
+            return
         import contextlib
 
         from runbook.errors import AuditError
 
         with contextlib.suppress(AuditError):
-            holder["x"].s.recorder.emit(
+            execution.s.recorder.emit(
                 "notification_failed",
                 message.step,
                 {"channel": url, "error": error, "kind": message.kind},

@@ -4,6 +4,7 @@ plugins that listen and costing nothing when none does."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -96,3 +97,30 @@ def test_progress_with_no_listener_is_a_no_op_for_the_step(write_runbook):
         "step_succeeded",
         "run_finished",
     ]
+
+
+def test_the_notify_resource_kept_past_its_run_is_refused_quietly(write_runbook, caplog):
+    """A message sent once the run is over (the resource kept by the step, or a worker thread
+    the run left behind) is not delivered and has no run left to record it: the caller is not
+    disturbed, and the log says why it was dropped."""
+    source = """
+from runbook import param, step
+
+token = param("token", secret=True)
+KEPT = []
+
+@step
+def announce(notify):
+    KEPT.append(notify)
+    return "told"
+"""
+    channel = FakeNotifier()
+    runner = _runner(notify=[{"to": "fake://ops", "on": ["adhoc"]}], plugins=[channel.plugin])
+    rb = load(write_runbook(source))
+    assert runner.run(rb).status == "succeeded"
+    (late,) = rb.module.KEPT
+    with caplog.at_level(logging.WARNING, logger="runbook.notify"):
+        late("deploy finished")  # after the run: its service is closed
+    assert channel.messages == []
+    assert "'deploy finished'" in caplog.text and "closed" in caplog.text
+    assert "failure callback raised" not in caplog.text
