@@ -13,7 +13,6 @@ progress then ends at once with ``SleepInterrupted``, and so does every later on
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 import time
@@ -109,6 +108,8 @@ class SystemClock:
 
     async def asleep(self, seconds: float) -> None:
         """``asyncio.sleep``, cut at the step's deadline."""
+        import asyncio  # here: ``load()`` imports this module, and asyncio costs it ~15 ms
+
         seconds, timeout = clip_to_deadline(self, seconds)
         await asyncio.sleep(seconds)
         if timeout:
