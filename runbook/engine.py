@@ -47,6 +47,9 @@ from runbook.values import output_problem
 __all__ = ["REDACTED_KEY", "Execution", "RunSetup", "is_redacted"]
 
 _NOTHING = object()
+# The reason stored for a step whose start was refused (by a required sink or the store): it
+# never called its code, so it ends ``cancelled`` with this reason, never ``running``.
+NOT_STARTED = "not started: its start could not be recorded"
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Execution:
         self.executor: Executor = setup.executor
         self._tasks: dict[asyncio.Task[None], str] = {}
         self._lost: dict[str, Exception] = {}
+        self._not_started: list[str] = []  # refused starts, recorded with the run's end
         self._run_lock: str | None = None
         self._limit = max(1, setup.max_parallel)
         # Starts of steps launched together: one transition (runbook.grouping), when written.
@@ -251,7 +255,12 @@ class Execution:
             lock_denied=self.lock_denied,
             redactor=s.redactor,
         )
-        self.rec.run_finished(result, resumed_by=s.resumed_by, settle_data=s.settle_data)
+        self.rec.run_finished(
+            result,
+            resumed_by=s.resumed_by,
+            settle_data=s.settle_data,
+            not_started=[self.results[name] for name in self._not_started],
+        )
         return result
 
     def _record_resume(self, changed: list[str]) -> None:
@@ -511,6 +520,8 @@ class Execution:
                 began = began or clock.monotonic()  # lost while its start was being written
             except Exception as error:
                 if not started:  # its start was not recorded: nothing ran, the run stops
+                    res.status, res.reason = R.STEP_CANCELLED, NOT_STARTED
+                    self._not_started.append(name)
                     raise
                 exc = error
             if locks is not None and (gone := locks.check(guarded)) is not None:

@@ -606,10 +606,24 @@ class RunRecorder:
         *,
         resumed_by: str | None,
         settle_data: dict[str, Any] | None = None,
+        not_started: Sequence[StepResult] = (),
     ) -> None:
-        """The end of the run: pause/cancel notes, ``run_finished``, the run row, the hook."""
+        """The end of the run: pause/cancel notes, ``run_finished``, the run row, the hook.
+
+        ``not_started``: steps whose start was refused (the store may already call them
+        ``running``, rule 1): they never ran, and an ended run has no step running, so their
+        rows (``cancelled``) and a ``step_failed`` each are written first, as an outcome is."""
         status = result.status
         if not result.dry_run:
+            if not_started:
+                events = [
+                    ("step_failed", res.name, {"error": res.reason, "attempt": res.attempts}, None)
+                    for res in not_started
+                ]
+                with contextlib.suppress(AuditError, StoreError):  # the run has ended already
+                    self.write(
+                        not_started, () if self.quiet else events, intent=False, fatal_audit=False
+                    )
             if status == R.PAUSED:
                 awaiting = [n for n, r in result.steps.items() if r.status == R.AWAITING_APPROVAL]
                 self.note("run_paused", None, {"awaiting": awaiting})
