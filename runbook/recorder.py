@@ -22,7 +22,7 @@ from runbook.context import RunInfo
 from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
 from runbook.redact import Redactor
-from runbook.store.base import RunStore, StepRecord
+from runbook.store.base import RunStore, StepRecord, save_steps
 
 if TYPE_CHECKING:
     from runbook.locks.base import Lease
@@ -488,8 +488,7 @@ class RunRecorder:
 
     @staticmethod
     def _rows(store: RunStore, records: list[StepRecord]) -> None:
-        for record in records:
-            store.save_step(record)
+        save_steps(store, records)
 
     @staticmethod
     def _witnesses(store: RunStore, logs: list[Any]) -> None:

@@ -7,6 +7,7 @@ make each method one transaction and be safe with several processes sharing one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -198,3 +199,16 @@ class RunStore(Protocol):
     def close(self) -> None:
         """Release connections and files; closing twice is harmless."""
         ...
+
+
+def save_steps(store: RunStore, steps: Sequence[StepRecord]) -> None:
+    """Store the rows of one transition: with the store's own ``save_steps(steps)`` where it
+    has one (one statement for all of them), else one ``save_step`` per row. Optional, so a
+    store written against the protocol above (``memory://``, a plugin's) keeps working as is;
+    either way the caller's transaction, if any, makes them one commit."""
+    many = getattr(store, "save_steps", None)
+    if many is not None:
+        many(steps)
+        return
+    for step in steps:
+        store.save_step(step)

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -167,6 +167,46 @@ def _insert_sql(table: str, row: dict[str, Any]) -> str:
     return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
 
 
+# A step row is the one record written on every transition: encoded positionally, without the
+# per-field dispatch of ``_encode`` (which it must match: test_store_sqlite checks both agree).
+_STEP_COLUMNS = tuple(f.name for f in fields(StepRecord))
+_UPSERT_STEP = (
+    f"INSERT INTO steps ({', '.join(_STEP_COLUMNS)}) VALUES ({', '.join('?' * len(_STEP_COLUMNS))})"
+    " ON CONFLICT (run_id, name) DO UPDATE SET "
+    + ", ".join(f"{k} = excluded.{k}" for k in _STEP_COLUMNS if k not in ("run_id", "name"))
+)
+
+
+def _step_row(step: StepRecord) -> tuple[Any, ...]:
+    output = step.output
+    if output is None:
+        text = "null"
+    else:
+        try:
+            text = json.dumps(output, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            what = f"step {step.name!r} of run {step.run_id!r}"
+            raise StoreError(f"{what}: output is not JSON-serialisable ({exc})") from None
+    return (
+        step.run_id,
+        step.name,
+        step.status,
+        text,
+        step.error,
+        step.attempts,
+        _date(step.started_at),
+        _date(step.finished_at),
+        step.duration,
+        step.reason,
+        step.completed_seq,
+        step.rollback,
+    )
+
+
+def _date(value: datetime | None) -> str | None:
+    return None if value is None else _utc(value).isoformat(timespec="microseconds")
+
+
 # -- the store -----------------------------------------------------------------------------------
 
 
@@ -299,14 +339,19 @@ class SqliteStore:
             return [_decode(RunRecord, r, self.path, f"run {r['run_id']!r}") for r in rows]
 
     def save_step(self, step: StepRecord) -> None:
-        row = _encode(step, f"step {step.name!r} of run {step.run_id!r}")
-        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("run_id", "name"))
+        self.save_steps((step,))
+
+    def save_steps(self, steps: Sequence[StepRecord]) -> None:
+        """The rows of one transition (a fan-out's starts and held outcomes) in one statement
+        run over all of them, after one check per run: per row, the check and the statement's
+        preparation cost as much as the upsert itself."""
+        if not steps:
+            return
+        rows = [_step_row(step) for step in steps]
         with self._tx("save a step in", write=True) as conn:
-            self._require_run(conn, step.run_id)
-            conn.execute(
-                f"{_insert_sql('steps', row)} ON CONFLICT (run_id, name) DO UPDATE SET {updates}",
-                row,
-            )
+            for run_id in dict.fromkeys(step.run_id for step in steps):
+                self._require_run(conn, run_id)
+            conn.executemany(_UPSERT_STEP, rows)
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._tx("read the steps from") as conn:

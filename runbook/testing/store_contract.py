@@ -29,6 +29,7 @@ from runbook.store.base import (
     RunRecord,
     RunStore,
     StepRecord,
+    save_steps,
 )
 
 StoreOpener = Callable[[], RunStore]
@@ -187,6 +188,32 @@ def check_save_step_replaces(open_store: StoreOpener) -> None:
         assert store.get_steps("run-1") == {"stage": failed}
 
 
+def check_save_steps(open_store: StoreOpener) -> None:
+    """A transition's rows at once (``runbook.store.base.save_steps``: the store's batched
+    ``save_steps`` where it has one): the same rows as saved one by one, replacing, in order."""
+    with opened(open_store) as store:
+        store.create_run(make_run())
+        store.create_run(make_run("run-2"))
+        store.save_step(make_step(name="a", status="running", output=None))
+        batch = [
+            make_step(name="a", output={"n": 1}),
+            make_step(name="b", status="running", output=None, finished_at=None),
+            make_step("run-2", "c", output=[1, "x"]),
+        ]
+        save_steps(store, batch)
+        save_steps(store, [])
+        assert store.get_steps("run-1") == {"a": batch[0], "b": batch[1]}
+        assert list(store.get_steps("run-1")) == ["a", "b"]
+        assert store.get_steps("run-2") == {"c": batch[2]}
+        try:
+            save_steps(store, [make_step("ghost", "x")])
+        except RunNotFound:
+            pass
+        else:
+            raise AssertionError("save_steps for an unknown run must raise RunNotFound")
+        assert store.get_steps("ghost") == {}
+
+
 def check_steps_are_per_run(open_store: StoreOpener) -> None:
     with opened(open_store) as store:
         store.create_run(make_run("a"))
@@ -324,6 +351,7 @@ CHECKS: tuple[Callable[[StoreOpener], None], ...] = (
     check_list_runs_default_limit,
     check_step_round_trip,
     check_save_step_replaces,
+    check_save_steps,
     check_steps_are_per_run,
     check_approvals,
     check_interrupt_decisions,

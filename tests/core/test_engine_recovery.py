@@ -575,10 +575,10 @@ def _refusing_sqlite_store(path: Path, status: str) -> Any:
     from runbook.store.sqlite import SqliteStore
 
     class Refusing(SqliteStore):
-        def save_step(self, step: Any) -> None:
-            if step.status == status:
+        def save_steps(self, steps: Any) -> None:  # a transition's rows (save_step: one)
+            if any(step.status == status for step in steps):
                 raise OSError("disk full")
-            super().save_step(step)
+            super().save_steps(steps)
 
     return Refusing(path)
 

@@ -46,12 +46,12 @@ KILLERS = {
     # Inside the one transaction that holds root's outcome and the five starts.
     "inside the commit": """
         from runbook.store import sqlite as store_sqlite
-        real = store_sqlite.SqliteStore.save_step
-        def save_step(self, step):
-            real(self, step)
-            if step.name == "b2" and step.status == "running":
+        real = store_sqlite.SqliteStore.save_steps
+        def save_steps(self, steps):
+            real(self, steps)  # the transition's rows, written, not committed
+            if any(step.name == "b2" and step.status == "running" for step in steps):
                 os.kill(os.getpid(), signal.SIGKILL)
-        store_sqlite.SqliteStore.save_step = save_step
+        store_sqlite.SqliteStore.save_steps = save_steps
     """,
     # After the commit (all five running), before their step_started reach the JSONL file.
     "after the commit": """

@@ -422,3 +422,44 @@ def test_several_processes_write_concurrently_without_losing_rows(db: Path) -> N
                 run_id = f"w{w}-{i}"
                 assert store.get_steps(run_id)["stage"].output == {"i": i}
                 assert [a.actor for a in store.approvals(run_id)] == ["bob"]
+
+
+# -- a transition's rows at once -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        make_step(),
+        make_step(output=None, started_at=None, finished_at=None, duration=None),
+        make_step(output={"ü": "✓"}, started_at=datetime(2026, 5, 1, 12, 0), rollback="running"),
+        make_step(started_at=datetime(2026, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))),
+    ],
+    ids=["every field", "nothing yet", "unicode and naive", "another zone"],
+)
+def test_a_step_row_is_encoded_as_every_record_is(step: StepRecord) -> None:
+    """The step's positional encoder (the hot path) must agree with the generic one, column for
+    column, or a row saved with save_steps would read back differently."""
+    generic = sqlite_store._encode(step, "step")
+    assert tuple(generic) == sqlite_store._STEP_COLUMNS
+    assert sqlite_store._step_row(step) == tuple(generic.values())
+
+
+def test_save_steps_checks_each_run_once_and_writes_all_or_nothing(
+    store: SqliteStore, db: Path
+) -> None:
+    store.create_run(make_run())
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)
+    store.save_steps([make_step(name=f"s{i}", output=i) for i in range(16)])
+    store._conn.set_trace_callback(None)
+    assert sum("FROM runs" in s for s in statements) == 1
+    assert sum(s == "COMMIT" for s in statements) == 1
+    assert [s.output for s in store.get_steps("run-1").values()] == list(range(16))
+    # a ghost run among them, or an output JSON cannot hold: none of the rows is written
+    with pytest.raises(RunNotFound, match="ghost"):
+        store.save_steps([make_step(name="new", output=1), make_step("ghost", "x")])
+    with pytest.raises(StoreError, match="step 'bad' of run 'run-1': output"):
+        store.save_steps([make_step(name="new", output=1), make_step(name="bad", output={1})])
+    assert "new" not in store.get_steps("run-1")

@@ -10,7 +10,7 @@ become durable together (docs/durable-runs.md). A row that is not what runbook w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -153,6 +153,7 @@ class _Statements:
             " duration = excluded.duration, reason = excluded.reason,"
             " completed_seq = excluded.completed_seq, rollback = excluded.rollback"
         )
+        self.run_exists = q("SELECT 1 FROM {s}.runs WHERE run_id = %s")
         self.get_steps = q("SELECT * FROM {s}.steps WHERE run_id = %s ORDER BY name")
         self.add_approval = q(
             "INSERT INTO {s}.approvals (run_id, step, actor, decision, comment, at,"
@@ -197,6 +198,25 @@ class _Statements:
             "UPDATE {s}.runs SET {sets} WHERE run_id = %s RETURNING *",
             sets=sql.SQL(", ").join(sets),
         )
+
+
+def _step_params(step: StepRecord) -> tuple[Any, ...]:
+    """``save_step``'s parameters: the row, then the run id its existence is checked by."""
+    return (
+        step.run_id,
+        step.name,
+        step.status,
+        Jsonb(step.output),
+        step.error,
+        step.attempts,
+        step.started_at,
+        step.finished_at,
+        step.duration,
+        step.reason,
+        step.completed_seq,
+        step.rollback,
+        step.run_id,
+    )
 
 
 class PostgresStore:
@@ -309,25 +329,22 @@ class PostgresStore:
 
     def save_step(self, step: StepRecord) -> None:
         with self._db.statement(f"save step {step.name} of run {step.run_id}") as conn:
-            cur = conn.execute(
-                self._sql.save_step,
-                (
-                    step.run_id,
-                    step.name,
-                    step.status,
-                    Jsonb(step.output),
-                    step.error,
-                    step.attempts,
-                    step.started_at,
-                    step.finished_at,
-                    step.duration,
-                    step.reason,
-                    step.completed_seq,
-                    step.rollback,
-                    step.run_id,
-                ),
-            )
+            cur = conn.execute(self._sql.save_step, _step_params(step))
             self._require_run(cur.rowcount, step.run_id)
+
+    def save_steps(self, steps: Sequence[StepRecord]) -> None:
+        """The rows of one transition in one transaction, sent as one ``executemany`` (psycopg
+        pipelines it: one round trip, not one per row); each row is written only if its run
+        exists, so fewer rows than steps names the missing run and rolls all of them back."""
+        if not steps:
+            return
+        with self._db.transaction(f"save {len(steps)} steps of run {steps[0].run_id}") as conn:
+            cur = conn.cursor()
+            cur.executemany(self._sql.save_step, [_step_params(step) for step in steps])
+            if cur.rowcount != len(steps):
+                for run_id in dict.fromkeys(step.run_id for step in steps):
+                    found = conn.execute(self._sql.run_exists, (run_id,)).fetchone()
+                    self._require_run(0 if found is None else 1, run_id)
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._db.statement(f"read steps of run {run_id}") as conn:

@@ -374,3 +374,14 @@ def test_a_role_without_create_rights_uses_a_migrated_schema(
     finally:
         pg_admin.execute(sql.SQL("DROP OWNED BY {role}").format(**names))
         pg_admin.execute(sql.SQL("DROP ROLE {role}").format(**names))
+
+
+def test_save_steps_is_one_transaction_that_names_a_missing_run(store: PostgresStore) -> None:
+    """A transition's rows in one executemany: all of them, or (a run missing) none of them."""
+    store.create_run(run())
+    steps = [StepRecord("r1", f"s{i}", "running", attempts=1) for i in range(8)]
+    store.save_steps(steps)
+    assert list(store.get_steps("r1").values()) == steps
+    with pytest.raises(RunNotFound, match="ghost"):
+        store.save_steps([StepRecord("r1", "new", "running"), StepRecord("ghost", "x", "running")])
+    assert "new" not in store.get_steps("r1")

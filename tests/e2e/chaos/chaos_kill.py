@@ -47,7 +47,14 @@ class _Wrapped:
 
 
 class ChaosStore(_Wrapped):
-    _writes = ("create_run", "update_run", "save_step", "add_interrupt_decision", "add_approval")
+    _writes = (
+        "create_run",
+        "update_run",
+        "save_step",
+        "save_steps",
+        "add_interrupt_decision",
+        "add_approval",
+    )
 
 
 class ChaosSink(_Wrapped):
