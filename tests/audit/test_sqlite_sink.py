@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from runbook.audit import sqlite as sqlite_sink
 from runbook.audit.events import AuditQuery
 from runbook.audit.query import open_sink
 from runbook.audit.sqlite import DEFAULT_DB, SqliteSink, select_sql, sqlite_path
@@ -59,9 +61,10 @@ def test_columns_hold_the_queryable_fields_and_the_canonical_json(
     ("query", "index"),
     [
         (AuditQuery(run_id="r"), "audit_events_run_id"),
-        (AuditQuery(kind="step_failed"), "audit_events_kind"),
-        (AuditQuery(actor="bob"), "audit_events_actor"),
+        (AuditQuery(run_id="r", kind="step_failed"), "audit_events_run_id"),
+        (AuditQuery(run_id="r", actor="bob"), "audit_events_run_id"),
         (AuditQuery(since=datetime(2026, 1, 1, tzinfo=UTC)), "audit_events_at"),
+        (AuditQuery(kind="step_failed", since=datetime(2026, 1, 1, tzinfo=UTC)), "audit_events_at"),
     ],
 )
 def test_queries_are_served_by_indexes(
@@ -71,6 +74,43 @@ def test_queries_are_served_by_indexes(
     sql, args = select_sql(query)
     plan = " ".join(str(row) for row in sqlite_db.sql(f"EXPLAIN QUERY PLAN {sql}", *args))
     assert index in plan
+
+
+def test_a_transition_touches_no_kind_or_actor_index(sqlite_db: SqliteStored) -> None:
+    """Every index is written by every append, in the commit a transition waits for: the trail
+    keeps only the two its queries need most (a run's events, a time range)."""
+    sqlite_db.fill(1)
+    indexes = {
+        row[0]
+        for row in sqlite_db.sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'"
+        )
+    }
+    assert indexes == {"audit_events_run_id", "audit_events_at"}
+
+
+def test_a_file_made_with_the_kind_and_actor_indexes_keeps_and_uses_them(tmp_path: Path) -> None:
+    """Files written before those indexes were dropped from the schema open unchanged."""
+    db = tmp_path / "runbook.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.executescript(
+            sqlite_sink._SCHEMA
+            + "CREATE INDEX audit_events_kind ON audit_events (kind);"
+            + "CREATE INDEX audit_events_actor ON audit_events (actor);"
+        )
+    sink = open_sink(f"sqlite:///{db}")
+    try:
+        sink.append_many([make_event(0), make_event(1)])
+        assert [e.seq for e in sink.events(AuditQuery(kind="run_started"))] == [1]
+        assert sink.verify().ok
+    finally:
+        sink.close()
+    with closing(sqlite3.connect(db)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        sql, args = select_sql(AuditQuery(kind="run_started"))
+        plan = " ".join(str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+    assert {"audit_events_kind", "audit_events_actor"} <= names
+    assert "audit_events_kind" in plan
 
 
 def test_append_failure_raises_audit_error_naming_the_sink(tmp_path: Path) -> None:
