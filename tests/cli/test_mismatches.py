@@ -238,7 +238,9 @@ def test_a_refused_audit_append_exits_1_with_a_clear_message(project, invoke, mo
     path = project.write("greet.py", GREET)
     result = invoke("exec", path)
     assert result.exit_code == 1, result.output
-    assert "not run, 1 interrupted in" in result.stdout
+    # the refused event is the first step's step_started: it never ran, so it is not shown
+    # interrupted (it may not have half-happened) but cancelled, as its stored row says
+    assert "1 cancelled, 3 not run in" in result.stdout
     assert "error: AuditError: disk full" in result.stdout
     assert "a required audit sink refused an event" in result.stdout
     assert "Traceback" not in result.output
