@@ -609,20 +609,15 @@ class RunRecorder:
     ) -> None:
         """The end of the run: pause/cancel notes, ``run_finished``, the run row, the hook.
 
-        ``not_started``: steps whose start was refused (the store may already call them
-        ``running``, rule 1): they never ran, and an ended run has no step running, so their
-        rows (``cancelled``) and a ``step_failed`` each are written first, as an outcome is."""
+        ``not_started``: steps whose start was refused. They never ran; those the store
+        already calls ``running`` (rule 1: a sink refused the ``step_started`` after the commit,
+        so the sinks before it may hold it) are ended as an outcome is, ``step_failed`` then the
+        ``cancelled`` row, since an ended run has no step running. A start the store refused
+        left no row and no event to end."""
         status = result.status
         if not result.dry_run:
-            if not_started:
-                events = [
-                    ("step_failed", res.name, {"error": res.reason, "attempt": res.attempts}, None)
-                    for res in not_started
-                ]
-                with contextlib.suppress(AuditError, StoreError):  # the run has ended already
-                    self.write(
-                        not_started, () if self.quiet else events, intent=False, fatal_audit=False
-                    )
+            if not_started and self.store is not None:
+                self._end_unstarted(not_started)
             if status == R.PAUSED:
                 awaiting = [n for n, r in result.steps.items() if r.status == R.AWAITING_APPROVAL]
                 self.note("run_paused", None, {"awaiting": awaiting})
@@ -646,6 +641,22 @@ class RunRecorder:
                 with contextlib.suppress(Exception):
                     self.store.update_run(self.info.run_id, status=status, error=result.error)
         self.hook("runbook_run_finished", result=result)
+
+    def _end_unstarted(self, not_started: Sequence[StepResult]) -> None:
+        assert self.store is not None
+        with contextlib.suppress(Exception):  # the run has ended: nothing left to stop
+            rows = self.store.get_steps(self.info.run_id)
+            running = [
+                res
+                for res in not_started
+                if (row := rows.get(res.name)) is not None and row.status == R.STEP_RUNNING
+            ]
+            if running:
+                events = [
+                    ("step_failed", res.name, {"error": res.reason, "attempt": res.attempts}, None)
+                    for res in running
+                ]
+                self.write(running, () if self.quiet else events, intent=False, fatal_audit=False)
 
     def run_refused(self, exc: LockHeld, *, still_waiting: bool) -> None:
         """A lock refused the run before anything ran: leave a stored run that says so."""

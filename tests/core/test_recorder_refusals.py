@@ -87,15 +87,10 @@ def test_a_store_that_stops_witnessing_mid_run_still_undoes_what_ran(write_runbo
     assert (run.status, run.error) == ("rolled_back", result.error)
     # the outcome rows are stored though their witnesses were refused
     assert store.get_steps(run.run_id)["first"].status == "rolled_back"
-    # second never ran: its step_started (taken by the sink) gets its outcome at the run's end,
-    # and its row does not stay running
-    assert store.get_steps(run.run_id)["second"].status == "cancelled"
     kinds = [(e.kind, e.step) for e in sink.events()]
-    assert kinds[-5:] == [
-        ("step_started", "second"),
+    assert kinds[-3:] == [
         ("rollback_started", "first"),
         ("rollback_succeeded", "first"),
-        ("step_failed", "second"),
         ("run_finished", None),
     ]
 

@@ -148,8 +148,9 @@ def test_a_refused_start_leaves_no_step_running_once_the_run_ended(
 
 
 def test_a_start_refused_by_the_store_leaves_no_step_running_either(tmp_path: Path) -> None:
-    """The store refuses the second step's start (its row stays as it was): the end still says
-    it never ran, through the same write as the run's end, once the store takes writes again."""
+    """The store refuses the second step's start: no row says it started (none is written for
+    it at the end either: the store never held its start, the trail never had it), and the
+    result says it never ran."""
     path = tmp_path / "rb.py"
     path.write_text(CHAIN)
     rb = load(path)
@@ -169,6 +170,8 @@ def test_a_start_refused_by_the_store_leaves_no_step_running_either(tmp_path: Pa
     result = runner.run(rb)
     assert refused == ["second"]
     assert result.status == "rolled_back"
+    assert result.steps["second"].status == STEP_CANCELLED
     rows = store.get_steps(result.run_id)
-    assert rows["second"].status == STEP_CANCELLED
+    assert "second" not in rows  # never stored as started: nothing to end
+    assert all(row.status in ENDED for row in rows.values())
     assert rb.module.DONE == ["first", "unfirst"]
