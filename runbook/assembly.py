@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runbook.approvals import ApprovalPolicy
+from runbook.audit.pipeline import Recorder
 from runbook.collect import Runbook
 from runbook.context import Ctx, RunInfo
 from runbook.engine import Execution, RunSetup
@@ -21,7 +22,6 @@ from runbook.executors import Executor
 from runbook.locks.manager import LockManager
 from runbook.params import Params
 from runbook.plugins import implements_hooks
-from runbook.recorder import Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult
 from runbook.scope import Injector, ResourceScope, bound_to_run

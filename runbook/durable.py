@@ -21,6 +21,7 @@ from typing import Any
 from runbook import coordinator as C
 from runbook import recovery
 from runbook import result as R
+from runbook.audit.pipeline import HOST, Recorder
 from runbook.collect import Runbook, bind_params
 from runbook.context import RunInfo
 from runbook.decisions import Decisions
@@ -29,7 +30,6 @@ from runbook.errors import UsageError
 from runbook.locks.manager import LockManager
 from runbook.params import Params, resolve_params
 from runbook.providers import Providers
-from runbook.recorder import HOST, Recorder
 from runbook.redact import Redactor
 from runbook.result import RunResult
 from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord

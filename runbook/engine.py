@@ -19,6 +19,7 @@ from typing import Any
 from runbook import result as R
 from runbook import tracing
 from runbook.approvals import ApprovalPolicy
+from runbook.audit.pipeline import Recorder
 from runbook.clock import Clock
 from runbook.collect import Arg, Runbook, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN, RunInfo
@@ -37,7 +38,7 @@ from runbook.failure import describe as describe_failure
 from runbook.grouping import StartGroup
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
-from runbook.recorder import Recorder, RunRecorder, error_text
+from runbook.recorder import RunRecorder, error_text
 from runbook.redact import Redactor
 from runbook.result import RunResult
 from runbook.scope import ResourceScope

@@ -17,10 +17,10 @@ from typing import Any
 
 from runbook import coordinator as C
 from runbook import result as R
+from runbook.audit.pipeline import HOST
 from runbook.collect import Runbook
 from runbook.coordinator import is_redacted
 from runbook.errors import StoreCorrupt, UsageError
-from runbook.recorder import HOST
 from runbook.store.base import RunRecord, RunStore, StepRecord
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from runbook import result as R
 from runbook.assembly import execute
 from runbook.audit.events import AuditSink
+from runbook.audit.pipeline import HOST
 from runbook.audit.signing import load_signer
 from runbook.clock import Clock, SystemClock
 from runbook.collect import Runbook, bind_params, load
@@ -38,7 +39,6 @@ from runbook.params import Params, resolve_params
 from runbook.plugins import Plugins, configure, shared
 from runbook.protection import Protection
 from runbook.providers import Providers
-from runbook.recorder import HOST
 from runbook.result import RunResult
 from runbook.store.base import RunRecord, RunStore
 

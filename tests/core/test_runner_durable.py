@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from runbook import Runner, load
+from runbook.audit.pipeline import HOST
 from runbook.errors import ApprovalError, RunNotFound, UsageError
-from runbook.recorder import HOST
 from runbook.store.base import RunRecord, StepRecord
 from runbook.store.memory import MemoryStore
 

@@ -123,8 +123,8 @@ def set_(
     config_path: Path | None,
 ) -> None:
     """Set SERVICE's WEIGHTS (TARGET=WEIGHT pairs summing to 100), locked, audited, read back."""
+    from runbook.audit.pipeline import Recorder
     from runbook.context import RunInfo
-    from runbook.recorder import Recorder
     from runbook.redact import Redactor
     from runbook.runner import new_run_id
 

@@ -21,10 +21,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from runbook import backoff, tracing
 from runbook import result as R
+from runbook.audit.pipeline import HOST
 from runbook.collect import Runbook
 from runbook.errors import ApprovalError, RunbookError, UsageError
 from runbook.params import resolve_params
-from runbook.recorder import HOST
 from runbook.result import RunResult, StepResult
 from runbook.store.base import RunRecord
 from runbook_temporal import messages as M

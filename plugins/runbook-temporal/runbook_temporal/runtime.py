@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runbook.audit.pipeline import Recorder
 from runbook.clock import Clock, SystemClock, clip_to_deadline
 from runbook.collect import Runbook, bind_params
 from runbook.context import Ctx, RunInfo
 from runbook.errors import UsageError
 from runbook.params import Params, resolve_params
-from runbook.recorder import Recorder, RunRecorder
+from runbook.recorder import RunRecorder
 from runbook.redact import Redactor
 from runbook.scope import Injector, ResourceScope
 from runbook_temporal.messages import RunRef
