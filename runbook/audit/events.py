@@ -132,6 +132,10 @@ class AuditEvent:
     def at_datetime(self) -> datetime:
         return datetime.fromisoformat(self.at)
 
+    def stored_line(self) -> str:
+        """The JSON a file or SQL sink stores: the line ``chained`` built, else serialised now."""
+        return self.canonical or canonical_json(self.to_dict())
+
 
 _FIELDS = tuple(AuditEvent.__dataclass_fields__)
 # (field, its JSON key) in canonical (sorted) order without ``hash``; where ``hash`` goes.
@@ -305,6 +309,18 @@ def parse_event(text: str | bytes) -> AuditEvent:
         return AuditEvent.from_dict(data)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+
+
+def chain_after(seq: int, prev_hash: str, events: Iterable[AuditEvent]) -> list[AuditEvent]:
+    """``events`` chained one after another, the first as number ``seq + 1`` after
+    ``prev_hash``: what a sink appending a batch does under its lock, after reading its head."""
+    out = []
+    for event in events:
+        seq += 1
+        stored = event.chained(seq, prev_hash)
+        prev_hash = stored.hash or GENESIS
+        out.append(stored)
+    return out
 
 
 def event_hash(event: AuditEvent) -> str:

@@ -29,7 +29,7 @@ from runbook.audit.events import (
     BadEvent,
     Check,
     VerifyReport,
-    canonical_json,
+    chain_after,
     parse_event,
     verify_chain,
 )
@@ -187,14 +187,8 @@ class JsonlSink:
             ) from None
         seq = (last.seq or 0) if last else 0
         prev = last.hash if last and last.hash else GENESIS
-        stored, lines = [], []
-        for event in events:
-            seq += 1
-            chained = event.chained(seq, prev)
-            prev = chained.hash or GENESIS
-            stored.append(chained)
-            lines.append(chained.canonical or canonical_json(chained.to_dict()))
-        data = ("\n".join(lines) + "\n").encode()
+        stored = chain_after(seq, prev, events)
+        data = ("\n".join(event.stored_line() for event in stored) + "\n").encode()
         try:
             view = memoryview(data)
             while view:

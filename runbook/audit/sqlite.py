@@ -33,7 +33,7 @@ from runbook.audit.events import (
     BadEvent,
     Check,
     VerifyReport,
-    canonical_json,
+    chain_after,
     event_hash,
     parse_event,
     verify_chain,
@@ -197,25 +197,21 @@ class SqliteSink:
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         seq, prev = (last[0], last[1]) if last else (0, GENESIS)
-        stored, rows = [], []
-        for event in events:
-            seq += 1
-            chained = event.chained(seq, prev)
-            prev = chained.hash or GENESIS
-            stored.append(chained)
-            rows.append(
-                (
-                    chained.seq,
-                    chained.run_id,
-                    chained.step,
-                    chained.kind,
-                    chained.actor,
-                    normalize_at(chained.at),
-                    chained.prev_hash,
-                    chained.hash,
-                    chained.canonical or canonical_json(chained.to_dict()),
-                )
+        stored = chain_after(seq, prev, events)
+        rows = [
+            (
+                e.seq,
+                e.run_id,
+                e.step,
+                e.kind,
+                e.actor,
+                normalize_at(e.at),
+                e.prev_hash,
+                e.hash,
+                e.stored_line(),
             )
+            for e in stored
+        ]
         conn.executemany(
             "INSERT INTO audit_events (seq, run_id, step, kind, actor, at, prev_hash,"
             " hash, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -30,7 +30,7 @@ from runbook.audit.events import (
     BadEvent,
     Check,
     VerifyReport,
-    canonical_json,
+    chain_after,
     parse_event,
     verify_chain,
 )
@@ -163,25 +163,21 @@ class PostgresSink:
         )
         head = conn.execute(self._sql.head).fetchone()
         seq, prev = (head[0], head[1]) if head else (0, GENESIS)
-        stored, rows = [], []
-        for event in events:
-            seq += 1
-            chained = event.chained(seq, prev)
-            prev = chained.hash or GENESIS
-            stored.append(chained)
-            rows.append(
-                (
-                    chained.seq,
-                    chained.run_id,
-                    chained.step,
-                    chained.kind,
-                    chained.actor,
-                    _at(chained.at),
-                    chained.canonical or canonical_json(chained.to_dict()),
-                    chained.prev_hash,
-                    chained.hash,
-                )
+        stored = chain_after(seq, prev, events)
+        rows = [
+            (
+                e.seq,
+                e.run_id,
+                e.step,
+                e.kind,
+                e.actor,
+                _at(e.at),
+                e.stored_line(),
+                e.prev_hash,
+                e.hash,
             )
+            for e in stored
+        ]
         conn.cursor().executemany(self._sql.append, rows)
         return stored
 
