@@ -3,9 +3,17 @@
 One ``Execution`` per run. The coordinator (``runbook.coordinator``) decides what is ready, what
 is skipped, whether to retry and what to roll back; the recorder (``runbook.recorder``) makes each
 transition durable (store row, audit event, hook) before the next side effect; the executor
-(``runbook.executors``) runs one step attempt. What stays here is what needs the event loop: up
-to ``max_parallel`` step tasks at once, ``when=`` and gate checks, locks and their leases,
-cancellation, and waiting (backoff through the run's clock, jitter from the run's RNG).
+(``runbook.executors``) runs one step attempt. The driver's own parts, each in its module:
+
+- ``runbook.scheduling``: up to ``max_parallel`` step tasks at once, started as steps get ready;
+- ``runbook.attempts``: one step from its inputs to its outcome (``when=``, lock, the attempts,
+  waiting for a retry through the run's clock with jitter from the run's RNG);
+- ``runbook.gates``: what an approval gate's verdict does to the step and the run;
+- ``runbook.rollbacks``: the undo of each step the coordinator names, shielded from cancellation.
+
+What stays here is the run itself: its start (restored state, a resume's decisions audited, the
+run lock), the callbacks of its locks and their leases, cancellation, and its end (the result,
+locks released or kept across a pause, resources closed).
 """
 
 from __future__ import annotations
@@ -13,44 +21,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 from random import Random
 from typing import Any
 
 from runbook import result as R
 from runbook import tracing
 from runbook.approvals import ApprovalPolicy
+from runbook.attempts import run_step
 from runbook.audit.pipeline import Recorder
 from runbook.clock import Clock
-from runbook.collect import Arg, Runbook, StepDef
-from runbook.context import CURRENT_STEP, FENCING_TOKEN, RunInfo
+from runbook.collect import Runbook
+from runbook.context import RunInfo
 from runbook.coordinator import CANCELLED, FAILED, REDACTED_KEY, SKIP, Coordinator, is_redacted
-from runbook.errors import (
-    AuditError,
-    LeaseLost,
-    LockHeld,
-    RollbackHalted,
-    RunbookError,
-    StoreError,
-)
-from runbook.executors import Attempt, Executor
-from runbook.failure import LOG
-from runbook.failure import describe as describe_failure
+from runbook.errors import AuditError, LockHeld, StoreError
+from runbook.executors import Executor
 from runbook.grouping import StartGroup
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
 from runbook.recorder import RunRecorder, error_text
 from runbook.redact import Redactor
 from runbook.result import RunResult
+from runbook.rollbacks import rollback_all
+from runbook.scheduling import StepTasks, uncancel
 from runbook.scope import ResourceScope
 from runbook.store.base import RunStore, StepRecord
-from runbook.values import output_problem
 
 __all__ = ["REDACTED_KEY", "Execution", "RunSetup", "is_redacted"]
-
-_NOTHING = object()
-# The reason stored for a step whose start was refused (by a required sink or the store): it
-# never called its code, so it ends ``cancelled`` with this reason, never ``running``.
-NOT_STARTED = "not started: its start could not be recorded"
 
 
 @dataclass
@@ -93,23 +90,6 @@ class RunSetup:
     resume_data: dict[str, Any] = field(default_factory=dict)
 
 
-def gate_reason(approval: Any, kwargs: dict[str, Any]) -> str | None:
-    """The question an approval gate asks (``Approval(reason=...)``), from the step's inputs."""
-    if approval.reason is None:
-        return None
-    try:
-        return str(approval.reason(**kwargs))
-    except Exception as exc:  # a broken reason must not hide the gate itself
-        return f"(reason unavailable: {error_text(exc)})"
-
-
-def _uncancel() -> None:
-    """Take back the cancellation just caught, so this task can finish what it must."""
-    task = asyncio.current_task()
-    assert task is not None  # the engine always runs inside a task
-    task.uncancel()
-
-
 class _Unrecorded(Exception):
     """A resume whose decisions could not be recorded (``error``): nothing may act on them."""
 
@@ -140,19 +120,26 @@ class Execution:
             hooks_wanted=setup.hooks_wanted,
             redactor=setup.redactor,
             dry_run=setup.dry_run,
-            on_fatal=self._fatal,
+            on_fatal=self.fail_run,
             seq_of=self.coord.seqs.get,
             run_options=setup.run_options,
         )
         self.executor: Executor = setup.executor
-        self._tasks: dict[asyncio.Task[None], str] = {}
-        self._lost: dict[str, Exception] = {}
-        self._not_started: list[str] = []  # refused starts, recorded with the run's end
-        self._run_lock: str | None = None
-        self._limit = max(1, setup.max_parallel)
+        self.lost: dict[str, Exception] = {}  # steps whose lease was lost: their error
+        self.not_started: list[str] = []  # refused starts, recorded with the run's end
+        self.run_lock: str | None = None
         # Starts of steps launched together: one transition (runbook.grouping), when written.
-        self._starts = StartGroup(self.rec.steps_started)
-        self._group = self.rec.store is not None or not self.rec.quiet
+        self.starts = StartGroup(self.rec.steps_started)
+        self.group = self.rec.store is not None or not self.rec.quiet
+        self.tasks = StepTasks(
+            self.coord,
+            self.rec,
+            self.starts,
+            group=self.group,
+            limit=max(1, setup.max_parallel),
+            run_step=partial(run_step, self),
+            on_error=self.fail_run,
+        )
 
     # -- what the gates, ctx and lock callbacks use ---------------------------------------------
 
@@ -162,12 +149,13 @@ class Execution:
         """Audit an event; a refused required sink makes the run fail before its next effect."""
         self.rec.emit(kind, step, data, **kw)
 
-    def _fatal(self, exc: BaseException) -> None:
+    def fail_run(self, exc: BaseException) -> None:
+        """The run fails (the first such error is its error): nothing new starts, it rolls back."""
         if self.fatal is None:
             self.fatal = exc
         self.coord.fail_run()
 
-    def _template(self, template: str) -> str:
+    def template(self, template: str) -> str:
         return expand_name(template, env=self.s.info.env, params=self.s.scope.get("params"))
 
     # -- the run --------------------------------------------------------------------------------
@@ -210,21 +198,21 @@ class Execution:
                 else:
                     self.emit("run_started", None, {"max_parallel": s.max_parallel, **s.started})
                 if self.rb.lock and s.locks and not s.dry_run:
-                    self._run_lock = self._template(self.rb.lock)
-                    await self._acquire([self._run_lock], None)
+                    self.run_lock = self.template(self.rb.lock)
+                    await self.acquire([self.run_lock], None)
                 if not (s.deny_only or coord.cancelled):
-                    await self._schedule()
+                    await self.tasks.run()
             except asyncio.CancelledError:
                 coord.cancel_run()
-                _uncancel()
-                await self._cancel_running()
+                uncancel()
+                await self.tasks.cancel_all()
             except (AuditError, StoreError) as exc:
-                self._fatal(exc)
+                self.fail_run(exc)
             if coord.stopping and not s.dry_run:
-                with contextlib.suppress(StoreError):  # reported through _fatal; undo anyway
+                with contextlib.suppress(StoreError):  # reported through fail_run; undo anyway
                     cause = CANCELLED if coord.cancelled else FAILED
                     self.rec.rollback_begun(cause, self._error())
-                await self._rollback_all()
+                await rollback_all(self)
         except _Unrecorded as refused:
             # The resume's decisions (run_resumed, step_interrupted, their rows) were refused:
             # acting on them now (undoing a cut-off step, storing it cancelled) would leave a
@@ -260,7 +248,7 @@ class Execution:
             result,
             resumed_by=s.resumed_by,
             settle_data=s.settle_data,
-            not_started=[self.results[name] for name in self._not_started],
+            not_started=[self.results[name] for name in self.not_started],
         )
         return result
 
@@ -295,88 +283,9 @@ class Execution:
             return self.s.redactor.text(error_text(self.fatal))
         return self.coord.first_error() or self.s.run_options.get("error")
 
-    # -- scheduling -----------------------------------------------------------------------------
+    # -- what the step, gate and rollback drivers share -----------------------------------------
 
-    async def _schedule(self) -> None:
-        """Event-driven: each finished task releases its dependents and starts what is ready.
-
-        Done-callbacks instead of ``asyncio.wait`` in a loop keep the per-step cost flat; the
-        coroutine only waits for the moment nothing is running any more.
-        """
-        self.coord.start()
-        self._loop = asyncio.get_running_loop()
-        self._idle = self._loop.create_future()
-        self._pump()
-        if self._tasks:
-            await self._idle
-        self.rec.flush()
-
-    def _pump(self) -> None:
-        running = self._tasks
-        for name in self.coord.take_ready(self._limit - len(running)):
-            task = self._loop.create_task(self._run_step(name))
-            running[task] = name
-            task.add_done_callback(self._task_done)
-        if not running and not self._idle.done():
-            self._idle.set_result(None)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        # Always still tracked: this callback is registered before any gather() awaits the
-        # task, and done callbacks run in registration order (nothing to check).
-        self._tasks.pop(task, None)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self._fatal(exc)
-        if self.coord.stopping:
-            for other in self._tasks:
-                other.cancel()
-        self._pump()
-        # A finished step's outcome is held for the next steps' start (one write for both,
-        # runbook.recorder); the tasks just started get to take it first (their batch, when
-        # they are several: runbook.grouping), and whatever this step left held then is
-        # written on the next turn of the loop, before anything else.
-        self._loop.call_soon(self._flush, self.rec.holds)
-
-    def _flush(self, upto: int) -> None:
-        if self._group and self._starts.open:  # its write, due on this turn or the next,
-            return  # carries what is held
-        try:
-            self.rec.flush(upto)
-        except (AuditError, StoreError):  # reported through _fatal: stop what is running
-            for task in self._tasks:
-                task.cancel()
-            self._pump()
-
-    async def _cancel_running(self) -> None:
-        running = list(self._tasks)
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-        self._tasks.clear()
-
-    # -- one step -------------------------------------------------------------------------------
-
-    def _kwargs(self, args: tuple[Arg, ...]) -> dict[str, Any] | str:
-        """Arguments for a call, or the reason the step must be skipped."""
-        blocked = self.coord.blocked_by(args)
-        if blocked is not None:
-            return blocked
-        out = {}
-        results, outputs, scope = self.results, self.outputs, self.s.scope
-        for arg in args:
-            source = arg.source
-            if source == "step":
-                if results[arg.key].status == R.STEP_SUCCEEDED:
-                    out[arg.name] = outputs.get(arg.key)
-                else:
-                    out[arg.name] = arg.default
-            elif source == "name":
-                out[arg.name] = scope.get(arg.key)
-            else:
-                out[arg.name] = arg.default
-        return out
-
-    def _finish(
+    def finish(
         self,
         name: str,
         *,
@@ -393,191 +302,30 @@ class Execution:
             res.duration = (res.finished_at - res.started_at).total_seconds()
         self.rec.step_finished(res, event, data, hold=True)
 
-    def _skip(self, name: str, reason: str) -> None:
+    def skip(self, name: str, reason: str) -> None:
+        """Step ``name`` is skipped, for ``reason``."""
         self.coord.on_skipped(name, reason)
-        self._finish(name, event="step_skipped", data={"reason": reason})
+        self.finish(name, event="step_skipped", data={"reason": reason})
 
-    def _fail(self, name: str, error: str, data: dict[str, Any]) -> None:
+    def fail(self, name: str, error: str, data: dict[str, Any]) -> None:
+        """Step ``name`` failed with ``error`` (``data``: its ``step_failed`` event's)."""
         self.coord.on_failed(name)
-        self._finish(name, error=error, event="step_failed", data=data)
+        self.finish(name, error=error, event="step_failed", data=data)
 
-    async def _run_step(self, name: str) -> None:
-        step, coord, dry = self.steps[name], self.coord, self.s.dry_run
-        CURRENT_STEP.set(name)
-        kwargs = self._kwargs(step.args)
-        # --dry-run: inputs that are only "planned" still let a probe-only when= be evaluated.
-        planned = dry and isinstance(kwargs, str) and kwargs.endswith(R.PLANNED)
-        if isinstance(kwargs, str) and not planned:
-            return self._skip(name, kwargs)
-        when = step.options.when  # when_args are the arguments of when=: both or neither
-        if when is not None and step.when_args is not None:
-            if dry and any(
-                a.source == "step" and self.steps[a.key].kind != "probe" for a in step.when_args
-            ):
-                coord.on_planned(name, "when: decided at run time")
-                return self._finish(name)
-            when_kwargs = self._kwargs(step.when_args)
-            if isinstance(when_kwargs, str):
-                return self._skip(name, when_kwargs)
-            try:
-                decision = when(**when_kwargs)
-            except (Exception, SystemExit) as exc:
-                text = error_text(exc)
-                return self._fail(name, f"when= raised {text}", {"error": text})
-            if not decision:
-                return self._skip(name, "when")
-        if planned or (dry and step.kind != "probe"):
-            coord.on_planned(
-                name, f"would run{' (approval gate)' if step.options.approval else ''}"
-            )
-            return self._finish(name)
-        assert isinstance(kwargs, dict)
-        if step.options.approval is not None and not dry:
-            verdict = self.s.approvals.check(name, step.options.approval, self)
-            if verdict == "denied":
-                coord.on_denied(name)
-                self._finish(name)
-                self._fatal(RunbookError(f"approval for {name!r} was denied"))
-                return
-            if verdict == "pending":
-                why = gate_reason(step.options.approval, kwargs)
-                if coord.on_awaiting(name, why):
-                    data = self.s.approvals.request_data(name, step.options.approval)
-                    self._finish(
-                        name,
-                        event="approval_requested",
-                        data={**data, "reason": why} if why else data,
-                    )
-                return
-        lock_name = self._template(step.options.lock) if step.options.lock else None
-        locks = self.s.locks
-        if lock_name and locks:
-            try:
-                await self._acquire([lock_name], name)
-            except LockHeld as exc:
-                self.lock_denied = str(exc)
-                return self._fail(name, str(exc), {"error": str(exc)})
-        token = self._token(lock_name)
-        if token is not None:
-            FENCING_TOKEN.set(token)
-        try:
-            await self._attempts(step, kwargs, token, lock_name)
-        finally:
-            if lock_name and locks:
-                with contextlib.suppress(AuditError, StoreError):  # reported through _fatal
-                    self.rec.flush()  # the outcome is durable before the lock is free
-                self.rec.locks_released(await locks.release([lock_name]), name, stop=True)
+    # -- locks ----------------------------------------------------------------------------------
 
-    def _token(self, lock_name: str | None) -> int | None:
+    def token(self, lock_name: str | None) -> int | None:
+        """The fencing token a step's attempts carry: its own lock's, else the run lock's."""
         locks = self.s.locks
         if locks is None:
             return None
-        for candidate in (lock_name, self._run_lock):
+        for candidate in (lock_name, self.run_lock):
             if candidate and (lease := locks.lease_of(candidate)) is not None:
                 return lease.token
         return None
 
-    async def _attempts(
-        self, step: StepDef, kwargs: dict[str, Any], token: int | None, lock_name: str | None
-    ) -> None:
-        name, res, coord, clock = step.name, self.results[step.name], self.coord, self.clock
-        locks, guarded = self.s.locks, (lock_name, self._run_lock)
-        LOG.set(res.log)  # what the step logs through ``log`` is kept with its outcome
-        attempt = 0
-        while True:
-            attempt += 1
-            coord.on_started(name, attempt)
-            res.started_at = res.started_at or clock.now()
-            exc: BaseException | None = None
-            output: Any = None  # read only when the attempt returned (exc is None)
-            started, began = False, 0.0
-            try:
-                # Durable before the side effects start; with the others launched with it.
-                if self._group and len(self._tasks) > 1:
-                    await self._starts.join(res, attempt)
-                else:
-                    self.rec.step_started(res, attempt)
-                started, began = True, clock.monotonic()
-                output = await self._traced(
-                    Attempt(
-                        self.s.info.run_id,
-                        name,
-                        step.func,
-                        kwargs,
-                        step.is_async,
-                        step.options.timeout,
-                        attempt,
-                        token,
-                    )
-                )
-            except asyncio.CancelledError:
-                lost = self._lost.pop(name, None)
-                if lost is None:
-                    coord.on_cancelled(name)
-                    self._finish(name, event="step_failed", data={"error": "cancelled"})
-                    raise
-                _uncancel()
-                exc = lost
-                began = began or clock.monotonic()  # lost while its start was being written
-            except Exception as error:
-                if not started:  # its start was not recorded: nothing ran, the run stops
-                    res.status, res.reason = R.STEP_CANCELLED, NOT_STARTED
-                    self._not_started.append(name)
-                    raise
-                exc = error
-            if locks is not None and (gone := locks.check(guarded)) is not None:
-                exc = gone  # the lease ran out at some moment of the step: its outcome is void
-            if exc is None:
-                exc = output_problem(name, output)
-            if exc is None:
-                res.output = output
-                self.outputs[name] = output
-                coord.on_succeeded(name)
-                duration_ms = round((clock.monotonic() - began) * 1000, 3)
-                data = {"output": output, "attempt": attempt, "duration_ms": duration_ms}
-                if res.log:
-                    data["log"] = list(res.log)
-                return self._finish(name, event="step_succeeded", data=data)
-            text = error_text(exc)
-            if coord.should_retry(name, attempt, lease_lost=isinstance(exc, LeaseLost)):
-                delay = coord.backoff(name, attempt, self.s.rng.random())
-                data = {"attempt": attempt, "error": text, "delay": round(delay, 3)}
-                self.emit("step_retried", name, data)
-                await clock.asleep(delay)
-                continue
-            why = describe_failure(exc, self.rb.path, self.s.redactor.text)
-            exc = None  # its traceback holds this frame: kept, the two would be a cycle
-            res.traceback, res.where, res.stderr = why.traceback, why.where, why.stderr
-            duration_ms = round((clock.monotonic() - began) * 1000, 3)
-            data = {
-                "error": text,
-                "attempt": attempt,
-                "traceback": why.traceback,
-                "duration_ms": duration_ms,
-            }
-            data.update({k: v for k, v in (("where", why.where), ("stderr", why.stderr)) if v})
-            if res.log:
-                data["log"] = list(res.log)
-            return self._fail(name, text, data)
-
-    async def _traced(self, attempt: Attempt) -> Any:
-        """One attempt inside its ``runbook.step`` span, a child of the run's: commands and
-        requests the step makes carry this span's trace context (runbook.tracing)."""
-        if not tracing.enabled():  # no OpenTelemetry API installed: no span to open
-            return await self.executor.run(attempt)
-        info = self.s.info
-        with tracing.attempt_span(info.run_id, attempt.step, info.env, attempt.attempt) as span:
-            try:
-                output = await self.executor.run(attempt)
-            except BaseException as exc:
-                span.set_status("failed", error_text(exc))
-                raise
-            span.set_status("succeeded")
-            return output
-
-    # -- locks ----------------------------------------------------------------------------------
-
-    async def _acquire(self, names: list[str], step: str | None) -> None:
+    async def acquire(self, names: list[str], step: str | None) -> None:
+        """Take ``names`` for ``step`` (None: the run), audited; ``LockHeld`` when refused."""
         locks = self.s.locks
         assert locks is not None
         self.rec.flush()  # nothing held while waiting
@@ -599,84 +347,11 @@ class Execution:
 
     def on_lease_lost(self, name: str, exc: Exception) -> None:
         """Called by the LockManager: fail the steps the lock protected instead of going on."""
-        for task, step in list(self._tasks.items()):
+        for task, step in list(self.tasks.running.items()):
             lock = self.steps[step].options.lock
-            if name == self._run_lock or (lock and self._template(lock) == name):
-                self._lost[step] = exc
+            if name == self.run_lock or (lock and self.template(lock) == name):
+                self.lost[step] = exc
                 task.cancel()
-
-    # -- rollback -------------------------------------------------------------------------------
-
-    async def _rollback_all(self) -> None:
-        """Undo, shielded: a cancellation (a Ctrl-C arriving now) never abandons a rollback
-        half-way, which is the one thing worse than waiting for it."""
-        undo = asyncio.ensure_future(self._undo_all())
-        while True:
-            try:
-                return await asyncio.shield(undo)
-            except asyncio.CancelledError:
-                if undo.done():  # it ended too (SystemExit stopped the loop): let this through
-                    raise
-                _uncancel()  # the undo goes on; this task waits for it again
-
-    async def _undo_all(self) -> None:
-        coord = self.coord
-        coord.begin_rollback()
-        while (name := coord.next_rollback()) is not None:
-            await self._rollback(name)
-
-    async def _rollback(self, name: str) -> None:
-        step, coord = self.steps[name], self.coord
-        rb = step.rollback
-        assert rb is not None
-        res = self.results[name]
-        CURRENT_STEP.set(name)
-        coord.on_rollback_started(name)
-        self.rec.rollback_started(res)
-        if self.executor.still_running(name):
-            # Undoing while the step's thread is still doing would race it: give the thread the
-            # step's timeout again to finish, then leave the undo to a human.
-            grace = min(60.0, max(5.0, step.options.timeout or 0.0))
-            if not await self.executor.wait_stopped(name, grace):
-                text = (
-                    f"step {name!r} is still running in its worker thread {grace:g}s after "
-                    "its timeout; not rolled back: check it and undo by hand"
-                )
-                coord.on_rollback_failed(name, text)
-                return self.rec.rollback_finished(res)
-        kwargs: dict[str, Any] = {}
-        output = self.outputs.get(name)
-        for arg in rb.args:
-            if arg.source == "extra":  # group steps receive their own output as ``output``
-                kwargs[arg.name] = output
-            elif arg.source == "step":
-                kwargs[arg.name] = self.outputs.get(
-                    arg.key, arg.default if arg.has_default else None
-                )
-            elif arg.source == "name":
-                kwargs[arg.name] = self.s.scope.get(arg.key)
-            else:
-                kwargs[arg.name] = arg.default
-        attempt = Attempt(
-            self.s.info.run_id,
-            name,
-            rb.func,
-            kwargs,
-            rb.is_async,
-            step.options.timeout,
-            rollback=True,
-        )
-        try:
-            await self.executor.run(attempt)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            # RollbackHalted: undoing more would make things worse; the rest is left to a human.
-            halt = isinstance(exc, RollbackHalted)
-            coord.on_rollback_failed(name, self.s.redactor.text(error_text(exc)), halt=halt)
-        else:
-            coord.on_rolled_back(name)
-        self.rec.rollback_finished(res)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -684,17 +359,18 @@ class Execution:
         """Once the run is over: the recorder no longer calls back into this execution (that
         reference made a cycle, left to the cyclic collector; runbook.runner)."""
         self.rec.on_fatal = _after_the_run
+        self.tasks.release()
 
     async def _teardown(self, *, paused: bool) -> None:
-        with contextlib.suppress(AuditError, StoreError):  # reported through _fatal
+        with contextlib.suppress(AuditError, StoreError):  # reported through fail_run
             self.rec.flush()
         locks = self.s.locks
         if locks is not None:
-            if paused and self.s.keep_lock_when_paused and self._run_lock:
+            if paused and self.s.keep_lock_when_paused and self.run_lock:
                 # Keep the run lock across the pause: extend it so it outlives this process.
                 with contextlib.suppress(Exception):  # serialised with the keeper's renewals
-                    await locks.extend([self._run_lock], self.s.paused_lease)
-                others = [lease.name for lease in locks.held() if lease.name != self._run_lock]
+                    await locks.extend([self.run_lock], self.s.paused_lease)
+                others = [lease.name for lease in locks.held() if lease.name != self.run_lock]
                 self.rec.locks_released(await locks.release(others), None, stop=False)
             else:
                 self.rec.locks_released(await locks.release_all(), None, stop=False)
