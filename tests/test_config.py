@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import shutil
@@ -389,7 +390,7 @@ def no_git_config(tmp_path: Path, monkeypatch) -> None:
     """Only a repo's own config counts: not the machine's global or system git config."""
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global-gitconfig"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setattr(config_mod.getpass, "getuser", lambda: "os-user")
+    monkeypatch.setattr(getpass, "getuser", lambda: "os-user")
 
 
 def git_repo(path: Path, email: str) -> Path:
@@ -423,7 +424,7 @@ def test_hanging_git_is_ignored(tmp_path: Path, no_git_config, monkeypatch) -> N
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
 
-    monkeypatch.setattr(config_mod.subprocess, "run", hang)
+    monkeypatch.setattr(subprocess, "run", hang)
     assert resolve_actor(None, environ={}, cwd=tmp_path) == "os-user"
 
 
@@ -436,7 +437,7 @@ def test_no_os_user_still_names_someone(tmp_path: Path, no_git_config, monkeypat
     def no_user() -> str:
         raise KeyError("getpwuid(): uid not found")
 
-    monkeypatch.setattr(config_mod.getpass, "getuser", no_user)
+    monkeypatch.setattr(getpass, "getuser", no_user)
     assert resolve_actor(None, environ={}, cwd=tmp_path).startswith("uid-")
 
 
