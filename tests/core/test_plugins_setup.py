@@ -6,6 +6,7 @@ registered plugins)."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import types
 from typing import Any
@@ -327,6 +328,111 @@ def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "[]"
+
+
+# What collection leaves unimported while every name resolves without the plugins: the plugin
+# manager, the entry-point scan (importlib.metadata), the built-in and the installed plugins.
+PLUGIN_MODULES = (
+    "runbook.plugins",
+    "runbook.resources",
+    "importlib.metadata",
+    *sorted(
+        {ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group="runbook")}
+    ),
+)
+
+
+def _imported_by_load(tmp_path, source: str, *, conf: str | None = None) -> list[str]:
+    """The plugin modules a fresh interpreter (not measured by coverage, see above) has imported
+    after loading ``source``; what ``load`` returned is checked against a load in this process."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "pyproject.toml").touch()
+    if conf is not None:
+        (tmp_path / "runbookconf.py").write_text(conf)
+    path = tmp_path / "rb.py"
+    path.write_text(source)
+    code = (
+        "import json, sys\n"
+        "from runbook import load\n"
+        f"rb = load({str(path)!r})\n"
+        "args = {n: [(a.name, a.source) for a in s.args] for n, s in rb.steps.items()}\n"
+        f"mods = sorted(m for m in sys.modules if m.partition('.')[0] in {PLUGIN_MODULES!r}\n"
+        f"              or m in {PLUGIN_MODULES!r})\n"
+        "print(json.dumps([args, mods]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    args, imported = json.loads(out.stdout.splitlines()[-1])
+    from runbook import load
+
+    here = load(path)
+    assert args == {n: [[a.name, a.source] for a in s.args] for n, s in here.steps.items()}
+    return imported
+
+
+def test_load_imports_no_plugin_when_every_name_is_a_step_builtin_or_local_resource(tmp_path):
+    source = (
+        "from runbook import step\n\n"
+        "@step\ndef a(shell, log, ctx):\n    return 1\n\n"
+        "@step\ndef b(a, http, greeting):\n    return a\n"
+    )
+    conf = "from runbook import resource\n@resource\ndef greeting():\n    return 'hi'\n"
+    assert _imported_by_load(tmp_path, source, conf=conf) == []
+
+
+def test_load_imports_the_plugins_for_a_name_only_they_may_resolve(tmp_path):
+    """A parameter that is no step, built-in or runbookconf resource may be a plugin's resource,
+    even with a default (a plugin's resource beats the default): the plugins are discovered."""
+    source = "from runbook import step\n\n@step\ndef a(vault=None):\n    return 1\n"
+    imported = _imported_by_load(tmp_path, source)
+    assert {"runbook.plugins", "runbook.resources", "importlib.metadata"} <= set(imported)
+
+
+def test_a_plugins_resource_resolves_when_load_asks_for_it(fake_entry_points, write_runbook):
+    from runbook import load
+
+    found, scans, _ = fake_entry_points
+    found.append(_EntryPoint("vault", _Vault()))
+    steps_only = load(write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n"))
+    assert scans == []  # nothing asked the plugins
+    source = "from runbook import step\n@step\ndef a(vault, other=2):\n    return 1\n"
+    rb = load(write_runbook(source, name="rb2"))
+    assert [(a.name, a.source) for a in rb.steps["a"].args] == [
+        ("vault", "name"),
+        ("other", "default"),
+    ]
+    assert scans == ["runbook"] and "vault" in rb.names
+    assert "vault" in steps_only.names and scans == ["runbook"]  # the manager is shared
+
+
+def test_a_name_nothing_resolves_is_suggested_from_the_plugins_names(
+    fake_entry_points, write_runbook
+):
+    from runbook import DefinitionError, load
+
+    found, _, _ = fake_entry_points
+    found.append(_EntryPoint("vault", _Vault()))
+    source = "from runbook import step\n@step\ndef a(vualt):\n    return 1\n"
+    with pytest.raises(DefinitionError, match="did you mean 'vault'"):
+        load(write_runbook(source))
+
+
+def test_a_broken_plugin_fails_the_load_that_needs_the_plugins(fake_entry_points, write_runbook):
+    """... and not one that does not ask them (the run, which builds the plugin manager, does)."""
+    from runbook import load
+
+    found, _, _ = fake_entry_points
+    found.append(_EntryPoint("broken", error=ImportError("no module named vaultlib")))
+    rb = load(write_runbook("from runbook import step\n@step\ndef a(shell):\n    pass\n"))
+    assert list(rb.steps) == ["a"]
+    source = "from runbook import step\n@step\ndef a(vault):\n    return 1\n"
+    with pytest.raises(PluginError, match=r"'broken' from runbook-fake 1\.0 failed to load"):
+        load(write_runbook(source, name="rb2"))
 
 
 def test_a_runbookconf_with_resources_only_keeps_the_shared_manager(write_runbook, tmp_path):
