@@ -19,17 +19,13 @@ import hashlib
 import struct
 from typing import Any
 
+# ``cryptography``, imported by ``available()`` the first time a key or a signature is looked
+# at: it costs ~10 ms, and every command that builds a Runner imports this module.
 _ed25519: Any = None
 _serialization: Any = None
 _InvalidSignature: Any = None
 _Unsupported: Any = None
-try:
-    from cryptography.exceptions import InvalidSignature as _InvalidSignature
-    from cryptography.exceptions import UnsupportedAlgorithm as _Unsupported
-    from cryptography.hazmat.primitives import serialization as _serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed25519
-except ImportError:  # pragma: no cover - exercised by installs without cryptography
-    pass
+_imported = False
 
 MAGIC = b"SSHSIG"
 VERSION = 1
@@ -44,6 +40,19 @@ class Invalid(ValueError):
 
 
 def available() -> bool:
+    """Whether ``cryptography`` is installed (imported here, once). Every function that uses it
+    asks this first."""
+    global _ed25519, _serialization, _InvalidSignature, _Unsupported, _imported
+    if not _imported:
+        _imported = True
+        try:
+            from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+        except ImportError:  # pragma: no cover - exercised by installs without cryptography
+            return False
+        _ed25519, _serialization = ed25519, serialization
+        _InvalidSignature, _Unsupported = InvalidSignature, UnsupportedAlgorithm
     return _ed25519 is not None
 
 

@@ -154,3 +154,65 @@ def test_lazy_commands_behave_as_a_mapping():
     assert len(commands) == 0 and "locks" not in commands
     with pytest.raises(KeyError):
         del commands["locks"]
+
+
+def test_list_imports_no_engine_store_delivery_or_signing(tmp_path):
+    """``runbook list`` collects and shows: the configuration's notification rules are checked
+    (runbook.notify.rules), but nothing is delivered (asyncio), and no store, engine or signing
+    library is imported. In a fresh interpreter not measured by coverage (it imports sqlite3):
+    see tests/core/test_plugins_setup.py."""
+    import os
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.runbook]\nstore = "sqlite:///.runbook/runs.db"\n\n'
+        '[[tool.runbook.notify]]\nto = "console://"\non = ["run_failed"]\n'
+    )
+    (tmp_path / "rb.py").write_text("from runbook import step\n\n@step\ndef a(shell):\n    pass\n")
+    heavy = (
+        "asyncio",
+        "sqlite3",
+        "cryptography",
+        "runbook.engine",
+        "runbook.runner",
+        "runbook.store",
+        "runbook.notify.dispatch",
+    )
+    code = f"""
+        import json, sys
+        from runbook.cli import cli
+        try:
+            cli.main(["list", "rb.py"], prog_name="runbook")
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        heavy = {heavy!r}
+        print(json.dumps([[m for m in sys.modules if m in heavy
+                           or m.startswith(tuple(h + "." for h in heavy))],
+                          "runbook.notify.rules" in sys.modules]))
+        """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    imported, rules_checked = json.loads(out.stdout.splitlines()[-1])
+    assert imported == [] and rules_checked
+
+
+def test_signing_is_imported_when_a_key_is_first_looked_at():
+    out = fresh(
+        """
+        import json, sys
+        import runbook.runner
+        from runbook import sshsig
+        before = "cryptography" in sys.modules
+        sshsig.available()
+        print(json.dumps([before, "cryptography" in sys.modules, sshsig.available()]))
+        """
+    )
+    before, after, available = json.loads(out.splitlines()[-1])
+    assert before is False
+    assert after is available  # imported when installed (the test extras install it)
