@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import DefinitionError, ParamError, RunbookError, UsageError
-from runbook.hookspecs import hookimpl
 from runbook.markers import Approval, probe, resource, rollback, step
 from runbook.params import param
 
@@ -17,11 +16,14 @@ __version__ = "0.2.0"
 
 if TYPE_CHECKING:
     from runbook.collect import Runbook, load
+    from runbook.hookspecs import hookimpl
     from runbook.result import RunResult, StepResult
     from runbook.runner import Runner
 
-# Imported lazily: ``import runbook`` in a runbook module must stay cheap and free of cycles.
+# Imported lazily: ``import runbook`` in a runbook module must stay cheap and free of cycles
+# (``hookimpl`` brings pluggy and every hook's spec: a plugin or a runbookconf.py asks for it).
 _LAZY = {
+    "hookimpl": ("runbook.hookspecs", "hookimpl"),
     "load": ("runbook.collect", "load"),
     "Runbook": ("runbook.collect", "Runbook"),
     "Runner": ("runbook.runner", "Runner"),

@@ -17,10 +17,15 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InventoryError
-from runbook.inventory import ALL, Host, Inventory, load_inventory
+
+if TYPE_CHECKING:
+    from runbook.inventory import Host, Inventory
+
+# runbook.inventory (its parsers, tomllib) is imported by the functions that need a host or an
+# inventory: every collection makes a Fleet, and most runbooks have no inventory.
 
 GROUP_PREFIX = "group:"
 
@@ -62,6 +67,8 @@ def parse_pattern(pattern: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _matches(item: str, host: Host) -> bool:
+    from runbook.inventory import ALL
+
     if item == ALL:
         return True
     if item.startswith(GROUP_PREFIX):
@@ -96,6 +103,8 @@ class Fleet:
         cls, inventory: str | Path | Inventory | None, limit: str | Sequence[str] | None = None
     ) -> Fleet:
         if isinstance(inventory, str | Path):
+            from runbook.inventory import load_inventory
+
             inventory = load_inventory(inventory)
         return cls(inventory, limit)
 
@@ -129,6 +138,8 @@ class Fleet:
     def host(self, name: str | Host) -> Host:
         """A host by name (or the Host itself); a name not in the inventory is a host whose
         address is its name, as Ansible treats an ad-hoc host."""
+        from runbook.inventory import Host
+
         if isinstance(name, Host):
             return name
         if self.inventory is not None and name in self.inventory:
@@ -149,6 +160,8 @@ class Fleet:
         """``"group:web"``, ``"web-1,web-2"``, ``"all"``, ``"web-*"`` or a list of names and
         Host objects; ``!item`` excludes. The limit applies; the order is the inventory's (or the
         list's), without duplicates."""
+        from runbook.inventory import ALL, Host
+
         items: list[str | Host] = list(parse_pattern(spec) if isinstance(spec, str) else spec)
         chosen: dict[str, Host] = {}
         excluded = [i[1:] for i in items if isinstance(i, str) and i.startswith("!")]

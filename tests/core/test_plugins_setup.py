@@ -331,11 +331,13 @@ def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
 
 
 # What collection leaves unimported while every name resolves without the plugins: the plugin
-# manager, the entry-point scan (importlib.metadata), the built-in and the installed plugins.
-PLUGIN_MODULES = (
+# manager, the entry-point scan (importlib.metadata), the built-in and the installed plugins; and
+# while the runbook has no inventory, the inventory parsers.
+LAZY_FOR_LOAD = (
     "runbook.plugins",
     "runbook.resources",
     "importlib.metadata",
+    "runbook.inventory",
     *sorted(
         {ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group="runbook")}
     ),
@@ -343,8 +345,8 @@ PLUGIN_MODULES = (
 
 
 def _imported_by_load(tmp_path, source: str, *, conf: str | None = None) -> list[str]:
-    """The plugin modules a fresh interpreter (not measured by coverage, see above) has imported
-    after loading ``source``; what ``load`` returned is checked against a load in this process."""
+    """Which of ``LAZY_FOR_LOAD`` a fresh interpreter (not measured by coverage, see above) has
+    imported after loading ``source``; what it collected is checked against a load here."""
     import json
     import subprocess
     import sys
@@ -359,8 +361,8 @@ def _imported_by_load(tmp_path, source: str, *, conf: str | None = None) -> list
         "from runbook import load\n"
         f"rb = load({str(path)!r})\n"
         "args = {n: [(a.name, a.source) for a in s.args] for n, s in rb.steps.items()}\n"
-        f"mods = sorted(m for m in sys.modules if m.partition('.')[0] in {PLUGIN_MODULES!r}\n"
-        f"              or m in {PLUGIN_MODULES!r})\n"
+        f"mods = sorted(m for m in sys.modules if m.partition('.')[0] in {LAZY_FOR_LOAD!r}\n"
+        f"              or m in {LAZY_FOR_LOAD!r})\n"
         "print(json.dumps([args, mods]))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE_"))}
@@ -391,6 +393,35 @@ def test_load_imports_the_plugins_for_a_name_only_they_may_resolve(tmp_path):
     source = "from runbook import step\n\n@step\ndef a(vault=None):\n    return 1\n"
     imported = _imported_by_load(tmp_path, source)
     assert {"runbook.plugins", "runbook.resources", "importlib.metadata"} <= set(imported)
+
+
+def test_load_imports_the_inventory_for_a_runbook_that_has_one(tmp_path):
+    (tmp_path / "hosts.ini").write_text("[web]\nweb-1\nweb-2\n")
+    source = 'from runbook import step\n\ninventory = "hosts.ini"\n\n@step\ndef a():\n    pass\n'
+    assert _imported_by_load(tmp_path, source) == ["runbook.inventory"]
+
+
+def test_import_runbook_imports_no_plugin_machinery_until_hookimpl_is_asked():
+    """A runbook's ``from runbook import step`` does not bring pluggy and every hook spec;
+    ``from runbook import hookimpl`` (a plugin, a runbookconf.py) does."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import runbook\n"
+        "lazy = ('pluggy', 'runbook.hookspecs', 'runbook.collect', 'runbook.plugins')\n"
+        "before = sorted(m for m in sys.modules if m in lazy)\n"
+        "from runbook import hookimpl\n"
+        "from runbook.hookspecs import hookimpl as real\n"
+        "print(json.dumps([before, hookimpl is real, 'pluggy' in sys.modules]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == [[], True, True]
 
 
 def test_a_plugins_resource_resolves_when_load_asks_for_it(fake_entry_points, write_runbook):
