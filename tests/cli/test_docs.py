@@ -83,7 +83,7 @@ def test_every_section_names_a_real_command():
         if title.startswith("runbook "):
             assert title in real, f"docs/cli.md documents {title!r}, which does not exist"
         else:
-            assert title in {"Exit codes", "JSON output", "Examples"}, (
+            assert title in {"Exit codes", "JSON output", "Startup", "Examples"}, (
                 f"unexpected section {title!r}"
             )
 
