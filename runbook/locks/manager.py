@@ -12,6 +12,9 @@ the loop was blocked) the lease counts as lost even if nobody noticed yet, becau
 may hold the lock by now: ``check`` reports it, the keeper does not renew it (its token may have
 been reissued), and ``release`` does not report it as released (that release would come after
 the next holder's).
+
+That real time is one object, the ``lease_clock`` (``RealTime`` unless a test passes its own), so a
+test can drive renewals, hangs and local deadlines with a fake one instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from runbook import backoff as _backoff
 from runbook.errors import LeaseLost, LockError, LockHeld
@@ -38,6 +41,39 @@ def monotonic() -> float:
     """Real monotonic time, even under a test's fake clock (freezegun patches ``time.monotonic``
     but not ``clock_gettime``): a lease runs out in real time at the provider."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+T = TypeVar("T")
+
+
+class LeaseClock(Protocol):
+    """The time leases are judged and renewed by: real time (``RealTime``) outside tests."""
+
+    def monotonic(self) -> float:
+        """Seconds on a scale that never goes back: when a lease was sent, when it runs out."""
+        ...
+
+    async def asleep(self, seconds: float) -> None:
+        """The keeper's wait between two renewals."""
+        ...
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """``awaitable``'s result, or ``TimeoutError`` once ``timeout`` seconds have passed."""
+        ...
+
+
+class RealTime:
+    """Real time, whatever clock the runbook's own waits use: a lease runs out in real time at
+    the provider."""
+
+    def monotonic(self) -> float:
+        return monotonic()
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        return await asyncio.wait_for(awaitable, timeout=timeout)
 
 
 OnLost = Callable[[str, Exception], None]
@@ -65,6 +101,7 @@ class LockManager:
         on_wait: OnWait | None = None,
         rng: random.Random | None = None,
         holder_status: Callable[[str], str | None] | None = None,
+        lease_clock: LeaseClock | None = None,
     ) -> None:
         if lease <= 0:
             raise ValueError(f"lock lease must be positive, got {lease!r}")
@@ -78,6 +115,8 @@ class LockManager:
         self.on_wait = on_wait
         # The holder run's status (from the run store), so "held" can say "paused: cancel it".
         self.holder_status = holder_status
+        # Not ``clock``: under a test's fake run clock, leases still run out in real time.
+        self.lease_clock: LeaseClock = lease_clock or RealTime()
         self._rng = rng or random.Random()
         self._held: dict[str, Lease] = {}
         self._refs: dict[str, int] = {}
@@ -121,7 +160,7 @@ class LockManager:
         reported: float | None = None
         free_retry = True
         while True:
-            sent = monotonic()
+            sent = self.lease_clock.monotonic()
             lease = await self._call(
                 self.provider.acquire, name, self.owner, actor=self.actor, lease=self.lease
             )
@@ -190,7 +229,7 @@ class LockManager:
                     raise LockError(f"lock {name!r} is not held by run {self.owner}")
                 if (lost := self.check([name])) is not None:
                     raise lost
-                sent = monotonic()
+                sent = self.lease_clock.monotonic()
                 try:
                     renewed = await self._call(self.provider.renew, lease, seconds)
                 except Exception as exc:
@@ -245,7 +284,7 @@ class LockManager:
                 return lost if isinstance(lost, LeaseLost) else LeaseLost(str(lost))
             until = self._valid_until.get(name)
             if name in self._held and until is not None:
-                now = monotonic() if now is None else now
+                now = self.lease_clock.monotonic() if now is None else now
                 if now >= until:
                     self._mark_lost(
                         name,
@@ -295,11 +334,11 @@ class LockManager:
             await keeper
 
     async def _keep(self) -> None:
-        # Real time on purpose: the lease runs out in real time at the provider, whatever clock the
-        # runbook's own waits use.
+        # The lease clock on purpose (real time): the lease runs out in real time at the provider,
+        # whatever clock the runbook's own waits use.
         interval = max(self.lease / 3.0, 0.01)
         while self._held:
-            await asyncio.sleep(interval)
+            await self.lease_clock.asleep(interval)
             for name in list(self._held):
                 async with self._renewing:
                     await self._renew_one(name, interval)
@@ -312,10 +351,10 @@ class LockManager:
         if (lost := self.check([name])) is not None:  # too late: its token may be reissued
             self._report_lost(name, lost)
             return
-        sent = monotonic()
+        sent = self.lease_clock.monotonic()
         try:
             # A renewal that hangs past what is left of the lease is a lost lease too.
-            renewed = await asyncio.wait_for(
+            renewed = await self.lease_clock.wait_for(
                 self._call(self.provider.renew, lease, length), timeout=max(length - interval, 0.01)
             )
         except Exception as exc:

@@ -1,4 +1,8 @@
-"""LockManager: ordering, waiting through the clock, progress, renewal, loss, extension."""
+"""LockManager: ordering, waiting through the clock, progress, renewal, loss, extension.
+
+Nothing here waits in real time: the run's waits go through ``RunClock``, and lease time (renewals,
+hung renewals, local deadlines) through a ``SteppedClock`` the test moves by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,25 @@ import asyncio
 import itertools
 import random
 import threading
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import pytest
 
 from runbook.errors import LeaseLost, LockError, LockHeld
 from runbook.locks.base import Lease
-from runbook.locks.manager import LockManager
+from runbook.locks.manager import LockManager, RealTime, monotonic
 from runbook.locks.memory import MemoryLocks
+from runbook.testing import FakeClock
 from runbook.testing.lock_contract import ManualTime
 
+T = TypeVar("T")
+EPOCH = datetime(2026, 11, 23, 18, 0, tzinfo=UTC).timestamp()
 
-class FakeClock:
-    """monotonic()/asleep() that advance instantly; records every sleep."""
+
+class RunClock:
+    """The run's clock: monotonic()/asleep() that advance instantly; records every sleep."""
 
     def __init__(self, on_sleep=None) -> None:
         self.t = 1000.0
@@ -35,28 +45,124 @@ class FakeClock:
             self.on_sleep(self.t)
 
 
-class Flaky(MemoryLocks):
-    """A memory provider whose renewals can be made to fail or to hang."""
+class SteppedClock(FakeClock):
+    """The project's ``FakeClock`` for a task that runs on its own (the lease keeper).
+
+    ``FakeClock.asleep`` returns at once, so a background loop on it would spin. Here a wait ends
+    only when the test moves time past it: ``asleep`` (the keeper's pause) and the timeout of
+    ``wait_for`` (a renewal that hangs). ``await run(seconds)`` moves time on from one wait's end
+    to the next and, after each, waits without sleeping until every task it woke is waiting on the
+    clock again or has finished: when it returns, what those seconds did is done. ``advance`` jumps
+    at once, as a frozen process sees time, and ``settle`` waits for the woken tasks.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.renew_error: Exception | None = None
-        self.hang = threading.Event()
-        self.hanging = False
-        self.renewals: list[float] = []
+        super().__init__(freeze=False)
+        self._waits: list[tuple[float, asyncio.Future[None], asyncio.Task[Any] | None]] = []
+        self._busy: set[asyncio.Task[Any]] = set()  # woken by the clock, not waiting again yet
+        self._changed = asyncio.Event()
+
+    @property
+    def deadlines(self) -> list[float]:
+        """When the waits not yet ended end, in order ([]: nothing runs on this clock any more)."""
+        return sorted(when for when, fut, _ in self._waits if not fut.done())
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.discard(task)
+        self._changed.set()
+        await self._until(self.monotonic() + seconds, task)
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        inner = asyncio.ensure_future(awaitable)
+        timer = asyncio.ensure_future(self._until(self.monotonic() + timeout, None))
+        try:
+            done, _ = await asyncio.wait({inner, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            inner.cancel()
+            timer.cancel()
+            raise
+        timer.cancel()
+        if inner in done:
+            return inner.result()
+        inner.cancel()
+        raise TimeoutError
+
+    async def _until(self, when: float, task: asyncio.Task[Any] | None) -> None:
+        wait = (when, asyncio.get_running_loop().create_future(), task)
+        self._waits.append(wait)
+        try:
+            await wait[1]
+        finally:
+            self._waits.remove(wait)
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        for when, fut, task in list(self._waits):
+            if when <= self.monotonic() + 1e-9 and not fut.done():
+                fut.set_result(None)
+                if task is not None:
+                    self._busy.add(task)
+                    task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._busy.discard(task)
+        self._changed.set()
+
+    async def settle(self) -> None:
+        """Until every task the clock woke waits on it again or has ended (no sleeping)."""
+        await asyncio.sleep(0)  # a task created just now (the keeper) starts waiting first
+        async with asyncio.timeout(5):  # reached only by a test that is failing anyway
+            while self._busy:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def run(self, seconds: float) -> None:
+        """Let ``seconds`` pass, every wait ending in its turn."""
+        end = self.monotonic() + seconds
+        await self.settle()
+        while due := [w for w in self.deadlines if w <= end + 1e-9]:
+            self.advance(max(0.0, min(due) - self.monotonic()))
+            await self.settle()
+        self.advance(end - self.monotonic())
+        await self.settle()
+
+
+class Flaky(MemoryLocks):
+    """A memory provider on the lease clock's time whose renewals can fail or hang, by name."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        super().__init__(now=lambda: EPOCH + clock.monotonic())
+        self.clock = clock
+        self.errors: dict[str, Exception] = {}
+        self.hang: set[str] = set()  # these renewals block until ``unhang`` is set
+        self.entered = threading.Event()  # a renewal is blocked in ``hang``
+        self.unhang = threading.Event()
+        self.renewals: list[tuple[str, float, float]] = []  # (name, seconds, lease-clock time)
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
-        self.renewals.append(seconds)
-        if self.hanging:
-            self.hang.wait(10)
-        if self.renew_error:
-            raise self.renew_error
-        return super().renew(lease, seconds)
+        self.renewals.append((lease.name, seconds, self.clock.monotonic()))
+        error = self.errors.get(lease.name)
+        renewed = None if error else super().renew(lease, seconds)
+        if lease.name in self.hang:
+            self.entered.set()
+            self.unhang.wait(10)
+        if error:
+            raise error
+        assert renewed is not None
+        return renewed
+
+    def renewed(self, name: str) -> list[float]:
+        """When ``name`` was renewed, on the lease clock."""
+        return [at for n, _, at in self.renewals if n == name]
 
 
 def manager(provider, owner="run-1", actor="alice", **kwargs) -> LockManager:
-    kwargs.setdefault("clock", FakeClock())
+    kwargs.setdefault("clock", RunClock())
     kwargs.setdefault("rng", random.Random(7))
+    kwargs.setdefault("lease_clock", getattr(provider, "clock", None) or SteppedClock())
     return LockManager(provider, owner=owner, actor=actor, **kwargs)
 
 
@@ -98,7 +204,7 @@ def test_lock_timeout_waits_with_backoff_through_the_clock_then_names_the_holder
     now = ManualTime(start=datetime(2026, 11, 23, 18, 0, tzinfo=UTC).timestamp())
     provider = MemoryLocks(now=now)
     provider.acquire("web-prod", "run-42", actor="alice", lease=3600)
-    clock = FakeClock()
+    clock = RunClock()
     waits: list[tuple[str, str, float]] = []
     m = manager(
         provider,
@@ -132,7 +238,7 @@ def test_lock_timeout_waits_with_backoff_through_the_clock_then_names_the_holder
 def test_no_timeout_fails_at_once_without_waiting() -> None:
     provider = MemoryLocks(now=ManualTime())
     provider.acquire("db", "run-1", actor="alice", lease=60)
-    clock = FakeClock()
+    clock = RunClock()
     waits: list[object] = []
     m = manager(provider, owner="run-2", clock=clock, on_wait=lambda *a: waits.append(a))
     with pytest.raises(LockHeld, match=r"held by run run-1 \(alice\)"):
@@ -144,7 +250,7 @@ def test_a_wait_ends_when_the_holder_releases() -> None:
     provider = MemoryLocks(now=ManualTime())
     held = provider.acquire("db", "run-1", actor="alice", lease=60)
     assert held is not None
-    clock = FakeClock(on_sleep=lambda t: provider.release(held) if t > 1003 else None)
+    clock = RunClock(on_sleep=lambda t: provider.release(held) if t > 1003 else None)
     m = manager(provider, owner="run-2", clock=clock, timeout=60)
 
     async def main() -> Lease:
@@ -157,66 +263,183 @@ def test_a_wait_ends_when_the_holder_releases() -> None:
     assert 3 < sum(clock.sleeps) < 10
 
 
-def _until(predicate, seconds: float = 5.0):
-    """Bounded real-time polling: renewal runs in real time by design."""
-
-    async def wait() -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                await asyncio.sleep(0.005)
-
-    return wait()
-
-
-def test_leases_are_renewed_in_real_time_while_held() -> None:
+def test_leases_are_renewed_every_third_of_their_length_while_held_and_not_after() -> None:
     async def main() -> None:
-        provider = Flaky()
-        m = manager(provider, lease=0.05)
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30)
         (first,) = await m.acquire(["db"])
-        await _until(lambda: len(provider.renewals) >= 3)
-        lease = m.lease_of("db")
-        assert lease is not None and lease.expires_at > first.expires_at
-        await m.release_all()
-        assert provider.held() == []
+        await clock.run(95)  # three times the lease
+        assert provider.renewed("db") == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+        assert {seconds for _, seconds, _ in provider.renewals} == {30}
+        holder = provider.holder("db")  # the provider still gives it to us, 65 s after it began
+        assert holder is not None and holder.owner == "run-1" and holder.token == first.token
+        assert m.lease_of("db") == holder and holder.expires_at == EPOCH + 90 + 30
+        assert m.check(["db"]) is None
+
+        await m.release_all()  # the run ends: released, and the keeper stops
+        assert provider.held() == [] and m.held() == []
+        assert clock.deadlines == []
+        await clock.run(600)
+        assert len(provider.renewals) == 9
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("how", ["provider error", "stolen", "hangs"])
-def test_a_lease_that_cannot_be_renewed_is_reported_lost(how: str) -> None:
+@pytest.mark.parametrize("how", ["provider error", "stolen"])
+def test_a_lease_that_cannot_be_renewed_is_reported_lost_and_the_others_kept(how: str) -> None:
     lost: list[tuple[str, Exception]] = []
 
     async def main() -> None:
-        provider = Flaky()
-        # Renewed every 0.1 s, run out after 0.3 s: a loaded machine (the coverage run on two
-        # shared cores) can delay a 20 ms renewal past a 60 ms lease, which then reports the
-        # local deadline instead of what this test provokes.
-        m = manager(provider, lease=0.3, on_lost=lambda name, exc: lost.append((name, exc)))
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30, on_lost=lambda name, exc: lost.append((name, exc)))
         lease = (await m.acquire(["db", "web"]))[0]
+        await clock.run(15)
+        assert provider.renewed("db") == [10] and lost == []
         if how == "provider error":
-            provider.renew_error = ConnectionError("redis down")
-        elif how == "stolen":
+            provider.errors["db"] = ConnectionError("redis down")
+        else:
             provider.release(lease)  # e.g. an operator cleared it, and another run took it
             provider.acquire("db", "run-thief", actor="mallory", lease=60)
-        else:
-            provider.hanging = True
-        try:
-            await _until(lambda: bool(lost))
-        finally:
-            provider.hang.set()
-        assert m.lease_of("db") is None
-        assert isinstance(m.lost("db"), LeaseLost)
+        await clock.run(5)  # t=20: the second renewal fails
+        assert [name for name, _ in lost] == ["db"]
+        assert m.lease_of("db") is None and m.held() == [m.lease_of("web")]
+        assert isinstance(m.lost("db"), LeaseLost) and m.check(["db"]) is m.lost("db")
+
+        await clock.run(60)  # web is still renewed; db never again (its token may be reissued)
+        assert provider.renewed("db") == [10, 20] and len(lost) == 1
+        assert provider.renewed("web") == [10, 20, 30, 40, 50, 60, 70, 80]
+        web = provider.holder("web")
+        assert web is not None and web.owner == "run-1" and m.lease_of("web") == web
         await m.release_all()
+        assert provider.holder("web") is None
 
     asyncio.run(main())
     name, exc = lost[0]
     assert name == "db" and isinstance(exc, LeaseLost)
     if how == "provider error":
-        assert "redis down" in str(exc)
-    elif how == "stolen":
-        assert "'db'" in str(exc) and "lost" in str(exc)
+        assert str(exc) == "lease on lock 'db' could not be renewed: ConnectionError: redis down"
     else:
-        assert "not answering" in str(exc)
+        assert "'db'" in str(exc) and "lost" in str(exc)
+
+
+def test_a_renewal_that_hangs_loses_the_lease_when_the_rest_of_it_has_passed() -> None:
+    lost: list[tuple[str, Exception]] = []
+
+    async def main() -> None:
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30, on_lost=lambda name, exc: lost.append((name, exc)))
+        await m.acquire(["db", "web"])
+        await clock.run(15)
+        provider.hang.add("db")
+        try:
+            clock.advance(5)  # t=20: the keeper renews db, which hangs
+            assert await asyncio.to_thread(provider.entered.wait, 5)
+            # It may take what is left of the lease after it was sent: 20 s, to t=40.
+            assert clock.deadlines == [40] and lost == [] and m.lease_of("db") is not None
+            clock.advance(20)
+            await clock.settle()
+        finally:
+            provider.unhang.set()
+        # The keeper renews one lease at a time, so web (last renewed at t=10) waited behind db
+        # until its own lease ran out at t=40: it is lost too, without a renewal.
+        assert provider.renewed("web") == [10]
+        assert m.held() == [] and clock.deadlines == []
+
+    asyncio.run(main())
+    assert [(name, str(exc)) for name, exc in lost] == [
+        ("db", "lease on lock 'db' could not be renewed within 20s (lock provider not answering)"),
+        (
+            "web",
+            "lease on lock 'web' ran out 0.0s ago before it could be renewed (was this process "
+            "paused or blocked?); another run may hold the lock now",
+        ),
+    ]
+
+
+def test_a_lease_past_its_deadline_is_reported_lost_without_a_renewal() -> None:
+    """The process was frozen (SIGSTOP, a blocked loop) past the lease: another run may hold the
+    lock by now, so the keeper must not renew with a token that may have been reissued."""
+    lost: list[tuple[str, Exception]] = []
+
+    async def main() -> None:
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30, on_lost=lambda name, exc: lost.append((name, exc)))
+        await m.acquire(["db"])
+        await clock.run(25)
+        assert provider.renewed("db") == [10, 20]
+        clock.advance(51)  # frozen: the keeper wakes at t=76, its lease ran out at t=50
+        await clock.settle()
+        assert provider.renewed("db") == [10, 20]
+        assert m.held() == [] and isinstance(m.lost("db"), LeaseLost)
+        assert clock.deadlines == []  # nothing left to keep: the keeper ended
+        assert await m.release_all() == []  # not ours to release any more
+
+    asyncio.run(main())
+    assert [(name, str(exc)) for name, exc in lost] == [
+        (
+            "db",
+            "lease on lock 'db' ran out 26.0s ago before it could be renewed (was this process "
+            "paused or blocked?); another run may hold the lock now",
+        )
+    ]
+
+
+@pytest.mark.parametrize("renewal", ["succeeds", "fails"])
+def test_a_lease_released_while_its_renewal_is_in_flight_is_neither_kept_nor_lost(
+    renewal: str,
+) -> None:
+    lost: list[tuple[str, Exception]] = []
+
+    async def main() -> None:
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30, on_lost=lambda name, exc: lost.append((name, exc)))
+        await m.acquire(["db", "web"])
+        await clock.settle()  # the keeper waits for t=10
+        provider.hang.add("db")
+        if renewal == "fails":
+            provider.errors["db"] = ConnectionError("redis down")
+        clock.advance(10)
+        try:
+            assert await asyncio.to_thread(provider.entered.wait, 5)
+            (released,) = await m.release(["db"])  # the step that held it ended meanwhile
+            assert released.name == "db" and provider.holder("db") is None
+        finally:
+            provider.unhang.set()
+        await clock.settle()
+        assert m.lease_of("db") is None and m.lost("db") is None and lost == []
+        assert [lease.name for lease in m.held()] == ["web"]
+        assert provider.renewed("web") == [10]
+        await m.release_all()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("on_lost", ["none", "raises"])
+def test_no_or_a_failing_loss_callback_does_not_stop_the_other_renewals(on_lost: str) -> None:
+    calls: list[str] = []
+
+    def report(name: str, exc: Exception) -> None:
+        calls.append(name)
+        raise RuntimeError("the callback broke")
+
+    async def main() -> None:
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30, on_lost=report if on_lost == "raises" else None)
+        await m.acquire(["db", "web"])
+        provider.errors["db"] = ConnectionError("redis down")
+        await clock.run(35)
+        assert isinstance(m.lost("db"), LeaseLost)
+        assert provider.renewed("web") == [10, 20, 30]
+        await m.release_all()
+
+    asyncio.run(main())
+    assert calls == (["db"] if on_lost == "raises" else [])
 
 
 def test_extend_keeps_a_paused_runs_lock_past_the_process() -> None:
@@ -263,13 +486,34 @@ def test_extend_refuses_locks_not_held_or_lost() -> None:
 
 def test_extended_leases_are_renewed_with_their_longer_length() -> None:
     async def main() -> None:
-        provider = Flaky()
-        m = manager(provider, lease=0.05)
+        clock = SteppedClock()
+        provider = Flaky(clock)
+        m = manager(provider, lease=30)
         await m.acquire(["db"])
         await m.extend(["db"], 3600)
-        await _until(lambda: len(provider.renewals) >= 3)
-        assert set(provider.renewals) == {3600}
-        await m.release_all()
+        await clock.run(35)
+        assert provider.renewals == [("db", 3600, t) for t in (0, 10, 20, 30)]  # extend, keeper
+        lease = m.lease_of("db")
+        assert lease is not None and lease.expires_at == EPOCH + 30 + 3600
+        await m.aclose()  # stops renewing without releasing (a paused run's extended lease)
+        assert clock.deadlines == [] and provider.holder("db") == lease
+
+    asyncio.run(main())
+
+
+def test_real_time_is_the_default_lease_clock() -> None:
+    """What LockManager uses outside tests: the real clock, asyncio's sleep and timeout."""
+
+    async def main() -> None:
+        m = LockManager(MemoryLocks(), clock=RunClock(), owner="run-1", actor="alice")
+        real = m.lease_clock
+        assert isinstance(real, RealTime)
+        before = monotonic()
+        assert before <= real.monotonic() <= monotonic()
+        await real.asleep(0)
+        assert await real.wait_for(asyncio.sleep(0, "renewed"), timeout=60) == "renewed"
+        with pytest.raises(TimeoutError):
+            await real.wait_for(asyncio.Event().wait(), timeout=0)
 
     asyncio.run(main())
 
