@@ -501,8 +501,14 @@ def test_extended_leases_are_renewed_with_their_longer_length() -> None:
     asyncio.run(main())
 
 
-def test_real_time_is_the_default_lease_clock() -> None:
+def test_real_time_is_the_default_lease_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """What LockManager uses outside tests: the real clock, asyncio's sleep and timeout."""
+    slept: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recorded(seconds: float, result: Any = None) -> Any:
+        slept.append(seconds)
+        return await sleep(0, result)
 
     async def main() -> None:
         m = LockManager(MemoryLocks(), clock=RunClock(), owner="run-1", actor="alice")
@@ -510,10 +516,14 @@ def test_real_time_is_the_default_lease_clock() -> None:
         assert isinstance(real, RealTime)
         before = monotonic()
         assert before <= real.monotonic() <= monotonic()
-        await real.asleep(0)
-        assert await real.wait_for(asyncio.sleep(0, "renewed"), timeout=60) == "renewed"
-        with pytest.raises(TimeoutError):
-            await real.wait_for(asyncio.Event().wait(), timeout=0)
+        with monkeypatch.context() as patch:
+            patch.setattr(asyncio, "sleep", recorded)
+            await real.asleep(10)
+        assert slept == [10]
+        assert await real.wait_for(sleep(0, "renewed"), timeout=60) == "renewed"
+        never = asyncio.ensure_future(real.wait_for(asyncio.Event().wait(), timeout=0))
+        done, _ = await asyncio.wait({never}, timeout=5)  # the bound only a failing test reaches
+        assert done == {never} and isinstance(never.exception(), TimeoutError)
 
     asyncio.run(main())
 
