@@ -22,6 +22,7 @@ from runbook.errors import AuditError, RunbookError, UsageError
 from runbook.executors.local import LocalExecutor
 from runbook.store.base import ApprovalRecord
 from runbook.store.memory import MemoryStore
+from runbook.testing import FakeClock
 
 STAGED = """
 from runbook import rollback, step
@@ -388,31 +389,55 @@ LOCKED_AND_NOT = """
 import asyncio
 from runbook import step
 
+STOPPED = []
+
 @step(lock="db")
 async def locked():
-    await asyncio.sleep(5)  # the lease is lost meanwhile
+    try:
+        await asyncio.sleep(5)  # a bound: the lease is lost at once, which cancels this
+    except asyncio.CancelledError:
+        STOPPED.append("locked")
+        raise
 
 @step
 async def free():
-    await asyncio.sleep(0.5)
     return "free"
 """
 
 
-def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook):
+class LeaseTime(FakeClock):
+    """The lock manager's lease time on the project's fake clock: the keeper's wait between
+    renewals takes no time, so it renews at once, and the lease never runs out locally (a
+    failed renewal is reported for what it is, never as a lease run out on a slow machine).
+    Only for providers whose renewals fail: with renewals that succeed, the keeper would spin."""
+
+    def __init__(self) -> None:
+        super().__init__(freeze=False)
+
+    async def wait_for(self, awaitable: Any, timeout: float) -> Any:
+        return await awaitable
+
+
+def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook, monkeypatch):
     from runbook.errors import LeaseLost
+    from runbook.locks import manager as lock_manager
     from runbook.locks.memory import MemoryLocks
 
     class StealingLocks(MemoryLocks):
         def renew(self, lease: Any, seconds: float) -> Any:
             raise LeaseLost(f"lease on lock {lease.name!r} was taken over by run other-run")
 
+    monkeypatch.setattr(lock_manager, "RealTime", LeaseTime)
     rb = load(write_runbook(LOCKED_AND_NOT))
-    runner = _runner(locks=StealingLocks(f"memory://{uuid.uuid4().hex}"), lease=0.06)
+    runner = _runner(locks=StealingLocks(f"memory://{uuid.uuid4().hex}"), lease=30)
     result = runner.run(rb)
     assert result.steps["locked"].status == "failed"
-    assert "taken over" in (result.steps["locked"].error or "")
+    assert rb.module.STOPPED == ["locked"]  # stopped at the loss, not failed after it returned
+    assert result.steps["locked"].error == (
+        "LeaseLost: lease on lock 'db' was taken over by run other-run"
+    )
     assert result.steps["free"].status in ("succeeded", "cancelled")
+    assert "LeaseLost" not in (result.steps["free"].error or "")
 
 
 def test_a_failing_audit_listener_or_hook_never_breaks_the_run(write_runbook, caplog):
