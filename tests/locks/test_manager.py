@@ -155,7 +155,7 @@ class Flaky(MemoryLocks):
         return renewed
 
     def renewed(self, name: str) -> list[float]:
-        """When ``name`` was renewed, on the lease clock."""
+        """When the provider was asked to renew ``name`` (failed tries too), on the lease clock."""
         return [at for n, _, at in self.renewals if n == name]
 
 
