@@ -108,6 +108,9 @@ async def execute(
     run_executor: Executor = runner.open_executor() if executor is None else executor
     if create is not None and runner.store is not None:
         runner.store.create_run(create)
+        # What the run's later option changes (a rollback begun, its trail) keep: the options
+        # it was created with (its hosts, max_parallel, retry_of), not an empty table.
+        extra.setdefault("run_options", dict(create.options))
     recorder = Recorder(
         info,
         [] if runner.dry_run else runner.sinks,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook import coordinator as C
-from runbook import recovery
+from runbook import recovery, trail
 from runbook import result as R
 from runbook.audit.pipeline import HOST, Recorder
 from runbook.collect import Runbook, bind_params
@@ -32,7 +32,7 @@ from runbook.params import Params, resolve_params
 from runbook.providers import Providers
 from runbook.redact import Redactor
 from runbook.result import RunResult
-from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord
+from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, RunStore, StepRecord
 
 Execute = Callable[..., Awaitable[RunResult]]
 
@@ -177,6 +177,16 @@ class DurableRuns:
         given.update(self.params)
         return resolve_params(rb.params, given)
 
+    def _steps_of(self, store: RunStore, record: RunRecord) -> dict[str, StepRecord]:
+        """The run's stored steps, with what its leading trail holds and the store may have lost
+        (a kill between the two writes, a power cut: runbook.trail) rolled forward."""
+        prior = recovery.stored_steps(store, record.run_id)
+        chain = record.options.get(trail.OPTION)
+        if not isinstance(chain, str):
+            return prior
+        events = trail.events_of(chain, record.run_id, self.providers.sinks)
+        return trail.roll_forward(prior, events, record.run_id)
+
     # -- resume -------------------------------------------------------------------------------
 
     async def aresume(
@@ -227,7 +237,7 @@ class DurableRuns:
         rb = self._reload(record, force=force)
         forced = rb.sha256 != record.runbook_sha256
         params = self._params_for(rb, record)
-        prior = recovery.stored_steps(store, run_id)
+        prior = self._steps_of(store, record)
         choice = C.RETRY if retry_interrupted else C.SKIP if skip_interrupted else None
         plan = recovery.plan(rb, record, prior, choice=choice, settling=False)
         redo: dict[str, str] = {}
@@ -365,7 +375,7 @@ class DurableRuns:
         a deny, a cancel, or an expired gate (runbook.expiry)."""
         store = self.providers.require_store()
         params = self._params_for(rb, record)
-        prior = recovery.stored_steps(store, record.run_id)
+        prior = self._steps_of(store, record)
         plan = recovery.plan(rb, record, prior, choice=None, settling=True)
         # Durable before anything is undone: a process that dies now still leaves a run that
         # resume rolls back, never one that resume takes forward.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
+from runbook import trail
 from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
@@ -84,6 +85,11 @@ class RunRecorder:
         self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
         self._held: _Held | None = None  # an outcome's store part, for the next commit
         self.holds = 0  # how many held writes began (see flush)
+        self._leader: Any = None  # the sink that leads the store (runbook.trail), from _split
+        self._trail_noted = False  # the stored run names it (_note_trail)
+        # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
+        # run (``_end_unstarted``), as the store has no ``running`` row for them.
+        self._announced: set[str] = set()
         # Nothing listens (no sink, no hook, no notifier): skip building events at all.
         self.quiet = not audit.sinks and not audit.listeners
 
@@ -210,34 +216,18 @@ class RunRecorder:
                 held.then.append(then)
                 return
             joined, separate = self._split()
+            if intent and not self._trail_noted:
+                error = self._note_trail()
+                if error is not None:
+                    self.on_fatal(error)
+                    raise error
             held, self._held = self._held or _Held(0), None
-            done = len(held.built)
-            # The other sinks first get the held outcomes' events (and an outcome's own: one
-            # append); a start's events wait for the store, below.
-            stored: dict[int, list[AuditEvent]] = {}
-            first = held.built if intent else held.built + built
-            audit_error = audit.append(separate, first, stored)
-            if intent and audit_error is not None:  # outcomes refused: nothing starts after them
-                records, built = [], []  # (their rows are still stored)
-            joined_stored: dict[int, list[AuditEvent]] = {}
-            alone = held.records + (records if regardless else [])  # if the audit part is refused
-            store_error, joined_error = self._commit(
-                held.records + records, held.built + built, joined, joined_stored, alone
-            )
-            new: dict[int, list[AuditEvent]] = {}
-            if stored or joined_stored:
-                for index, events_stored in [*stored.items(), *joined_stored.items()]:
-                    held.stored[index] = events_stored[:done]
-                    new[index] = events_stored[done:]
-            audit_error = audit_error or joined_error
-            # The store says running (its audit part was not refused): audit the start.
-            if intent and store_error is None and joined_error is None and built:
-                for index, _ in separate:
-                    new.pop(index, None)
-                audit_error = audit.append(separate, built, new) or audit_error
-            published = audit.first(held.stored, held.built) + audit.first(new, built)
-            with audit._lock:
-                audit.events.extend(published)
+            if intent and built and self._leader is not None:
+                published, store_error, audit_error = self._leading(held, records, built, separate)
+            else:
+                published, store_error, audit_error = self._ordered(
+                    held, records, built, joined, separate, intent=intent, regardless=regardless
+                )
         for event in published:
             audit.tell(event)
         if store_error is None:
@@ -251,6 +241,111 @@ class RunRecorder:
             raise store_error
         if audit_error is not None:
             raise audit_error
+
+    def _ordered(
+        self,
+        held: _Held,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        joined: list[tuple[int, Any]],
+        separate: list[tuple[int, Any]],
+        *,
+        intent: bool,
+        regardless: bool,
+    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
+        """A transition in the two rules' order: the held outcomes (and an outcome's own events)
+        to the other sinks, the store's commit, then a start's events to the other sinks."""
+        audit = self.audit
+        done = len(held.built)
+        # The other sinks first get the held outcomes' events (and an outcome's own: one
+        # append); a start's events wait for the store, below.
+        stored: dict[int, list[AuditEvent]] = {}
+        first = held.built if intent else held.built + built
+        audit_error = audit.append(separate, first, stored)
+        if intent and audit_error is not None:  # outcomes refused: nothing starts after them
+            records, built = [], []  # (their rows are still stored)
+        joined_stored: dict[int, list[AuditEvent]] = {}
+        alone = held.records + (records if regardless else [])  # if the audit part is refused
+        # Only witnesses of events the leading trail has synced: losing them to a power cut
+        # leaves a witness behind the trail, which is harmless (runbook.audit.log).
+        witnesses_only = self._leader is not None and not held.records and not records
+        store_error, joined_error = self._commit(
+            held.records + records,
+            held.built + built,
+            joined,
+            joined_stored,
+            alone,
+            sync=not witnesses_only,
+        )
+        new: dict[int, list[AuditEvent]] = {}
+        if stored or joined_stored:
+            for index, events_stored in [*stored.items(), *joined_stored.items()]:
+                held.stored[index] = events_stored[:done]
+                new[index] = events_stored[done:]
+        audit_error = audit_error or joined_error
+        # The store says running (its audit part was not refused): audit the start.
+        if intent and store_error is None and joined_error is None and built:
+            for index, _ in separate:
+                new.pop(index, None)
+            audit_error = audit.append(separate, built, new) or audit_error
+        published = audit.first(held.stored, held.built) + audit.first(new, built)
+        with audit._lock:
+            audit.events.extend(published)
+        return published, store_error, audit_error
+
+    def _leading(
+        self,
+        held: _Held,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        separate: list[tuple[int, Any]],
+    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
+        """A start when the trail leads (runbook.trail): the held outcomes' events and the
+        starts' in ONE synced append, then the store's commit without a WAL sync.
+
+        A sink that refused the append: nothing starts; the held outcomes' rows are stored
+        (synced: the leader may lack their events), and steps whose ``step_started`` a sink
+        took are ended at the run's end (``_end_unstarted``). A refused commit: the trail holds
+        the starts, so they are ended the same way."""
+        audit = self.audit
+        done = len(held.built)
+        stored: dict[int, list[AuditEvent]] = {}
+        audit_error = audit.append(separate, held.built + built, stored)
+        names = [record.name for record in records]
+        if audit_error is None:
+            store_error, _ = self._commit(held.records + records, [], [], {}, [], sync=False)
+            if store_error is not None:
+                self._announced.update(names)
+        else:
+            if any(len(events) > done for events in stored.values()):
+                self._announced.update(names)
+            store_error, _ = self._commit(held.records, [], [], {}, [])
+        new: dict[int, list[AuditEvent]] = {}
+        for index, events_stored in stored.items():
+            held.stored[index] = events_stored[:done]
+            new[index] = events_stored[done:]
+        published = audit.first(held.stored, held.built) + audit.first(new, built)
+        with audit._lock:
+            audit.events.extend(published)
+        return published, store_error, audit_error
+
+    def _note_trail(self) -> StoreError | None:
+        """The stored run names the trail that leads it (or none), before its first start (or
+        undo): ``resume`` rolls the store forward from the trail named (runbook.trail), and a
+        trail that no longer leads must not be read for steps recorded elsewhere since."""
+        want = None if self._leader is None else self._leader.chain_id
+        if self.store is None or self.run_options.get(trail.OPTION) == want:
+            self._trail_noted = True
+            return None
+        options = {k: v for k, v in self.run_options.items() if k != trail.OPTION}
+        if want is not None:
+            options[trail.OPTION] = want
+        try:
+            self.store.update_run(self.info.run_id, options=dict(options))
+        except Exception as exc:
+            return StoreError(f"run store failed: {error_text(exc)}")
+        self.run_options, self._trail_noted = options, True
+        return None
 
     def flush(self, upto: int | None = None) -> None:
         """Commit a held outcome now (see ``write``); raises as ``write`` does. ``upto``: only
@@ -282,6 +377,8 @@ class RunRecorder:
                 else:
                     separate.append((index, sink))
             self._sinks = (joined, separate)
+            if not joined and separate:
+                self._leader = trail.leader(self.store, [sink for _, sink in separate])
         return self._sinks
 
     def _commit(
@@ -291,12 +388,15 @@ class RunRecorder:
         joined: list[tuple[int, Any]],
         stored: dict[int, list[AuditEvent]],
         alone: list[StepRecord],
+        *,
+        sync: bool = True,
     ) -> tuple[StoreError | None, AuditError | None]:
         """The store's part of a transition in one transaction: rows, joined sinks' events, the
         witnesses due. A refused audit part is rolled back and the rows in ``alone`` written on
         their own (an outcome is stored even when the audit refused it; a start is not). A store
         without transactions writes the witnesses first: when one is refused no row has been
-        written yet, and only those in ``alone`` are."""
+        written yet, and only those in ``alone`` are. ``sync=False``: committed without a WAL
+        sync, for what the leading trail already holds (runbook.trail)."""
         store = self.store
         if store is None:
             return None, None
@@ -311,7 +411,8 @@ class RunRecorder:
                     self._witnesses(store, logs)
                     self._rows(store, records)
                 else:
-                    with transaction("record a step in") as conn:
+                    relaxed = {} if sync else {"sync": False}
+                    with transaction("record a step in", **relaxed) as conn:
                         self._rows(store, records)
                         if joined and built:
                             joined_error = self.audit.append(joined, built, stored, conn)
@@ -500,7 +601,8 @@ class RunRecorder:
             running = [
                 res
                 for res in not_started
-                if (row := rows.get(res.name)) is not None and row.status == R.STEP_RUNNING
+                if res.name in self._announced
+                or ((row := rows.get(res.name)) is not None and row.status == R.STEP_RUNNING)
             ]
             if running:
                 events = [

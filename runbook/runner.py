@@ -41,6 +41,7 @@ from runbook.protection import Protection
 from runbook.providers import Providers
 from runbook.result import RunResult
 from runbook.store.base import RunRecord, RunStore
+from runbook.trail import trail_option
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -320,6 +321,7 @@ class Runner:
                     "max_parallel": self.max_parallel,
                     **(rb.fleet.options() if rb.fleet is not None else {}),
                     **self.run_options,
+                    **trail_option(self.store, self.sinks),
                 },
             )
         started = {k: v for k, v in self.run_options.items() if k == "retry_of"}

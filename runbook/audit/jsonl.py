@@ -62,12 +62,21 @@ class JsonlSink:
     queryable = True
 
     def __init__(
-        self, url: str, path: Path, *, best_effort: bool = False, fsync: bool = True
+        self,
+        url: str,
+        path: Path,
+        *,
+        best_effort: bool = False,
+        fsync: bool = True,
+        leads: bool | None = None,
     ) -> None:
         self.url = url
         self.path = path
         self.best_effort = best_effort
         self.fsync = fsync
+        # Whether a run's store may commit without a sync after this trail's append (runbook.trail):
+        # every append is synced, or nothing is (durability = "process", the store unsynced too).
+        self.leads = fsync if leads is None else leads
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         # ((size, mtime_ns), last event) right after this object's last append: when the file is
@@ -95,11 +104,13 @@ class JsonlSink:
         raw = url.split("://", 1)[1].split("?", 1)[0]
         if not raw:
             raise AuditError(f"audit sink {url}: missing path (jsonl://PATH)")
+        synced = _truthy(fsync) and durability == "power"
         return cls(
             url,
             Path(raw).expanduser(),
             best_effort=_truthy(best_effort),
-            fsync=_truthy(fsync) and durability == "power",
+            fsync=synced,
+            leads=synced or durability == "process",
         )
 
     @property

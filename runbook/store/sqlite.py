@@ -238,10 +238,18 @@ class SqliteStore:
         self._closed = False
         self._inherited: list[sqlite3.Connection] = []  # a forked parent's, never used or closed
         self._depth = 0  # > 0 inside a transaction (held by the thread that holds _lock)
+        # The connection's ``PRAGMA synchronous`` now: the durability's, except while a
+        # transaction that a synced audit trail already holds is committed (``transaction``).
+        self._synchronous = self._base = synchronous_for(durability)
         self._conn: sqlite3.Connection | None = self._open()
+
+    # A transaction may be committed without syncing the WAL (``sync=False``): the recorder does
+    # so only for what a synced JSONL trail already holds (runbook.trail, docs/durable-runs.md).
+    relaxed_commits = True
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self.path, timeout=self._timeout, durability=self.durability)
+        self._synchronous = self._base
         try:
             migrate(conn, MIGRATIONS, path=self.path)
         except BaseException:
@@ -251,7 +259,9 @@ class SqliteStore:
         return conn
 
     @contextmanager
-    def _tx(self, action: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _tx(
+        self, action: str, *, write: bool = False, sync: bool = True
+    ) -> Iterator[sqlite3.Connection]:
         if self._pid != os.getpid():  # forked: never touch the parent's connection or lock
             self._lock, self._pid, self._depth = threading.RLock(), os.getpid(), 0
             if self._conn is not None:
@@ -268,6 +278,11 @@ class SqliteStore:
                 self._conn = self._open()
             conn = self._conn
             try:
+                if write:
+                    synchronous = self._base if sync else "NORMAL"
+                    if synchronous != self._synchronous:  # between transactions only
+                        conn.execute(f"PRAGMA synchronous = {synchronous}")
+                        self._synchronous = synchronous
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 self._depth += 1
                 try:
@@ -283,15 +298,22 @@ class SqliteStore:
                 raise translate_error(exc, self.path, action) from exc
 
     @contextmanager
-    def transaction(self, action: str = "write to") -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, action: str = "write to", *, sync: bool = True
+    ) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... one ``COMMIT``) around several calls.
 
         Every store method called inside it on this thread joins it instead of committing on its
         own, and the connection it yields lets a component sharing the file (the sqlite audit
         sink) write its rows in the same commit: the recorder's one durable write per transition.
         Other threads wait for the commit, as they wait for any store method.
+
+        ``sync=False``: committed with ``synchronous=NORMAL`` whatever the durability (it then
+        survives a killed process, not a power cut; the next synced commit syncs it too). Only
+        for what a synced audit trail already holds, which ``resume`` rolls the store forward
+        from (runbook.trail).
         """
-        with self._tx(action, write=True) as conn:
+        with self._tx(action, write=True, sync=sync) as conn:
             yield conn
 
     def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:

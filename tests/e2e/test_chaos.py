@@ -277,6 +277,8 @@ def test_kill_exec_resume_and_cancel_at_random_moments(tmp_path: Path) -> None:
         z.close()
     elapsed = time.monotonic() - started
     print(f"chaos: {TRIALS} trials in {elapsed:.1f}s: {ended}")
-    # The mix must exercise both directions: runs that finished and runs that rolled back.
-    assert ended.get("succeeded", 0) >= 3 and ended.get("rolled_back", 0) >= 3, ended
+    # The mix must exercise both directions: runs that finished and runs that rolled back
+    # (every undo done, or one skipped by the operator's decision: rollback_failed).
+    rolled = ended.get("rolled_back", 0) + ended.get("rollback_failed", 0)
+    assert ended.get("succeeded", 0) >= 3 and rolled >= 3, ended
     os.environ.pop("CHAOS_AT", None)
