@@ -171,6 +171,10 @@ class RunRecorder:
     # store, so that the store never holds an outcome the audit lacks: dying in between leaves
     # the step "running" in the store, which resume treats as interrupted, never as silently
     # done. Within the shared transaction there is no order: it commits entirely or not at all.
+    #
+    # When a synced JSONL trail leads the store (runbook.trail), a start is instead ONE append of
+    # the held outcomes and the starts, then the store's commit without a WAL sync (``_leading``):
+    # the store never holds more than the trail, and ``resume`` rolls forward what it lacks.
 
     def write(
         self,
