@@ -11,8 +11,10 @@ and a durable fan-out of 100 (98 branches, 8 at a time: each round's outcomes an
 grouped write, runbook.grouping) against a durable chain of 100. The physical floors are measured in
 the same run: one ``write+fsync`` of a small line, one SQLite WAL commit with ``synchronous=FULL``
 and with ``NORMAL``. Counts come from a separate, untimed pass: ``os.fsync`` is wrapped (the JSONL
-sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT``; so the
-ratios hold on any disk.
+sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT`` (and, from
+the connection's ``PRAGMA synchronous``, which of them synced the WAL: with the CLI default the
+JSONL trail leads and a step's commit is not synced, runbook/trail.py); so the ratios hold on
+any disk.
 
     .venv/bin/python bench/durable.py             # N = 1000, best of 3
     .venv/bin/python bench/durable.py --n 200 --repeat 1
@@ -50,11 +52,13 @@ class Counts:
     def __init__(self) -> None:
         self.fsyncs = 0
         self.commits = 0
+        self.synced = 0  # commits made with synchronous=FULL: each one syncs the WAL
 
 
 @contextmanager
 def counting() -> Iterator[Counts]:
-    """Count ``os.fsync`` calls and SQLite ``COMMIT`` statements while the block runs."""
+    """Count ``os.fsync`` calls and SQLite ``COMMIT`` statements while the block runs, and which
+    commits synced the WAL (their connection's ``PRAGMA synchronous`` was FULL)."""
     counts = Counts()
     real_fsync, real_connect = os.fsync, sqlite3.connect
 
@@ -62,13 +66,22 @@ def counting() -> Iterator[Counts]:
         counts.fsyncs += 1
         real_fsync(fd)
 
-    def trace(statement: str) -> None:
-        if statement.strip().upper().startswith(("COMMIT", "END")):
-            counts.commits += 1
+    def tracer() -> Callable[[str], None]:
+        level = ["FULL"]  # SQLite's default in WAL mode is FULL unless the pragma says otherwise
+
+        def trace(statement: str) -> None:
+            text = " ".join(statement.split()).upper()
+            if text.startswith("PRAGMA SYNCHRONOUS"):
+                level[0] = text.partition("=")[2].strip() or level[0]
+            elif text.startswith(("COMMIT", "END")):
+                counts.commits += 1
+                counts.synced += level[0] in ("FULL", "2", "EXTRA", "3")
+
+        return trace
 
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(trace)
+        conn.set_trace_callback(tracer())
         return conn
 
     os.fsync, sqlite3.connect = fsync, connect  # type: ignore[assignment]
@@ -201,6 +214,7 @@ def measure(
         "x_write_fsync": round(statistics.median(x_fsync), 2),
         "fsyncs_per_step": round(counts.fsyncs / steps, 2),
         "commits_per_step": round(counts.commits / steps, 2),
+        "synced_commits_per_step": round(counts.synced / steps, 2),
     }
 
 
@@ -267,13 +281,14 @@ def main() -> None:
     width = max(len(k) for k in [*rows, *shapes]) + 2
     print(
         f"{'case':<{width}}{'us/step':>10}{'x FULL':>8}{'x fsync':>9}"
-        f"{'fsyncs':>8}{'commits':>9}   (x: against the floors measured around each run)"
+        f"{'fsyncs':>8}{'commits':>9}{'synced':>8}   (x: against the floors measured around each"
+        " run; synced: commits that synced the WAL)"
     )
     for label, row in [*((f"chain of {args.n}: {k}", v) for k, v in rows.items()), *shapes.items()]:
         print(
             f"{label:<{width}}{row['per_step_us']:>10}{row['x_full_commit']:>8.2f}"
             f"{row['x_write_fsync']:>9.2f}{row['fsyncs_per_step']:>8}"
-            f"{row['commits_per_step']:>9}"
+            f"{row['commits_per_step']:>9}{row['synced_commits_per_step']:>8}"
         )
     print(f"memory / engine alone: {mem['per_step_us'] / eng['per_step_us']:.2f}x")
     for name, ok in targets.items():
