@@ -1,7 +1,10 @@
-"""Every durable write of a run (``RunRecorder``): the one place that decides write order.
+"""Every durable write of a run (``RunRecorder``): what is written when, the one place for it.
 
-The audit pipeline it writes events through (``Recorder``: build, redact, store in every sink,
-tell plugins) is runbook/audit/pipeline.py; both names are importable from here too.
+It decides what a transition is (what is held for the next write, what a start carries, what a
+run's end writes); ``Media`` (runbook/media.py) writes a transition to the store and the sinks in
+the order that keeps a crash recoverable. The audit pipeline the events go through (``Recorder``:
+build, redact, store in every sink, tell plugins) is runbook/audit/pipeline.py; both names are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -14,40 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
 from runbook import trail
-from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
 from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
+from runbook.media import Held, Media
+from runbook.media import error_text as error_text
 from runbook.redact import Redactor
-from runbook.store.base import RunStore, StepRecord, save_steps
+from runbook.store.base import RunStore, StepRecord
 
 if TYPE_CHECKING:
     from runbook.locks.base import Lease
     from runbook.result import RunResult, StepResult
 
 log = logging.getLogger("runbook")
-
-
-class _Held:
-    """Outcomes waiting for the next write, which makes them durable (``RunRecorder.write``).
-
-    A plain class: one is made per chain step, and a dataclass's default factories cost more
-    than the rest of holding."""
-
-    __slots__ = ("built", "number", "records", "stored", "then")
-
-    def __init__(self, number: int) -> None:
-        self.number = number  # RunRecorder.holds when it began
-        self.records: list[StepRecord] = []
-        self.built: list[AuditEvent] = []
-        self.stored: dict[int, list[AuditEvent]] = {}  # by each sink, once written
-        self.then: list[Callable[[], None] | None] = []  # each one's ``then``
-
-
-def error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class RunRecorder:
@@ -82,14 +65,10 @@ class RunRecorder:
         self.seq_of = seq_of
         self.run_options = dict(run_options or {})
         self._lock = threading.RLock()  # one transition at a time (worker threads emit too)
-        self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
-        self._held: _Held | None = None  # an outcome's store part, for the next commit
+        self.media = Media(audit, self.store)
+        self._held: Held | None = None  # an outcome's store part, for the next commit
         self.holds = 0  # how many held writes began (see flush)
-        self._leader: Any = None  # the sink that leads the store (runbook.trail), from _split
         self._trail_noted = False  # the stored run names it (_note_trail)
-        # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
-        # run (``_end_unstarted``), as the store has no ``running`` row for them.
-        self._announced: set[str] = set()
         # Nothing listens (no sink, no hook, no notifier): skip building events at all.
         self.quiet = not audit.sinks and not audit.listeners
 
@@ -155,27 +134,6 @@ class RunRecorder:
             rollback=res.rollback,
         )
 
-    # -- one durable write per transition --------------------------------------------------------
-    #
-    # A transition is the step rows it changes plus the audit events that report it, written as
-    # ONE durable write per medium: the store rows, the events of every sink that lives in the
-    # store's own SQLite file, and the store's witness of each sink's last event share one
-    # transaction (one commit); every other sink gets all the events in one append (one fsync).
-    # Outcomes held on one turn of the loop and the starts of steps launched together
-    # (runbook.grouping) are one transition too, however many steps they are.
-    #
-    # Between media the order is what makes every crash point recoverable. Intent (``intent``:
-    # a step about to start) goes to the store first ("running"), so that a step whose
-    # ``step_started`` is in the audit is always found running by ``resume`` (which records
-    # ``step_interrupted`` and decides). An outcome goes to the other sinks first, then to the
-    # store, so that the store never holds an outcome the audit lacks: dying in between leaves
-    # the step "running" in the store, which resume treats as interrupted, never as silently
-    # done. Within the shared transaction there is no order: it commits entirely or not at all.
-    #
-    # When a synced JSONL trail leads the store (runbook.trail), a start is instead ONE append of
-    # the held outcomes and the starts, then the store's commit without a WAL sync (``_leading``):
-    # the store never holds more than the trail, and ``resume`` rolls forward what it lacks.
-
     def write(
         self,
         results: Sequence[StepResult],
@@ -213,23 +171,24 @@ class RunRecorder:
             if hold and self._holds:
                 if self._held is None:
                     self.holds += 1
-                    self._held = _Held(self.holds)
+                    self._held = Held(self.holds)
                 held = self._held
                 held.records += records
                 held.built += built
                 held.then.append(then)
                 return
-            joined, separate = self._split()
+            media = self.media
+            joined, separate = media.split()
             if intent and not self._trail_noted:
                 error = self._note_trail()
                 if error is not None:
                     self.on_fatal(error)
                     raise error
-            held, self._held = self._held or _Held(0), None
-            if intent and built and self._leader is not None:
-                published, store_error, audit_error = self._leading(held, records, built, separate)
+            held, self._held = self._held or Held(0), None
+            if intent and built and media.leader is not None:
+                published, store_error, audit_error = media.leading(held, records, built, separate)
             else:
-                published, store_error, audit_error = self._ordered(
+                published, store_error, audit_error = media.ordered(
                     held, records, built, joined, separate, intent=intent, regardless=regardless
                 )
         for event in published:
@@ -246,98 +205,12 @@ class RunRecorder:
         if audit_error is not None:
             raise audit_error
 
-    def _ordered(
-        self,
-        held: _Held,
-        records: list[StepRecord],
-        built: list[AuditEvent],
-        joined: list[tuple[int, Any]],
-        separate: list[tuple[int, Any]],
-        *,
-        intent: bool,
-        regardless: bool,
-    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
-        """A transition in the two rules' order: the held outcomes (and an outcome's own events)
-        to the other sinks, the store's commit, then a start's events to the other sinks."""
-        audit = self.audit
-        done = len(held.built)
-        # The other sinks first get the held outcomes' events (and an outcome's own: one
-        # append); a start's events wait for the store, below.
-        stored: dict[int, list[AuditEvent]] = {}
-        first = held.built if intent else held.built + built
-        audit_error = audit.append(separate, first, stored)
-        if intent and audit_error is not None:  # outcomes refused: nothing starts after them
-            records, built = [], []  # (their rows are still stored)
-        joined_stored: dict[int, list[AuditEvent]] = {}
-        alone = held.records + (records if regardless else [])  # if the audit part is refused
-        # Only witnesses of events the leading trail has synced: losing them to a power cut
-        # leaves a witness behind the trail, which is harmless (runbook.audit.log).
-        witnesses_only = self._leader is not None and not held.records and not records
-        store_error, joined_error = self._commit(
-            held.records + records,
-            held.built + built,
-            joined,
-            joined_stored,
-            alone,
-            sync=not witnesses_only,
-        )
-        new: dict[int, list[AuditEvent]] = {}
-        if stored or joined_stored:
-            for index, events_stored in [*stored.items(), *joined_stored.items()]:
-                held.stored[index] = events_stored[:done]
-                new[index] = events_stored[done:]
-        audit_error = audit_error or joined_error
-        # The store says running (its audit part was not refused): audit the start.
-        if intent and store_error is None and joined_error is None and built:
-            for index, _ in separate:
-                new.pop(index, None)
-            audit_error = audit.append(separate, built, new) or audit_error
-        published = audit.first(held.stored, held.built) + audit.first(new, built)
-        with audit._lock:
-            audit.events.extend(published)
-        return published, store_error, audit_error
-
-    def _leading(
-        self,
-        held: _Held,
-        records: list[StepRecord],
-        built: list[AuditEvent],
-        separate: list[tuple[int, Any]],
-    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
-        """A start when the trail leads (runbook.trail): the held outcomes' events and the
-        starts' in ONE synced append, then the store's commit without a WAL sync.
-
-        A sink that refused the append: nothing starts; the held outcomes' rows are stored
-        (synced: the leader may lack their events), and steps whose ``step_started`` a sink
-        took are ended at the run's end (``_end_unstarted``). A refused commit: the trail holds
-        the starts, so they are ended the same way."""
-        audit = self.audit
-        done = len(held.built)
-        stored: dict[int, list[AuditEvent]] = {}
-        audit_error = audit.append(separate, held.built + built, stored)
-        names = [record.name for record in records]
-        if audit_error is None:
-            store_error, _ = self._commit(held.records + records, [], [], {}, [], sync=False)
-            if store_error is not None:
-                self._announced.update(names)
-        else:
-            if any(len(events) > done for events in stored.values()):
-                self._announced.update(names)
-            store_error, _ = self._commit(held.records, [], [], {}, [])
-        new: dict[int, list[AuditEvent]] = {}
-        for index, events_stored in stored.items():
-            held.stored[index] = events_stored[:done]
-            new[index] = events_stored[done:]
-        published = audit.first(held.stored, held.built) + audit.first(new, built)
-        with audit._lock:
-            audit.events.extend(published)
-        return published, store_error, audit_error
-
     def _note_trail(self) -> StoreError | None:
         """The stored run names the trail that leads it (or none), before its first start (or
         undo): ``resume`` rolls the store forward from the trail named (runbook.trail), and a
         trail that no longer leads must not be read for steps recorded elsewhere since."""
-        want = None if self._leader is None else self._leader.chain_id
+        leader = self.media.leader
+        want = None if leader is None else leader.chain_id
         if self.store is None or self.run_options.get(trail.OPTION) == want:
             self._trail_noted = True
             return None
@@ -363,95 +236,6 @@ class RunRecorder:
         """Whether there is a store part to hold (every store: the rows and witnesses of two
         transitions then cost one store write, one transaction where the store has them)."""
         return self.store is not None
-
-    def _split(self) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
-        """(joined, separate): the sinks writing inside the store's transactions, the others."""
-        if self._sinks is None:
-            joined: list[tuple[int, Any]] = []
-            separate: list[tuple[int, Any]] = []
-            for index, sink in enumerate(self.audit.sinks):
-                joins = getattr(sink, "joins", None)
-                if self.store is not None and joins is not None and joins(self.store):
-                    try:
-                        getattr(sink, "prepare", lambda: None)()  # table made outside any tx
-                    except Exception:  # written on its own then, and failing there
-                        separate.append((index, sink))
-                        continue
-                    joined.append((index, sink))
-                else:
-                    separate.append((index, sink))
-            self._sinks = (joined, separate)
-            if not joined and separate:
-                self._leader = trail.leader(self.store, [sink for _, sink in separate])
-        return self._sinks
-
-    def _commit(
-        self,
-        records: list[StepRecord],
-        built: list[AuditEvent],
-        joined: list[tuple[int, Any]],
-        stored: dict[int, list[AuditEvent]],
-        alone: list[StepRecord],
-        *,
-        sync: bool = True,
-    ) -> tuple[StoreError | None, AuditError | None]:
-        """The store's part of a transition in one transaction: rows, joined sinks' events, the
-        witnesses due. A refused audit part is rolled back and the rows in ``alone`` written on
-        their own (an outcome is stored even when the audit refused it; a start is not). A store
-        without transactions writes the witnesses first: when one is refused no row has been
-        written yet, and only those in ``alone`` are. ``sync=False``: committed without a WAL
-        sync, for what the leading trail already holds (runbook.trail)."""
-        store = self.store
-        if store is None:
-            return None, None
-        logs = [sink for sink in self.audit.sinks if getattr(sink, "pending", None)]
-        if not records and not (joined and built) and not logs:
-            return None, None
-        transaction = getattr(store, "transaction", None)
-        audit_error: AuditError | None = None
-        try:
-            try:
-                if transaction is None:
-                    self._witnesses(store, logs)
-                    self._rows(store, records)
-                else:
-                    relaxed = {} if sync else {"sync": False}
-                    with transaction("record a step in", **relaxed) as conn:
-                        self._rows(store, records)
-                        if joined and built:
-                            joined_error = self.audit.append(joined, built, stored, conn)
-                            if joined_error is not None:
-                                raise joined_error
-                        self._witnesses(store, logs)
-            except AuditError as exc:  # rolled back: the rows that stand anyway, on their own
-                audit_error = exc
-                for index, _ in joined:
-                    stored.pop(index, None)
-                if alone:
-                    if transaction is None:
-                        self._rows(store, alone)
-                    else:
-                        with transaction("record a step in"):
-                            self._rows(store, alone)
-        except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, StoreError)
-                else StoreError(f"run store failed: {error_text(exc)}")
-            )
-            return error, audit_error
-        return None, audit_error
-
-    @staticmethod
-    def _rows(store: RunStore, records: list[StepRecord]) -> None:
-        save_steps(store, records)
-
-    @staticmethod
-    def _witnesses(store: RunStore, logs: list[Any]) -> None:
-        for sink in logs:
-            pending = sink.take_pending()
-            if pending is not None:
-                sink.write_witness(store, pending)
 
     # -- transitions -----------------------------------------------------------------------------
 
@@ -605,7 +389,7 @@ class RunRecorder:
             running = [
                 res
                 for res in not_started
-                if res.name in self._announced
+                if res.name in self.media.announced
                 or ((row := rows.get(res.name)) is not None and row.status == R.STEP_RUNNING)
             ]
             if running:

@@ -390,6 +390,7 @@ import asyncio
 from runbook import step
 
 STOPPED = []
+LOST = asyncio.Event()
 
 @step(lock="db")
 async def locked():
@@ -397,10 +398,12 @@ async def locked():
         await asyncio.sleep(5)  # a bound: the lease is lost at once, which cancels this
     except asyncio.CancelledError:
         STOPPED.append("locked")
+        LOST.set()
         raise
 
 @step
 async def free():
+    await LOST.wait()  # running when the lease is lost, and not stopped by it
     return "free"
 """
 
@@ -438,6 +441,7 @@ def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook, monkeypat
     )
     assert result.steps["free"].status in ("succeeded", "cancelled")
     assert "LeaseLost" not in (result.steps["free"].error or "")
+    assert rb.module.STOPPED == ["locked"]  # free was running at the loss, and was not stopped
 
 
 def test_a_failing_audit_listener_or_hook_never_breaks_the_run(write_runbook, caplog):

@@ -77,14 +77,14 @@ KILLERS = {
     """,
     # After the commit (all five running), before any branch's code.
     "after the commit": """
-        from runbook import recorder
-        real = recorder.RunRecorder._commit
+        from runbook import media
+        real = media.Media.commit
         def commit(self, records, *args, **kwargs):
             out = real(self, records, *args, **kwargs)
             if any(r.name == "b2" and r.status == "running" for r in records):
                 os.kill(os.getpid(), signal.SIGKILL)
             return out
-        recorder.RunRecorder._commit = commit
+        media.Media.commit = commit
     """,
 }
 

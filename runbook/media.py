@@ -1,0 +1,243 @@
+"""One transition written to every medium (``Media``), in the order that keeps a crash recoverable.
+
+A transition is the step rows it changes plus the audit events that report it, written as ONE
+durable write per medium: the store rows, the events of every sink that lives in the store's own
+SQLite file, and the store's witness of each sink's last event share one transaction (one
+commit); every other sink gets all the events in one append (one fsync). Outcomes held on one
+turn of the loop and the starts of steps launched together (runbook.grouping) are one transition
+too, however many steps they are. ``RunRecorder`` (runbook/recorder.py) decides what is held and
+when a transition is written; this module only writes it.
+
+Between media the order is what makes every crash point recoverable. Intent (a step about to
+start) goes to the store first ("running"), so that a step whose ``step_started`` is in the audit
+is always found running by ``resume`` (which records ``step_interrupted`` and decides). An
+outcome goes to the other sinks first, then to the store, so that the store never holds an
+outcome the audit lacks: dying in between leaves the step "running" in the store, which resume
+treats as interrupted, never as silently done. Within the shared transaction there is no order:
+it commits entirely or not at all (``Media.ordered``).
+
+When a synced JSONL trail leads the store (runbook.trail), a start is instead ONE append of the
+held outcomes and the starts, then the store's commit without a WAL sync (``Media.leading``): the
+store never holds more than the trail, and ``resume`` rolls forward what it lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runbook import trail
+from runbook.audit.events import AuditEvent
+from runbook.audit.pipeline import Recorder
+from runbook.errors import AuditError, StoreError
+from runbook.store.base import RunStore, StepRecord, save_steps
+
+
+class Held:
+    """Outcomes waiting for the next write, which makes them durable (``RunRecorder.write``).
+
+    A plain class: one is made per chain step, and a dataclass's default factories cost more
+    than the rest of holding."""
+
+    __slots__ = ("built", "number", "records", "stored", "then")
+
+    def __init__(self, number: int) -> None:
+        self.number = number  # RunRecorder.holds when it began
+        self.records: list[StepRecord] = []
+        self.built: list[AuditEvent] = []
+        self.stored: dict[int, list[AuditEvent]] = {}  # by each sink, once written
+        self.then: list[Callable[[], None] | None] = []  # each one's ``then``
+
+
+def error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Media:
+    """The store and the audit sinks of one run, as one transition is written to them."""
+
+    def __init__(self, audit: Recorder, store: RunStore | None) -> None:
+        self.audit = audit
+        self.store = store
+        self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
+        self.leader: Any = None  # the sink that leads the store (runbook.trail), from split
+        # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
+        # run (``RunRecorder._end_unstarted``), as the store has no ``running`` row for them.
+        self.announced: set[str] = set()
+
+    def ordered(
+        self,
+        held: Held,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        joined: list[tuple[int, Any]],
+        separate: list[tuple[int, Any]],
+        *,
+        intent: bool,
+        regardless: bool,
+    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
+        """A transition in the two rules' order: the held outcomes (and an outcome's own events)
+        to the other sinks, the store's commit, then a start's events to the other sinks."""
+        audit = self.audit
+        done = len(held.built)
+        # The other sinks first get the held outcomes' events (and an outcome's own: one
+        # append); a start's events wait for the store, below.
+        stored: dict[int, list[AuditEvent]] = {}
+        first = held.built if intent else held.built + built
+        audit_error = audit.append(separate, first, stored)
+        if intent and audit_error is not None:  # outcomes refused: nothing starts after them
+            records, built = [], []  # (their rows are still stored)
+        joined_stored: dict[int, list[AuditEvent]] = {}
+        alone = held.records + (records if regardless else [])  # if the audit part is refused
+        # Only witnesses of events the leading trail has synced: losing them to a power cut
+        # leaves a witness behind the trail, which is harmless (runbook.audit.log).
+        witnesses_only = self.leader is not None and not held.records and not records
+        store_error, joined_error = self.commit(
+            held.records + records,
+            held.built + built,
+            joined,
+            joined_stored,
+            alone,
+            sync=not witnesses_only,
+        )
+        new: dict[int, list[AuditEvent]] = {}
+        if stored or joined_stored:
+            for index, events_stored in [*stored.items(), *joined_stored.items()]:
+                held.stored[index] = events_stored[:done]
+                new[index] = events_stored[done:]
+        audit_error = audit_error or joined_error
+        # The store says running (its audit part was not refused): audit the start.
+        if intent and store_error is None and joined_error is None and built:
+            for index, _ in separate:
+                new.pop(index, None)
+            audit_error = audit.append(separate, built, new) or audit_error
+        published = audit.first(held.stored, held.built) + audit.first(new, built)
+        with audit._lock:
+            audit.events.extend(published)
+        return published, store_error, audit_error
+
+    def leading(
+        self,
+        held: Held,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        separate: list[tuple[int, Any]],
+    ) -> tuple[list[AuditEvent], StoreError | None, AuditError | None]:
+        """A start when the trail leads (runbook.trail): the held outcomes' events and the
+        starts' in ONE synced append, then the store's commit without a WAL sync.
+
+        A sink that refused the append: nothing starts; the held outcomes' rows are stored
+        (synced: the leader may lack their events), and steps whose ``step_started`` a sink
+        took are ended at the run's end (``RunRecorder._end_unstarted``). A refused commit:
+        the trail holds the starts, so they are ended the same way."""
+        audit = self.audit
+        done = len(held.built)
+        stored: dict[int, list[AuditEvent]] = {}
+        audit_error = audit.append(separate, held.built + built, stored)
+        names = [record.name for record in records]
+        if audit_error is None:
+            store_error, _ = self.commit(held.records + records, [], [], {}, [], sync=False)
+            if store_error is not None:
+                self.announced.update(names)
+        else:
+            if any(len(events) > done for events in stored.values()):
+                self.announced.update(names)
+            store_error, _ = self.commit(held.records, [], [], {}, [])
+        new: dict[int, list[AuditEvent]] = {}
+        for index, events_stored in stored.items():
+            held.stored[index] = events_stored[:done]
+            new[index] = events_stored[done:]
+        published = audit.first(held.stored, held.built) + audit.first(new, built)
+        with audit._lock:
+            audit.events.extend(published)
+        return published, store_error, audit_error
+
+    def split(self) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+        """(joined, separate): the sinks writing inside the store's transactions, the others."""
+        if self._sinks is None:
+            joined: list[tuple[int, Any]] = []
+            separate: list[tuple[int, Any]] = []
+            for index, sink in enumerate(self.audit.sinks):
+                joins = getattr(sink, "joins", None)
+                if self.store is not None and joins is not None and joins(self.store):
+                    try:
+                        getattr(sink, "prepare", lambda: None)()  # table made outside any tx
+                    except Exception:  # written on its own then, and failing there
+                        separate.append((index, sink))
+                        continue
+                    joined.append((index, sink))
+                else:
+                    separate.append((index, sink))
+            self._sinks = (joined, separate)
+            if not joined and separate:
+                self.leader = trail.leader(self.store, [sink for _, sink in separate])
+        return self._sinks
+
+    def commit(
+        self,
+        records: list[StepRecord],
+        built: list[AuditEvent],
+        joined: list[tuple[int, Any]],
+        stored: dict[int, list[AuditEvent]],
+        alone: list[StepRecord],
+        *,
+        sync: bool = True,
+    ) -> tuple[StoreError | None, AuditError | None]:
+        """The store's part of a transition in one transaction: rows, joined sinks' events, the
+        witnesses due. A refused audit part is rolled back and the rows in ``alone`` written on
+        their own (an outcome is stored even when the audit refused it; a start is not). A store
+        without transactions writes the witnesses first: when one is refused no row has been
+        written yet, and only those in ``alone`` are. ``sync=False``: committed without a WAL
+        sync, for what the leading trail already holds (runbook.trail)."""
+        store = self.store
+        if store is None:
+            return None, None
+        logs = [sink for sink in self.audit.sinks if getattr(sink, "pending", None)]
+        if not records and not (joined and built) and not logs:
+            return None, None
+        transaction = getattr(store, "transaction", None)
+        audit_error: AuditError | None = None
+        try:
+            try:
+                if transaction is None:
+                    self._witnesses(store, logs)
+                    self._rows(store, records)
+                else:
+                    relaxed = {} if sync else {"sync": False}
+                    with transaction("record a step in", **relaxed) as conn:
+                        self._rows(store, records)
+                        if joined and built:
+                            joined_error = self.audit.append(joined, built, stored, conn)
+                            if joined_error is not None:
+                                raise joined_error
+                        self._witnesses(store, logs)
+            except AuditError as exc:  # rolled back: the rows that stand anyway, on their own
+                audit_error = exc
+                for index, _ in joined:
+                    stored.pop(index, None)
+                if alone:
+                    if transaction is None:
+                        self._rows(store, alone)
+                    else:
+                        with transaction("record a step in"):
+                            self._rows(store, alone)
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, StoreError)
+                else StoreError(f"run store failed: {error_text(exc)}")
+            )
+            return error, audit_error
+        return None, audit_error
+
+    @staticmethod
+    def _rows(store: RunStore, records: list[StepRecord]) -> None:
+        save_steps(store, records)
+
+    @staticmethod
+    def _witnesses(store: RunStore, logs: list[Any]) -> None:
+        for sink in logs:
+            pending = sink.take_pending()
+            if pending is not None:
+                sink.write_witness(store, pending)
