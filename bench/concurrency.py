@@ -21,6 +21,12 @@ beside it.
     .venv/bin/python bench/concurrency.py                # 100 runs, best of 5
     .venv/bin/python bench/concurrency.py --runs 1000 --repeat 3
     .venv/bin/python bench/concurrency.py --gc-freeze    # imported objects out of the GC's way
+    .venv/bin/python bench/concurrency.py --durable      # the CLI default: SQLite + JSONL, synced
+
+With ``--durable`` the runs use the CLI default's media (a SQLite store and a synced JSONL
+trail); the starts the runs of one Runner reach on the same turn are one write
+(runbook.grouping), so 100 runs at once pay a fraction of a run's fsyncs per step (counted).
+The target is then judged on wall clock: the disk's time is the cost.
 """
 
 from __future__ import annotations
@@ -51,10 +57,46 @@ def write_chain(folder: Path) -> Path:
     return path
 
 
+DURABLE: Path | None = None  # --durable: the folder of the CLI default's files
+
+
 def make_runner() -> Runner:
+    if DURABLE is not None:  # the CLI default: a SQLite store and a JSONL trail, power-durable
+        return Runner(
+            store=f"sqlite:///{DURABLE / 'runs.db'}",
+            audit=(f"jsonl://{DURABLE / 'audit.jsonl'}",),
+            locks=None,
+            entry_points=False,
+            actor="b",
+            notify=(),
+        )
     return Runner(
         store="memory://", audit=("memory://",), locks="memory://", entry_points=False, actor="b"
     )
+
+
+def count_fsyncs(rb: Any, runs: int) -> tuple[float, float]:
+    """(fsyncs per step of one run alone, of ``runs`` runs at once on one Runner), counted."""
+    import os
+
+    calls = [0]
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls[0] += 1
+        real(fd)
+
+    runner = make_runner()
+    os.fsync = fsync  # type: ignore[assignment]
+    try:
+        asyncio.run(single(runner, rb, 1))
+        alone = calls[0] / STEPS
+        calls[0] = 0
+        asyncio.run(concurrent(lambda: runner, rb, runs))
+        together = calls[0] / (STEPS * runs)
+    finally:
+        os.fsync = real  # type: ignore[assignment]
+    return round(alone, 2), round(together, 2)
 
 
 Seconds = tuple[float, float]  # (wall clock, CPU time)
@@ -140,11 +182,23 @@ def main() -> None:
         help="gc.freeze() after the warm-up, as a long-running service may after its imports: "
         "the cyclic collector's full passes then skip the imported modules' objects",
     )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="the CLI default's media (SQLite store, JSONL trail, synced) instead of memory: "
+        "the runs of one Runner write the starts they reach on the same turn together",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    global DURABLE
+    fsyncs: tuple[float, float] | None = None
+    with tempfile.TemporaryDirectory(dir="." if args.durable else None) as tmp:
         (Path(tmp) / "pyproject.toml").touch()
+        if args.durable:
+            DURABLE = Path(tmp)
         rb = load(write_chain(Path(tmp)))
         measured = asyncio.run(measure(rb, args.runs, args.repeat, args.gc_freeze))
+        if args.durable:
+            fsyncs = count_fsyncs(rb, args.runs)
     seconds, gc_passes = measured["seconds"], measured["gc"]
     one_wall, one_cpu = (t / STEPS * 1e6 for t in seconds["one"])
     rows = [
@@ -183,9 +237,15 @@ def main() -> None:
             f"{r['case']:<{width}}  {r['runs']:>5}  {r['per_step_us']:>11}  {r['ratio']:>8}  "
             f"{r['wall_per_step_us']:>12}  {r['wall_ratio']:>8}  {r['gc_passes']:>9}"
         )
-    target = all(float(r["ratio"]) <= 1.5 for r in rows)
+    judged = "wall_ratio" if args.durable else "ratio"  # durable: the disk's time is the cost
+    target = all(float(r[judged]) <= 1.5 for r in rows)
+    on = "wall clock" if args.durable else "CPU time"
+    if fsyncs is not None:
+        print(
+            f"fsyncs per step (counted): 1 run alone {fsyncs[0]}, {args.runs} at once {fsyncs[1]}"
+        )
     print(
-        f"target 100 concurrent runs <= 1.5x a single run's step (CPU time): "
+        f"target 100 concurrent runs <= 1.5x a single run's step ({on}): "
         f"{'met' if target else 'NOT met'}"
     )
     print(
@@ -197,7 +257,9 @@ def main() -> None:
                 "gc_freeze": args.gc_freeze,
                 "rows": rows,
                 "target_1_5x_met": target,
-                "target_on": "CPU time",
+                "target_on": on,
+                "durable": args.durable,
+                "fsyncs_per_step": fsyncs,
             }
         )
     )

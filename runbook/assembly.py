@@ -206,6 +206,7 @@ async def execute(
         outputs=outputs,
         resumed_by=resumed_by,
         executor=run_executor,
+        starts=runner.providers.start_group(),
         **extra,
     )
     execution = holder["x"] = Execution(setup)

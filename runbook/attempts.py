@@ -128,8 +128,8 @@ async def _attempts(
         started, began = False, 0.0
         try:
             # Durable before the side effects start; with the others launched with it.
-            if x.group and len(x.tasks.running) > 1:
-                await x.starts.join(res, attempt)
+            if x.group and (len(x.tasks.running) > 1 or x.starts.shared):
+                await x.starts.join(x.rec, res, attempt)
             else:
                 x.rec.step_started(res, attempt)
             started, began = True, clock.monotonic()

@@ -39,7 +39,7 @@ from runbook.executors import Executor
 from runbook.grouping import StartGroup
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
-from runbook.recorder import RunRecorder, error_text
+from runbook.recorder import RunRecorder, error_text, starts_together
 from runbook.redact import Redactor
 from runbook.result import RunResult
 from runbook.rollbacks import rollback_all
@@ -88,6 +88,8 @@ class RunSetup:
     settle_data: dict[str, Any] = field(default_factory=dict)  # cancel: its signature, if any
     # Into run_resumed: ``forced`` (old/new sha256), ``signed_decision`` (retry/skip, signed).
     resume_data: dict[str, Any] = field(default_factory=dict)
+    # Shared by the runs of one Runner on one loop (their starts written together); None: own.
+    starts: StartGroup | None = None
 
 
 class _Unrecorded(Exception):
@@ -129,7 +131,8 @@ class Execution:
         self.not_started: list[str] = []  # refused starts, recorded with the run's end
         self.run_lock: str | None = None
         # Starts of steps launched together: one transition (runbook.grouping), when written.
-        self.starts = StartGroup(self.rec.steps_started)
+        # Starts launched together, in this run or in the other runs sharing the group.
+        self.starts = setup.starts or StartGroup(starts_together)
         self.group = self.rec.store is not None or not self.rec.quiet
         self.tasks = StepTasks(
             self.coord,
@@ -163,11 +166,15 @@ class Execution:
     async def execute(self) -> RunResult:
         """The run, inside its ``runbook.run`` span (a no-op without opentelemetry-api)."""
         info = self.s.info
-        with tracing.run_span(info.run_id, info.name, info.env) as span:
-            result = await self._execute()
-            failed = result.status in (R.FAILED, R.ROLLED_BACK, R.ROLLBACK_FAILED)
-            span.set_status(result.status, result.error if failed else None)
-            return result
+        self.starts.enter()
+        try:
+            with tracing.run_span(info.run_id, info.name, info.env) as span:
+                result = await self._execute()
+                failed = result.status in (R.FAILED, R.ROLLED_BACK, R.ROLLBACK_FAILED)
+                span.set_status(result.status, result.error if failed else None)
+                return result
+        finally:
+            self.starts.leave()
 
     async def _execute(self) -> RunResult:
         s, info, coord = self.s, self.s.info, self.coord

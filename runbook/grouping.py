@@ -8,6 +8,8 @@ alone (other steps run or are being launched) joins a batch, written on the next
 event loop: the steps launched in the same pass all reach their start on this one (unless they
 first wait for a lock). It is written as one ``RunRecorder.steps_started``: one store commit,
 carrying the outcomes held meanwhile (``RunRecorder.write``), and one append per other sink.
+Runs of one ``Runner`` on one event loop share a group: their starts on the same turn are one
+write as well (``runbook.recorder.starts_together``).
 No member's side effects begin before the write returns, so rule 1 holds for each of them, and
 a crash anywhere in it leaves every member either not started or found running by ``resume``.
 
@@ -20,34 +22,59 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runbook.result import StepResult
 
+Starts = Sequence[tuple["StepResult", int]]
+# Writes each owner's starts (several owners: one write where their media allow it) and says
+# what each owner's starts must raise (None: durable), in the order given.
+Writer = Callable[[Sequence[tuple[Any, Starts]]], Sequence[BaseException | None]]
+
 
 class _Batch:
-    __slots__ = ("error", "starts", "waiters")
+    __slots__ = ("errors", "starts", "waiters")
 
     def __init__(self) -> None:
-        self.starts: list[tuple[StepResult, int]] = []
-        self.waiters: list[asyncio.Future[None]] = []
-        self.error: Exception | None = None
+        self.starts: dict[Any, list[tuple[StepResult, int]]] = {}  # by owner, in join order
+        self.waiters: list[tuple[Any, asyncio.Future[None]]] = []
+        self.errors: dict[Any, BaseException] = {}
 
 
 class StartGroup:
-    """The open batch of starts of one run, written by ``record`` (``steps_started``)."""
+    """The open batch of starts of the runs that share it (one run's, or every run of one
+    ``Runner`` on one event loop), written by ``write`` (``runbook.recorder.starts_together``).
 
-    def __init__(self, record: Callable[[Sequence[tuple[StepResult, int]]], None]) -> None:
-        self._record = record
+    Several runs on one store and the same sinks that reach a start on the same turn are one
+    transition too: one append, one commit for all of them. A run ``enter``s the group for its
+    execution and ``leave``s it at its end; while others are in it, a start that would be alone
+    in its run joins the batch (``shared``) instead of being written at once.
+    """
+
+    def __init__(self, write: Writer) -> None:
+        self._write = write
         self._batch: _Batch | None = None
+        self._members = 0
+
+    def enter(self) -> None:
+        self._members += 1
+
+    def leave(self) -> None:
+        self._members -= 1
 
     @property
-    def open(self) -> bool:
-        """A batch waits to be written: it carries whatever outcome is held until then."""
-        return self._batch is not None
+    def shared(self) -> bool:
+        """Other runs are in the group: their starts may join this one's."""
+        return self._members > 1
 
-    async def join(self, res: StepResult, attempt: int) -> None:
+    def carries(self, owner: Any) -> bool:
+        """A batch waits to be written with a start of ``owner``: it carries whatever outcome
+        ``owner`` holds until then."""
+        batch = self._batch
+        return batch is not None and owner in batch.starts
+
+    async def join(self, owner: Any, res: StepResult, attempt: int) -> None:
         """Return once this start is durable with the others of its batch (or raise why not)."""
         loop = asyncio.get_running_loop()
         batch = self._batch
@@ -57,8 +84,8 @@ class StartGroup:
             # the batch is written on the next one, before any of them goes on.
             loop.call_soon(self.flush)
         waiter: asyncio.Future[None] = loop.create_future()
-        batch.starts.append((res, attempt))
-        batch.waiters.append(waiter)
+        batch.starts.setdefault(owner, []).append((res, attempt))
+        batch.waiters.append((owner, waiter))
         try:
             await waiter
         except asyncio.CancelledError:
@@ -66,23 +93,28 @@ class StartGroup:
             # before the cancellation could wake this task (call_soon is FIFO), so this is a
             # no-op but on a loop that orders callbacks otherwise.
             self.flush()
-            if batch.error is not None:
-                raise batch.error from None
+            if (error := batch.errors.get(owner)) is not None:
+                raise error from None
             raise
 
     def flush(self) -> None:
-        """Write the open batch, if any, and wake its members (with the error, if refused)."""
+        """Write the open batch, if any, and wake its members (with their run's error)."""
         batch, self._batch = self._batch, None
         if batch is None:
             return
+        owners = list(batch.starts.items())
         try:
-            self._record(batch.starts)
-        except Exception as exc:  # reported through on_fatal by the recorder; each member raises
-            batch.error = exc
-        for waiter in batch.waiters:
+            results = self._write(owners)
+        except Exception as exc:  # a writer that raised: every member's start is refused
+            results = [exc] * len(owners)
+        for (owner, _), error in zip(owners, results, strict=True):
+            if error is not None:
+                batch.errors[owner] = error
+        for owner, waiter in batch.waiters:
             if waiter.done():  # its task was cancelled meanwhile
                 continue
-            if batch.error is not None:
-                waiter.set_exception(batch.error)
+            error = batch.errors.get(owner)
+            if error is not None:
+                waiter.set_exception(error)
             else:
                 waiter.set_result(None)

@@ -23,7 +23,7 @@ store never holds more than the trail, and ``resume`` rolls forward what it lack
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runbook import trail
@@ -46,7 +46,7 @@ class Held:
         self.records: list[StepRecord] = []
         self.built: list[AuditEvent] = []
         self.stored: dict[int, list[AuditEvent]] = {}  # by each sink, once written
-        self.then: list[Callable[[], None] | None] = []  # each one's ``then``
+        self.then: list[Callable[[], None]] = []  # each one's ``then``
 
 
 def error_text(exc: BaseException) -> str:
@@ -238,6 +238,101 @@ class Media:
     @staticmethod
     def _witnesses(store: RunStore, logs: list[Any]) -> None:
         for sink in logs:
-            pending = sink.take_pending()
-            if pending is not None:
+            for pending in sink.take_pending():
                 sink.write_witness(store, pending)
+
+
+class Part:
+    """One run's share of a transition written with other runs' (``write_together``): its held
+    outcomes, the rows and events of its starts, and what the write left for it."""
+
+    __slots__ = ("audit_error", "built", "held", "media", "new", "records", "store_error")
+
+    def __init__(
+        self, media: Media, held: Held, records: list[StepRecord], built: list[AuditEvent]
+    ) -> None:
+        self.media, self.held, self.records, self.built = media, held, records, built
+        self.new: dict[int, list[AuditEvent]] = {}  # the starts' events, by each sink
+        self.store_error: StoreError | None = None
+        self.audit_error: AuditError | None = None
+
+
+def can_write_together(media: Media) -> bool:
+    """Whether several runs' starts on these media can be one write: the trail leads, or every
+    sink lives in the store's transactions (one commit then holds everything)."""
+    _, separate = media.split()
+    return media.store is not None and (media.leader is not None or not separate)
+
+
+def write_together(parts: Sequence[Part]) -> None:
+    """The starts of several runs sharing one store and the same sinks, as ONE transition: one
+    append to the leading trail (or none), one store transaction for every run's rows, joined
+    events and witnesses. Each part gets its own errors: a commit refused for the batch is tried
+    again run by run, so one run's refused row stops that run only."""
+    first = parts[0].media
+    joined, separate = first.split()
+    if first.leader is not None:
+        events = [event for part in parts for event in (*part.held.built, *part.built)]
+        stored: dict[int, list[AuditEvent]] = {}
+        audit_error = first.audit.append(separate, events, stored)
+        if audit_error is None:
+            rows = [part.held.records + part.records for part in parts]
+            errors = _commit_each(first, parts, rows, [[] for _ in parts], [], sync=False)
+        else:
+            rows = [part.held.records for part in parts]
+            errors = _commit_each(first, parts, rows, [[] for _ in parts], [], sync=True)
+        offset = 0
+        for part, (store_error, _) in zip(parts, errors, strict=True):
+            done, total = len(part.held.built), len(part.held.built) + len(part.built)
+            for index, events_stored in stored.items():
+                part.held.stored[index] = events_stored[offset : offset + done]
+                part.new[index] = events_stored[offset + done : offset + total]
+            offset += total
+            part.store_error, part.audit_error = store_error, audit_error
+            took = audit_error is None and store_error is not None
+            if took or (audit_error is not None and stored):
+                part.media.announced.update(record.name for record in part.records)
+        return
+    rows = [part.held.records + part.records for part in parts]
+    builts = [part.held.built + part.built for part in parts]
+    stored_each: list[dict[int, list[AuditEvent]]] = [{} for _ in parts]
+    errors = _commit_each(first, parts, rows, builts, joined, sync=True, stored=stored_each)
+    for part, (store_error, audit_error), stored_part in zip(
+        parts, errors, stored_each, strict=True
+    ):
+        done = len(part.held.built)
+        for index, events_stored in stored_part.items():
+            part.held.stored[index] = events_stored[:done]
+            part.new[index] = events_stored[done:]
+        part.store_error, part.audit_error = store_error, audit_error
+
+
+def _commit_each(
+    media: Media,
+    parts: Sequence[Part],
+    rows: list[list[StepRecord]],
+    builts: list[list[AuditEvent]],
+    joined: list[tuple[int, Any]],
+    *,
+    sync: bool,
+    stored: list[dict[int, list[AuditEvent]]] | None = None,
+) -> list[tuple[StoreError | None, AuditError | None]]:
+    """One commit of every part's rows (and joined events); if it is refused, one per part."""
+    together: dict[int, list[AuditEvent]] = {}
+    all_rows = [record for part_rows in rows for record in part_rows]
+    all_built = [event for built in builts for event in built]
+    store_error, audit_error = media.commit(all_rows, all_built, joined, together, [], sync=sync)
+    if store_error is None and audit_error is None:
+        if stored is not None:
+            offset = 0
+            for target, built in zip(stored, builts, strict=True):
+                for index, events_stored in together.items():
+                    target[index] = events_stored[offset : offset + len(built)]
+                offset += len(built)
+        return [(None, None)] * len(parts)
+    out: list[tuple[StoreError | None, AuditError | None]] = []
+    for i, part in enumerate(parts):  # rolled back: run by run, each with its own errors
+        target = stored[i] if stored is not None else {}
+        alone = part.held.records
+        out.append(part.media.commit(rows[i], builts[i], joined, target, alone, sync=sync))
+    return out

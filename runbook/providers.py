@@ -9,6 +9,8 @@ closes what was opened once, whoever opened it.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from runbook.audit.events import AuditSink
 from runbook.audit.log import AuditLog
 from runbook.clock import Clock
 from runbook.errors import UsageError
+from runbook.grouping import StartGroup
 from runbook.locks.base import LockProvider
 from runbook.plugins import Plugins
 from runbook.store.base import RunStore
@@ -49,6 +52,18 @@ class Providers:
         self._store: RunStore | None = None
         self._sinks: list[AuditSink] | None = None
         self._locks: LockProvider | None = None
+        self._start_groups: weakref.WeakKeyDictionary[Any, StartGroup] = weakref.WeakKeyDictionary()
+
+    def start_group(self) -> StartGroup:
+        """The starts of the runs on this event loop that share these providers (one store, the
+        same sinks): those reaching a start on the same turn are one write (runbook.grouping)."""
+        loop = asyncio.get_running_loop()
+        group = self._start_groups.get(loop)
+        if group is None:
+            from runbook.recorder import starts_together
+
+            group = self._start_groups[loop] = StartGroup(starts_together)
+        return group
 
     def add_plugin(self, plugin: Any) -> None:
         """Register ``plugin`` (a runbookconf.py, the metrics reporter), first making the

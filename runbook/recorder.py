@@ -21,7 +21,7 @@ from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
 from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
-from runbook.media import Held, Media
+from runbook.media import Held, Media, Part, can_write_together, write_together
 from runbook.media import error_text as error_text
 from runbook.redact import Redactor
 from runbook.store.base import RunStore, StepRecord
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from runbook.result import RunResult, StepResult
 
 log = logging.getLogger("runbook")
+
+
+def _nothing() -> None:
+    """A held outcome's ``then`` when it has none."""
 
 
 class RunRecorder:
@@ -175,7 +179,7 @@ class RunRecorder:
                 held = self._held
                 held.records += records
                 held.built += built
-                held.then.append(then)
+                held.then.append(then or _nothing)
                 return
             media = self.media
             joined, separate = media.split()
@@ -244,6 +248,50 @@ class RunRecorder:
         events = () if self.quiet else [("step_started", res.name, {"attempt": attempt}, None)]
         self.write((res,), events, intent=True)
         self.hook("runbook_step_started", step=res.name, attempt=attempt)
+
+    def part_of(self, starts: Sequence[tuple[StepResult, int]]) -> Part:
+        """These starts as this run's share of a write with other runs' (``starts_together``),
+        with the outcomes held so far; call with ``_lock`` held. Raises as ``write`` does when
+        the run cannot say which trail leads it."""
+        self.media.split()  # which sink leads, before the run is to name it
+        if not self._trail_noted:
+            error = self._note_trail()
+            if error is not None:
+                self.on_fatal(error)
+                raise error
+        audit = self.audit
+        built = (
+            []
+            if self.quiet
+            else [audit.build("step_started", res.name, {"attempt": n}) for res, n in starts]
+        )
+        records = [self._record(res) for res, _ in starts]
+        held, self._held = self._held or Held(0), None
+        return Part(self.media, held, records, built)
+
+    def finish(self, part: Part, starts: Sequence[tuple[StepResult, int]]) -> None:
+        """After ``write_together``: what ``write`` does once its media are written (publish,
+        tell the listeners, the held outcomes' hooks, the errors), then the starts' hooks."""
+        audit = self.audit
+        held = part.held
+        published = audit.first(held.stored, held.built) + audit.first(part.new, part.built)
+        with audit._lock:
+            audit.events.extend(published)
+        for event in published:
+            audit.tell(event)
+        store_error, audit_error = part.store_error, part.audit_error
+        if store_error is None:
+            for after in held.then:
+                after()
+        if audit_error is not None:
+            self.on_fatal(audit_error)
+        if store_error is not None:
+            self.on_fatal(store_error)
+            raise store_error
+        if audit_error is not None:
+            raise audit_error
+        for res, attempt in starts:
+            self.hook("runbook_step_started", step=res.name, attempt=attempt)
 
     def steps_started(self, starts: Sequence[tuple[StepResult, int]]) -> None:
         """Steps that start together (``runbook.grouping``): one transition for all of them."""
@@ -409,3 +457,45 @@ class RunRecorder:
                 self.audit.emit("run_finished", None, {"status": R.FAILED, "error": str(exc)})
             elif still_waiting:  # still waiting for its gate: resumable as it was
                 self.store.update_run(self.info.run_id, status=R.PAUSED)
+
+
+def starts_together(
+    batches: Sequence[tuple[RunRecorder, Sequence[tuple[StepResult, int]]]],
+) -> list[BaseException | None]:
+    """The starts of several runs that reached them on the same turn of the loop, as ONE
+    write where their media allow it (one store, the same sinks, a leading trail or only sinks
+    in the store's file: ``runbook.media.write_together``), else each run's own; the error each
+    run's starts raise (None: durable)."""
+    first = batches[0][0]
+    shared = len(batches) > 1 and all(
+        rec.store is first.store and rec.audit.sinks == first.audit.sinks for rec, _ in batches
+    )
+    if not shared or not can_write_together(first.media):
+        return [_own_write(rec, starts) for rec, starts in batches]
+    errors: list[BaseException | None] = [None] * len(batches)
+    parts: list[tuple[int, Part]] = []
+    with contextlib.ExitStack() as stack:
+        for rec, _ in sorted(batches, key=lambda batch: id(batch[0])):
+            stack.enter_context(rec._lock)
+        for i, (rec, starts) in enumerate(batches):
+            try:
+                parts.append((i, rec.part_of(starts)))
+            except Exception as exc:  # reported through on_fatal; its run's starts raise
+                errors[i] = exc
+        if parts:
+            write_together([part for _, part in parts])
+    for i, part in parts:
+        rec, starts = batches[i]
+        try:
+            rec.finish(part, starts)
+        except Exception as exc:
+            errors[i] = exc
+    return errors
+
+
+def _own_write(rec: RunRecorder, starts: Sequence[tuple[StepResult, int]]) -> BaseException | None:
+    try:
+        rec.steps_started(starts)
+    except Exception as exc:
+        return exc
+    return None

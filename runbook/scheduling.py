@@ -99,7 +99,9 @@ class StepTasks:
         self._loop.call_soon(self._flush, self._rec.holds)
 
     def _flush(self, upto: int) -> None:
-        if self._group and self._starts.open:  # its write, due on this turn or the next,
+        if self._group and self._starts.carries(
+            self._rec
+        ):  # its write, due on this turn or the next,
             return  # carries what is held
         try:
             self._rec.flush(upto)

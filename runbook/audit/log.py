@@ -44,7 +44,9 @@ class AuditLog:
         # nothing could check a witness of it, so none is written.
         queryable = getattr(sink, "queryable", True)
         self._witness = getattr(store, "witness_audit", None) if queryable else None
-        self.pending: tuple[str, str, int, str] | None = None  # see append_many
+        # The witnesses not yet written, one per run (see append_many): one append may hold the
+        # events of several runs (their starts written together, runbook.grouping).
+        self.pending: dict[str, tuple[str, str, int, str]] = {}
         self._many = getattr(sink, "append_many", None)  # looked up once: the hot path
 
     def append(self, event: AuditEvent) -> AuditEvent:
@@ -71,7 +73,12 @@ class AuditLog:
                 if type(stored) is not list:
                     stored = list(stored)
             if stored:
-                self._pending(stored[-1])
+                last = stored[-1]
+                if len(stored) > 1 and stored[0].run_id != last.run_id:
+                    for event in stored[:-1]:
+                        if event.run_id != last.run_id:
+                            self._pending(event)
+                self._pending(last)
             return stored
         # With a key, a checkpoint must follow the event that calls for it (a run's end, every
         # 1,000th seq, known only once stored): one event at a time.
@@ -104,9 +111,11 @@ class AuditLog:
         if prepare is not None:
             prepare()
 
-    def take_pending(self) -> tuple[str, str, int, str] | None:
-        """The witness not yet written, ``(run_id, chain, seq, hash)``, and forget it."""
-        pending, self.pending = self.pending, None
+    def take_pending(self) -> list[tuple[str, str, int, str]]:
+        """The witnesses not yet written, ``(run_id, chain, seq, hash)`` each, and forget them."""
+        if not self.pending:
+            return []
+        pending, self.pending = list(self.pending.values()), {}
         return pending
 
     def write_witness(self, store: Any, pending: tuple[str, str, int, str]) -> None:
@@ -124,7 +133,7 @@ class AuditLog:
             return
         seq, digest = stored.seq, stored.hash
         if seq is not None and digest is not None:
-            self.pending = (stored.run_id, self.chain_id, seq, digest)
+            self.pending[stored.run_id] = (stored.run_id, self.chain_id, seq, digest)
 
     def _checkpoint(self, stored: AuditEvent) -> None:
         if self.signer is None or not must_sign(stored):

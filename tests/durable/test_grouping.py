@@ -19,14 +19,24 @@ from runbook.result import StepResult
 
 
 class Recording:
-    def __init__(self, error: Exception | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.error = error
+    """A writer of batches: records each owner's starts, refuses with ``error`` (or, for an
+    owner named in ``refuse``, with that owner's own error)."""
 
-    def __call__(self, starts: Sequence[tuple[StepResult, int]]) -> None:
-        self.calls.append([res.name for res, _ in starts])
-        if self.error is not None:
-            raise self.error
+    def __init__(
+        self, error: Exception | None = None, refuse: dict[str, Exception] | None = None
+    ) -> None:
+        self.calls: list[list[str]] = []
+        self.writes: list[list[str]] = []  # the owners of each write
+        self.error = error
+        self.refuse = refuse or {}
+
+    def __call__(
+        self, owners: Sequence[tuple[Any, Sequence[tuple[StepResult, int]]]]
+    ) -> list[BaseException | None]:
+        self.writes.append([owner for owner, _ in owners])
+        for _, starts in owners:
+            self.calls.append([res.name for res, _ in starts])
+        return [self.refuse.get(owner, self.error) for owner, _ in owners]
 
 
 def test_starts_joined_on_one_turn_are_written_once_before_any_goes_on() -> None:
@@ -35,7 +45,7 @@ def test_starts_joined_on_one_turn_are_written_once_before_any_goes_on() -> None
     went_on: list[tuple[str, list[list[str]]]] = []
 
     async def member(name: str) -> None:
-        await group.join(StepResult(name), 1)
+        await group.join("run", StepResult(name), 1)
         went_on.append((name, list(record.calls)))
 
     async def main() -> None:
@@ -44,7 +54,45 @@ def test_starts_joined_on_one_turn_are_written_once_before_any_goes_on() -> None
     asyncio.run(main())
     assert record.calls == [["a", "b", "c"]]
     assert [calls for _, calls in went_on] == [[["a", "b", "c"]]] * 3  # all after the write
-    assert not group.open
+    assert not group.carries("run")
+
+
+def test_starts_of_several_runs_on_one_turn_are_one_write_with_their_own_errors() -> None:
+    """Two runs reach a start on the same turn: one write for both; the one whose part was
+    refused raises, the other goes on."""
+    refused = StoreError("run store failed: run b was deleted")
+    record = Recording(refuse={"run-b": refused})
+    group = StartGroup(record)
+    group.enter()
+    group.enter()
+    assert group.shared
+
+    async def main() -> list[Any]:
+        joins = [
+            group.join("run-a", StepResult("s1"), 1),
+            group.join("run-b", StepResult("s1"), 1),
+            group.join("run-a", StepResult("s2"), 1),
+        ]
+        return await asyncio.gather(*joins, return_exceptions=True)
+
+    assert asyncio.run(main()) == [None, refused, None]
+    assert record.writes == [["run-a", "run-b"]]
+    assert record.calls == [["s1", "s2"], ["s1"]]
+    group.leave()
+    assert not group.shared
+
+
+def test_a_writer_that_raises_refuses_every_member() -> None:
+    def broken(owners: Any) -> Any:
+        raise StoreError("run store failed: disk full")
+
+    group = StartGroup(broken)
+
+    async def main() -> list[Any]:
+        joins = (group.join(o, StepResult("s"), 1) for o in ("a", "b"))
+        return await asyncio.gather(*joins, return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(main())] == ["run store failed: disk full"] * 2
 
 
 def test_a_refused_write_is_raised_in_every_member() -> None:
@@ -52,7 +100,7 @@ def test_a_refused_write_is_raised_in_every_member() -> None:
     group = StartGroup(Recording(error))
 
     async def main() -> list[Any]:
-        joins = (group.join(StepResult(n), 1) for n in ("a", "b"))
+        joins = (group.join("run", StepResult(n), 1) for n in ("a", "b"))
         return await asyncio.gather(*joins, return_exceptions=True)
 
     assert asyncio.run(main()) == [error, error]
@@ -65,8 +113,8 @@ def test_a_member_cancelled_while_waiting_is_still_written_and_then_cancelled(er
     group = StartGroup(record)
 
     async def main() -> tuple[BaseException | None, BaseException | None]:
-        a = asyncio.ensure_future(group.join(StepResult("a"), 1))
-        b = asyncio.ensure_future(group.join(StepResult("b"), 1))
+        a = asyncio.ensure_future(group.join("run", StepResult("a"), 1))
+        b = asyncio.ensure_future(group.join("run", StepResult("b"), 1))
         await asyncio.sleep(0)  # both joined; the write is due on the next turn
         a.cancel()
         results = await asyncio.gather(a, b, return_exceptions=True)
