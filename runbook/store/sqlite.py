@@ -17,11 +17,12 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import get_ident
+from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -110,6 +111,9 @@ _TABLES = {
     ApprovalRecord: "approvals",
     InterruptDecision: "interrupt_decisions",
 }
+# ``json.dumps(value, ensure_ascii=False)``, the same text, without building an encoder per call
+# (a third of its cost for a small output); the encoder keeps no state between calls.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 _JSON = frozenset({"params", "options", "output", "data"})
 _DATES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "at"})
 
@@ -120,7 +124,7 @@ def _encode(record: Any, what: str) -> dict[str, Any]:
         value = getattr(record, f.name)
         if f.name in _JSON:
             try:
-                value = json.dumps(value, ensure_ascii=False)
+                value = _dumps(value)
             except (TypeError, ValueError) as exc:
                 raise StoreError(f"{what}: {f.name} is not JSON-serialisable ({exc})") from None
         elif f.name in _DATES and value is not None:
@@ -177,13 +181,21 @@ _UPSERT_STEP = (
 )
 
 
+# A run's last audit event in one chain, kept unless an older one (a lower seq) comes late.
+_WITNESS = (
+    "INSERT INTO audit_witness (run_id, chain, seq, hash) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (run_id, chain) DO UPDATE SET seq = excluded.seq,"
+    " hash = excluded.hash WHERE excluded.seq > audit_witness.seq"
+)
+
+
 def _step_row(step: StepRecord) -> tuple[Any, ...]:
     output = step.output
     if output is None:
         text = "null"
     else:
         try:
-            text = json.dumps(output, ensure_ascii=False)
+            text = _dumps(output)
         except (TypeError, ValueError) as exc:
             what = f"step {step.name!r} of run {step.run_id!r}"
             raise StoreError(f"{what}: output is not JSON-serialisable ({exc})") from None
@@ -204,7 +216,104 @@ def _step_row(step: StepRecord) -> tuple[Any, ...]:
 
 
 def _date(value: datetime | None) -> str | None:
-    return None if value is None else _utc(value).isoformat(timespec="microseconds")
+    """The stored text of a datetime. The last one is remembered: a step's ``started_at`` is
+    written twice, in its start's row and in its outcome's (the next transition's first date)."""
+    global _last_date
+    if value is None:
+        return None
+    last = _last_date
+    if last[0] is value:  # datetimes are immutable: the same object, the same text
+        return last[1]
+    text = (value if value.tzinfo is UTC else _utc(value)).isoformat(timespec="microseconds")
+    _last_date = (value, text)
+    return text
+
+
+_last_date: tuple[datetime | None, str] = (None, "")
+
+
+# -- transactions --------------------------------------------------------------------------------
+
+
+class _Tx:
+    """A store transaction as a context manager: the lock, ``BEGIN``, then ``COMMIT`` (or
+    ``ROLLBACK`` when the block raises), a ``sqlite3.Error`` raised as the store's error for
+    ``action``. Entered on the thread already inside one, it is a part of that one: no statement
+    of its own, and errors are left to the outer one to roll back and translate.
+
+    A class, not a ``@contextmanager`` generator: every recorded transition enters one, and the
+    generator's machinery cost more than the ``BEGIN`` and ``COMMIT`` statements themselves.
+    """
+
+    __slots__ = ("_action", "_conn", "_store", "_sync", "_write")
+
+    def __init__(self, store: SqliteStore, action: str, write: bool, sync: bool) -> None:
+        self._store = store
+        self._action = action
+        self._write = write
+        self._sync = sync
+        self._conn: sqlite3.Connection | None = None  # set when this one began the transaction
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self._store
+        if store._pid != os.getpid():  # forked: never touch the parent's connection or lock
+            store._forked()
+        store._lock.acquire()
+        try:
+            if store._closed:
+                raise StoreError(f"the run store {store.path} is closed")
+            if store._depth:  # inside transaction() on this thread: part of that one commit
+                assert store._conn is not None
+                return store._conn
+            if store._conn is None:
+                store._conn = store._open()
+            conn = store._conn
+            try:
+                if self._write:
+                    synchronous = store._base if self._sync else "NORMAL"
+                    if synchronous != store._synchronous:  # between transactions only
+                        conn.execute(f"PRAGMA synchronous = {synchronous}")
+                        store._synchronous = synchronous
+                conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise translate_error(exc, store.path, self._action) from exc
+            store._depth, store._owner = 1, get_ident()
+            self._conn = conn
+            return conn
+        except BaseException:
+            store._lock.release()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        try:
+            conn = self._conn
+            if conn is None:  # a part of the transaction around it: that one ends it
+                return
+            try:
+                try:
+                    if exc is None:
+                        conn.execute("COMMIT")
+                        return
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as error:
+                raise translate_error(error, store.path, self._action) from error
+            finally:
+                store._depth, store._owner = 0, None
+            if isinstance(exc, sqlite3.Error):
+                raise translate_error(exc, store.path, self._action) from exc
+        finally:
+            store._lock.release()
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -238,6 +347,7 @@ class SqliteStore:
         self._closed = False
         self._inherited: list[sqlite3.Connection] = []  # a forked parent's, never used or closed
         self._depth = 0  # > 0 inside a transaction (held by the thread that holds _lock)
+        self._owner: int | None = None  # that thread's ident (``_joined``)
         # The connection's ``PRAGMA synchronous`` now: the durability's, except while a
         # transaction that a synced audit trail already holds is committed (``transaction``).
         self._synchronous = self._base = synchronous_for(durability)
@@ -258,49 +368,30 @@ class SqliteStore:
         conn.row_factory = sqlite3.Row
         return conn
 
-    @contextmanager
-    def _tx(
-        self, action: str, *, write: bool = False, sync: bool = True
-    ) -> Iterator[sqlite3.Connection]:
-        if self._pid != os.getpid():  # forked: never touch the parent's connection or lock
-            self._lock, self._pid, self._depth = threading.RLock(), os.getpid(), 0
-            if self._conn is not None:
-                self._inherited.append(self._conn)
-                self._conn = None
-        with self._lock:
+    def _forked(self) -> None:
+        """In a forked child: a lock and (on first use) a connection of its own; the parent's
+        connection is kept, never used or closed (SQLite forbids sharing it across a fork)."""
+        self._lock, self._pid, self._depth, self._owner = threading.RLock(), os.getpid(), 0, None
+        if self._conn is not None:
+            self._inherited.append(self._conn)
+            self._conn = None
+
+    def _tx(self, action: str, *, write: bool = False, sync: bool = True) -> _Tx:
+        """One transaction around a store method (``BEGIN`` / ``BEGIN IMMEDIATE`` ... ``COMMIT``),
+        or, on the thread inside ``transaction()``, a part of that one (see ``_Tx``)."""
+        return _Tx(self, action, write, sync)
+
+    def _joined(self) -> sqlite3.Connection | None:
+        """The connection of the transaction this thread is inside (``transaction``), else None:
+        what a store method called there writes through, without a context manager of its own
+        (the hot path: a recorded transition calls two store methods inside one)."""
+        if self._depth and self._owner == get_ident() and self._pid == os.getpid():
             if self._closed:
                 raise StoreError(f"the run store {self.path} is closed")
-            if self._depth:  # inside transaction() on this thread: part of that one commit
-                assert self._conn is not None
-                yield self._conn
-                return
-            if self._conn is None:
-                self._conn = self._open()
-            conn = self._conn
-            try:
-                if write:
-                    synchronous = self._base if sync else "NORMAL"
-                    if synchronous != self._synchronous:  # between transactions only
-                        conn.execute(f"PRAGMA synchronous = {synchronous}")
-                        self._synchronous = synchronous
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                self._depth += 1
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    self._depth -= 1
-            except sqlite3.Error as exc:
-                raise translate_error(exc, self.path, action) from exc
+            return self._conn
+        return None
 
-    @contextmanager
-    def transaction(
-        self, action: str = "write to", *, sync: bool = True
-    ) -> Iterator[sqlite3.Connection]:
+    def transaction(self, action: str = "write to", *, sync: bool = True) -> _Tx:
         """One write transaction (``BEGIN IMMEDIATE`` ... one ``COMMIT``) around several calls.
 
         Every store method called inside it on this thread joins it instead of committing on its
@@ -313,8 +404,7 @@ class SqliteStore:
         for what a synced audit trail already holds, which ``resume`` rolls the store forward
         from (runbook.trail).
         """
-        with self._tx(action, write=True, sync=sync) as conn:
-            yield conn
+        return _Tx(self, action, True, sync)
 
     def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:
         if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
@@ -370,10 +460,19 @@ class SqliteStore:
         if not steps:
             return
         rows = [_step_row(step) for step in steps]
+        conn = self._joined()
+        if conn is not None:
+            self._upsert_steps(conn, steps, rows)
+            return
         with self._tx("save a step in", write=True) as conn:
-            for run_id in dict.fromkeys(step.run_id for step in steps):
-                self._require_run(conn, run_id)
-            conn.executemany(_UPSERT_STEP, rows)
+            self._upsert_steps(conn, steps, rows)
+
+    def _upsert_steps(
+        self, conn: sqlite3.Connection, steps: Sequence[StepRecord], rows: list[tuple[Any, ...]]
+    ) -> None:
+        for run_id in dict.fromkeys(step.run_id for step in steps):
+            self._require_run(conn, run_id)
+        conn.executemany(_UPSERT_STEP, rows)
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._tx("read the steps from") as conn:
@@ -416,13 +515,12 @@ class SqliteStore:
             return [_decode(cls, r, self.path, f"{table} of run {run_id!r}") for r in rows]
 
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+        conn = self._joined()  # the recorder's transaction: the hot path
+        if conn is not None:
+            conn.execute(_WITNESS, (run_id, chain, seq, hash))
+            return
         with self._tx("witness an audit event in", write=True) as conn:
-            conn.execute(
-                "INSERT INTO audit_witness (run_id, chain, seq, hash) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (run_id, chain) DO UPDATE SET seq = excluded.seq,"
-                " hash = excluded.hash WHERE excluded.seq > audit_witness.seq",
-                (run_id, chain, seq, hash),
-            )
+            conn.execute(_WITNESS, (run_id, chain, seq, hash))
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         where, args = ("WHERE chain = ?", [chain]) if chain is not None else ("", [])
