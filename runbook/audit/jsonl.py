@@ -166,12 +166,14 @@ class JsonlSink:
         with self._thread_lock:
             try:
                 while True:
-                    fd = self._descriptor()
+                    fd = self._fd if self._fd is not None else self._descriptor()
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     if self._current_inode() == self._inode:
                         break
-                    # Rotated between our check and the lock: append to the new file instead.
+                    # Rotated or removed (since our last append, or between our open and the
+                    # lock): append to the file now at the path instead.
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    self._close_fd()
                 try:
                     return self._append_locked(fd, events)
                 finally:
@@ -199,12 +201,13 @@ class JsonlSink:
         seq = (last.seq or 0) if last else 0
         prev = last.hash if last and last.hash else GENESIS
         stored = chain_after(seq, prev, events)
-        data = ("\n".join(event.stored_line() for event in stored) + "\n").encode()
+        data = ("\n".join([event.stored_line() for event in stored]) + "\n").encode()
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            written = os.write(fd, data)
+            if written < len(data):  # a short write (a signal, a full disk): write the rest
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
             if self.fsync:
                 os.fsync(fd)
         except OSError:

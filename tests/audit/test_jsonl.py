@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runbook.audit import jsonl as jsonl_module
 from runbook.audit.jsonl import JsonlSink
 from runbook.audit.query import open_sink
 from runbook.errors import AuditError
@@ -159,6 +161,54 @@ def test_a_rotated_file_starts_a_new_chain_in_the_new_file(jsonl: JsonlStored) -
     jsonl.path.rename(jsonl.path.with_suffix(".1"))
     assert jsonl.sink.append(make_event(2)).seq == 1
     assert jsonl.path.is_file()
+
+
+def test_a_removed_file_is_created_again_and_starts_a_new_chain(jsonl: JsonlStored) -> None:
+    jsonl.fill(2)
+    jsonl.path.unlink()
+    assert jsonl.sink.append(make_event(2)).seq == 1
+    assert [e.seq for e in jsonl.sink.events()] == [1]
+
+
+def test_a_file_rotated_while_the_lock_is_awaited_gets_no_event(
+    jsonl: JsonlStored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open descriptor is reused without looking at the path first: the path is checked
+    once the lock is held, and a file rotated before that is left alone."""
+    jsonl.fill(2)
+    old = jsonl.path.with_suffix(".1")
+    real_flock = fcntl.flock
+    rotations = []
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not rotations:  # the first lock: rotate before it
+            rotations.append(fd)
+            jsonl.path.rename(old)
+            jsonl.path.write_text("")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(jsonl_module.fcntl, "flock", flock)
+    assert jsonl.sink.append(make_event(2)).seq == 1
+    assert len(old.read_text().splitlines()) == 2
+    assert [e.seq for e in jsonl.sink.events()] == [1]
+    assert jsonl.sink.append(make_event(3)).seq == 2  # and on, in the new file
+    assert jsonl.sink.verify().ok
+
+
+def test_a_short_write_is_completed(jsonl: JsonlStored, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    calls = []
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))  # at most 100 bytes a call
+
+    monkeypatch.setattr(jsonl_module.os, "write", write)
+    assert isinstance(jsonl.sink, JsonlSink)
+    stored = jsonl.sink.append_many([make_event(0), make_event(1)])
+    assert len(calls) > 2
+    assert jsonl.lines() == [f"{e.canonical}\n" for e in stored]
+    assert jsonl.sink.verify().ok
 
 
 def test_write_failure_raises_audit_error_naming_the_sink(tmp_path: Path) -> None:
