@@ -132,10 +132,11 @@ class JsonlSink:
         return st.st_dev, st.st_ino
 
     def _descriptor(self) -> int:
-        """The append descriptor, reopened if the file was rotated or removed under us."""
-        if self._fd is not None and self._current_inode() == self._inode:
+        """The append descriptor: the open one, else the file at the path opened (created, with
+        its folders, if missing). Whether the open one is still the file at the path (not rotated
+        or removed under us) is for ``append_many`` to check, under the lock."""
+        if self._fd is not None:
             return self._fd
-        self._close_fd()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -166,7 +167,7 @@ class JsonlSink:
         with self._thread_lock:
             try:
                 while True:
-                    fd = self._fd if self._fd is not None else self._descriptor()
+                    fd = self._descriptor()
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     if self._current_inode() == self._inode:
                         break

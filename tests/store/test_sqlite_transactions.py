@@ -97,6 +97,21 @@ def test_a_commit_that_fails_is_rolled_back_and_a_store_error(store: SqliteStore
     assert list(store.get_steps("run-1")) == ["kept"]
 
 
+def test_a_transaction_the_block_ended_itself_is_not_ended_twice(store: SqliteStore) -> None:
+    # Committed inside: the store's own COMMIT then fails, and nothing is rolled back.
+    with pytest.raises(StoreError, match="write to") as info, store.transaction() as conn:
+        store.save_step(make_step(name="kept"))
+        conn.execute("COMMIT")
+    assert "no transaction is active" in str(info.value.__cause__)
+    # Rolled back inside, then the block raised: its error, no second ROLLBACK.
+    with pytest.raises(ValueError, match="after"), store.transaction() as conn:
+        store.save_step(make_step(name="lost"))
+        conn.execute("ROLLBACK")
+        raise ValueError("after the rollback")
+    assert list(store.get_steps("run-1")) == ["kept"]
+    assert store._depth == 0
+
+
 def test_another_thread_waits_for_the_transaction_instead_of_joining_it(
     store: SqliteStore,
 ) -> None:
