@@ -70,10 +70,33 @@ def run_span(
         yield span
 
 
-@contextlib.contextmanager
-def attempt_span(run_id: str, step: str, env: str, attempt: int) -> Iterator[Span]:
-    """A span for one step attempt, a child of the run span current in this context."""
-    with _span(
+class _NoSpan:
+    """The attempt span's stand-in when no tracer provider is set: nothing would be recorded."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return _EMPTY
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_EMPTY = Span()
+_NO_SPAN = _NoSpan()
+
+
+def attempt_span(
+    run_id: str, step: str, env: str, attempt: int
+) -> contextlib.AbstractContextManager[Span]:
+    """A span for one step attempt, a child of the run span current in this context.
+
+    Until the process sets a tracer provider (an SDK), the API's tracer makes non-recording
+    spans that carry the current context unchanged: none is made then, per attempt, since the
+    context it would carry is the run span's, current already (``inject`` says the same)."""
+    if _trace is None or isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider):
+        return _NO_SPAN
+    return _span(
         "runbook.step",
         {
             "runbook.run_id": run_id,
@@ -82,8 +105,7 @@ def attempt_span(run_id: str, step: str, env: str, attempt: int) -> Iterator[Spa
             "runbook.attempt": attempt,
         },
         None,
-    ) as span:
-        yield span
+    )
 
 
 @contextlib.contextmanager
