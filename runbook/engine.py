@@ -36,10 +36,10 @@ from runbook.context import RunInfo
 from runbook.coordinator import CANCELLED, FAILED, REDACTED_KEY, SKIP, Coordinator, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
 from runbook.executors import Executor
-from runbook.grouping import StartGroup
+from runbook.grouping import StartGroup, starts_together
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
-from runbook.recorder import RunRecorder, error_text, starts_together
+from runbook.recorder import RunRecorder, error_text
 from runbook.redact import Redactor
 from runbook.result import RunResult
 from runbook.rollbacks import rollback_all

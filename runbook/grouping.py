@@ -9,7 +9,7 @@ event loop: the steps launched in the same pass all reach their start on this on
 first wait for a lock). It is written as one ``RunRecorder.steps_started``: one store commit,
 carrying the outcomes held meanwhile (``RunRecorder.write``), and one append per other sink.
 Runs of one ``Runner`` on one event loop share a group: their starts on the same turn are one
-write as well (``runbook.recorder.starts_together``).
+write as well (``starts_together``).
 No member's side effects begin before the write returns, so rule 1 holds for each of them, and
 a crash anywhere in it leaves every member either not started or found running by ``resume``.
 
@@ -21,10 +21,14 @@ effects, so the trail never has an outcome without its start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runbook.media import Part, can_write_together, write_together
+
 if TYPE_CHECKING:
+    from runbook.recorder import RunRecorder
     from runbook.result import StepResult
 
 Starts = Sequence[tuple["StepResult", int]]
@@ -44,7 +48,7 @@ class _Batch:
 
 class StartGroup:
     """The open batch of starts of the runs that share it (one run's, or every run of one
-    ``Runner`` on one event loop), written by ``write`` (``runbook.recorder.starts_together``).
+    ``Runner`` on one event loop), written by ``write`` (``starts_together``).
 
     Several runs on one store and the same sinks that reach a start on the same turn are one
     transition too: one append, one commit for all of them. A run ``enter``s the group for its
@@ -118,3 +122,48 @@ class StartGroup:
                 waiter.set_exception(error)
             else:
                 waiter.set_result(None)
+
+
+# -- the writer of a batch: one write for the runs whose media allow it ----------------------
+
+
+def starts_together(
+    batches: Sequence[tuple[RunRecorder, Sequence[tuple[StepResult, int]]]],
+) -> list[BaseException | None]:
+    """The starts of several runs that reached them on the same turn of the loop, as ONE
+    write where their media allow it (one store, the same sinks, a leading trail or only sinks
+    in the store's file: ``runbook.media.write_together``), else each run's own; the error each
+    run's starts raise (None: durable)."""
+    first = batches[0][0]
+    shared = len(batches) > 1 and all(
+        rec.store is first.store and rec.audit.sinks == first.audit.sinks for rec, _ in batches
+    )
+    if not shared or not can_write_together(first.media):
+        return [_own_write(rec, starts) for rec, starts in batches]
+    errors: list[BaseException | None] = [None] * len(batches)
+    parts: list[tuple[int, Part]] = []
+    with contextlib.ExitStack() as stack:
+        for rec, _ in sorted(batches, key=lambda batch: id(batch[0])):
+            stack.enter_context(rec._lock)
+        for i, (rec, starts) in enumerate(batches):
+            try:
+                parts.append((i, rec.part_of(starts)))
+            except Exception as exc:  # reported through on_fatal; its run's starts raise
+                errors[i] = exc
+        if parts:
+            write_together([part for _, part in parts])
+    for i, part in parts:
+        rec, starts = batches[i]
+        try:
+            rec.finish(part, starts)
+        except Exception as exc:
+            errors[i] = exc
+    return errors
+
+
+def _own_write(rec: RunRecorder, starts: Sequence[tuple[StepResult, int]]) -> BaseException | None:
+    try:
+        rec.steps_started(starts)
+    except Exception as exc:
+        return exc
+    return None

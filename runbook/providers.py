@@ -18,7 +18,7 @@ from runbook.audit.events import AuditSink
 from runbook.audit.log import AuditLog
 from runbook.clock import Clock
 from runbook.errors import UsageError
-from runbook.grouping import StartGroup
+from runbook.grouping import StartGroup, starts_together
 from runbook.locks.base import LockProvider
 from runbook.plugins import Plugins
 from runbook.store.base import RunStore
@@ -60,8 +60,6 @@ class Providers:
         loop = asyncio.get_running_loop()
         group = self._start_groups.get(loop)
         if group is None:
-            from runbook.recorder import starts_together
-
             group = self._start_groups[loop] = StartGroup(starts_together)
         return group
 

@@ -21,7 +21,7 @@ from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
 from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
-from runbook.media import Held, Media, Part, can_write_together, write_together
+from runbook.media import Held, Media, Part
 from runbook.media import error_text as error_text
 from runbook.redact import Redactor
 from runbook.store.base import RunStore, StepRecord
@@ -457,45 +457,3 @@ class RunRecorder:
                 self.audit.emit("run_finished", None, {"status": R.FAILED, "error": str(exc)})
             elif still_waiting:  # still waiting for its gate: resumable as it was
                 self.store.update_run(self.info.run_id, status=R.PAUSED)
-
-
-def starts_together(
-    batches: Sequence[tuple[RunRecorder, Sequence[tuple[StepResult, int]]]],
-) -> list[BaseException | None]:
-    """The starts of several runs that reached them on the same turn of the loop, as ONE
-    write where their media allow it (one store, the same sinks, a leading trail or only sinks
-    in the store's file: ``runbook.media.write_together``), else each run's own; the error each
-    run's starts raise (None: durable)."""
-    first = batches[0][0]
-    shared = len(batches) > 1 and all(
-        rec.store is first.store and rec.audit.sinks == first.audit.sinks for rec, _ in batches
-    )
-    if not shared or not can_write_together(first.media):
-        return [_own_write(rec, starts) for rec, starts in batches]
-    errors: list[BaseException | None] = [None] * len(batches)
-    parts: list[tuple[int, Part]] = []
-    with contextlib.ExitStack() as stack:
-        for rec, _ in sorted(batches, key=lambda batch: id(batch[0])):
-            stack.enter_context(rec._lock)
-        for i, (rec, starts) in enumerate(batches):
-            try:
-                parts.append((i, rec.part_of(starts)))
-            except Exception as exc:  # reported through on_fatal; its run's starts raise
-                errors[i] = exc
-        if parts:
-            write_together([part for _, part in parts])
-    for i, part in parts:
-        rec, starts = batches[i]
-        try:
-            rec.finish(part, starts)
-        except Exception as exc:
-            errors[i] = exc
-    return errors
-
-
-def _own_write(rec: RunRecorder, starts: Sequence[tuple[StepResult, int]]) -> BaseException | None:
-    try:
-        rec.steps_started(starts)
-    except Exception as exc:
-        return exc
-    return None

@@ -1,5 +1,5 @@
 """Concurrent runs of one Runner on one store: starts reached on the same turn of the loop are
-ONE write (runbook.grouping, runbook.recorder.starts_together), COUNTED, and every run's trail
+ONE write (runbook.grouping, runbook.grouping.starts_together), COUNTED, and every run's trail
 and witnesses stay exact; a refused part stops its own run only; a kill inside the write leaves
 each run resumable without any step running twice."""
 
@@ -247,7 +247,7 @@ def starts(name: str) -> list[Any]:
 
 
 def test_each_run_gets_its_own_error_when_its_share_cannot_be_prepared(tmp_path: Path) -> None:
-    from runbook.recorder import starts_together
+    from runbook.grouping import starts_together
 
     (a, b), store = recorders(tmp_path, 2)
     refused = StoreError("run store failed: disk quota")
@@ -262,7 +262,7 @@ def test_each_run_gets_its_own_error_when_its_share_cannot_be_prepared(tmp_path:
 
 
 def test_no_write_when_no_run_could_take_part(tmp_path: Path) -> None:
-    from runbook.recorder import starts_together
+    from runbook.grouping import starts_together
 
     recs, store = recorders(tmp_path, 2)
     for rec in recs:
@@ -276,7 +276,7 @@ def test_no_write_when_no_run_could_take_part(tmp_path: Path) -> None:
 def test_a_trail_that_refuses_the_shared_append_refuses_every_runs_start(tmp_path: Path) -> None:
     from runbook.audit.jsonl import JsonlSink
     from runbook.errors import AuditError
-    from runbook.recorder import starts_together
+    from runbook.grouping import starts_together
 
     class Full(JsonlSink):
         def append_many(self, events: Any) -> Any:
