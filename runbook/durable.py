@@ -184,7 +184,8 @@ class DurableRuns:
         chain = record.options.get(trail.OPTION)
         if not isinstance(chain, str):
             return prior
-        events = trail.events_of(chain, record.run_id, self.providers.sinks)
+        after = trail.witnessed(store, chain, record.run_id)
+        events = trail.events_of(chain, record.run_id, self.providers.sinks, after=after)
         return trail.roll_forward(prior, events, record.run_id)
 
     # -- resume -------------------------------------------------------------------------------

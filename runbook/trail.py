@@ -103,10 +103,14 @@ def roll_forward(
     return steps
 
 
-def events_of(chain: str, run_id: str, sinks: Sequence[Any]) -> list[AuditEvent]:
+def events_of(chain: str, run_id: str, sinks: Sequence[Any], *, after: int = 0) -> list[AuditEvent]:
     """The run's events in the trail named ``chain`` (a configured sink's, or the file itself
     when the configuration changed since the run started); a trail that is gone is refused:
-    without it, what the store lost in a power cut cannot be known."""
+    without it, what the store lost in a power cut cannot be known.
+
+    ``after``: the store's witness of the run in that trail. The witness is committed with the
+    rows of the same transition, and SQLite keeps a prefix of its commits, so the store holds
+    everything up to it: only the events after it are read, from the end of the file."""
     sink = next((s for s in sinks if getattr(s, "chain_id", None) == chain), None)
     opened = None
     if sink is None:
@@ -126,7 +130,18 @@ def events_of(chain: str, run_id: str, sinks: Sequence[Any]) -> list[AuditEvent]
                 f"{missing}: the run store alone may lack steps that started; nothing was "
                 "changed"
             )
+        tail = getattr(sink, "events_after", None)
+        if after > 0 and tail is not None:
+            return [event for event in tail(after) if event.run_id == run_id]
         return list(sink.events(AuditQuery(run_id=run_id)))
     finally:
         if opened is not None:
             opened.close()
+
+
+def witnessed(store: Any, chain: str, run_id: str) -> int:
+    """The seq of the run's last event in ``chain`` that the store witnessed (0: none)."""
+    read = getattr(store, "audit_witnesses", None)
+    if read is None:
+        return 0
+    return max((w.seq for w in read(chain) if w.run_id == run_id), default=0)

@@ -246,6 +246,36 @@ class JsonlSink:
                 complete = line.endswith(b"\n")
                 yield number, line.rstrip(b"\n"), complete
 
+    def events_after(self, seq: int) -> list[AuditEvent]:
+        """The events after number ``seq``, in file order, read backwards from the end of the
+        file: a run's last transitions (what ``resume`` rolls the store forward from,
+        runbook.trail) without reading a trail of millions of events. Unreadable lines are
+        skipped, as in ``events``; ``verify`` reports them."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise AuditError(f"audit sink {redact_url(self.url)} cannot be read: {exc}") from exc
+        found: list[AuditEvent] = []
+        try:
+            pos, rest = os.fstat(fd).st_size, b""
+            while pos > 0:
+                size = min(_BLOCK, pos)
+                pos -= size
+                lines = (os.pread(fd, size, pos) + rest).split(b"\n")
+                rest = lines[0] if pos > 0 else b""  # may be cut: completed by the next block
+                for line in reversed(lines if pos == 0 else lines[1:]):
+                    event = _parsed(line)
+                    if event is None:
+                        continue
+                    if isinstance(event.seq, int) and event.seq <= seq:
+                        return found[::-1]
+                    found.append(event)
+        finally:
+            os.close(fd)
+        return found[::-1]
+
     def head(self) -> AuditEvent | None:
         """The last event, read from the end of the file (no lock: a reader)."""
         try:
@@ -328,6 +358,16 @@ class JsonlSink:
 
     def __repr__(self) -> str:
         return f"JsonlSink({self.url!r})"
+
+
+def _parsed(line: bytes) -> AuditEvent | None:
+    """A line's event, or None for an empty or unreadable one (a torn last line included)."""
+    if not line:
+        return None
+    try:
+        return parse_line(line)
+    except (ValueError, TypeError):
+        return None
 
 
 def _last_event(fd: int, size: int) -> AuditEvent | None:

@@ -453,3 +453,74 @@ def test_a_run_whose_trail_cannot_be_named_in_the_store_starts_nothing(tmp_path:
 def test_a_trail_this_runbook_cannot_read_is_refused() -> None:
     with pytest.raises(StoreError, match="cannot read; nothing was changed"):
         events_of("postgresql://db/audit", RUN, [])
+
+
+# -- reading only the run's tail -----------------------------------------------------------------
+
+
+def test_events_after_reads_the_tail_backwards_in_file_order(tmp_path: Path) -> None:
+    sink = JsonlSink.open(f"jsonl://{tmp_path / 'a.jsonl'}")
+    big = "x" * 3000  # a few events per 8 KiB block: the tail spans several blocks
+    stored = sink.append_many(
+        [
+            AuditEvent(kind="step_started", run_id=RUN, step=f"s{i}", data={"pad": big})
+            for i in range(20)
+        ]
+    )
+    assert [e.seq for e in sink.events_after(15)] == [16, 17, 18, 19, 20]
+    assert [e.seq for e in sink.events_after(0)] == [e.seq for e in stored]
+    assert sink.events_after(20) == []
+    with (tmp_path / "a.jsonl").open("ab") as f:
+        f.write(b'{"kind": "step_st')  # a torn last line: never acknowledged, skipped
+    assert [e.seq for e in sink.events_after(18)] == [19, 20]
+    assert JsonlSink.open(f"jsonl://{tmp_path / 'none.jsonl'}").events_after(0) == []
+
+
+def test_resume_reads_only_the_runs_events_after_its_witness(tmp_path: Path, monkeypatch) -> None:
+    """The store's witness of the run marks what it holds: resume reads the trail back from the
+    end to there, not the whole file (a trail of many runs and millions of events)."""
+    rb = tmp_path / "chain.py"
+    rb.write_text(CHAIN)
+    store, audit = f"sqlite:///{tmp_path / 'runs.db'}", f"jsonl://{tmp_path / 'audit.jsonl'}"
+    driver = (
+        f"from runbook import Runner\nRunner(store={store!r}, audit=[{audit!r}]).run({str(rb)!r})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", driver], capture_output=True, timeout=60, env=KILL_AT_S3
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    runner = Runner(store=store, audit=[audit], locks=None, actor="bob")
+    (run,) = runner.store.list_runs()  # type: ignore[union-attr]
+    read: list[int] = []
+    real = JsonlSink.events_after
+
+    def tail(self: JsonlSink, seq: int) -> list[AuditEvent]:
+        read.append(seq)
+        return real(self, seq)
+
+    def whole(self: JsonlSink, query: Any = None) -> Any:
+        raise AssertionError("the whole trail was read")
+
+    monkeypatch.setattr(JsonlSink, "events_after", tail)
+    monkeypatch.setattr(JsonlSink, "events", whole)
+    result = runner.resume(run.run_id, retry_interrupted=True)
+    assert result.status == "succeeded", result.error
+    assert read and read[0] > 1  # from the run's witness on
+
+
+def test_a_store_without_witnesses_or_a_trail_without_a_tail_reader_reads_it_all() -> None:
+    from runbook.trail import witnessed
+
+    class NoWitnesses:
+        pass
+
+    assert witnessed(NoWitnesses(), "jsonl:///t", RUN) == 0
+    mem = MemorySink()
+    mem.append(AuditEvent(kind="step_started", run_id=RUN, step="a"))
+    mem.append(AuditEvent(kind="step_started", run_id="other", step="a"))
+    (only,) = events_of(mem.chain_id, RUN, [mem], after=5)  # no events_after: every event
+    assert only.run_id == RUN
+    store = MemoryStore()
+    store.witness_audit(RUN, "memory://", 7, "h" * 64)
+    store.witness_audit("other", "memory://", 9, "h" * 64)
+    assert witnessed(store, "memory://", RUN) == 7
