@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
 from runbook import trail
+from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
 from runbook.coordinator import REDACTED_KEY, is_redacted
@@ -195,12 +196,25 @@ class RunRecorder:
                 published, store_error, audit_error = media.ordered(
                     held, records, built, joined, separate, intent=intent, regardless=regardless
                 )
+        thens = held.then if then is None else (*held.then, then)
+        self._conclude(published, thens, store_error, audit_error, fatal_audit=fatal_audit)
+
+    def _conclude(
+        self,
+        published: Sequence[AuditEvent],
+        thens: Iterable[Callable[[], None]],
+        store_error: StoreError | None,
+        audit_error: AuditError | None,
+        *,
+        fatal_audit: bool = True,
+    ) -> None:
+        """Once a transition's media are written: tell the listeners, run what waited for it
+        to be durable (the held outcomes' hooks), then report and raise what was refused."""
         for event in published:
-            audit.tell(event)
+            self.audit.tell(event)
         if store_error is None:
-            for after in (*held.then, then):
-                if after is not None:
-                    after()
+            for after in thens:
+                after()
         if audit_error is not None and fatal_audit:
             self.on_fatal(audit_error)
         if store_error is not None:
@@ -277,19 +291,7 @@ class RunRecorder:
         published = audit.first(held.stored, held.built) + audit.first(part.new, part.built)
         with audit._lock:
             audit.events.extend(published)
-        for event in published:
-            audit.tell(event)
-        store_error, audit_error = part.store_error, part.audit_error
-        if store_error is None:
-            for after in held.then:
-                after()
-        if audit_error is not None:
-            self.on_fatal(audit_error)
-        if store_error is not None:
-            self.on_fatal(store_error)
-            raise store_error
-        if audit_error is not None:
-            raise audit_error
+        self._conclude(published, held.then, part.store_error, part.audit_error)
         for res, attempt in starts:
             self.hook("runbook_step_started", step=res.name, attempt=attempt)
 

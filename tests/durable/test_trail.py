@@ -165,11 +165,8 @@ def s{i}({f"s{i - 1}" if i else ""}):
 KILL_AT_S3 = {**os.environ, "KILL": "1"}
 
 
-def test_a_power_cut_that_loses_the_stores_last_commits_loses_no_start(tmp_path: Path) -> None:
-    """s1 copies the store (its start committed, unsynced); s3 is killed. Putting the copy back
-    is the store a power cut leaves when the last commits were never synced: it says s1
-    running, and knows nothing of s2 or s3. The trail, synced before each start, has them:
-    resume finds s1, s2 and s3 interrupted, and nothing that started is taken as never run."""
+def killed_at_s3(tmp_path: Path) -> tuple[str, str]:
+    """CHAIN run on the CLI default's media in a child process, killed in s3: (store, audit)."""
     rb = tmp_path / "chain.py"
     rb.write_text(CHAIN)
     store, audit = f"sqlite:///{tmp_path / 'runs.db'}", f"jsonl://{tmp_path / 'audit.jsonl'}"
@@ -180,6 +177,15 @@ def test_a_power_cut_that_loses_the_stores_last_commits_loses_no_start(tmp_path:
         [sys.executable, "-c", driver], capture_output=True, timeout=60, env=KILL_AT_S3
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return store, audit
+
+
+def test_a_power_cut_that_loses_the_stores_last_commits_loses_no_start(tmp_path: Path) -> None:
+    """s1 copies the store (its start committed, unsynced); s3 is killed. Putting the copy back
+    is the store a power cut leaves when the last commits were never synced: it says s1
+    running, and knows nothing of s2 or s3. The trail, synced before each start, has them:
+    resume finds s1, s2 and s3 interrupted, and nothing that started is taken as never run."""
+    store, audit = killed_at_s3(tmp_path)
     assert (tmp_path / "effects.log").read_text().split() == ["s0", "s1", "s2", "s3"]
     for suffix in ("", "-wal"):
         (tmp_path / f"runs.db{suffix}").unlink(missing_ok=True)
@@ -479,16 +485,7 @@ def test_events_after_reads_the_tail_backwards_in_file_order(tmp_path: Path) -> 
 def test_resume_reads_only_the_runs_events_after_its_witness(tmp_path: Path, monkeypatch) -> None:
     """The store's witness of the run marks what it holds: resume reads the trail back from the
     end to there, not the whole file (a trail of many runs and millions of events)."""
-    rb = tmp_path / "chain.py"
-    rb.write_text(CHAIN)
-    store, audit = f"sqlite:///{tmp_path / 'runs.db'}", f"jsonl://{tmp_path / 'audit.jsonl'}"
-    driver = (
-        f"from runbook import Runner\nRunner(store={store!r}, audit=[{audit!r}]).run({str(rb)!r})"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", driver], capture_output=True, timeout=60, env=KILL_AT_S3
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    store, audit = killed_at_s3(tmp_path)
     runner = Runner(store=store, audit=[audit], locks=None, actor="bob")
     (run,) = runner.store.list_runs()  # type: ignore[union-attr]
     read: list[int] = []
