@@ -124,7 +124,9 @@ class LockManager:
         self._lost: dict[str, Exception] = {}
         self._valid_until: dict[str, float] = {}  # real monotonic time the lease runs out
         self._keeper: asyncio.Task[None] | None = None
-        self._renewing = asyncio.Lock()  # a keeper renewal must not undo an extend()
+        # Per lease: a keeper renewal must not undo an extend() (nor one lease's renewal wait
+        # for another's: each round renews every lease at once).
+        self._renewing: dict[str, asyncio.Lock] = {}
 
     def lease_of(self, name: str) -> Lease | None:
         return self._held.get(name)
@@ -221,7 +223,7 @@ class LockManager:
             raise ValueError(f"lease extension must be positive, got {seconds!r}")
         extended = []
         for name in sorted(set(names)):
-            async with self._renewing:  # after any renewal in flight, which may have lost it
+            async with self._guard(name):  # after its renewal in flight, which may have lost it
                 lease = self._held.get(name)
                 if lease is None:
                     if name in self._lost:
@@ -335,13 +337,28 @@ class LockManager:
 
     async def _keep(self) -> None:
         # The lease clock on purpose (real time): the lease runs out in real time at the provider,
-        # whatever clock the runbook's own waits use.
+        # whatever clock the runbook's own waits use. Every held lease is renewed at once, each
+        # round a third of a lease after the last began: a renewal that hangs (a provider not
+        # answering) loses its own lease at worst, never delays another's past its deadline.
         interval = max(self.lease / 3.0, 0.01)
+        wait = interval
         while self._held:
-            await self.lease_clock.asleep(interval)
-            for name in list(self._held):
-                async with self._renewing:
-                    await self._renew_one(name, interval)
+            if wait > 0:
+                await self.lease_clock.asleep(wait)
+            began = self.lease_clock.monotonic()
+            names = list(self._held)
+            await asyncio.gather(*(self._renew_guarded(name, interval) for name in names))
+            wait = interval - (self.lease_clock.monotonic() - began)  # behind: the next one now
+
+    def _guard(self, name: str) -> asyncio.Lock:
+        guard = self._renewing.get(name)
+        if guard is None:
+            guard = self._renewing[name] = asyncio.Lock()
+        return guard
+
+    async def _renew_guarded(self, name: str, interval: float) -> None:
+        async with self._guard(name):
+            await self._renew_one(name, interval)
 
     async def _renew_one(self, name: str, interval: float) -> None:
         lease = self._held.get(name)
