@@ -30,8 +30,9 @@ from typing import Any
 
 from runbook.audit.checkpoint import CheckpointCheck
 from runbook.audit.checks import HeadCheck, WitnessCheck
-from runbook.audit.events import AuditEvent, MemorySink, canonical_json
+from runbook.audit.events import AuditEvent, canonical_json
 from runbook.audit.log import AuditLog
+from runbook.audit.memory import MemorySink
 from runbook.audit.query import normalize_at, open_sink
 from runbook.store.base import AuditWitness
 

@@ -41,6 +41,27 @@ class SleepInterrupted(BaseException):
     """
 
 
+# (the second, its text): the last second ``isoformat`` wrote, replaced as one tuple so a thread
+# never reads one second's text under another's key.
+_SECOND: tuple[tuple[int, int, int, int, int, int], str] = ((0, 0, 0, 0, 0, 0), "")
+
+
+def isoformat(moment: datetime) -> str:
+    """``moment.isoformat()``, byte for byte, for every audit event's ``at``: a UTC time's text
+    up to the second is the same for every event of that second, so it is written once per
+    second (``datetime.isoformat`` is a third of the cost of building an event)."""
+    global _SECOND
+    micro = moment.microsecond
+    if moment.tzinfo is not UTC or not micro:
+        return moment.isoformat()
+    key = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+    kept, text = _SECOND
+    if kept != key:
+        text = moment.replace(microsecond=0, tzinfo=None).isoformat()
+        _SECOND = (key, text)
+    return f"{text}.{micro:06d}+00:00"
+
+
 @runtime_checkable
 class Clock(Protocol):
     """Every wait and timestamp of a run goes through one of these (the ``clock`` resource), so

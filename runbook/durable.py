@@ -181,12 +181,7 @@ class DurableRuns:
         """The run's stored steps, with what its leading trail holds and the store may have lost
         (a kill between the two writes, a power cut: runbook.trail) rolled forward."""
         prior = recovery.stored_steps(store, record.run_id)
-        chain = record.options.get(trail.OPTION)
-        if not isinstance(chain, str):
-            return prior
-        after = trail.witnessed(store, chain, record.run_id)
-        events = trail.events_of(chain, record.run_id, self.providers.sinks, after=after)
-        return trail.roll_forward(prior, events, record.run_id)
+        return trail.rolled_forward(store, record, self.providers.sinks, prior)
 
     # -- resume -------------------------------------------------------------------------------
 

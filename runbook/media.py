@@ -61,6 +61,11 @@ class Media:
         self.audit = audit
         self.store = store
         self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
+        # (the other separate sinks, those whose events live in this process only): None when
+        # none do, from split. A crash cannot leave a ``volatile`` sink (``memory://``) holding
+        # a start the store lacks, so it takes a start's events with the held outcomes' (one
+        # append, ``ordered``).
+        self._volatile: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
         self.leader: Any = None  # the sink that leads the store (runbook.trail), from split
         # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
         # run (``RunRecorder._end_unstarted``), as the store has no ``running`` row for them.
@@ -82,10 +87,18 @@ class Media:
         audit = self.audit
         done = len(held.built)
         # The other sinks first get the held outcomes' events (and an outcome's own: one
-        # append); a start's events wait for the store, below.
+        # append); a start's events wait for the store, below, except in a sink that lives in
+        # this process only (``volatile``), which takes them all at once.
         stored: dict[int, list[AuditEvent]] = {}
-        first = held.built if intent else held.built + built
-        audit_error = audit.append(separate, first, stored)
+        volatile = self._volatile if intent and built else None
+        if volatile is not None:
+            durable, together = volatile
+            audit_error = audit.append(durable, held.built, stored) if durable else None
+            audit_error = audit.append(together, held.built + built, stored) or audit_error
+        else:
+            first = held.built if intent else held.built + built
+            audit_error = audit.append(separate, first, stored)
+        starts, started = built, records  # what a volatile sink may hold though nothing starts
         if intent and audit_error is not None:  # outcomes refused: nothing starts after them
             records, built = [], []  # (their rows are still stored)
         joined_stored: dict[int, list[AuditEvent]] = {}
@@ -109,9 +122,16 @@ class Media:
         audit_error = audit_error or joined_error
         # The store says running (its audit part was not refused): audit the start.
         if intent and store_error is None and joined_error is None and built:
-            for index, _ in separate:
-                new.pop(index, None)
-            audit_error = audit.append(separate, built, new) or audit_error
+            rest = separate if volatile is None else volatile[0]
+            if rest:
+                for index, _ in rest:
+                    new.pop(index, None)
+                audit_error = audit.append(rest, built, new) or audit_error
+        elif volatile is not None and any(new.get(index) for index, _ in volatile[1]):
+            # A volatile sink holds starts that never began: they are ended at the run's end,
+            # as a leading trail's are, and told of meanwhile.
+            self.announced.update(record.name for record in started)
+            built = starts
         published = audit.first(held.stored, held.built) + audit.first(new, built)
         with audit._lock:
             audit.events.extend(published)
@@ -170,6 +190,10 @@ class Media:
                 else:
                     separate.append((index, sink))
             self._sinks = (joined, separate)
+            together = [pair for pair in separate if getattr(pair[1], "volatile", False) is True]
+            if together:
+                durable = [pair for pair in separate if pair not in together]
+                self._volatile = (durable, together)
             if not joined and separate:
                 self.leader = trail.leader(self.store, [sink for _, sink in separate])
         return self._sinks
@@ -238,8 +262,7 @@ class Media:
     @staticmethod
     def _witnesses(store: RunStore, logs: list[Any]) -> None:
         for sink in logs:
-            for pending in sink.take_pending():
-                sink.write_witness(store, pending)
+            sink.write_pending(store)
 
 
 class Part:

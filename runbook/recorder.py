@@ -66,6 +66,7 @@ class RunRecorder:
         self._hook_relay = hook
         self._want = hooks_wanted
         self.redactor = redactor
+        self._masks = bool(redactor)  # a Redactor is immutable (``add`` makes another)
         self.on_fatal = on_fatal
         self.seq_of = seq_of
         self.run_options = dict(run_options or {})
@@ -120,7 +121,7 @@ class RunRecorder:
 
     def _record(self, res: StepResult) -> StepRecord:
         output = res.output
-        if self.redactor and output is not None and not is_redacted(output):
+        if self._masks and output is not None and not is_redacted(output):
             masked = self.redactor(output)
             if masked != output:  # a secret is never stored: mark the output as incomplete
                 output = {REDACTED_KEY: True, "value": masked}

@@ -140,8 +140,27 @@ def events_of(chain: str, run_id: str, sinks: Sequence[Any], *, after: int = 0) 
 
 
 def witnessed(store: Any, chain: str, run_id: str) -> int:
-    """The seq of the run's last event in ``chain`` that the store witnessed (0: none)."""
+    """The seq of the run's last event in ``chain`` that the store witnessed (0: none): one
+    lookup where the store has ``audit_witness``, else every witness of the chain read."""
+    one = getattr(store, "audit_witness", None)
+    if one is not None:
+        found = one(run_id, chain)
+        return 0 if found is None else found.seq
     read = getattr(store, "audit_witnesses", None)
     if read is None:
         return 0
     return max((w.seq for w in read(chain) if w.run_id == run_id), default=0)
+
+
+def rolled_forward(
+    store: Any, record: Any, sinks: Sequence[Any], prior: Mapping[str, StepRecord]
+) -> dict[str, StepRecord]:
+    """``prior`` (the run's stored steps) with what the trail leading the run ``record`` holds
+    and the store may have lost rolled forward: what ``resume`` decides from, and what ``runbook
+    show`` shows. Raises ``StoreCorrupt`` as ``events_of`` does."""
+    chain = record.options.get(OPTION)
+    if not isinstance(chain, str):
+        return dict(prior)
+    after = witnessed(store, chain, record.run_id)
+    events = events_of(chain, record.run_id, sinks, after=after)
+    return roll_forward(prior, events, record.run_id)

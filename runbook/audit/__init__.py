@@ -6,12 +6,12 @@ from runbook.audit.events import (
     AuditEvent,
     AuditQuery,
     AuditSink,
-    MemorySink,
     VerifyReport,
     canonical_json,
     event_hash,
     verify_chain,
 )
+from runbook.audit.memory import MemorySink
 
 __all__ = [
     "GENESIS",

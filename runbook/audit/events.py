@@ -80,7 +80,9 @@ class AuditEvent:
             raise ValueError(f"unknown audit field(s): {', '.join(sorted(extra))}")
         return cls(**data)
 
-    def chained(self, seq: int, prev_hash: str, *, line: bool = True) -> AuditEvent:
+    def chained(
+        self, seq: int, prev_hash: str, *, line: bool = True, keep: bool = False
+    ) -> AuditEvent:
         """This event stamped as number ``seq`` after ``prev_hash``, with its own hash.
 
         A non-finite float in ``params`` or ``data`` (a step output of ``nan``) has no JSON form:
@@ -91,6 +93,11 @@ class AuditEvent:
         both the hashed text (without ``hash``) and the stored line (``canonical``), which is
         byte for byte ``canonical_json(stored.to_dict())``. ``line=False``: no stored line, for
         a sink that keeps the event itself (``memory://``), not its text.
+
+        ``keep``: a draft (``Recorder.build``'s, not yet chained by any sink) is stamped itself
+        rather than copied, for a sink that keeps the object (``memory://``): the pipeline
+        hands its drafts to no one else, and the next sink to chain it copies it as usual, as
+        it now has a hash. Any other event is copied: an event from outside is never changed.
         """
         try:
             head, tail = _halves(self.__dict__, seq, prev_hash)
@@ -99,9 +106,13 @@ class AuditEvent:
             source = replace(self, params=_finite(self.params), data=_finite(self.data))
             head, tail = _halves(source.__dict__, seq, prev_hash)
         digest = hashlib.sha256((head + tail).encode()).hexdigest()
-        stored = object.__new__(AuditEvent)
-        values = stored.__dict__
-        values.update(source.__dict__)
+        values = source.__dict__
+        if keep and source is self and values.get("_draft") and values["hash"] is None:
+            stored = self  # the copy below, without the copy
+        else:
+            stored = object.__new__(AuditEvent)
+            values = stored.__dict__
+            values.update(source.__dict__)
         values["seq"], values["prev_hash"], values["hash"] = seq, prev_hash, digest
         if line:
             values["_canonical"] = f'{head}"hash":"{digest}",{tail}'
@@ -120,7 +131,9 @@ class AuditEvent:
         """This event told the canonical JSON of some fields (``runbook``, ``params``: the same
         for every event of a run), so ``chained`` does not serialise them again. The texts must
         be ``canonical_json`` of the field values; the recorder builds them from those values."""
-        self.__dict__["_texts"] = texts
+        values = self.__dict__
+        values["_texts"] = texts
+        values["_frame"] = event_frame(texts)
         return self
 
     @property
@@ -240,15 +253,49 @@ def _c_json() -> Any:
 _json: Any = _c_json() or _fast_json
 
 
+def event_frame(texts: dict[str, str]) -> tuple[str, str, str, str, str] | None:
+    """The stretches of an event's canonical text that are the same in every event of a run
+    whose canonical ``texts`` (``with_texts``) include the actor: written once per run, so
+    ``_halves`` only fills in ``at``, ``data``, ``kind``, ``prev_hash``, ``seq`` and ``step``.
+    None when a text is missing (the event is then written field by field)."""
+    try:
+        actor, env, host = texts["actor"], texts["env"], texts["host"]
+        params, run_id, runbook = texts["params"], texts["run_id"], texts["runbook"]
+    except KeyError:
+        return None
+    return (
+        f'{{"actor":{actor},"at":',
+        f',"env":{env},',
+        f'"host":{host},"kind":',
+        f',"params":{params},"prev_hash":',
+        f',"run_id":{run_id},"runbook":{runbook},"seq":',
+    )
+
+
 def _halves(v: dict[str, Any], seq: int, prev_hash: str) -> tuple[str, str]:
     """An event's canonical JSON without ``hash`` (its fields ``v``), cut where ``"hash"`` goes
     (between ``env`` and ``host``): ``head + tail`` is the hashed text and
     ``head + '"hash":"...",' + tail`` the stored line. Written out field by field in sorted key
     order, since this is the audit's hot path (``_SORTED`` checks at import that it names every
-    field). A non-finite float raises ``ValueError``, as ``canonical_json`` does."""
-    t = v.get("_texts") or _NO_TEXTS  # canonical texts the recorder computed once per run
+    field); from the run's ``event_frame`` where the recorder gave one. A non-finite float raises
+    ``ValueError``, as ``canonical_json`` does."""
     enc, text = _json, _encode_str
     at, kind, step = v["at"], v["kind"], v["step"]
+    frame = v.get("_frame")
+    if (
+        frame is not None
+        and type(at) is str
+        and type(kind) is str
+        and type(prev_hash) is str
+        and type(seq) is int
+    ):
+        actor_at, env, host_kind, params_prev, ids_seq = frame
+        return (
+            f'{actor_at}{text(at)},"data":{enc(v["data"])}{env}',
+            f"{host_kind}{text(kind)}{params_prev}{text(prev_hash)}{ids_seq}{int.__repr__(seq)},"
+            f'"step":{text(step) if type(step) is str else enc(step)}}}',
+        )
+    t = v.get("_texts") or _NO_TEXTS  # canonical texts the recorder computed once per run
     head = (
         f'{{"actor":{t.get("actor") or enc(v["actor"])},'
         f'"at":{text(at) if type(at) is str else enc(at)},'
@@ -497,62 +544,3 @@ class AuditSink(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class MemorySink:
-    """``memory://``: the chain in a list. The test helpers read ``RunResult.audit`` from here."""
-
-    def __init__(self, url: str = "memory://", best_effort: bool = False) -> None:
-        import threading
-
-        self.url = url
-        self.best_effort = best_effort
-        self._events: list[AuditEvent] = []
-        self._lock = threading.RLock()
-
-    def append(self, event: AuditEvent) -> AuditEvent:
-        with self._lock:
-            return self._chain(event)
-
-    def append_many(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
-        with self._lock:
-            if type(self).append is not MemorySink.append:  # a subclass's append sees each one
-                return [self.append(event) for event in events]
-            return [self._chain(event) for event in events]
-
-    def _chain(self, event: AuditEvent) -> AuditEvent:
-        """Chain and keep one event (the lock held). The head is read from the list each time,
-        not kept beside it: a test that edits ``_events`` sees the next event link to that."""
-        chain = self._events
-        prev = chain[-1] if chain else None
-        stored = event.chained(
-            (prev.seq or 0) + 1 if prev else 1,
-            prev.hash if prev and prev.hash else GENESIS,
-            line=False,  # the event is kept, not its JSON
-        )
-        chain.append(stored)
-        return stored
-
-    def events(self, query: AuditQuery | None = None) -> Iterator[AuditEvent]:
-        with self._lock:
-            snapshot = list(self._events)
-        q = query or AuditQuery()
-        count = 0
-        for event in snapshot:
-            if q.matches(event):
-                yield event
-                count += 1
-                if q.limit and count >= q.limit:
-                    return
-
-    @property
-    def chain_id(self) -> str:
-        return self.url
-
-    def verify(self, checks: Sequence[Check] = ()) -> VerifyReport:
-        with self._lock:
-            events = list(self._events)
-        return verify_chain(events, checks)
-
-    def close(self) -> None:
-        pass

@@ -111,22 +111,22 @@ class AuditLog:
         if prepare is not None:
             prepare()
 
-    def take_pending(self) -> list[tuple[str, str, int, str]]:
-        """The witnesses not yet written, ``(run_id, chain, seq, hash)`` each, and forget them."""
-        if not self.pending:
-            return []
-        pending, self.pending = list(self.pending.values()), {}
-        return pending
-
-    def write_witness(self, store: Any, pending: tuple[str, str, int, str]) -> None:
-        """Write a witness taken from ``take_pending`` (inside the caller's store transaction)."""
-        try:
-            store.witness_audit(*pending)
-        except RunbookError as exc:
-            raise AuditError(
-                f"audit sink {redact_url(self.url)}: event {pending[2]} is stored but the run "
-                f"store could not witness it: {exc}"
-            ) from exc
+    def write_pending(self, store: Any) -> None:
+        """Write the witnesses not yet written, ``(run_id, chain, seq, hash)`` each, into
+        ``store`` (inside the caller's store transaction), and forget them."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = {}
+        witness = store.witness_audit
+        for run_id, chain, seq, digest in pending.values():
+            try:
+                witness(run_id, chain, seq, digest)
+            except RunbookError as exc:
+                raise AuditError(
+                    f"audit sink {redact_url(self.url)}: event {seq} is stored but the run "
+                    f"store could not witness it: {exc}"
+                ) from exc
 
     def _pending(self, stored: AuditEvent) -> None:
         if self._witness is None:

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runbook.audit.events import AuditEvent, AuditSink, canonical_json
-from runbook.clock import Clock
+from runbook.audit.events import AuditEvent, AuditSink, canonical_json, event_frame
+from runbook.clock import Clock, isoformat
 from runbook.context import RunInfo
 from runbook.errors import AuditError
 from runbook.redact import Redactor
@@ -56,6 +56,7 @@ class Recorder:
             self._texts = {}
         # ... and the run's actor, in the events it is the actor of (most of them).
         self._texts_actor = {**self._texts, "actor": canonical_json(info.actor)}
+        self._frame = event_frame(self._texts_actor)  # and the text around them, once
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -70,7 +71,7 @@ class Recorder:
         """The event as the run says it, redacted, not yet chained by any sink."""
         info = self.info
         who = actor or info.actor
-        values = {
+        values: dict[str, Any] = {
             "kind": kind,
             "run_id": info.run_id,
             "runbook": self._runbook,
@@ -78,15 +79,19 @@ class Recorder:
             "actor": who,
             "host": HOST,
             "env": info.env,
-            "at": self.clock.now().isoformat(),
+            "at": isoformat(self.clock.now()),
             "params": self._params,
             "data": self.redact.fields(data) if data and self._masks else (data or {}),
             "seq": None,
             "prev_hash": None,
             "hash": None,
+            "_draft": True,  # this pipeline's own: a sink that keeps it may stamp it itself
         }
         if self._texts:  # AuditEvent.with_texts, without the call
-            values["_texts"] = self._texts_actor if who == info.actor else self._texts
+            if who == info.actor:
+                values["_texts"], values["_frame"] = self._texts_actor, self._frame
+            else:
+                values["_texts"] = self._texts
         return AuditEvent.of(values)
 
     def emit(

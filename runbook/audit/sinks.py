@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbook.audit.events import MemorySink
+from runbook.audit.memory import MemorySink
 from runbook.hookspecs import Provider, hookimpl
 
 

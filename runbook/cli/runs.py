@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from runbook.cli.retry import hosts_section
 from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
 from runbook.cli.table import table
 from runbook.cli.text import first_line, format_duration, label
-from runbook.errors import EXIT_ROLLBACK_FAILED, RunNotFound
+from runbook.errors import EXIT_ROLLBACK_FAILED, RunbookError, RunNotFound
 from runbook.fleet import host_states
 from runbook.result import RUN_STATUSES, RunResult
 
@@ -185,6 +185,29 @@ def runs(
         click.echo(line)
 
 
+ROLLED_FORWARD = "started per the audit trail; the run store lost it (resume decides)"
+
+
+def _as_resume_sees(runner: Any, store: Any, record: Any) -> dict[str, Any]:
+    """The run's steps with what its leading trail holds and the store lost (a kill between
+    the two writes, a power cut: runbook.trail) rolled forward, each marked: the steps
+    ``resume`` will find running. Without the trail, the store alone, and one warning."""
+    from runbook import trail  # a run that names its trail only
+
+    stored = store.get_steps(record.run_id)
+    if not isinstance(record.options.get(trail.OPTION), str):
+        return stored  # no trail leads it: no sink is opened
+    try:
+        seen = trail.rolled_forward(store, record, runner.sinks, stored)
+    except RunbookError as exc:
+        click.echo(f"warning: showing the run store alone: {exc}", err=True)
+        return stored
+    for name, step in seen.items():
+        if step is not stored.get(name):
+            seen[name] = replace(step, reason=ROLLED_FORWARD)
+    return seen
+
+
 @click.command("show")
 @click.argument("run_id")
 @json_option
@@ -209,7 +232,7 @@ def show(
     store = _store(runner)
     apply_timeouts(runner, [store.get_run(run_id)])
     record = store.get_run(run_id)
-    steps = store.get_steps(run_id)
+    steps = _as_resume_sees(runner, store, record)
     if step_name is not None:
         step = require_step(steps, run_id, step_name)
         events = step_events(runner.sinks, run_id, step_name)

@@ -193,7 +193,11 @@ class RunStore(Protocol):
         ...
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
-        """Every run's witnessed head, in ``chain`` or in all chains, by ``seq``."""
+        """Every run's witnessed head, in ``chain`` or in all chains, by ``seq``.
+
+        A store may also offer ``audit_witness(run_id, chain) -> AuditWitness | None`` (one
+        run's, by its key): ``resume`` and ``runbook show`` then look it up instead of reading
+        every run's witness of the chain (runbook.trail.witnessed)."""
         ...
 
     def close(self) -> None:

@@ -80,6 +80,22 @@ class MemoryStore:
                 steps = self._steps.setdefault(step.run_id, {})
             steps[step.name] = step
 
+    def save_steps(self, steps: list[StepRecord]) -> None:
+        """The rows of one transition under one lock (``runbook.store.base.save_steps``)."""
+        if "save_step" in self.__dict__ or type(self).save_step is not MemoryStore.save_step:
+            # A subclass's or a test's own ``save_step`` sees each row.
+            for step in steps:
+                self.save_step(step)
+            return
+        with self._lock:
+            for step in steps:
+                run_id = step.run_id
+                rows = self._steps.get(run_id)
+                if rows is None or run_id not in self._runs:
+                    self.get_run(run_id)  # raises RunNotFound
+                    rows = self._steps.setdefault(run_id, {})
+                rows[step.name] = step
+
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
             return dict(self._steps.get(run_id, {}))
@@ -112,6 +128,11 @@ class MemoryStore:
             kept = self._witnesses.get(key)
             if kept is None or seq > kept[0]:
                 self._witnesses[key] = (seq, hash)
+
+    def audit_witness(self, run_id: str, chain: str) -> AuditWitness | None:
+        with self._lock:
+            kept = self._witnesses.get((run_id, chain))
+        return None if kept is None else AuditWitness(run_id, chain, kept[0], kept[1])
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         with self._lock:

@@ -522,6 +522,14 @@ class SqliteStore:
         with self._tx("witness an audit event in", write=True) as conn:
             conn.execute(_WITNESS, (run_id, chain, seq, hash))
 
+    def audit_witness(self, run_id: str, chain: str) -> AuditWitness | None:
+        with self._tx("read an audit witness from") as conn:
+            row = conn.execute(
+                "SELECT seq, hash FROM audit_witness WHERE run_id = ? AND chain = ?",
+                (run_id, chain),
+            ).fetchone()
+        return None if row is None else AuditWitness(run_id, chain, int(row["seq"]), row["hash"])
+
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         where, args = ("WHERE chain = ?", [chain]) if chain is not None else ("", [])
         with self._tx("read the audit witnesses from") as conn:

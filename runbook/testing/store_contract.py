@@ -334,6 +334,12 @@ def check_audit_witness(open_store: StoreOpener) -> None:
         ]
         assert len(reader.audit_witnesses()) == 3
         assert reader.audit_witnesses("nowhere") == []
+        one = getattr(reader, "audit_witness", None)  # optional: one run's, by its key
+        if one is not None:
+            assert one("run-1", "jsonl:///a") == AuditWitness("run-1", "jsonl:///a", 7, "h7")
+            assert one("run-1", "sqlite:///b") == AuditWitness("run-1", "sqlite:///b", 2, "b2")
+            assert one("run-2", "sqlite:///b") is None
+            assert one("run-3", "jsonl:///a") is None
 
 
 def check_close_is_idempotent(open_store: StoreOpener) -> None:

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 from runbook import Runner
 from runbook.audit import events as E
 from runbook.audit.events import GENESIS, AuditEvent, canonical_json, event_hash
+from runbook.audit.memory import MemorySink
+from runbook.audit.pipeline import Recorder
+from runbook.clock import SystemClock
+from runbook.context import RunInfo
+from runbook.redact import Redactor
 
 
 def _value(rng: random.Random, depth: int = 0):
@@ -119,3 +125,68 @@ def test_a_run_hashes_each_event_once_and_serialises_the_run_fields_once(
     assert dumps == []  # every field of these events through the one-pass serialiser
     (sink,) = runner.sinks
     assert sink.verify().ok
+
+
+def _recorder(rng: random.Random, actor: str = "alice") -> Recorder:
+    info = RunInfo(
+        run_id=rng.choice(["r-1", 'r-"quoted"', "r-é"]),
+        runbook=rng.choice(["/x/é.py", "/x/a b.py", '/x/"q".py']),
+        name="rb",
+        sha256="ab" * 32,
+        env=rng.choice(["prod", "é", ""]),
+        actor=actor,
+        params={"version": _value(rng), "n": rng.randint(0, 9)},
+    )
+    return Recorder(info, [], clock=SystemClock(), redactor=Redactor())
+
+
+def test_events_built_by_a_run_are_hashed_over_canonical_json_from_its_frame() -> None:
+    """A run's events are written from its ``event_frame`` (the text shared by all of them):
+    the hashed text and the stored line are still exactly canonical JSON, for any run fields,
+    by the run's actor or another one, with any step, kind and data."""
+    rng = random.Random(22)
+    framed = 0
+    for _ in range(50):
+        rec = _recorder(rng)
+        prev = GENESIS
+        for seq in range(1, 20):
+            event = rec.build(
+                rng.choice(["step_started", "step_succeeded", "approval_granted"]),
+                rng.choice([None, "s1", "é", '"']),
+                {"output": _value(rng), "attempt": seq} if rng.random() < 0.8 else None,
+                actor=rng.choice([None, None, "bob", "é"]),
+            )
+            framed += event.__dict__.get("_frame") is not None
+            stored = event.chained(seq, prev)
+            assert stored.hash == event_hash(stored)
+            assert stored.canonical == canonical_json(stored.to_dict())
+            prev = stored.hash or GENESIS
+    assert framed > 300  # the run's actor's (half of them): written from the frame
+
+
+def test_an_event_changed_after_it_was_built_is_not_written_from_the_stale_frame() -> None:
+    rec = _recorder(random.Random(23))
+    event = rec.build("step_started", "s1", {"attempt": 1})
+    changed = replace(event, run_id="another", actor="mallory", env="dev")
+    stored = changed.chained(1, GENESIS)
+    assert stored.canonical == canonical_json(stored.to_dict())
+    assert '"actor":"mallory"' in (stored.canonical or "")
+    assert stored.hash == event_hash(stored)
+
+
+def test_a_memory_sink_stamps_the_runs_own_draft_and_copies_anything_else() -> None:
+    """The pipeline's drafts are chained without a copy; an event from outside, and a draft
+    another sink already chained, are never changed."""
+    rec = _recorder(random.Random(24))
+    first, second = MemorySink(), MemorySink()
+    draft = rec.build("step_started", "s1", {"attempt": 1})
+    (kept,) = first.append_many([draft])
+    assert kept is draft and draft.seq == 1 and draft.hash == event_hash(draft)
+    (copied,) = second.append_many([draft])  # a second sink chains it too: a copy of its own
+    assert copied is not draft and draft.seq == 1 and draft.hash == kept.hash
+    assert second.append(rec.build("step_succeeded", "s1", {})).seq == 2
+    assert first.verify().ok and second.verify().ok
+    outside = AuditEvent(kind="change_recorded", run_id="r", data={"x": 1})
+    stored = first.append(outside)
+    assert stored is not outside and outside.seq is None and outside.hash is None
+    assert first.verify().ok

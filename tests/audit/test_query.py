@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from runbook.audit.events import AuditEvent, AuditQuery, MemorySink
+from runbook.audit.events import AuditEvent, AuditQuery
+from runbook.audit.memory import MemorySink
 from runbook.audit.query import (
     events_json,
     format_table,

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from runbook.audit.events import AuditEvent, MemorySink, canonical_json, loads_strict, parse_event
+from runbook.audit.events import AuditEvent, canonical_json, loads_strict, parse_event
+from runbook.audit.memory import MemorySink
 
 from .conftest import JsonlStored, Stored, make_event
 

@@ -52,3 +52,24 @@ def test_sleep_without_a_cancel_event_just_sleeps():
     began = time.monotonic()
     SystemClock().sleep(0.01)
     assert time.monotonic() - began >= 0.01
+
+
+def test_isoformat_is_datetime_isoformat_byte_for_byte() -> None:
+    """Every audit event's ``at``: the second's text is reused, never for another second."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from runbook.clock import isoformat
+
+    start = datetime(2026, 12, 31, 23, 59, 58, 999_990, tzinfo=UTC)
+    moments = [start + timedelta(microseconds=7 * i) for i in range(600)]  # across a year's end
+    moments += [
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: no fraction
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 6, 1, 12, 0, 0, 5),  # naive
+        datetime(2026, 6, 1, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, 1, 5, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, 0, 6, tzinfo=UTC),  # back to a second seen before
+    ]
+    for moment in moments:
+        assert isoformat(moment) == moment.isoformat()

@@ -16,7 +16,8 @@ import pytest
 from freezegun import api as freezegun_api
 
 from runbook import Runner, load
-from runbook.audit.events import AuditEvent, MemorySink
+from runbook.audit.events import AuditEvent
+from runbook.audit.memory import MemorySink
 from runbook.errors import StepTimeout
 from runbook.testing import FakeShell
 

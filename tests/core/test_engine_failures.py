@@ -334,7 +334,7 @@ def test_an_interrupt_during_a_rollback_does_not_abandon_it(write_runbook, runne
 
 
 def test_runner_close_closes_what_it_opened_and_only_that(tmp_path, monkeypatch):
-    from runbook.audit.events import MemorySink
+    from runbook.audit.memory import MemorySink
 
     given = MemorySink()
     runner = Runner(

@@ -17,7 +17,7 @@ import pytest
 
 from runbook import Runner, load
 from runbook import recovery as recovery_module
-from runbook.audit.events import MemorySink
+from runbook.audit.memory import MemorySink
 from runbook.errors import AuditError, RunbookError, UsageError
 from runbook.executors.local import LocalExecutor
 from runbook.store.base import ApprovalRecord

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from runbook import Runner, load
-from runbook.audit.events import MemorySink
+from runbook.audit.memory import MemorySink
 from runbook.errors import AuditError, StoreError
 from runbook.store.memory import MemoryStore
 from runbook.testing.fakes import FakeNotifier
@@ -73,24 +73,32 @@ def test_a_store_that_cannot_witness_run_started_stops_the_run_before_any_step(w
 
 
 def test_a_store_that_stops_witnessing_mid_run_still_undoes_what_ran(write_runbook):
-    """The witness of first's outcome is refused when second is about to start: second never
-    runs, and first is undone although the store refuses the rollback's witnesses too (that
-    refusal used to escape the rollback: the run raised AuditError with first not undone)."""
+    """The witness of first's outcome and second's start (one append to ``memory://``, which
+    takes a start with the held outcomes) is refused when second is about to start: second
+    never runs, and first is undone although the store refuses the rollback's witnesses too
+    (that refusal used to escape the rollback: the run raised AuditError with first not
+    undone)."""
     rb = load(write_runbook(STAGED))
-    store, sink = UnwitnessingStore(upto=1), MemorySink()
+    store, sink = UnwitnessingStore(upto=2), MemorySink()
     result = _runner(store, audit=[sink]).run(rb)
     assert rb.module.DONE == ["first", "undo first"]
     assert result.status == "rolled_back" and result.exit_code == 1
-    assert "event 3 is stored but the run store could not witness it" in (result.error or "")
+    assert "event 4 is stored but the run store could not witness it" in (result.error or "")
     assert result.steps["first"].rollback == "rolled_back"
     (run,) = store.list_runs()
     assert (run.status, run.error) == ("rolled_back", result.error)
     # the outcome rows are stored though their witnesses were refused
     assert store.get_steps(run.run_id)["first"].status == "rolled_back"
-    kinds = [(e.kind, e.step) for e in sink.events()]
-    assert kinds[-3:] == [
+    # second's start reached the sink with first's outcome, so the sink also says it ended
+    # (it never ran: RunRecorder._end_unstarted), after the rollback.
+    assert [(e.kind, e.step) for e in sink.events()] == [
+        ("run_started", None),
+        ("step_started", "first"),
+        ("step_succeeded", "first"),
+        ("step_started", "second"),
         ("rollback_started", "first"),
         ("rollback_succeeded", "first"),
+        ("step_failed", "second"),
         ("run_finished", None),
     ]
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from runbook import Runner, load
-from runbook.audit.events import MemorySink
+from runbook.audit.memory import MemorySink
 from runbook.errors import AuditError, StoreError
 from runbook.grouping import StartGroup
 from runbook.result import StepResult

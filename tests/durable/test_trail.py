@@ -7,6 +7,7 @@ nothing refused is left looking started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,10 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from runbook import Runner, load
-from runbook.audit.events import AuditEvent, MemorySink
+from runbook.audit.events import AuditEvent
 from runbook.audit.jsonl import JsonlSink
 from runbook.audit.log import AuditLog
+from runbook.audit.memory import MemorySink
 from runbook.cli import cli
+from runbook.cli.runs import ROLLED_FORWARD
 from runbook.errors import AuditError, StoreError
 from runbook.result import STEP_CANCELLED, STEP_STATUSES
 from runbook.store.base import StepRecord
@@ -198,6 +201,18 @@ def test_a_power_cut_that_loses_the_stores_last_commits_loses_no_start(tmp_path:
     steps = runner.store.get_steps(run.run_id)
     assert steps["s1"].status == "running"
     assert "s2" not in steps or steps["s2"].status == "pending"  # lost with the power
+    # runbook show says what resume will find: s2 and s3 started, per the trail
+    shown = CliRunner().invoke(cli, ["show", run.run_id, "--store", store, "--json"])
+    assert shown.exit_code == 0, shown.output
+    shown_steps = json.loads(shown.stdout)["steps"]
+    assert {n: s["status"] for n, s in shown_steps.items() if n != "s0"} == {
+        "s1": "running",
+        "s2": "running",
+        "s3": "running",
+    }
+    assert shown_steps["s2"]["reason"] == ROLLED_FORWARD and shown_steps["s1"]["reason"] is None
+    text = CliRunner().invoke(cli, ["show", run.run_id, "--store", store])
+    assert text.exit_code == 0 and "started per the audit trail" in text.stdout
     with pytest.raises(Exception, match="s1, s3 were running") as refused:
         runner.resume(run.run_id)  # s2 is idempotent: re-run by itself; s1 and s3 are not
     assert "--retry-interrupted" in str(refused.value)
@@ -229,6 +244,10 @@ def test_a_stored_run_whose_leading_trail_is_gone_is_refused(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".runbook" / "audit.jsonl").rename(tmp_path / "moved.jsonl")
     (run,) = Runner(store=f"sqlite:///{tmp_path / '.runbook' / 'runbook.db'}").store.list_runs()  # type: ignore[union-attr]
+    shown = CliRunner().invoke(cli, ["show", run.run_id], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output  # the store alone, and why
+    assert "warning: showing the run store alone" in shown.stderr
+    assert "does not exist" in shown.stderr and len(shown.stderr.strip().splitlines()) == 1
     result = CliRunner().invoke(
         cli, ["resume", run.run_id, "--retry-interrupted"], catch_exceptions=False
     )
@@ -498,8 +517,12 @@ def test_resume_reads_only_the_runs_events_after_its_witness(tmp_path: Path, mon
     def whole(self: JsonlSink, query: Any = None) -> Any:
         raise AssertionError("the whole trail was read")
 
+    def every_witness(self: SqliteStore, chain: str | None = None) -> Any:
+        raise AssertionError("every run's witness was read")
+
     monkeypatch.setattr(JsonlSink, "events_after", tail)
     monkeypatch.setattr(JsonlSink, "events", whole)
+    monkeypatch.setattr(SqliteStore, "audit_witnesses", every_witness)  # one looked up
     result = runner.resume(run.run_id, retry_interrupted=True)
     assert result.status == "succeeded", result.error
     assert read and read[0] > 1  # from the run's witness on
@@ -521,3 +544,10 @@ def test_a_store_without_witnesses_or_a_trail_without_a_tail_reader_reads_it_all
     store.witness_audit(RUN, "memory://", 7, "h" * 64)
     store.witness_audit("other", "memory://", 9, "h" * 64)
     assert witnessed(store, "memory://", RUN) == 7
+    assert witnessed(store, "memory://", "nobody") == 0
+
+    class ScanOnly:  # a plugin's store with the protocol's reader only
+        audit_witnesses = store.audit_witnesses
+
+    assert witnessed(ScanOnly(), "memory://", RUN) == 7
+    assert witnessed(ScanOnly(), "memory://", "nobody") == 0

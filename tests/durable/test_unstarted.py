@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from runbook import Runner, load
-from runbook.audit.events import MemorySink
+from runbook.audit.memory import MemorySink
 from runbook.cli import cli
 from runbook.errors import AuditError, StoreError
 from runbook.result import STEP_CANCELLED, STEP_STATUSES
@@ -25,7 +25,12 @@ ENDED = set(STEP_STATUSES) - {"running", "pending"}
 
 
 class RefusingNth(MemorySink):
-    """Refuses the ``n``-th ``step_started`` it is given (a full disk), and only that one."""
+    """Refuses the ``n``-th ``step_started`` it is given (a full disk), and only that one.
+
+    Not ``volatile``: it stands for a plugin's sink that keeps its events outside the process,
+    so a start reaches it only once the store says running (runbook.media)."""
+
+    volatile = False
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -175,3 +180,59 @@ def test_a_start_refused_by_the_store_leaves_no_step_running_either(tmp_path: Pa
     assert "second" not in rows  # never stored as started: nothing to end
     assert all(row.status in ENDED for row in rows.values())
     assert rb.module.DONE == ["first", "unfirst"]
+
+
+class RefusingNthInProcess(RefusingNth):
+    volatile = True  # as memory:// is: a start reaches it with the held outcomes, before the store
+
+
+def test_a_start_refused_by_a_sink_in_the_process_is_never_stored_or_run(tmp_path: Path) -> None:
+    """``memory://`` takes a start before the store does: refused there, the step has no row at
+    all (nothing to end), never runs, and what ran before it is undone."""
+    path = tmp_path / "rb.py"
+    path.write_text(CHAIN)
+    rb = load(path)
+    sink = RefusingNthInProcess(2)
+    runner = Runner(store=f"sqlite:///{tmp_path / 'runbook.db'}", audit=[sink], locks=None)
+    result = runner.run(rb)
+    assert result.status == "rolled_back"
+    assert "refused step_started" in (result.error or "")
+    assert rb.module.DONE == ["first", "unfirst"]
+    assert runner.store is not None
+    rows = runner.store.get_steps(result.run_id)
+    assert "second" not in rows
+    assert all(row.status in ENDED for row in rows.values())
+    assert result.steps["second"].status == STEP_CANCELLED
+    kinds = [(e.kind, e.step) for e in sink.events()]
+    assert ("step_started", "second") not in kinds
+
+
+def test_a_start_a_sink_in_the_process_holds_but_the_store_refused_is_ended(
+    tmp_path: Path,
+) -> None:
+    """The store refuses second's start after ``memory://`` took it: the sink says second
+    started, so it also says it ended (failed, never ran) by the time the run is over."""
+    path = tmp_path / "rb.py"
+    path.write_text(CHAIN)
+    rb = load(path)
+    sink = MemorySink()
+    runner = Runner(store=f"memory://unstarted-{uuid.uuid4().hex}", audit=[sink], locks=None)
+    store = runner.store
+    assert store is not None
+    save_step = store.save_step
+
+    def refusing(record: Any) -> None:
+        if record.name == "second" and record.status == "running":
+            raise StoreError("run store refused: disk full")
+        save_step(record)
+
+    store.save_step = refusing  # type: ignore[method-assign]
+    result = runner.run(rb)
+    assert result.status == "rolled_back"
+    assert rb.module.DONE == ["first", "unfirst"]
+    kinds = [(e.kind, e.step) for e in sink.events()]
+    assert ("step_started", "second") in kinds
+    assert kinds.index(("step_failed", "second")) > kinds.index(("step_started", "second"))
+    assert "second" in store.get_steps(result.run_id)  # ended: the run leaves no step running
+    assert store.get_steps(result.run_id)["second"].status == STEP_CANCELLED
+    assert sink.verify().ok

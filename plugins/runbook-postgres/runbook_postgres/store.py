@@ -184,6 +184,7 @@ class _Statements:
         self.audit_witnesses_of_chain = q(
             witnesses + " WHERE chain = %s ORDER BY seq, chain, run_id"
         )
+        self.audit_witness_of_run = q(witnesses + " WHERE run_id = %s AND chain = %s")
 
     def update_run(self, columns: Iterable[str], *, touch: bool) -> sql.Composed:
         """``columns`` are RunRecord fields (checked by the caller), each set from a parameter;
@@ -422,6 +423,11 @@ class PostgresStore:
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
         with self._db.statement(f"witness the audit head of run {run_id}") as conn:
             conn.execute(self._sql.witness_audit, (run_id, chain, seq, hash))
+
+    def audit_witness(self, run_id: str, chain: str) -> AuditWitness | None:
+        with self._db.statement("read an audit witness") as conn:
+            row = conn.execute(self._sql.audit_witness_of_run, (run_id, chain)).fetchone()
+        return None if row is None else AuditWitness(row[0], row[1], int(row[2]), row[3])
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         args: tuple[object, ...]
