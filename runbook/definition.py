@@ -8,7 +8,7 @@ nothing changes them after ``runbook.collect`` has checked them.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -109,8 +109,14 @@ class Runbook:
 
     def dependents(self) -> dict[str, list[str]]:
         """For each step, the steps that wait for it: what a failure there leaves undone."""
-        out: dict[str, list[str]] = {name: [] for name in self.steps}
-        for name, step in self.steps.items():
-            for pred in step.predecessors:
-                out[pred].append(name)
-        return out
+        return dependents_of(self.steps)
+
+
+def dependents_of(steps: Mapping[str, StepDef]) -> dict[str, list[str]]:
+    """For each step of ``steps``, the steps that wait for it (``Runbook.dependents``; also a
+    plan rebuilt elsewhere, as the Temporal workflow's)."""
+    out: dict[str, list[str]] = {name: [] for name in steps}
+    for name, step in steps.items():
+        for pred in step.predecessors:
+            out[pred].append(name)
+    return out

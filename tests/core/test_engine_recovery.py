@@ -22,7 +22,6 @@ from runbook.errors import AuditError, RunbookError, UsageError
 from runbook.executors.local import LocalExecutor
 from runbook.store.base import ApprovalRecord
 from runbook.store.memory import MemoryStore
-from runbook.testing import FakeClock
 
 STAGED = """
 from runbook import rollback, step
@@ -408,31 +407,9 @@ async def free():
 """
 
 
-class LeaseTime(FakeClock):
-    """The lock manager's lease time on the project's fake clock: the keeper's wait between
-    renewals takes no time, so it renews at once, and the lease never runs out locally (a
-    failed renewal is reported for what it is, never as a lease run out on a slow machine).
-    Only for providers whose renewals fail: with renewals that succeed, the keeper would spin."""
-
-    def __init__(self) -> None:
-        super().__init__(freeze=False)
-
-    async def wait_for(self, awaitable: Any, timeout: float) -> Any:
-        return await awaitable
-
-
-def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook, monkeypatch):
-    from runbook.errors import LeaseLost
-    from runbook.locks import manager as lock_manager
-    from runbook.locks.memory import MemoryLocks
-
-    class StealingLocks(MemoryLocks):
-        def renew(self, lease: Any, seconds: float) -> Any:
-            raise LeaseLost(f"lease on lock {lease.name!r} was taken over by run other-run")
-
-    monkeypatch.setattr(lock_manager, "RealTime", LeaseTime)
+def test_a_lost_lease_stops_only_the_steps_it_protected(write_runbook, stolen_leases):
     rb = load(write_runbook(LOCKED_AND_NOT))
-    runner = _runner(locks=StealingLocks(f"memory://{uuid.uuid4().hex}"), lease=30)
+    runner = _runner(locks=stolen_leases(f"memory://{uuid.uuid4().hex}"), lease=30)
     result = runner.run(rb)
     assert result.steps["locked"].status == "failed"
     assert rb.module.STOPPED == ["locked"]  # stopped at the loss, not failed after it returned

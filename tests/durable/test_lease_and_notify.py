@@ -8,13 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runbook import Runner
-from runbook.errors import LeaseLost
-from runbook.locks import manager as lock_manager
-from runbook.locks.memory import MemoryLocks
-from runbook.testing import FakeClock
 
 SLOW_LOCKED = """
 import asyncio
@@ -35,35 +29,12 @@ async def migrate(prepare):
 """
 
 
-class LeaseTime(FakeClock):
-    """The lock manager's lease time on the project's fake clock: the keeper's wait between
-    renewals takes no time, so it renews at once, and the lease never runs out locally (a
-    failed renewal is reported for what it is, never as a lease run out on a slow machine).
-    Only for providers whose renewals fail: with renewals that succeed, the keeper would spin."""
-
-    def __init__(self) -> None:
-        super().__init__(freeze=False)
-
-    async def wait_for(self, awaitable: Any, timeout: float) -> Any:
-        return await awaitable
-
-
-class StealingLocks(MemoryLocks):
-    """Renewals fail: as if another holder took the lock after our lease ran out."""
-
-    def renew(self, lease, seconds):
-        raise LeaseLost(f"lease on lock {lease.name!r} was taken over by run other-run")
-
-
-def test_a_lost_lease_fails_the_step_and_rolls_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lock_manager, "RealTime", LeaseTime)
+def test_a_lost_lease_fails_the_step_and_rolls_back(tmp_path: Path, stolen_leases: Any) -> None:
     (tmp_path / "pyproject.toml").touch()
     path = tmp_path / "locked.py"
     path.write_text(SLOW_LOCKED)
     runner = Runner(
-        store=f"memory://{uuid.uuid4().hex}", locks=StealingLocks(), lease=30, actor="alice"
+        store=f"memory://{uuid.uuid4().hex}", locks=stolen_leases(), lease=30, actor="alice"
     )
     started = time.perf_counter()
     result = runner.run(path)

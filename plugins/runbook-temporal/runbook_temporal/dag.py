@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from runbook.collect import Arg, RollbackDef, StepDef
+from runbook.definition import dependents_of
 from runbook.markers import StepOptions
 from runbook_temporal import messages as M
 
@@ -32,11 +33,7 @@ class ShadowRunbook:
         self.steps = steps
 
     def dependents(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {name: [] for name in self.steps}
-        for name, step in self.steps.items():
-            for pred in step.predecessors:
-                out[pred].append(name)
-        return out
+        return dependents_of(self.steps)
 
 
 def shadow(plan: M.Plan) -> ShadowRunbook:
