@@ -15,7 +15,8 @@ and with ``NORMAL``. Counts come from a separate, untimed pass: ``os.fsync`` is 
 sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT`` (and, from
 the connection's ``PRAGMA synchronous``, which of them synced the WAL: with the CLI default the
 JSONL trail leads and a step's commit is not synced, runbook/trail.py); so the ratios hold on
-any disk.
+any disk. That pass also times each ``fsync`` as the run pays it (``fsync_in_run_us``), printed
+beside the back-to-back floor: on a virtual disk the two differ.
 
     .venv/bin/python bench/durable.py             # N = 1000, best of 3
     .venv/bin/python bench/durable.py --n 200 --repeat 1
@@ -54,6 +55,7 @@ class Counts:
         self.fsyncs = 0
         self.commits = 0
         self.synced = 0  # commits made with synchronous=FULL: each one syncs the WAL
+        self.fsync_seconds: list[float] = []  # each ``os.fsync`` as the run paid it
 
 
 @contextmanager
@@ -65,7 +67,9 @@ def counting() -> Iterator[Counts]:
 
     def fsync(fd: int) -> None:
         counts.fsyncs += 1
+        start = time.perf_counter()
         real_fsync(fd)
+        counts.fsync_seconds.append(time.perf_counter() - start)
 
     def tracer() -> Callable[[str], None]:
         level = ["FULL"]  # SQLite's default in WAL mode is FULL unless the pragma says otherwise
@@ -221,6 +225,11 @@ def measure(
         "fsyncs_per_step": round(counts.fsyncs / steps, 2),
         "commits_per_step": round(counts.commits / steps, 2),
         "synced_commits_per_step": round(counts.synced / steps, 2),
+        # What one fsync cost inside the run (timed in the counting pass): against the floor,
+        # what the disk charges for the run's other writes, not the code's CPU.
+        "fsync_in_run_us": round(statistics.median(counts.fsync_seconds) * 1e6, 1)
+        if counts.fsync_seconds
+        else None,
     }
 
 
@@ -326,6 +335,13 @@ def main() -> None:
             f"{label:<{width}}{row['per_step_us']:>10}{row['x_full_commit']:>8.2f}"
             f"{row['x_write_fsync']:>9.2f}{row['fsyncs_per_step']:>8}"
             f"{row['commits_per_step']:>9}{row['synced_commits_per_step']:>8}"
+        )
+    if sj["fsync_in_run_us"]:
+        cpu = rows.get("sqlite store + jsonl audit (process)", {}).get("per_step_us")
+        print(
+            f"CLI default: one fsync inside the run costs {sj['fsync_in_run_us']} us (median;"
+            f" {sj['fsync_in_run_us'] / fsync:.2f}x the bare write+fsync)"
+            + (f", the same writes unsynced {cpu} us per step" if cpu else "")
         )
     print(
         f"memory / engine alone: {pair['ratio']:.2f}x (median of {pair['pairs']} interleaved pairs;"

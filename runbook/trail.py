@@ -29,7 +29,8 @@ from dataclasses import replace
 from typing import Any
 
 from runbook import result as R
-from runbook.audit.events import AuditEvent, AuditQuery
+from runbook.audit.events import AuditEvent
+from runbook.audit.query import AuditQuery
 from runbook.errors import StoreCorrupt
 from runbook.store.base import StepRecord
 

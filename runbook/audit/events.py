@@ -4,7 +4,7 @@ Each sink owns one chain: it stamps ``seq`` and ``prev_hash`` at append time und
 (a file lock, a transaction), so several processes appending to one sink still form one chain.
 ``hash`` is SHA-256 over the canonical JSON of the event without ``hash``; changing any byte of any
 field, removing, inserting or reordering an event breaks the chain at a point that
-``verify_chain`` names.
+``runbook.audit.verify.verify_chain`` names.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from runbook.audit.query import AuditQuery
+    from runbook.audit.verify import Check, VerifyReport
 
 GENESIS = "0" * 64
 
@@ -374,149 +378,6 @@ def event_hash(event: AuditEvent) -> str:
     body = event.to_dict()
     body.pop("hash", None)
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    ok: bool
-    checked: int
-    seq: int | None = None  # the first bad event's seq (or where one is missing)
-    problem: str = ""
-    head: tuple[int, str] | None = None  # the last intact event's (seq, hash)
-    notes: tuple[str, ...] = ()  # what the checks proved beyond the chain, for the message
-
-    def __str__(self) -> str:
-        noun = "event" if self.checked == 1 else "events"
-        if self.ok:
-            extra = "".join(f"; {note}" for note in self.notes)
-            return f"ok: {self.checked} {noun}, chain intact{extra}"
-        return f"TAMPERED at seq {self.seq}: {self.problem} ({self.checked} events checked)"
-
-
-class BadEvent(Exception):
-    """Raised by a sink's event stream for damage only the sink can see (a garbled line, an
-    edited column): ``verify_chain`` reports it as the first bad event, checks unfinished."""
-
-    def __init__(self, seq: int | None, problem: str) -> None:
-        super().__init__(problem)
-        self.seq = seq
-        self.problem = problem
-
-
-class Check(Protocol):
-    """One more thing ``verify_chain`` proves in the same pass (runbook.audit.checks)."""
-
-    def see(self, event: AuditEvent) -> str | None:
-        """Called for every event after its chain link is checked: a problem, or None."""
-        ...
-
-    def finish(self, head: tuple[int, str] | None) -> tuple[int | None, str] | None:
-        """Called once after the last event of an intact chain: ``(first bad seq, problem)``."""
-        ...
-
-    def note(self) -> str | None:
-        """What the check proved, for an ``ok`` report."""
-        ...
-
-
-def verify_chain(events: Iterable[AuditEvent], checks: Sequence[Check] = ()) -> VerifyReport:
-    """Re-compute the chain in stored order and name the first event that breaks it.
-
-    Distinguishes an edited event (its hash no longer matches its content), a removed one (a gap
-    in ``seq`` with a link to a hash that is not there), an inserted one and a reordered one.
-    ``checks`` (signatures, the store's witness, an expected head) see each event in the same
-    pass; the first problem in chain order wins, whoever finds it.
-    """
-    prev_hash = GENESIS
-    expected_seq: int | None = None
-    checked = 0
-    head: tuple[int, str] | None = None
-    stream = iter(events)
-    while True:
-        try:
-            event = next(stream)
-        except StopIteration:
-            break
-        except BadEvent as bad:
-            return VerifyReport(False, checked + 1, bad.seq, bad.problem, head)
-        checked += 1
-        if event.hash != event_hash(event):
-            return VerifyReport(
-                False,
-                checked,
-                event.seq,
-                f"event {event.seq} ({event.kind}) was edited: its hash does not match its content",
-                head,
-            )
-        if expected_seq is not None and event.seq != expected_seq:
-            if event.seq is not None and event.seq > expected_seq:
-                what = (
-                    f"event(s) {expected_seq}..{event.seq - 1} removed"
-                    if event.seq - 1 > expected_seq
-                    else f"event {expected_seq} removed"
-                )
-            else:
-                what = (
-                    f"event {event.seq} is out of order or inserted (expected seq {expected_seq})"
-                )
-            return VerifyReport(False, checked, event.seq, what, head)
-        if event.prev_hash != prev_hash:
-            return VerifyReport(
-                False,
-                checked,
-                event.seq,
-                f"event {event.seq} ({event.kind}) does not link to the event "
-                "before it: an event was removed, inserted or reordered",
-                head,
-            )
-        for check in checks:
-            problem = check.see(event)
-            if problem:
-                return VerifyReport(False, checked, event.seq, problem, head)
-        prev_hash = event.hash
-        expected_seq = (event.seq or 0) + 1
-        head = (event.seq or 0, event.hash or "")
-    for check in checks:
-        found = check.finish(head)
-        if found:
-            return VerifyReport(False, checked, found[0], found[1], head)
-    notes = tuple(n for n in (c.note() for c in checks) if n)
-    return VerifyReport(True, checked, head=head, notes=notes)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    run_id: str | None = None
-    step: str | None = None
-    kind: str | None = None
-    actor: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int | None = None
-
-    def matches(self, event: AuditEvent) -> bool:
-        if self.run_id and event.run_id != self.run_id:
-            return False
-        if self.step and event.step != self.step:
-            return False
-        if self.kind and event.kind != self.kind:
-            return False
-        if self.actor and event.actor != self.actor:
-            return False
-        if self.since or self.until:
-            try:
-                at = _aware(event.at_datetime)
-            except ValueError:
-                return False
-            if self.since and at < _aware(self.since):
-                return False
-            if self.until and at > _aware(self.until):
-                return False
-        return True
 
 
 @runtime_checkable

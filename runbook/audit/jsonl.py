@@ -22,18 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runbook.audit.events import (
-    GENESIS,
-    AuditEvent,
-    AuditQuery,
-    BadEvent,
-    Check,
-    VerifyReport,
-    chain_after,
-    parse_event,
-    verify_chain,
-)
-from runbook.audit.query import explain_gap, matches
+from runbook.audit.events import GENESIS, AuditEvent, chain_after, parse_event
+from runbook.audit.query import AuditQuery, explain_gap, matches
+from runbook.audit.verify import BadEvent, Check, VerifyReport, verify_chain
 from runbook.errors import AuditError
 from runbook.urls import redact_url
 

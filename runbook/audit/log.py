@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from runbook.audit.checkpoint import make_checkpoint, must_sign
-from runbook.audit.events import AuditEvent, AuditSink, Check, VerifyReport
+from runbook.audit.events import AuditEvent, AuditSink
 from runbook.audit.signing import Signer
+from runbook.audit.verify import Check, VerifyReport
 from runbook.errors import AuditError, RunbookError
 from runbook.urls import redact_url
 

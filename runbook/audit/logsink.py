@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from runbook.audit.events import GENESIS, AuditEvent, AuditQuery, VerifyReport, canonical_json
+from runbook.audit.events import GENESIS, AuditEvent, canonical_json
+from runbook.audit.query import AuditQuery
+from runbook.audit.verify import VerifyReport
 from runbook.errors import AuditError
 
 DEFAULT_LOGGER = "runbook.audit"

@@ -10,14 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from runbook.audit.events import (
-    GENESIS,
-    AuditEvent,
-    AuditQuery,
-    Check,
-    VerifyReport,
-    verify_chain,
-)
+from runbook.audit.events import GENESIS, AuditEvent
+from runbook.audit.query import AuditQuery
+from runbook.audit.verify import Check, VerifyReport, verify_chain
 
 
 class MemorySink:

@@ -1,4 +1,5 @@
-"""Reading the trail: time expressions, opening a sink by URL, and the CLI's compact formatting.
+"""Reading the trail: the query a sink answers (``AuditQuery``), time expressions, opening a sink
+by URL, and the CLI's compact formatting.
 
 Everything here is shared by the sinks (time normalisation, URL display) and by ``runbook audit``;
 none of it writes.
@@ -9,10 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from runbook.audit.events import AuditEvent, AuditQuery, VerifyReport
+from runbook.audit.events import AuditEvent
+from runbook.audit.verify import VerifyReport
 
 if TYPE_CHECKING:
     from runbook.audit.events import AuditSink
@@ -20,6 +23,44 @@ if TYPE_CHECKING:
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+# -- the query ---------------------------------------------------------------------------------
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    run_id: str | None = None
+    step: str | None = None
+    kind: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+    def matches(self, event: AuditEvent) -> bool:
+        if self.run_id and event.run_id != self.run_id:
+            return False
+        if self.step and event.step != self.step:
+            return False
+        if self.kind and event.kind != self.kind:
+            return False
+        if self.actor and event.actor != self.actor:
+            return False
+        if self.since or self.until:
+            try:
+                at = _aware(event.at_datetime)
+            except ValueError:
+                return False
+            if self.since and at < _aware(self.since):
+                return False
+            if self.until and at > _aware(self.until):
+                return False
+        return True
 
 
 # -- time ---------------------------------------------------------------------------------------

@@ -26,19 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from runbook.audit.events import (
-    GENESIS,
-    AuditEvent,
-    AuditQuery,
-    BadEvent,
-    Check,
-    VerifyReport,
-    chain_after,
-    event_hash,
-    parse_event,
-    verify_chain,
-)
-from runbook.audit.query import format_utc, normalize_at
+from runbook.audit.events import GENESIS, AuditEvent, chain_after, event_hash, parse_event
+from runbook.audit.query import AuditQuery, format_utc, normalize_at
+from runbook.audit.verify import BadEvent, Check, VerifyReport, verify_chain
 from runbook.errors import AuditError
 from runbook.store.sqlitedb import synchronous_for
 from runbook.urls import redact_url

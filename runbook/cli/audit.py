@@ -12,16 +12,17 @@ import click
 
 from runbook.audit.checkpoint import CheckpointCheck
 from runbook.audit.checks import HeadCheck, parse_head
-from runbook.audit.events import KINDS, AuditQuery, VerifyReport
+from runbook.audit.events import KINDS
 from runbook.audit.log import chain_id
 from runbook.audit.query import (
+    AuditQuery,
     format_table,
     last_event,
     open_sink,
     parse_time,
 )
 from runbook.audit.signing import load_public_key
-from runbook.audit.verify import verify_sink, witness_check
+from runbook.audit.verify import VerifyReport, verify_sink, witness_check
 from runbook.cli.common import (
     config_option,
     handle_errors,

@@ -11,7 +11,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from runbook.audit.events import AuditEvent, AuditQuery
+from runbook.audit.events import AuditEvent
+from runbook.audit.query import AuditQuery
 from runbook.errors import RunbookError, UsageError
 
 REDACTED_KEY = "__runbook_redacted__"  # the store's marker for an output that held a secret

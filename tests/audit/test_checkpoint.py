@@ -11,10 +11,11 @@ from click.testing import CliRunner
 
 from runbook import Runner
 from runbook.audit.checkpoint import EVERY, CheckpointCheck, must_sign, payload
-from runbook.audit.events import AuditEvent, verify_chain
+from runbook.audit.events import AuditEvent
 from runbook.audit.log import AuditLog
 from runbook.audit.memory import MemorySink
 from runbook.audit.signing import load_public_key, load_signer
+from runbook.audit.verify import verify_chain
 from runbook.cli import cli
 from runbook.errors import AuditError, ConfigError
 from runbook.store.memory import MemoryStore

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from runbook.audit.events import GENESIS, AuditEvent, verify_chain
+from runbook.audit.events import GENESIS, AuditEvent
 from runbook.audit.logsink import LoggingSink
 from runbook.audit.query import open_sink
+from runbook.audit.verify import verify_chain
 from runbook.errors import AuditError
 
 from .conftest import make_event

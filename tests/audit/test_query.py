@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from runbook.audit.events import AuditEvent, AuditQuery
+from runbook.audit.events import AuditEvent
 from runbook.audit.memory import MemorySink
 from runbook.audit.query import (
+    AuditQuery,
     events_json,
     format_table,
     parse_time,

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from runbook.audit import sqlite as sqlite_sink
-from runbook.audit.events import AuditQuery
-from runbook.audit.query import open_sink
+from runbook.audit.query import AuditQuery, open_sink
 from runbook.audit.sqlite import DEFAULT_DB, SqliteSink, select_sql, sqlite_path
 from runbook.errors import AuditError
 

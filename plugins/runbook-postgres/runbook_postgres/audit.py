@@ -23,17 +23,9 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from runbook.audit.events import (
-    GENESIS,
-    AuditEvent,
-    AuditQuery,
-    BadEvent,
-    Check,
-    VerifyReport,
-    chain_after,
-    parse_event,
-    verify_chain,
-)
+from runbook.audit.events import GENESIS, AuditEvent, chain_after, parse_event
+from runbook.audit.query import AuditQuery
+from runbook.audit.verify import BadEvent, Check, VerifyReport, verify_chain
 from runbook.errors import AuditError
 from runbook_postgres._db import Database, PgTarget, ensure_version, schema_sql
 

@@ -10,7 +10,8 @@ import pytest
 from psycopg import sql
 from runbook_postgres.audit import PostgresSink
 
-from runbook.audit.events import GENESIS, AuditEvent, AuditQuery
+from runbook.audit.events import GENESIS, AuditEvent
+from runbook.audit.query import AuditQuery
 from runbook.errors import AuditError
 from runbook.plugins import Plugins
 

@@ -280,7 +280,7 @@ class User:
         return self.runner.store
 
     def audit(self, run_id: str) -> list[Any]:
-        from runbook.audit.events import AuditQuery
+        from runbook.audit.query import AuditQuery
 
         return list(self.runner.sinks[0].events(AuditQuery(run_id=run_id)))
 

@@ -16,7 +16,7 @@ from runbook_temporal.url import TemporalURL
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook import load
-from runbook.audit.events import AuditQuery
+from runbook.audit.query import AuditQuery
 from runbook.coordinator import Coordinator
 from runbook.errors import RunbookError, UsageError
 from runbook.runner import Runner
