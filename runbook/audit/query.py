@@ -34,6 +34,10 @@ def _aware(moment: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class AuditQuery:
+    """What ``sink.events(query)`` returns, the same for every sink: each field given must match;
+    ``since``/``until`` compare in UTC (a naive time is read as UTC, as the trail is written),
+    and an event whose ``at`` cannot be read matches no time bound rather than every one."""
+
     run_id: str | None = None
     step: str | None = None
     kind: str | None = None

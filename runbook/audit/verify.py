@@ -11,12 +11,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from runbook.audit.checks import WitnessCheck
 from runbook.audit.events import GENESIS, AuditEvent, event_hash
-
-if TYPE_CHECKING:
-    from runbook.audit.checks import WitnessCheck
 
 
 @dataclass(frozen=True)
@@ -149,8 +147,6 @@ def witness_check(store: Any, chain: str, *, empty_why: str = "") -> WitnessChec
     The store's run ids are read too, so an empty trail next to a store that has runs but no
     witness (runs recorded before witnessing existed) is still reported as missing events.
     """
-    from runbook.audit.checks import WitnessCheck
-
     read = getattr(store, "audit_witnesses", None)
     if read is None:
         return None
