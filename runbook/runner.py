@@ -24,7 +24,6 @@ from random import Random
 from typing import Any
 
 from runbook import result as R
-from runbook.assembly import execute
 from runbook.audit.events import AuditSink
 from runbook.audit.pipeline import HOST
 from runbook.audit.signing import load_signer
@@ -241,6 +240,8 @@ class Runner:
         Made on each use: it holds the runner's callables, so the runner does not hold it (no
         reference cycle; a Runner is freed by reference counting).
         """
+        from runbook.assembly import execute  # the engine: imported by what runs (not ``runs``)
+
         return DurableRuns(
             self.providers,
             self.envs,
@@ -325,6 +326,8 @@ class Runner:
                 },
             )
         started = {k: v for k, v in self.run_options.items() if k == "retry_of"}
+        from runbook.assembly import execute
+
         return await execute(
             self, rb, run_id, resolved, actor, create=record, started=started, executor=executor
         )

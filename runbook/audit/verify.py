@@ -11,10 +11,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from runbook.audit.checks import WitnessCheck
 from runbook.audit.events import GENESIS, AuditEvent, event_hash
+
+if TYPE_CHECKING:  # imported where used: it brings the run store's records, which the reading
+    # commands (``runbook list``) do not load (tests/cli/test_startup.py)
+    from runbook.audit.checks import WitnessCheck
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ def witness_check(store: Any, chain: str, *, empty_why: str = "") -> WitnessChec
     The store's run ids are read too, so an empty trail next to a store that has runs but no
     witness (runs recorded before witnessing existed) is still reported as missing events.
     """
+    from runbook.audit.checks import WitnessCheck
+
     read = getattr(store, "audit_witnesses", None)
     if read is None:
         return None

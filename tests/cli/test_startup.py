@@ -82,6 +82,40 @@ def test_a_command_imports_its_own_module_only():
     assert not loaded & {"runbook.cli.exec_", "runbook.cli.audit", "runbook.cli.runs"}
 
 
+@pytest.mark.parametrize("argv", [["runs"], ["runs", "--json"]])
+def test_runs_does_not_import_the_engine(argv, tmp_path):
+    """``runbook runs`` reads the store: it opens a Runner but runs nothing, so the engine (and
+    OpenTelemetry, which it imports) stays unloaded (``runbook list``: the test below)."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.runbook]\nstore = "sqlite:///.runbook/runbook.db"\naudit = ["jsonl://.runbook/a.jsonl"]\n'
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import json, sys
+                from runbook.cli import cli
+                try:
+                    cli.main({argv!r}, prog_name="runbook")
+                except SystemExit as exc:
+                    code = exc.code
+                engine = ("runbook.engine", "runbook.assembly", "runbook.attempts", "opentelemetry")
+                print(json.dumps([code, sorted(m for m in sys.modules if m.startswith(engine))]))
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    code, loaded = json.loads(out.stdout.splitlines()[-1])
+    assert code in (0, None), out.stderr
+    assert loaded == []
+
+
 @pytest.mark.parametrize("width", [50, 80, 100, 200])
 def test_help_is_the_same_as_with_every_command_imported(width):
     out = fresh(
