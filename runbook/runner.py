@@ -18,7 +18,6 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -240,8 +239,6 @@ class Runner:
         Made on each use: it holds the runner's callables, so the runner does not hold it (no
         reference cycle; a Runner is freed by reference counting).
         """
-        from runbook.assembly import execute  # the engine: imported by what runs (not ``runs``)
-
         return DurableRuns(
             self.providers,
             self.envs,
@@ -250,7 +247,7 @@ class Runner:
             dry_run=self.dry_run,
             actor=self.resolved_actor,
             load=self.load,
-            execute=partial(execute, self),
+            execute=self._execute,
         )
 
     def resolved_actor(self) -> str:
@@ -326,11 +323,17 @@ class Runner:
                 },
             )
         started = {k: v for k, v in self.run_options.items() if k == "retry_of"}
+        return await self._execute(
+            rb, run_id, resolved, actor, create=record, started=started, executor=executor
+        )
+
+    def _execute(self, *args: Any, **kwargs: Any) -> Any:
+        """``runbook.assembly.execute`` for this runner, imported when a run is executed: the
+        engine (and OpenTelemetry) is not loaded by what only reads runs (``runbook runs``,
+        ``show``, ``approve``)."""
         from runbook.assembly import execute
 
-        return await execute(
-            self, rb, run_id, resolved, actor, create=record, started=started, executor=executor
-        )
+        return execute(self, *args, **kwargs)
 
     def run_many(
         self, items: Iterable[Runbook | str | Path | tuple[Any, Mapping[str, Any]]]

@@ -82,13 +82,34 @@ def test_a_command_imports_its_own_module_only():
     assert not loaded & {"runbook.cli.exec_", "runbook.cli.audit", "runbook.cli.runs"}
 
 
-@pytest.mark.parametrize("argv", [["runs"], ["runs", "--json"]])
-def test_runs_does_not_import_the_engine(argv, tmp_path):
-    """``runbook runs`` reads the store: it opens a Runner but runs nothing, so the engine (and
-    OpenTelemetry, which it imports) stays unloaded (``runbook list``: the test below)."""
-    (tmp_path / "pyproject.toml").write_text(
+@pytest.fixture(scope="module")
+def project_with_a_run(tmp_path_factory):
+    """A project (SQLite store, JSONL trail) holding one finished run; its folder and run id."""
+    root = tmp_path_factory.mktemp("reading")
+    (root / "pyproject.toml").write_text(
         '[tool.runbook]\nstore = "sqlite:///.runbook/runbook.db"\naudit = ["jsonl://.runbook/a.jsonl"]\n'
     )
+    (root / "rb.py").write_text("from runbook import step\n\n@step\ndef a():\n    return 1\n")
+    run = [sys.executable, "-m", "runbook"]
+    subprocess.run([*run, "exec", "rb.py"], cwd=root, check=True, capture_output=True)
+    listed = subprocess.run(
+        [*run, "runs", "--json"], cwd=root, check=True, capture_output=True, text=True
+    )
+    runs = json.loads(listed.stdout)
+    return root, (runs["runs"] if isinstance(runs, dict) else runs)[0]["run_id"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["runs"], ["runs", "--json"], ["show", "{run}"], ["show", "{run}", "--json"]],
+    ids=["runs", "runs-json", "show", "show-json"],
+)
+def test_reading_a_run_does_not_import_the_engine(argv, project_with_a_run):
+    """``runbook runs`` and ``show`` read the store: they open a Runner (``runs`` applies expired
+    gates, ``show`` rolls a crashed run forward from its trail) but run nothing, so the engine
+    (and OpenTelemetry, which it imports) stays unloaded (``runbook list``: the test below)."""
+    root, run_id = project_with_a_run
+    argv = [arg.format(run=run_id) for arg in argv]
     out = subprocess.run(
         [
             sys.executable,
@@ -97,6 +118,7 @@ def test_runs_does_not_import_the_engine(argv, tmp_path):
                 f"""
                 import json, sys
                 from runbook.cli import cli
+                code = None
                 try:
                     cli.main({argv!r}, prog_name="runbook")
                 except SystemExit as exc:
@@ -109,10 +131,11 @@ def test_runs_does_not_import_the_engine(argv, tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=tmp_path,
+        cwd=root,
     )
     code, loaded = json.loads(out.stdout.splitlines()[-1])
     assert code in (0, None), out.stderr
+    assert run_id in out.stdout
     assert loaded == []
 
 
