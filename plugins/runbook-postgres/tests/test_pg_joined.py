@@ -310,6 +310,14 @@ def test_runs_in_two_processes_on_one_database_form_one_verifiable_chain(
     assert "chain intact" in result.output
 
 
+# How psycopg reports a connection the server terminated (pg_terminate_backend).
+LOST_CONNECTION = (
+    "terminating connection",
+    "connection socket closed",
+    "server closed the connection",
+)
+
+
 def test_a_lost_connection_inside_the_transaction_fails_it_and_the_next_one_commits(
     providers: tuple[PostgresStore, PostgresSink], pg_schema: str, terminate
 ) -> None:
@@ -319,7 +327,10 @@ def test_a_lost_connection_inside_the_transaction_fails_it_and_the_next_one_comm
         store.save_step(StepRecord("r1", "a", "running"))
         assert terminate(pg_schema) >= 1  # every connection of store and sink, idle ones too
         sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="a")], conn)
-    assert isinstance(info.value, AuditError) and "terminating connection" in str(info.value)
+    # psycopg says what it saw first: the server's FATAL notice, or (when the socket closed
+    # before the notice was read, as under load) the closed socket. Either names the lost link.
+    assert isinstance(info.value, AuditError)
+    assert any(lost in str(info.value) for lost in LOST_CONNECTION), info.value
     with store.transaction() as conn:  # the dead connections were dropped: this one commits
         store.save_step(StepRecord("r1", "a", "running"))
         sink.append_many([AuditEvent(kind="step_started", run_id="r1", step="a")], conn)
