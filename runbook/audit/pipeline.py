@@ -57,6 +57,26 @@ class Recorder:
         # ... and the run's actor, in the events it is the actor of (most of them).
         self._texts_actor = {**self._texts, "actor": canonical_json(info.actor)}
         self._frame = event_frame(self._texts_actor)  # and the text around them, once
+        # What every event of the run holds, copied per event (``build``): a dict's copy is
+        # cheaper than a literal that looks each value up again.
+        self._common: dict[str, Any] = {
+            "kind": "",
+            "run_id": info.run_id,
+            "runbook": self._runbook,
+            "step": None,
+            "actor": info.actor,
+            "host": HOST,
+            "env": info.env,
+            "at": "",
+            "params": self._params,
+            "data": None,
+            "seq": None,
+            "prev_hash": None,
+            "hash": None,
+            "_draft": True,  # this pipeline's own: a sink that keeps it may stamp it itself
+        }
+        if self._texts:  # AuditEvent.with_texts, without the call
+            self._common["_texts"], self._common["_frame"] = self._texts_actor, self._frame
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -69,29 +89,15 @@ class Recorder:
         actor: str | None = None,
     ) -> AuditEvent:
         """The event as the run says it, redacted, not yet chained by any sink."""
-        info = self.info
-        who = actor or info.actor
-        values: dict[str, Any] = {
-            "kind": kind,
-            "run_id": info.run_id,
-            "runbook": self._runbook,
-            "step": step,
-            "actor": who,
-            "host": HOST,
-            "env": info.env,
-            "at": isoformat(self.clock.now()),
-            "params": self._params,
-            "data": self.redact.fields(data) if data and self._masks else (data or {}),
-            "seq": None,
-            "prev_hash": None,
-            "hash": None,
-            "_draft": True,  # this pipeline's own: a sink that keeps it may stamp it itself
-        }
-        if self._texts:  # AuditEvent.with_texts, without the call
-            if who == info.actor:
-                values["_texts"], values["_frame"] = self._texts_actor, self._frame
-            else:
+        values = self._common.copy()
+        values["kind"], values["step"] = kind, step
+        values["at"] = isoformat(self.clock.now())
+        values["data"] = self.redact.fields(data) if data and self._masks else (data or {})
+        if actor and actor != self.info.actor:
+            values["actor"] = actor
+            if self._texts:  # the run's texts, but not its actor's
                 values["_texts"] = self._texts
+                del values["_frame"]
         return AuditEvent.of(values)
 
     def emit(
