@@ -95,9 +95,8 @@ class Recorder:
         values["data"] = self.redact.fields(data) if data and self._masks else (data or {})
         if actor and actor != self.info.actor:
             values["actor"] = actor
-            if self._texts:  # the run's texts, but not its actor's
-                values["_texts"] = self._texts
-                del values["_frame"]
+            values["_texts"] = self._texts  # the run's texts, not its actor's ({}: none)
+            values.pop("_frame", None)
         return AuditEvent.of(values)
 
     def emit(
