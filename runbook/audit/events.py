@@ -405,3 +405,23 @@ class AuditSink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Where the names this module used to define live now: a plugin written against the old paths
+# (docs/plugins.md named ``runbook.audit.events.Check``) keeps importing them from here.
+_MOVED = {
+    "AuditQuery": "runbook.audit.query",
+    "BadEvent": "runbook.audit.verify",
+    "Check": "runbook.audit.verify",
+    "VerifyReport": "runbook.audit.verify",
+    "verify_chain": "runbook.audit.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
