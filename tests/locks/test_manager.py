@@ -337,9 +337,16 @@ def test_a_renewal_that_hangs_loses_its_own_lease_and_no_other() -> None:
         await m.acquire(["db", "web"])
         await clock.run(15)
         provider.hang.add("db")
+        web = m.lease_of("web")
         try:
             clock.advance(5)  # t=20: the keeper renews both at once; db hangs
             assert await asyncio.to_thread(provider.entered.wait, 5)
+            # web's renewal runs on a worker thread of its own: its result reaches the loop
+            # when that thread is scheduled (late on a loaded machine), and time must not
+            # move past its timeout before then (a barrier on state, not a sleep).
+            async with asyncio.timeout(5):
+                while m.lease_of("web") is web:
+                    await asyncio.sleep(0)
             # It may take what is left of the lease after it was sent: 20 s, to t=40.
             assert 40 in clock.deadlines and lost == [] and m.lease_of("db") is not None
             clock.advance(20)  # t=40
