@@ -74,11 +74,7 @@ class MemoryStore:
 
     def save_step(self, step: StepRecord) -> None:
         with self._lock:
-            steps = self._steps.get(step.run_id)
-            if steps is None or step.run_id not in self._runs:
-                self.get_run(step.run_id)  # raises RunNotFound
-                steps = self._steps.setdefault(step.run_id, {})
-            steps[step.name] = step
+            self._put(step)
 
     def save_steps(self, steps: list[StepRecord]) -> None:
         """The rows of one transition under one lock (``runbook.store.base.save_steps``)."""
@@ -89,12 +85,15 @@ class MemoryStore:
             return
         with self._lock:
             for step in steps:
-                run_id = step.run_id
-                rows = self._steps.get(run_id)
-                if rows is None or run_id not in self._runs:
-                    self.get_run(run_id)  # raises RunNotFound
-                    rows = self._steps.setdefault(run_id, {})
-                rows[step.name] = step
+                self._put(step)
+
+    def _put(self, step: StepRecord) -> None:
+        """Store one row, the lock held: a run that does not exist raises ``RunNotFound``."""
+        rows = self._steps.get(step.run_id)
+        if rows is None or step.run_id not in self._runs:
+            self.get_run(step.run_id)  # raises RunNotFound
+            rows = self._steps.setdefault(step.run_id, {})
+        rows[step.name] = step
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
