@@ -291,9 +291,12 @@ class Coordinator:
     # -- step transitions ----------------------------------------------------------------------
 
     def on_started(self, name: str, attempt: int) -> None:
-        """Record that attempt ``attempt`` began (the driver records it before side effects)."""
+        """Record that attempt ``attempt`` began (the driver records it before side effects).
+
+        What the step said before it ran (the pause of an approved gate, an interrupted step's
+        error) is not about this attempt: stored with the start, it would outlive the outcome."""
         res = self.results[name]
-        res.attempts, res.status = attempt, R.STEP_RUNNING
+        res.attempts, res.status, res.reason, res.error = attempt, R.STEP_RUNNING, None, None
 
     def on_succeeded(self, name: str) -> int:
         """Record a success; return its completion number (stored, the rollback order)."""

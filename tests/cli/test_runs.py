@@ -75,6 +75,17 @@ def test_approve_then_resume_finishes_the_run(project, invoke, paused):
     assert again.exit_code == 2 and "has ended (succeeded)" in again.stderr
 
 
+def test_a_gate_that_ran_after_approval_no_longer_says_awaiting_approval(project, invoke, paused):
+    """The pause's reason belongs to the pause: once the gate's step ran, ``show`` gives its
+    output, as for any succeeded step, and the stored row has no reason left."""
+    assert invoke("approve", paused).exit_code == 0
+    assert invoke("resume", paused).exit_code == 0
+    migrate = json.loads(invoke("show", paused, "--json").stdout)["steps"]["migrate"]
+    assert (migrate["status"], migrate["reason"]) == ("succeeded", None)
+    row = [line for line in invoke("show", paused).stdout.splitlines() if "  migrate  succ" in line]
+    assert row and row[0].endswith('{"migrated": true}'), row
+
+
 def test_approve_errors(project, invoke, paused):
     result = invoke("approve", paused, "--step", "prepare")
     assert result.exit_code == 2
