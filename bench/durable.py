@@ -16,7 +16,9 @@ sink calls it) and every SQLite connection gets a trace callback that counts ``C
 the connection's ``PRAGMA synchronous``, which of them synced the WAL: with the CLI default the
 JSONL trail leads and a step's commit is not synced, runbook/trail.py); so the ratios hold on
 any disk. That pass also times each ``fsync`` as the run pays it (``fsync_in_run_us``), printed
-beside the back-to-back floor: on a virtual disk the two differ.
+beside the back-to-back floor: on a virtual disk the two differ. And one more floor, for the CLI
+default's shape rather than the target's: a ``write+fsync`` after as much busy CPU as the
+unsynced run spends a step (``floor_fsync_after``), so "its CPU plus one sync" is measured too.
 
     .venv/bin/python bench/durable.py             # N = 1000, best of 3
     .venv/bin/python bench/durable.py --n 200 --repeat 1
@@ -110,6 +112,30 @@ def floor_fsync(folder: Path, samples: int = FLOOR_SAMPLES) -> float:
             os.write(fd, line)
             os.fsync(fd)
             times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+    return statistics.median(times)
+
+
+def floor_fsync_after(folder: Path, busy_us: float, samples: int = FLOOR_SAMPLES) -> float:
+    """Seconds for one ``write+fsync`` as ``floor_fsync``'s, each after ``busy_us`` of CPU work.
+
+    A program pays its sync after doing something, not back to back; on this VM the same sync
+    costs 1.2-1.6x more after as little as 25 us of CPU. So a run's floor is its CPU plus this,
+    not its CPU plus the bare floor. Only the sync is timed, not the busy wait."""
+    line = b"x" * 600 + b"\n"
+    fd = os.open(folder / "floor-after.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    clock = time.perf_counter
+    try:
+        times = []
+        for _ in range(samples):
+            until = clock() + busy_us / 1e6
+            while clock() < until:
+                pass
+            start = clock()
+            os.write(fd, line)
+            os.fsync(fd)
+            times.append(clock() - start)
     finally:
         os.close(fd)
     return statistics.median(times)
@@ -266,7 +292,7 @@ def quick_floors(folder: Path, tag: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="steps in the chain (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (best kept)")
     args = parser.parse_args()
@@ -298,6 +324,12 @@ def main() -> None:
                     rb, 100, durable[label], f"s{len(shapes)}", max(args.repeat, 3), folder
                 )
         samples.append(measure_floors(folder, 2))
+        unsynced = rows.get("sqlite store + jsonl audit (process)")
+        after_cpu = None
+        if unsynced is not None:  # one sync after as much CPU as the CLI default spends a step
+            sub = folder / "after-cpu"
+            sub.mkdir()
+            after_cpu = round(floor_fsync_after(sub, unsynced["per_step_us"]) * 1e6, 1)
         # The disk's floor is the fastest of three measurements spread over the run (before,
         # between and after the cases): noise from other processes only ever slows it down, so
         # this keeps the ratios conservative.
@@ -336,12 +368,21 @@ def main() -> None:
             f"{row['x_write_fsync']:>9.2f}{row['fsyncs_per_step']:>8}"
             f"{row['commits_per_step']:>9}{row['synced_commits_per_step']:>8}"
         )
+    cpu = rows.get("sqlite store + jsonl audit (process)", {}).get("per_step_us")
     if sj["fsync_in_run_us"]:
-        cpu = rows.get("sqlite store + jsonl audit (process)", {}).get("per_step_us")
         print(
             f"CLI default: one fsync inside the run costs {sj['fsync_in_run_us']} us (median;"
             f" {sj['fsync_in_run_us'] / fsync:.2f}x the bare write+fsync)"
             + (f", the same writes unsynced {cpu} us per step" if cpu else "")
+        )
+    program_floor = None
+    if cpu and after_cpu:
+        # Not the target's floor: what a program doing the step's CPU, then one sync, pays.
+        program_floor = round(cpu + after_cpu, 1)
+        print(
+            f"CLI default against its own shape: one write+fsync after {cpu} us of CPU costs"
+            f" {after_cpu} us ({after_cpu / fsync:.2f}x the bare one), so CPU + sync ="
+            f" {program_floor} us; the step is {sj['per_step_us'] / program_floor:.2f}x that"
         )
     print(
         f"memory / engine alone: {pair['ratio']:.2f}x (median of {pair['pairs']} interleaved pairs;"
@@ -355,6 +396,8 @@ def main() -> None:
                 "bench": "durable",
                 "n": args.n,
                 "floors": floors,
+                "write_fsync_after_cpu_us": after_cpu,
+                "cli_default_cpu_plus_sync_us": program_floor,
                 "chain": rows,
                 "shapes": shapes,
                 "memory_vs_engine": pair,
