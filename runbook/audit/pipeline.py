@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runbook.audit.events import AuditEvent, AuditSink, canonical_json, event_frame
-from runbook.clock import Clock, isoformat
+from runbook.clock import Clock, stamper
 from runbook.context import RunInfo
 from runbook.errors import AuditError
 from runbook.redact import Redactor
@@ -37,6 +37,7 @@ class Recorder:
         self.info = info
         self.sinks = list(sinks)
         self.clock = clock
+        self._stamp = stamper(clock)  # each event's ``at``
         self.redact = redactor
         self._masks = bool(redactor)  # a Redactor is immutable (``add`` makes another)
         self.listeners = list(listeners)
@@ -91,7 +92,7 @@ class Recorder:
         """The event as the run says it, redacted, not yet chained by any sink."""
         values = self._common.copy()
         values["kind"], values["step"] = kind, step
-        values["at"] = isoformat(self.clock.now())
+        values["at"] = self._stamp()
         values["data"] = self.redact.fields(data) if data and self._masks else (data or {})
         if actor and actor != self.info.actor:
             values["actor"] = actor

@@ -73,3 +73,56 @@ def test_isoformat_is_datetime_isoformat_byte_for_byte() -> None:
     ]
     for moment in moments:
         assert isoformat(moment) == moment.isoformat()
+
+
+def test_stamp_is_the_text_of_the_time_ns_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system clock's ``stamp`` (every audit event's ``at``) writes exactly what
+    ``datetime.isoformat`` writes for the same instant, to the nearest microsecond: no fraction
+    at a whole second, a carry into the next second (and year), a second's text never reused
+    for another one."""
+    from datetime import UTC, datetime, timedelta
+
+    import runbook.clock as clock_module
+
+    base = int(datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC).timestamp()) * 1_000_000_000
+    instants = [base + 1_999_993 * i for i in range(1_200)]  # 2.4 s across midnight, 1 y
+    instants += [base, base + 499, base + 500, base + 1_000, base - 1, base - 501]
+    instants += [base + 1_999_999_500, base + 5_000_000_000]
+    clock = SystemClock()
+    for ns in instants:
+        monkeypatch.setattr(clock_module.time, "time_ns", lambda ns=ns: ns)
+        micros = (ns + 500) // 1000
+        moment = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=micros)
+        assert clock.stamp() == moment.isoformat(), ns
+
+
+def test_events_are_stamped_by_the_clock_the_run_uses() -> None:
+    """``stamper``: the system clock's fast ``stamp`` only while its ``now`` is the system's;
+    a fake clock, a subclass's ``now`` or a test's replaced ``now`` stamp from that ``now``."""
+    from datetime import UTC, datetime
+
+    from runbook.clock import stamper
+    from runbook.testing import FakeClock
+
+    fixed = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+    class Frozen(SystemClock):
+        def now(self) -> datetime:
+            return fixed
+
+    replaced = SystemClock()
+    replaced.now = lambda: fixed  # type: ignore[method-assign]
+    fake = FakeClock(start=fixed)
+    for clock in (Frozen(), replaced, fake):
+        assert stamper(clock)() == "2030-05-06T07:08:09.123456+00:00"
+    system = SystemClock()
+    assert stamper(system) == system.stamp
+    before = datetime.now(UTC).isoformat()
+    stamped = stamper(system)()
+    assert before <= stamped <= datetime.now(UTC).isoformat()
+
+
+def test_freeze_time_holds_for_the_stamp() -> None:
+    freezegun = pytest.importorskip("freezegun")
+    with freezegun.freeze_time("2031-02-03 04:05:06.654321"):
+        assert SystemClock().stamp() == "2031-02-03T04:05:06.654321+00:00"
