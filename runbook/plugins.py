@@ -13,13 +13,12 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from types import FunctionType, MethodType, ModuleType
 from typing import Any
 
 import pluggy
 
-from runbook import hookspecs
+from runbook import entrypoints, hookspecs
 from runbook.errors import PluginError
 from runbook.hookspecs import Provider, StrategySpec
 
@@ -138,8 +137,8 @@ class _Manager(pluggy.PluginManager):
 
 _IMPL_MARK = f"{hookspecs.PROJECT}_impl"
 
-# Entry points found and loaded, kept for the process: scanning them reads every installed
-# distribution's metadata, which cost more than the rest of a plugin manager together, and
+# Entry points found and loaded, kept for the process: scanning them lists every installed
+# distribution (runbook.entrypoints), which cost more than the rest of a plugin manager, and
 # every Runner (one per run in a service) builds one. Keyed by sys.path and the modification
 # times of its folders, so installing a plugin while the process runs is still seen.
 _ENTRY_POINTS: dict[str, Any] = {}
@@ -164,7 +163,11 @@ def _entry_point_plugins() -> list[tuple[str, Any, Any]]:
     if _ENTRY_POINTS.get("key") == key:
         return list(_ENTRY_POINTS["plugins"])
     found = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    try:
+        listed = entrypoints.entry_points(group=ENTRY_POINT_GROUP)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PluginError(f"the installed plugins cannot be listed: {exc}") from None
+    for ep in listed:
         source = _EntryPointSource(ep)
         try:
             plugin = ep.load()

@@ -121,7 +121,7 @@ class _Vault:
 
 @pytest.fixture
 def fake_entry_points(monkeypatch, tmp_path):
-    """``metadata.entry_points`` answering with a list the test controls, counting scans; a
+    """``entrypoints.entry_points`` answering with a list the test controls, counting scans; a
     folder on sys.path the test can "install into" (change the modification time of)."""
     found: list[_EntryPoint] = []
     scans: list[str] = []
@@ -130,7 +130,7 @@ def fake_entry_points(monkeypatch, tmp_path):
         scans.append(group)
         return list(found)
 
-    monkeypatch.setattr(plugins_mod.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(plugins_mod.entrypoints, "entry_points", entry_points)
     monkeypatch.setattr(plugins_mod, "_ENTRY_POINTS", {})
     monkeypatch.setattr(plugins_mod, "_SHARED", {})
     monkeypatch.setattr(plugins_mod.sys, "path", [*plugins_mod.sys.path, str(tmp_path)])
@@ -331,11 +331,12 @@ def test_load_imports_no_store_audit_lock_or_executor(tmp_path):
 
 
 # What collection leaves unimported while every name resolves without the plugins: the plugin
-# manager, the entry-point scan (importlib.metadata), the built-in and the installed plugins; and
+# manager, the entry-point scan (runbook.entrypoints), the built-in and the installed plugins; and
 # while the runbook has no inventory, the inventory parsers.
 LAZY_FOR_LOAD = (
     "runbook.plugins",
     "runbook.resources",
+    "runbook.entrypoints",
     "importlib.metadata",
     "runbook.inventory",
     *sorted(
@@ -392,7 +393,7 @@ def test_load_imports_the_plugins_for_a_name_only_they_may_resolve(tmp_path):
     even with a default (a plugin's resource beats the default): the plugins are discovered."""
     source = "from runbook import step\n\n@step\ndef a(vault=None):\n    return 1\n"
     imported = _imported_by_load(tmp_path, source)
-    assert {"runbook.plugins", "runbook.resources", "importlib.metadata"} <= set(imported)
+    assert {"runbook.plugins", "runbook.resources", "runbook.entrypoints"} <= set(imported)
 
 
 def test_load_imports_the_inventory_for_a_runbook_that_has_one(tmp_path):
