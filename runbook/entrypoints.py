@@ -51,18 +51,13 @@ class EntryPoint:
         """The distribution (``importlib.metadata``'s), for its ``name`` and ``version``."""
         if self._dist is None and self.path is not None:
             from importlib import metadata
+            from pathlib import Path
 
-            self._dist = metadata.PathDistribution(_pathlib_path(self.path))
+            self._dist = metadata.PathDistribution(Path(self.path))
         return self._dist
 
     def __repr__(self) -> str:
         return f"EntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r})"
-
-
-def _pathlib_path(path: str) -> Any:
-    from pathlib import Path
-
-    return Path(path)
 
 
 def entry_points(group: str) -> list[EntryPoint]:
