@@ -33,7 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "runbook.locks.providers",
     "runbook.notify.console",
     "runbook.routers.file",
-    "runbook.strategies",
+    "runbook.builtin_strategies",
     "runbook.executors.local",
 )
 

@@ -7,7 +7,8 @@
 
 becomes the steps ``release.shift-5``, ``release.bake-5``, ``release.analyze-5``, ... so audit,
 locks, approvals and rollback treat them like hand-written steps. The built-ins register through
-the ``runbook_strategies`` hook like a plugin's would; ``get(name)`` finds any registered one.
+the ``runbook_strategies`` hook like a plugin's would (``runbook.builtin_strategies``, which
+imports this package only when asked); ``get(name)`` finds any registered one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runbook.errors import PluginError
-from runbook.hookspecs import StrategySpec, hookimpl
+from runbook.hookspecs import StrategySpec
 from runbook.strategies import blue_green as _blue_green
 from runbook.strategies import canary as _canary
 from runbook.strategies import rolling as _rolling
@@ -30,8 +31,8 @@ rolling = resolves_params(_rolling.rolling)
 __all__ = ["blue_green", "canary", "get", "rolling"]
 
 
-@hookimpl
-def runbook_strategies() -> list[StrategySpec]:
+def builtin() -> list[StrategySpec]:
+    """The built-ins, as their plugin (``runbook.builtin_strategies``) registers them."""
     return [
         StrategySpec("blue_green", blue_green, "deploy the idle color, check it, switch traffic"),
         StrategySpec("canary", canary, "shift traffic by weights with bake and analysis"),

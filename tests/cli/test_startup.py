@@ -107,7 +107,8 @@ def project_with_a_run(tmp_path_factory):
 def test_reading_a_run_does_not_import_the_engine(argv, project_with_a_run):
     """``runbook runs`` and ``show`` read the store: they open a Runner (``runs`` applies expired
     gates, ``show`` rolls a crashed run forward from its trail) but run nothing, so the engine
-    (and OpenTelemetry, which it imports) stays unloaded (``runbook list``: the test below)."""
+    (and OpenTelemetry, which it imports) stays unloaded (``runbook list``: the test below), and
+    so do the built-in strategies, which a Runner registers without importing them."""
     root, run_id = project_with_a_run
     argv = [arg.format(run=run_id) for arg in argv]
     out = subprocess.run(
@@ -123,7 +124,8 @@ def test_reading_a_run_does_not_import_the_engine(argv, project_with_a_run):
                     cli.main({argv!r}, prog_name="runbook")
                 except SystemExit as exc:
                     code = exc.code
-                engine = ("runbook.engine", "runbook.assembly", "runbook.attempts", "opentelemetry")
+                engine = ("runbook.engine", "runbook.assembly", "runbook.attempts", "opentelemetry",
+                          "runbook.strategies", "runbook.inventory")
                 print(json.dumps([code, sorted(m for m in sys.modules if m.startswith(engine))]))
                 """
             ),
