@@ -114,7 +114,7 @@ def _infos(folder: str) -> list[tuple[str, str]]:
 
 
 def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def _read(path: str) -> str:
@@ -141,9 +141,7 @@ def parse(text: str, group: str, path: str | None = None) -> list[EntryPoint]:
         if line.startswith("[") and line.endswith("]"):
             section = line.strip("[]")
             continue
-        if section is None:
-            continue
-        if section != group:  # another group's line, even a malformed one, is not ours
+        if section != group:  # before any section, or another group's (even malformed)
             continue
         name, eq, value = line.partition("=")
         if not eq:
