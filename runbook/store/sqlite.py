@@ -44,6 +44,7 @@ from runbook.store.sqlitedb import (
     synchronous_for,
     translate_error,
 )
+from runbook.store.walcheckpoint import WalCheckpointer
 
 __all__ = ["MIGRATIONS", "SqliteStore", "connect", "migrate", "open_url", "path_from_url"]
 
@@ -299,6 +300,8 @@ class _Tx:
                 try:
                     if exc is None:
                         conn.execute("COMMIT")
+                        if self._write:
+                            store._checkpoints.committed(conn)
                         return
                 except BaseException:
                     if conn.in_transaction:
@@ -345,12 +348,14 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._closed = False
-        self._inherited: list[sqlite3.Connection] = []  # a forked parent's, never used or closed
+        # A forked parent's connection and checkpoint thread: kept, never used or closed.
+        self._inherited: list[sqlite3.Connection | WalCheckpointer] = []
         self._depth = 0  # > 0 inside a transaction (held by the thread that holds _lock)
         self._owner: int | None = None  # that thread's ident (``_joined``)
         # The connection's ``PRAGMA synchronous`` now: the durability's, except while a
         # transaction that a synced audit trail already holds is committed (``transaction``).
         self._synchronous = self._base = synchronous_for(durability)
+        self._checkpoints = self._checkpointer()
         self._conn: sqlite3.Connection | None = self._open()
 
     # A transaction may be committed without syncing the WAL (``sync=False``): the recorder does
@@ -368,10 +373,19 @@ class SqliteStore:
         conn.row_factory = sqlite3.Row
         return conn
 
+    def _checkpointer(self) -> WalCheckpointer:
+        """The WAL's checkpoints, off the writer's thread once it writes a lot (walcheckpoint)."""
+        return WalCheckpointer(
+            self.path,
+            lambda: connect(self.path, timeout=self._timeout, durability=self.durability),
+        )
+
     def _forked(self) -> None:
-        """In a forked child: a lock and (on first use) a connection of its own; the parent's
-        connection is kept, never used or closed (SQLite forbids sharing it across a fork)."""
+        """In a forked child: a lock, a checkpointer and (on first use) a connection of its own;
+        the parent's are kept, never used or closed (SQLite forbids sharing one across a fork)."""
         self._lock, self._pid, self._depth, self._owner = threading.RLock(), os.getpid(), 0, None
+        self._inherited.append(self._checkpoints)
+        self._checkpoints = self._checkpointer()
         if self._conn is not None:
             self._inherited.append(self._conn)
             self._conn = None
@@ -543,8 +557,10 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
+            if self._pid == os.getpid():
+                self._checkpoints.close()  # before the connection: it may checkpoint the rest
+                if self._conn is not None:
+                    self._conn.close()
             self._conn = None
 
     def __enter__(self) -> SqliteStore:
