@@ -54,6 +54,7 @@ def counts(monkeypatch):
         return conn
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)  # what the trail syncs with (jsonl.sync_data)
     monkeypatch.setattr(sqlite3, "connect", connect)
     return seen
 
