@@ -61,10 +61,10 @@ class Media:
         self.audit = audit
         self.store = store
         self._sinks: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
-        # (the other separate sinks, those whose events live in this process only): None when
-        # none do, from split. A crash cannot leave a ``volatile`` sink (``memory://``) holding
-        # a start the store lacks, so it takes a start's events with the held outcomes' (one
-        # append, ``ordered``).
+        # (the other separate sinks, those that take a start's events with the held outcomes'):
+        # None when none do, from split. A crash cannot leave a ``volatile`` sink (``memory://``)
+        # holding a start the store lacks, nor any sink when there is no store to lack it: those
+        # take the outcomes and the starts in one append (``ordered``).
         self._volatile: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] | None = None
         self.leader: Any = None  # the sink that leads the store (runbook.trail), from split
         # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
@@ -190,7 +190,11 @@ class Media:
                 else:
                     separate.append((index, sink))
             self._sinks = (joined, separate)
-            together = [pair for pair in separate if getattr(pair[1], "volatile", False) is True]
+            together = [
+                pair
+                for pair in separate
+                if self.store is None or getattr(pair[1], "volatile", False) is True
+            ]
             if together:
                 durable = [pair for pair in separate if pair not in together]
                 self._volatile = (durable, together)

@@ -252,9 +252,11 @@ class RunRecorder:
 
     @property
     def _holds(self) -> bool:
-        """Whether there is a store part to hold (every store: the rows and witnesses of two
-        transitions then cost one store write, one transaction where the store has them)."""
-        return self.store is not None
+        """Whether there is a write to hold: every store (the rows and witnesses of two
+        transitions then cost one store write, one transaction where the store has them) and,
+        with no store, every sink (an outcome's events then share the next start's append, one
+        ``fsync`` a transition: with no store there is no write to order them against)."""
+        return self.store is not None or bool(self.audit.sinks)
 
     # -- transitions -----------------------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 An append holds an exclusive ``flock`` on the file while it reads the last line (seeking from the
 end, so appending stays O(1) in the file's size), writes the new line and syncs it (``sync_data``).
-Any number of processes on one host appending to one file therefore form one chain. ``flock`` is advisory and
-host-local: do not share one file between hosts over NFS; give each host its own file, or use the
-``sqlite://`` / ``postgresql://`` sinks.
+Any number of processes on one host appending to one file therefore form one chain. ``flock`` is
+advisory and host-local: do not share one file between hosts over NFS; give each host its own
+file, or use the ``sqlite://`` / ``postgresql://`` sinks.
 
 A crash in the middle of a write leaves a torn last line. That event was never acknowledged (the
 engine waits for ``append`` to return), but chaining onto garbage would hide the damage, so the

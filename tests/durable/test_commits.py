@@ -133,6 +133,51 @@ def test_cli_default_fsyncs_once_and_commits_once_unsynced_per_chain_step(
     assert full == 3  # the run row, the last outcome, the run's status
 
 
+def test_with_no_store_a_synced_trail_fsyncs_once_per_chain_step(tmp_path, fsyncs) -> None:
+    """Nothing to order the trail's appends against: a step's outcome and the next step's start
+    are one append. Before: one for the outcome, one for the start (2.03 fsyncs a step)."""
+    runner = Runner(store=None, audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"], locks=None)
+    n10 = run_counted(runner, chain(tmp_path, 10), fsyncs)
+    n30 = run_counted(runner, chain(tmp_path, 30), fsyncs)
+    assert n30 - n10 == 20
+
+
+STEP_READS_THE_TRAIL = """
+import json
+from runbook import step
+
+TRAIL = {trail!r}
+
+def seen():
+    with open(TRAIL) as f:
+        return [[e["kind"], e["step"]] for e in map(json.loads, f) if e["step"]]
+
+@step
+def first():
+    return seen()
+
+@step
+def second(first):
+    return seen()
+"""
+
+
+def test_with_no_store_an_outcome_is_in_the_trail_before_the_next_steps_effects(
+    tmp_path,
+) -> None:
+    trail = tmp_path / "audit.jsonl"
+    rb = tmp_path / "reads.py"
+    rb.write_text(STEP_READS_THE_TRAIL.format(trail=str(trail)))
+    result = Runner(store=None, audit=[f"jsonl://{trail}"], locks=None).run(rb)
+    assert result.status == "succeeded", result.error
+    assert result.steps["first"].output == [["step_started", "first"]]
+    assert result.steps["second"].output == [
+        ["step_started", "first"],
+        ["step_succeeded", "first"],
+        ["step_started", "second"],
+    ]
+
+
 def test_the_trail_does_not_lead_when_it_is_not_synced(tmp_path, synced, fsyncs) -> None:
     """``fsync = false`` under ``durability = "power"``: nothing may rely on that trail, so
     every store commit is synced and the old order is kept."""
