@@ -10,17 +10,15 @@ A chain of N no-op steps (default 1,000) with
 
 and a durable fan-out of 100 (98 branches, 8 at a time: each round's outcomes and starts are one
 grouped write, runbook.grouping) against a durable chain of 100. The physical floors are measured in
-the same run: one ``write+fsync`` of a small line (the target's floor; the trail itself syncs
-with ``fdatasync`` on Linux, runbook.audit.jsonl.sync_data, whose floor is printed beside it), one
-SQLite WAL commit with ``synchronous=FULL`` and with ``NORMAL``. Counts come from a separate,
-untimed pass: ``os.fsync`` and ``os.fdatasync`` are wrapped (the JSONL sink calls them) and every
-SQLite connection gets a trace callback that counts ``COMMIT`` (and, from the connection's
-``PRAGMA synchronous``, which of them synced the WAL: with the CLI default the JSONL trail leads
-and a step's commit is not synced, runbook/trail.py); so the ratios hold on any disk. That pass
-also times each sync as the run pays it (``fsync_in_run_us``), printed beside the back-to-back
-floor: on a virtual disk the two differ. And one more floor, for the CLI default's shape rather
-than the target's: a write and the trail's sync after as much busy CPU as the unsynced run spends
-a step (``floor_fsync_after``), so "its CPU plus one sync" is measured too.
+the same run: one ``write+fsync`` of a small line, one SQLite WAL commit with ``synchronous=FULL``
+and with ``NORMAL``. Counts come from a separate, untimed pass: ``os.fsync`` is wrapped (the JSONL
+sink calls it) and every SQLite connection gets a trace callback that counts ``COMMIT`` (and, from
+the connection's ``PRAGMA synchronous``, which of them synced the WAL: with the CLI default the
+JSONL trail leads and a step's commit is not synced, runbook/trail.py); so the ratios hold on
+any disk. That pass also times each ``fsync`` as the run pays it (``fsync_in_run_us``), printed
+beside the back-to-back floor: on a virtual disk the two differ. And one more floor, for the CLI
+default's shape rather than the target's: a ``write+fsync`` after as much busy CPU as the
+unsynced run spends a step (``floor_fsync_after``), so "its CPU plus one sync" is measured too.
 
     .venv/bin/python bench/durable.py             # N = 1000, best of 3
     .venv/bin/python bench/durable.py --n 200 --repeat 1
@@ -47,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import write_runbook
 
 from runbook import Runner, load
-from runbook.audit.jsonl import sync_data
 
 FLOOR_SAMPLES = 300
 
@@ -69,16 +66,12 @@ def counting() -> Iterator[Counts]:
     commits synced the WAL (their connection's ``PRAGMA synchronous`` was FULL)."""
     counts = Counts()
     real_fsync, real_connect = os.fsync, sqlite3.connect
-    real_fdatasync = getattr(os, "fdatasync", None)
 
-    def counted(real: Callable[[int], None]) -> Callable[[int], None]:
-        def sync(fd: int) -> None:
-            counts.fsyncs += 1
-            start = time.perf_counter()
-            real(fd)
-            counts.fsync_seconds.append(time.perf_counter() - start)
-
-        return sync
+    def fsync(fd: int) -> None:
+        counts.fsyncs += 1
+        start = time.perf_counter()
+        real_fsync(fd)
+        counts.fsync_seconds.append(time.perf_counter() - start)
 
     def tracer() -> Callable[[str], None]:
         level = ["FULL"]  # SQLite's default in WAL mode is FULL unless the pragma says otherwise
@@ -98,34 +91,26 @@ def counting() -> Iterator[Counts]:
         conn.set_trace_callback(tracer())
         return conn
 
-    os.fsync, sqlite3.connect = counted(real_fsync), connect  # type: ignore[assignment]
-    if real_fdatasync is not None:  # the trail syncs with it (jsonl.sync_data): counted too
-        os.fdatasync = counted(real_fdatasync)
+    os.fsync, sqlite3.connect = fsync, connect  # type: ignore[assignment]
     try:
         yield counts
     finally:
         os.fsync, sqlite3.connect = real_fsync, real_connect  # type: ignore[assignment]
-        if real_fdatasync is not None:
-            os.fdatasync = real_fdatasync
 
 
 # -- floors --------------------------------------------------------------------------------------
 
 
-def floor_fsync(
-    folder: Path, samples: int = FLOOR_SAMPLES, sync: Callable[[int], None] = os.fsync
-) -> float:
-    """Seconds for one append of a ~600-byte line plus ``fsync`` (what an audit event costs;
-    the target's floor), or plus ``sync`` (the trail's own, ``fdatasync`` on Linux)."""
+def floor_fsync(folder: Path, samples: int = FLOOR_SAMPLES) -> float:
+    """Seconds for one append of a ~600-byte line plus ``fsync`` (what an audit event costs)."""
     line = b"x" * 600 + b"\n"
-    name = f"floor-{getattr(sync, '__name__', 'sync')}.jsonl"
-    fd = os.open(folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(folder / "floor.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         times = []
         for _ in range(samples):
             start = time.perf_counter()
             os.write(fd, line)
-            sync(fd)
+            os.fsync(fd)
             times.append(time.perf_counter() - start)
     finally:
         os.close(fd)
@@ -133,7 +118,7 @@ def floor_fsync(
 
 
 def floor_fsync_after(folder: Path, busy_us: float, samples: int = FLOOR_SAMPLES) -> float:
-    """Seconds for one write and the trail's sync (``sync_data``), each after ``busy_us`` of CPU.
+    """Seconds for one ``write+fsync`` as ``floor_fsync``'s, each after ``busy_us`` of CPU work.
 
     A program pays its sync after doing something, not back to back; on this VM the same sync
     costs 1.2-1.6x more after as little as 25 us of CPU. So a run's floor is its CPU plus this,
@@ -149,7 +134,7 @@ def floor_fsync_after(folder: Path, busy_us: float, samples: int = FLOOR_SAMPLES
                 pass
             start = clock()
             os.write(fd, line)
-            sync_data(fd)  # as the trail syncs
+            os.fsync(fd)
             times.append(clock() - start)
     finally:
         os.close(fd)
@@ -181,7 +166,6 @@ def measure_floors(folder: Path, tag: int) -> dict[str, float]:
     sub.mkdir()
     return {
         "write_fsync_us": round(floor_fsync(sub) * 1e6, 1),
-        "write_sync_data_us": round(floor_fsync(sub, sync=sync_data) * 1e6, 1),
         "sqlite_full_commit_us": round(floor_commit(sub, "FULL") * 1e6, 1),
         "sqlite_normal_commit_us": round(floor_commit(sub, "NORMAL") * 1e6, 1),
     }
@@ -368,8 +352,7 @@ def main() -> None:
         <= 0.5 * chain_sj["per_step_us"],
     }
     print(
-        f"floors: write+fsync {fsync} us (write + the trail's own sync, fdatasync on Linux:"
-        f" {floors['write_sync_data_us']} us), SQLite WAL commit FULL {full} us, "
+        f"floors: write+fsync {fsync} us, SQLite WAL commit FULL {full} us, "
         f"NORMAL {floors['sqlite_normal_commit_us']} us (fastest of 3 medians of {FLOOR_SAMPLES}: "
         "before, between and after the cases)"
     )
@@ -397,7 +380,7 @@ def main() -> None:
         # Not the target's floor: what a program doing the step's CPU, then one sync, pays.
         program_floor = round(cpu + after_cpu, 1)
         print(
-            f"CLI default against its own shape: one write+sync after {cpu} us of CPU costs"
+            f"CLI default against its own shape: one write+fsync after {cpu} us of CPU costs"
             f" {after_cpu} us ({after_cpu / fsync:.2f}x the bare one), so CPU + sync ="
             f" {program_floor} us; the step is {sj['per_step_us'] / program_floor:.2f}x that"
         )

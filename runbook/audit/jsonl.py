@@ -1,10 +1,10 @@
 """``jsonl://PATH``: the default audit sink, one canonical-JSON event per line.
 
 An append holds an exclusive ``flock`` on the file while it reads the last line (seeking from the
-end, so appending stays O(1) in the file's size), writes the new line and syncs it (``sync_data``).
-Any number of processes on one host appending to one file therefore form one chain. ``flock`` is
-advisory and host-local: do not share one file between hosts over NFS; give each host its own
-file, or use the ``sqlite://`` / ``postgresql://`` sinks.
+end, so appending stays O(1) in the file's size), writes the new line and ``fsync``s it. Any number
+of processes on one host appending to one file therefore form one chain. ``flock`` is advisory and
+host-local: do not share one file between hosts over NFS; give each host its own file, or use the
+``sqlite://`` / ``postgresql://`` sinks.
 
 A crash in the middle of a write leaves a torn last line. That event was never acknowledged (the
 engine waits for ``append`` to return), but chaining onto garbage would hide the damage, so the
@@ -31,14 +31,6 @@ from runbook.urls import redact_url
 log = logging.getLogger("runbook.audit")
 
 _BLOCK = 8192
-
-
-def sync_data(fd: int) -> None:
-    """Make what was appended durable: ``fdatasync`` where the OS has one (Linux), which writes
-    the data and the size that reads it back, and skips the journal write of the modification
-    time that ``fsync`` adds (5-8% of a small append's sync on the development VM; SQLite syncs
-    its files the same way). ``fsync`` elsewhere (macOS has no ``fdatasync``)."""
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
 class TornLog(Exception):
@@ -209,7 +201,7 @@ class JsonlSink:
                 while view:
                     view = view[os.write(fd, view) :]
             if self.fsync:
-                sync_data(fd)
+                os.fsync(fd)
         except OSError:
             # Leave no half line behind (disk full...): the events were not stored, say so.
             self._tail = None

@@ -220,37 +220,6 @@ def test_write_failure_raises_audit_error_naming_the_sink(tmp_path: Path) -> Non
     assert f"audit sink jsonl://{blocker}/audit.jsonl failed:" in str(info.value)
 
 
-def synced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    calls: list[tuple[str, int]] = []
-    for name in ("fsync", "fdatasync"):
-        real = getattr(os, name)
-        monkeypatch.setattr(
-            os, name, lambda fd, name=name, real=real: (calls.append((name, fd)), real(fd))[1]
-        )
-    return calls
-
-
-def test_an_append_of_many_events_is_one_data_sync(tmp_path: Path, monkeypatch) -> None:
-    """The line's bytes and the file's new size, not its mtime: fdatasync, once per append."""
-    sink = JsonlSink(f"jsonl://{tmp_path}/a.jsonl", tmp_path / "a.jsonl")
-    sink.append(make_event(0))  # creates the file: its directory is fsynced once
-    calls = synced(monkeypatch)
-    sink.append_many([make_event(1), make_event(2), make_event(3)])
-    assert [name for name, _ in calls] == ["fdatasync"]
-    unsynced = JsonlSink(f"jsonl://{tmp_path}/b.jsonl", tmp_path / "b.jsonl", fsync=False)
-    unsynced.append_many([make_event(1), make_event(2)])
-    assert len(calls) == 1
-
-
-def test_without_fdatasync_an_append_is_fsynced(tmp_path: Path, monkeypatch) -> None:
-    sink = JsonlSink(f"jsonl://{tmp_path}/a.jsonl", tmp_path / "a.jsonl")
-    sink.append(make_event(0))
-    calls = synced(monkeypatch)
-    monkeypatch.delattr(os, "fdatasync")  # macOS
-    sink.append(make_event(1))
-    assert [name for name, _ in calls] == ["fsync"]
-
-
 def test_options_best_effort_and_fsync(tmp_path: Path) -> None:
     sink = open_sink(f"jsonl://{tmp_path}/a.jsonl", best_effort="true", fsync=False)
     assert isinstance(sink, JsonlSink)

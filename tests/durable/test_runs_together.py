@@ -54,7 +54,6 @@ def counts(monkeypatch):
         return conn
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "fdatasync", fsync)  # what the trail syncs with (jsonl.sync_data)
     monkeypatch.setattr(sqlite3, "connect", connect)
     return seen
 

@@ -51,9 +51,8 @@ def test_sqlite_sink_follows_durability(tmp_path: Path) -> None:
 
 def test_jsonl_sink_does_not_fsync_for_process(tmp_path: Path, monkeypatch) -> None:
     calls: list[int] = []
-    real, real_data = os.fsync, os.fdatasync
+    real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real_data(fd)))
     sink = JsonlSink.open(f"jsonl://{tmp_path / 'p.jsonl'}", durability="process")
     sink.append(AuditEvent(kind="run_started", run_id="r"))
     assert calls == []
