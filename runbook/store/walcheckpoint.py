@@ -25,6 +25,11 @@ thread: its commits checkpoint as SQLite always does. If the thread fails (a dis
 gone), the writer's automatic checkpoint is turned back on within ``EVERY`` commits: the WAL
 never grows without bound because a thread died. The policy (:class:`Plan`) is separate from
 the I/O; the thread is started lazily and joined by ``close``.
+
+A thread and ``fork`` do not mix: a child forked while the thread is inside SQLite could inherit
+a mutex nobody will release. runbook itself never forks (its subprocesses exec at once); a
+program that forks a process which then writes to the same store gets, in the child, a fresh
+checkpointer and connection (``SqliteStore._forked``; tests/store/test_walcheckpoint.py).
 """
 
 from __future__ import annotations
