@@ -15,12 +15,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from runbook.cli.building import Activity, build_runner, make_reporter
 from runbook.cli.common import (
     config_option,
     handle_errors,
@@ -31,55 +32,11 @@ from runbook.cli.common import (
 )
 from runbook.cli.inspect import plugin_option
 from runbook.cli.junit import write_junit
-from runbook.cli.reporter import TerminalReporter
 from runbook.errors import EXIT_INTERRUPTED, UsageError
-from runbook.hookspecs import hookimpl
 from runbook.params import parse_assignments
 from runbook.result import RunResult
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Activity:
-    """Which steps are running and whether a rollback has started: what a second Ctrl-C waits for.
-
-    A lifecycle-hook plugin like the reporter, registered for every run the CLI drives (also with
-    ``--json``, where there is no reporter), so the message printed is true, not a guess.
-    """
-
-    def __init__(self) -> None:
-        self.running: dict[str, None] = {}
-        self.rolling_back = False
-
-    @hookimpl
-    def runbook_step_started(self, step: str) -> None:
-        self.running[step] = None
-
-    @hookimpl
-    def runbook_step_finished(self, step: str) -> None:
-        self.running.pop(step, None)
-
-    @hookimpl
-    def runbook_rollback_finished(self, step: str) -> None:
-        self.rolling_back = True
-
-    def waiting_for(self) -> str:
-        if self.running:
-            names = ", ".join(self.running)
-            return (
-                f"waiting for {names} to stop (a sync step stops at its next clock.sleep() or "
-                "when it returns), then rolling back what completed"
-            )
-        if self.rolling_back:
-            return "waiting for the rollback to finish"
-        return "rolling back what completed"
-
-
-def activity_of(runner: Any) -> Activity | None:
-    """The ``Activity`` registered on ``runner`` by the CLI, if any."""
-    plugins = getattr(getattr(runner, "plugins", None), "pm", None)
-    found = [p for p in (plugins.get_plugins() if plugins else ()) if isinstance(p, Activity)]
-    return found[0] if found else None
 
 
 def drive(start: Callable[[], Awaitable[RunResult]], activity: Activity | None = None) -> RunResult:
@@ -134,11 +91,6 @@ def drive(start: Callable[[], Awaitable[RunResult]], activity: Activity | None =
         sys.exit(EXIT_INTERRUPTED)
 
 
-def make_reporter(*, quiet: bool = False, no_color: bool = False, dry_run: bool = False) -> Any:
-    """The terminal reporter as the output options ask for it."""
-    return TerminalReporter(quiet_steps=dry_run, quiet=quiet, color=False if no_color else None)
-
-
 def finish(result: RunResult, as_json: bool, junitxml: Path | None = None) -> None:
     """Write the reports asked for, then exit with the run's documented exit code."""
     if junitxml is not None:
@@ -181,34 +133,6 @@ def check_env(config: Any, env: str | None) -> None:
     envs = getattr(config, "envs", None) or {}
     if env is not None and envs and env not in envs:
         raise UsageError(f"unknown env {env!r}; configured: {', '.join(sorted(envs))}")
-
-
-def build_runner(
-    config: Any,
-    *,
-    env: str | None = None,
-    as_: str | None = None,
-    store_url: str | None = None,
-    plugins: Iterable[Any] = (),
-    **overrides: Any,
-) -> Any:
-    """A Runner from configuration, the way every CLI command builds one.
-
-    It is closed when the command ends, on every exit path (click closes the command's context
-    on success, error and exit): its connection pools (PostgreSQL) are shut while their threads
-    and loop still exist, not finalised at interpreter exit."""
-    from runbook.config import resolve_actor
-    from runbook.runner import Runner
-
-    actor = resolve_actor(as_, cwd=getattr(config, "root", None))
-    extra = {k: v for k, v in overrides.items() if v is not None}
-    runner = Runner.from_config(
-        config, env=env, actor=actor, store=store_url or None, plugins=list(plugins), **extra
-    )
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(runner.close)
-    return runner
 
 
 @click.command("exec")

@@ -266,7 +266,7 @@ def graph_cmd(
         for line in RENDERERS[fmt](rb):
             click.echo(line)
         return
-    from runbook.cli.exec_ import build_runner
+    from runbook.cli.building import build_runner
     from runbook.cli.retry import hosts_section
     from runbook.fleet import fleet_of
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
+from runbook.cli.building import build_runner
 from runbook.cli.common import config_option, handle_errors, load_config, store_option
-from runbook.cli.exec_ import build_runner, check_env, drive, finish, interactive, prompt_gates
+from runbook.cli.exec_ import check_env, drive, finish, interactive, prompt_gates
 from runbook.cli.inspect import plugin_option
 from runbook.cli.reporter import TerminalReporter
 from runbook.errors import UsageError

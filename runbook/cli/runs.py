@@ -13,10 +13,11 @@ import socket
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from runbook.cli.building import Activity, build_runner, make_reporter
 from runbook.cli.common import (
     config_option,
     handle_errors,
@@ -26,18 +27,21 @@ from runbook.cli.common import (
     report_options,
     store_option,
 )
-from runbook.cli.exec_ import Activity, activity_of, build_runner, drive, finish, make_reporter
 from runbook.cli.gates import apply_timeouts, gate_lines, gates_json
 from runbook.cli.identity import claimed_actor, sign_option
-from runbook.cli.junit import write_junit
-from runbook.cli.reporter import TerminalReporter
-from runbook.cli.retry import hosts_section
 from runbook.cli.stepview import render_step, require_step, shown_output, step_document, step_events
 from runbook.cli.table import table
 from runbook.cli.text import first_line, format_duration, label
 from runbook.errors import EXIT_ROLLBACK_FAILED, RunbookError, RunNotFound
 from runbook.fleet import host_states
 from runbook.result import RUN_STATUSES, RunResult
+
+if TYPE_CHECKING:
+    from runbook.cli.reporter import TerminalReporter
+
+# ``runbook runs`` reads the store and exits: what drives a run (runbook.cli.exec_: signals, the
+# JUnit writer, the views of a run graph) and the fleet's host lines are imported by the
+# commands that need them, not at the top (tests/cli/test_runs.py checks ``runs``' imports).
 
 
 def _runner(
@@ -299,6 +303,8 @@ def show(
     failed = [s.name for s in steps.values() if s.status in ("failed", "rollback_failed")]
     for name in failed:
         click.echo(f"why {name} failed: runbook show {run_id} --step {name}")
+    from runbook.cli.retry import hosts_section
+
     for line in hosts_section(steps, record):
         click.echo(line)
     if approvals:
@@ -318,6 +324,8 @@ def show(
 def _settled(result: RunResult, as_json: bool, junitxml: Path | None = None) -> None:
     """deny/cancel did what was asked: exit 0, unless a rollback failed (4, someone must act)."""
     if junitxml is not None:
+        from runbook.cli.junit import write_junit
+
         write_junit(result, junitxml)
     if as_json:
         click.echo(json_document("run", result.to_dict()))
@@ -363,6 +371,9 @@ def resume(
     config_path: Path | None,
 ) -> None:
     """Continue a paused or crashed run from where it stopped; finished steps are not re-run."""
+    from runbook.cli.building import activity_of
+    from runbook.cli.exec_ import drive, finish
+
     if retry_interrupted and skip_interrupted:
         raise click.UsageError("--retry-interrupted and --skip-interrupted exclude each other")
     runner, reporter = _runner(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.cli.exec_ import make_reporter
+from runbook.cli.building import make_reporter
 from runbook.cli.reporter import TerminalReporter
 from runbook.cli.text import color_wanted
 
