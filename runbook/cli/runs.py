@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # ``runbook runs`` reads the store and exits: what drives a run (runbook.cli.exec_: signals, the
 # JUnit writer, the views of a run graph) and the fleet's host lines are imported by the
-# commands that need them, not at the top (tests/cli/test_runs.py checks ``runs``' imports).
+# commands that need them, not at the top (tests/cli/test_startup.py checks ``runs``' imports).
 
 
 def _runner(

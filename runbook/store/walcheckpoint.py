@@ -124,17 +124,10 @@ class WalCheckpointer:
     holds the writer's lock: it costs an increment and a comparison, except every ``EVERY``-th
     time. ``open`` makes the thread's connection (the store's ``connect``), on the thread."""
 
-    def __init__(
-        self,
-        path: Path,
-        open: Callable[[], sqlite3.Connection],
-        *,
-        every: int | None = None,
-        reset: int | None = None,
-    ) -> None:
+    def __init__(self, path: Path, open: Callable[[], sqlite3.Connection]) -> None:
         self.path = path
         self._open = open
-        self.plan = Plan(EVERY if every is None else every, RESET if reset is None else reset, HARD)
+        self.plan = Plan(EVERY, RESET, HARD)  # read here, so a test or bench may set them
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
