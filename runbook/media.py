@@ -149,16 +149,21 @@ class Media:
 
         A sink that refused the append: nothing starts; the held outcomes' rows are stored
         (synced: the leader may lack their events), and steps whose ``step_started`` a sink
-        took are ended at the run's end (``RunRecorder._end_unstarted``). A refused commit:
-        the trail holds the starts, so they are ended the same way."""
+        took are ended at the run's end (``RunRecorder._end_unstarted``). A refused commit, or
+        refused witnesses in it: the trail holds the starts, so they are ended the same way."""
         audit = self.audit
         done = len(held.built)
         stored: dict[int, list[AuditEvent]] = {}
         audit_error = audit.append(separate, held.built + built, stored)
         names = [record.name for record in records]
         if audit_error is None:
-            store_error, _ = self.commit(held.records + records, [], [], {}, [], sync=False)
-            if store_error is not None:
+            # The commit's audit part is the witnesses of what the trail took: refused, the
+            # transaction is rolled back and nothing starts; the held outcomes' rows are then
+            # stored on their own (what they record happened), the starts' are not.
+            store_error, audit_error = self.commit(
+                held.records + records, [], [], {}, held.records, sync=False
+            )
+            if store_error is not None or audit_error is not None:
                 self.announced.update(names)
         else:
             if any(len(events) > done for events in stored.values()):

@@ -127,6 +127,67 @@ def test_a_start_whose_witness_is_refused_is_neither_audited_nor_stored_as_runni
     assert started <= ended
 
 
+LED = """
+from runbook import rollback, step
+
+DONE = []
+STORE = None
+
+@step(reversible=True)
+def first():
+    DONE.append("first")
+    STORE.refuse = True  # from the commit of second's start on
+    return 1
+
+@rollback(first)
+def undo_first(first):
+    (run,) = STORE.list_runs()
+    DONE.append("undo first, stored " + STORE.get_steps(run.run_id)["first"].status)
+
+@step
+def second(first):
+    DONE.append("second")
+"""
+
+
+def test_a_start_whose_witness_a_led_store_refuses_does_not_run(write_runbook, tmp_path):
+    """The CLI default: a synced JSONL trail leads a SQLite store, and the store's commit of
+    second's start refuses its witness of the trail (rolled back, so no 'running' row either).
+    second must not run, and first's outcome, held for that commit, is stored on its own.
+    Before, the leading write dropped that refusal: second ran with no row in the store and no
+    witness of its events."""
+    from runbook.audit.jsonl import JsonlSink
+    from runbook.store.sqlite import SqliteStore
+
+    class Unwitnessing(SqliteStore):
+        refuse = False
+
+        def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+            if self.refuse:
+                raise StoreError("witness table is read-only")
+            super().witness_audit(run_id, chain, seq, hash)
+
+    store = Unwitnessing(tmp_path / "runs.db")
+    trail = tmp_path / "audit.jsonl"
+    rb = load(write_runbook(LED))
+    rb.module.STORE = store
+    result = _runner(store, audit=[f"jsonl://{trail}"]).run(rb)
+    assert rb.module.DONE == ["first", "undo first, stored succeeded"]
+    assert result.status == "rolled_back" and result.exit_code == 1
+    assert "could not witness it: witness table is read-only" in (result.error or "")
+    (run,) = store.list_runs()
+    second = store.get_steps(run.run_id).get("second")  # ended as never started, if at all
+    assert second is None or (second.status, second.reason) == (
+        "cancelled",
+        "not started: its start could not be recorded",
+    )
+    kinds = [(e.kind, e.step) for e in JsonlSink.open(f"jsonl://{trail}").events(None)]
+    started = {s for k, s in kinds if k == "step_started"}
+    ended = {s for k, s in kinds if k in ("step_succeeded", "step_failed", "step_interrupted")}
+    assert started <= ended, kinds  # the trail took second's start: it also says it never ran
+    assert ("step_succeeded", "second") not in kinds
+
+
 def test_a_start_refused_by_a_joined_trail_is_not_stored_as_running(write_runbook, tmp_path):
     """The same with a sqlite:// trail in the store's own file refusing second's step_started
     inside the store's transaction: first's outcome row is written on its own, second's
