@@ -23,7 +23,7 @@ store never holds more than the trail, and ``resume`` rolls forward what it lack
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from runbook import trail
@@ -216,13 +216,20 @@ class Media:
         alone: list[StepRecord],
         *,
         sync: bool = True,
+        runs: Collection[str] = (),
     ) -> tuple[StoreError | None, AuditError | None]:
         """The store's part of a transition in one transaction: rows, joined sinks' events, the
         witnesses due. A refused audit part is rolled back and the rows in ``alone`` written on
         their own (an outcome is stored even when the audit refused it; a start is not). A store
         without transactions writes the witnesses first: when one is refused no row has been
         written yet, and only those in ``alone`` are. ``sync=False``: committed without a WAL
-        sync, for what the leading trail already holds (runbook.trail)."""
+        sync, for what the leading trail already holds (runbook.trail).
+
+        The witnesses written are this run's (or those of ``runs``, a write shared by several):
+        runs sharing a log share its pending witnesses, and one run's refused witness must not
+        refuse another run's commits. Those
+        written in a transaction that does not commit are due again (this run's next commit
+        writes them): a refused commit leaves none unwritten and none claimed."""
         store = self.store
         if store is None:
             return None, None
@@ -231,10 +238,12 @@ class Media:
             return None, None
         transaction = getattr(store, "transaction", None)
         audit_error: AuditError | None = None
+        due = [(sink, dict(getattr(sink, "pending", {}))) for sink in logs]
+        runs = runs or (self.audit.info.run_id,)
         try:
             try:
                 if transaction is None:
-                    self._witnesses(store, logs)
+                    self._witnesses(store, logs, runs)
                     self._rows(store, records)
                 else:
                     relaxed = {} if sync else {"sync": False}
@@ -244,8 +253,9 @@ class Media:
                             joined_error = self.audit.append(joined, built, stored, conn)
                             if joined_error is not None:
                                 raise joined_error
-                        self._witnesses(store, logs)
+                        self._witnesses(store, logs, runs)
             except AuditError as exc:  # rolled back: the rows that stand anyway, on their own
+                _due_again(due)
                 audit_error = exc
                 for index, _ in joined:
                     stored.pop(index, None)
@@ -256,6 +266,8 @@ class Media:
                         with transaction("record a step in"):
                             self._rows(store, alone)
         except Exception as exc:
+            if audit_error is None:
+                _due_again(due)
             error = (
                 exc
                 if isinstance(exc, StoreError)
@@ -269,9 +281,18 @@ class Media:
         save_steps(store, records)
 
     @staticmethod
-    def _witnesses(store: RunStore, logs: list[Any]) -> None:
+    def _witnesses(store: RunStore, logs: list[Any], runs: Collection[str]) -> None:
         for sink in logs:
-            sink.write_pending(store)
+            sink.write_pending(store, runs)
+
+
+def _due_again(due: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Put the witnesses a failed commit took back into their logs (one claimed since, for the
+    same run, wins): the next commit writes them. A store without transactions keeps those it
+    wrote before the failure; writing them again is harmless (a witness is kept unless an older
+    one comes late)."""
+    for sink, before in due:
+        sink.pending = {**before, **sink.pending}
 
 
 class Part:
@@ -314,14 +335,15 @@ def write_together(parts: Sequence[Part]) -> None:
             rows = [part.held.records for part in parts]
             errors = _commit_each(first, parts, rows, [[] for _ in parts], [], sync=True)
         offset = 0
-        for part, (store_error, _) in zip(parts, errors, strict=True):
+        for part, (store_error, unwitnessed) in zip(parts, errors, strict=True):
             done, total = len(part.held.built), len(part.held.built) + len(part.built)
             for index, events_stored in stored.items():
                 part.held.stored[index] = events_stored[offset : offset + done]
                 part.new[index] = events_stored[offset + done : offset + total]
             offset += total
-            part.store_error, part.audit_error = store_error, audit_error
-            took = audit_error is None and store_error is not None
+            # A commit whose witnesses were refused is rolled back: its starts do not start.
+            took = audit_error is None and (store_error is not None or unwitnessed is not None)
+            part.store_error, part.audit_error = store_error, audit_error or unwitnessed
             if took or (audit_error is not None and stored):
                 part.media.announced.update(record.name for record in part.records)
         return
@@ -353,7 +375,10 @@ def _commit_each(
     together: dict[int, list[AuditEvent]] = {}
     all_rows = [record for part_rows in rows for record in part_rows]
     all_built = [event for built in builts for event in built]
-    store_error, audit_error = media.commit(all_rows, all_built, joined, together, [], sync=sync)
+    runs = [part.media.audit.info.run_id for part in parts]
+    store_error, audit_error = media.commit(
+        all_rows, all_built, joined, together, [], sync=sync, runs=runs
+    )
     if store_error is None and audit_error is None:
         if stored is not None:
             offset = 0

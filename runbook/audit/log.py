@@ -15,7 +15,7 @@ one event behind (harmless), never one ahead of the trail. A failure of either i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from runbook.audit.checkpoint import make_checkpoint, must_sign
@@ -112,13 +112,18 @@ class AuditLog:
         if prepare is not None:
             prepare()
 
-    def write_pending(self, store: Any) -> None:
+    def write_pending(self, store: Any, runs: Collection[str] | None = None) -> None:
         """Write the witnesses not yet written, ``(run_id, chain, seq, hash)`` each, into
-        ``store`` (inside the caller's store transaction), and forget them."""
+        ``store`` (inside the caller's store transaction), and forget them; ``runs``: only
+        those runs'. The caller puts them back if its transaction does not commit
+        (``runbook.media.Media.commit``)."""
         pending = self.pending
         if not pending:
             return
-        self.pending = {}
+        if runs is None:
+            self.pending = {}
+        else:
+            pending = {run: pending.pop(run) for run in runs if run in pending}
         witness = store.witness_audit
         for run_id, chain, seq, digest in pending.values():
             try:

@@ -297,3 +297,23 @@ def test_a_feed_is_signed_but_not_witnessed(keys) -> None:
     )
     assert feed.append(make_event(9)).seq == 1  # run_finished: a checkpoint follows
     assert store.audit_witnesses() == []
+
+
+def test_pending_witnesses_are_written_for_the_runs_asked_and_kept_for_the_others() -> None:
+    """One log, two runs' events in one append (runs started together): a run's commit writes
+    its own witness and leaves the other's due, so one run's refused witness cannot refuse
+    another run's commits."""
+    store = MemoryStore()
+    log = AuditLog(MemorySink(), store=store)
+    log.append_many([make_event(0, run_id="a"), make_event(1, run_id="b")])
+    assert set(log.pending) == {"a", "b"}
+    log.write_pending(store, ["a"])
+    assert set(log.pending) == {"b"}
+    assert store.audit_witness("a", log.chain_id) is not None
+    assert store.audit_witness("b", log.chain_id) is None
+    log.write_pending(store, ["a"])  # nothing of a's is due: nothing written, b's kept
+    assert set(log.pending) == {"b"}
+    log.write_pending(store)
+    assert log.pending == {}
+    witness = store.audit_witness("b", log.chain_id)
+    assert witness is not None and witness.seq == 2

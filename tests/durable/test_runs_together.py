@@ -128,6 +128,44 @@ def test_a_part_the_store_refuses_stops_its_own_run_only(tmp_path: Path, audit: 
     assert [r.status for r in others] == ["succeeded"] * 3
 
 
+def test_a_part_whose_witness_the_led_store_refuses_stops_its_own_run_only(
+    tmp_path: Path,
+) -> None:
+    """The same when the store refuses one run's witness of the leading trail (not its rows):
+    that run's steps stop before s3 runs, the others succeed. Before, the refusal was dropped
+    from the shared write: the run's s3 ran though its start's commit was rolled back."""
+    runner = Runner(
+        store=f"sqlite:///{tmp_path / 'runs.db'}",
+        audit=[f"jsonl://{tmp_path / 'audit.jsonl'}"],
+        locks=None,
+    )
+    rb = tmp_path / "marked.py"
+    rb.write_text(MARKED)
+    store = runner.store
+    assert isinstance(store, SqliteStore)
+    real = store.witness_audit
+    doomed: list[str] = []
+
+    def refusing(run_id: str, chain: str, seq: int, hash: str) -> None:
+        steps = store.get_steps(run_id)  # as written so far in this commit
+        if not doomed and "s2" in steps:
+            doomed.append(run_id)  # the first run to start s2
+        if doomed[:1] == [run_id] and ("s3" in steps or len(doomed) > 1):  # from s3's start on
+            doomed.append(run_id)
+            raise StoreError("witness table is read-only")
+        real(run_id, chain, seq, hash)
+
+    store.witness_audit = refusing  # type: ignore[method-assign]
+    results = run_together(runner, load(rb), 4)
+    by_id = {r.run_id: r for r in results}
+    assert "witness table is read-only" in (by_id[doomed[0]].error or "")
+    assert by_id[doomed[0]].steps["s3"].status != "succeeded"
+    others = [r for r in results if r.run_id != doomed[0]]
+    assert [r.status for r in others] == ["succeeded"] * 3
+    effects = (tmp_path / "effects.log").read_text().split()
+    assert effects.count("s3") == 3, effects  # not in the refused run
+
+
 KILLER = """
 import os, signal, sys, asyncio
 from runbook import Runner
