@@ -227,9 +227,8 @@ class Media:
 
         The witnesses written are this run's (or those of ``runs``, a write shared by several):
         runs sharing a log share its pending witnesses, and one run's refused witness must not
-        refuse another run's commits. Those
-        written in a transaction that does not commit are due again (this run's next commit
-        writes them): a refused commit leaves none unwritten and none claimed."""
+        refuse another run's commits. Those written in a transaction that does not commit are
+        due again (this run's next commit writes them): a refused commit loses none."""
         store = self.store
         if store is None:
             return None, None
