@@ -64,7 +64,12 @@ class AuditLog:
         (``joins``). A witness one event behind the trail is harmless (``audit verify`` checks
         the trail holds what was witnessed); one ahead is impossible, since it is written after
         the events are stored (or in the same commit).
+
+        With ``conn`` the witness is written at once, in that same transaction: left pending,
+        it would wait for a next commit that a run's last events never get, and the store's
+        witness of that trail would stay one transition behind the run's end for good.
         """
+        witness = self._pending if conn is None else self._witnessed
         if self.signer is None:
             many = self._many  # _store, written out: the hot path of every run
             if many is None:
@@ -76,10 +81,10 @@ class AuditLog:
             if stored:
                 last = stored[-1]
                 if len(stored) > 1 and stored[0].run_id != last.run_id:
-                    for event in stored[:-1]:
-                        if event.run_id != last.run_id:
-                            self._pending(event)
-                self._pending(last)
+                    for event in {event.run_id: event for event in stored}.values():
+                        witness(event)  # each run's last event (several runs' starts)
+                else:
+                    witness(last)
             return stored
         # With a key, a checkpoint must follow the event that calls for it (a run's end, every
         # 1,000th seq, known only once stored): one event at a time.
@@ -87,9 +92,9 @@ class AuditLog:
         for event in events:
             (one,) = self._store([event], conn)
             stored.append(one)
-            self._pending(one)
+            witness(one)
             if must_sign(one):
-                self._pending(self._store([self._sign(one)], conn)[-1])
+                witness(self._store([self._sign(one)], conn)[-1])
         return stored
 
     def _store(self, events: Sequence[AuditEvent], conn: Any) -> list[AuditEvent]:

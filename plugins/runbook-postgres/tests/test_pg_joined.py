@@ -337,3 +337,19 @@ def test_a_lost_connection_inside_the_transaction_fails_it_and_the_next_one_comm
     assert store.get_steps("r1")["a"].status == "running"
     assert [e.seq for e in sink.events()] == [1]  # the sink's own pool was weeded too
     assert verified(sink, store)
+
+
+def test_each_run_s_last_event_is_witnessed_in_its_own_transaction(
+    tmp_path: Path, providers: tuple[PostgresStore, PostgresSink]
+) -> None:
+    """The events of a transition and their witness commit together: a run's end, which no
+    later commit follows, is witnessed too, so cutting it from the trail is caught."""
+    store, sink = providers
+    runner = Runner(store=store, audit=[sink], locks=None)
+    runs = [runner.run(chain(tmp_path, 2)).run_id for _ in range(2)]
+    for run_id in runs:
+        last = [event for event in sink.events() if event.run_id == run_id][-1]
+        assert last.kind == "run_finished"
+        witness = store.audit_witness(run_id, sink.chain_id)
+        assert witness is not None
+        assert (witness.seq, witness.hash) == (last.seq, last.hash)
