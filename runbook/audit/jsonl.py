@@ -106,8 +106,9 @@ class JsonlSink:
 
     @property
     def chain_id(self) -> str:
-        """The file, by absolute path: what the run store's witness is keyed on."""
-        return f"jsonl://{self.path.absolute()}"
+        """The file, by its real path (symlinks and ``..`` resolved): what the run store's
+        witness is keyed on, so the same file reached another way is checked against it."""
+        return f"jsonl://{self.path.resolve()}"
 
     def missing(self) -> str | None:
         """Why the trail has no events at all, when the reason is that the file is gone."""

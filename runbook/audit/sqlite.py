@@ -265,8 +265,9 @@ class SqliteSink:
 
     @property
     def chain_id(self) -> str:
-        """The database file, by absolute path: what the run store's witness is keyed on."""
-        return f"sqlite://{Path(self.path).absolute()}"
+        """The database file, by its real path (symlinks and ``..`` resolved): what the run
+        store's witness is keyed on, so the same file reached another way is checked against it."""
+        return f"sqlite://{Path(self.path).resolve()}"
 
     def missing(self) -> str | None:
         """Why the trail has no events at all, when the reason is that it is gone."""

@@ -98,3 +98,35 @@ def test_cutting_a_run_s_end_from_a_trail_in_the_store_s_file_is_caught(tmp_path
     )
     assert result.exit_code == 1, result.output
     assert "truncated" in result.output, result.output
+
+
+@pytest.mark.parametrize("reached", ["a symlink", "a path with '..'"])
+def test_a_trail_reached_another_way_is_checked_against_the_same_witness(
+    tmp_path: Path, reached: str
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    run_twice(real, [f"jsonl://{real}/audit.jsonl"], None).close()
+    trail = real / "audit.jsonl"
+    lines = trail.read_text().splitlines(keepends=True)
+    trail.write_text("".join(lines[:3]))  # the first run's first three events only
+    if reached == "a symlink":
+        (tmp_path / "link").symlink_to(real)
+        folder = tmp_path / "link"
+    else:
+        (tmp_path / "other").mkdir()
+        folder = tmp_path / "other" / ".." / "real"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "verify",
+            "--sink",
+            f"jsonl://{folder}/audit.jsonl",
+            "--store",
+            f"sqlite:///{folder}/runbook.db",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1, result.output
+    assert "truncated: the trail ends at seq 3" in result.output, result.output
