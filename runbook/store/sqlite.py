@@ -13,20 +13,19 @@ them with ``PRAGMA user_version`` and never touches other tables.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import get_ident
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
-from runbook.errors import RunNotFound, StoreCorrupt, StoreError, UsageError
+from runbook.errors import RunNotFound, StoreError, UsageError
 from runbook.hookspecs import Provider, hookimpl
 from runbook.store.base import (
     ApprovalRecord,
@@ -37,210 +36,27 @@ from runbook.store.base import (
 )
 from runbook.store.sqlitedb import (
     BUSY_TIMEOUT,
-    Migration,
     connect,
     migrate,
     path_from_url,
     synchronous_for,
     translate_error,
 )
+from runbook.store.sqliterows import (
+    MIGRATIONS,
+    TABLES,
+    UPSERT_STEP,
+    UPSERT_STEP_OF_RUN,
+    WITNESS,
+    R,
+    decode,
+    encode,
+    insert_sql,
+    step_row,
+)
 from runbook.store.walcheckpoint import WalCheckpointer
 
 __all__ = ["MIGRATIONS", "SqliteStore", "connect", "migrate", "open_url", "path_from_url"]
-
-R = TypeVar("R", RunRecord, StepRecord, ApprovalRecord, InterruptDecision)
-
-
-def _v1_initial(conn: sqlite3.Connection) -> None:
-    for statement in (
-        """CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY, runbook_path TEXT NOT NULL, runbook_sha256 TEXT NOT NULL,
-            env TEXT NOT NULL, actor TEXT NOT NULL, status TEXT NOT NULL,
-            params TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            host TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,
-            options TEXT NOT NULL DEFAULT '{}', error TEXT)""",
-        "CREATE INDEX runs_by_created ON runs (created_at)",
-        "CREATE INDEX runs_by_status ON runs (status, created_at)",
-        """CREATE TABLE steps (
-            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-            name TEXT NOT NULL, status TEXT NOT NULL, output TEXT NOT NULL DEFAULT 'null',
-            error TEXT, attempts INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT,
-            duration REAL, reason TEXT, completed_seq INTEGER, PRIMARY KEY (run_id, name))""",
-        """CREATE TABLE approvals (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-            step TEXT NOT NULL, actor TEXT NOT NULL, decision TEXT NOT NULL,
-            comment TEXT NOT NULL DEFAULT '', at TEXT, auto INTEGER NOT NULL DEFAULT 0)""",
-        "CREATE INDEX approvals_by_run ON approvals (run_id, id)",
-        """CREATE TABLE interrupt_decisions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-            step TEXT NOT NULL, choice TEXT NOT NULL, actor TEXT NOT NULL, at TEXT)""",
-        "CREATE INDEX interrupt_decisions_by_run ON interrupt_decisions (run_id, id)",
-    ):
-        conn.execute(statement)
-
-
-def _v2_audit_witness(conn: sqlite3.Connection) -> None:
-    # No foreign key to runs: the witness must outlive a deleted run row, as the evidence does.
-    conn.execute(
-        """CREATE TABLE audit_witness (
-            run_id TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
-            PRIMARY KEY (run_id, chain))"""
-    )
-
-
-def _v3_approval_data(conn: sqlite3.Connection) -> None:
-    """Plan hash and signature of each decision (DESIGN 11)."""
-    conn.execute("ALTER TABLE approvals ADD COLUMN data TEXT NOT NULL DEFAULT '{}'")
-
-
-def _v4_step_rollback(conn: sqlite3.Connection) -> None:
-    # The outcome of a step's own rollback ("running" while it runs), so resume can finish it.
-    conn.execute("ALTER TABLE steps ADD COLUMN rollback TEXT")
-
-
-# Append only: a released runbook may have written any prefix of this list into a user's file.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_audit_witness, _v3_approval_data, _v4_step_rollback]
-
-
-# -- encoding ------------------------------------------------------------------------------------
-
-_TABLES = {
-    RunRecord: "runs",
-    StepRecord: "steps",
-    ApprovalRecord: "approvals",
-    InterruptDecision: "interrupt_decisions",
-}
-# ``json.dumps(value, ensure_ascii=False)``, the same text, without building an encoder per call
-# (a third of its cost for a small output); the encoder keeps no state between calls.
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-_JSON = frozenset({"params", "options", "output", "data"})
-_DATES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "at"})
-
-
-def _encode(record: Any, what: str) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for f in fields(record):
-        value = getattr(record, f.name)
-        if f.name in _JSON:
-            try:
-                value = _dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"{what}: {f.name} is not JSON-serialisable ({exc})") from None
-        elif f.name in _DATES and value is not None:
-            value = _utc(value).isoformat(timespec="microseconds")
-        elif isinstance(value, bool):
-            value = int(value)
-        row[f.name] = value
-    return row
-
-
-def _decode(cls: type[R], row: sqlite3.Row, path: Path, what: str) -> R:
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        raw = row[f.name]
-        try:
-            if f.name in _JSON:
-                value = json.loads(raw)
-                if f.name != "output" and not isinstance(value, dict):
-                    raise ValueError("not a JSON object")
-            elif f.name in _DATES:
-                value = None if raw is None else _utc(datetime.fromisoformat(raw))
-            elif f.name == "auto":
-                value = bool(raw)
-            else:
-                value = raw
-        except (TypeError, ValueError) as exc:
-            kind = "JSON" if f.name in _JSON else "an ISO-8601 datetime"
-            raise StoreCorrupt(
-                f"{path}: {what}: column {_TABLES[cls]}.{f.name} is not valid {kind} "
-                f"({type(exc).__name__}); the row was not written by runbook"
-            ) from None
-        values[f.name] = value
-    return cls(**values)
-
-
-def _utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC: runbook itself only ever produces UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _insert_sql(table: str, row: dict[str, Any]) -> str:
-    return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
-
-
-# A step row is the one record written on every transition: encoded positionally, without the
-# per-field dispatch of ``_encode`` (which it must match: test_store_sqlite checks both agree).
-_STEP_COLUMNS = tuple(f.name for f in fields(StepRecord))
-_UPSERT_SET = " ON CONFLICT (run_id, name) DO UPDATE SET " + ", ".join(
-    f"{k} = excluded.{k}" for k in _STEP_COLUMNS if k not in ("run_id", "name")
-)
-_UPSERT_STEP = (
-    f"INSERT INTO steps ({', '.join(_STEP_COLUMNS)}) VALUES ({', '.join('?' * len(_STEP_COLUMNS))})"
-    + _UPSERT_SET
-)
-# The same upsert, written only while the run's row exists (``?1`` is the run_id column): the
-# check of a one-run transition inside its statement, where a SELECT of its own cost a third of
-# the statement's time. It writes no row when the run is gone, which its change count tells.
-_UPSERT_STEP_OF_RUN = (
-    f"INSERT INTO steps ({', '.join(_STEP_COLUMNS)})"
-    f" SELECT {', '.join(f'?{i}' for i in range(1, len(_STEP_COLUMNS) + 1))}"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1)" + _UPSERT_SET
-)
-
-
-# A run's last audit event in one chain, kept unless an older one (a lower seq) comes late.
-_WITNESS = (
-    "INSERT INTO audit_witness (run_id, chain, seq, hash) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (run_id, chain) DO UPDATE SET seq = excluded.seq,"
-    " hash = excluded.hash WHERE excluded.seq > audit_witness.seq"
-)
-
-
-def _step_row(step: StepRecord) -> tuple[Any, ...]:
-    output = step.output
-    if output is None:
-        text = "null"
-    else:
-        try:
-            text = _dumps(output)
-        except (TypeError, ValueError) as exc:
-            what = f"step {step.name!r} of run {step.run_id!r}"
-            raise StoreError(f"{what}: output is not JSON-serialisable ({exc})") from None
-    return (
-        step.run_id,
-        step.name,
-        step.status,
-        text,
-        step.error,
-        step.attempts,
-        _date(step.started_at),
-        _date(step.finished_at),
-        step.duration,
-        step.reason,
-        step.completed_seq,
-        step.rollback,
-    )
-
-
-def _date(value: datetime | None) -> str | None:
-    """The stored text of a datetime. The last one is remembered: a step's ``started_at`` is
-    written twice, in its start's row and in its outcome's (the next transition's first date)."""
-    global _last_date
-    if value is None:
-        return None
-    last = _last_date
-    if last[0] is value:  # datetimes are immutable: the same object, the same text
-        return last[1]
-    text = (value if value.tzinfo is UTC else _utc(value)).isoformat(timespec="microseconds")
-    _last_date = (value, text)
-    return text
-
-
-_last_date: tuple[datetime | None, str] = (None, "")
 
 
 # -- transactions --------------------------------------------------------------------------------
@@ -437,12 +253,12 @@ class SqliteStore:
     def create_run(self, run: RunRecord) -> None:
         now = self._now()
         run = replace(run, created_at=run.created_at or now, updated_at=now)
-        row = _encode(run, f"run {run.run_id!r}")
+        row = encode(run, f"run {run.run_id!r}")
         with self._tx("create a run in", write=True) as conn:
             exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
             if exists:
                 raise StoreError(f"run {run.run_id!r} already exists in {self.url}")
-            conn.execute(_insert_sql("runs", row), row)
+            conn.execute(insert_sql("runs", row), row)
 
     def update_run(self, run_id: str, **changes: Any) -> RunRecord:
         if "run_id" in changes:
@@ -450,7 +266,7 @@ class SqliteStore:
         with self._tx("update a run in", write=True) as conn:
             run = self._get_run(conn, run_id)
             run = replace(run, updated_at=self._now(), **changes)
-            row = _encode(run, f"run {run_id!r}")
+            row = encode(run, f"run {run_id!r}")
             sets = ", ".join(f"{k} = :{k}" for k in row if k != "run_id")
             conn.execute(f"UPDATE runs SET {sets} WHERE run_id = :run_id", row)
             return run
@@ -463,7 +279,7 @@ class SqliteStore:
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in {self.url}")
-        return _decode(RunRecord, row, self.path, f"run {run_id!r}")
+        return decode(RunRecord, row, self.path, f"run {run_id!r}")
 
     def list_runs(self, *, status: str | None = None, limit: int = 20) -> list[RunRecord]:
         where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
@@ -472,7 +288,7 @@ class SqliteStore:
                 f"SELECT * FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*args, max(limit, 0)],
             ).fetchall()
-            return [_decode(RunRecord, r, self.path, f"run {r['run_id']!r}") for r in rows]
+            return [decode(RunRecord, r, self.path, f"run {r['run_id']!r}") for r in rows]
 
     def save_step(self, step: StepRecord) -> None:
         self.save_steps((step,))
@@ -484,7 +300,7 @@ class SqliteStore:
         upsert."""
         if not steps:
             return
-        rows = [_step_row(step) for step in steps]
+        rows = [step_row(step) for step in steps]
         conn = self._joined()
         if conn is not None:
             self._upsert_steps(conn, steps, rows)
@@ -499,12 +315,12 @@ class SqliteStore:
         if len(runs) > 1:  # rows of several runs: every run checked before any row is written
             for run_id in runs:
                 self._require_run(conn, run_id)
-            conn.executemany(_UPSERT_STEP, rows)
+            conn.executemany(UPSERT_STEP, rows)
             return
         # One run (every transition of a run): each row is written if its run's row exists, and
         # it exists for all of them or for none (the write lock is held), so nothing was
         # written when the count of rows changed is not theirs.
-        changed = conn.executemany(_UPSERT_STEP_OF_RUN, rows).rowcount
+        changed = conn.executemany(UPSERT_STEP_OF_RUN, rows).rowcount
         if changed != len(rows):
             run_id = next(iter(runs))
             self._require_run(conn, run_id)
@@ -518,9 +334,7 @@ class SqliteStore:
                 "SELECT * FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
             return {
-                r["name"]: _decode(
-                    StepRecord, r, self.path, f"step {r['name']!r} of run {run_id!r}"
-                )
+                r["name"]: decode(StepRecord, r, self.path, f"step {r['name']!r} of run {run_id!r}")
                 for r in rows
             }
 
@@ -537,28 +351,28 @@ class SqliteStore:
         return self._history(InterruptDecision, run_id, None)
 
     def _append(self, table: str, record: ApprovalRecord | InterruptDecision) -> None:
-        row = _encode(record, f"{table} of run {record.run_id!r}")
+        row = encode(record, f"{table} of run {record.run_id!r}")
         with self._tx(f"add to the {table} of", write=True) as conn:
             self._require_run(conn, record.run_id)
-            conn.execute(_insert_sql(table, row), row)
+            conn.execute(insert_sql(table, row), row)
 
     def _history(self, cls: type[R], run_id: str, step: str | None) -> list[R]:
-        table = _TABLES[cls]
+        table = TABLES[cls]
         sql = f"SELECT * FROM {table} WHERE run_id = ?"
         args: list[Any] = [run_id]
         if step is not None:
             sql, args = sql + " AND step = ?", [run_id, step]
         with self._tx(f"read the {table} from") as conn:
             rows = conn.execute(sql + " ORDER BY id", args).fetchall()
-            return [_decode(cls, r, self.path, f"{table} of run {run_id!r}") for r in rows]
+            return [decode(cls, r, self.path, f"{table} of run {run_id!r}") for r in rows]
 
     def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
         conn = self._joined()  # the recorder's transaction: the hot path
         if conn is not None:
-            conn.execute(_WITNESS, (run_id, chain, seq, hash))
+            conn.execute(WITNESS, (run_id, chain, seq, hash))
             return
         with self._tx("witness an audit event in", write=True) as conn:
-            conn.execute(_WITNESS, (run_id, chain, seq, hash))
+            conn.execute(WITNESS, (run_id, chain, seq, hash))
 
     def audit_witness(self, run_id: str, chain: str) -> AuditWitness | None:
         with self._tx("read an audit witness from") as conn:

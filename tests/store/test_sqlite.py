@@ -17,6 +17,7 @@ import pytest
 from runbook.errors import RunNotFound, StoreCorrupt, StoreError, UsageError
 from runbook.plugins import Plugins
 from runbook.store import sqlite as sqlite_store
+from runbook.store import sqliterows
 from runbook.store.base import ApprovalRecord, InterruptDecision, RunRecord, StepRecord
 from runbook.store.sqlite import MIGRATIONS, SqliteStore, connect, migrate
 from runbook.testing.store_contract import T0, make_run, make_step
@@ -440,9 +441,9 @@ def test_several_processes_write_concurrently_without_losing_rows(db: Path) -> N
 def test_a_step_row_is_encoded_as_every_record_is(step: StepRecord) -> None:
     """The step's positional encoder (the hot path) must agree with the generic one, column for
     column, or a row saved with save_steps would read back differently."""
-    generic = sqlite_store._encode(step, "step")
-    assert tuple(generic) == sqlite_store._STEP_COLUMNS
-    assert sqlite_store._step_row(step) == tuple(generic.values())
+    generic = sqliterows.encode(step, "step")
+    assert tuple(generic) == sqliterows.STEP_COLUMNS
+    assert sqliterows.step_row(step) == tuple(generic.values())
 
 
 def test_save_steps_checks_the_run_inside_its_one_statement_and_writes_all_or_nothing(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runbook.errors import RunNotFound, StoreError
-from runbook.store import sqlite as sqlite_store
+from runbook.store import sqliterows
 from runbook.store.sqlite import SqliteStore
 from runbook.testing.store_contract import make_run, make_step
 
@@ -191,12 +191,12 @@ def test_a_datetime_written_again_is_the_same_text_and_others_are_their_own() ->
         expected = (
             None
             if value is None
-            else sqlite_store._encode(make_step(started_at=value), "step")["started_at"]
+            else sqliterows.encode(make_step(started_at=value), "step")["started_at"]
         )
-        assert sqlite_store._date(value) == expected
-    assert sqlite_store._date(utc) == "2026-05-01T12:00:00.000005+00:00"
-    assert sqlite_store._date(plus2) == "2026-05-01T12:00:00.000005+00:00"
-    assert sqlite_store._date(later) == "2026-05-01T12:00:00.000006+00:00"
+        assert sqliterows.stored_date(value) == expected
+    assert sqliterows.stored_date(utc) == "2026-05-01T12:00:00.000005+00:00"
+    assert sqliterows.stored_date(plus2) == "2026-05-01T12:00:00.000005+00:00"
+    assert sqliterows.stored_date(later) == "2026-05-01T12:00:00.000006+00:00"
 
 
 @pytest.mark.parametrize(
@@ -204,14 +204,14 @@ def test_a_datetime_written_again_is_the_same_text_and_others_are_their_own() ->
     [None, 1, 1.5, "ü ✓ \u2028", [1, {"b": None}], {"z": 1, "a": [True, "x"]}, {"n": float("nan")}],
 )
 def test_json_columns_are_the_text_json_dumps_writes(value: object) -> None:
-    assert sqlite_store._dumps(value) == json.dumps(value, ensure_ascii=False)
+    assert sqliterows.dumps(value) == json.dumps(value, ensure_ascii=False)
 
 
 def test_json_the_encoder_cannot_write_is_refused_as_json_dumps_refuses() -> None:
     for bad in ({1, 2}, {"a": object()}):
         with pytest.raises(TypeError):
-            sqlite_store._dumps(bad)
+            sqliterows.dumps(bad)
     loop: list[object] = []
     loop.append(loop)
     with pytest.raises(ValueError, match="Circular"):
-        sqlite_store._dumps(loop)
+        sqliterows.dumps(loop)
