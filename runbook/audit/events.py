@@ -352,14 +352,49 @@ def loads_strict(text: str | bytes) -> Any:
 
 
 def parse_event(text: str | bytes) -> AuditEvent:
-    """One stored event (its canonical JSON) back into an ``AuditEvent``; ``ValueError`` if not."""
+    """One stored event (its canonical JSON) back into an ``AuditEvent``; ``ValueError`` if not:
+    also when a field has a type runbook never writes there (a ``seq`` of ``"1"``, a ``data``
+    list) or a string no UTF-8 text can hold (a lone surrogate, written as ``\\ud800``). Such a
+    line may even be hashed correctly; it is still not an event, and nothing downstream (the
+    chain, a checkpoint's check, the output) has to guard against its shape."""
     data = loads_strict(text)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
+    for name, value in data.items():
+        kinds = _FIELD_TYPES.get(name)
+        if kinds is not None and (type(value) not in kinds):
+            what = _JSON_NAMES.get(type(value), "a value")
+            raise ValueError(f"field {name} is {what}, not {_FIELD_NAMES[name]}")
+    if (b"\\u" if isinstance(text, bytes) else "\\u") in text:  # escapes: maybe a surrogate
+        try:
+            canonical_json(data).encode()
+        except UnicodeEncodeError:
+            raise ValueError("it holds text that is not valid Unicode (a lone surrogate)") from None
     try:
         return AuditEvent.from_dict(data)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+
+
+# The JSON types a stored event's fields have (``type`` is exact: a bool is not a seq).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str,) for name in ("kind", "run_id", "actor", "host", "env", "at")},
+    **{name: (dict,) for name in ("runbook", "params", "data")},
+    **{name: (str, type(None)) for name in ("step", "prev_hash", "hash")},
+    "seq": (int, type(None)),
+}
+_JSON_NAMES = {
+    str: "a string",
+    dict: "an object",
+    list: "an array",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+_FIELD_NAMES = {
+    name: " or ".join(_JSON_NAMES[kind] for kind in kinds) for name, kinds in _FIELD_TYPES.items()
+}
 
 
 def chain_after(seq: int, prev_hash: str, events: Iterable[AuditEvent]) -> list[AuditEvent]:

@@ -141,6 +141,28 @@ def delete(trail: Trail) -> None:
     trail.delete()
 
 
+def retype_seq(trail: Trail) -> None:
+    """Event 5's seq written as a string, its hash recomputed over that: a shape runbook never
+    writes, which must not reach the chain's arithmetic."""
+    docs = docs_of(trail)
+    docs[4] = rehash({**docs[4], "seq": "5"})
+    store_docs(trail, rechain(docs, 5))
+
+
+def checkpoint_data_as_array(trail: Trail) -> None:
+    """Checkpoint 11's data an array of its own key names, the chain recomputed after it."""
+    docs = docs_of(trail)
+    docs[10]["data"] = sorted(docs[10]["data"])
+    store_docs(trail, rechain(docs, 10))
+
+
+def lone_surrogate(trail: Trail) -> None:
+    """An escaped lone surrogate in event 5's data: valid JSON, but no UTF-8 text holds it."""
+    texts = trail.texts()
+    texts[4] = texts[4].replace('"data":{', '"data":{"note":"\\ud800",', 1)
+    trail.replace(texts)
+
+
 # attack -> (first bad seq, fragment) per sink ("*" when every sink says the same)
 CASES: dict[str, tuple[Callable[[Trail], None], dict[str, tuple[int, str]]]] = {
     "edit": (edit, {"*": (5, "event 5 (approval_requested) was edited")}),
@@ -183,6 +205,12 @@ CASES: dict[str, tuple[Callable[[Trail], None], dict[str, tuple[int, str]]]] = {
         {"*": (11, "is not the event the run store witnessed there (run run-1's last")},
     ),
     "deleted": (delete, {"*": (1, "events 1..22 are missing (runs run-1 (to seq 11), run-2")}),
+    "retype_seq": (retype_seq, {"*": (5, "field seq is a string, not an integer or null")}),
+    "checkpoint_data_as_array": (
+        checkpoint_data_as_array,
+        {"*": (11, "field data is an array, not an object")},
+    ),
+    "lone_surrogate": (lone_surrogate, {"*": (5, "text that is not valid Unicode")}),
 }
 
 
