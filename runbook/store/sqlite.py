@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
-from runbook.errors import RunNotFound, StoreError, UsageError
+from runbook.errors import RunNotFound, StoreCorrupt, StoreError, UsageError
 from runbook.hookspecs import Provider, hookimpl
 from runbook.store.base import (
     ApprovalRecord,
@@ -380,7 +380,7 @@ class SqliteStore:
                 "SELECT seq, hash FROM audit_witness WHERE run_id = ? AND chain = ?",
                 (run_id, chain),
             ).fetchone()
-        return None if row is None else AuditWitness(run_id, chain, int(row["seq"]), row["hash"])
+        return None if row is None else self._witness(run_id, chain, row["seq"], row["hash"])
 
     def audit_witnesses(self, chain: str | None = None) -> list[AuditWitness]:
         where, args = ("WHERE chain = ?", [chain]) if chain is not None else ("", [])
@@ -390,7 +390,18 @@ class SqliteStore:
                 " ORDER BY seq, chain, run_id",
                 args,
             ).fetchall()
-        return [AuditWitness(r["run_id"], r["chain"], int(r["seq"]), r["hash"]) for r in rows]
+        return [self._witness(r["run_id"], r["chain"], r["seq"], r["hash"]) for r in rows]
+
+    def _witness(self, run_id: Any, chain: Any, seq: Any, digest: Any) -> AuditWitness:
+        """A witness row as runbook wrote it, or ``StoreCorrupt``: a verify that reads it must
+        say the store was edited, not fail on its types."""
+        if type(seq) is not int or not all(type(v) is str for v in (run_id, chain, digest)):
+            raise StoreCorrupt(
+                f"{self.path}: run {run_id!r}: its audit_witness row of chain {chain!r} "
+                f"holds seq {seq!r} and hash {digest!r}, not an integer and a hash; the row "
+                "was not written by runbook"
+            )
+        return AuditWitness(run_id, chain, seq, digest)
 
     def close(self) -> None:
         with self._lock:

@@ -344,6 +344,16 @@ def test_a_file_that_is_not_sqlite_is_store_corrupt(db: Path) -> None:
             lambda s: s.interrupt_decisions("r1"),
             "interrupt_decisions.at",
         ),
+        (
+            "UPDATE audit_witness SET seq = 'abc'",
+            lambda s: s.audit_witnesses("jsonl:///trail"),
+            "audit_witness",
+        ),
+        (
+            "UPDATE audit_witness SET hash = x'0102'",
+            lambda s: s.audit_witness("r1", "jsonl:///trail"),
+            "audit_witness",
+        ),
     ],
 )
 def test_a_row_that_cannot_be_decoded_is_store_corrupt(
@@ -353,6 +363,7 @@ def test_a_row_that_cannot_be_decoded_is_store_corrupt(
     store.save_step(make_step("r1"))
     store.add_approval(ApprovalRecord("r1", "stage", "bob", "granted", at=T0))
     store.add_interrupt_decision(InterruptDecision("r1", "stage", "skip", "bob", at=T0))
+    store.witness_audit("r1", "jsonl:///trail", 3, "ab" * 32)
     raw(db).execute(sql)
     with pytest.raises(StoreCorrupt) as info:
         read(store)
