@@ -87,14 +87,18 @@ def parse_time(text: str, now: datetime) -> datetime:
     if raw.lower() == "now":
         return to_utc(now)
     match = _RELATIVE.match(raw)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2).lower()
-        return to_utc(now) - timedelta(**{_UNITS[unit]: amount})
     try:
+        if match:
+            amount, unit = int(match.group(1)), match.group(2).lower()
+            return to_utc(now) - timedelta(**{_UNITS[unit]: amount})
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
             day = date.fromisoformat(raw)
             return datetime(day.year, day.month, day.day, tzinfo=UTC)
         return to_utc(datetime.fromisoformat(raw))
+    except OverflowError:  # an age before year 1, or a time whose UTC is outside years 1-9999
+        raise ValueError(
+            f"invalid time {text!r}: it is outside the years 1 to 9999 (in UTC)"
+        ) from None
     except ValueError:
         pass
     raise ValueError(

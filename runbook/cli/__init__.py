@@ -8,6 +8,7 @@ a mapping of every command (the docs test walks it); reading a value imports its
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 from collections.abc import Iterator, MutableMapping
@@ -131,6 +132,19 @@ class LazyCommands(MutableMapping[str, click.Command]):
         }
 
 
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    """A usage error (a bad option or value, a missing argument) as every other error is shown:
+    one ``runbook: error:`` line on stderr, naming the command's ``--help``, and exit 2. Click's
+    own form is four lines (usage, hint, a blank, the error)."""
+    try:
+        yield
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"runbook: error: {exc.format_message()}{hint}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+
+
 class LazyGroup(click.Group):
     """A group whose command list (``--help``) is made without importing its commands."""
 
@@ -147,6 +161,20 @@ class LazyGroup(click.Group):
             super().format_commands(ctx, formatter)
         finally:
             self.commands = commands
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_usage():  # ``runbook --bogus``, an unknown command
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():  # a subcommand's options, parsed as it is made
+            return super().invoke(ctx)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

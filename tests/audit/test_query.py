@@ -109,6 +109,15 @@ def test_parse_time_rejects_with_the_accepted_forms(text: str) -> None:
         parse_time(text, NOW)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["3000000d", "99999999999999999999s", "0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"],
+)
+def test_parse_time_refuses_a_time_outside_the_calendar(text: str) -> None:
+    with pytest.raises(ValueError, match=r"outside the years 1 to 9999"):
+        parse_time(text, NOW)
+
+
 def test_table_is_one_aligned_line_per_event_with_the_telling_details() -> None:
     sink = MemorySink()
     sink.append(make_event(3, duration_ms=1234, attempt=2))

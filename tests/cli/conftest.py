@@ -55,7 +55,9 @@ def invoke() -> Iterator[Callable[..., Result]]:
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+        return runner.invoke(
+            cli, [str(a) for a in args], input=input, catch_exceptions=False, prog_name="runbook"
+        )
 
     yield run
 

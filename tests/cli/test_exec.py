@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from runbook.locks.file import FileLocks
 
 from .helpers import EXAMPLES
@@ -212,6 +214,25 @@ def test_exec_usage_errors_from_options(project, invoke):
     path = project.write("greet.py", GREET)
     assert invoke("exec", path, "--max-parallel", "0").exit_code == 2
     assert invoke("exec", path, "--lock-timeout", "-1").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("exec",), "Missing argument 'PATH'. (see 'runbook exec --help')"),
+        (("exec", "x.py", "--max-parallel", "0"), "Invalid value for '--max-parallel'"),
+        (("bogus",), "No such command 'bogus'"),
+        (("--bogus",), "No such option '--bogus'. (see 'runbook --help')"),
+        (("audit", "verify", "--bogus"), "(see 'runbook audit verify --help')"),
+        (("audit", "--since", "3000000d"), "outside the years 1 to 9999"),
+        (("runs", "--limit", "x"), "Invalid value for '--limit'"),
+    ],
+)
+def test_a_usage_error_is_one_line_like_every_other_error(invoke, args, says):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert line.startswith("runbook: error: ") and says in line, line
 
 
 def test_exec_bad_config_is_exit_2(project, invoke):
