@@ -12,17 +12,29 @@ import json
 import math
 from typing import Any
 
-_PLAIN = frozenset({type(None), bool, int, str})
+_PLAIN = frozenset({type(None), bool, int})
 
 
 def output_problem(step: str, output: Any) -> TypeError | None:
-    """Why ``output`` cannot be a step's output, as the error to fail the step with, or None."""
+    """Why ``output`` cannot be a step's output, as the error to fail the step with, or None.
+
+    Text must be valid Unicode: a lone surrogate (``os.fsdecode`` of a file name that is not
+    UTF-8 makes one) has no UTF-8 form, so no trail or store could record the output."""
     if type(output) in _PLAIN:
         return None
     if isinstance(output, float) and math.isfinite(output):
         return None
     try:
-        json.dumps(output, allow_nan=False)
+        if type(output) is str:
+            output.encode()
+        else:
+            json.dumps(output, allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return TypeError(
+            f"step {step!r} returned text that is not valid Unicode (a lone surrogate, as "
+            "os.fsdecode makes of bytes that are not UTF-8): return os.fsencode(...).decode("
+            "'utf-8', 'backslashreplace') or the bytes' hex instead"
+        )
     except ValueError as exc:
         if "Out of range float" in str(exc):
             return TypeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def test_plugins_refuse_modules_without_hooks_in_python_too() -> None:
         ("{'ratio': float('inf')}", "returned NaN or Infinity, which is not JSON"),
         ("[1, -float('inf')]", "returned NaN or Infinity, which is not JSON"),
         ("object()", "returned a object, which is not JSON-serialisable"),
+        ("os.fsdecode(b'file-\\xff')", "returned text that is not valid Unicode"),
+        ("{'files': [os.fsdecode(b'\\xff')]}", "returned text that is not valid Unicode"),
     ],
 )
 def test_nan_and_infinity_fail_at_the_step_boundary(
@@ -97,11 +100,41 @@ def test_nan_and_infinity_fail_at_the_step_boundary(
 ) -> None:
     (tmp_path / "pyproject.toml").touch()
     path = tmp_path / f"nan_{uuid.uuid4().hex[:6]}.py"
-    path.write_text(f"from runbook import step\n@step\ndef measure():\n    return {expr}\n")
+    path.write_text(
+        f"import os\nfrom runbook import step\n@step\ndef measure():\n    return {expr}\n"
+    )
     result = Runner(actor="t", store=f"memory://{uuid.uuid4().hex}").run(path)
     assert result.status == "failed"
     assert message in result.steps["measure"].error
     assert result.steps["measure"].output is None
+
+
+def test_a_lone_surrogate_output_fails_its_step_and_is_recorded_on_the_cli_default(
+    tmp_path: Path,
+) -> None:
+    """Not an audit refusal after the step ran: the trail and the store record the failure."""
+    (tmp_path / "pyproject.toml").touch()
+    path = tmp_path / "listing.py"
+    path.write_text(
+        "import os\nfrom runbook import step\n"
+        "@step\ndef listing():\n    return os.fsdecode(b'file-\\xff')\n"
+    )
+    runner = Runner(
+        actor="t",
+        store=f"sqlite:///{tmp_path}/runbook.db",
+        audit=[f"jsonl://{tmp_path}/audit.jsonl"],
+        locks=None,
+        entry_points=False,
+    )
+    with runner:
+        result = runner.run(path)
+        assert result.status == "failed"
+        assert "not valid Unicode" in result.steps["listing"].error
+        assert runner.store is not None
+        assert runner.store.get_steps(result.run_id)["listing"].status == "failed"
+    trail = (tmp_path / "audit.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["kind"] for line in trail]
+    assert "step_failed" in kinds and kinds[-1] == "run_finished"
 
 
 def test_finite_floats_pass(tmp_path: Path) -> None:
