@@ -3,8 +3,10 @@
 Output, progress lines, dry-run plans, the store, the audit trail, notifications, lock names and
 error messages all mask through a ``Redactor`` built from the run's secret values. A secret is
 found in its plain form, in any case (``token.upper()``), percent-encoded (as httpx and urllib
-write URLs, ``+`` for a space included), in hex, and in base64 and base64url, even inside a longer
-base64 blob (a ``Basic`` auth header encodes ``user:token``).
+write URLs, ``+`` for a space included), in hex, in base64 and base64url, even inside a longer
+base64 blob (a ``Basic`` auth header encodes ``user:token``), and escaped as a JSON string or a
+Python ``repr`` writes it (a step that returns ``json.dumps({"password": ...})``). A secret that
+is a list or a dict is each of its items.
 
 Masking works on *values*, never on serialised text: callers mask a step's output, an error, a
 message, and only then serialise. So a secret that happens to be a common word (``step``) masks
@@ -17,6 +19,7 @@ a whole value equals one.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -56,11 +59,44 @@ def _base64_forms(secret: bytes) -> set[str]:
     return forms
 
 
+def _leaves(secrets: Iterable[Any]) -> Iterable[Any]:
+    """Each secret value, a list's or a dict's items one by one (a ``secret=True`` list param
+    is as many secrets: one of them is what a step puts in a message)."""
+    for secret in secrets:
+        if isinstance(secret, Mapping):
+            yield from _leaves(secret.values())
+        elif isinstance(secret, list | tuple | set | frozenset):
+            yield from _leaves(secret)
+        else:
+            yield secret
+
+
+def _escaped_forms(secret: str) -> set[str]:
+    """The secret as text quoting it writes it, where that differs from the secret: inside a
+    JSON string (``json.dumps``, ASCII-escaped or not) and a Python ``repr``, and each of those
+    quoted once more (a JSON document in a log line, a repr in a JSON error). A step's output
+    that is JSON text, or an exception that repr's a password with a backslash or a quote in
+    it, then masks like the plain form."""
+    forms = {secret}
+    for _ in range(2):
+        forms |= {
+            text
+            for form in forms
+            for text in (
+                json.dumps(form)[1:-1],
+                json.dumps(form, ensure_ascii=False)[1:-1],
+                repr(form)[1:-1],
+            )
+        }
+    forms.discard(secret)
+    return {form for form in forms if len(form) >= MIN_SECRET}
+
+
 class Redactor:
     """Masks a run's secrets in any JSON-like value. Falsy when there is nothing to mask."""
 
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
-        values = {str(s) for s in secrets if s is not None and str(s) != ""}
+        values = {str(s) for s in _leaves(secrets) if s is not None and str(s) != ""}
         self._secrets = frozenset(values)
         self._exact = frozenset(v.lower() for v in values)
         if not values:  # most runs have no secret: nothing to compile (every run makes one)
@@ -78,6 +114,9 @@ class Redactor:
             literals.update(
                 f.lower() for f in (value, quote(value, safe=""), quote(value), quote_plus(value))
             )
+            for form in _escaped_forms(value):
+                insensitive.add(re.escape(form))
+                literals.add(form.lower())
             literals.add(value.encode("utf-8").hex())
         screen = [f"(?i:{re.escape(f)})" for f in sorted(literals, key=len, reverse=True)]
         screen += [re.escape(f) for f in sorted(sensitive, key=len, reverse=True)]

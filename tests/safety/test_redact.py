@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -29,7 +30,35 @@ def _forms(secret: str) -> dict[str, str]:
         "base64": base64.b64encode(raw).decode(),
         "base64url": base64.urlsafe_b64encode(raw).decode(),
         "base64 unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "in a JSON string, ASCII-escaped": json.dumps(secret)[1:-1],
     }
+
+
+QUOTED = "Tr0ub4dor\\&3\"it's"  # a backslash and both quotes: every quoting escapes something
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps({"password": QUOTED}),
+        json.dumps({"password": QUOTED}, ensure_ascii=False),
+        f"login refused for {QUOTED!r}",
+        repr({"config": json.dumps({"password": QUOTED})}),
+        json.dumps({"error": repr(QUOTED)}),
+    ],
+    ids=["json", "json unicode", "repr", "json in a repr", "repr in json"],
+)
+def test_a_secret_quoted_as_json_or_repr_is_masked(text: str) -> None:
+    masked = Redactor([QUOTED]).text(text)
+    assert MASK in masked
+    for form in ("Tr0ub4dor", "&3"):
+        assert form not in masked, masked
+
+
+@pytest.mark.parametrize("secret", [["k3y-AAAA-1111", "k3y-BBBB-2222"], {"a": "k3y-AAAA-1111"}])
+def test_a_list_or_dict_secret_is_each_of_its_items(secret: object) -> None:
+    masked = Redactor([secret]).text("using key k3y-AAAA-1111")
+    assert masked == f"using key {MASK}"
 
 
 @pytest.mark.parametrize("form", list(_forms(SECRET)))
