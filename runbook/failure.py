@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from runbook.values import valid_text
+
 STDERR_LINES = 20
 TRACEBACK_CHARS = 8000
 LOG_LINES = 200
@@ -36,7 +38,7 @@ class Failure:
 
 def describe(exc: BaseException, runbook: str | Path, redact: Callable[[str], str]) -> Failure:
     """The failure of one step attempt, masked."""
-    text = "".join(traceback.format_exception(exc))
+    text = valid_text("".join(traceback.format_exception(exc)))
     if len(text) > TRACEBACK_CHARS:  # keep the end: the innermost frames and the message
         text = "…\n" + text[-TRACEBACK_CHARS:]
     return Failure(
@@ -74,7 +76,7 @@ def _stderr(exc: BaseException, redact: Callable[[str], str]) -> str | None:
         if not isinstance(stderr, str):
             return None
         tail = "\n".join(stderr.rstrip().splitlines()[-STDERR_LINES:])
-    tail = str(tail).rstrip()
+    tail = valid_text(str(tail).rstrip())
     return redact(tail) if tail else None
 
 
@@ -83,6 +85,6 @@ def record_log(level: str, text: str) -> None:
     lines = LOG.get()
     if lines is None:
         return
-    lines.append({"level": level, "message": text})
+    lines.append({"level": level, "message": valid_text(text)})
     if len(lines) > LOG_LINES:
         del lines[: len(lines) - LOG_LINES]

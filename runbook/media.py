@@ -31,6 +31,7 @@ from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import Recorder
 from runbook.errors import AuditError, StoreError
 from runbook.store.base import RunStore, StepRecord, save_steps
+from runbook.values import valid_text
 
 
 class Held:
@@ -50,7 +51,7 @@ class Held:
 
 
 def error_text(exc: BaseException) -> str:
-    text = str(exc)
+    text = valid_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -53,3 +53,14 @@ def _not_json(step: str, output: Any) -> TypeError:
         "return dicts, lists, strings, numbers, booleans or None so the run can be stored and "
         "resumed"
     )
+
+
+def valid_text(text: str) -> str:
+    """``text`` as every record can hold it: a lone surrogate (``os.fsdecode`` of bytes that are
+    not UTF-8, quoted in an exception's message) has no UTF-8 form, so a trail or a store would
+    refuse the event or row reporting a failure; it is written as its escape (``\\udcff``)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -143,3 +143,34 @@ def test_finite_floats_pass(tmp_path: Path) -> None:
     path.write_text("from runbook import step\n@step\ndef measure():\n    return 0.25\n")
     result = Runner(actor="t", store=f"memory://{uuid.uuid4().hex}").run(path)
     assert result.steps["measure"].output == 0.25
+
+
+def test_a_failure_quoting_a_lone_surrogate_is_recorded_with_its_escape(tmp_path: Path) -> None:
+    """An exception (or a log line) quoting a name os.fsdecode made of non-UTF-8 bytes: the
+    step fails as usual, and the trail and the store record it, the surrogate escaped."""
+    (tmp_path / "pyproject.toml").touch()
+    path = tmp_path / "broken.py"
+    path.write_text(
+        "import os\nfrom runbook import step\n"
+        "@step\ndef boom(log):\n"
+        "    log.info('listing ' + os.fsdecode(b'dir-\\xfe'))\n"
+        "    raise RuntimeError('bad file ' + os.fsdecode(b'file-\\xff'))\n"
+    )
+    runner = Runner(
+        actor="t",
+        store=f"sqlite:///{tmp_path}/runbook.db",
+        audit=[f"jsonl://{tmp_path}/audit.jsonl"],
+        locks=None,
+        entry_points=False,
+    )
+    with runner:
+        result = runner.run(path)
+        assert result.status == "failed" and "AuditError" not in (result.error or "")
+        assert result.steps["boom"].error == "RuntimeError: bad file file-\\udcff"
+        assert runner.store is not None
+        assert runner.store.get_steps(result.run_id)["boom"].status == "failed"
+    trail = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    failed = next(event for event in trail if event["kind"] == "step_failed")
+    assert failed["data"]["error"] == "RuntimeError: bad file file-\\udcff"
+    assert failed["data"]["log"][0]["message"] == "listing dir-\\udcfe"
+    assert "file-\\udcff" in failed["data"]["traceback"]
