@@ -211,8 +211,8 @@ class CommandFailed(CommandError):
         self.result = result
         self.returncode: int = result.returncode
         self.command: str = mask(str(result.command))
-        self.stderr_tail: str = mask(_tail(result.stderr or "", self.TAIL_LINES))
-        self.stdout_tail: str = mask(_tail(result.stdout or "", self.TAIL_LINES))
+        self.stderr_tail: str = _masked_tail(result.stderr or "", self.TAIL_LINES, mask)
+        self.stdout_tail: str = _masked_tail(result.stdout or "", self.TAIL_LINES, mask)
         tail = self.stderr_tail or self.stdout_tail
         super().__init__(
             f"command exited {self.returncode}: {self.command}" + (f"\n{tail}" if tail else "")
@@ -223,6 +223,21 @@ def _tail(text: str, lines: int, limit: int = 4000) -> str:
     """The last ``lines`` non-empty-trailing lines, at most ``limit`` characters."""
     kept = text.rstrip().splitlines()[-lines:]
     return "\n".join(kept)[-limit:]
+
+
+_MASKED_WINDOW = 1 << 20  # characters of output masked before its tail is cut
+
+
+def _masked_tail(text: str, lines: int, mask: Callable[[str], str]) -> str:
+    """``_tail`` of the masked text: masked first, since a cut can fall inside a secret and
+    leave a part that no longer masks. Only the end is masked (output can be gigabytes), far
+    more than the tail, so a secret the window's start cuts is never in what is kept; unless
+    masking shrank the window to the tail itself, and then all of it is masked."""
+    window = text[-_MASKED_WINDOW:]
+    masked = mask(window)
+    if len(window) < len(text) and len(masked) <= 2 * 4000:
+        masked = mask(text)
+    return _tail(masked, lines)
 
 
 def exit_code(exc: BaseException) -> int:

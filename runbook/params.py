@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbook.errors import DefinitionError, ParamError
-from runbook.redact import MIN_SECRET
+from runbook.redact import MIN_SECRET, Redactor, secret_values
 
 
 class _Required:
@@ -82,7 +82,7 @@ class ParamSpec:
                 shown = "***" if self.secret else repr(raw)
                 own = str(exc).strip() if typ not in _BUILTIN_TYPES else ""
                 if own and self.secret and str(raw):
-                    own = own.replace(str(raw), "***")
+                    own = Redactor([raw]).text(own)  # every form: a type may quote or encode it
                 why = f": {own}" if own else ""
                 raise ValueError(f"expected {self.type_name}, got {shown}{why}") from exc
         if self.choices is not None and value not in self.choices:
@@ -255,7 +255,9 @@ def resolve_params(
         except ValueError as exc:
             problems.append(f"parameter {name!r} from {source}: {exc}")
             continue
-        if spec.secret and values[name] is not None and len(str(values[name])) < MIN_SECRET:
+        if spec.secret and any(
+            len(str(v)) < MIN_SECRET for v in secret_values([values[name]]) if v is not None
+        ):
             problems.append(
                 f"parameter {name!r} from {source} is secret and must be at least {MIN_SECRET} "
                 "characters long: a shorter value cannot be masked in output without masking "

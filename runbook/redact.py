@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -59,22 +60,23 @@ def _base64_forms(secret: bytes) -> set[str]:
     return forms
 
 
-def _leaves(secrets: Iterable[Any]) -> Iterable[Any]:
+def secret_values(secrets: Iterable[Any]) -> Iterable[Any]:
     """Each secret value, a list's or a dict's items one by one (a ``secret=True`` list param
     is as many secrets: one of them is what a step puts in a message)."""
     for secret in secrets:
         if isinstance(secret, Mapping):
-            yield from _leaves(secret.values())
+            yield from secret_values(secret.values())
         elif isinstance(secret, list | tuple | set | frozenset):
-            yield from _leaves(secret)
+            yield from secret_values(secret)
         else:
             yield secret
 
 
 def _escaped_forms(secret: str) -> set[str]:
     """The secret as text quoting it writes it, where that differs from the secret: inside a
-    JSON string (``json.dumps``, ASCII-escaped or not) and a Python ``repr``, and each of those
-    quoted once more (a JSON document in a log line, a repr in a JSON error). A step's output
+    JSON string (``json.dumps``, ASCII-escaped or not), a Python ``repr`` and a shell word
+    (``shlex.quote``: a command's text), and each of those quoted once more (a JSON document in
+    a log line, a repr in a JSON error). A step's output
     that is JSON text, or an exception that repr's a password with a backslash or a quote in
     it, then masks like the plain form."""
     forms = {secret}
@@ -86,6 +88,7 @@ def _escaped_forms(secret: str) -> set[str]:
                 json.dumps(form)[1:-1],
                 json.dumps(form, ensure_ascii=False)[1:-1],
                 repr(form)[1:-1],
+                shlex.quote(form),
             )
         }
     forms.discard(secret)
@@ -96,7 +99,7 @@ class Redactor:
     """Masks a run's secrets in any JSON-like value. Falsy when there is nothing to mask."""
 
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
-        values = {str(s) for s in _leaves(secrets) if s is not None and str(s) != ""}
+        values = {str(s) for s in secret_values(secrets) if s is not None and str(s) != ""}
         self._secrets = frozenset(values)
         self._exact = frozenset(v.lower() for v in values)
         if not values:  # most runs have no secret: nothing to compile (every run makes one)

@@ -365,7 +365,8 @@ def parse_event(text: str | bytes) -> AuditEvent:
         if kinds is not None and (type(value) not in kinds):
             what = _JSON_NAMES.get(type(value), "a value")
             raise ValueError(f"field {name} is {what}, not {_FIELD_NAMES[name]}")
-    if (b"\\u" if isinstance(text, bytes) else "\\u") in text:  # escapes: maybe a surrogate
+    escaped = b"\\u" in text if isinstance(text, bytes) else "\\u" in text
+    if escaped:  # an escape: maybe a lone surrogate
         try:
             canonical_json(data).encode()
         except UnicodeEncodeError:

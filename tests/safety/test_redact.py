@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from runbook.errors import ParamError
+from runbook.errors import CommandFailed, ParamError
 from runbook.params import param, parse_assignments, resolve_params
 from runbook.redact import MASK, Redactor
+from runbook.resources import ShellResult
 
 SECRET = "s3cr3t/With+plus= é"
 
@@ -124,3 +126,36 @@ def test_non_utf8_values_are_usage_errors_without_the_value() -> None:
         parse_assignments([bad])
     with pytest.raises(ParamError, match=r"from \$RB_T: the value is not valid UTF-8"):
         _resolve(None, environ={"RB_T": "tok\udcfeen"})
+
+
+def test_a_secret_quoted_as_a_shell_word_is_masked() -> None:
+    secret = "it's-a-secret"
+    command = shlex.join(["false", secret])  # how a command's text is written
+    assert Redactor([secret]).text(f"command exited 1: {command}") == "command exited 1: false ***"
+
+
+def test_each_item_of_a_secret_list_must_be_long_enough_to_mask() -> None:
+    specs = {"keys": param("keys", type=list, secret=True)}
+    with pytest.raises(ParamError, match="'keys' from -p is secret and must be at least 4"):
+        resolve_params(specs, {"keys": "abcd-1,ef"})
+    assert resolve_params(specs, {"keys": "abcd-1,efgh"})["keys"] == ["abcd-1", "efgh"]
+
+
+def test_a_custom_type_s_message_quoting_a_secret_is_masked_in_every_form() -> None:
+    def token(raw: str) -> str:
+        encoded = base64.b64encode(raw.encode()).decode()
+        raise ValueError(f"not a token: {raw!r} (b64 {encoded})")
+
+    specs = {"token": param("token", type=token, secret=True)}
+    with pytest.raises(ParamError) as info:
+        resolve_params(specs, {"token": "plain'secret"})
+    message = str(info.value)
+    assert "plain" not in message and 'not a token: "***" (b64 ***)' in message, message
+
+
+def test_a_command_s_tail_cut_inside_a_secret_still_masks_it() -> None:
+    secret = "SuperSecretToken1234"
+    stderr = secret + "Y" * 3990  # the 4,000-character tail starts inside the secret
+    failed = CommandFailed(ShellResult("tool", 1, "", stderr), redact=Redactor([secret]).text)
+    assert failed.stderr_tail == "***" + "Y" * 3990
+    assert "Token1234" not in str(failed)
