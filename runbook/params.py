@@ -11,6 +11,7 @@ from typing import Any
 
 from runbook.errors import DefinitionError, ParamError
 from runbook.redact import MIN_SECRET, Redactor, secret_values
+from runbook.values import json_problem
 
 
 class _Required:
@@ -88,6 +89,14 @@ class ParamSpec:
         if self.choices is not None and value not in self.choices:
             shown = "***" if self.secret else repr(value)
             raise ValueError(f"{shown} is not one of {describe_choices(self.choices)}")
+        problem = json_problem(value)
+        if problem is not None:  # a run stores and audits its params, and resumes from them
+            shown = "***" if self.secret else repr(raw)
+            raise ValueError(
+                f"{shown} is {problem} as {self.type_name}, which is not JSON: a parameter is "
+                "stored and audited with its run, so it must be a string, a finite number, a "
+                "bool, a list or a dict"
+            )
         return value
 
     def describe_default(self) -> str:
@@ -127,6 +136,14 @@ def param(
     naming the caller's file and line: otherwise the mistake would surface only in the one run
     that does not pass the value.
     """
+    if name in _PARAMS_ATTRIBUTES:
+        caller = sys._getframe(1)
+        raise DefinitionError(
+            f"parameter {name!r}: params.{name} is a method of the params mapping, so a step "
+            f"would get the method, not the value: name the parameter otherwise",
+            file=caller.f_code.co_filename,
+            line=caller.f_lineno,
+        )
     if default is not REQUIRED and default is not None:
         default = _checked_default(name, type, default, choices, secret)
     return ParamSpec(
@@ -209,6 +226,10 @@ class Params(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Params({self.public()!r})"
+
+
+# What ``params.<name>`` finds before a parameter's value: the mapping's own methods.
+_PARAMS_ATTRIBUTES = frozenset(n for n in dir(Params) if not n.startswith("_"))
 
 
 def resolve_params(

@@ -16,43 +16,61 @@ _PLAIN = frozenset({type(None), bool, int})
 
 
 def output_problem(step: str, output: Any) -> TypeError | None:
-    """Why ``output`` cannot be a step's output, as the error to fail the step with, or None.
-
-    Text must be valid Unicode: a lone surrogate (``os.fsdecode`` of a file name that is not
-    UTF-8 makes one) has no UTF-8 form, so no trail or store could record the output."""
-    if type(output) in _PLAIN:
+    """Why ``output`` cannot be a step's output, as the error to fail the step with, or None."""
+    problem = json_problem(output)
+    if problem is None:
         return None
-    if isinstance(output, float) and math.isfinite(output):
-        return None
-    try:
-        if type(output) is str:
-            output.encode()
-        else:
-            json.dumps(output, allow_nan=False, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
+    if problem == NOT_UNICODE:
         return TypeError(
-            f"step {step!r} returned text that is not valid Unicode (a lone surrogate, as "
-            "os.fsdecode makes of bytes that are not UTF-8): return os.fsencode(...).decode("
+            f"step {step!r} returned text that is {NOT_UNICODE}: return os.fsencode(...).decode("
             "'utf-8', 'backslashreplace') or the bytes' hex instead"
         )
-    except ValueError as exc:
-        if "Out of range float" in str(exc):
-            return TypeError(
-                f"step {step!r} returned NaN or Infinity, which is not JSON: return None or a "
-                "string for a missing or unbounded measurement"
-            )
-        return _not_json(step, output)
-    except (TypeError, RecursionError):
-        return _not_json(step, output)
-    return None
-
-
-def _not_json(step: str, output: Any) -> TypeError:
+    if problem == NOT_FINITE:
+        return TypeError(
+            f"step {step!r} returned {NOT_FINITE}, which is not JSON: return None or a "
+            "string for a missing or unbounded measurement"
+        )
     return TypeError(
-        f"step {step!r} returned a {type(output).__name__}, which is not JSON-serialisable: "
+        f"step {step!r} returned {problem}, which is not JSON-serialisable: "
         "return dicts, lists, strings, numbers, booleans or None so the run can be stored and "
         "resumed"
     )
+
+
+NOT_UNICODE = (
+    "not valid Unicode (a lone surrogate, as os.fsdecode makes of bytes that are not UTF-8)"
+)
+NOT_FINITE = "NaN or Infinity"
+
+
+def json_problem(value: Any) -> str | None:
+    """What makes ``value`` not strict JSON, said for a message ("NaN or Infinity"), or None.
+
+    Step outputs and parameters both pass here: both are stored, audited and read back in
+    another process. Text must be valid Unicode: a lone surrogate (``os.fsdecode`` of a file
+    name that is not UTF-8 makes one) has no UTF-8 form, so no trail or store could record it."""
+    if type(value) in _PLAIN:
+        return None
+    if isinstance(value, float) and math.isfinite(value):
+        return None
+    try:
+        if type(value) is str:
+            value.encode()
+        else:
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return NOT_UNICODE
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            return NOT_FINITE
+        return _type_name(value)
+    except (TypeError, RecursionError):
+        return _type_name(value)
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return f"a {type(value).__name__}"
 
 
 def valid_text(text: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 from runbook import Runner, load
 from runbook import recovery as recovery_module
 from runbook.audit.memory import MemorySink
-from runbook.errors import AuditError, RunbookError, UsageError
+from runbook.errors import AuditError, ParamError, RunbookError, UsageError
 from runbook.executors.local import LocalExecutor
 from runbook.store.base import ApprovalRecord
 from runbook.store.memory import MemoryStore
@@ -722,7 +722,8 @@ def flaky():
     assert "step_retried" not in [e.kind for e in result.audit]  # nothing was built for it
 
 
-def test_a_non_finite_param_does_not_break_the_audit(write_runbook):
+def test_a_non_finite_param_is_refused_before_anything_is_recorded(write_runbook):
+    # It once ran: the audit wrote "NaN", the store a bare NaN no JSON reader accepts.
     source = """
 from runbook import param, step
 
@@ -734,7 +735,6 @@ def a(params):
 """
     rb = load(write_runbook(source))
     sink = MemorySink()
-    result = _runner(audit=[sink], params={"ratio": "nan"}).run(rb)
-    assert result.status == "succeeded", result.error
-    assert result.steps["a"].output == "nan"
-    assert [e.kind for e in sink.events()][-1] == "run_finished"
+    with pytest.raises(ParamError, match="'ratio' from -p: 'nan' is NaN or Infinity"):
+        _runner(audit=[sink], params={"ratio": "nan"}).run(rb)
+    assert list(sink.events()) == []

@@ -234,3 +234,29 @@ def test_a_key_given_twice_is_an_error_without_echoing_values():
         parse_assignments(["version=1", "version=hunter2"])
     assert info.value.problems == ["-p version is given more than once: give it once"]
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity"])
+def test_a_float_that_is_not_finite_is_refused_before_the_run(raw):
+    # NaN was stored as bare NaN (runs --json printed invalid JSON) and audited as "NaN".
+    with pytest.raises(ParamError, match=r"'rate' from -p: .* is NaN or Infinity as float"):
+        resolve_params(specs(param("rate", type=float)), {"rate": raw})
+    with pytest.raises(DefinitionError, match="NaN or Infinity"):
+        param("rate", type=float, default=float("nan"))
+    assert resolve_params(specs(param("rate", type=float)), {"rate": "1e3"})["rate"] == 1000.0
+
+
+def test_a_type_returning_what_a_run_cannot_store_is_a_param_error_not_a_store_error():
+    from pathlib import Path
+
+    with pytest.raises(ParamError, match=r"'where' from -p: '/tmp' is a PosixPath as Path"):
+        resolve_params(specs(param("where", type=Path)), {"where": "/tmp"})
+
+
+@pytest.mark.parametrize("name", ["keys", "items", "values", "get", "public"])
+def test_a_parameter_named_like_a_params_method_is_a_definition_error_at_its_line(name):
+    # params.keys was the mapping's method: a step got a bound method and failed far away.
+    with pytest.raises(DefinitionError, match=rf"params.{name} is a method") as info:
+        param(name)
+    assert info.value.file == __file__
+    assert param("key_names").name == "key_names"

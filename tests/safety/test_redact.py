@@ -135,10 +135,10 @@ def test_a_secret_quoted_as_a_shell_word_is_masked() -> None:
 
 
 def test_each_item_of_a_secret_list_must_be_long_enough_to_mask() -> None:
-    specs = {"keys": param("keys", type=list, secret=True)}
-    with pytest.raises(ParamError, match="'keys' from -p is secret and must be at least 4"):
-        resolve_params(specs, {"keys": "abcd-1,ef"})
-    assert resolve_params(specs, {"keys": "abcd-1,efgh"})["keys"] == ["abcd-1", "efgh"]
+    specs = {"tokens": param("tokens", type=list, secret=True)}
+    with pytest.raises(ParamError, match="'tokens' from -p is secret and must be at least 4"):
+        resolve_params(specs, {"tokens": "abcd-1,ef"})
+    assert resolve_params(specs, {"tokens": "abcd-1,efgh"})["tokens"] == ["abcd-1", "efgh"]
 
 
 def test_a_custom_type_s_message_quoting_a_secret_is_masked_in_every_form() -> None:
