@@ -169,7 +169,8 @@ class Shell:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
+                encoding="utf-8",  # not the locale's: a step sees the same text everywhere
+                errors="backslashreplace",  # bytes that are not UTF-8 stay visible, as \xff
                 cwd=cwd,
                 env=environ,
                 start_new_session=True,  # its own process group: a timeout kills all of it

@@ -174,3 +174,13 @@ def test_a_failure_quoting_a_lone_surrogate_is_recorded_with_its_escape(tmp_path
     assert failed["data"]["error"] == "RuntimeError: bad file file-\\udcff"
     assert failed["data"]["log"][0]["message"] == "listing dir-\\udcfe"
     assert "file-\\udcff" in failed["data"]["traceback"]
+
+
+def test_command_output_that_is_not_utf8_is_kept_escaped_not_a_decode_error() -> None:
+    # A binary or Latin-1 output (a log, a file name) failed the step with UnicodeDecodeError.
+    from runbook.clock import SystemClock
+    from runbook.resources import Shell
+
+    result = Shell(SystemClock())(["sh", "-c", r"printf 'caf\351\n'; printf '\377' >&2"])
+    assert (result.stdout, result.stderr) == ("caf\\xe9\n", "\\xff")
+    assert json.dumps(result.stdout).encode()  # storable, auditable: valid Unicode
