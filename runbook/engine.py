@@ -26,7 +26,7 @@ from random import Random
 from typing import Any
 
 from runbook import result as R
-from runbook import tracing
+from runbook import stdio, tracing
 from runbook.approvals import ApprovalPolicy
 from runbook.attempts import run_step
 from runbook.audit.pipeline import Recorder
@@ -167,8 +167,9 @@ class Execution:
         """The run, inside its ``runbook.run`` span (a no-op without opentelemetry-api)."""
         info = self.s.info
         self.starts.enter()
+        mask = self.s.redactor.text if self.s.redactor else None
         try:
-            with tracing.run_span(info.run_id, info.name, info.env) as span:
+            with stdio.masked(mask), tracing.run_span(info.run_id, info.name, info.env) as span:
                 result = await self._execute()
                 failed = result.status in (R.FAILED, R.ROLLED_BACK, R.ROLLBACK_FAILED)
                 span.set_status(result.status, result.error if failed else None)

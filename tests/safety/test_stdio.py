@@ -1,0 +1,107 @@
+"""What a step prints is masked like everything runbook writes itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runbook import stdio
+from runbook.redact import Redactor
+
+SECRET = "s3cr3t-token-value"
+
+
+def test_a_step_printing_a_secret_shows_it_masked_on_stdout_and_stderr(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").touch()
+    rb = tmp_path / "printing.py"
+    rb.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from runbook import param, step
+            token = param("token", secret=True, env="TOKEN")
+
+            @step
+            def sync_step(params):
+                print("token is", params.token)
+                sys.stderr.write("on stderr " + params.token[:9])
+                sys.stderr.write(params.token[9:] + "\\n")  # split across two writes
+
+            @step
+            async def async_step(params, sync_step):
+                print(f"async {params.token}", flush=True)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook", "exec", str(rb)],
+        cwd=tmp_path,
+        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert "token is ***" in done.stdout and "async ***" in done.stdout
+    assert "on stderr ***" in done.stderr
+
+
+def test_masking_ends_with_the_last_run_and_keeps_what_was_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    original = sys.stdout
+    with stdio.masked(Redactor(["first-secret"]).text):
+        with stdio.masked(Redactor(["second-secret"]).text):
+            print("a first-secret b second-secret")
+            print("held", end="")
+        assert isinstance(sys.stdout, stdio.MaskingStream)  # the first run is still on
+        print(" first-secret")
+    assert sys.stdout is original
+    assert capsys.readouterr().out == "a *** b ***\nheld ***\n"
+
+
+def test_a_flush_sends_a_partial_line_so_prompts_show() -> None:
+    class Inner:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.written.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    inner = Inner()
+    stream = stdio.MaskingStream(inner)  # type: ignore[arg-type]
+    with stdio.masked(Redactor(["the-secret"]).text):
+        stream.write("Approve? the-secret ")
+        assert inner.written == []
+        stream.flush()
+    assert inner.written == ["Approve? *** "]
+
+
+def test_a_run_without_secrets_leaves_the_streams_alone() -> None:
+    before = sys.stdout
+    with stdio.masked(None):
+        assert sys.stdout is before
+
+
+def test_a_stream_replaced_during_the_run_is_not_put_back_over(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    captured, replacement = sys.stdout, io.StringIO()
+    try:
+        with stdio.masked(Redactor(["the-secret"]).text):
+            sys.stdout = replacement
+        assert sys.stdout is replacement
+    finally:
+        sys.stdout = captured
