@@ -77,7 +77,14 @@ class WitnessCheck:
 
     def note(self) -> str | None:
         if not self.witnesses:
-            return None
+            if not self.store_runs:
+                return None
+            # Runs recorded to another trail (the config changed, or this is a copy): say that
+            # nothing proved this one complete, rather than nothing.
+            return (
+                "not proven complete: the run store holds runs but no witness of this trail "
+                "(they were recorded to another trail); a cut tail would not be found"
+            )
         n = len(self.witnesses)
         return f"the run store's witness of {n} run{'s' if n != 1 else ''} agrees"
 

@@ -130,3 +130,28 @@ def test_a_trail_reached_another_way_is_checked_against_the_same_witness(
     )
     assert result.exit_code == 1, result.output
     assert "truncated: the trail ends at seq 3" in result.output, result.output
+
+
+def test_a_trail_the_store_has_no_witness_of_says_it_is_not_proven_complete(
+    tmp_path: Path,
+) -> None:
+    # A copy of the trail (or one the runs were not recorded to) passed as plainly as a
+    # witnessed one: "ok: 12 events, chain intact", with its end cut or not.
+    run_twice(tmp_path, [f"jsonl://{tmp_path}/audit.jsonl"], None).close()
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "copy.jsonl").write_text("".join(lines[:3]))
+
+    def verify(trail: str) -> str:
+        result = CliRunner().invoke(
+            cli,
+            ["audit", "verify", "--sink", trail, "--store", f"sqlite:///{tmp_path}/runbook.db"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    copy = verify(f"jsonl://{tmp_path}/copy.jsonl")
+    assert "ok: 3 events, chain intact" in copy
+    assert "not proven complete: the run store holds runs but no witness of this trail" in copy
+    original = verify(f"jsonl://{tmp_path}/audit.jsonl")
+    assert "witness of 2 runs agrees" in original and "not proven" not in original
