@@ -118,9 +118,14 @@ async def _attempts(
     name, res, coord, clock = step.name, x.results[step.name], x.coord, x.clock
     locks, guarded = x.s.locks, (lock_name, x.run_lock)
     LOG.set(res.log)  # what the step logs through ``log`` is kept with its outcome
-    attempt = 0
+    # An attempt's number goes on from the attempts a resumed run recorded (an interrupted
+    # attempt was attempt 1: the retry is attempt 2 in the trail and the store); the retry
+    # budget counts this process's attempts: ``--retry-interrupted`` is a new try, and it gets
+    # the step's ``retries`` as a first run does.
+    before, tries = res.attempts, 0
     while True:
-        attempt += 1
+        tries += 1
+        attempt = before + tries
         coord.on_started(name, attempt)
         res.started_at = res.started_at or clock.now()
         exc: BaseException | None = None
@@ -175,8 +180,8 @@ async def _attempts(
                 data["log"] = list(res.log)
             return x.finish(name, event="step_succeeded", data=data)
         text = error_text(exc)
-        if coord.should_retry(name, attempt, lease_lost=isinstance(exc, LeaseLost)):
-            delay = coord.backoff(name, attempt, x.s.rng.random())
+        if coord.should_retry(name, tries, lease_lost=isinstance(exc, LeaseLost)):
+            delay = coord.backoff(name, tries, x.s.rng.random())
             data = {"attempt": attempt, "error": text, "delay": round(delay, 3)}
             x.emit("step_retried", name, data)
             await clock.asleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -141,3 +142,23 @@ def test_the_audit_trail_shows_the_resume(tmp_path: Path) -> None:
     assert "run_resumed" in kinds
     assert kinds[-1] == "run_finished"
     assert runner.sinks[0].verify().ok
+
+
+def test_a_retried_interrupted_step_is_the_next_attempt_in_store_and_trail(tmp_path: Path) -> None:
+    # The retry was recorded as attempt 1 again: two different "attempt 1" starts in the trail.
+    runner, run_id, log = _start_and_kill(tmp_path, idempotent=False)
+    log.with_suffix(".release").touch()
+    assert runner.resume(run_id, retry_interrupted=True).status == "succeeded"
+    assert runner.store.get_steps(run_id)["second"].attempts == 2
+    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    starts = [
+        e["data"]["attempt"]
+        for e in events
+        if e["kind"] == "step_started" and e["step"] == "second"
+    ]
+    assert starts == [1, 2]
+    assert [
+        e["data"]["attempt"]
+        for e in events
+        if e["kind"] == "step_succeeded" and e["step"] == "second"
+    ] == [2]
