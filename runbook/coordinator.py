@@ -36,6 +36,7 @@ from typing import Any
 from runbook import backoff as _backoff
 from runbook import result as R
 from runbook.collect import Arg, Runbook
+from runbook.plan import probes_of
 from runbook.result import StepResult
 
 # A step's dependents may be considered once it reached one of these (they then run or skip).
@@ -99,12 +100,29 @@ def automatic_decision(step: Any, *, rollback: bool, rolling: bool) -> str | Non
     return RERUN if step.options.idempotent else None
 
 
+def _inputs_of(runbook: Runbook) -> dict[str, tuple[str, ...]]:
+    """What each step waits for: its predecessors, and for a gate also every probe its plan
+    holds (``plan.probes_of``). A probe re-run on resume may sit behind a step that is done;
+    the gate waits for it, so its plan is checked against the probe's value now."""
+    out = {}
+    for name, step in runbook.steps.items():
+        inputs = step.predecessors
+        if step.options.approval is not None:
+            inputs = (*inputs, *(p for p in probes_of(runbook, name) if p not in inputs))
+        out[name] = inputs
+    return out
+
+
 class Coordinator:
     """State and decisions of one run over its DAG (see the module docstring)."""
 
     def __init__(self, runbook: Runbook) -> None:
         self.steps = runbook.steps
-        self._dependents = runbook.dependents()
+        self._inputs = _inputs_of(runbook)
+        self._dependents: dict[str, list[str]] = {name: [] for name in self.steps}
+        for name, inputs in self._inputs.items():
+            for p in inputs:
+                self._dependents[p].append(name)
         self.results: dict[str, StepResult] = {
             name: StepResult(name, kind=step.kind) for name, step in self.steps.items()
         }
@@ -135,7 +153,7 @@ class Coordinator:
         ``rerun``/``retry`` run it again, ``skip`` treats it as not run, ``cut off`` ends an
         interrupted step of a run that was rolling back as cancelled. ``cause`` is the stored
         reason a rollback had begun (``failed``/``cancelled``): the run goes on rolling back.
-        ``outputs`` receives the outputs of the succeeded steps.
+        ``outputs`` receives the outputs of the succeeded steps that do not run again.
         """
         decisions = decisions or {}
         changed = []
@@ -166,7 +184,10 @@ class Coordinator:
                     res.rollback = None  # runs again, in its place in the rollback order
                 changed.append(name)
             elif decision in (RERUN, RETRY):
-                # A new attempt: its time starts now, not when the dead process started it.
+                # A new attempt: its time starts now, not when the dead process started it, and
+                # it has no output until it gives one (a re-run probe that fails is not its old
+                # value: a gate's plan would match the approved one).
+                outputs.pop(name, None)
                 res.status, res.started_at, res.finished_at, res.duration = (
                     R.PENDING,
                     None,
@@ -237,12 +258,12 @@ class Coordinator:
     def start(self) -> None:
         """Count each step's unfinished inputs; queue the steps that have none."""
         results, waiting, ready = self.results, self._waiting, self._ready
-        for name, step in self.steps.items():
+        for name in self.steps:
             if results[name].status in DONE_LIKE:
                 self._released.add(name)
                 continue  # an awaiting gate is not done: it is re-checked once its inputs are
             count = 0
-            for p in step.predecessors:
+            for p in self._inputs[name]:
                 if results[p].status not in DONE_LIKE:
                     count += 1
             waiting[name] = count

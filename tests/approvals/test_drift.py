@@ -7,7 +7,7 @@ import json
 from runbook.store.base import ApprovalRecord
 from runbook.store.sqlite import SqliteStore
 
-from .conftest import Project
+from .conftest import RUNBOOK, Project
 
 
 def store(project: Project) -> SqliteStore:
@@ -168,3 +168,54 @@ def test_an_approval_counts_only_while_its_approver_still_may_approve(project: P
     assert "may not approve" in refused["data"]["reason"]
     assert project.approve(run_id, "carol").exit_code == 0
     assert project.resume(run_id, "carol").exit_code == 0
+
+
+# switch reads the probe only through sized.
+INDIRECT = (
+    RUNBOOK[: RUNBOOK.index("@step(approval=GATE)")]
+    + """@step
+def sized(replicas):
+    return replicas
+
+
+@step(approval=GATE)
+def switch(prepare, sized):
+    _log("switch")
+    return sized
+"""
+)
+
+
+def test_a_probe_reached_through_another_step_is_checked_for_drift(project: Project) -> None:
+    """switch depends on sized, sized on the probe replicas: replicas is in switch's plan,
+    so a changed replicas pauses switch again, as when switch reads it directly."""
+    project.write(source=INDIRECT)
+    run_id = project.start(env="stage")
+    (asked,) = project.events("approval_requested", run_id)
+    assert asked["data"]["plan"]["probes"] == {"replicas": 3}
+    assert project.invoke("approve", run_id, actor="bob").exit_code == 0
+    project.set_replicas(7)
+    done = project.resume(run_id, "bob")
+    assert done.exit_code == 3, done.output
+    assert "switch" not in project.journal
+    asked = project.events("approval_requested", run_id)
+    assert len(asked) == 2
+    assert "probe replicas: approved 3, now 7" in asked[1]["data"]["reason"]
+    assert asked[1]["data"]["plan_hash"] != asked[0]["data"]["plan_hash"]
+
+
+def test_a_probe_that_fails_when_run_again_does_not_keep_its_approved_value(
+    project: Project,
+) -> None:
+    """An optional probe behind another step fails on resume: the gate's plan holds no value
+    for it now, not the one approved, so the gate asks again instead of acting."""
+    project.write(source=INDIRECT.replace("@probe\n", "@probe(required=False)\n"))
+    run_id = project.start(env="stage")
+    assert project.invoke("approve", run_id, actor="bob").exit_code == 0
+    (project.root / "replicas.txt").write_text("unreadable")
+    done = project.resume(run_id, "bob")
+    assert done.exit_code == 3, done.output
+    assert "switch" not in project.journal
+    asked = project.events("approval_requested", run_id)
+    assert len(asked) == 2
+    assert "probe replicas: approved 3, now null" in asked[1]["data"]["reason"]
