@@ -115,3 +115,76 @@ def test_url_values_stay_one_component(payload: str) -> None:
 
 def test_url_encodes_separators() -> None:
     assert url("http://h/{a}/{b}", a="../admin", b="x?y#z") == "http://h/..%2Fadmin/x%3Fy%23z"
+
+
+# -- a placeholder where shlex.quote cannot keep it one word -------------------------------------
+
+BREAKOUTS = ["'; touch X; '", '"; touch X; "', "\ntouch X\n", "`touch X`", "$(touch X)"]
+
+
+@pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ("echo '{n}'", "inside single quotes"),
+        ("echo 'hello {n}!'", "inside single quotes"),
+        ('grep "{n}" file', "inside double quotes"),
+        ('echo "$HOME/{n}"', "inside double quotes"),
+        ("echo $'{n}'", "inside $'...' quotes"),
+        ('echo $"{n}"', "inside double quotes"),
+        ("echo `cat {n}`", "inside backticks"),
+        ('echo "$(cat `echo {n}`)"', "inside backticks"),
+        ("echo ${{X:-{n}}}", "inside ${...}"),
+        ("echo ${n}", "right after $"),
+        ("echo \\{n}", "right after a backslash"),
+        ("echo hi # {n}", "in a comment"),
+        ("cat <<EOF\nhi {n}\nEOF", "in a here-document"),
+        ("cat <<-'EOF' >f\n\tx\n\t{n}\n\tEOF", "in a here-document"),
+        ("cat <<{n}", "in a here-document"),
+    ],
+)
+@pytest.mark.parametrize("value", BREAKOUTS)
+def test_a_placeholder_the_shell_would_not_read_as_one_word_is_refused(
+    template: str, where: str, value: str
+) -> None:
+    with pytest.raises(UnsafeCommand) as info:
+        build(template, {"n": value})
+    message = str(info.value)
+    assert "\n" not in message  # one line
+    assert f"placeholder {{n}} is {where}" in message
+    assert "touch X" not in message  # the value is never shown
+
+
+def test_the_refusal_of_a_quoted_placeholder_says_to_remove_the_quotes() -> None:
+    with pytest.raises(
+        UnsafeCommand, match="remove the quotes: each placeholder is quoted for you"
+    ):
+        build("echo '{name}'", {"name": "x"})
+    with pytest.raises(UnsafeCommand, match=r"remove the quotes.*grep \{pattern\} file"):
+        build('grep "{pattern}" file', {"pattern": "a b"})
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("echo 'lit' {n} \"lit\"", ["echo", "lit", "V", "lit"]),
+        ("echo it\\'s {n}", ["echo", "it's", "V"]),
+        ('echo "a\\"b" {n}', ["echo", 'a"b', "V"]),
+        ("awk '{{print $1}}' {n}", ["awk", "{print $1}", "V"]),
+        ("echo a#b {n}", ["echo", "a#b", "V"]),
+        ("echo x # a comment\necho {n}", None),
+        ("cat <<EOF\nhi 'there'\nEOF\necho {n}", None),
+        ("cat <<-EOF\n\thi\n\tEOF\necho {n}", None),
+        ("cat <<< {n}", None),
+        ("echo $(printf %s {n})", None),
+        ('echo "$(printf %s {n})"', None),
+        ("echo $((1 + 2)) {n}", None),
+        ("echo $HOME {n}", None),
+        ("f() {{ echo {n}; }}; f", None),
+    ],
+)
+def test_placeholders_outside_quotes_still_build(template: str, words: list | None) -> None:
+    value = "'; touch X; \"`$(x)`\n"
+    cmd = build(template, {"n": value})
+    assert cmd.script is not None
+    if words is not None:
+        assert shlex.split(cmd.script) == [value if w == "V" else w for w in words]

@@ -146,3 +146,31 @@ def test_objects_without_runbook_bind_are_given_as_they_are() -> None:
     double = mock.MagicMock()
     assert bound_to_run(double, ctx=object()) is double  # looked up on the type, not the mock
     assert bound_to_run("db-conn", ctx=object()) == "db-conn"
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        ("shell(\"echo '{v}'\", v=params.version)", "single"),
+        ("ssh('web-1', 'grep \"{v}\" /etc/release', v=params.version)", "double"),
+    ],
+)
+def test_the_fakes_refuse_a_quoted_placeholder_like_shell_and_ssh(
+    runbook_runner, tmp_path: Path, call: str, where: str
+) -> None:
+    path = _runbook(
+        tmp_path,
+        f"""
+        from runbook import param, step
+        version = param("version")
+
+        @step
+        def a(shell, ssh, params):
+            {call}
+        """,
+    )
+    result = runbook_runner.run(path, version="1.0'; touch /tmp/pwned; '")
+    assert result.status == "failed"
+    error = result.steps["a"].error
+    assert error.startswith("UnsafeCommand: ") and f"{{v}} is inside {where} quotes" in error
+    assert runbook_runner.shell.calls == [] and runbook_runner.ssh.calls == []

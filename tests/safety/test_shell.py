@@ -195,6 +195,60 @@ def test_unsafe_opt_out_runs_as_written_and_is_audited(tmp_path: Path, marker: P
     assert event.data == {"command": f"echo one && touch {marker}", "via": "shell.unsafe"}
 
 
+QUOTED = [
+    ("single", "echo '{v}'", "'; touch {x}; '"),
+    ("double", 'grep "{v}" /dev/null', '"; touch {x}; "'),
+    ("comment", "true # {v}", "\ntouch {x}\n"),
+    ("heredoc", "cat <<EOF\n{v}\nEOF", "$(touch {x})"),
+]
+
+
+@pytest.mark.parametrize(("name", "template", "payload"), QUOTED, ids=[q[0] for q in QUOTED])
+def test_a_quoted_placeholder_is_refused_before_anything_runs(
+    tmp_path: Path, marker: Path, name: str, template: str, payload: str
+) -> None:
+    path = _runbook(
+        tmp_path,
+        f"""
+        from runbook import param, step
+        v = param("v")
+
+        @step
+        def a(shell, params):
+            shell("touch {marker}.ran")  # a command before: the step did run until the template
+            shell({template!r}, v=params.v)
+        """,
+    )
+    result = _run(path, params={"v": payload.format(x=marker)})
+    assert result.status == "failed"
+    error = result.steps["a"].error
+    assert error.startswith("UnsafeCommand: ") and "placeholder {v} is" in error
+    assert Path(f"{marker}.ran").exists()
+    assert not marker.exists()
+
+
+def test_placeholders_next_to_quotes_comments_and_heredocs_stay_one_word(
+    tmp_path: Path, marker: Path
+) -> None:
+    path = _runbook(
+        tmp_path,
+        """
+        from runbook import param, step
+        v = param("v")
+
+        @step
+        def a(shell, params):
+            script = "cat <<'EOF'\\nit's\\nEOF\\n# a comment\\nprintf '[%s]' \\"x\\"{v}'y' # {{v}}"
+            return shell(script, v=params.v).stdout
+        """,
+    )
+    value = f"'; touch {marker}; \"`$(touch {marker})`\ntouch {marker}\n"
+    result = _run(path, params={"v": value})
+    assert result.status == "succeeded", result.error
+    assert result.steps["a"].output == f"it's\n[x{value}y]"
+    assert not marker.exists()
+
+
 # -- timeouts, environment, results, failures ---------------------------------------------------
 
 

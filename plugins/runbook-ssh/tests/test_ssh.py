@@ -132,6 +132,26 @@ def test_a_metacharacter_param_over_ssh_does_not_execute(project, fleet, tmp_pat
     assert not marker.exists()
 
 
+def test_a_quoted_placeholder_over_ssh_is_refused_before_it_runs(project, fleet, tmp_path):
+    marker = tmp_path / "pwned"
+    path = write(
+        project,
+        fleet,
+        """
+        @step
+        def quoted(ssh, params):
+            ssh("web-1", DEPLOYCTL + " install '{v}'", v=params.version)
+        """,
+    )
+    result = run(project, path, params={"version": f"2.0'; touch {marker}; '"})
+    assert result.steps["quoted"].status == "failed"
+    error = error_of(result, "quoted")
+    assert error.startswith("UnsafeCommand: ") and "{v} is inside single quotes" in error
+    assert "remove the quotes" in error
+    assert fleet.by_name("web-1").version() is None
+    assert not marker.exists()
+
+
 def test_an_unknown_host_key_is_refused(project, fleet):
     lines = fleet.known_hosts.read_text().splitlines()
     fleet.known_hosts.write_text(
