@@ -6,9 +6,10 @@ commands (``shell``, the fleet's ``ssh``) or builds URLs (``http``):
 * ``build(["deployctl", "install", svc])``: an argv list, run with no shell at all.
 * ``build("deployctl install {svc}", {"svc": svc})``: a template for ``/bin/sh`` whose every
   placeholder is ``shlex.quote``-d, so a value is always one word, never code.
-* ``find_trap(text, tainted)``: the f-string trap. A *string* command that already contains,
-  verbatim, a param or step output with characters outside ``[A-Za-z0-9_./:=@%+,-]`` was built by
-  interpolation; ``unsafe_command`` explains it and shows the safe form.
+* ``find_trap(text, tainted)`` (``TrapIndex`` for a run's many commands): the f-string trap. A
+  *string* command that already contains, verbatim, a param or step output (any of them, at any
+  depth) with characters outside ``[A-Za-z0-9_./:=@%+,-]`` was built by interpolation;
+  ``unsafe_command`` explains it and shows the safe form.
 * ``url("http://api/{svc}/deploy?v={version}", svc=..., version=...)``: each placeholder
   percent-encoded as one path segment or query value, so ``/``, ``?``, ``&`` or ``#`` in a value
   cannot change which resource is addressed.
@@ -33,8 +34,6 @@ from runbook.errors import CommandError, UnsafeCommand
 SAFE_CHARS = "A-Za-z0-9_./:=@%+,-"
 _UNSAFE = re.compile(f"[^{SAFE_CHARS}]")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
-_MAX_VALUES = 2000  # outputs are walked to this many strings at most (bounded cost per call)
-_MAX_DEPTH = 6
 
 
 @dataclass(frozen=True)
@@ -431,38 +430,90 @@ def placeholders(template: str) -> list[str]:
 
 
 def tainted_values(params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[Tainted]:
-    """Every param value and step output string of the run that a shell would read as code."""
-    found: list[Tainted] = []
-    for name, value in params.items():
-        for path, text in _strings(value):
-            found.append(Tainted(f"param {name!r}{path}", text, _ident(name)))
-    for step, output in outputs.items():
-        for path, text in _strings(output):
-            last = re.findall(r"\[([^\]]+)\]", path)
-            found.append(
-                Tainted(
-                    f"output of step {step!r}{path}",
-                    text,
-                    _ident(last[-1].strip("'\"") if last else step),
-                )
-            )
-            if len(found) >= _MAX_VALUES:
-                return found
+    """Every param value and step output string of the run that a shell would read as code.
+
+    All of them, at any depth, and the keys of mappings too: there is no cap past which a value
+    goes unchecked (``TrapIndex`` makes checking many of them cheap).
+    """
+    found = [t for name, value in params.items() for t in param_values(name, value)]
+    found += [t for step, output in outputs.items() for t in output_values(step, output)]
     return found
 
 
-def _strings(value: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
-    if depth > _MAX_DEPTH:
-        return
-    if isinstance(value, str):
-        if len(value.strip()) >= 2 and _UNSAFE.search(value):
-            yield path, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _strings(item, f"{path}[{key!r}]", depth + 1)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]", depth + 1)
+def param_values(name: str, value: Any) -> list[Tainted]:
+    """The tainted strings of one param: its text, and each item's of a list or dict."""
+    return [
+        Tainted(f"param {name!r}{path}", text, _ident(name)) for path, text, _ in _strings(value)
+    ]
+
+
+def output_values(step: str, output: Any) -> list[Tainted]:
+    """The tainted strings of one step's output, each named by where it sits in it."""
+    return [
+        Tainted(f"output of step {step!r}{path}", text, _ident(last if last is not None else step))
+        for path, text, last in _strings(output)
+    ]
+
+
+def _strings(value: Any) -> Iterator[tuple[str, str, str | None]]:
+    """``(path, text, last key)`` of every string in ``value`` a shell would read as code.
+
+    Iterative (no recursion limit, no depth cap); a container met twice is walked once. Keys of
+    mappings count (``{hostile: 1}``); a leaf that is not a string (a ``Path``, a param type's
+    object) counts as its ``str()``, the text an f-string writes of it. Paths are built per
+    container, and a leaf's only when it is tainted: most leaves of a large output cost one test.
+    """
+    stack: list[tuple[Any, str, str | None]] = [(value, "", None)]
+    seen: set[int] = set()
+    while stack:
+        item, path, last = stack.pop()
+        if not _is_container(item):
+            if _is_tainted(text := _text(item)):
+                yield path, text, last
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        keyed = isinstance(item, Mapping)
+        nested: list[tuple[Any, str, str | None]] = []
+        for key, child in item.items() if keyed else enumerate(item):
+            if keyed and _is_tainted(text := _text(key)):
+                yield f"{path} key {key!r}", text, "key"
+            kind = type(child)
+            if kind in _SCALARS:
+                continue
+            where = f"{path}[{key!r}]" if keyed else f"{path}[{key}]"
+            if kind is str:
+                if _is_tainted(child):
+                    yield where, child, str(key)
+            else:
+                nested.append((child, where, str(key)))
+        stack.extend(reversed(nested))
+
+
+_SCALARS = frozenset({type(None), bool, int, float})  # their text is made of safe characters
+
+
+def _is_container(item: Any) -> bool:
+    kind = type(item)
+    if kind is str or kind in _SCALARS:
+        return False
+    return isinstance(item, dict | list | tuple | Mapping | set | frozenset)
+
+
+def _text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if type(item) in _SCALARS:
+        return ""
+    try:
+        return str(item)
+    except Exception:  # an f-string could not write it either
+        return ""
+
+
+def _is_tainted(text: str) -> bool:
+    return len(text.strip()) >= 2 and _UNSAFE.search(text) is not None
 
 
 def _ident(text: str) -> str:
@@ -487,9 +538,54 @@ def command_scripts(command: Command) -> list[str]:
 
 
 def find_trap(text: str, tainted: Iterable[Tainted]) -> Tainted | None:
-    """The first run value with shell metacharacters that appears verbatim in ``text``."""
-    hits = [t for t in tainted if t.value in text]
-    return max(hits, key=lambda t: len(t.value)) if hits else None
+    """The longest run value with shell metacharacters that appears verbatim in ``text``."""
+    return TrapIndex(tainted).find(text)
+
+
+class TrapIndex:
+    """A run's tainted values, grouped by length, so one command is checked against all of
+    them in time that grows with the command, not with the values' count times its length.
+
+    For each length, whichever is cheaper: look each value up in the command (``str.find`` in
+    C), or slice the command into every window of that length and intersect that set with the
+    values'. Either way every value is checked: there is no cap. ``add`` is incremental, so a run
+    indexes each param and each step's output once (``runbook.guard``).
+    """
+
+    def __init__(self, tainted: Iterable[Tainted] = ()) -> None:
+        self._groups: dict[int, dict[str, tuple[int, Tainted]]] = {}
+        self._lengths: list[int] = []  # longest first: the first group with a hit names it
+        self.count = 0
+        self.add(tainted)
+
+    def add(self, tainted: Iterable[Tainted]) -> None:
+        for t in tainted:
+            group = self._groups.get(len(t.value))
+            if group is None:
+                group = self._groups[len(t.value)] = {}
+                self._lengths = sorted(self._groups, reverse=True)
+            if t.value not in group:  # the first source of a value names it
+                group[t.value] = (self.count, t)
+                self.count += 1
+
+    def find(self, text: str) -> Tainted | None:
+        """The longest value found verbatim in ``text`` (of equal ones, the first added)."""
+        size = len(text)
+        for length in self._lengths:
+            if length > size:
+                continue
+            group = self._groups[length]
+            windows = size - length + 1
+            if len(group) * (200 + size) <= windows * (500 + 2 * length):
+                hit = next(filter(text.__contains__, group), None)
+                if hit is not None:
+                    return group[hit][1]
+            else:
+                cuts = map(slice, range(windows), range(length, size + 1))
+                hits = group.keys() & set(map(text.__getitem__, cuts))
+                if hits:
+                    return min((group[h] for h in hits), key=lambda entry: entry[0])[1]
+        return None
 
 
 def unsafe_command(

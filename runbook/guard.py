@@ -10,7 +10,9 @@ command ``pytest --runbooks`` accepts offline is exactly a command production ac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runbook import commands
@@ -78,9 +80,7 @@ def _audit(ctx: Any, data: dict[str, Any]) -> None:
 
 def _refused(script: str, cmd: commands.Command, ctx: Any, call: str, prefix: str) -> bool:
     """Raise for the trap in ``script``; under protection ``none`` warn, audit, and say so."""
-    params = getattr(ctx, "params", None) or {}
-    tainted = commands.tainted_values(params, getattr(ctx, "outputs", None) or {})
-    hit = commands.find_trap(script, tainted)
+    hit = _run_values(ctx).find(script)
     if hit is None:
         return False
     error = commands.unsafe_command(
@@ -91,3 +91,50 @@ def _refused(script: str, cmd: commands.Command, ctx: Any, call: str, prefix: st
     log.warning("%s", mask(ctx, f"protection none, running anyway: {error}"))
     _audit(ctx, {"command": mask(ctx, cmd.text), "via": "protection none", "source": hit.source})
     return True
+
+
+class _RunValues:
+    """One run's ``TrapIndex``: each param and each step's output is walked once, when the first
+    command after it is checked, instead of every value at every command."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.params: Any = None
+        self.seen: dict[str, Any] = {}  # step -> the output object indexed
+        self.index = commands.TrapIndex()
+
+    def update(self, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> commands.TrapIndex:
+        with self.lock:
+            stale = params is not self.params or len(outputs) < len(self.seen)
+            if not stale:
+                stale = any(
+                    step in outputs and outputs[step] is not output
+                    for step, output in self.seen.items()
+                )
+            if stale:  # a new run's params, or an output replaced: start again
+                self.params, self.seen, self.index = params, {}, commands.TrapIndex()
+                for name, value in params.items():
+                    self.index.add(commands.param_values(name, value))
+            for step, output in list(outputs.items()):
+                if step not in self.seen:
+                    self.index.add(commands.output_values(step, output))
+                    self.seen[step] = output
+            return self.index
+
+
+_RUNS: weakref.WeakKeyDictionary[Any, _RunValues] = weakref.WeakKeyDictionary()
+_RUNS_LOCK = threading.Lock()
+
+
+def _run_values(ctx: Any) -> commands.TrapIndex:
+    """The trap index of ``ctx``'s run, brought up to date with the outputs so far."""
+    params = getattr(ctx, "params", None) or {}
+    outputs = getattr(ctx, "outputs", None) or {}
+    try:
+        with _RUNS_LOCK:
+            state = _RUNS.get(ctx)
+            if state is None:
+                state = _RUNS[ctx] = _RunValues()
+    except TypeError:  # a ctx that cannot be weakly referenced (a test's stand-in): no cache
+        state = _RunValues()
+    return state.update(params, outputs)

@@ -188,3 +188,30 @@ def test_placeholders_outside_quotes_still_build(template: str, words: list | No
     assert cmd.script is not None
     if words is not None:
         assert shlex.split(cmd.script) == [value if w == "V" else w for w in words]
+
+
+def test_tainted_values_have_no_cap_on_count_or_depth() -> None:
+    many = {"plan": [f"item {i}" for i in range(5000)]}
+    assert len(tainted_values({}, many)) == 5000
+    deep: object = "a b"
+    for _ in range(50):
+        deep = {"k": [deep]}
+    [found] = tainted_values({}, {"plan": deep})
+    assert found.value == "a b" and found.source.count("['k'][0]") == 50
+    [key] = tainted_values({}, {"plan": {"web 1": 1}})
+    assert (key.source, key.value) == ("output of step 'plan' key 'web 1'", "web 1")
+
+
+def test_trap_index_finds_what_a_plain_search_finds() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "ab ;'"
+    for _ in range(300):
+        values = ["".join(rng.choices(alphabet, k=rng.randint(2, 6))) for _ in range(40)]
+        tainted = [Tainted(f"param 'p{i}'", v, f"p{i}") for i, v in enumerate(values)]
+        tainted = [t for t in tainted if len(t.value.strip()) >= 2 and set(t.value) & set(" ;'")]
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 400)))
+        hits = [t for t in tainted if t.value in text]
+        expected = max(hits, key=lambda t: len(t.value)) if hits else None
+        assert commands.TrapIndex(tainted).find(text) == expected

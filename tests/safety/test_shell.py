@@ -123,6 +123,78 @@ def test_trap_covers_step_outputs(tmp_path: Path, marker: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("output", "pick"),
+    [
+        # many values: the hostile one is the last of 5000 strings a shell would read as code
+        ("[f'item {i}; x' for i in range(4999)] + [HOSTILE]", "plan[-1]"),
+        # deep: twelve levels of nesting
+        ("functools.reduce(lambda v, _: {'k': [v]}, range(12), HOSTILE)", "dig(plan)"),
+        # a key, not a value
+        ("{HOSTILE: 1}", "next(iter(plan))"),
+    ],
+    ids=["many", "deep", "key"],
+)
+def test_trap_covers_every_value_of_an_output(
+    tmp_path: Path, marker: Path, output: str, pick: str
+) -> None:
+    path = _runbook(
+        tmp_path,
+        f"""
+        import functools
+        from runbook import step
+
+        HOSTILE = "green; touch {marker}"
+
+        def dig(v):
+            while not isinstance(v, str):
+                v = v["k"][0]
+            return v
+
+        @step
+        def plan():
+            return {output}
+
+        @step
+        def stage(plan, shell):
+            shell("echo " + {pick})
+        """,
+    )
+    result = _run(path)
+    assert result.status == "failed"
+    error = result.steps["stage"].error
+    assert error.startswith("UnsafeCommand: ") and "output of step 'plan'" in error
+    assert not marker.exists()
+
+
+def test_trap_covers_many_params_and_a_path_param(tmp_path: Path, marker: Path) -> None:
+    path = _runbook(
+        tmp_path,
+        """
+        from pathlib import Path
+        from runbook import param, step
+        names = param("names", type=lambda raw: raw.split(","), default="a")
+        folder = param("folder", type=Path, default="/tmp")
+
+        @step
+        def many(shell, params):
+            shell("echo " + params.names[-1])
+
+        @step(after=[many])
+        def path(shell, params):
+            shell(f"ls {params.folder}")
+        """,
+    )
+    names = ",".join([f"n {i}" for i in range(3000)] + [f"x; touch {marker}"])
+    error = _run(path, params={"names": names}).steps["many"].error
+    assert error.startswith("UnsafeCommand: ") and "param 'names'[3000]" in error
+    # a Path (any param type whose text an f-string writes) is checked as its text
+    error = _run(path, params={"folder": f"/tmp/a; touch {marker}"}).steps["path"].error
+    assert error is not None and error.startswith("UnsafeCommand: ")
+    assert "param 'folder'" in error
+    assert not marker.exists()
+
+
 def test_trap_covers_sh_c_in_an_argv(tmp_path: Path, marker: Path) -> None:
     path = _runbook(
         tmp_path,
