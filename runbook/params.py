@@ -89,13 +89,13 @@ class ParamSpec:
         if self.choices is not None and value not in self.choices:
             shown = "***" if self.secret else repr(value)
             raise ValueError(f"{shown} is not one of {describe_choices(self.choices)}")
-        problem = json_problem(value)
+        problem = json_problem(stored_form(value))
         if problem is not None:  # a run stores and audits its params, and resumes from them
             shown = "***" if self.secret else repr(raw)
             raise ValueError(
                 f"{shown} is {problem} as {self.type_name}, which is not JSON: a parameter is "
-                "stored and audited with its run, so it must be a string, a finite number, a "
-                "bool, a list or a dict"
+                "stored and audited with its run, so it must be a string, a path, a finite "
+                "number, a bool, a list or a dict"
             )
         return value
 
@@ -187,6 +187,12 @@ def _same(value: Any) -> Any:
     return value
 
 
+def stored_form(value: Any) -> Any:
+    """A value as its run stores and audits it: a path (``type=Path``) as its text, which its
+    type converts back on resume; every other value as it is (``convert`` checked it is JSON)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 class Params(Mapping[str, Any]):
     """The resolved parameter values, with attribute access (``params.version``)."""
 
@@ -222,7 +228,9 @@ class Params(Mapping[str, Any]):
 
     def public(self) -> dict[str, Any]:
         """The values with secrets replaced by ``***``: what audit, store and output may see."""
-        return {k: ("***" if k in self._secret else v) for k, v in self._values.items()}
+        return {
+            k: ("***" if k in self._secret else stored_form(v)) for k, v in self._values.items()
+        }
 
     def __repr__(self) -> str:
         return f"Params({self.public()!r})"

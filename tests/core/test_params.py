@@ -247,10 +247,18 @@ def test_a_float_that_is_not_finite_is_refused_before_the_run(raw):
 
 
 def test_a_type_returning_what_a_run_cannot_store_is_a_param_error_not_a_store_error():
+    from decimal import Decimal
+
+    with pytest.raises(ParamError, match=r"'amount' from -p: '1.5' is a Decimal as Decimal"):
+        resolve_params(specs(param("amount", type=Decimal)), {"amount": "1.5"})
+
+
+def test_a_path_param_is_a_path_to_steps_and_its_text_in_the_record():
     from pathlib import Path
 
-    with pytest.raises(ParamError, match=r"'where' from -p: '/tmp' is a PosixPath as Path"):
-        resolve_params(specs(param("where", type=Path)), {"where": "/tmp"})
+    params = resolve_params(specs(param("where", type=Path)), {"where": "/srv/app"})
+    assert params.where == Path("/srv/app")
+    assert params.public() == {"where": "/srv/app"}  # what the store and the trail get
 
 
 @pytest.mark.parametrize("name", ["keys", "items", "values", "get", "public"])
@@ -260,3 +268,24 @@ def test_a_parameter_named_like_a_params_method_is_a_definition_error_at_its_lin
         param(name)
     assert info.value.file == __file__
     assert param("key_names").name == "key_names"
+
+
+def test_a_path_param_runs_on_the_sqlite_store_stored_as_its_text(tmp_path):
+    # The store refused it: "params is not JSON-serialisable (Object of type PosixPath ...)".
+    from runbook import Runner, load
+
+    rb = tmp_path / "paths.py"
+    rb.write_text(
+        "from pathlib import Path\n"
+        "from runbook import param, step\n"
+        "where = param('where', type=Path)\n"
+        "@step\n"
+        "def kind(params):\n"
+        "    return type(params.where).__name__ + ':' + str(params.where)\n"
+    )
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    with Runner(store=store, audit=[], locks=None, actor="a", params={"where": "/srv"}) as r:
+        result = r.run(load(rb))
+        assert result.status == "succeeded", result.error
+        assert result.steps["kind"].output == "PosixPath:/srv"
+        assert r.store.get_run(result.run_id).params == {"where": "/srv"}
