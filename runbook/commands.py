@@ -157,6 +157,19 @@ def render(template: str, values: Mapping[str, Any], quote_value: Callable[[str]
     return "".join(out)
 
 
+def output_text(data: bytes) -> str:
+    """A command's output as text, the same over ``shell`` and ``ssh``: UTF-8 (not the locale's
+    encoding), with each byte that is not UTF-8 kept visible as its escape (``caf\\xe9``), so a
+    Latin-1 log or a binary byte neither fails the step nor is lost."""
+    return data.decode("utf-8", "backslashreplace")
+
+
+def input_bytes(text: str | None) -> bytes | None:
+    """What ``input=`` sends a command: UTF-8, and text ``os.fsdecode`` made of bytes that are
+    not UTF-8 sent as those bytes again."""
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
 def placeholders(template: str) -> list[str]:
     """The root names of a template's placeholders (``{plan[target]}`` -> ``plan``)."""
     try:

@@ -169,8 +169,6 @@ class Shell:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                encoding="utf-8",  # not the locale's: a step sees the same text everywhere
-                errors="backslashreplace",  # bytes that are not UTF-8 stay visible, as \xff
                 cwd=cwd,
                 env=environ,
                 start_new_session=True,  # its own process group: a timeout kills all of it
@@ -180,7 +178,7 @@ class Shell:
                 self._mask(f"cannot run {cmd.text}: {exc.strerror or exc}")
             ) from None
         try:
-            stdout, stderr = proc.communicate(input, timeout=limit)
+            stdout, stderr = proc.communicate(commands.input_bytes(input), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise StepTimeout(
@@ -190,14 +188,18 @@ class Shell:
             _kill_group(proc)
             raise
         result = ShellResult(
-            cmd.text, proc.returncode, stdout, stderr, round(time.monotonic() - began, 6)
+            cmd.text,
+            proc.returncode,
+            commands.output_text(stdout),
+            commands.output_text(stderr),
+            round(time.monotonic() - began, 6),
         )
         if check and proc.returncode != 0:
             raise CommandFailed(result, redact=self._mask)
         return result
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):

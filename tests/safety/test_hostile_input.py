@@ -184,3 +184,12 @@ def test_command_output_that_is_not_utf8_is_kept_escaped_not_a_decode_error() ->
     result = Shell(SystemClock())(["sh", "-c", r"printf 'caf\351\n'; printf '\377' >&2"])
     assert (result.stdout, result.stderr) == ("caf\\xe9\n", "\\xff")
     assert json.dumps(result.stdout).encode()  # storable, auditable: valid Unicode
+
+
+def test_input_text_os_fsdecode_made_is_sent_as_its_bytes() -> None:
+    from runbook.clock import SystemClock
+    from runbook.resources import Shell
+
+    name = os.fsdecode(b"file-\xff")  # 'file-\udcff': no UTF-8 form
+    result = Shell(SystemClock())(["od", "-An", "-tx1"], input=name)
+    assert result.stdout.split() == ["66", "69", "6c", "65", "2d", "ff"]

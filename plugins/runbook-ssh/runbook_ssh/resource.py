@@ -28,6 +28,7 @@ import asyncssh
 
 from runbook import guard, tracing
 from runbook.clock import remaining
+from runbook.commands import input_bytes, output_text
 from runbook.errors import HostUnreachable, RunbookError, StepTimeout
 from runbook.resources import SSHResult, remote_command_failed
 from runbook_ssh.pool import LoopThread, Pool
@@ -177,14 +178,14 @@ class SSH:
         conn, sessions = await self.pool.session(host)
         async with sessions:
             try:
-                proc = await conn.create_process(wire, encoding="utf-8", errors="replace")
+                proc = await conn.create_process(wire, encoding=None)  # bytes: output_text decodes
             except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
                 self.pool.forget(host)
                 raise HostUnreachable(
                     host.name, f"cannot open a session: {getattr(exc, 'reason', exc)}"
                 ) from None
             try:
-                stdout, stderr = await asyncio.wait_for(proc.communicate(input), limit)
+                stdout, stderr = await asyncio.wait_for(proc.communicate(input_bytes(input)), limit)
             except TimeoutError:
                 await _stop(proc)
                 raise StepTimeout(
@@ -203,8 +204,8 @@ class SSH:
         result = SSHResult(
             command=text,
             returncode=status if status is not None and status >= 0 else 255,
-            stdout=str(stdout or ""),
-            stderr=str(stderr or ""),
+            stdout=output_text(stdout or b""),
+            stderr=output_text(stderr or b""),
             duration=round(time.monotonic() - began, 6),
             host=host.name,
         )

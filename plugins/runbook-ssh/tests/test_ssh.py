@@ -100,6 +100,22 @@ def test_result_and_failure_have_the_shape_of_shell(project, fleet):
     assert error.endswith("first\ndisk full")
 
 
+def test_output_that_is_not_utf8_is_escaped_as_shell_escapes_it(project, fleet):
+    # It came back with U+FFFD in place of each byte: the byte was lost, unlike over shell.
+    path = write(
+        project,
+        fleet,
+        r"""
+        @step
+        def probe(ssh):
+            res = ssh("web-1", ["sh", "-c", "printf 'caf\\351'; printf '\\377' >&2"])
+            return [res.stdout, res.stderr]
+        """,
+    )
+    result = run(project, path)
+    assert result.steps["probe"].output == ["caf\\xe9", "\\xff"], result.steps["probe"].error
+
+
 def test_a_metacharacter_param_over_ssh_does_not_execute(project, fleet, tmp_path):
     marker = tmp_path / "pwned"
     hostile = f"2.0; touch {marker}"
