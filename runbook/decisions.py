@@ -19,8 +19,8 @@ from runbook import result as R
 from runbook import signing
 from runbook.approvals import Rules, counted, gate_state, waiting_gate
 from runbook.envs import EnvRules
-from runbook.errors import ApprovalError, RunbookError, UsageError
-from runbook.identity import normalize
+from runbook.errors import ApprovalError, ConfigError, RunbookError, UsageError
+from runbook.identity import GROUP_PREFIX, normalize
 from runbook.store.base import ApprovalRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -213,6 +213,9 @@ class Decisions:
                 f"runbook): `runbook resume {run_id}` puts it up for approval again",
             )
         env = self.envs.rules(record.env)
+        undefined = undefined_group(approval, env.approvers, env.groups, name)
+        if undefined:
+            self.refuse(record, "granted", name, claimed, undefined, ConfigError)
         rules = Rules(approval, record.actor, env.approvers, env.groups, run_id, name)
         digest = state["plan_hash"]
         who, data = self.prove(
@@ -229,9 +232,6 @@ class Decisions:
         if reason:
             self.refuse(record, "granted", name, who, reason)
         data.update(rules=approval.rules(), runbook_sha256=rb.sha256)
-        self.store.add_approval(
-            ApprovalRecord(run_id, name, who, "granted", comment, self.clock.now(), False, data)
-        )
         granted = [*prior, who]
         satisfied = rules.satisfied(granted)
         event = {
@@ -242,7 +242,12 @@ class Decisions:
             "satisfied": satisfied,
             **{k: v for k, v in data.items() if k not in ("rules", "runbook_sha256")},
         }
+        # Audited before it is stored: a trail that refuses the event leaves no approval that
+        # counts and was never audited (a crash in between leaves an event and no approval).
         durable.recorder_for(record).emit("approval_granted", name, event, actor=who)
+        self.store.add_approval(
+            ApprovalRecord(run_id, name, who, "granted", comment, self.clock.now(), False, data)
+        )
         return {
             "run_id": run_id,
             "step": name,
@@ -294,36 +299,40 @@ class Decisions:
         actor: str | None,
         key: str | Path | None,
     ) -> tuple[str, dict[str, dict[str, Any]]]:
-        """Check a deny/cancel: strict envs allow it to the approvers and initiator only, and a
-        ``signers`` env needs it signed (one signature per waiting gate). Returns who decided
-        and the data to record per gate."""
+        """Check a deny/cancel: a ``signers`` env needs it signed (one signature per waiting
+        gate), and strict envs allow it to the approvers and initiator only, judged on who is
+        proven to decide (the signature's principal), not on the name claimed. Returns who
+        decided and the data to record per gate."""
         env = self.envs.rules(record.env)
         claimed = actor or self.durable.actor()
         steps = self.store.get_steps(record.run_id)
         waiting = [n for n, s in steps.items() if s.status == R.AWAITING_APPROVAL]
-        gates = [n for n in rb.steps if rb.steps[n].options.approval is not None]
-        if env.protection.level == "strict":
+        first = waiting[0] if waiting else None
+        strict = env.protection.level == "strict"
+        rules: list[Rules] = []
+        if strict:
+            gates = [n for n in rb.steps if rb.steps[n].options.approval is not None]
             considered = [n for n in waiting or gates if n in rb.steps]
+            for name in considered:
+                undefined = undefined_group(
+                    rb.steps[name].options.approval, env.approvers, env.groups, name
+                )
+                if undefined:
+                    self.refuse(record, decision, first, claimed, undefined, ConfigError)
             rules = [
                 Rules(rb.steps[n].options.approval, record.actor, env.approvers, env.groups)
                 for n in considered
             ] or [Rules(_any_gate(), record.actor, env.approvers, env.groups)]
-            if not any(r.may_decide(claimed) for r in rules):
-                self.refuse(
-                    record,
-                    decision,
-                    waiting[0] if waiting else None,
-                    claimed,
-                    f"in env {env.name!r} (strict) only the run's initiator ({record.actor}) and "
-                    f"its approvers may {DECISION_WORDS.get(decision, decision)} it; "
-                    f"{claimed} is neither",
-                )
+        if strict and (actor or env.signers is None):
+            # A name given (or, without signers, the one recorded) is judged before signing;
+            # a signature's principal is judged again below once it is proven.
+            self._may_settle(record, env, rules, decision, first, claimed, claimed)
         proofs: dict[str, dict[str, Any]] = {}
         who = claimed
         targets = waiting if decision == "denied" else [""]
-        for name in targets:
+        for name in targets or [""]:  # a deny with no gate waiting is proven all the same
             state = gate_state(record.options, name) if name else None
-            who, proofs[name] = self.prove(
+            who, data = self.prove(
                 record,
                 env,
                 decision=decision,
@@ -332,7 +341,53 @@ class Decisions:
                 claimed=actor,
                 key=signing_key(key) if env.signers else _given(key),
             )
+            if name in targets:
+                proofs[name] = data
+        if strict:
+            self._may_settle(record, env, rules, decision, first, claimed, who)
         return who, proofs
+
+    def _may_settle(
+        self,
+        record: RunRecord,
+        env: EnvRules,
+        rules: Sequence[Rules],
+        decision: str,
+        step: str | None,
+        claimed: str,
+        who: str,
+    ) -> None:
+        """Refuse (audited) a strict env's deny/cancel by ``who``: not initiator nor approver."""
+        if not any(r.may_decide(who) for r in rules):
+            self.refuse(
+                record,
+                decision,
+                step,
+                claimed,
+                f"in env {env.name!r} (strict) only the run's initiator ({record.actor}) and "
+                f"its approvers may {DECISION_WORDS.get(decision, decision)} it; "
+                f"{who} is neither",
+            )
+
+
+def undefined_group(approval: Any, env_approvers: Sequence[str], groups: Any, gate: str) -> str:
+    """Why a gate's rules cannot be judged: a group they name (``Approval(groups=[...])``,
+    ``group:NAME`` in its approvers or the env's) that ``[tool.runbook.groups]`` does not
+    define; empty when every one is defined. Pure, checked before anything is counted or
+    written: a typo must neither open nor close a gate."""
+    named = [
+        entry[len(GROUP_PREFIX) :]
+        for entry in (approval.approvers or env_approvers)
+        if entry.startswith(GROUP_PREFIX)
+    ]
+    missing = [g for g in dict.fromkeys([*named, *approval.groups]) if g not in groups]
+    if not missing:
+        return ""
+    known = ", ".join(sorted(groups)) or "none configured"
+    return (
+        f"gate {gate!r} names group {missing[0]!r}, which the config does not define "
+        f"([tool.runbook.groups]: {known})"
+    )
 
 
 def _any_gate() -> Any:

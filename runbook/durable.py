@@ -331,13 +331,14 @@ class DurableRuns:
         )
         recorder = self.recorder_for(record)
         for name, data in proofs.items():
+            # Audited before it is stored (runbook.decisions.approve): no denial without its event.
+            recorder.emit(
+                "approval_denied", name, {"reason": reason, "approver": who, **data}, actor=who
+            )
             store.add_approval(
                 ApprovalRecord(
                     run_id, name, who, "denied", reason, self.providers.clock.now(), False, data
                 )
-            )
-            recorder.emit(
-                "approval_denied", name, {"reason": reason, "approver": who, **data}, actor=who
             )
         return await self.settle(record, rb, deny=True, actor=who)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .conftest import RUNBOOK, Project
+import pytest
+
+from runbook.config import load_config
+from runbook.errors import ApprovalError
+from runbook.runner import Runner
+
+from .conftest import RUNBOOK, Project, signers_line
 
 TWO_GATES = (
     RUNBOOK
@@ -97,3 +103,47 @@ def test_show_with_one_of_two_gates_approved_names_the_other(project: Project) -
     assert f"next: runbook approve {run_id} --step notify_users" in shown
     assert "--step switch\n" not in shown.split("gate notify_users")[1]
     assert f"then: runbook resume {run_id}" in shown
+
+
+@pytest.mark.parametrize("decision", ["deny", "cancel"])
+def test_in_strict_the_signer_is_authorized_not_the_name_the_runner_acts_as(
+    project: Project, decision: str
+) -> None:
+    """mallory's key is in allowed_signers but mallory is no approver: a deny or cancel she
+    signs is hers, so it is refused, though the runner's default actor is the initiator."""
+    run_id = project.start(actor="alice")
+    signers = project.root / "allowed_signers"
+    signers.write_text(
+        signers.read_text() + signers_line("mallory", project.keys.public("mallory"))
+    )
+    key = str(project.keys.private("mallory"))
+    refused = pytest.raises(ApprovalError, match=r"initiator \(alice\).*mallory is neither")
+    config = load_config(project.root)
+    with Runner.from_config(config, env="prod", actor="alice") as runner, refused:
+        if decision == "deny":
+            runner.deny(run_id, reason="no", sign=key)
+        else:
+            runner.cancel(run_id, sign=key)
+    (refused,) = project.events("approval_refused", run_id)
+    assert "mallory is neither" in refused["data"]["reason"]
+    assert project.events("approval_denied", run_id) == []
+    assert project.events("run_cancelled", run_id) == []
+    assert "paused" in project.invoke("show", run_id).stdout
+
+
+def test_approving_a_gate_whose_group_is_not_configured_is_one_line_and_stores_nothing(
+    project: Project,
+) -> None:
+    project.write('Approval(groups=["dbas"])')  # a typo of dba
+    run_id = project.start(actor="alice", env="stage")
+    done = project.invoke("approve", run_id, actor="bob")
+    assert done.exit_code == 2
+    assert done.stderr == (
+        "runbook: error: gate 'switch' names group 'dbas', which the config does not define "
+        "([tool.runbook.groups]: dba, sre)\n"
+    )
+    assert project.events("approval_granted", run_id) == []
+    (refused,) = project.events("approval_refused", run_id)
+    assert refused["data"]["claimed_actor"] == "bob" and "'dbas'" in refused["data"]["reason"]
+    with Runner.from_config(load_config(project.root), env="stage") as runner:
+        assert runner.store.approvals(run_id) == []
