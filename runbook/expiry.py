@@ -12,11 +12,13 @@ week later by someone who no longer knows what it was.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
-from runbook.approvals import gate_state
+from runbook.approvals import gate_state, save_gate
+from runbook.errors import RunbookError
 from runbook.store.base import ApprovalRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -44,13 +46,30 @@ def due(durable: DurableRuns, record: RunRecord, now: datetime) -> list[tuple[st
     return out
 
 
+def expiry_of(name: str, state: dict[str, Any]) -> tuple[str, str]:
+    """What an expired gate's ``on_timeout`` does (``deny``/``fail``), and the reason in words."""
+    action = state.get("on_timeout") or "deny"
+    return action, f"approval of {name!r} expired at {state['deadline']} ({action})"
+
+
+def recorded(state: dict[str, Any]) -> tuple[str, str] | None:
+    """The action and reason of an expiry already recorded for this gate's plan (the mark
+    ``{"expired": {"action", "reason"}}`` in its state), else None. A gate put up for approval
+    again has a new state, without the mark."""
+    mark = state.get("expired")
+    if isinstance(mark, dict) and isinstance(mark.get("action"), str):
+        return mark["action"], str(mark.get("reason", ""))
+    return None
+
+
 def record_expiry(
     store: Any, recorder: Any, run_id: str, name: str, state: dict[str, Any], now: datetime
 ) -> tuple[str, str]:
     """Record that gate ``name`` expired: ``approval_expired`` by ``runbook`` and, for ``deny``,
-    a denial in the store. Return the action (``deny``/``fail``) and the reason in words.
-    Shared by the commands here and by an executor that keeps the deadline as a timer."""
-    action = state.get("on_timeout") or "deny"
+    a denial in the store (after the event: an audit refusal leaves no denial). Return the
+    action (``deny``/``fail``) and the reason in words. Shared by the commands here and by an
+    executor that keeps the deadline as a timer."""
+    action, reason = expiry_of(name, state)
     recorder.emit(
         "approval_expired",
         name,
@@ -62,7 +81,6 @@ def record_expiry(
         },
         actor=ACTOR,
     )
-    reason = f"approval of {name!r} expired at {state['deadline']} ({action})"
     if action != "fail":
         store.add_approval(
             ApprovalRecord(
@@ -86,6 +104,46 @@ def driven_elsewhere(record: RunRecord) -> bool:
     return isinstance(url, str) and url.partition(":")[0] not in ("", "local")
 
 
+def record_due(
+    durable: DurableRuns,
+    record: RunRecord,
+    expired: list[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> tuple[RunRecord, list[str], dict[str, str]]:
+    """Record each expired gate once: a gate whose expiry is recorded already (its run could
+    not be settled then: its runbook is gone) is not recorded again. Returns the run as stored
+    now (with the marks), one message per gate, and the reasons of the gates that fail."""
+    store = durable.providers.require_store()
+    recorder = durable.recorder_for(record)
+    messages, failed = [], {}
+    for name, state in expired:
+        done = recorded(state)
+        if done is None:  # the event first, then the store's denial, then the mark
+            done = record_expiry(store, recorder, record.run_id, name, state, now)
+            mark = {"action": done[0], "reason": done[1]}
+            save_gate(store, record.run_id, name, {**state, "expired": mark})
+        action, reason = done
+        if action == "fail":
+            failed[name] = reason
+        messages.append(f"run {record.run_id}: {reason}")
+    return store.get_run(record.run_id), messages, failed
+
+
+async def asettle_expired(
+    durable: DurableRuns, record: RunRecord, failed: dict[str, str], *, guarded: bool = True
+) -> None:
+    """Settle a run whose expired gates are recorded (``record_due``): denied or failed."""
+    rb = durable.load_run(record)
+
+    async def settle() -> Any:
+        return await durable.settle(record, rb, deny=True, actor=ACTOR, failed_gates=failed)
+
+    if guarded:
+        await durable.guarded(record.run_id, ACTOR, settle)
+    else:
+        await settle()
+
+
 async def aapply_expired(
     durable: DurableRuns, record: RunRecord, *, guarded: bool = True
 ) -> list[str]:
@@ -97,23 +155,8 @@ async def aapply_expired(
     expired = [] if driven_elsewhere(record) else due(durable, record, now)
     if not expired:
         return []
-    store = durable.providers.require_store()
-    recorder = durable.recorder_for(record)
-    messages, failed = [], {}
-    for name, state in expired:
-        action, reason = record_expiry(store, recorder, record.run_id, name, state, now)
-        if action == "fail":
-            failed[name] = reason
-        messages.append(f"run {record.run_id}: {reason}")
-    rb = durable.load_run(record)
-
-    async def settle() -> Any:
-        return await durable.settle(record, rb, deny=True, actor=ACTOR, failed_gates=failed)
-
-    if guarded:
-        await durable.guarded(record.run_id, ACTOR, settle)
-    else:
-        await settle()
+    record, messages, failed = record_due(durable, record, expired, now)
+    await asettle_expired(durable, record, failed, guarded=guarded)
     return messages
 
 
@@ -124,9 +167,34 @@ def apply_expired(durable: DurableRuns, record: RunRecord) -> list[str]:
     return asyncio.run(aapply_expired(durable, record))
 
 
-def sweep(durable: DurableRuns, *, limit: int = 10_000) -> list[str]:
-    """Apply every expired timeout of every paused run (``runbook sweep``)."""
-    messages = []
+@dataclass
+class Swept:
+    """What ``runbook sweep`` did: a message per gate decided, and per run it could not settle
+    one problem (its expiry stays recorded, once) with the error, whose exit code the command
+    ends with."""
+
+    expired: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str, RunbookError]] = field(default_factory=list)  # id, line, error
+
+
+def sweep(durable: DurableRuns, *, limit: int = 10_000) -> Swept:
+    """Apply every expired timeout of every paused run (``runbook sweep``). A run that cannot be
+    settled (its runbook is gone, another process holds it) is one problem; the others are
+    still swept."""
+    out = Swept()
     for record in durable.providers.require_store().list_runs(status=R.PAUSED, limit=limit):
-        messages.extend(apply_expired(durable, record))
-    return messages
+        now = durable.providers.clock.now()
+        expired = [] if driven_elsewhere(record) else due(durable, record, now)
+        if not expired:
+            continue
+        messages: list[str] = []
+        try:
+            record, messages, failed = record_due(durable, record, expired, now)
+            asyncio.run(asettle_expired(durable, record, failed))
+        except RunbookError as exc:
+            said = "; ".join(m.removeprefix(f"run {record.run_id}: ") for m in messages)
+            line = f"run {record.run_id}: {said + '; not settled: ' if said else ''}{exc}"
+            out.problems.append((record.run_id, line, exc))
+            continue
+        out.expired.extend(messages)
+    return out

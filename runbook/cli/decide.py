@@ -10,6 +10,7 @@ the actor is the principal the signature verifies as. A refused decision is audi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +118,27 @@ def sweep(as_json: bool, store_url: str | None, config_path: Path | None) -> Non
     Each expired gate is recorded as `approval_expired` by the actor `runbook` and its run is
     settled (denied or failed, as the gate says), rolling back what completed.
     """
+    from runbook.errors import exit_code
     from runbook.expiry import sweep as apply_all
 
     runner, _ = _runner(store_url, config_path, json_output=True)
-    messages = apply_all(runner.durable)
+    swept = apply_all(runner.durable)
     if as_json:
-        doc: dict[str, Any] = {"schema": "runbook.sweep/1", "expired": messages}
+        doc: dict[str, Any] = {
+            "schema": "runbook.sweep/1",
+            "expired": swept.expired,
+            "problems": [{"run_id": run_id, "error": line} for run_id, line, _ in swept.problems],
+        }
         click.echo(json.dumps(doc, indent=2))
-        return
-    for line in messages:
-        click.echo(line)
-    click.echo(f"{len(messages)} expired gate(s) decided" if messages else "nothing expired")
+    else:
+        for line in swept.expired:
+            click.echo(line)
+        decided = f"{len(swept.expired)} expired gate(s) decided"
+        click.echo(decided if swept.expired or swept.problems else "nothing expired")
+    if swept.problems:
+        for _, line, _ in swept.problems:
+            click.echo(f"runbook: error: {line}", err=True)
+        sys.exit(exit_code(swept.problems[0][2]))
 
 
 COMMANDS = [approve, deny, cancel, sweep]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -72,3 +73,39 @@ def test_the_engine_records_the_deadline_from_its_own_clock(project: Project) ->
         result = runner.run(project.root / "deploy.py")
     (asked,) = [e for e in result.audit if e.kind == "approval_requested"]
     assert asked.data["deadline"] == "2030-01-01T01:30:00+00:00"
+
+
+def test_sweep_reports_a_run_whose_runbook_is_gone_and_sweeps_the_others(project: Project) -> None:
+    """The gone run's expiry is recorded once (not at every sweep), one line says why it is not
+    settled, the runs before and after it are settled, and the exit code is that problem's."""
+    project.write('Approval(timeout="4h", on_timeout="deny")')
+    older = started_hours_ago(project, 6)
+    gone_path = project.root / "gone.py"
+    gone_path.write_text((project.root / "deploy.py").read_text())
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=5), freeze=False)
+    with Runner.from_config(load_config(project.root), env="stage", clock=clock) as runner:
+        gone = runner.run(gone_path).run_id
+    newer = started_hours_ago(project, 5)
+    gone_path.unlink()
+    for _ in range(2):
+        done = project.invoke("sweep")
+        assert done.exit_code == 2, done.output
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"runbook: error: run {gone}: approval of 'switch' expired")
+        assert "not settled" in line and "gone.py" in line
+        assert len(project.events("approval_expired", gone)) == 1
+    for run_id in (older, newer):
+        (expired,) = project.events("approval_expired", run_id)
+        assert expired["data"]["on_timeout"] == "deny"
+        finished = project.events("run_finished", run_id)[-1]
+        assert finished["data"]["status"] in ("failed", "rolled_back")
+    with Runner.from_config(load_config(project.root), env="stage") as runner:
+        assert len(runner.store.approvals(gone, "switch")) == 1  # the expiry's denial, once
+        assert runner.store.get_run(gone).status == "paused"
+    as_json = project.invoke("sweep", "--json")
+    assert as_json.exit_code == 2
+    doc = json.loads(as_json.stdout)
+    assert doc["expired"] == [] and [p["run_id"] for p in doc["problems"]] == [gone]
+    shown = project.invoke("show", gone)  # touching the run does not record it again either
+    assert shown.exit_code == 2 and "gone.py" in shown.stderr
+    assert len(project.events("approval_expired", gone)) == 1
