@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,6 +23,7 @@ from runbook.context import RunInfo
 from runbook.errors import MetricsError, UsageError
 from runbook.metrics.exposition import Sample, parse, render, run_samples
 from runbook.result import RunResult
+from runbook.urls import parse_url
 
 GROUP_LABELS = ("runbook", "env")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -49,11 +49,12 @@ class PushGateway:
     def __init__(
         self, url: str, *, timeout: float = 5.0, now: Callable[[], datetime] = _now
     ) -> None:
-        parts = urlsplit(url.removeprefix("pushgateway+"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"metrics: expected pushgateway+http://HOST:PORT, got {parts.scheme}")
-        port = f":{parts.port}" if parts.port else ""
-        self.base = f"{parts.scheme}://{parts.hostname}{port}{parts.path.rstrip('/')}"
+        parsed = parse_url(url, "metrics")
+        parts, scheme = parsed.parts, parsed.parts.scheme.removeprefix("pushgateway+")
+        if scheme not in ("http", "https") or not parsed.host:
+            raise UsageError(f"metrics: expected pushgateway+http://HOST:PORT, got {scheme}")
+        port = f":{parsed.port}" if parsed.port else ""
+        self.base = f"{scheme}://{parts.hostname}{port}{parts.path.rstrip('/')}"
         self.where = f"{parts.hostname}{port}"  # for messages: never the credentials
         auth = (parts.username or "", parts.password or "") if parts.username else None
         self.client = httpx.Client(timeout=timeout, auth=auth)

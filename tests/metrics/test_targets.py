@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook.errors import MetricsError, UsageError
+from runbook.errors import ConfigError, MetricsError, UsageError
 from runbook.metrics import PushGateway, TextFile, open_metrics, parse
 from runbook.metrics.exposition import Sample
 
@@ -96,6 +96,21 @@ def test_textfile_target_writes_the_collectors_format_and_counts(tmp_path: Path,
 def test_bad_metrics_urls_are_usage_errors(url: str) -> None:
     with pytest.raises(UsageError, match="metrics"):
         open_metrics(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("pushgateway+http://ops:hunter22@h:notaport", "the port is not a number"),
+        ("pushgateway+http://h:99999", "the port must be from 1 to 65535"),
+        ("pushgateway+http://[::1:9091", "an IPv6 host needs both its brackets"),
+    ],
+)
+def test_a_malformed_pushgateway_host_or_port_is_a_config_error(url: str, problem: str) -> None:
+    """Was urllib's ValueError, a traceback from ``runbook exec``."""
+    with pytest.raises(ConfigError) as info:
+        open_metrics(url)
+    assert str(info.value).startswith(f"metrics: pushgateway+http://***: {problem}")
 
 
 def test_sample_of_sorts_labels() -> None:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
+from runbook import urls
 from runbook.errors import ConfigError, NotificationError
 from runbook.notify import Message, TransientNotificationError
 from runbook.redact import Redactor
@@ -56,7 +57,8 @@ class SmtpSettings:
 
 
 def parse_url(url: str, options: dict[str, Any]) -> SmtpSettings:
-    parts = urlsplit(url)
+    parsed = urls.parse_url(url, "notify")
+    parts = parsed.parts
     if parts.scheme != "smtp" or not parts.hostname:
         raise ConfigError("email notifier URL must look like smtp://[user@]host[:port]?to=a@b")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -94,8 +96,8 @@ def parse_url(url: str, options: dict[str, Any]) -> SmtpSettings:
         raise ConfigError(
             f"smtp://{parts.hostname}: user {user!r} needs a password; set password_env=VAR"
         )
+    port = parsed.port or (587 if starttls else 25)
     try:
-        port = parts.port or (587 if starttls else 25)
         timeout = float(merged.get("timeout", 10.0))
     except ValueError as exc:
         raise ConfigError(f"smtp://{parts.hostname}: {exc}") from None

@@ -296,6 +296,8 @@ def test_connection_refused_goes_the_failure_path(monkeypatch):
         ("smtp://127.0.0.1:25?to=a@b&password_env=RB_SURELY_UNSET", "RB_SURELY_UNSET"),
         ("smtp://127.0.0.1:25?to=a@b&tls=1", "unknown parameter(s) tls"),
         ("smtp://?to=a@b", "must look like"),
+        ("smtp://h:99999?to=a@b", "notify: smtp://***: the port must be from 1 to 65535"),
+        ("smtp://[::1?to=a@b", "notify: smtp://***: an IPv6 host needs both its brackets"),
     ],
 )
 def test_configuration_errors(url: str, needle: str, monkeypatch):

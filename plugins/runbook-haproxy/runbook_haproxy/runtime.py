@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
-from runbook.errors import RunbookError, UsageError
+from runbook.errors import ConfigError, RunbookError, UsageError
+from runbook.urls import parse_url, redact_url
 
 # Backend and server names as HAProxy accepts them; anything else (``;``, spaces, newlines) could
 # smuggle a second command into the line, so it is refused before any byte is sent.
@@ -41,31 +42,33 @@ class Address:
 
     @classmethod
     def from_url(cls, url: str) -> Address:
-        parts = urlsplit(url)
+        """``url`` checked without connecting: a ``ConfigError`` naming the router setting."""
+        parsed = parse_url(url, "router")
+        parts = parsed.parts
+
+        def bad(problem: str) -> ConfigError:
+            return ConfigError(f"router: {redact_url(url)}: {problem}")
+
         query = parse_qs(parts.query)
         unknown = sorted(set(query) - {"timeout"})
         if unknown:
-            raise UsageError(f"router URL {url!r}: unknown option(s) {', '.join(unknown)}")
+            raise bad(f"unknown option(s) {', '.join(unknown)}")
         try:
             timeout = float(query.get("timeout", ["5"])[-1])
         except ValueError:
-            raise UsageError(f"router URL {url!r}: timeout must be seconds") from None
+            raise bad("timeout must be seconds") from None
         if timeout <= 0:
-            raise UsageError(f"router URL {url!r}: timeout must be > 0")
+            raise bad("timeout must be > 0")
         scheme = parts.scheme.lower()
         if scheme == "haproxy+unix":
             if not parts.path:
-                raise UsageError(f"router URL {url!r} has no socket path (haproxy+unix:///PATH)")
+                raise bad("has no socket path (haproxy+unix:///PATH)")
             return cls(path=parts.path, timeout=timeout)
         if scheme != "haproxy":
-            raise UsageError(f"router URL {url!r}: expected haproxy:// or haproxy+unix://")
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None:
-            raise UsageError(f"router URL {url!r} needs a host and a port (haproxy://HOST:PORT)")
-        return cls(host=parts.hostname, port=port, timeout=timeout)
+            raise bad("expected haproxy:// or haproxy+unix://")
+        if not parsed.host or parsed.port is None:
+            raise bad("needs a host and a port (haproxy://HOST:PORT)")
+        return cls(host=parsed.host, port=parsed.port, timeout=timeout)
 
     def __str__(self) -> str:
         return self.path if self.path else f"{self.host}:{self.port}"

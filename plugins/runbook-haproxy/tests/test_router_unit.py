@@ -43,7 +43,9 @@ def test_urls(url: str, expected: Address) -> None:
     [
         ("haproxy://127.0.0.1", "needs a host and a port"),
         ("haproxy://:9999", "needs a host and a port"),
-        ("haproxy://127.0.0.1:99999", "needs a host and a port"),
+        ("haproxy://127.0.0.1:99999", "router: haproxy://127.0.0.1:***: the port must be from 1"),
+        ("haproxy://127.0.0.1:notaport", "router: haproxy://127.0.0.1:***: the port is not a n"),
+        ("haproxy://[::1:9999", "router: haproxy://***: an IPv6 host needs both its brackets"),
         ("haproxy+unix://", "has no socket path"),
         ("haproxy://127.0.0.1:9999?timeout=0", "timeout must be > 0"),
         ("haproxy://127.0.0.1:9999?timeout=soon", "timeout must be seconds"),

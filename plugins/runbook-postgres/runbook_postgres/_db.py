@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, LiteralString
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from runbook.errors import ConfigError, RunbookError
-from runbook.urls import redact_url
+from runbook.urls import parse_url, redact_url
 
 DEFAULT_SCHEMA = "runbook"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -79,8 +79,10 @@ class PgTarget:
         return tuple(sorted(params.items()))
 
     @classmethod
-    def parse(cls, url: str, *, default_pool_max: int = 4) -> PgTarget:
-        parts = urlsplit(url)
+    def parse(cls, url: str, setting: str, *, default_pool_max: int = 4) -> PgTarget:
+        """``url`` (the value of ``setting``: store, lock or audit) read and checked; any problem
+        is a ``ConfigError``, before a connection is tried."""
+        parts = parse_url(url, setting, several_hosts=True).parts
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(f"{redact_url(url)}: expected a postgresql:// URL")
         own: dict[str, str] = {}

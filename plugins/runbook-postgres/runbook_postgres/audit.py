@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -27,6 +26,7 @@ from runbook.audit.events import GENESIS, AuditEvent, chain_after, parse_event
 from runbook.audit.query import AuditQuery
 from runbook.audit.verify import BadEvent, Check, VerifyReport, verify_chain
 from runbook.errors import AuditError
+from runbook.urls import parse_url
 from runbook_postgres._db import Database, PgTarget, ensure_version, schema_sql
 
 MIGRATIONS: list[LiteralString] = [
@@ -104,7 +104,7 @@ class PostgresSink:
     def __init__(self, url: str, best_effort: bool = False) -> None:
         self.url = url
         self.best_effort = best_effort
-        self._target = PgTarget.parse(url)
+        self._target = PgTarget.parse(url, "audit")
         self._db = Database(self._target, AuditError, "audit sink")
         self._sql = _Statements(self._target.schema)
         self._db.open(
@@ -120,9 +120,9 @@ class PostgresSink:
     def chain_id(self) -> str:
         """Server, database and schema (not the user: an auditor's read-only role reads the
         same chain): what the run store's witness is keyed on."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or "localhost"
-        return f"postgresql://{host}:{parts.port or 5432}{parts.path}?schema={self._target.schema}"
+        parsed = parse_url(self.url, "audit", several_hosts=True)
+        host, path = parsed.host or "localhost", parsed.parts.path
+        return f"postgresql://{host}:{parsed.port or 5432}{path}?schema={self._target.schema}"
 
     def append(self, event: AuditEvent) -> AuditEvent:
         return self.append_many([event])[0]

@@ -101,7 +101,7 @@ def _interval_ms(seconds: float) -> int:
 class PostgresLocks:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._target = PgTarget.parse(url)
+        self._target = PgTarget.parse(url, "lock")
         self._db = Database(self._target, LockError, "lock provider")
         self._sql = _Statements(self._target.schema)
         self._db.open(

@@ -223,7 +223,7 @@ def _step_params(step: StepRecord) -> tuple[Any, ...]:
 class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._target = PgTarget.parse(url)
+        self._target = PgTarget.parse(url, "store")
         self._db = Database(self._target, StoreError, "store")
         self._sql = _Statements(self._target.schema)
         self._db.open(

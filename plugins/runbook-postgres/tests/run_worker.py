@@ -16,7 +16,7 @@ def main(url: str, runbook: str, actor: str) -> None:
     runner = Runner(store=url, audit=[url], locks=None, actor=actor)
     runner.store  # noqa: B018 - opened (and migrated) before the gate
     runner.sinks  # noqa: B018
-    target = PgTarget.parse(url)
+    target = PgTarget.parse(url, "store")
     with psycopg.connect(target.conninfo, autocommit=True) as conn:
         print("ready", flush=True)
         conn.execute(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 import redis
 
 from runbook.errors import ConfigError, LeaseLost, LockError
 from runbook.locks.base import Lease
-from runbook.urls import redact_url
+from runbook.urls import parse_url, redact_url
 
 DEFAULT_PREFIX = "runbook:"
 
@@ -88,7 +88,7 @@ class RedisLocks:
     def __init__(self, url: str) -> None:
         self.url = url
         self._safe_url = redact_url(url)
-        parts = urlsplit(url)
+        parts = parse_url(url, "lock").parts
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = options.pop("prefix", DEFAULT_PREFIX)
         options.setdefault("socket_timeout", "5")

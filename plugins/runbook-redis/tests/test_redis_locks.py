@@ -223,6 +223,24 @@ def test_redact_url() -> None:
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://u:pw@host:notaport/0", "lock: redis://u:***@host:***/0: the port is not a"),
+        ("redis://h:99999/0", "lock: redis://h:***/0: the port must be from 1 to 65535"),
+        ("redis://[::1", "lock: redis://***: an IPv6 host needs both its brackets"),
+    ],
+)
+def test_a_malformed_host_or_port_is_a_config_error_naming_the_setting(
+    url: str, message: str
+) -> None:
+    """No server needed: the URL is refused before a connection is tried (the bracket was
+    urllib's ValueError, a traceback)."""
+    with pytest.raises(ConfigError) as info:
+        RedisLocks(url)
+    assert str(info.value).startswith(message)
+
+
 def test_bad_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         RedisLocks("redis://h:1/0?socket_timeout=soon")

@@ -8,9 +8,10 @@ how many seconds a step's worker may stay silent before it counts as dead (defau
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from runbook.errors import UsageError
+from runbook.urls import parse_url, redact_url
 
 DEFAULT_PORT = 7233
 _KNOWN = frozenset({"namespace", "queue", "heartbeat"})
@@ -25,17 +26,14 @@ class TemporalURL:
 
     @classmethod
     def parse(cls, url: str) -> TemporalURL:
-        parts = urlsplit(url)
+        parsed = parse_url(url, "executor")
+        parts, host, port = parsed.parts, parsed.host, parsed.port or DEFAULT_PORT
         if parts.scheme != "temporal":
-            raise UsageError(f"not a temporal:// executor URL: {url!r}")
+            raise UsageError(f"not a temporal:// executor URL: {redact_url(url)}")
         if parts.username or parts.password:
             raise UsageError("temporal:// URLs take no credentials (configure TLS on the worker)")
-        try:
-            host, port = parts.hostname, parts.port or DEFAULT_PORT
-        except ValueError as exc:
-            raise UsageError(f"bad temporal:// URL {url!r}: {exc}") from None
         if not host:
-            raise UsageError(f"temporal:// URL without a host: {url!r}")
+            raise UsageError(f"temporal:// URL without a host: {redact_url(url)}")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         unknown = sorted(set(query) - _KNOWN)
         if unknown:

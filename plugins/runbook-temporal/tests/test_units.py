@@ -52,7 +52,9 @@ def test_url_defaults_and_options() -> None:
         ("temporal://h:7233?heartbeat=soon", "heartbeat must be seconds"),
         ("temporal://h:7233?heartbeat=0", "heartbeat must be > 0"),
         ("temporal://u:secret@h:7233", "take no credentials"),
-        ("temporal://h:notaport", "bad temporal:// URL"),
+        ("temporal://h:notaport", r"^executor: temporal://h:\*\*\*: the port is not a number$"),
+        ("temporal://h:99999", r"^executor: temporal://h:\*\*\*: the port must be from 1 to"),
+        ("temporal://[::1:7233", r"^executor: temporal://\*\*\*: an IPv6 host needs both"),
     ],
 )
 def test_bad_urls_are_usage_errors(url: str, message: str) -> None:
