@@ -31,6 +31,26 @@ def test_notify_test_failure_exits_1_without_the_token():
     assert "SECRETTOKEN123" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("slack://127.0.0.1:99999/services/T000/B000/SECRETTOKEN123", "the port must be from 1"),
+        ("webhook+http://127.0.0.1:70000/x?secret=SECRETTOKEN123", "the port must be from 1"),
+        ("teams://[::1/SECRETTOKEN123", "an IPv6 host needs both its brackets"),
+    ],
+)
+def test_notify_test_a_malformed_url_is_one_line_and_exit_2(url: str, problem: str):
+    """Was exit 1, "could not send to ...: unhandled errors in a TaskGroup (1 sub-exception)":
+    httpx's ExceptionGroup for a port out of range, or urllib's "Invalid IPv6 URL"."""
+    pytest.importorskip("runbook_slack")
+    result = CliRunner().invoke(cli, ["notify", "test", url])
+    assert result.exit_code == 2, result.output
+    scheme = url.split("://", 1)[0]
+    assert result.output.startswith(f"runbook: error: notify: {scheme}://***: {problem}")
+    assert result.output.count("\n") == 1
+    assert "TaskGroup" not in result.output and "SECRETTOKEN123" not in result.output
+
+
 def test_notify_test_unknown_scheme_is_a_usage_error():
     result = CliRunner().invoke(cli, ["notify", "test", "pager://x/y"])
     assert result.exit_code == 2

@@ -14,6 +14,7 @@ import httpx
 
 from runbook.errors import ConfigError
 from runbook.notify import Message
+from runbook.urls import parse_url
 from runbook_slack._http import DEFAULT_TIMEOUT, HttpPoster
 from runbook_slack.payload import dumps
 
@@ -28,7 +29,10 @@ _ICONS = {
 
 
 def https_url(url: str, scheme: str) -> str:
+    """The webhook's ``https://`` URL; a malformed host or port is a ``ConfigError`` now, not
+    an error from the HTTP client at the first send."""
     rest = url.split("://", 1)[1] if "://" in url else ""
+    parse_url(url, "notify")
     if not rest.split("/", 1)[0] or "/" not in rest:
         raise ConfigError(
             f"{scheme}:// URL needs a host and a path, like {scheme}://hooks.example.com/path"

@@ -24,12 +24,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 import httpx
 
 from runbook.errors import ConfigError
 from runbook.notify import Message
+from runbook.urls import parse_url
 from runbook_slack._http import DEFAULT_TIMEOUT, HttpPoster
 from runbook_slack.payload import dumps
 
@@ -72,13 +73,13 @@ def split_secret(url: str, options: Mapping[str, Any]) -> tuple[str, str | None]
     inner = scheme.split("+", 1)[1] if "+" in scheme else ""
     if inner not in ("http", "https") or not rest:
         raise ConfigError("webhook URL must start with webhook+https:// or webhook+http://")
-    parts = urlsplit(f"{inner}://{rest}")
+    parts = parse_url(url, "notify").parts
     if not parts.hostname:
         raise ConfigError("webhook URL needs a host, like webhook+https://hooks.example.com/x")
     query = parse_qsl(parts.query, keep_blank_values=True)
     found = {k: v for k, v in query if k in _SECRET_KEYS}
     kept = [(k, v) for k, v in query if k not in _SECRET_KEYS]
-    target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))
+    target = urlunsplit((inner, parts.netloc, parts.path, urlencode(kept), ""))
     secret = options.get("secret") or found.get("secret")
     env_name = options.get("secret_env") or found.get("secret_env")
     if not secret and env_name:

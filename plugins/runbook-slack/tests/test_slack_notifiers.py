@@ -187,6 +187,24 @@ def test_webhook_secret_from_option_and_env(monkeypatch):
     assert "X-Runbook-Signature" not in route.calls.last.request.headers
 
 
+@pytest.mark.parametrize("notifier", [SlackNotifier, TeamsNotifier, WebhookNotifier])
+@pytest.mark.parametrize(
+    ("rest", "problem"),
+    [
+        ("127.0.0.1:99999/services/T/B/X", "the port must be from 1 to 65535"),
+        ("hooks.example.com:notaport/x", "the port is not a number"),
+        ("[::1/x", "an IPv6 host needs both its brackets"),
+    ],
+)
+def test_a_malformed_host_or_port_is_a_config_error(notifier, rest: str, problem: str):
+    """Refused when the notifier is made, before a send: httpx raised an ExceptionGroup
+    ("unhandled errors in a TaskGroup") for a port out of range, or ValueError."""
+    scheme = {SlackNotifier: "slack", TeamsNotifier: "teams"}.get(notifier, "webhook+https")
+    with pytest.raises(ConfigError) as info:
+        notifier(f"{scheme}://{rest}")
+    assert str(info.value).startswith(f"notify: {scheme}://***: {problem}")
+
+
 def test_webhook_config_errors(monkeypatch):
     monkeypatch.delenv("RB_UNSET", raising=False)
     with pytest.raises(ConfigError, match="RB_UNSET"):
