@@ -44,11 +44,15 @@ class Provider:
     """A plugin's claim on a URL scheme: ``open(url, **options)`` returns the provider object.
 
     ``options`` come from configuration (for example ``best_effort = true`` on an audit sink).
+    ``check(url)``, when given, validates a URL without opening anything and raises a
+    ``ConfigError`` saying what is wrong: a provider opened only when a step first asks for it
+    (a router) is checked with it when the Runner is built, before any run starts.
     """
 
     scheme: str
     open: Callable[..., Any]
     description: str = ""
+    check: Callable[[str], object] | None = None
 
 
 @dataclass(frozen=True)

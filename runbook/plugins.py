@@ -356,6 +356,16 @@ class Plugins:
         return [record for result in results for record in (result or [])]
 
     def open(self, kind: str, url: str, **options: Any) -> Any:
+        return self._provider(kind, url).open(url, **options)
+
+    def check(self, kind: str, url: str) -> None:
+        """Refuse ``url`` now, without opening anything: no plugin serves its scheme
+        (``PluginError``), or the provider's ``check`` finds it wrong (``ConfigError``)."""
+        provider = self._provider(kind, url)
+        if provider.check is not None:
+            provider.check(url)
+
+    def _provider(self, kind: str, url: str) -> Provider:
         scheme = scheme_of(url)
         table = self.providers(kind)
         if scheme not in table:
@@ -370,7 +380,7 @@ class Plugins:
             raise PluginError(
                 f"no {kind} plugin for {scheme}:// {hint}(known: {known})".replace("  ", " ")
             )
-        return table[scheme].open(url, **options)
+        return table[scheme]
 
     def strategies(self) -> dict[str, StrategySpec]:
         out: dict[str, StrategySpec] = {}

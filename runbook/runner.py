@@ -141,6 +141,8 @@ class Runner:
         )
         if config is not None:
             configure(manager, config)
+        if router is not None:  # opened when a step first asks for it: checked now, before a run
+            manager.check("router", router)
         self._metrics = None
         if metrics:  # pushed when each run ends or pauses (docs/metrics.md)
             from runbook.metrics import open_metrics

@@ -21,16 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import RunbookError
+from runbook.errors import ConfigError, RunbookError
 from runbook.hookspecs import Provider, hookimpl
 from runbook.routers.memory import MemoryRouter, active_of, check_weights, switched
+from runbook.urls import redact_url
 
 
 def path_of(url: str) -> Path:
     """``file:///abs/routes.json`` is absolute, ``file://routes.json`` relative to the cwd."""
     raw = url.removeprefix("file://")
     if not raw:
-        raise RunbookError(f"router URL {url!r} has no path (file://PATH)")
+        raise ConfigError(f"router: {redact_url(url)}: has no path (file://PATH)")
     return Path(raw).expanduser()
 
 
@@ -123,6 +124,6 @@ class FileRouter:
 @hookimpl
 def runbook_routers() -> list[Provider]:
     return [
-        Provider("file", FileRouter.open, "weights in a JSON file, replaced atomically"),
+        Provider("file", FileRouter.open, "weights in a JSON file, replaced atomically", path_of),
         Provider("memory", MemoryRouter.open, "weights in memory (tests, rehearsal)"),
     ]

@@ -33,6 +33,35 @@ def test_exec_succeeds_with_pytest_like_output(project, invoke):
     assert (project.root / "out.txt").read_text() == "hello ops\nhello ops\n"
 
 
+SHIFTS_TRAFFIC = """
+from pathlib import Path
+
+from runbook import step
+
+
+@step
+def install():
+    Path("installed").write_text("yes")
+
+
+@step(after=[install])
+def shift(router):
+    router.set_weights("web", {"blue": 0, "green": 100})
+"""
+
+
+def test_a_bad_router_url_stops_exec_before_any_step(project, invoke):
+    """The router is opened when a step first asks for it: a bad URL was found after install
+    had run. It is checked with the rest of the configuration, before the run starts."""
+    with open(project.root / "runbook.toml", "a") as config:
+        config.write('router = "file://"\n')
+    path = project.write("shift.py", SHIFTS_TRAFFIC)
+    result = invoke("exec", path, "--yes")
+    assert result.exit_code == 2, result.output
+    assert one_line_error(result) == "runbook: error: router: file://: has no path (file://PATH)\n"
+    assert not (project.root / "installed").exists()
+
+
 def test_exec_missing_file(project, invoke):
     result = invoke("exec", "missing.py")
     assert result.exit_code == 2

@@ -18,7 +18,14 @@ import pytest
 from runbook import Runner, load
 from runbook import recovery as recovery_module
 from runbook.audit.memory import MemorySink
-from runbook.errors import AuditError, ParamError, RunbookError, UsageError
+from runbook.errors import (
+    AuditError,
+    ConfigError,
+    ParamError,
+    PluginError,
+    RunbookError,
+    UsageError,
+)
 from runbook.executors.local import LocalExecutor
 from runbook.store.base import ApprovalRecord
 from runbook.store.memory import MemoryStore
@@ -349,6 +356,15 @@ def test_a_runner_without_a_router_says_how_to_configure_one():
     with pytest.raises(RunbookError, match="no router configured"):
         Runner(store=None, router=None).open_router()
     assert Runner(store=None, router="memory://").open_router() is not None
+
+
+def test_a_bad_router_url_is_refused_when_the_runner_is_built():
+    """The router is opened when a step first asks for it, mid-run: its URL is checked before
+    (the provider's ``check``), so a typo stops the command before anything ran."""
+    with pytest.raises(ConfigError, match=r"^router: file://: has no path"):
+        Runner(store=None, router="file://")
+    with pytest.raises(PluginError, match="no router plugin for nosuch://"):
+        Runner(store=None, router="nosuch://x")
 
 
 def test_an_unknown_durability_is_a_usage_error():

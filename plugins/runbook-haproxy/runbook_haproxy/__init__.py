@@ -20,11 +20,19 @@ def _router(url: str, **options: Any) -> Any:
     return HAProxyRouter.open(url, **options)
 
 
+def _check(url: str) -> None:
+    from runbook_haproxy.runtime import Address
+
+    Address.from_url(url)
+
+
 @hookimpl
 def runbook_routers() -> list[Provider]:
     return [
-        Provider("haproxy", _router, "server weights over HAProxy's runtime API (TCP)"),
-        Provider("haproxy+unix", _router, "server weights over HAProxy's runtime API (socket)"),
+        Provider("haproxy", _router, "server weights over HAProxy's runtime API (TCP)", _check),
+        Provider(
+            "haproxy+unix", _router, "server weights over HAProxy's runtime API (socket)", _check
+        ),
     ]
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 from runbook_haproxy.router import HAProxyRouter, ordered_commands, parse_servers_state
 from runbook_haproxy.runtime import Address, HAProxyError, RuntimeAPI
 
+from runbook.cli import cli
 from runbook.errors import UsageError
+
+RUNBOOKS = Path(__file__).resolve().parents[3] / "runbooks"
 
 STATE = (
     "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
@@ -111,3 +118,27 @@ def test_names_cannot_smuggle_commands(name: str) -> None:
 def test_the_transport_refuses_a_second_command_in_one() -> None:
     with pytest.raises(UsageError, match="must be one command"):
         RuntimeAPI(Address(host="127.0.0.1", port=1)).execute("show info; shutdown frontend fe")
+
+
+def test_exec_refuses_a_bad_haproxy_url_before_any_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router is opened when a step first asks for it: deploy_canary had run (and failed
+    its rollback) before the bad port was found. Now the provider's check refuses it when the
+    configuration is loaded into a Runner, exit 2, and no run starts."""
+    (tmp_path / "runbook.toml").write_text(
+        'router = "haproxy://127.0.0.1:notaport"\n'
+        'store = "sqlite:///.runbook/runbook.db"\n'
+        'audit = ["jsonl://.runbook/audit.jsonl"]\n'
+        'lock = "file://.runbook/locks"\n'
+    )
+    shutil.copy(RUNBOOKS / "canary_haproxy.py", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUNBOOK_ACTOR", "alice")
+    result = CliRunner().invoke(cli, ["exec", "canary_haproxy.py", "--yes"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr == (
+        "runbook: error: router: haproxy://127.0.0.1:***: the port is not a number\n"
+    )
+    assert not (tmp_path / ".runbook" / "audit.jsonl").exists()
