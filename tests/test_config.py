@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from runbook import config as config_mod
 from runbook.config import Config, SinkConfig, load_config, resolve_actor, resolve_url
 from runbook.errors import ConfigError
+from runbook.plugins import Plugins
 from runbook.protection import LEVELS, Protection
 
 
@@ -297,6 +300,33 @@ def test_plugin_keys_are_allowed_with_extra_keys(project: Path) -> None:
     assert "unknown key slack" in error(project)
     cfg = load(project, extra_keys=["slack"])
     assert cfg.extra == {"slack": {"default_channel": "#ops"}}
+
+
+def test_the_hint_for_an_empty_audit_names_a_sink_that_works(tmp_path: Path) -> None:
+    """The hint said "use logging://runbook to just log events": from the CLI that logger has
+    no handler, so the sink refused the first event and the run stopped with an AuditError.
+    The URL the hint names now is taken from the message, configured, and a run succeeds."""
+    write(tmp_path / "runbook.toml", "audit = []\n")
+    message = error(tmp_path)
+    assert message.startswith(f"{tmp_path / 'runbook.toml'}: audit: at least one audit sink")
+    suggested = re.search(r"\w+://[^\s\"\])]*", message)
+    assert suggested, message
+    write(tmp_path / "runbook.toml", f'audit = ["{suggested.group(0)}"]\n')
+    write(tmp_path / "hello.py", "from runbook import step\n\n@step\ndef hello():\n    return 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook", "exec", "hello.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "RUNBOOK_ACTOR": "tester"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sink,) = load(tmp_path).audit
+    trail = Plugins().open("audit", sink.url)
+    assert [e.kind for e in trail.events()][-1] == "run_finished"
 
 
 # -- errors --------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Any
 from runbook.protection import Protection
 
 DEFAULT_ENV = "dev"
+# The audit sink when none is configured, as a file would say it (relative to the project root).
+DEFAULT_AUDIT = "jsonl://.runbook/audit.jsonl"
 PAUSED_LEASE = 7 * 24 * 3600.0  # seconds a paused run keeps its run lock (7 days)
 
 # fmt: off

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.config.model import (
+    DEFAULT_AUDIT,
     DEFAULT_ENV,
     DURABILITY,
     ENV_KEYS,
@@ -189,10 +190,12 @@ class Builder:
         key = self.dotted("audit")
         self.expect(value, list, key, "an array of sink URLs")
         if not value:
+            # A value that works as it is: a logging:// sink refuses every event until the
+            # program configures a handler for its logger, which the runbook CLI does not.
             raise self.error(
                 key,
-                "at least one audit sink is required: the audit trail is a "
-                "safety property (use logging://runbook to just log events)",
+                "at least one audit sink is required: the audit trail is a safety property "
+                f'(the default is audit = ["{DEFAULT_AUDIT}"]: write that, or remove the key)',
             )
         sinks = []
         for i, entry in enumerate(value):
