@@ -126,12 +126,16 @@ class Rules:
 
 def counted(records: Sequence[ApprovalRecord], rules: Rules, plan_hash: str | None) -> list[str]:
     """Who granted this plan and still may, under the rules as they are now (no signature
-    check: the engine re-verifies those before the step runs, see ``valid_grants``)."""
+    check: the engine re-verifies those before the step runs, see ``valid_grants``).
+
+    An automatic grant is nobody's approval: it is the engine's own where protection does
+    not require one (``ApprovalPolicy.check``), so it counts toward no quorum.
+    """
     out = []
     for r in records:
-        if r.decision != "granted":
+        if r.decision != "granted" or r.auto:
             continue
-        if r.auto or (
+        if (
             r.data.get("plan_hash") == plan_hash
             and r.data.get("rules") in (None, rules.approval.rules())
             and rules.may_approve(r.actor) is None
@@ -272,8 +276,10 @@ class ApprovalPolicy:
         plan = self.plan(step, execution.outputs)
         digest = P.plan_hash(plan)
         now = execution.clock.now()
-        if any(r.auto and r.data.get("plan_hash", digest) == digest for r in records):
-            return "granted"
+        if not self.protection.require_approval and any(
+            r.auto and r.data.get("plan_hash") == digest for r in records
+        ):
+            return "granted"  # the engine's own grant of this plan, recorded before
         rules = self.rules(approval, step)
         state = self._state(step)
         if state is not None and state.get("plan_hash") != digest:
@@ -345,12 +351,19 @@ class ApprovalPolicy:
 
         out: list[str] = []
         for r in records:
-            if r.decision != "granted" or r.auto:
+            if r.decision != "granted":
                 continue
-            if r.data.get("plan_hash") != digest:
+            if r.auto and not self.protection.require_approval:
+                continue  # the engine's own grant: check() decides those, not the quorum
+            if r.data.get("plan_hash") != digest and not r.auto:
                 continue  # an approval of another plan (before drift) does not count
             problem = None
-            if r.data.get("rules") not in (None, rules.approval.rules()):
+            if r.auto:
+                problem = (
+                    "it is an automatic grant, and env protection "
+                    f"{self.protection.level!r} requires approval"
+                )
+            elif r.data.get("rules") not in (None, rules.approval.rules()):
                 problem = "the gate's rules changed since it was approved"
             else:
                 problem = rules.may_approve(r.actor)
