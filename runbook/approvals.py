@@ -21,7 +21,7 @@ from typing import Any
 
 from runbook import plan as P
 from runbook.errors import ApprovalError
-from runbook.identity import distinct, expand, member_of, members, normalize
+from runbook.identity import distinct, expand, member_of, members, normalize, same
 from runbook.markers import Approval
 from runbook.protection import Protection
 from runbook.store.base import ApprovalRecord, RunStore
@@ -83,7 +83,7 @@ class Rules:
     def may_approve(self, actor: str) -> str | None:
         """Why ``actor`` can never approve this gate, or None (independent of who approved)."""
         who = normalize(actor)
-        if not self.approval.allow_self and who == normalize(self.initiator):
+        if not self.approval.allow_self and same(actor, self.initiator):
             return (
                 f"{actor} started run {self.run_id} and cannot approve {self.step!r} "
                 "(four eyes: allow_self=False)"
@@ -118,7 +118,7 @@ class Rules:
 
     def may_decide(self, actor: str) -> bool:
         """Strict envs: deny and cancel are for the run's approvers and its initiator only."""
-        if normalize(actor) == normalize(self.initiator):
+        if same(actor, self.initiator):
             return True
         allowed = self.allowed()
         return allowed is not None and normalize(actor) in allowed

@@ -290,6 +290,7 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
     """
     from runbook.decisions import can_approve, gate_status
     from runbook.errors import ApprovalError
+    from runbook.identity import same
 
     while result.status == "paused":
         waiting = [n for n, s in result.steps.items() if s.status == "awaiting_approval"]
@@ -297,7 +298,8 @@ def prompt_gates(runner: Any, result: RunResult) -> RunResult:
             actor, why_not = can_approve(
                 runner.durable, result.run_id, step, runner.resolved_actor()
             )
-            if why_not is None and not runner.protection.allow_yes and actor == result.actor:
+            own = same(actor, result.actor)  # one person however spelled (runbook.identity)
+            if why_not is None and not runner.protection.allow_yes and own:
                 # The prompt is an interactive --yes: where --yes is refused (strict), the one
                 # running the change does not approve it in passing. `runbook approve` remains.
                 why_not = f"env {result.env!r} refuses approving your own run at the prompt"

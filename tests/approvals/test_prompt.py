@@ -62,6 +62,19 @@ def test_strict_without_signers_does_not_let_the_initiator_approve_in_passing(
     assert project.invoke("approve", _run_id(project), actor="bob").exit_code == 0
 
 
+@pytest.mark.parametrize("started_as", ["ALICE", "Alice ", "ａｌｉｃｅ"])
+def test_strict_does_not_let_the_initiator_approve_in_passing_under_another_spelling(
+    project: Project, started_as: str
+) -> None:
+    # alice starts the run as ALICE; her key's principal is "alice": one person, her own run.
+    project.write("Approval()")
+    done = run(project, "prod", started_as, "alice")
+    assert done.exit_code == 3, done.output
+    assert "Approve" not in done.output and "approving your own run" in done.stderr
+    assert project.events("approval_granted") == []
+    assert "switch" not in project.journal
+
+
 def _run_id(project: Project) -> str:
     return json.loads(project.invoke("runs", "--json").stdout)["runs"][0]["run_id"]
 
