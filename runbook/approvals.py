@@ -124,21 +124,34 @@ class Rules:
         return allowed is not None and normalize(actor) in allowed
 
 
-def counted(records: Sequence[ApprovalRecord], rules: Rules, plan_hash: str | None) -> list[str]:
-    """Who granted this plan and still may, under the rules as they are now (no signature
-    check: the engine re-verifies those before the step runs, see ``valid_grants``).
+def counted(
+    records: Sequence[ApprovalRecord],
+    rules: Rules,
+    plan_hash: str | None,
+    signers: Path | None = None,
+) -> list[str]:
+    """Who granted this plan and still may, under the rules as they are now.
+
+    ``signers``: the env's allowed_signers file; a row whose signature does not prove it
+    for this plan is nobody (a name in the store is not a person in a ``signers`` env), so an
+    unsigned row claiming ``bob`` neither fills the quorum nor makes bob's own approval a
+    duplicate. The engine re-verifies before the step runs all the same (``valid_grants``).
 
     An automatic grant is nobody's approval: it is the engine's own where protection does
     not require one (``ApprovalPolicy.check``), so it counts toward no quorum.
     """
+    from runbook.decisions import verify_record
+
     out = []
     for r in records:
         if r.decision != "granted" or r.auto:
             continue
         if (
-            r.data.get("plan_hash") == plan_hash
+            plan_hash is not None
+            and r.data.get("plan_hash") == plan_hash
             and r.data.get("rules") in (None, rules.approval.rules())
             and rules.may_approve(r.actor) is None
+            and (signers is None or verify_record(r, signers, plan_hash) is None)
         ):
             out.append(r.actor)
     return out
