@@ -227,7 +227,7 @@ class Decisions:
             claimed=actor,
             key=signing_key(sign) if env.signers else _given(sign),
         )
-        prior = counted(self.store.approvals(run_id, name), rules, digest)
+        prior = counted(self.store.approvals(run_id, name), rules, digest, env.signers)
         reason = rules.refusal(who, prior)
         if reason:
             self.refuse(record, "granted", name, who, reason)
@@ -412,6 +412,7 @@ def gate_status(durable: DurableRuns, record: RunRecord, rb: Any, step: str) -> 
         durable.providers.require_store().approvals(record.run_id, step),
         rules,
         state.get("plan_hash"),
+        env.signers,
     )
     return rules.satisfied(granted), rules.missing(granted)
 
@@ -445,5 +446,5 @@ def can_approve(durable: DurableRuns, run_id: str, step: str, actor: str) -> tup
             return actor, str(exc)
     state = gate_state(record.options, step) or {}
     rules = Rules(approval, record.actor, env.approvers, env.groups, run_id, step)
-    prior = counted(store.approvals(run_id, step), rules, state.get("plan_hash"))
+    prior = counted(store.approvals(run_id, step), rules, state.get("plan_hash"), env.signers)
     return actor, rules.refusal(actor, prior)

@@ -39,3 +39,19 @@ def test_in_a_signers_env_an_unsigned_row_is_nobody_and_a_signed_one_counts(
 def test_a_row_bound_to_no_plan_counts_for_no_gate() -> None:
     row = ApprovalRecord("r1", "switch", "bob", "granted", "", None, False, {})
     assert counted([row], Rules(Approval(), "alice"), None) == []
+
+
+def test_a_forged_unsigned_row_does_not_block_the_real_approver(project: Project) -> None:
+    # One forged row claiming bob made bob's own signed approval "bob already approved".
+    run_id = project.start("alice", "prod")
+    with db(project) as store:
+        digest = store.get_run(run_id).options["gates"]["switch"]["plan_hash"]
+        store.add_approval(
+            ApprovalRecord(
+                run_id, "switch", "bob", "granted", "", None, False, {"plan_hash": digest}
+            )
+        )
+    approved = project.approve(run_id, "bob")
+    assert approved.exit_code == 0, approved.output
+    assert project.resume(run_id).exit_code == 0
+    assert project.journal == ["prepare", "switch"]
