@@ -21,7 +21,7 @@ from typing import Any
 
 from runbook import plan as P
 from runbook.errors import ApprovalError
-from runbook.identity import distinct, expand, member_of, members, normalize, same
+from runbook.identity import GROUP_PREFIX, distinct, expand, member_of, members, normalize, same
 from runbook.markers import Approval
 from runbook.protection import Protection
 from runbook.store.base import ApprovalRecord, RunStore
@@ -122,6 +122,40 @@ class Rules:
             return True
         allowed = self.allowed()
         return allowed is not None and normalize(actor) in allowed
+
+
+def undefined_group(approval: Any, env_approvers: Sequence[str], groups: Any, gate: str) -> str:
+    """Why a gate's rules cannot be judged: a group they name (``Approval(groups=[...])``,
+    ``group:NAME`` in its approvers or the env's) that ``[tool.runbook.groups]`` does not
+    define; empty when every one is defined. Pure, checked before anything is counted or
+    written (and before a run starts: ``gate_problems``): a typo must neither open nor close a
+    gate."""
+    named = [
+        entry[len(GROUP_PREFIX) :]
+        for entry in (approval.approvers or env_approvers)
+        if entry.startswith(GROUP_PREFIX)
+    ]
+    missing = [g for g in dict.fromkeys([*named, *approval.groups]) if g not in groups]
+    if not missing:
+        return ""
+    known = ", ".join(sorted(groups)) or "none configured"
+    return (
+        f"gate {gate!r} names group {missing[0]!r}, which the config does not define "
+        f"([tool.runbook.groups]: {known})"
+    )
+
+
+def gate_problems(steps: Mapping[str, Any], env_approvers: Sequence[str], groups: Any) -> str:
+    """The first gate of a runbook that names an undefined group, said as ``undefined_group``
+    says it, or empty: a run is refused before any step rather than failing at the gate (a
+    ``group:`` approver) or pausing at one nobody can approve (``groups=``)."""
+    for name, step in steps.items():
+        approval = step.options.approval
+        if approval is not None:
+            problem = undefined_group(approval, env_approvers, groups, name)
+            if problem:
+                return problem
+    return ""
 
 
 def counted(

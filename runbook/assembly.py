@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runbook.approvals import ApprovalPolicy
+from runbook.approvals import ApprovalPolicy, gate_problems
 from runbook.audit.pipeline import Recorder
 from runbook.collect import Runbook
 from runbook.context import Ctx, RunInfo
 from runbook.engine import Execution, RunSetup
-from runbook.errors import RunbookError
+from runbook.errors import ConfigError, RunbookError
 from runbook.executors import Executor
 from runbook.locks.manager import LockManager
 from runbook.params import Params
@@ -74,6 +74,9 @@ async def execute(
     env = env or runner.env
     rules = runner.envs.rules(env)
     protection, approvers = rules.protection, rules.approvers
+    undefined = gate_problems(rb.steps, approvers, rules.groups)
+    if undefined:  # before anything is stored: no step runs up to a gate nobody can open
+        raise ConfigError(undefined)
     info = RunInfo(
         run_id=run_id,
         runbook=str(rb.path),

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from runbook import result as R
 from runbook import signing
-from runbook.approvals import Rules, counted, gate_state, waiting_gate
+from runbook.approvals import Rules, counted, gate_state, undefined_group, waiting_gate
 from runbook.envs import EnvRules
 from runbook.errors import ApprovalError, ConfigError, RunbookError, UsageError
-from runbook.identity import GROUP_PREFIX, normalize
+from runbook.identity import normalize
 from runbook.store.base import ApprovalRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -368,26 +368,6 @@ class Decisions:
                 f"its approvers may {DECISION_WORDS.get(decision, decision)} it; "
                 f"{who} is neither",
             )
-
-
-def undefined_group(approval: Any, env_approvers: Sequence[str], groups: Any, gate: str) -> str:
-    """Why a gate's rules cannot be judged: a group they name (``Approval(groups=[...])``,
-    ``group:NAME`` in its approvers or the env's) that ``[tool.runbook.groups]`` does not
-    define; empty when every one is defined. Pure, checked before anything is counted or
-    written: a typo must neither open nor close a gate."""
-    named = [
-        entry[len(GROUP_PREFIX) :]
-        for entry in (approval.approvers or env_approvers)
-        if entry.startswith(GROUP_PREFIX)
-    ]
-    missing = [g for g in dict.fromkeys([*named, *approval.groups]) if g not in groups]
-    if not missing:
-        return ""
-    known = ", ".join(sorted(groups)) or "none configured"
-    return (
-        f"gate {gate!r} names group {missing[0]!r}, which the config does not define "
-        f"([tool.runbook.groups]: {known})"
-    )
 
 
 def _any_gate() -> Any:

@@ -134,8 +134,11 @@ def test_in_strict_the_signer_is_authorized_not_the_name_the_runner_acts_as(
 def test_approving_a_gate_whose_group_is_not_configured_is_one_line_and_stores_nothing(
     project: Project,
 ) -> None:
-    project.write('Approval(groups=["dbas"])')  # a typo of dba
+    project.write('Approval(groups=["dbas"])')  # a typo of dba...
+    config = project.root / "runbook.toml"
+    config.write_text(config.read_text().replace("dba = ", "dbas = "))
     run_id = project.start(actor="alice", env="stage")
+    config.write_text(config.read_text().replace("dbas = ", "dba = "))  # ...the config "fixed"
     done = project.invoke("approve", run_id, actor="bob")
     assert done.exit_code == 2
     assert done.stderr == (
@@ -147,3 +150,20 @@ def test_approving_a_gate_whose_group_is_not_configured_is_one_line_and_stores_n
     assert refused["data"]["claimed_actor"] == "bob" and "'dbas'" in refused["data"]["reason"]
     with Runner.from_config(load_config(project.root), env="stage") as runner:
         assert runner.store.approvals(run_id) == []
+
+
+@pytest.mark.parametrize(
+    "gate", ['Approval(groups=["dbas"])', 'Approval(approvers=["group:nope"])']
+)
+def test_a_gate_naming_an_undefined_group_refuses_the_run_before_any_step(
+    project: Project, gate: str
+) -> None:
+    # groups=: the run paused at a gate nobody could approve; group: approvers failed the run
+    # at the gate with a KeyError, after the steps before it had run.
+    project.write(gate)
+    done = project.invoke("exec", "deploy.py", "--env", "stage", actor="alice")
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith("runbook: error: gate 'switch' names group ")
+    assert "which the config does not define ([tool.runbook.groups]: dba, sre)" in done.stderr
+    assert project.journal == []
+    assert project.events("run_started") == []

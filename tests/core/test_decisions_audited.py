@@ -68,7 +68,7 @@ def test_an_expiry_the_trail_refuses_is_not_stored(d):
 
 def test_approving_a_gate_that_names_an_undefined_group_stores_nothing(d):
     d.write('Approval(groups=["nope"])')
-    paused = d.start(groups={"dba": ["carol"]})
+    paused = d.start(groups={"dba": ["carol"], "nope": ["bob"]})  # then the config drops it
     assert paused.status == "paused"
     with pytest.raises(ConfigError, match=r"group 'nope'.*\[tool.runbook.groups\]: dba"):
         d.runner("bob", groups={"dba": ["carol"]}).approve(paused.run_id, actor="bob")
@@ -78,7 +78,7 @@ def test_approving_a_gate_that_names_an_undefined_group_stores_nothing(d):
 def test_deny_in_strict_with_an_undefined_group_is_a_config_error(d):
     d.write('Approval(groups=["nope"])')
     strict: dict[str, Any] = {"protection": "strict", "approvers": ["carol"]}
-    paused = d.start(**strict)
+    paused = d.start(**strict, groups={"nope": ["carol"]})  # then the config drops it
     assert paused.status == "paused"
     with pytest.raises(ConfigError, match="group 'nope'"):
         d.runner("bob", **strict).deny(paused.run_id, actor="bob", reason="no")
