@@ -183,18 +183,29 @@ def sweep(durable: DurableRuns, *, limit: int = 10_000) -> Swept:
     still swept."""
     out = Swept()
     for record in durable.providers.require_store().list_runs(status=R.PAUSED, limit=limit):
-        now = durable.providers.clock.now()
-        expired = [] if driven_elsewhere(record) else due(durable, record, now)
-        if not expired:
-            continue
-        messages: list[str] = []
-        try:
-            record, messages, failed = record_due(durable, record, expired, now)
-            asyncio.run(asettle_expired(durable, record, failed))
-        except RunbookError as exc:
-            said = "; ".join(m.removeprefix(f"run {record.run_id}: ") for m in messages)
-            line = f"run {record.run_id}: {said + '; not settled: ' if said else ''}{exc}"
-            out.problems.append((record.run_id, line, exc))
-            continue
+        messages, problem = settle_due(durable, record)
         out.expired.extend(messages)
+        if problem is not None:
+            out.problems.append((record.run_id, *problem))
     return out
+
+
+def settle_due(
+    durable: DurableRuns, record: RunRecord
+) -> tuple[list[str], tuple[str, RunbookError] | None]:
+    """Decide the expired gates of one run: a message per gate settled, or, when the run cannot
+    be settled (its runbook is gone, another process holds it), no message and the one line
+    saying what expired and why it stays, with the error. Its expiry is recorded either way,
+    once: a command that only reads the run (``runs``, ``show``) says so and goes on."""
+    now = durable.providers.clock.now()
+    expired = [] if driven_elsewhere(record) else due(durable, record, now)
+    if not expired:
+        return [], None
+    messages: list[str] = []
+    try:
+        record, messages, failed = record_due(durable, record, expired, now)
+        asyncio.run(asettle_expired(durable, record, failed))
+    except RunbookError as exc:
+        said = "; ".join(m.removeprefix(f"run {record.run_id}: ") for m in messages)
+        return [], (f"run {record.run_id}: {said + '; not settled: ' if said else ''}{exc}", exc)
+    return messages, None

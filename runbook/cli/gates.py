@@ -15,15 +15,20 @@ import click
 
 from runbook.approvals import gate_state
 from runbook.decisions import gate_status
-from runbook.expiry import apply_expired
+from runbook.expiry import settle_due
 
 
 def apply_timeouts(runner: Any, records: Iterable[Any]) -> list[str]:
+    """Settle the expired gates of the runs a command shows. A run that cannot be settled (its
+    runbook file is gone) is a warning: the command still shows every run, as stored."""
     messages = []
     for record in records:
-        for line in apply_expired(runner.durable, record):
+        settled, problem = settle_due(runner.durable, record)
+        for line in settled:
             click.echo(f"runbook: {line}", err=True)
             messages.append(line)
+        if problem is not None:
+            click.echo(f"runbook: warning: {problem[0]}", err=True)
     return messages
 
 

@@ -107,5 +107,25 @@ def test_sweep_reports_a_run_whose_runbook_is_gone_and_sweeps_the_others(project
     doc = json.loads(as_json.stdout)
     assert doc["expired"] == [] and [p["run_id"] for p in doc["problems"]] == [gone]
     shown = project.invoke("show", gone)  # touching the run does not record it again either
-    assert shown.exit_code == 2 and "gone.py" in shown.stderr
+    assert shown.exit_code == 0 and f"run {gone}: paused" in shown.stdout
+    assert shown.stderr.startswith(f"runbook: warning: run {gone}: approval of 'switch' expired")
+    assert "not settled" in shown.stderr and "gone.py" in shown.stderr
+    assert len(project.events("approval_expired", gone)) == 1
+
+
+def test_runs_lists_every_run_when_one_expired_run_s_runbook_is_gone(project: Project) -> None:
+    # runs exited 2 with the missing file's error and listed nothing at all.
+    project.write('Approval(timeout="4h", on_timeout="deny")')
+    kept = started_hours_ago(project, 1)  # not expired yet
+    gone_path = project.root / "gone.py"
+    gone_path.write_text((project.root / "deploy.py").read_text())
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=5), freeze=False)
+    with Runner.from_config(load_config(project.root), env="stage", clock=clock) as runner:
+        gone = runner.run(gone_path).run_id
+    gone_path.unlink()
+    listed = project.invoke("runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {r["run_id"] for r in json.loads(listed.stdout)["runs"]} == {kept, gone}
+    (line,) = listed.stderr.splitlines()
+    assert line.startswith(f"runbook: warning: run {gone}: approval of 'switch' expired")
     assert len(project.events("approval_expired", gone)) == 1
