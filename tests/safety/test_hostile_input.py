@@ -109,6 +109,17 @@ def test_nan_and_infinity_fail_at_the_step_boundary(
     assert result.steps["measure"].output is None
 
 
+def _cli_default(tmp_path: Path) -> Runner:
+    """The CLI's default store and trail (SQLite + JSONL), in ``tmp_path``."""
+    return Runner(
+        actor="t",
+        store=f"sqlite:///{tmp_path}/runbook.db",
+        audit=[f"jsonl://{tmp_path}/audit.jsonl"],
+        locks=None,
+        entry_points=False,
+    )
+
+
 def test_a_lone_surrogate_output_fails_its_step_and_is_recorded_on_the_cli_default(
     tmp_path: Path,
 ) -> None:
@@ -119,13 +130,7 @@ def test_a_lone_surrogate_output_fails_its_step_and_is_recorded_on_the_cli_defau
         "import os\nfrom runbook import step\n"
         "@step\ndef listing():\n    return os.fsdecode(b'file-\\xff')\n"
     )
-    runner = Runner(
-        actor="t",
-        store=f"sqlite:///{tmp_path}/runbook.db",
-        audit=[f"jsonl://{tmp_path}/audit.jsonl"],
-        locks=None,
-        entry_points=False,
-    )
+    runner = _cli_default(tmp_path)
     with runner:
         result = runner.run(path)
         assert result.status == "failed"
@@ -156,13 +161,7 @@ def test_a_failure_quoting_a_lone_surrogate_is_recorded_with_its_escape(tmp_path
         "    log.info('listing ' + os.fsdecode(b'dir-\\xfe'))\n"
         "    raise RuntimeError('bad file ' + os.fsdecode(b'file-\\xff'))\n"
     )
-    runner = Runner(
-        actor="t",
-        store=f"sqlite:///{tmp_path}/runbook.db",
-        audit=[f"jsonl://{tmp_path}/audit.jsonl"],
-        locks=None,
-        entry_points=False,
-    )
+    runner = _cli_default(tmp_path)
     with runner:
         result = runner.run(path)
         assert result.status == "failed" and "AuditError" not in (result.error or "")
