@@ -204,7 +204,10 @@ class Execution:
                     except (AuditError, StoreError) as exc:
                         raise _Unrecorded(exc) from None
                 else:
-                    self.emit("run_started", None, {"max_parallel": s.max_parallel, **s.started})
+                    # approval_required: what audit verify --signers holds an auto grant to.
+                    required = s.approvals.protection.require_approval
+                    data = {"max_parallel": s.max_parallel, "approval_required": required}
+                    self.emit("run_started", None, {**data, **s.started})
                 if self.rb.lock and s.locks and not s.dry_run:
                     self.run_lock = self.template(self.rb.lock)
                     await self.acquire([self.run_lock], None)

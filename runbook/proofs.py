@@ -102,7 +102,11 @@ def verify_decisions(events: Iterable[Any], signers: Path) -> DecisionReport:
     """Check every signed decision in ``events`` against ``signers`` (an allowed_signers file)."""
     signing.read_signers(signers)  # a missing or malformed file is a usage error, up front
     report = DecisionReport()
+    required: dict[str, bool] = {}  # run -> its env required approval (run_started says)
     for event in events:
+        if event.kind == "run_started":
+            required[event.run_id] = (event.data or {}).get("approval_required") is True
+            continue
         if event.kind == "run_resumed" and _signed(event).get("signature"):
             report.checked += 1
             problem = verify_event(event, signers)
@@ -113,7 +117,19 @@ def verify_decisions(events: Iterable[Any], signers: Path) -> DecisionReport:
             continue
         data = event.data or {}
         if not data.get("signature"):
-            if event.kind != "run_cancelled" and not data.get("auto") and event.actor != "runbook":
+            if event.kind == "approval_granted" and data.get("auto") and required.get(event.run_id):
+                # The engine grants a gate itself only where protection does not require
+                # approval: in this run's env a person had to, and no signature says who.
+                report.problems.append(
+                    (
+                        event.seq,
+                        f"approval_granted of {event.step} is an automatic grant, but the run's "
+                        "env required approval (run_started: approval_required)",
+                    )
+                )
+            elif (
+                event.kind != "run_cancelled" and not data.get("auto") and event.actor != "runbook"
+            ):
                 report.unsigned += 1
             continue
         report.checked += 1

@@ -99,3 +99,34 @@ def test_a_decision_edited_after_signing_is_found(project: Project) -> None:
     assert done.exit_code == 1
     (result,) = json.loads(done.stdout)["sinks"]
     assert result["status"] == "tampered" and "does not verify" in result["problem"]
+
+
+def test_a_signed_approval_rewritten_as_an_automatic_grant_is_found(project: Project) -> None:
+    # An unsigned auto grant was not counted and not reported: a rewrite that turns carol's
+    # signed approval into the engine's own grant hid who opened the gate (or that nobody did).
+    run_id = project.start()
+    assert project.approve(run_id, "carol").exit_code == 0
+    (started,) = project.events("run_started", run_id)
+    assert started["data"]["approval_required"] is True  # prod: a person must approve
+
+    def automatic(event: AuditEvent) -> AuditEvent:
+        if event.kind == "approval_granted":
+            data = {"plan_hash": event.data["plan_hash"], "auto": True}
+            return replace(event, actor="runbook", data=data)
+        return event
+
+    _rewrite(project, automatic)
+    done = verify(project)
+    assert done.exit_code == 1, done.output
+    assert "is an automatic grant, but the run's env required approval" in done.output
+
+
+def test_an_automatic_grant_where_approval_is_not_required_is_no_problem(project: Project) -> None:
+    (project.root / "runbook.toml").write_text(
+        (project.root / "runbook.toml").read_text() + '\n[env.dev]\nprotection = "none"\n'
+    )
+    done = project.invoke("exec", "deploy.py", "--env", "dev", actor="alice")
+    assert done.exit_code == 0, done.output
+    (granted,) = project.events("approval_granted")
+    assert granted["data"]["auto"] is True
+    assert verify(project).exit_code == 0
