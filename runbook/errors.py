@@ -240,6 +240,18 @@ def _masked_tail(text: str, lines: int, mask: Callable[[str], str]) -> str:
     return _tail(masked, lines)
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions an exception group holds, however nested (``asyncio.TaskGroup``, httpx,
+    anyio raise them), or ``[exc]``: what to tell an operator, since "unhandled errors in a
+    TaskGroup (1 sub-exception)" says nothing they can act on."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    found: list[BaseException] = []
+    for inner in exc.exceptions:
+        found.extend(leaves(inner))
+    return found or [exc]
+
+
 def exit_code(exc: BaseException) -> int:
     """Map any exception to its documented CLI exit code."""
     if isinstance(exc, KeyboardInterrupt):

@@ -29,7 +29,7 @@ from typing import Any
 from runbook import trail
 from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import Recorder
-from runbook.errors import AuditError, StoreError
+from runbook.errors import AuditError, StoreError, leaves
 from runbook.store.base import RunStore, StepRecord, save_steps
 from runbook.values import valid_text
 
@@ -51,8 +51,12 @@ class Held:
 
 
 def error_text(exc: BaseException) -> str:
+    """``Type: message``; for an exception group, its first exception's (and how many more)."""
+    inner = leaves(exc)
+    more = f" (and {len(inner) - 1} more)" if len(inner) > 1 else ""
+    exc = inner[0]
     text = valid_text(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__) + more
 
 
 class Media:

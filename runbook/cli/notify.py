@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from runbook.cli.common import config_option, fail, handle_errors, load_config
-from runbook.errors import EXIT_FAILED, ConfigError, UsageError
+from runbook.errors import EXIT_FAILED, ConfigError, UsageError, leaves
 from runbook.notify.base import Message
 from runbook.notify.rules import Rules
 from runbook.notify.urls import scrub
@@ -85,6 +85,9 @@ def test(url: str, config_path: Path | None) -> None:
     except UsageError:  # no plugin for the scheme, a bad URL or option: exit 2
         raise
     except Exception as exc:
+        exc = leaves(exc)[0]  # not "unhandled errors in a TaskGroup"
+        if isinstance(exc, UsageError):
+            raise exc from None
         detail = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError) and not str(exc):
             detail = f"no answer within {TEST_TIMEOUT:g}s"

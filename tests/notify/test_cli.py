@@ -91,3 +91,16 @@ def test_notify_test_reports_an_http_error(server):
     assert "answered HTTP 403" in result.output
     assert "t0ken" not in result.output
     assert len(server.requests) == 1  # one attempt, no retries
+
+
+def test_notify_test_says_the_error_inside_an_exception_group(monkeypatch):
+    # A channel whose client raises from a task group said "unhandled errors in a TaskGroup".
+    from runbook.cli import notify as notify_cli
+
+    async def send(url, options, plugins):
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [ConnectionError("refused")])
+
+    monkeypatch.setattr(notify_cli, "_send", send)
+    result = CliRunner().invoke(cli, ["notify", "test", "console://stdout"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "runbook: error: could not send to console://stdout: refused"
