@@ -95,6 +95,12 @@ def _escaped_forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET}
 
 
+def _case_forms(secret: str) -> set[str]:
+    """The secret upper- or lower-cased where that changes its length (``straße`` upper-cased
+    is ``STRASSE``): matching ignores case one character for one, which cannot see those."""
+    return {f for f in (secret.upper(), secret.lower(), secret.casefold()) if len(f) != len(secret)}
+
+
 class Redactor:
     """Masks a run's secrets in any JSON-like value. Falsy when there is nothing to mask."""
 
@@ -117,7 +123,7 @@ class Redactor:
             literals.update(
                 f.lower() for f in (value, quote(value, safe=""), quote(value), quote_plus(value))
             )
-            for form in _escaped_forms(value):
+            for form in _escaped_forms(value) | _case_forms(value):
                 insensitive.add(re.escape(form))
                 literals.add(form.lower())
             literals.add(value.encode("utf-8").hex())

@@ -159,3 +159,11 @@ def test_a_command_s_tail_cut_inside_a_secret_still_masks_it() -> None:
     failed = CommandFailed(ShellResult("tool", 1, "", stderr), redact=Redactor([secret]).text)
     assert failed.stderr_tail == "***" + "Y" * 3990
     assert "Token1234" not in str(failed)
+
+
+def test_a_secret_whose_case_mapping_changes_its_length_is_masked_in_either_case() -> None:
+    # "straße".upper() is "STRASSE": one-for-one case-insensitive matching missed it.
+    redact = Redactor(["straße-token-1"])
+    assert redact.text("user STRASSE-TOKEN-1 logged in") == "user *** logged in"
+    assert redact.text("Straße-Token-1") == "***"
+    assert Redactor(["İstanbul-key"]).text("i̇stanbul-key") == "***"  # lower() adds a dot
