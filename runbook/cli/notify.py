@@ -84,8 +84,8 @@ def test(url: str, config_path: Path | None) -> None:
         asyncio.run(_send(url, options, plugins))
     except UsageError:  # no plugin for the scheme, a bad URL or option: exit 2
         raise
-    except Exception as exc:
-        exc = leaves(exc)[0]  # not "unhandled errors in a TaskGroup"
+    except Exception as raised:
+        exc = leaves(raised)[0]  # not "unhandled errors in a TaskGroup"
         if isinstance(exc, UsageError):
             raise exc from None
         detail = str(exc) or type(exc).__name__
