@@ -219,7 +219,10 @@ class CommandFailed(CommandError):
         )
 
 
-def _tail(text: str, lines: int, limit: int = 4000) -> str:
+_TAIL_CHARS = 4000  # at most this much of a failed command's output is kept
+
+
+def _tail(text: str, lines: int, limit: int = _TAIL_CHARS) -> str:
     """The last ``lines`` non-empty-trailing lines, at most ``limit`` characters."""
     kept = text.rstrip().splitlines()[-lines:]
     return "\n".join(kept)[-limit:]
@@ -235,7 +238,7 @@ def _masked_tail(text: str, lines: int, mask: Callable[[str], str]) -> str:
     masking shrank the window to the tail itself, and then all of it is masked."""
     window = text[-_MASKED_WINDOW:]
     masked = mask(window)
-    if len(window) < len(text) and len(masked) <= 2 * 4000:
+    if len(window) < len(text) and len(masked) <= 2 * _TAIL_CHARS:
         masked = mask(text)
     return _tail(masked, lines)
 

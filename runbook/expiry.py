@@ -104,6 +104,15 @@ def driven_elsewhere(record: RunRecord) -> bool:
     return isinstance(url, str) and url.partition(":")[0] not in ("", "local")
 
 
+def _expired_now(
+    durable: DurableRuns, record: RunRecord
+) -> tuple[datetime, list[tuple[str, dict[str, Any]]]]:
+    """The time now and the gates of ``record`` expired by then (none for a run an executor
+    drives elsewhere): what every command settling expiries starts from."""
+    now = durable.providers.clock.now()
+    return now, [] if driven_elsewhere(record) else due(durable, record, now)
+
+
 def record_due(
     durable: DurableRuns,
     record: RunRecord,
@@ -151,8 +160,7 @@ async def aapply_expired(
 
     ``guarded=False``: the caller already holds the run's ``run:<id>`` guard (resume, deny).
     """
-    now = durable.providers.clock.now()
-    expired = [] if driven_elsewhere(record) else due(durable, record, now)
+    now, expired = _expired_now(durable, record)
     if not expired:
         return []
     record, messages, failed = record_due(durable, record, expired, now)
@@ -162,7 +170,7 @@ async def aapply_expired(
 
 def apply_expired(durable: DurableRuns, record: RunRecord) -> list[str]:
     """:func:`aapply_expired` from synchronous code (``approve``, ``show``, ``runs``)."""
-    if driven_elsewhere(record) or not due(durable, record, durable.providers.clock.now()):
+    if not _expired_now(durable, record)[1]:
         return []
     return asyncio.run(aapply_expired(durable, record))
 
@@ -197,8 +205,7 @@ def settle_due(
     be settled (its runbook is gone, another process holds it), no message and the one line
     saying what expired and why it stays, with the error. Its expiry is recorded either way,
     once: a command that only reads the run (``runs``, ``show``) says so and goes on."""
-    now = durable.providers.clock.now()
-    expired = [] if driven_elsewhere(record) else due(durable, record, now)
+    now, expired = _expired_now(durable, record)
     if not expired:
         return [], None
     messages: list[str] = []
