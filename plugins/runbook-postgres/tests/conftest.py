@@ -7,6 +7,7 @@ without PostgreSQL cannot pass by skipping. Every test gets its own schema, drop
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,11 +75,23 @@ def terminate(pg_admin: psycopg.Connection) -> Callable[[str], int]:
     """Kill the server side of every connection with this application_name (a lost connection)."""
 
     def kill(application_name: str) -> int:
-        rows = pg_admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,),
-        ).fetchall()
-        return len(rows)
+        pids = [
+            pid
+            for (pid,) in pg_admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchall()
+        ]
+        for pid in pids:
+            pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # pg_terminate_backend only signals: until those backends are gone, a pool's health
+        # check can still pass on one, which then fails the write after it (a flaky "recovers").
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pg_admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+        ).fetchone() != (0,):
+            time.sleep(0.01)  # a real server's backends exiting: real time
+        return len(pids)
 
     return kill
 
