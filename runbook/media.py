@@ -75,6 +75,7 @@ class Media:
         # Steps whose ``step_started`` a sink holds but whose start was refused: ended with the
         # run (``RunRecorder._end_unstarted``), as the store has no ``running`` row for them.
         self.announced: set[str] = set()
+        self._logs: list[Any] | None = None  # from _witnessing
 
     def ordered(
         self,
@@ -237,12 +238,14 @@ class Media:
         store = self.store
         if store is None:
             return None, None
-        logs = [sink for sink in self.audit.sinks if getattr(sink, "pending", None)]
+        logs = [sink for sink in self._witnessing() if sink.pending]
         if not records and not (joined and built) and not logs:
             return None, None
         transaction = getattr(store, "transaction", None)
         audit_error: AuditError | None = None
-        due = [(sink, dict(getattr(sink, "pending", {}))) for sink in logs]
+        # What a rolled-back transaction loses, to put back; a store without transactions keeps
+        # each witness it took (``write_pending`` puts back one it refuses).
+        due = [] if transaction is None else [(sink, dict(sink.pending)) for sink in logs]
         runs = runs or (self.audit.info.run_id,)
         try:
             try:
@@ -279,6 +282,13 @@ class Media:
             )
             return error, audit_error
         return None, audit_error
+
+    def _witnessing(self) -> list[Any]:
+        """The sinks that keep witnesses to write (``AuditLog``), found once per run."""
+        logs = self._logs
+        if logs is None:
+            logs = self._logs = [s for s in self.audit.sinks if hasattr(s, "write_pending")]
+        return logs
 
     @staticmethod
     def _rows(store: RunStore, records: list[StepRecord]) -> None:

@@ -120,20 +120,24 @@ class AuditLog:
     def write_pending(self, store: Any, runs: Collection[str] | None = None) -> None:
         """Write the witnesses not yet written, ``(run_id, chain, seq, hash)`` each, into
         ``store`` (inside the caller's store transaction), and forget them; ``runs``: only
-        those runs'. The caller puts them back if its transaction does not commit
-        (``runbook.media.Media.commit``)."""
+        those runs'. One the store refuses is due again, with those after it; the caller puts
+        back the rest if its transaction does not commit (``runbook.media.Media.commit``)."""
         pending = self.pending
         if not pending:
             return
         if runs is None:
+            taken = list(pending.values())
             self.pending = {}
         else:
-            pending = {run: pending.pop(run) for run in runs if run in pending}
+            taken = [item for run in runs if (item := pending.pop(run, None)) is not None]
         witness = store.witness_audit
-        for run_id, chain, seq, digest in pending.values():
+        for i, (run_id, chain, seq, digest) in enumerate(taken):
             try:
                 witness(run_id, chain, seq, digest)
             except RunbookError as exc:
+                # The refused one and those after it are due again (one claimed since wins):
+                # a store without transactions keeps what it wrote, so its caller copies none.
+                self.pending = {item[0]: item for item in taken[i:]} | self.pending
                 raise AuditError(
                     f"audit sink {redact_url(self.url)}: event {seq} is stored but the run "
                     f"store could not witness it: {exc}"

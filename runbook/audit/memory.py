@@ -37,17 +37,17 @@ class MemorySink:
         with self._lock:
             if self._own_append:  # a subclass's append sees each one
                 return [self.append(event) for event in events]
-            chain, stored = self._events, []
+            chain = self._events
+            prev = chain[-1] if chain else None
+            seq = (prev.seq or 0) if prev else 0
+            head = prev.hash if prev and prev.hash else GENESIS
+            stored = []
             for event in events:  # _chain, written out: the hot path of every test's run
-                prev = chain[-1] if chain else None
-                one = event.chained(
-                    (prev.seq or 0) + 1 if prev else 1,
-                    prev.hash if prev and prev.hash else GENESIS,
-                    line=False,
-                    keep=True,
-                )
-                chain.append(one)
-                stored.append(one)
+                seq += 1
+                prev = event.chained(seq, head, line=False, keep=True)
+                head = prev.hash or GENESIS
+                stored.append(prev)
+            chain += stored
             return stored
 
     def _chain(self, event: AuditEvent) -> AuditEvent:

@@ -145,7 +145,8 @@ class Recorder:
                 if conn is not None:
                     stored[index] = list(sink.append_many(events, conn))
                 elif many is not None:
-                    stored[index] = list(many(events))
+                    got = many(events)
+                    stored[index] = got if type(got) is list else list(got)
                 else:
                     stored[index] = [sink.append(event) for event in events]
             except Exception as exc:

@@ -17,7 +17,7 @@ from runbook.audit.memory import MemorySink
 from runbook.audit.signing import load_public_key, load_signer
 from runbook.audit.verify import verify_chain
 from runbook.cli import cli
-from runbook.errors import AuditError, ConfigError
+from runbook.errors import AuditError, ConfigError, StoreError
 from runbook.store.memory import MemoryStore
 
 from .conftest import make_event
@@ -317,3 +317,28 @@ def test_pending_witnesses_are_written_for_the_runs_asked_and_kept_for_the_other
     assert log.pending == {}
     witness = store.audit_witness("b", log.chain_id)
     assert witness is not None and witness.seq == 2
+
+
+def test_a_witness_the_store_refuses_stays_due_with_those_after_it() -> None:
+    """A store without transactions keeps the witnesses written before a refused one; the
+    refused one and those after it are written by the next commit, not lost."""
+
+    class Refusing(MemoryStore):
+        refuse = {"b"}
+
+        def witness_audit(self, run_id: str, chain: str, seq: int, hash: str) -> None:
+            if run_id in self.refuse:
+                raise StoreError("witness table is read-only")
+            super().witness_audit(run_id, chain, seq, hash)
+
+    store = Refusing()
+    log = AuditLog(MemorySink(), store=store)
+    log.append_many([make_event(i, run_id=run) for i, run in enumerate("abc")])
+    with pytest.raises(AuditError, match="event 2 is stored but the run store could not"):
+        log.write_pending(store)
+    assert store.audit_witness("a", log.chain_id) is not None
+    assert set(log.pending) == {"b", "c"}
+    store.refuse = set()
+    log.write_pending(store, ["b", "c"])
+    assert log.pending == {}
+    assert [store.audit_witness(run, log.chain_id).seq for run in "bc"] == [2, 3]  # type: ignore[union-attr]
