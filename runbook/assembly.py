@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runbook.approvals import ApprovalPolicy, gate_problems
+from runbook.approval_policy import ApprovalPolicy
+from runbook.approvals import gate_problems
 from runbook.audit.pipeline import Recorder
 from runbook.collect import Runbook
 from runbook.context import Ctx, RunInfo

@@ -5,7 +5,7 @@ Every decision goes through :meth:`Decisions.prove` (who is deciding: the claime
 :meth:`Decisions.refuse`, which records ``approval_refused`` with the claimed actor and the
 reason before the command exits 2. ``DurableRuns`` (runbook/durable.py) calls in here, and this
 module uses only its public helpers (``recorder_for``, ``load_run``, ``actor``); the engine-side
-counting of decisions is :class:`runbook.approvals.ApprovalPolicy`.
+counting of decisions is :class:`runbook.approval_policy.ApprovalPolicy`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from runbook import result as R
 from runbook import signing
-from runbook.approvals import Rules, counted, gate_state, undefined_group, waiting_gate
+from runbook.approval_policy import gate_state
+from runbook.approvals import Rules, counted, undefined_group, waiting_gate
 from runbook.envs import EnvRules
 from runbook.errors import ApprovalError, ConfigError, RunbookError, UsageError
 from runbook.identity import normalize

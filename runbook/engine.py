@@ -27,7 +27,7 @@ from typing import Any
 
 from runbook import result as R
 from runbook import stdio, tracing
-from runbook.approvals import ApprovalPolicy
+from runbook.approval_policy import ApprovalPolicy
 from runbook.attempts import run_step
 from runbook.audit.pipeline import Recorder
 from runbook.clock import Clock

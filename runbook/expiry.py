@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook import result as R
-from runbook.approvals import gate_state, save_gate
+from runbook.approval_policy import gate_state, save_gate
 from runbook.errors import RunbookError
 from runbook.store.base import ApprovalRecord, RunRecord
 

@@ -1,7 +1,8 @@
 """What the driver does at an approval gate: ask the policy, then go on, pause or stop.
 
-``ApprovalPolicy`` (``runbook.approvals``) decides (``granted``, ``denied`` or ``pending``) and
-records its grants and re-requests; this module turns its verdict into the step's transition.
+``ApprovalPolicy`` (``runbook.approval_policy``) decides (``granted``, ``denied`` or
+``pending``) and records its grants and re-requests; this module turns its verdict into the
+step's transition.
 A denied gate fails the run (its steps are rolled back); a pending one leaves the step
 ``awaiting_approval`` with one ``approval_requested`` event, carrying the question the gate asks
 (``Approval(reason=...)``), and the run pauses once nothing else can run.

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from runbook.approvals import gate_state
+from runbook.approval_policy import gate_state
 from runbook.decisions import gate_status
 from runbook.expiry import settle_due
 

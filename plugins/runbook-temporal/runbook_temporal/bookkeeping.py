@@ -18,7 +18,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import result as R
-from runbook.approvals import ApprovalPolicy, gate_state, granted_by, save_gate
+from runbook.approval_policy import ApprovalPolicy, gate_state, save_gate
+from runbook.approvals import granted_by
 from runbook.errors import AuditError, LockHeld
 from runbook.expiry import record_expiry
 from runbook.locks.base import expand_name
