@@ -10,24 +10,37 @@ are put back when the last run ends, unless something else replaced them meanwhi
 Bytes written under the text layer (``sys.stdout.buffer.write``, its ``raw``) are masked the same
 way: decoded as the stream encodes, line by line, with undecodable bytes kept as they are.
 
-What this cannot see: bytes written to the file descriptors directly (``os.write(1, ...)``, a
-child process inheriting them). ``shell`` captures its commands' output, so those are masked
-where runbook shows them.
+Under both, descriptors 1 and 2 themselves are masked (runbook/fdmask.py): bytes written to
+them directly (``os.write(1, ...)``, a child process started without ``shell``) go through a
+pipe that masks whole lines too. What this cannot see: a secret transformed in a way the
+redactor does not know (reversed, sliced), or written in pieces further apart in time than a
+partial line waits (``fdmask.PARTIAL``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
+
+from runbook.fdmask import Pumps
 
 Mask = Callable[[str], str]
 
 _LOCK = threading.RLock()
 _MASKS: list[Mask] = []
 _SAVED: dict[str, IO[str]] = {}
+# What the descriptors' readers mask with, read without ``_LOCK``: a writer holding it may be
+# waiting for them to drain the pipe (replaced whole, under the lock, as ``_MASKS`` changes).
+_ACTIVE: tuple[Mask, ...] = ()
+_PUMPS = Pumps()
+
+
+def _active() -> tuple[Mask, ...]:
+    return _ACTIVE
 
 
 class MaskingStream:
@@ -70,8 +83,28 @@ class MaskingStream:
             masking = self.__dict__["_buffer"] = MaskingBuffer(inner, encoding, self.inner)
         return masking
 
-    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...
+    def isatty(self) -> bool:
+        """As the stream was before its descriptor went through the masking pipe: a prompt,
+        colour and live progress still know they are on a terminal."""
+        return _was_tty(self.inner)
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, ...
         return getattr(self.inner, name)
+
+
+def _was_tty(stream: Any) -> bool:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a StringIO, a capture)
+        fd = None
+    was = None if fd is None else _PUMPS.isatty(fd)
+    return bool(stream.isatty()) if was is None else was
+
+
+def terminal_columns() -> int:
+    """The terminal's width, asked of standard output as it was before masking."""
+    size = _PUMPS.terminal_size(1)
+    return size.columns if size is not None else shutil.get_terminal_size().columns
 
 
 class MaskingBuffer:
@@ -121,12 +154,15 @@ class MaskingBuffer:
             data = masked.encode(self.encoding, "surrogateescape")
         self.inner.write(data)
 
-    def __getattr__(self, name: str) -> Any:  # fileno, isatty, mode, ...
+    def isatty(self) -> bool:
+        return _was_tty(self.inner)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, mode, ...
         return getattr(self.inner, name)
 
 
 def _masked(text: str) -> str:
-    for mask in _MASKS:
+    for mask in _ACTIVE:
         text = mask(text)
     return text
 
@@ -139,14 +175,19 @@ def masked(mask: Mask | None) -> Iterator[None]:
     if mask is None:
         yield
         return
+    global _ACTIVE
     with _LOCK:
-        if not _MASKS:
+        first = not _MASKS
+        _MASKS.append(mask)
+        _ACTIVE = tuple(_MASKS)
+        if first:
             for name in ("stdout", "stderr"):
                 stream = getattr(sys, name)
                 if stream is not None:
+                    _flush(stream)  # what was printed before goes out before the pipe
                     _SAVED[name] = stream
                     setattr(sys, name, MaskingStream(stream))
-        _MASKS.append(mask)
+            _PUMPS.start(_active)
     try:
         yield
     finally:
@@ -158,10 +199,23 @@ def masked(mask: Mask | None) -> Iterator[None]:
                     held = current.__dict__.get("_buffer")
                     if held is not None:
                         held.flush()
+                elif current is not None:
+                    _flush(current)
+            last = len(_MASKS) == 1
+            if last:  # out through the pipes, masked by this run, then the descriptors back
+                _PUMPS.stop()
+            else:  # what this run's steps wrote is out, masked by this run, before it ends
+                _PUMPS.sync()
             _MASKS.remove(mask)
-            if not _MASKS:
+            _ACTIVE = tuple(_MASKS)
+            if last:
                 for name, stream in _SAVED.items():
                     current = getattr(sys, name)
                     if isinstance(current, MaskingStream) and current.inner is stream:
                         setattr(sys, name, stream)
                 _SAVED.clear()
+
+
+def _flush(stream: Any) -> None:
+    with contextlib.suppress(Exception):  # a closed or odd stream: nothing of ours to send
+        stream.flush()

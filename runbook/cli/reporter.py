@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 import click
 
+from runbook import stdio
 from runbook.cli.planview import render_plan
 from runbook.cli.text import (
     ASCII_SYMBOLS,
@@ -293,7 +293,7 @@ class TerminalReporter:
         if self.tty:
             # One line that rewrites itself; cut to the terminal's width, or it would wrap and
             # the carriage return could only clear its last row.
-            shown = shown[: max(20, shutil.get_terminal_size().columns - 1)]
+            shown = shown[: max(20, stdio.terminal_columns() - 1)]
             with self._lock:
                 try:
                     self.out.write(

@@ -1,0 +1,279 @@
+"""Descriptors 1 and 2 are masked too: ``os.write``, child processes, C libraries.
+
+The pump tests point a pipe's write end (standing in for a terminal) through a ``Pump`` and read
+what comes out of the other end. They wait on the pipe (``select`` with a generous bound) for
+output, never for time to pass.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runbook import stdio
+from runbook.fdmask import Pump
+from runbook.redact import Redactor
+
+SECRET = "s3cr3t-token-value"
+MASK = Redactor([SECRET]).text
+
+
+class Terminal:
+    """A pipe standing in for a terminal: ``fd`` is written to, ``read`` sees what arrives."""
+
+    def __init__(self) -> None:
+        self.out, self.fd = os.pipe()
+        self.seen = b""
+
+    def read(self, until: bytes, size: int = 0) -> bytes:
+        """What arrived, once it ends with ``until`` and holds ``size`` bytes (the test fails
+        after 10 s without them)."""
+        while not self.seen.endswith(until) or len(self.seen) < size:
+            ready, _, _ = select.select([self.out], [], [], 10)
+            assert ready, f"no output ending {until!r}; so far {self.seen!r}"
+            chunk = os.read(self.out, 65536)
+            assert chunk, f"end of output before {until!r}; so far {self.seen!r}"
+            self.seen += chunk
+        return self.seen
+
+    def close(self) -> None:
+        for fd in (self.out, self.fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    term = Terminal()
+    yield term
+    term.close()
+
+
+def pump_on(terminal: Terminal, masks: tuple = (MASK,)) -> Pump:
+    pump = Pump(terminal.fd, lambda: masks)
+    assert pump.start()
+    return pump
+
+
+def test_bytes_written_to_the_descriptor_come_out_masked_and_in_order(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    os.write(terminal.fd, f"one {SECRET}\ntwo ".encode())
+    os.write(terminal.fd, f"{SECRET[:5]}".encode())  # a line split across writes
+    os.write(terminal.fd, f"{SECRET[5:]} end\n".encode())
+    assert pump.sync()
+    assert terminal.read(b"end\n") == b"one ***\ntwo *** end\n"
+    pump.stop()
+    os.write(terminal.fd, b"back to the terminal itself\n")
+    assert terminal.read(b"itself\n").endswith(b"end\nback to the terminal itself\n")
+
+
+def test_a_partial_line_goes_out_masked_when_nothing_follows(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    os.write(terminal.fd, f"Approve {SECRET}? ".encode())
+    assert terminal.read(b"? ") == b"Approve ***? "
+    pump.stop()
+
+
+def test_bytes_that_are_not_text_pass_unchanged(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    blob = bytes(range(256)) + b"\n"
+    os.write(terminal.fd, blob)
+    pump.stop()
+    assert terminal.read(b"\xff\n") == blob
+
+
+def test_a_child_process_writing_to_the_descriptor_is_masked(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    subprocess.run(
+        ["sh", "-c", 'echo "child $TOKEN"'],
+        stdout=terminal.fd,
+        env={**os.environ, "TOKEN": SECRET},
+        check=True,
+    )
+    pump.stop()
+    assert terminal.read(b"\n") == b"child ***\n"
+
+
+def test_a_child_left_holding_the_pipe_does_not_hold_up_the_end_and_stays_masked(
+    terminal: Terminal,
+) -> None:
+    pump = pump_on(terminal)
+    child = subprocess.Popen(
+        ["sh", "-c", 'read go; echo "late $TOKEN"'],
+        stdin=subprocess.PIPE,
+        stdout=terminal.fd,
+        env={**os.environ, "TOKEN": SECRET},
+    )
+    try:
+        pump.stop()  # returns although the child still holds the pipe
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+        assert terminal.read(b"\n") == b"late ***\n"  # masked with the masks it had
+    finally:
+        child.wait(10)
+
+
+def test_a_mask_that_fails_hides_the_line_and_the_reader_goes_on(terminal: Terminal) -> None:
+    def broken(text: str) -> str:
+        if "boom" in text:
+            raise RuntimeError(SECRET)
+        return MASK(text)
+
+    pump = pump_on(terminal, (broken,))
+    os.write(terminal.fd, f"boom {SECRET}\n".encode())
+    assert pump.sync()
+    os.write(terminal.fd, f"after {SECRET}\n".encode())
+    pump.stop()
+    seen = terminal.read(b"after ***\n")
+    assert SECRET.encode() not in seen
+    assert seen.startswith(b"[runbook: ") and b"masking failed (RuntimeError)" in seen
+
+
+def test_a_terminal_that_went_away_never_blocks_the_writers(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    os.close(terminal.out)  # nobody reads the terminal any more
+    writer = threading.Thread(target=os.write, args=(terminal.fd, b"x" * 1_000_000))
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive(), "a write blocked: the reader stopped draining the pipe"
+    pump.stop()
+
+
+def test_a_descriptor_that_is_not_open_is_left_alone() -> None:
+    read, write = os.pipe()
+    os.close(read)
+    os.close(write)
+    assert Pump(write, lambda: (MASK,)).start() is False
+
+
+def test_a_run_masks_descriptor_1_and_puts_it_back(capfd: pytest.CaptureFixture[str]) -> None:
+    with stdio.masked(MASK):
+        os.write(1, f"fd {SECRET}\n".encode())
+        os.write(2, f"fd2 {SECRET}\n".encode())
+        assert sys.stdout.isatty() is False  # as it was: pytest's capture file
+    os.write(1, b"after\n")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("fd ***\nafter\n", "fd2 ***\n")
+
+
+def test_a_run_ending_while_another_goes_on_has_its_output_out_first(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    other = Redactor(["other-secret"]).text
+    with stdio.masked(other):
+        with stdio.masked(MASK):
+            os.write(1, f"first {SECRET} other-secret\n".encode())
+        os.write(1, b"second other-secret\n")
+    assert capfd.readouterr().out == "first *** ***\nsecond ***\n"
+
+
+def test_a_step_writing_to_the_descriptors_and_its_children_show_masked(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").touch()
+    rb = tmp_path / "fds.py"
+    rb.write_text(
+        textwrap.dedent(
+            """
+            import os, subprocess, sys
+            from runbook import param, step
+            token = param("token", secret=True, env="TOKEN")
+
+            @step
+            def writes(params):
+                print("printed first", flush=True)
+                os.write(1, ("fd " + params.token + "\\n").encode())
+                os.write(2, ("fd2 " + params.token + "\\n").encode())
+                subprocess.run(["sh", "-c", 'echo "child $TOKEN"; echo "child2 $TOKEN" >&2'])
+                print("printed last", flush=True)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook", "exec", str(rb)],
+        cwd=tmp_path,
+        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    mine = [line for line in lines if line.startswith(("printed", "fd ", "child "))]
+    assert mine == ["printed first", "fd ***", "child ***", "printed last"]
+    assert "fd2 ***" in done.stderr and "child2 ***" in done.stderr
+
+
+def test_a_step_on_a_terminal_still_sees_a_terminal(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")
+    (tmp_path / "pyproject.toml").touch()
+    rb = tmp_path / "tty.py"
+    rb.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from runbook import param, step
+            token = param("token", secret=True, env="TOKEN")
+
+            @step
+            def where(params):
+                print("tty", sys.stdout.isatty(), params.token, flush=True)
+            """
+        )
+    )
+    main, side = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runbook", "exec", "--yes", str(rb)],
+        cwd=tmp_path,
+        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=side,
+        stderr=side,
+    )
+    os.close(side)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([main], [], [], 60)
+            assert ready, f"no output; so far {seen!r}"
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal's other side closed: the run ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        assert child.wait(60) == 0, seen
+        os.close(main)
+    assert SECRET.encode() not in seen
+    assert b"tty True ***" in seen
+
+
+def test_a_progress_line_goes_out_at_its_carriage_return(terminal: Terminal) -> None:
+    pump = pump_on(terminal)
+    os.write(terminal.fd, f"\r10% {SECRET}\r20%".encode())
+    assert terminal.read(b"\r") == b"\r10% ***\r"  # at once, not after a pause
+    pump.stop()
+    assert terminal.read(b"20%") == b"\r10% ***\r20%"
+
+
+def test_a_line_without_end_is_not_held_whole(terminal: Terminal) -> None:
+    from runbook.fdmask import KEEP, LONGEST
+
+    pump = pump_on(terminal)
+    blob = b"x" * (LONGEST + KEEP)
+    os.write(terminal.fd, blob)  # more than a pipe holds: the reader must pass some on
+    assert len(terminal.read(b"x", LONGEST)) < len(blob)  # before the end, some came out
+    pump.stop()
+    assert terminal.read(b"x", len(blob)) == blob
