@@ -20,6 +20,7 @@ partial line waits (``fdmask.PARTIAL``).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import threading
@@ -104,7 +105,9 @@ def _was_tty(stream: Any) -> bool:
 def terminal_columns() -> int:
     """The terminal's width, asked of standard output as it was before masking."""
     size = _PUMPS.terminal_size(1)
-    return size.columns if size is not None else shutil.get_terminal_size().columns
+    if size is not None and size.columns > 0 and not os.environ.get("COLUMNS"):
+        return size.columns
+    return shutil.get_terminal_size().columns  # COLUMNS, else the terminal, else 80
 
 
 class MaskingBuffer:

@@ -277,3 +277,21 @@ def test_a_line_without_end_is_not_held_whole(terminal: Terminal) -> None:
     assert len(terminal.read(b"x", LONGEST)) < len(blob)  # before the end, some came out
     pump.stop()
     assert terminal.read(b"x", len(blob)) == blob
+
+
+@pytest.mark.parametrize(
+    ("size", "columns_env", "expected"),
+    [((132, 40), None, 132), ((0, 0), None, 80), ((132, 40), "100", 100), (None, "90", 90)],
+)
+def test_the_progress_line_width_is_the_terminal_s_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, size: tuple | None, columns_env: str | None, expected: int
+) -> None:
+    """A pty without a size reports 0 columns: the width falls back as shutil's does (80)."""
+    shown = None if size is None else os.terminal_size(size)
+    monkeypatch.setattr(stdio._PUMPS, "terminal_size", lambda fd: shown)
+    if columns_env is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+        monkeypatch.setattr("shutil.get_terminal_size", lambda: os.terminal_size((80, 24)))
+    else:
+        monkeypatch.setenv("COLUMNS", columns_env)
+    assert stdio.terminal_columns() == expected
