@@ -21,13 +21,24 @@ import contextlib
 import os
 import select
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 Mask = Callable[[str], str]
 PARTIAL = 0.05  # seconds a partial line waits for its end before it is written as it is
 SYNC_TIMEOUT = 5.0  # a reader that does not answer a sync by then is not waited for
 LONGEST = 1 << 16  # a line held longer than this goes out but for its last KEEP bytes
 KEEP = 4096  # (a secret longer than that, cut there, would not be masked whole)
+
+
+def masked_bytes(data: bytes, masks: Iterable[Mask], encoding: str = "utf-8") -> bytes:
+    """``data`` with every mask applied to its text; bytes that are not text in ``encoding``
+    (a binary blob) pass unchanged (``surrogateescape``), and so does ``data`` if no mask
+    changed it."""
+    text = data.decode(encoding, "surrogateescape")
+    masked = text
+    for mask in masks:
+        masked = mask(masked)
+    return data if masked == text else masked.encode(encoding, "surrogateescape")
 
 
 class Pump:
@@ -129,16 +140,11 @@ class Pump:
     def _write(self, data: bytes) -> None:
         if not data or self._broken:
             return
-        text = data.decode("utf-8", "surrogateescape")
-        masked = text
         try:
-            for mask in self._masks() if self._fixed is None else self._fixed:
-                masked = mask(masked)
+            data = masked_bytes(data, self._masks() if self._fixed is None else self._fixed)
         except Exception as exc:  # never the bytes unmasked, and never a reader that stops
             why = type(exc).__name__
-            masked = f"[runbook: {len(data)} bytes not shown: masking failed ({why})]\n"
-        if masked != text:
-            data = masked.encode("utf-8", "surrogateescape")
+            data = f"[runbook: {len(data)} bytes not shown: masking failed ({why})]\n".encode()
         view = memoryview(data)
         try:
             while view:

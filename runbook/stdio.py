@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from runbook.fdmask import Pumps
+from runbook.fdmask import Pumps, masked_bytes
 
 Mask = Callable[[str], str]
 
@@ -150,11 +150,8 @@ class MaskingBuffer:
         return self
 
     def _send(self, data: bytes) -> None:
-        text = data.decode(self.encoding, "surrogateescape")
-        masked = _masked(text)
+        data = masked_bytes(data, _ACTIVE, self.encoding)
         self._text.flush()
-        if masked != text:
-            data = masked.encode(self.encoding, "surrogateescape")
         self.inner.write(data)
 
     def isatty(self) -> bool:
