@@ -11,7 +11,6 @@ import os
 import select
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from runbook import stdio
 from runbook.fdmask import Pump
 from runbook.redact import Redactor
 
-SECRET = "s3cr3t-token-value"
+from .printing import SECRET, exec_command, exec_env, exec_runbook, printing_runbook
+
 MASK = Redactor([SECRET]).text
 
 
@@ -97,7 +97,7 @@ def test_a_child_process_writing_to_the_descriptor_is_masked(terminal: Terminal)
     subprocess.run(
         ["sh", "-c", 'echo "child $TOKEN"'],
         stdout=terminal.fd,
-        env={**os.environ, "TOKEN": SECRET},
+        env=exec_env(),
         check=True,
     )
     pump.stop()
@@ -112,7 +112,7 @@ def test_a_child_left_holding_the_pipe_does_not_hold_up_the_end_and_stays_masked
         ["sh", "-c", 'read go; echo "late $TOKEN"'],
         stdin=subprocess.PIPE,
         stdout=terminal.fd,
-        env={**os.environ, "TOKEN": SECRET},
+        env=exec_env(),
     )
     try:
         pump.stop()  # returns although the child still holds the pipe
@@ -179,35 +179,19 @@ def test_a_run_ending_while_another_goes_on_has_its_output_out_first(
 
 
 def test_a_step_writing_to_the_descriptors_and_its_children_show_masked(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").touch()
-    rb = tmp_path / "fds.py"
-    rb.write_text(
-        textwrap.dedent(
-            """
-            import os, subprocess, sys
-            from runbook import param, step
-            token = param("token", secret=True, env="TOKEN")
-
-            @step
-            def writes(params):
-                print("printed first", flush=True)
-                os.write(1, ("fd " + params.token + "\\n").encode())
-                os.write(2, ("fd2 " + params.token + "\\n").encode())
-                subprocess.run(["sh", "-c", 'echo "child $TOKEN"; echo "child2 $TOKEN" >&2'])
-                print("printed last", flush=True)
-            """
-        )
+    rb = printing_runbook(
+        tmp_path,
+        """
+        @step
+        def writes(params):
+            print("printed first", flush=True)
+            os.write(1, ("fd " + params.token + "\\n").encode())
+            os.write(2, ("fd2 " + params.token + "\\n").encode())
+            subprocess.run(["sh", "-c", 'echo "child $TOKEN"; echo "child2 $TOKEN" >&2'])
+            print("printed last", flush=True)
+        """,
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "runbook", "exec", str(rb)],
-        cwd=tmp_path,
-        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert SECRET not in done.stdout + done.stderr
+    done = exec_runbook(rb)
     lines = [line.strip() for line in done.stdout.splitlines()]
     mine = [line for line in lines if line.startswith(("printed", "fd ", "child "))]
     assert mine == ["printed first", "fd ***", "child ***", "printed last"]
@@ -216,26 +200,19 @@ def test_a_step_writing_to_the_descriptors_and_its_children_show_masked(tmp_path
 
 def test_a_step_on_a_terminal_still_sees_a_terminal(tmp_path: Path) -> None:
     pty = pytest.importorskip("pty")
-    (tmp_path / "pyproject.toml").touch()
-    rb = tmp_path / "tty.py"
-    rb.write_text(
-        textwrap.dedent(
-            """
-            import sys
-            from runbook import param, step
-            token = param("token", secret=True, env="TOKEN")
-
-            @step
-            def where(params):
-                print("tty", sys.stdout.isatty(), params.token, flush=True)
-            """
-        )
+    rb = printing_runbook(
+        tmp_path,
+        """
+        @step
+        def where(params):
+            print("tty", sys.stdout.isatty(), params.token, flush=True)
+        """,
     )
     main, side = pty.openpty()
     child = subprocess.Popen(
-        [sys.executable, "-m", "runbook", "exec", "--yes", str(rb)],
+        exec_command(rb),
         cwd=tmp_path,
-        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
+        env=exec_env(),
         stdin=subprocess.DEVNULL,
         stdout=side,
         stderr=side,

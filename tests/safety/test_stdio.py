@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,43 +11,27 @@ import pytest
 from runbook import stdio
 from runbook.redact import Redactor
 
-SECRET = "s3cr3t-token-value"
+from .printing import exec_runbook, printing_runbook
 
 
 def test_a_step_printing_a_secret_shows_it_masked_on_stdout_and_stderr(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").touch()
-    rb = tmp_path / "printing.py"
-    rb.write_text(
-        textwrap.dedent(
-            """
-            import sys
-            from runbook import param, step
-            token = param("token", secret=True, env="TOKEN")
+    rb = printing_runbook(
+        tmp_path,
+        """
+        @step
+        def sync_step(params):
+            print("token is", params.token)
+            sys.stderr.write("on stderr " + params.token[:9])
+            sys.stderr.write(params.token[9:] + "\\n")  # split across two writes
+            sys.stdout.buffer.write(b"bytes " + params.token.encode() + b"\\n")
+            sys.stderr.buffer.write(params.token.encode() + b" on stderr bytes\\n")
 
-            @step
-            def sync_step(params):
-                print("token is", params.token)
-                sys.stderr.write("on stderr " + params.token[:9])
-                sys.stderr.write(params.token[9:] + "\\n")  # split across two writes
-                sys.stdout.buffer.write(b"bytes " + params.token.encode() + b"\\n")
-                sys.stderr.buffer.write(params.token.encode() + b" on stderr bytes\\n")
-
-            @step
-            async def async_step(params, sync_step):
-                print(f"async {params.token}", flush=True)
-            """
-        )
+        @step
+        async def async_step(params, sync_step):
+            print(f"async {params.token}", flush=True)
+        """,
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "runbook", "exec", str(rb)],
-        cwd=tmp_path,
-        env={**os.environ, "TOKEN": SECRET, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert SECRET not in done.stdout + done.stderr
+    done = exec_runbook(rb)
     assert "token is ***" in done.stdout and "async ***" in done.stdout
     assert "on stderr ***" in done.stderr
     assert "bytes ***" in done.stdout and "*** on stderr bytes" in done.stderr
