@@ -45,13 +45,19 @@ def _active() -> tuple[Mask, ...]:
 
 
 class MaskingStream:
-    """A text stream that writes whole lines, masked, to the stream it wraps."""
+    """A text stream that writes whole lines, masked, to the stream it wraps.
+
+    Over a descriptor that goes through a masking pipe (runbook/fdmask.py) it passes the text
+    on as it is: the pipe masks it, once, and holds a partial line as this would."""
 
     def __init__(self, inner: IO[str]) -> None:
         self.inner = inner
         self._pending = ""
+        self._fd = _fileno(inner)
 
     def write(self, text: str) -> int:
+        if self._fd in _PUMPS.active:
+            return self.inner.write(text)
         with _LOCK:
             self._pending += text
             done, newline, rest = self._pending.rpartition("\n")
@@ -93,11 +99,15 @@ class MaskingStream:
         return getattr(self.inner, name)
 
 
-def _was_tty(stream: Any) -> bool:
+def _fileno(stream: Any) -> int | None:
     try:
-        fd = stream.fileno()
+        return stream.fileno()
     except (AttributeError, OSError, ValueError):  # not a file (a StringIO, a capture)
-        fd = None
+        return None
+
+
+def _was_tty(stream: Any) -> bool:
+    fd = _fileno(stream)
     was = None if fd is None else _PUMPS.isatty(fd)
     return bool(stream.isatty()) if was is None else was
 
@@ -122,8 +132,11 @@ class MaskingBuffer:
         self.encoding = encoding
         self._text = text  # flushed first, so what was printed before comes out before
         self._pending = b""
+        self._fd = _fileno(inner)
 
     def write(self, data: Any) -> int:
+        if self._fd in _PUMPS.active:  # the pipe masks it (see MaskingStream)
+            return self.inner.write(data)
         chunk = bytes(data)  # bytes, bytearray, memoryview
         with _LOCK:
             self._pending += chunk

@@ -272,3 +272,29 @@ def test_the_progress_line_width_is_the_terminal_s_as_it_was(
     else:
         monkeypatch.setenv("COLUMNS", columns_env)
     assert stdio.terminal_columns() == expected
+
+
+def test_text_over_a_masked_descriptor_is_passed_on_for_the_pipe_to_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Masked once, in the pipe: the text layer neither holds a partial line nor masks it."""
+
+    class Inner:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        def fileno(self) -> int:
+            return 1
+
+        def write(self, text: str) -> int:
+            self.written.append(text)
+            return len(text)
+
+    piped, other = Inner(), Inner()
+    other.fileno = lambda: 7  # type: ignore[method-assign]
+    monkeypatch.setattr(stdio._PUMPS, "active", {1: object()})
+    with stdio.masked(MASK):
+        stdio.MaskingStream(piped).write(f"partial {SECRET}")  # type: ignore[arg-type]
+        stdio.MaskingStream(other).write(f"partial {SECRET}\n")  # type: ignore[arg-type]
+    assert piped.written == [f"partial {SECRET}"]
+    assert other.written == ["partial ***\n"]
