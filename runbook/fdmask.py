@@ -98,25 +98,34 @@ class Pump:
         # The reader ends at the pipe's end of file: now, unless a child process holds it.
 
     def _run(self) -> None:
-        pending = b""
         read = self._read
         try:
-            while True:
-                if pending:
-                    ready, _, _ = select.select([read], [], [], PARTIAL)
-                    if not ready:  # nothing more for a while: a prompt, a progress line
-                        self._write(pending)
-                        pending = b""
-                        continue
-                chunk = os.read(read, 65536)
-                if not chunk:
-                    break
-                pending = self._lines(pending + chunk)
-            if pending:
-                self._write(pending)
+            self._pump(read)
+        except Exception as exc:  # a bug here must neither show a secret nor block the writers
+            self._write(f"[runbook: output not shown from here: {type(exc).__name__}]\n".encode())
+            self._broken = True
+            with contextlib.suppress(OSError):
+                while data := os.read(read, 65536):  # dropped; a sync is still answered
+                    self._answer(data.count(self._marker))
         finally:
             os.close(read)
             os.close(self.saved)
+
+    def _pump(self, read: int) -> None:
+        waiting = select.poll()  # not select(): a descriptor past FD_SETSIZE in a busy process
+        waiting.register(read, select.POLLIN)
+        pending = b""
+        while True:
+            if pending and not waiting.poll(PARTIAL * 1000):
+                self._write(pending)  # nothing more for a while: a prompt, a progress line
+                pending = b""
+                continue
+            chunk = os.read(read, 65536)
+            if not chunk:
+                break
+            pending = self._lines(pending + chunk)
+        if pending:
+            self._write(pending)
 
     def _lines(self, data: bytes) -> bytes:
         """Write the whole lines of ``data`` (and everything before a sync marker); the rest
@@ -125,9 +134,7 @@ class Pump:
         while (at := data.find(marker)) >= 0:
             self._write(data[:at])
             data = data[at + len(marker) :]
-            with self._synced:
-                self._answered += 1
-                self._synced.notify_all()
+            self._answer(1)
         end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1  # a progress line ends at \r
         if end:
             self._write(data[:end])
@@ -136,6 +143,12 @@ class Pump:
             self._write(data[:-KEEP])
             data = data[-KEEP:]
         return data
+
+    def _answer(self, syncs: int) -> None:
+        if syncs:
+            with self._synced:
+                self._answered += syncs
+                self._synced.notify_all()
 
     def _write(self, data: bytes) -> None:
         if not data or self._broken:

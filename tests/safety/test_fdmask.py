@@ -298,3 +298,41 @@ def test_text_over_a_masked_descriptor_is_passed_on_for_the_pipe_to_mask(
         stdio.MaskingStream(other).write(f"partial {SECRET}\n")  # type: ignore[arg-type]
     assert piped.written == [f"partial {SECRET}"]
     assert other.written == ["partial ***\n"]
+
+
+def test_a_reader_that_fails_hides_the_rest_and_never_blocks_the_writers(
+    terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Pump, data: bytes) -> bytes:
+        raise RuntimeError(SECRET)
+
+    monkeypatch.setattr(Pump, "_lines", broken)
+    pump = pump_on(terminal)
+    writer = threading.Thread(target=os.write, args=(terminal.fd, SECRET.encode() * 100_000))
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive(), "a write blocked: the failed reader stopped draining"
+    assert pump.sync()  # answered, not waited out
+    pump.stop()
+    seen = terminal.read(b"]\n")
+    assert seen == b"[runbook: output not shown from here: RuntimeError]\n"
+
+
+def test_a_pipe_numbered_past_fd_setsize_is_read_too(terminal: Terminal) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}: no descriptor past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while not filler or filler[-1] < 1030:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        pump = pump_on(terminal)  # its pipe is numbered past 1024
+        os.write(terminal.fd, f"prompt {SECRET} ".encode())  # a partial line: waited on
+        assert terminal.read(b"*** ") == b"prompt *** "
+        pump.stop()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
