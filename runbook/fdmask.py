@@ -30,14 +30,18 @@ LONGEST = 1 << 16  # a line held longer than this goes out but for its last KEEP
 KEEP = 4096  # (a secret longer than that, cut there, would not be masked whole)
 
 
+def masked_text(text: str, masks: Iterable[Mask]) -> str:
+    for mask in masks:
+        text = mask(text)
+    return text
+
+
 def masked_bytes(data: bytes, masks: Iterable[Mask], encoding: str = "utf-8") -> bytes:
     """``data`` with every mask applied to its text; bytes that are not text in ``encoding``
     (a binary blob) pass unchanged (``surrogateescape``), and so does ``data`` if no mask
     changed it."""
     text = data.decode(encoding, "surrogateescape")
-    masked = text
-    for mask in masks:
-        masked = mask(masked)
+    masked = masked_text(text, masks)
     return data if masked == text else masked.encode(encoding, "surrogateescape")
 
 

@@ -25,9 +25,9 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, AnyStr, Generic
 
-from runbook.fdmask import Pumps, masked_bytes
+from runbook.fdmask import Pumps, masked_bytes, masked_text
 
 Mask = Callable[[str], str]
 
@@ -44,6 +44,26 @@ def _active() -> tuple[Mask, ...]:
     return _ACTIVE
 
 
+class _Lines(Generic[AnyStr]):
+    """What a stream holds until its line ends: a secret printed in two writes is masked whole."""
+
+    def __init__(self, empty: AnyStr, newline: AnyStr) -> None:
+        self.empty: AnyStr = empty
+        self.newline: AnyStr = newline
+        self.pending: AnyStr = empty
+
+    def add(self, chunk: AnyStr) -> AnyStr:
+        """The whole lines held with ``chunk`` (empty: none yet); the rest stays held."""
+        done, newline, rest = (self.pending + chunk).rpartition(self.newline)
+        self.pending = rest
+        return done + newline
+
+    def take(self) -> AnyStr:
+        """Everything held (a flush: a prompt, the end of the run)."""
+        held, self.pending = self.pending, self.empty
+        return held
+
+
 class MaskingStream:
     """A text stream that writes whole lines, masked, to the stream it wraps.
 
@@ -52,27 +72,23 @@ class MaskingStream:
 
     def __init__(self, inner: IO[str]) -> None:
         self.inner = inner
-        self._pending = ""
+        self._held = _Lines("", "\n")
         self._fd = _fileno(inner)
 
     def write(self, text: str) -> int:
         if self._fd in _PUMPS.active:
             return self.inner.write(text)
         with _LOCK:
-            self._pending += text
-            done, newline, rest = self._pending.rpartition("\n")
-            if newline:
-                self._pending = rest
-                self.inner.write(_masked(done + newline))
+            if lines := self._held.add(text):
+                self.inner.write(masked_text(lines, _ACTIVE))
         return len(text)
 
     def flush(self) -> None:
         """A flush is asked for (a prompt, a progress line, ``print(..., flush=True)``): the
         partial line goes out masked. ``print`` without it leaves a partial line held."""
         with _LOCK:
-            if self._pending:
-                self.inner.write(_masked(self._pending))
-                self._pending = ""
+            if held := self._held.take():
+                self.inner.write(masked_text(held, _ACTIVE))
             self.inner.flush()
 
     def writelines(self, lines: Any) -> None:
@@ -131,7 +147,7 @@ class MaskingBuffer:
         self.inner = inner
         self.encoding = encoding
         self._text = text  # flushed first, so what was printed before comes out before
-        self._pending = b""
+        self._held = _Lines(b"", b"\n")
         self._fd = _fileno(inner)
 
     def write(self, data: Any) -> int:
@@ -139,18 +155,14 @@ class MaskingBuffer:
             return self.inner.write(data)
         chunk = bytes(data)  # bytes, bytearray, memoryview
         with _LOCK:
-            self._pending += chunk
-            done, newline, rest = self._pending.rpartition(b"\n")
-            if newline:
-                self._pending = rest
-                self._send(done + newline)
+            if lines := self._held.add(chunk):
+                self._send(lines)
         return len(chunk)
 
     def flush(self) -> None:
         with _LOCK:
-            if self._pending:
-                self._send(self._pending)
-                self._pending = b""
+            if held := self._held.take():
+                self._send(held)
             self.inner.flush()
 
     def writelines(self, lines: Any) -> None:
@@ -172,12 +184,6 @@ class MaskingBuffer:
 
     def __getattr__(self, name: str) -> Any:  # fileno, mode, ...
         return getattr(self.inner, name)
-
-
-def _masked(text: str) -> str:
-    for mask in _ACTIVE:
-        text = mask(text)
-    return text
 
 
 @contextlib.contextmanager
