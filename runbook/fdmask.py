@@ -171,13 +171,18 @@ class Pump:
 
 
 class Pumps:
-    """Descriptors 1 and 2, redirected while any run with secrets is active."""
+    """Descriptors 1 and 2, redirected while any run with secrets is active.
+
+    ``depth`` is how many runs were active when this process started them (None: not
+    started here), so the run that started them, in this process, is the one that stops them."""
 
     def __init__(self) -> None:
         self.active: dict[int, Pump] = {}
+        self.depth: int | None = None
 
-    def start(self, masks: Callable[[], Sequence[Mask]]) -> None:
-        if os.name != "posix":  # select on a pipe is POSIX only
+    def start(self, masks: Callable[[], Sequence[Mask]], depth: int) -> None:
+        self.depth = depth
+        if os.name != "posix":  # poll on a pipe is POSIX only
             return
         for fd in (1, 2):
             pump = Pump(fd, masks)
@@ -186,9 +191,20 @@ class Pumps:
                     self.active[fd] = pump
 
     def stop(self) -> None:
-        pumps, self.active = self.active, {}
+        pumps, self.active, self.depth = self.active, {}, None
         for pump in pumps.values():
             pump.stop()
+
+    def forked(self) -> None:
+        """In a forked child: the readers stayed in the parent. The descriptors still go into
+        the parent's pipes (masked there with the parent's masks), but nothing here waits for
+        those readers, and a run of the child's own starts pumps of its own over them (its
+        secrets are not the parent's)."""
+        for pump in self.active.values():
+            for fd in (pump._read, pump.saved):  # the parent's; a dead parent then gives EPIPE
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.active, self.depth = {}, None
 
     def sync(self) -> None:
         for pump in self.active.values():

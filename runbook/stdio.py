@@ -206,7 +206,8 @@ def masked(mask: Mask | None) -> Iterator[None]:
                     _flush(stream)  # what was printed before goes out before the pipe
                     _SAVED[name] = stream
                     setattr(sys, name, MaskingStream(stream))
-            _PUMPS.start(_active)
+        if _PUMPS.depth is None:  # the first run here (or in a forked child: its first own)
+            _PUMPS.start(_active, len(_MASKS))
     try:
         yield
     finally:
@@ -221,7 +222,7 @@ def masked(mask: Mask | None) -> Iterator[None]:
                 elif current is not None:
                     _flush(current)
             last = len(_MASKS) == 1
-            if last:  # out through the pipes, masked by this run, then the descriptors back
+            if _PUMPS.depth == len(_MASKS):  # out through the pipes, then the descriptors back
                 _PUMPS.stop()
             else:  # what this run's steps wrote is out, masked by this run, before it ends
                 _PUMPS.sync()
@@ -233,6 +234,19 @@ def masked(mask: Mask | None) -> Iterator[None]:
                     if isinstance(current, MaskingStream) and current.inner is stream:
                         setattr(sys, name, stream)
                 _SAVED.clear()
+
+
+def _after_fork_in_child() -> None:
+    _PUMPS.forked()
+    _LOCK.release()
+
+
+# A fork (multiprocessing's default on Linux) copies the state but not the readers' threads: the
+# lock is held across it so the child's copy is consistent, and the child forgets the pumps.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_LOCK.acquire, after_in_parent=_LOCK.release, after_in_child=_after_fork_in_child
+    )
 
 
 def _flush(stream: Any) -> None:

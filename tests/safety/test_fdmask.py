@@ -336,3 +336,44 @@ def test_a_pipe_numbered_past_fd_setsize_is_read_too(terminal: Terminal) -> None
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+FORKED = """
+import os, sys, time
+from runbook import fdmask, stdio
+from runbook.redact import Redactor
+
+fdmask.SYNC_TIMEOUT = 30.0  # a sync nobody answers would hold the child's end this long
+with stdio.masked(Redactor(["parent-secret"]).text):
+    os.write(1, b"parent parent-secret\\n")
+    pid = os.fork()
+    if pid == 0:  # a step's forked child (multiprocessing's default on Linux) runs a run of its own
+        with stdio.masked(Redactor(["child-secret"]).text):
+            os.write(1, b"child fd child-secret parent-secret\\n")
+            print("child print child-secret parent-secret", flush=True)
+            began = time.monotonic()
+        took = time.monotonic() - began
+        os.write(1, b"child after parent-secret\\n")
+        os.write(1, f"child end took {took:.1f}\\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.write(1, b"parent after child parent-secret\\n")
+"""
+
+
+def test_a_forked_child_s_own_run_masks_its_secrets_and_ends_at_once() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "child-secret" not in done.stdout and "parent-secret" not in done.stdout
+    assert lines[:4] == [
+        "parent ***",
+        "child fd *** ***",
+        "child print *** ***",
+        "child after ***",
+    ]
+    took = float(lines[4].removeprefix("child end took "))
+    assert took < 10  # its own reader answered; nobody's was waited for until SYNC_TIMEOUT
+    assert lines[5:] == ["parent after child ***"]
