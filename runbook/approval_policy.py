@@ -22,6 +22,7 @@ from runbook.approvals import Rules
 from runbook.identity import distinct, normalize
 from runbook.markers import Approval
 from runbook.protection import Protection
+from runbook.redact import stored_output
 from runbook.store.base import ApprovalRecord, RunStore
 
 GATES_KEY = "gates"  # RunRecord.options[GATES_KEY][step]: the plan put up for approval
@@ -60,12 +61,7 @@ def new_state(
 def stored_form(output: Any, mask: Any) -> Any:
     """An output as the run store keeps it (secrets masked), so plans built live and from the
     store agree."""
-    from runbook.engine import REDACTED_KEY, is_redacted
-
-    if output is None or is_redacted(output) or mask is None:
-        return output
-    masked = mask(output)
-    return {REDACTED_KEY: True, "value": masked} if masked != output else output
+    return stored_output(output, mask)
 
 
 @dataclass

@@ -36,68 +36,13 @@ from typing import Any
 from runbook import backoff as _backoff
 from runbook import result as R
 from runbook.collect import Arg, Runbook
+from runbook.interruptions import CANCELLED, CUT_OFF, RERUN, RETRY, SKIP, rolling_back
 from runbook.plan import probes_of
+from runbook.redact import is_redacted
 from runbook.result import StepResult
 
 # A step's dependents may be considered once it reached one of these (they then run or skip).
 DONE_LIKE = R.DONE_STATUSES | {R.STEP_FAILED, R.STEP_CANCELLED, R.PLANNED}
-
-
-def is_redacted(output: Any) -> bool:
-    """A stored output that contained a secret: ``{REDACTED_KEY: True, "value": <masked>}``."""
-    return isinstance(output, dict) and output.get(REDACTED_KEY) is True
-
-
-REDACTED_KEY = "__runbook_redacted__"
-
-
-# Decisions for an interrupted step (or rollback) on resume.
-RERUN = "rerun"  # idempotent: run again without asking
-RETRY = "retry"  # --retry-interrupted
-SKIP = "skip"  # --skip-interrupted
-CUT_OFF = "cut off"  # the run was rolling back: the step ends cancelled, its rollback runs
-# Why a rollback began (stored in the run's options, so a resume goes on rolling back).
-FAILED = "failed"
-CANCELLED = "cancelled"
-
-
-def rolling_back(steps: Mapping[str, Any], records: Mapping[str, Any]) -> bool:
-    """Do these stored steps show a run that had begun to fail (and so to roll back)?"""
-    for name, rec in records.items():
-        step = steps.get(name)
-        if step is None:
-            continue
-        if rec.rollback is not None or rec.status == R.DENIED:
-            return True
-        if rec.status == R.STEP_FAILED and step.options.required:
-            return True
-    return False
-
-
-def interrupted(steps: Mapping[str, Any], records: Mapping[str, Any]) -> list[tuple[str, bool]]:
-    """``(step, rollback)`` for each step (or step's rollback) that was running when its
-    process died, in store order."""
-    out = []
-    for name, rec in records.items():
-        if name not in steps:
-            continue
-        if rec.rollback == R.ROLLBACK_RUNNING:
-            out.append((name, True))
-        elif rec.status == R.STEP_RUNNING:
-            out.append((name, False))
-    return out
-
-
-def automatic_decision(step: Any, *, rollback: bool, rolling: bool) -> str | None:
-    """What resume does with an interrupted step by itself, or None: a human must decide.
-
-    A run that was rolling back never goes forward: its interrupted steps are cut off (their own
-    rollbacks run). Re-running without asking is only for ``idempotent=True`` steps (and their
-    rollbacks); anything else may have half-happened.
-    """
-    if rolling and not rollback:
-        return CUT_OFF
-    return RERUN if step.options.idempotent else None
 
 
 def _inputs_of(runbook: Runbook) -> dict[str, tuple[str, ...]]:
@@ -149,10 +94,11 @@ class Coordinator:
     ) -> list[str]:
         """Load stored step records (``StepRecord``); return the steps whose state changed here.
 
-        ``decisions``: what to do with each interrupted step or rollback (``interrupted()``):
-        ``rerun``/``retry`` run it again, ``skip`` treats it as not run, ``cut off`` ends an
-        interrupted step of a run that was rolling back as cancelled. ``cause`` is the stored
-        reason a rollback had begun (``failed``/``cancelled``): the run goes on rolling back.
+        ``decisions``: what to do with each interrupted step or rollback
+        (``runbook.interruptions``): ``rerun``/``retry`` run it again, ``skip`` treats it as not
+        run, ``cut off`` ends an interrupted step of a run that was rolling back as cancelled.
+        ``cause`` is the stored reason a rollback had begun (``failed``/``cancelled``): the run
+        goes on rolling back.
         ``outputs`` receives the outputs of the succeeded steps that do not run again.
         """
         decisions = decisions or {}

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runbook import coordinator as C
+from runbook import interruptions as C
 from runbook import recovery, trail
 from runbook import result as R
 from runbook.audit.pipeline import HOST, Recorder

@@ -33,10 +33,11 @@ from runbook.audit.pipeline import Recorder
 from runbook.clock import Clock
 from runbook.collect import Runbook
 from runbook.context import RunInfo
-from runbook.coordinator import CANCELLED, FAILED, REDACTED_KEY, SKIP, Coordinator, is_redacted
+from runbook.coordinator import Coordinator
 from runbook.errors import AuditError, LockHeld, StoreError
 from runbook.executors import Executor
 from runbook.grouping import StartGroup, starts_together
+from runbook.interruptions import CANCELLED, FAILED, SKIP
 from runbook.locks.base import Lease, expand_name
 from runbook.locks.manager import LockManager, since
 from runbook.recorder import RunRecorder, error_text
@@ -47,7 +48,7 @@ from runbook.scheduling import StepTasks, uncancel
 from runbook.scope import ResourceScope
 from runbook.store.base import RunStore, StepRecord
 
-__all__ = ["REDACTED_KEY", "Execution", "RunSetup", "is_redacted"]
+__all__ = ["Execution", "RunSetup"]
 
 
 @dataclass

@@ -20,11 +20,10 @@ from runbook import trail
 from runbook.audit.events import AuditEvent
 from runbook.audit.pipeline import HOST as HOST
 from runbook.audit.pipeline import Recorder as Recorder
-from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LockHeld, StoreError
 from runbook.media import Held, Media, Part
 from runbook.media import error_text as error_text
-from runbook.redact import Redactor
+from runbook.redact import Redactor, stored_output
 from runbook.store.base import RunStore, StepRecord
 
 if TYPE_CHECKING:
@@ -120,11 +119,7 @@ class RunRecorder:
             self.write((res,), (), intent=True, regardless=True)
 
     def _record(self, res: StepResult) -> StepRecord:
-        output = res.output
-        if self._masks and output is not None and not is_redacted(output):
-            masked = self.redactor(output)
-            if masked != output:  # a secret is never stored: mark the output as incomplete
-                output = {REDACTED_KEY: True, "value": masked}
+        output = stored_output(res.output, self.redactor if self._masks else None)
         return StepRecord(
             run_id=self.info.run_id,
             name=res.name,

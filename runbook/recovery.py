@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runbook import coordinator as C
+from runbook import interruptions as C
 from runbook import result as R
 from runbook.audit.pipeline import HOST
 from runbook.collect import Runbook
-from runbook.coordinator import is_redacted
 from runbook.errors import StoreCorrupt, UsageError
+from runbook.redact import is_redacted
 from runbook.store.base import RunRecord, RunStore, StepRecord
 
 

@@ -22,7 +22,7 @@ import base64
 import json
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -178,3 +178,26 @@ class Redactor:
         if not self._secrets:
             return dict(data)
         return {k: self(v) for k, v in data.items()}
+
+
+# -- the stored form of an output that held a secret -----------------------------------------
+
+REDACTED_KEY = "__runbook_redacted__"
+
+
+def is_redacted(output: Any) -> bool:
+    """A stored output that contained a secret: ``{REDACTED_KEY: True, "value": <masked>}``.
+
+    The store keeps the masked value inside this wrapper, so a resume knows the real output is
+    gone (the step runs again) and a view shows the value, never the wrapper."""
+    return isinstance(output, dict) and output.get(REDACTED_KEY) is True
+
+
+def stored_output(output: Any, mask: Callable[[Any], Any] | None) -> Any:
+    """``output`` as it may leave the process (the run store, a workflow's history): as it is
+    unless ``mask`` changes it, then its masked value in the ``is_redacted`` wrapper. A secret
+    is never stored; the wrapper says the stored value is not the real one."""
+    if output is None or mask is None or is_redacted(output):
+        return output
+    masked = mask(output)
+    return output if masked == output else {REDACTED_KEY: True, "value": masked}

@@ -14,8 +14,7 @@ from typing import Any
 from runbook.audit.events import AuditEvent
 from runbook.audit.query import AuditQuery
 from runbook.errors import RunbookError, UsageError
-
-REDACTED_KEY = "__runbook_redacted__"  # the store's marker for an output that held a secret
+from runbook.redact import is_redacted
 
 
 def shown_output(output: Any) -> tuple[Any, bool]:
@@ -24,7 +23,7 @@ def shown_output(output: Any) -> tuple[Any, bool]:
     The store keeps an output that contained a secret as ``{"__runbook_redacted__": true,
     "value": <masked>}``: an internal wrapper, never to be printed as such.
     """
-    if isinstance(output, dict) and output.get(REDACTED_KEY) is True:
+    if is_redacted(output):
         return output.get("value"), True
     return output, False
 

@@ -8,19 +8,19 @@ import pytest
 
 from runbook import load
 from runbook import result as R
-from runbook.coordinator import (
+from runbook.coordinator import Coordinator
+from runbook.interruptions import (
     CANCELLED,
     CUT_OFF,
     FAILED,
-    REDACTED_KEY,
     RERUN,
     RETRY,
     SKIP,
-    Coordinator,
     automatic_decision,
     interrupted,
     rolling_back,
 )
+from runbook.redact import REDACTED_KEY
 from runbook.store.base import StepRecord
 
 

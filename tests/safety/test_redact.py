@@ -11,7 +11,7 @@ import pytest
 
 from runbook.errors import CommandFailed, ParamError
 from runbook.params import param, parse_assignments, resolve_params
-from runbook.redact import MASK, Redactor
+from runbook.redact import MASK, REDACTED_KEY, Redactor, is_redacted, stored_output
 from runbook.resources import ShellResult
 
 SECRET = "s3cr3t/With+plus= é"
@@ -167,3 +167,21 @@ def test_a_secret_whose_case_mapping_changes_its_length_is_masked_in_either_case
     assert redact.text("user STRASSE-TOKEN-1 logged in") == "user *** logged in"
     assert redact.text("Straße-Token-1") == "***"
     assert Redactor(["İstanbul-key"]).text("i̇stanbul-key") == "***"  # lower() adds a dot
+
+
+def test_an_output_holding_a_secret_is_stored_masked_in_the_marked_wrapper() -> None:
+    redact = Redactor(["hunter2-token"])
+    stored = stored_output({"dsn": "db://u:hunter2-token@h"}, redact)
+    assert stored == {REDACTED_KEY: True, "value": {"dsn": "db://u:***@h"}}
+    assert is_redacted(stored)
+    assert stored_output(stored, redact) is stored  # already stored: never wrapped twice
+
+
+def test_an_output_without_a_secret_or_without_a_mask_is_stored_as_it_is() -> None:
+    output = {"version": "1.2.3"}
+    assert stored_output(output, Redactor(["hunter2-token"])) is output
+    assert stored_output({"t": "hunter2-token"}, None) == {"t": "hunter2-token"}
+    assert stored_output(None, Redactor(["hunter2-token"])) is None
+    assert not is_redacted(output)
+    assert not is_redacted({REDACTED_KEY: "yes", "value": 1})  # only the marker True counts
+    assert not is_redacted(["__runbook_redacted__"])

@@ -26,13 +26,13 @@ from runbook import result as R
 from runbook import tracing
 from runbook.collect import Arg, StepDef
 from runbook.context import CURRENT_STEP, FENCING_TOKEN
-from runbook.coordinator import REDACTED_KEY, is_redacted
 from runbook.errors import AuditError, LeaseLost, LockHeld
 from runbook.executors import Attempt
 from runbook.executors.local import LocalExecutor
 from runbook.locks.base import expand_name
 from runbook.locks.manager import LockManager
 from runbook.recorder import error_text
+from runbook.redact import is_redacted, stored_output
 from runbook.result import StepResult
 from runbook_temporal import messages as M
 from runbook_temporal.runtime import BankedClock, Refused, RunContext, WorkerRuns
@@ -280,9 +280,7 @@ class Activities:
                 "step_succeeded",
                 {"output": output, "attempt": job.attempt, "duration_ms": duration_ms},
             )
-            masked = rc.redactor(output) if rc.redactor and output is not None else output
-            if masked != output:  # a secret never travels to Temporal's history
-                masked = {REDACTED_KEY: True, "value": masked}
+            masked = stored_output(output, rc.redactor or None)  # never a secret in the history
             return M.Outcome(R.STEP_SUCCEEDED, output=masked, started_at=started, duration=duration)
         text = rc.redactor.text(error_text(exc))
         lost = isinstance(exc, LeaseLost)
