@@ -11,7 +11,7 @@ pending step needs are named to run again (:func:`secret_outputs_to_redo`). ``Du
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,20 +108,29 @@ def plan(
         else:
             undecided.append(f"the rollback of {name}" if rollback else name)
     if undecided:
-        what = ", ".join(undecided)
-        if settling:
-            raise UsageError(
-                f"run {record.run_id}: {what} was running when the process died and is not "
-                f"idempotent; decide first: runbook resume {record.run_id} "
-                "--retry-interrupted (run it again) or --skip-interrupted (leave it undone)"
-            )
-        raise UsageError(
-            f"run {record.run_id}: {what} were running when the process "
-            "died and are not idempotent; they may have half-happened. Check, then resume "
-            "with --retry-interrupted (run them again) or --skip-interrupted (treat as "
-            "not run)"
-        )
+        raise UsageError(undecided_message(record.run_id, undecided, settling=settling))
     return Plan(decisions, frozenset(rollbacks), tuple(human), rolling)
+
+
+def undecided_message(
+    run_id: str, undecided: Sequence[str], *, settling: bool, died: str = "the process died"
+) -> str:
+    """The refusal that names what a human must decide, and the exact commands to do it."""
+    one = len(undecided) == 1
+    what = ", ".join(undecided)
+    was, it = ("was", "it") if one else ("were", "them")
+    state = f"{what} {was} running when {died} and {'is' if one else 'are'} not idempotent"
+    retry = f"runbook resume {run_id} --retry-interrupted"
+    skip = f"runbook resume {run_id} --skip-interrupted"
+    if settling:
+        return (
+            f"run {run_id}: {state}; decide first: {retry} (run {it} again) or {skip} "
+            f"(leave {it} undone)"
+        )
+    return (
+        f"run {run_id}: {state}; {'it' if one else 'they'} may have half-happened. Check, then "
+        f"{retry} (run {it} again) or {skip} (treat {it} as not run)"
+    )
 
 
 def secret_outputs_to_redo(rb: Runbook, prior: Mapping[str, Any]) -> set[str]:

@@ -607,3 +607,15 @@ def test_approve_of_a_paused_run_whose_gate_is_no_longer_waiting_is_refused(d):
     d.store.save_step(StepRecord(paused.run_id, "switch", "pending", attempts=gate.attempts))
     with pytest.raises(ApprovalError, match="has no step awaiting approval"):
         d.runner("bob").approve(paused.run_id, actor="bob")
+
+
+def test_the_refusal_names_one_interrupted_step_in_the_singular_with_its_commands() -> None:
+    from runbook.recovery import undecided_message
+
+    one = undecided_message("r1", ["migrate"], settling=False)
+    assert one.startswith("run r1: migrate was running when the process died and is not idempotent")
+    assert "runbook resume r1 --retry-interrupted (run it again)" in one
+    assert "runbook resume r1 --skip-interrupted (treat it as not run)" in one
+    two = undecided_message("r1", ["migrate", "the rollback of stage"], settling=True)
+    assert "migrate, the rollback of stage were running" in two and "are not idempotent" in two
+    assert "(run them again)" in two and "(leave them undone)" in two

@@ -17,6 +17,7 @@ from runbook import result as R
 from runbook import tracing
 from runbook.context import RunInfo
 from runbook.errors import ApprovalError, UsageError
+from runbook.recovery import undecided_message
 from runbook.result import RunResult, StepResult
 from runbook_temporal import messages as M
 from runbook_temporal.client import TemporalRuns, to_result
@@ -217,10 +218,7 @@ class TemporalExecutor:
         state = await self.runs.progress(run_id)
         if state.interrupted and not (retry_interrupted or skip_interrupted):
             raise UsageError(
-                f"run {run_id}: step(s) {', '.join(state.interrupted)} were running when their "
-                "worker died and are not idempotent; they may have half-happened. Check, then "
-                "resume with --retry-interrupted (run them again) or --skip-interrupted (treat "
-                "as not run)"
+                undecided_message(run_id, state.interrupted, settling=False, died="its worker died")
             )
         kind = "retry" if retry_interrupted else "skip"
         who = actor or runner.resolved_actor()
