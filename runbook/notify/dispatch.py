@@ -326,9 +326,10 @@ class NotificationService:
             delay = max(delay, min(float(retry_after), self.max_backoff))
         return delay
 
-    def _settle(self, delivery: _Delivery, error: str | None) -> None:
+    def _settle(self, delivery: _Delivery, error: str | None, *, quiet: bool = False) -> bool:
+        """Settle ``delivery`` once; True if this call did (``quiet``: no log line of its own)."""
         if delivery.settled:
-            return
+            return False
         delivery.settled = True
         self._pending -= 1
         if self._pending <= 0 and self._drained is not None:
@@ -337,17 +338,20 @@ class NotificationService:
         if error is None:
             self.sent += 1
         else:
-            self._report(delivery.message, delivery.url, error)
+            self._report(delivery.message, delivery.url, error, quiet=quiet)
+        return True
 
     def _fail_all(self, message: Message, urls: list[str], error: str) -> None:
         for url in urls:
             self._report(message, url, error)
 
-    def _report(self, message: Message, url: str, error: str) -> None:
-        """The one place a final failure goes: a log line and ``on_failure``, secrets scrubbed."""
+    def _report(self, message: Message, url: str, error: str, *, quiet: bool = False) -> None:
+        """The one place a final failure goes: a log line (unless the caller writes one for
+        several: ``quiet``) and ``on_failure``, secrets scrubbed."""
         self.failed += 1
         shown, text = redact_url(url), scrub(error, url)
-        log.warning("notification %r to %s failed: %s", message.title, shown, text)
+        if not quiet:
+            log.warning("notification %r to %s failed: %s", message.title, shown, text)
         if self.on_failure is None:
             return
         token = _IN_FAILURE_CALLBACK.set(True)
@@ -378,11 +382,17 @@ class NotificationService:
             # A notifier that swallows cancellation must not hold the run: wait briefly only.
             await asyncio.wait(tasks, timeout=1.0)
         for channel in self._channels.values():
+            given_up: list[str] = []
+            last_error = None
             for delivery in channel.queue:
                 last = f" (last error: {delivery.last_error})" if delivery.last_error else ""
-                self._settle(delivery, reason + last)
+                if self._settle(delivery, reason + last, quiet=True):
+                    given_up.append(delivery.message.title)
+                    last_error = last_error or delivery.last_error
             channel.queue.clear()
             channel.task = None
+            if given_up:  # one line per channel, however many messages a dead one held
+                log.warning("%s", given_up_line(given_up, channel.shown, reason, last_error))
 
     async def aclose(self) -> None:
         """Report what is still queued as failed and close the channels. Call ``flush`` first."""
@@ -413,3 +423,14 @@ class NotificationService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def given_up_line(titles: list[str], shown: str, reason: str, last_error: str | None) -> str:
+    """One line for every message a channel was given up with: a dead webhook at the end of a
+    50-step run is one line, not a hundred. Each message is still reported (``on_failure``:
+    the audit's ``notification_failed``)."""
+    named = ", ".join(repr(t) for t in titles[:3])
+    more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
+    count = "1 notification" if len(titles) == 1 else f"{len(titles)} notifications"
+    last = f" (last error: {last_error})" if last_error else ""
+    return f"{count} to {shown} failed: {reason}{last}: {named}{more}"

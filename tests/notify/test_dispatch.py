@@ -443,3 +443,35 @@ def test_before_start_the_buffer_is_bounded_too(plugins, fake):
 
     asyncio.run(main())
     assert [m.step for m in fake.channel("fake://a").delivered] == ["s0", "s1"]
+
+
+def test_a_dead_channel_given_up_at_the_flush_is_one_log_line_and_every_message_reported(
+    plugins, fake, caplog: pytest.LogCaptureFixture
+):
+    fake.scripts["fake://down"] = ["hang"] * 100
+    svc, failures = service(plugins, [{"to": "fake://down"}], timeout=3600)
+
+    async def main():
+        await svc.start()
+        for i in range(5):
+            svc.event(event("step_failed", step=f"s{i}"), RUN)
+        await svc.flush(0.05)
+        await svc.aclose()
+
+    with caplog.at_level("WARNING", logger="runbook"):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if "fake://down" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("5 notifications to fake://down failed: not delivered within")
+    assert lines[0].endswith("and 2 more")
+    assert sorted(m.step for m, _, _ in failures.calls) == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_the_given_up_line_names_one_message_in_the_singular() -> None:
+    from runbook.notify.dispatch import given_up_line
+
+    line = given_up_line(["r failed in prod"], "slack://***", "closed", "HTTP 503")
+    assert (
+        line
+        == "1 notification to slack://*** failed: closed (last error: HTTP 503): 'r failed in prod'"
+    )
