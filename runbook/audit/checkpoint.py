@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from runbook.audit.events import AuditEvent, canonical_json
+from runbook.audit.canonical import canonical_json
+from runbook.audit.events import AuditEvent
 from runbook.audit.signing import PublicKey, Signer
 
 KIND = "checkpoint"

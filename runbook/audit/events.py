@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from runbook.audit.canonical import canonical_json, encode, encode_str, loads_strict
+
 if TYPE_CHECKING:
     from runbook.audit.query import AuditQuery
     from runbook.audit.verify import Check, VerifyReport
@@ -177,84 +179,6 @@ _NO_TEXTS: dict[str, str] = {}
 # ``_halves`` cuts the text where ``hash`` goes: after ``env``, before ``host``.
 if sorted(_FIELDS).index("hash") != [n for n, _ in _SORTED].index("host"):
     raise RuntimeError("_halves must put hash between env and host")
-# What json.dumps(..., ensure_ascii=False) writes for a str (the C encoder when available).
-_encode_str = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
-
-
-def canonical_json(data: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8, strict RFC 8259 JSON: the one byte string a hash is
-    computed over. ``NaN``/``Infinity`` raise ``ValueError`` (they are not JSON); see
-    docs/audit.md for why this and not RFC 8785."""
-    return json.dumps(
-        data,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=str,
-    )
-
-
-def _fast_json(value: Any) -> str:
-    """``canonical_json(value)``, byte for byte, without the encoder's set-up for the shapes an
-    event is made of (str-keyed dicts, lists, str, int, bool, None, finite floats); anything else
-    goes through ``canonical_json`` itself. A non-finite float raises ``ValueError`` as it does."""
-    kind = type(value)
-    if kind is str:
-        return _encode_str(value)
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        if value != value or value in (math.inf, -math.inf):
-            raise ValueError("Out of range float values are not JSON compliant")
-        return float.__repr__(value)
-    if kind is dict:
-        parts = []
-        for key in sorted(value):  # mixed key types raise TypeError, as json.dumps does
-            if type(key) is not str:  # json.dumps turns them into strings: let it
-                return canonical_json(value)
-            parts.append(f"{_encode_str(key)}:{_fast_json(value[key])}")
-        return "{" + ",".join(parts) + "}"
-    if kind is list or kind is tuple:
-        return "[" + ",".join(_fast_json(v) for v in value) + "]"
-    return canonical_json(value)
-
-
-def _c_json() -> Any:
-    """``canonical_json`` as the C encoder that ``json.dumps`` builds on every call, built once
-    (the set-up is most of what ``json.dumps`` costs on a small payload), or None where there is
-    no C encoder. Without ``check_circular``: a cycle is a ``RecursionError``, as in
-    ``_fast_json``; an event's fields are trees (they come from JSON-shaped values)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None or _encode_str is json.encoder.py_encode_basestring:
-        return None
-    spec = json.JSONEncoder(
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-    )
-    encode = make(
-        None,
-        spec.default,
-        _encode_str,
-        None,
-        spec.key_separator,
-        spec.item_separator,
-        spec.sort_keys,
-        spec.skipkeys,
-        spec.allow_nan,
-    )
-
-    def dumps(value: Any) -> str:
-        return "".join(encode(value, 0))
-
-    sample = {"b": [1, 2.5, None, True, "é\u2028\n"], "a": {"x": (1,), "1": -0.0}}
-    return dumps if dumps(sample) == canonical_json(sample) else None
-
-
-_json: Any = _c_json() or _fast_json
 
 
 def event_frame(texts: dict[str, str]) -> tuple[str, str, str, str, str] | None:
@@ -283,7 +207,7 @@ def _halves(v: dict[str, Any], seq: int, prev_hash: str) -> tuple[str, str]:
     order, since this is the audit's hot path (``_SORTED`` checks at import that it names every
     field); from the run's ``event_frame`` where the recorder gave one. A non-finite float raises
     ``ValueError``, as ``canonical_json`` does."""
-    enc, text = _json, _encode_str
+    enc, text = encode, encode_str
     at, kind, step = v["at"], v["kind"], v["step"]
     frame = v.get("_frame")
     if (
@@ -328,27 +252,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Readers disagree on which copy wins (first, last): a forged second "actor" could
-            # show one person to a verifier and another to a dashboard.
-            raise ValueError(f"duplicate key {key!r} in one JSON object")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads_strict(text: str | bytes) -> Any:
-    """Parse stored JSON as strictly as it was written: a duplicate key, ``NaN`` or
-    ``Infinity`` is a ``ValueError``. Every sink reads its events through this."""
-    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 def parse_event(text: str | bytes) -> AuditEvent:

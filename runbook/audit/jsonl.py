@@ -43,7 +43,7 @@ def _truthy(value: object) -> bool:
 
 def parse_line(line: bytes) -> AuditEvent:
     """One stored line back into an event; ValueError when it is not one (a duplicate key, NaN
-    and unknown fields included: see ``runbook.audit.events.loads_strict``)."""
+    and unknown fields included: see ``runbook.audit.canonical.loads_strict``)."""
     return parse_event(line)
 
 

@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from runbook.audit.events import GENESIS, AuditEvent, canonical_json
+from runbook.audit.canonical import canonical_json
+from runbook.audit.events import GENESIS, AuditEvent
 from runbook.audit.query import AuditQuery
 from runbook.audit.verify import VerifyReport
 from runbook.errors import AuditError

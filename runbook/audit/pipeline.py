@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runbook.audit.events import AuditEvent, AuditSink, canonical_json, event_frame
+from runbook.audit.canonical import canonical_json
+from runbook.audit.events import AuditEvent, AuditSink, event_frame
 from runbook.clock import Clock, stamper
 from runbook.context import RunInfo
 from runbook.errors import AuditError

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from runbook import Runner
+from runbook.audit import canonical as C
 from runbook.audit import events as E
 from runbook.audit.events import GENESIS, AuditEvent, canonical_json, event_hash
 from runbook.audit.memory import MemorySink
@@ -53,24 +54,24 @@ def test_fast_serialisation_is_canonical_json_byte_for_byte() -> None:
     rng = random.Random(20)
     for _ in range(5000):
         value = _value(rng)
-        assert E._fast_json(value) == canonical_json(value), value
-        assert E._json(value) == canonical_json(value), value  # the encoder chained uses
+        assert C._fast_json(value) == canonical_json(value), value
+        assert C.encode(value) == canonical_json(value), value  # the encoder chained uses
 
 
 def test_the_c_encoder_built_once_is_the_one_json_dumps_builds() -> None:
-    assert E._json is not E._fast_json  # CPython has it: the audit's hot path uses it
+    assert C.encode is not C._fast_json  # CPython has it: the audit's hot path uses it
     for bad in (float("nan"), {"x": [float("inf")]}):
         try:
             canonical_json(bad)
         except ValueError as expected:
             try:
-                E._json(bad)
+                C.encode(bad)
             except ValueError as got:
                 assert str(got) == str(expected)
             else:
                 raise AssertionError("a non-finite float was serialised")
     for odd in ({1: "a", 2: None}, {"when": object}, {"b": (1, 2), "a": {True: 1.5}}):
-        assert E._json(odd) == canonical_json(odd), odd  # int keys, default=str, tuples
+        assert C.encode(odd) == canonical_json(odd), odd  # int keys, default=str, tuples
 
 
 def test_chained_event_is_hashed_over_canonical_json_and_stored_as_it() -> None:
