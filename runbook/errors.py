@@ -62,6 +62,12 @@ class PluginError(UsageError):
     """A plugin could not be loaded, or no plugin serves a URL scheme."""
 
 
+class WeightsError(UsageError, ValueError):
+    """Traffic weights a router refuses (not integers >= 0 summing to 100, an empty target name):
+    refused before any traffic moves. Also a ``ValueError``, which is what a router raised
+    before, so code that catches that still does."""
+
+
 class StoreError(RunbookError):
     """The run store cannot be read or written. The run stops before its next side effect."""
 

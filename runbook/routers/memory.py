@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from runbook.errors import WeightsError
+
 _SHARED: dict[str, MemoryRouter] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -17,28 +19,28 @@ _SHARED_LOCK = threading.Lock()
 def check_weights(service: str, weights: Mapping[str, int]) -> dict[str, int]:
     """Validate and copy a weight map: non-empty, non-negative integers summing to 100."""
     if not isinstance(service, str) or not service:
-        raise ValueError(f"service must be a non-empty string, got {service!r}")
+        raise WeightsError(f"service must be a non-empty string, got {service!r}")
     if not weights:
-        raise ValueError(f"weights for {service!r} are empty")
+        raise WeightsError(f"weights for {service!r} are empty")
     out: dict[str, int] = {}
     for target, weight in weights.items():
         if not isinstance(target, str) or not target:
-            raise ValueError(f"target names must be non-empty strings, got {target!r}")
+            raise WeightsError(f"target names must be non-empty strings, got {target!r}")
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValueError(
+            raise WeightsError(
                 f"weight of {service}/{target} must be an integer >= 0, got {weight!r}"
             )
         out[target] = weight
     total = sum(out.values())
     if total != 100:
-        raise ValueError(f"weights for {service!r} must sum to 100, got {total}: {out}")
+        raise WeightsError(f"weights for {service!r} must sum to 100, got {total}: {out}")
     return out
 
 
 def switched(current: Mapping[str, int], to: str) -> dict[str, int]:
     """All traffic to ``to``; every other known target stays listed, at 0."""
     if not isinstance(to, str) or not to:
-        raise ValueError(f"switch target must be a non-empty string, got {to!r}")
+        raise WeightsError(f"switch target must be a non-empty string, got {to!r}")
     out = dict.fromkeys(current, 0)
     out[to] = 100
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.errors import RunbookError
+from runbook.errors import RunbookError, WeightsError
 from runbook.plugins import Plugins
 from runbook.routers.base import Router
 from runbook.routers.file import FileRouter
@@ -57,8 +57,10 @@ def test_router_contract(router):
 )
 def test_bad_weights_are_refused_before_anything_changes(router, weights, message):
     router.set_weights("web", {"stable": 100})
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(WeightsError, match=message.replace("(", r"\(")) as refused:
         router.set_weights("web", weights)
+    assert isinstance(refused.value, ValueError)  # what callers caught before still works
+    assert refused.value.exit_code == 2  # a usage error: one line from the CLI, not a traceback
     assert router.weights("web") == {"stable": 100}
 
 

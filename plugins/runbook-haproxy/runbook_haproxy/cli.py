@@ -19,6 +19,7 @@ import click
 
 from runbook.cli.common import config_option, handle_errors, load_config
 from runbook.errors import LockHeld, UsageError
+from runbook.routers.memory import check_weights
 
 LEASE = 30.0
 
@@ -128,7 +129,7 @@ def set_(
     from runbook.redact import Redactor
     from runbook.runner import new_run_id
 
-    table = parse_weights(weights)
+    table = check_weights(service, parse_weights(weights))  # refused before any lock or event
     runner = _runner(config_path, router_url, env)
     if as_:
         runner.actor = as_

@@ -101,10 +101,7 @@ class HAProxyRouter:
     # -- writing ------------------------------------------------------------------------------
 
     def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        try:
-            table = check_weights(service, weights)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        table = check_weights(service, weights)  # WeightsError: a usage error, nothing moved
         for server in table:
             check_name(server, "server")
         with service_lock(str(self.address), service):

@@ -127,3 +127,27 @@ def test_unreachable_router_is_one_line(project: Path) -> None:
     code, _, err = invoke("router", "show", "web", "--router", f"haproxy://127.0.0.1:{free_port()}")
     assert code == 1
     assert "unreachable" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["blue=50", "green=60"], "weights for 'web' must sum to 100, got 110"),
+        (["blue=-5", "green=105"], "weight of web/blue must be an integer >= 0, got -5"),
+    ],
+)
+def test_bad_weights_on_the_default_file_router_are_one_line_and_touch_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "runbook.toml").write_text('audit = ["jsonl://.runbook/audit.jsonl"]\n')
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("RUNBOOK_ACTOR", "alice")
+    assert invoke("router", "set", "web", "blue=100")[0] == 0
+    code, _, err = invoke("router", "set", "web", *args)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert invoke("router", "show", "web")[1].splitlines() == ["blue  100  (active)"]
+    kinds = [e["kind"] for e in events(folder)]
+    assert kinds == ["lock_acquired", "change_recorded", "lock_released"]  # the first set only
