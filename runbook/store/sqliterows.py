@@ -115,7 +115,10 @@ def decode(cls: type[R], row: sqlite3.Row, path: Path, what: str) -> R:
             if f.name in _JSON:
                 value = json.loads(raw)
                 if f.name != "output" and not isinstance(value, dict):
-                    raise ValueError("not a JSON object")
+                    raise StoreCorrupt(
+                        f"{path}: {what}: column {TABLES[cls]}.{f.name} is not a JSON object; "
+                        "the row was not written by runbook"
+                    )
             elif f.name in _DATES:
                 value = None if raw is None else utc(datetime.fromisoformat(raw))
             elif f.name == "auto":
@@ -123,9 +126,9 @@ def decode(cls: type[R], row: sqlite3.Row, path: Path, what: str) -> R:
             else:
                 value = raw
         except (TypeError, ValueError) as exc:
-            kind = "JSON" if f.name in _JSON else "an ISO-8601 datetime"
+            kind = "valid JSON" if f.name in _JSON else "a valid ISO-8601 datetime"
             raise StoreCorrupt(
-                f"{path}: {what}: column {TABLES[cls]}.{f.name} is not valid {kind} "
+                f"{path}: {what}: column {TABLES[cls]}.{f.name} is not {kind} "
                 f"({type(exc).__name__}); the row was not written by runbook"
             ) from None
         values[f.name] = value

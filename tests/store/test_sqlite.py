@@ -371,6 +371,29 @@ def test_a_row_that_cannot_be_decoded_is_store_corrupt(
     assert str(db) in message and "run 'r1'" in message and where in message
 
 
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        (
+            "UPDATE runs SET params = '{oops'",
+            "column runs.params is not valid JSON (JSONDecodeError)",
+        ),
+        ("UPDATE runs SET params = '[1, 2]'", "column runs.params is not a JSON object;"),
+        ("UPDATE runs SET created_at = 'noon'", "runs.created_at is not a valid ISO-8601 datetime"),
+    ],
+)
+def test_a_corrupt_column_is_named_with_what_is_wrong_with_it(
+    store: SqliteStore, db: Path, sql: str, says: str
+) -> None:
+    store.create_run(make_run("r1"))
+    raw(db).execute(sql)
+    with pytest.raises(StoreCorrupt) as info:
+        store.get_run("r1")
+    assert says in str(info.value) and str(info.value).endswith(
+        "the row was not written by runbook"
+    )
+
+
 def test_a_corrupt_run_is_not_modified_by_update(store: SqliteStore, db: Path) -> None:
     store.create_run(make_run("r1"))
     raw(db).execute("UPDATE runs SET params = '{oops'")
