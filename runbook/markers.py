@@ -66,13 +66,23 @@ class Approval:
     reason: Callable[..., str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.min, int) or self.min < 1:
+        if isinstance(self.min, bool) or not isinstance(self.min, int) or self.min < 1:
             raise ValueError(f"Approval(min=...) must be an integer >= 1, got {self.min!r}")
+        if not isinstance(self.allow_self, bool):
+            raise ValueError(
+                f"Approval(allow_self=...) must be True or False, got {self.allow_self!r}"
+            )
         for name in ("approvers", "groups"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
+            if not isinstance(value, list | tuple | set | frozenset) or not all(
+                isinstance(item, str) and item.strip() for item in value
+            ):
+                raise ValueError(f"Approval({name}=...) must be a list of names, got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if self.reason is not None and not callable(self.reason):
+            raise ValueError(f"Approval(reason=...) must be a function, got {self.reason!r}")
         if self.timeout is not None:
             try:
                 parse_duration(self.timeout)

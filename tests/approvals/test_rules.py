@@ -79,6 +79,30 @@ def test_timeouts_parse() -> None:
         Approval(timeout="1h", on_timeout="ignore")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"approvers": 5}, "Approval(approvers=...) must be a list of names, got 5"),
+        ({"approvers": ["alice", ""]}, "must be a list of names, got ['alice', '']"),
+        ({"groups": [None]}, "Approval(groups=...) must be a list of names, got [None]"),
+        ({"min": True}, "Approval(min=...) must be an integer >= 1, got True"),
+        ({"min": 0}, "Approval(min=...) must be an integer >= 1, got 0"),
+        ({"allow_self": "no"}, "Approval(allow_self=...) must be True or False, got 'no'"),
+        ({"reason": "because"}, "Approval(reason=...) must be a function, got 'because'"),
+    ],
+)
+def test_a_malformed_approval_says_which_argument(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        Approval(**kwargs)
+    assert message in str(refused.value)
+
+
+def test_approvers_and_groups_take_one_name_or_any_collection_of_names() -> None:
+    assert Approval(approvers="alice").approvers == ("alice",)
+    assert Approval(approvers=["alice", "group:dba"], groups=("dba",)).groups == ("dba",)
+    assert Approval(approvers={"bob"}).approvers == ("bob",)
+
+
 def _plan(**changes):
     base = dict(
         run_id="r1",
