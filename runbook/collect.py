@@ -342,7 +342,13 @@ def _fleet_for(module: ModuleType, path: Path, fleet: Any) -> Any:
 
 def _check_options(name: str, o: StepOptions) -> None:
     where = (o.file, o.line)
-    if not isinstance(o.retries, int) or o.retries < 0:
+    for flag in ("reversible", "required", "idempotent"):
+        value = getattr(o, flag)
+        if not isinstance(value, bool):  # reversible="no" or idempotent="false" would be truthy
+            raise DefinitionError(
+                f"step {name!r}: {flag} must be True or False, got {value!r}", *where
+            )
+    if isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0:
         raise DefinitionError(f"step {name!r}: retries must be an integer >= 0", *where)
     if not isinstance(o.backoff, int | float) or o.backoff < 0:
         raise DefinitionError(f"step {name!r}: backoff must be seconds >= 0", *where)

@@ -136,14 +136,10 @@ def param(
     naming the caller's file and line: otherwise the mistake would surface only in the one run
     that does not pass the value.
     """
-    if name in _PARAMS_ATTRIBUTES:
+    problem = _declaration_problem(name, type, choices, secret, env)
+    if problem is not None:
         caller = sys._getframe(1)
-        raise DefinitionError(
-            f"parameter {name!r}: params.{name} is a method of the params mapping, so a step "
-            f"would get the method, not the value: name the parameter otherwise",
-            file=caller.f_code.co_filename,
-            line=caller.f_lineno,
-        )
+        raise DefinitionError(problem, file=caller.f_code.co_filename, line=caller.f_lineno)
     if default is not REQUIRED and default is not None:
         default = _checked_default(name, type, default, choices, secret)
     return ParamSpec(
@@ -156,6 +152,27 @@ def param(
         env=env,
         example=example,
     )
+
+
+def _declaration_problem(name: Any, typ: Any, choices: Any, secret: Any, env: Any) -> str | None:
+    """What is wrong with a ``param(...)`` declaration, found at import: a mistake here would
+    otherwise surface as a confusing error in the one run that needs the value."""
+    if not isinstance(name, str) or not name or "=" in name or name != "".join(name.split()):
+        return f"param(name): the name must be a word that -p NAME=VALUE can give, got {name!r}"
+    if name in _PARAMS_ATTRIBUTES:
+        return (
+            f"parameter {name!r}: params.{name} is a method of the params mapping, so a step "
+            f"would get the method, not the value: name the parameter otherwise"
+        )
+    if not callable(typ):
+        return f"parameter {name!r}: type= must be callable (int, str, a function), got {typ!r}"
+    if choices is not None and (isinstance(choices, str) or not hasattr(choices, "__contains__")):
+        return f"parameter {name!r}: choices= must be a list of allowed values, got {choices!r}"
+    if not isinstance(secret, bool):
+        return f"parameter {name!r}: secret= must be True or False, got {secret!r}"
+    if env is not None and (not isinstance(env, str) or not env):
+        return f"parameter {name!r}: env= must name an environment variable, got {env!r}"
+    return None
 
 
 def _checked_default(

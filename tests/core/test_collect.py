@@ -377,6 +377,10 @@ def test_two_rollbacks_for_one_step(write_runbook):
         ("backoff=-1", "backoff must be seconds >= 0"),
         ("when=True", "when= must be callable"),
         ("lock=3", "lock must be a name template"),
+        ('reversible="no"', "reversible must be True or False, got 'no'"),
+        ('idempotent="false"', "idempotent must be True or False, got 'false'"),
+        ("required=0", "required must be True or False, got 0"),
+        ("retries=True", "retries must be an integer >= 0"),
     ],
 )
 def test_bad_options(write_runbook, options, message):

@@ -289,3 +289,29 @@ def test_a_path_param_runs_on_the_sqlite_store_stored_as_its_text(tmp_path):
         assert result.status == "succeeded", result.error
         assert result.steps["kind"].output == "PosixPath:/srv"
         assert r.store.get_run(result.run_id).params == {"where": "/srv"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": 5}, "param(name): the name must be a word that -p NAME=VALUE can give, got 5"),
+        ({"name": "a=b"}, "got 'a=b'"),
+        ({"name": "two words"}, "got 'two words'"),
+        ({"name": ""}, "got ''"),
+        ({"name": "n", "choices": 5}, "parameter 'n': choices= must be a list of allowed values"),
+        ({"name": "n", "choices": "abc"}, "choices= must be a list of allowed values, got 'abc'"),
+        ({"name": "n", "type": "int"}, "parameter 'n': type= must be callable"),
+        ({"name": "n", "secret": "yes"}, "parameter 'n': secret= must be True or False"),
+        ({"name": "n", "env": 3}, "parameter 'n': env= must name an environment variable"),
+    ],
+)
+def test_a_malformed_declaration_is_a_definition_error_at_its_line(kwargs, message):
+    with pytest.raises(DefinitionError) as info:
+        param(**kwargs)
+    assert message in str(info.value)
+    assert info.value.file == __file__
+
+
+def test_a_name_with_a_dash_or_dots_is_still_a_parameter():
+    assert param("max-surge", type=int, default=1).name == "max-surge"
+    assert param("db.host", default="h").name == "db.host"
