@@ -100,6 +100,15 @@ class Runner:
     ) -> None:
         if durability not in ("power", "process"):
             raise UsageError(f"durability must be 'power' or 'process', got {durability!r}")
+        _check_numbers(
+            max_parallel=max_parallel,
+            lock_timeout=lock_timeout,
+            lease=lease,
+            paused_lease=paused_lease,
+            flush_deadline=flush_deadline,
+        )
+        if isinstance(audit, str | Mapping):  # one sink: not its URL's characters, one by one
+            audit = (audit,)
         # "process": SQLite synchronous=NORMAL, JSONL without fsync (docs/durable-runs.md).
         self.durability = durability
         self.env = env
@@ -538,3 +547,22 @@ class Runner:
         if self.router_url is None:
             raise RunbookError('no router configured ([tool.runbook] router = "file://...")')
         return self.plugins.open("router", self.router_url)
+
+
+def _check_numbers(
+    *, max_parallel: Any, lock_timeout: Any, lease: Any, paused_lease: Any, flush_deadline: Any
+) -> None:
+    """The numeric settings, refused by name before anything opens (the configuration file's
+    are checked as they are read, runbook.config; these are the Python API's)."""
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise UsageError(f"Runner(max_parallel=...) must be an integer >= 1, got {max_parallel!r}")
+    for name, value, positive in (
+        ("lock_timeout", lock_timeout, False),
+        ("lease", lease, True),
+        ("paused_lease", paused_lease, True),
+        ("flush_deadline", flush_deadline, False),
+    ):
+        number = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        if not number or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise UsageError(f"Runner({name}=...) must be seconds {bound}, got {value!r}")

@@ -8,7 +8,10 @@ import logging
 import uuid
 from typing import Any
 
+import pytest
+
 from runbook import Runner, load
+from runbook.errors import UsageError
 from runbook.hookspecs import hookimpl
 from runbook.testing.fakes import FakeNotifier
 
@@ -124,3 +127,30 @@ def announce(notify):
     assert channel.messages == []
     assert "'deploy finished'" in caplog.text and "closed" in caplog.text
     assert "failure callback raised" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_parallel": 0}, "Runner(max_parallel=...) must be an integer >= 1, got 0"),
+        ({"max_parallel": "8"}, "Runner(max_parallel=...) must be an integer >= 1, got '8'"),
+        ({"max_parallel": True}, "Runner(max_parallel=...) must be an integer >= 1, got True"),
+        ({"lock_timeout": -1}, "Runner(lock_timeout=...) must be seconds >= 0, got -1"),
+        ({"lease": 0}, "Runner(lease=...) must be seconds > 0, got 0"),
+        ({"paused_lease": float("nan")}, "Runner(paused_lease=...) must be seconds > 0, got nan"),
+        ({"flush_deadline": "5"}, "Runner(flush_deadline=...) must be seconds >= 0, got '5'"),
+    ],
+)
+def test_a_bad_numeric_setting_is_refused_by_name_before_anything_opens(kwargs, message):
+    with pytest.raises(UsageError) as refused:
+        Runner(entry_points=False, **kwargs)
+    assert str(refused.value) == message
+
+
+def test_one_audit_url_given_as_a_string_is_one_sink(write_runbook, tmp_path):
+    trail = tmp_path / "trail.jsonl"
+    runner = Runner(entry_points=False, audit=f"jsonl://{trail}", store=None, locks=None)
+    path = write_runbook("from runbook import step\n@step\ndef a():\n    return 1\n")
+    assert runner.run(path).status == "succeeded"
+    assert [sink.url for sink in runner.sinks] == [f"jsonl://{trail}"]
+    assert trail.read_text().count("\n") >= 3  # run_started, step_started, ... in that one file
