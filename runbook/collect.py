@@ -22,7 +22,7 @@ from typing import Any
 from runbook import dag
 from runbook.definition import Arg, ResourceDef, RollbackDef, Runbook, StepDef
 from runbook.errors import DefinitionError
-from runbook.groups import StepGroup
+from runbook.groups import StepGroup, made_while, unassigned
 from runbook.importer import CONF_NAME, ROOT_MARKERS, find_conftests, import_path, resources_of
 from runbook.injection import BUILTINS, Names, analyze, parameters, step_name
 from runbook.markers import ROLLBACK_ATTR, STEP_ATTR, StepOptions
@@ -69,7 +69,19 @@ def load(
         mod = import_path(conf, f"runbookconf_{digest}")
         conf_modules.append(mod)
         resources.update(resources_of(mod, str(conf)))  # nearer folders override outer ones
-    module = import_path(path, f"runbook_{path.stem}_{sha[:12]}")
+    with made_while() as made:
+        module = import_path(path, f"runbook_{path.stem}_{sha[:12]}")
+    lost = unassigned(
+        made, str(path), [v for v in vars(module).values() if isinstance(v, StepGroup)]
+    )
+    if lost is not None:
+        strategy, line = lost
+        raise DefinitionError(
+            f"{strategy}() makes its steps only when assigned to a module-level name "
+            f"(release = {strategy}(...)); as it is, nothing would run",
+            file=str(path),
+            line=line,
+        )
     resources.update(resources_of(module, str(path)))
 
     known = BUILTINS | set(resources) | set(extra_names)

@@ -545,3 +545,44 @@ def test_a_group_step_gets_a_siblings_output_by_its_local_name(write_runbook):
 
     result = Runner(actor="t").run(rb)
     assert result.steps["release.use"].output == ["green", 5]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "strategy"),
+    [
+        ('rolling(["a", "b"], deploy=lambda host: None)', 3, "rolling"),
+        ('releases = [canary("web", weights=[50, 100], approval=False)]', 3, "canary"),
+        (
+            'blue = blue_green("web", deploy=lambda color: None, health=lambda color: True)\n'
+            'blue_green("api", deploy=lambda color: None, health=lambda color: True)',
+            4,
+            "blue_green",
+        ),
+    ],
+)
+def test_a_strategy_call_no_module_name_holds_is_a_definition_error_at_its_line(
+    write_runbook, body: str, line: int, strategy: str
+) -> None:
+    path = write_runbook(
+        "from runbook.strategies import blue_green, canary, rolling\n\n" + body + "\n"
+    )
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert refused.value.line == line
+    assert f"{strategy}() makes its steps only when assigned to a module-level name" in str(
+        refused.value
+    )
+
+
+def test_an_assigned_strategy_and_one_built_by_a_function_at_import_are_collected(
+    write_runbook,
+) -> None:
+    path = write_runbook(
+        "from runbook.strategies import rolling\n\n"
+        "def make(service):\n"
+        '    return rolling(["a", "b"], deploy=lambda host: None, service=service)\n\n'
+        'web = make("web")\n'
+        'api = rolling(["c"], deploy=lambda host: None, service="api")\n'
+    )
+    steps = load(path).steps
+    assert "web.deploy[a]" in steps and "api.deploy[c]" in steps
