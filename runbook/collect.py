@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -22,9 +22,10 @@ from typing import Any
 from runbook import dag
 from runbook.definition import Arg, ResourceDef, RollbackDef, Runbook, StepDef
 from runbook.errors import DefinitionError
-from runbook.groups import StepGroup, made_while, unassigned
+from runbook.groups import StepGroup
 from runbook.importer import CONF_NAME, ROOT_MARKERS, find_conftests, import_path, resources_of
 from runbook.injection import BUILTINS, Names, analyze, parameters, step_name
+from runbook.made import lost, lost_message, made_while
 from runbook.markers import ROLLBACK_ATTR, STEP_ATTR, StepOptions
 from runbook.params import ParamSpec
 
@@ -71,17 +72,9 @@ def load(
         resources.update(resources_of(mod, str(conf)))  # nearer folders override outer ones
     with made_while() as made:
         module = import_path(path, f"runbook_{path.stem}_{sha[:12]}")
-    lost = unassigned(
-        made, str(path), [v for v in vars(module).values() if isinstance(v, StepGroup)]
-    )
-    if lost is not None:
-        strategy, line = lost
-        raise DefinitionError(
-            f"{strategy}() makes its steps only when assigned to a module-level name "
-            f"(release = {strategy}(...)); as it is, nothing would run",
-            file=str(path),
-            line=line,
-        )
+    missing = lost(made, str(path), _places(module))
+    if missing is not None:
+        raise DefinitionError(lost_message(missing), file=str(path), line=missing.line)
     resources.update(resources_of(module, str(path)))
 
     known = BUILTINS | set(resources) | set(extra_names)
@@ -93,6 +86,15 @@ def load(
     else:
         names = Names(known | set(plugins.resources()))
     return _collect(path, sha, module, resources, tuple(conf_modules), names, fleet=fleet)
+
+
+def _places(module: ModuleType) -> Iterator[tuple[str | None, int | None]]:
+    """Where each step and group the module's names hold was made (``runbook.made``)."""
+    for value in vars(module).values():
+        if isinstance(value, StepGroup):
+            yield value.file, value.line
+        elif callable(value) and (opts := getattr(value, STEP_ATTR, None)) is not None:
+            yield opts.file, opts.line
 
 
 def _plugin_resource_names() -> Iterable[str]:

@@ -8,12 +8,11 @@ an edge to the group's last step, whose output it receives.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runbook.made import record
 from runbook.markers import StepOptions
 
 
@@ -59,36 +58,4 @@ class StepGroup:
     expand: Callable[[Any], StepGroup] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        made = _MADE.get()
-        if made is not None:  # a runbook being imported (``made_while``)
-            made.append((self.strategy, self.file, self.line))
-
-
-# The groups made while a runbook module is imported: (strategy, file, line) of each.
-_MADE: contextvars.ContextVar[list[tuple[str, str | None, int | None]] | None] = (
-    contextvars.ContextVar("runbook_groups_made", default=None)
-)
-
-
-@contextlib.contextmanager
-def made_while() -> Iterator[list[tuple[str, str | None, int | None]]]:
-    """Record the groups made inside the block (a runbook's import)."""
-    made: list[tuple[str, str | None, int | None]] = []
-    token = _MADE.set(made)
-    try:
-        yield made
-    finally:
-        _MADE.reset(token)
-
-
-def unassigned(
-    made: Iterable[tuple[str, str | None, int | None]], file: str, found: Iterable[StepGroup]
-) -> tuple[str, int | None] | None:
-    """The first strategy call in ``file`` whose group no module-level name holds: a bare
-    ``rolling(...)`` line makes no step at all, and the run would succeed having deployed
-    nothing. Compared by line, not identity: a strategy may build its group in steps."""
-    kept = {(group.file, group.line) for group in found}
-    for strategy, where, line in made:
-        if where == file and (where, line) not in kept:
-            return strategy, line
-    return None
+        record(self.strategy, "", self.file, self.line)  # runbook.made: is it assigned?

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
+from runbook.made import record
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 STEP_ATTR = "__runbook_step__"
@@ -227,7 +229,9 @@ def _decorator(kind: str, func: Callable[..., Any] | None, kwargs: dict[str, Any
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(f):
             raise TypeError(f"@{kind} decorates a function, got {f!r}")
-        setattr(f, STEP_ATTR, _make_options(kind, f, dict(kwargs)))
+        options = _make_options(kind, f, dict(kwargs))
+        setattr(f, STEP_ATTR, options)
+        record(kind, options.name or getattr(f, "__name__", "?"), options.file, options.line)
         return f
 
     return mark(func) if func is not None else mark

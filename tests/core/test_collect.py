@@ -586,3 +586,43 @@ def test_an_assigned_strategy_and_one_built_by_a_function_at_import_are_collecte
     )
     steps = load(path).steps
     assert "web.deploy[a]" in steps and "api.deploy[c]" in steps
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "name"),
+    [
+        ("class Deploy:\n    @step\n    def stage(self):\n        pass\n", 4, "stage"),
+        ("def make():\n    @step\n    def inner():\n        pass\n\nmake()\n", 4, "inner"),
+        ("@step\ndef a():\n    return 1\n\n@step\ndef a():\n    return 2\n", 3, "a"),
+    ],
+)
+def test_a_step_no_module_level_name_holds_is_a_definition_error_at_its_line(
+    write_runbook, source: str, line: int, name: str
+) -> None:
+    path = write_runbook("from runbook import step\n\n" + source)
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert refused.value.line == line
+    assert f"step {name!r} is not held by a module-level name" in str(refused.value)
+
+
+def test_steps_a_factory_makes_and_the_module_assigns_are_collected(write_runbook) -> None:
+    path = write_runbook(
+        "from runbook import step\n\n"
+        "def make(name):\n"
+        "    @step(name=name)\n"
+        "    def inner():\n"
+        "        return name\n"
+        "    return inner\n\n"
+        'a = make("a")\n'
+        'b = make("b")\n'
+    )
+    assert set(load(path).steps) == {"a", "b"}
+
+
+def test_what_was_made_elsewhere_is_not_checked_here() -> None:
+    from runbook.made import Made, lost
+
+    made = [Made("step", "x", "/other.py", 3), Made("step", "y", "/rb.py", 5)]
+    assert lost(made, "/rb.py", [("/rb.py", 5)]) is None
+    assert lost(made, "/rb.py", []) == Made("step", "y", "/rb.py", 5)

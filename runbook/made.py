@@ -1,0 +1,69 @@
+"""What a runbook's import made, so collection can tell what no module-level name holds.
+
+Collection finds steps and strategy groups among the module's names, as pytest finds tests. A
+``@step`` inside a class or a function, a function redefined under the same name, or a bare
+``rolling(...)`` line is made but never found: the run would succeed without it, having done
+nothing. The decorators and ``StepGroup`` record each thing they make here while a runbook is
+imported (``made_while``), and ``runbook.collect`` refuses what it did not find (``lost``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+
+class Made(NamedTuple):
+    what: str  # "step", "probe", or the strategy's name
+    name: str  # the step's function name; "" for a group
+    file: str | None
+    line: int | None
+
+
+_MADE: contextvars.ContextVar[list[Made] | None] = contextvars.ContextVar(
+    "runbook_made", default=None
+)
+
+
+def record(what: str, name: str, file: str | None, line: int | None) -> None:
+    made = _MADE.get()
+    if made is not None:
+        made.append(Made(what, name, file, line))
+
+
+@contextlib.contextmanager
+def made_while() -> Iterator[list[Made]]:
+    """Record what is made inside the block (a runbook's import)."""
+    made: list[Made] = []
+    token = _MADE.set(made)
+    try:
+        yield made
+    finally:
+        _MADE.reset(token)
+
+
+def lost(
+    made: Iterable[Made], file: str, found: Iterable[tuple[str | None, int | None]]
+) -> Made | None:
+    """The first thing made in ``file`` at a place (file, line) nothing collected comes from.
+    Compared by place, not identity: a strategy may build its group in steps, and a factory
+    makes every step at the same line."""
+    kept = set(found)
+    for thing in made:
+        if thing.file == file and (thing.file, thing.line) not in kept:
+            return thing
+    return None
+
+
+def lost_message(thing: Made) -> str:
+    if thing.name:
+        return (
+            f"{thing.what} {thing.name!r} is not held by a module-level name (defined inside a "
+            "class or a function, or redefined below under the same name), so it would never run"
+        )
+    return (
+        f"{thing.what}() makes its steps only when assigned to a module-level name "
+        f"(release = {thing.what}(...)); as it is, nothing would run"
+    )
