@@ -231,7 +231,8 @@ def _decorator(kind: str, func: Callable[..., Any] | None, kwargs: dict[str, Any
             raise TypeError(f"@{kind} decorates a function, got {f!r}")
         options = _make_options(kind, f, dict(kwargs))
         setattr(f, STEP_ATTR, options)
-        record(kind, options.name or getattr(f, "__name__", "?"), options.file, options.line)
+        name = options.name or str(getattr(f, "__name__", "?"))
+        record(kind, name, options.file, options.line)  # runbook.made: does a name hold it?
         return f
 
     return mark(func) if func is not None else mark
