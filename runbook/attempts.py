@@ -27,7 +27,7 @@ from runbook.failure import describe as describe_failure
 from runbook.gates import through_gate
 from runbook.recorder import error_text
 from runbook.scheduling import uncancel
-from runbook.values import output_problem
+from runbook.values import output_problem, when_verdict
 
 if TYPE_CHECKING:
     from runbook.collect import Arg, StepDef
@@ -79,7 +79,7 @@ async def run_step(x: Execution, name: str) -> None:
         if isinstance(when_kwargs, str):
             return x.skip(name, when_kwargs)
         try:
-            decision = when(**when_kwargs)
+            decision = when_verdict(name, when(**when_kwargs))
         except (Exception, SystemExit) as exc:
             text = error_text(exc)
             return x.fail(name, f"when= raised {text}", {"error": text})

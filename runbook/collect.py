@@ -261,6 +261,12 @@ def _collect(
         if opts.when is not None:
             if not callable(opts.when):
                 raise DefinitionError(f"step {name!r}: when= must be callable", *where)
+            if inspect.iscoroutinefunction(inspect.unwrap(opts.when)):
+                raise DefinitionError(  # its coroutine is truthy: the step would always run
+                    f"step {name!r}: when= must be a plain function, not async def (it decides "
+                    "before the step starts; an async one returns a coroutine, always true)",
+                    *where,
+                )
             when_args = analyze(
                 opts.when, step_names, names, where, what=f"when= of step {name!r}", rename=local
             )

@@ -8,6 +8,7 @@ any other non-JSON value instead of failing later, far from the step that produc
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from typing import Any
@@ -67,6 +68,22 @@ def json_problem(value: Any) -> str | None:
     except (TypeError, RecursionError):
         return _type_name(value)
     return None
+
+
+def when_verdict(step: str, value: Any) -> bool:
+    """What a ``when=`` returned, as the decision to run the step. A truthy value runs it, as
+    ``if`` would; an awaitable (a lambda calling an ``async def``) is a ``TypeError``, because
+    it is always truthy and the step would run whatever it would have said. ``async def``
+    itself is refused at collection."""
+    if inspect.isawaitable(value):
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()  # never awaited: no "coroutine was never awaited" warning on top
+        raise TypeError(
+            f"when= of step {step!r} returned an awaitable ({type(value).__name__}): it must "
+            "return True or False itself"
+        )
+    return bool(value)
 
 
 def _type_name(value: Any) -> str:

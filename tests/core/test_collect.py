@@ -626,3 +626,18 @@ def test_what_was_made_elsewhere_is_not_checked_here() -> None:
     made = [Made("step", "x", "/other.py", 3), Made("step", "y", "/rb.py", 5)]
     assert lost(made, "/rb.py", [("/rb.py", 5)]) is None
     assert lost(made, "/rb.py", []) == Made("step", "y", "/rb.py", 5)
+
+
+def test_an_async_when_is_refused_at_its_step(write_runbook) -> None:
+    path = write_runbook(
+        "from runbook import step\n\n"
+        "async def ready():\n"
+        "    return False\n\n"
+        "@step(when=ready)\n"
+        "def switch():\n"
+        "    pass\n"
+    )
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert refused.value.line == 6
+    assert "step 'switch': when= must be a plain function, not async def" in str(refused.value)

@@ -320,6 +320,49 @@ def test_generator_resource_is_torn_down_after_the_run(write_runbook, runner):
 # -- when, skipping -----------------------------------------------------------------------------
 
 
+def test_a_when_that_returns_an_awaitable_fails_the_step_and_never_runs_it(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        from runbook import step
+        RAN = []
+
+        async def ready():
+            return False
+
+        @step(when=lambda: ready())  # a coroutine: truthy, whatever ready() would say
+        def switch():
+            RAN.append("switch")
+    """)
+    )
+    result = runner().run(rb)
+    assert rb.module.RAN == []
+    assert result.steps["switch"].status == "failed"
+    assert "returned an awaitable (coroutine): it must return True or False" in (
+        result.steps["switch"].error or ""
+    )
+
+
+def test_a_when_returning_none_or_a_value_decides_by_truth_as_if_would(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        from runbook import step
+
+        @step(when=lambda: None)
+        def never():
+            return 1
+
+        @step(when=lambda: {"changed": True})
+        def changed():
+            return 2
+    """)
+    )
+    result = runner().run(rb)
+    assert (result.steps["never"].status, result.steps["changed"].status) == (
+        "skipped",
+        "succeeded",
+    )
+
+
 def test_when_false_skips_with_reason_and_skips_data_dependents(write_runbook, runner):
     rb = load(
         write_runbook("""

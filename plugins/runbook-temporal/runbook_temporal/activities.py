@@ -34,6 +34,7 @@ from runbook.locks.manager import LockManager
 from runbook.recorder import error_text
 from runbook.redact import is_redacted, stored_output
 from runbook.result import StepResult
+from runbook.values import when_verdict
 from runbook_temporal import messages as M
 from runbook_temporal.runtime import BankedClock, Refused, RunContext, WorkerRuns
 
@@ -320,7 +321,7 @@ class Activities:
         kwargs = self._kwargs(rc, step.when_args, inputs)
         if isinstance(kwargs, str):
             return kwargs
-        return None if step.options.when(**kwargs) else "when"
+        return None if when_verdict(step.name, step.options.when(**kwargs)) else "when"
 
     async def _call(
         self,
