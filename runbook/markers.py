@@ -85,6 +85,11 @@ class Approval:
             object.__setattr__(self, name, tuple(value))
         if self.reason is not None and not callable(self.reason):
             raise ValueError(f"Approval(reason=...) must be a function, got {self.reason!r}")
+        if self.reason is not None and inspect.iscoroutinefunction(inspect.unwrap(self.reason)):
+            raise ValueError(  # the approver would be shown "<coroutine object ...>"
+                "Approval(reason=...) must be a plain function, not async def: its text is "
+                "written when the gate is reached"
+            )
         if self.timeout is not None:
             try:
                 parse_duration(self.timeout)

@@ -79,6 +79,10 @@ def test_timeouts_parse() -> None:
         Approval(timeout="1h", on_timeout="ignore")
 
 
+async def _async_reason() -> str:
+    return "why"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -89,6 +93,7 @@ def test_timeouts_parse() -> None:
         ({"min": 0}, "Approval(min=...) must be an integer >= 1, got 0"),
         ({"allow_self": "no"}, "Approval(allow_self=...) must be True or False, got 'no'"),
         ({"reason": "because"}, "Approval(reason=...) must be a function, got 'because'"),
+        ({"reason": _async_reason}, "Approval(reason=...) must be a plain function, not async def"),
     ],
 )
 def test_a_malformed_approval_says_which_argument(kwargs: dict, message: str) -> None:
