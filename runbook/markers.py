@@ -326,6 +326,18 @@ def resource(
 
     def mark(f: F) -> F:
         file, line = _where(f)
+        for factory in (f, fake):
+            plain = inspect.unwrap(factory) if factory is not None else None
+            if inspect.iscoroutinefunction(plain) or inspect.isasyncgenfunction(plain):
+                from runbook.errors import DefinitionError
+
+                raise DefinitionError(  # a step would be handed the coroutine, not the value
+                    f"resource {name or f.__name__!r}: a factory is a plain function or "
+                    "generator, not async def (resources are made on any thread, when first "
+                    "asked for)",
+                    file=file,
+                    line=line,
+                )
         spec = ResourceSpec(name=name or f.__name__, file=file, line=line, fake=fake)
         setattr(f, RESOURCE_ATTR, spec)
         return f

@@ -80,6 +80,13 @@ class ResourceScope:
             gen = value
             value = next(gen)
             self._teardown.append((name, gen))
+        elif inspect.isawaitable(value) or inspect.isasyncgen(value):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: no warning on top of the error
+            raise RunbookError(  # a factory that is not async def but returns a coroutine
+                f"resource {name!r} returned {type(value).__name__}, not a value: a factory is "
+                "a plain function or generator"
+            )
         return value
 
     def release(self) -> None:

@@ -18,6 +18,12 @@ _PLAIN = frozenset({type(None), bool, int})
 
 def output_problem(step: str, output: Any) -> TypeError | None:
     """Why ``output`` cannot be a step's output, as the error to fail the step with, or None."""
+    if inspect.iscoroutine(output):  # a sync step returning an async call it did not await
+        output.close()  # no "never awaited" warning on top of the error
+        return TypeError(
+            f"step {step!r} returned a coroutine, not its result: make the step async def and "
+            "await it, or call asyncio.run(...) in it"
+        )
     problem = json_problem(output)
     if problem is None:
         return None

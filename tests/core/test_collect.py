@@ -641,3 +641,20 @@ def test_an_async_when_is_refused_at_its_step(write_runbook) -> None:
         load(path)
     assert refused.value.line == 6
     assert "step 'switch': when= must be a plain function, not async def" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        "async def conn():\n    return 1\n",
+        "async def conn():\n    yield 1\n",
+    ],
+)
+def test_an_async_resource_factory_is_refused_at_its_line(write_runbook, factory: str) -> None:
+    path = write_runbook("from runbook import resource\n\n@resource\n" + factory)
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert refused.value.line == 3
+    assert "resource 'conn': a factory is a plain function or generator, not async def" in str(
+        refused.value
+    )

@@ -317,6 +317,52 @@ def test_generator_resource_is_torn_down_after_the_run(write_runbook, runner):
     assert rb.module.EVENTS == ["open", "use conn", "close"]
 
 
+def test_a_resource_factory_that_returns_a_coroutine_fails_the_run_before_its_steps(
+    write_runbook, runner
+):
+    rb = load(
+        write_runbook("""
+        from runbook import resource, step
+        RAN = []
+
+        async def connect():
+            return "conn"
+
+        @resource
+        def conn():
+            return connect()  # not awaited: a step would be handed the coroutine
+
+        @step
+        def use(conn):
+            RAN.append(conn)
+    """)
+    )
+    result = runner().run(rb)
+    assert rb.module.RAN == []
+    assert result.status == "failed"
+    assert "resource 'conn' returned coroutine, not a value" in (result.error or "")
+
+
+def test_a_sync_step_returning_a_coroutine_fails_saying_so(write_runbook, runner):
+    rb = load(
+        write_runbook("""
+        from runbook import step
+
+        async def deploy():
+            return 1
+
+        @step
+        def release():
+            return deploy()
+    """)
+    )
+    result = runner().run(rb)
+    assert result.steps["release"].status == "failed"
+    assert "returned a coroutine, not its result: make the step async def and await it" in (
+        result.steps["release"].error or ""
+    )
+
+
 # -- when, skipping -----------------------------------------------------------------------------
 
 
