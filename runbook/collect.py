@@ -278,7 +278,9 @@ def _collect(
             target_name = aliases.get(ref) if isinstance(ref, str) else None
             target_name = target_name or step_name(ref)
             if target_name not in all_names:
-                raise DefinitionError(f"step {name!r}: after= names unknown step {ref!r}", *where)
+                called = getattr(ref, "__name__", None) if callable(ref) else None
+                what = f"{called}, which is not a step" if called else f"unknown step {ref!r}"
+                raise DefinitionError(f"step {name!r}: after= names {what}", *where)
             after.append(target_name)
         if name in deps:
             raise DefinitionError(f"step {name!r} depends on itself", *where)
@@ -360,8 +362,17 @@ def _fleet_for(module: ModuleType, path: Path, fleet: Any) -> Any:
     return fleet
 
 
+def _seconds(value: Any) -> bool:
+    """A number of seconds: an int or float, not a bool, not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def _check_options(name: str, o: StepOptions) -> None:
     where = (o.file, o.line)
+    if not isinstance(name, str) or not name or name != "".join(name.split()):
+        raise DefinitionError(  # --step NAME, the audit and the store all refer to it
+            f"a step name must be a non-empty word without spaces, got {name!r}", *where
+        )
     for flag in ("reversible", "required", "idempotent"):
         value = getattr(o, flag)
         if not isinstance(value, bool):  # reversible="no" or idempotent="false" would be truthy
@@ -370,11 +381,13 @@ def _check_options(name: str, o: StepOptions) -> None:
             )
     if isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0:
         raise DefinitionError(f"step {name!r}: retries must be an integer >= 0", *where)
-    if not isinstance(o.backoff, int | float) or o.backoff < 0:
+    if not _seconds(o.backoff) or o.backoff < 0:
         raise DefinitionError(f"step {name!r}: backoff must be seconds >= 0", *where)
-    if o.timeout is not None and (not isinstance(o.timeout, int | float) or o.timeout <= 0):
+    if not _seconds(o.backoff_max) or o.backoff_max < 0:
+        raise DefinitionError(f"step {name!r}: backoff_max must be seconds >= 0", *where)
+    if o.timeout is not None and (not _seconds(o.timeout) or o.timeout <= 0):
         raise DefinitionError(f"step {name!r}: timeout must be seconds > 0", *where)
-    if o.lock is not None and not isinstance(o.lock, str):
+    if o.lock is not None and (not isinstance(o.lock, str) or not o.lock.strip()):
         raise DefinitionError(f"step {name!r}: lock must be a name template", *where)
     if o.kind == "probe" and (o.approval or o.reversible):
         raise DefinitionError(f"probe {name!r} is read-only: no approval or reversible", *where)

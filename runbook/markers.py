@@ -205,6 +205,12 @@ def _make_options(kind: str, func: Callable[..., Any], kwargs: dict[str, Any]) -
     tags = kwargs.pop("tags", ()) or ()
     if isinstance(tags, str):
         tags = (tags,)
+    if not isinstance(tags, Iterable) or not all(isinstance(t, str) for t in tags):
+        from runbook.errors import DefinitionError
+
+        raise DefinitionError(
+            f"@{kind}: tags= must be a name or a list of names, got {tags!r}", file=file, line=line
+        )
     approval = kwargs.pop("approval", None)
     queue = kwargs.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue.strip()):

@@ -381,6 +381,10 @@ def test_two_rollbacks_for_one_step(write_runbook):
         ('idempotent="false"', "idempotent must be True or False, got 'false'"),
         ("required=0", "required must be True or False, got 0"),
         ("retries=True", "retries must be an integer >= 0"),
+        ("backoff=float('nan'), retries=1", "backoff must be seconds >= 0"),
+        ("backoff_max=-1", "backoff_max must be seconds >= 0"),
+        ("timeout=float('nan')", "timeout must be seconds > 0"),
+        ('lock=" "', "lock must be a name template"),
     ],
 )
 def test_bad_options(write_runbook, options, message):
@@ -658,3 +662,22 @@ def test_an_async_resource_factory_is_refused_at_its_line(write_runbook, factory
     assert "resource 'conn': a factory is a plain function or generator, not async def" in str(
         refused.value
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('name="a b"', "a step name must be a non-empty word without spaces, got 'a b'"),
+        ("name=5", "a step name must be a non-empty word without spaces, got 5"),
+        ("tags=5", "@step: tags= must be a name or a list of names, got 5"),
+        ("after=[helper]", "step 'a': after= names helper, which is not a step"),
+    ],
+)
+def test_a_bad_name_tag_or_after_is_one_line_at_the_step(write_runbook, options, message):
+    path = write_runbook(
+        "from runbook import step\n\ndef helper():\n    pass\n\n"
+        f"@step({options})\ndef a():\n    pass\n"
+    )
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert message in str(refused.value) and refused.value.line == 6
