@@ -132,7 +132,14 @@ class DurableRuns:
         resume, approve, deny and cancel must see the same per-host steps to roll them back."""
         from runbook.fleet import fleet_of
 
-        return self._load(Path(record.runbook_path), fleet=fleet_of(record.options))
+        path = Path(record.runbook_path)
+        if not path.is_file():  # cancel too: the rollbacks of what completed are in that file
+            raise UsageError(
+                f"run {record.run_id}: its runbook {path} no longer exists; put back the file "
+                f"the run started with (sha256 {record.runbook_sha256[:12]}): resume, cancel and "
+                "the gate's decisions need its steps and their rollbacks"
+            )
+        return self._load(path, fleet=fleet_of(record.options))
 
     def load_run(self, record: RunRecord) -> Runbook:
         """The run's runbook, its strategy groups expanded with the run's own parameters: what a
@@ -142,8 +149,6 @@ class DurableRuns:
 
     def _reload(self, record: RunRecord, *, force: bool) -> Runbook:
         path = Path(record.runbook_path)
-        if not path.is_file():
-            raise UsageError(f"run {record.run_id}: its runbook {path} no longer exists")
         rb = self._load_stored(record)
         if rb.sha256 != record.runbook_sha256:
             refuse = Decisions(self).refuse

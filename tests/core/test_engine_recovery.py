@@ -201,6 +201,20 @@ def test_resume_refuses_when_the_runbook_file_is_gone(write_runbook):
         _runner(store).resume(paused.run_id)
 
 
+def test_cancel_of_a_run_whose_runbook_is_gone_says_which_file_to_put_back(write_runbook):
+    path = write_runbook(GATED)
+    store = f"memory://recovery-{uuid.uuid4().hex}"
+    paused = _runner(store).run(load(path))
+    sha = _runner(store).store.get_run(paused.run_id).runbook_sha256
+    path.unlink()
+    with pytest.raises(UsageError) as refused:
+        _runner(store).cancel(paused.run_id)
+    message = str(refused.value)
+    assert f"run {paused.run_id}: its runbook {path} no longer exists" in message
+    assert f"put back the file the run started with (sha256 {sha[:12]})" in message
+    assert _runner(store).store.get_run(paused.run_id).status == "paused"  # nothing changed
+
+
 def test_deny_of_a_run_that_is_not_paused_is_refused(write_runbook):
     store = f"memory://recovery-{uuid.uuid4().hex}"
     done = _runner(store).run(load(write_runbook(STAGED)))
