@@ -93,7 +93,8 @@ def when_verdict(step: str, value: Any) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def valid_text(text: str) -> str:

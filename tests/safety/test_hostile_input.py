@@ -90,7 +90,7 @@ def test_plugins_refuse_modules_without_hooks_in_python_too() -> None:
         ("float('nan')", "returned NaN or Infinity, which is not JSON"),
         ("{'ratio': float('inf')}", "returned NaN or Infinity, which is not JSON"),
         ("[1, -float('inf')]", "returned NaN or Infinity, which is not JSON"),
-        ("object()", "returned a object, which is not JSON-serialisable"),
+        ("object()", "returned an object, which is not JSON-serialisable"),
         ("os.fsdecode(b'file-\\xff')", "returned text that is not valid Unicode"),
         ("{'files': [os.fsdecode(b'\\xff')]}", "returned text that is not valid Unicode"),
     ],
