@@ -369,16 +369,21 @@ def _seconds(value: Any) -> bool:
 
 def _check_options(name: str, o: StepOptions) -> None:
     where = (o.file, o.line)
-    if not isinstance(name, str) or not name or name != "".join(name.split()):
+    if type(name) is not str or not (name.isidentifier() or name == "".join(name.split()) != ""):
         raise DefinitionError(  # --step NAME, the audit and the store all refer to it
             f"a step name must be a non-empty word without spaces, got {name!r}", *where
         )
-    for flag in ("reversible", "required", "idempotent"):
-        value = getattr(o, flag)
-        if not isinstance(value, bool):  # reversible="no" or idempotent="false" would be truthy
-            raise DefinitionError(
-                f"step {name!r}: {flag} must be True or False, got {value!r}", *where
-            )
+    if (
+        type(o.reversible) is not bool
+        or type(o.required) is not bool
+        or type(o.idempotent) is not bool
+    ):
+        for flag in ("reversible", "required", "idempotent"):
+            value = getattr(o, flag)
+            if type(value) is not bool:  # reversible="no", idempotent="false": truthy strings
+                raise DefinitionError(
+                    f"step {name!r}: {flag} must be True or False, got {value!r}", *where
+                )
     if isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0:
         raise DefinitionError(f"step {name!r}: retries must be an integer >= 0", *where)
     if not _seconds(o.backoff) or o.backoff < 0:

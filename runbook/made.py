@@ -22,7 +22,10 @@ class Made(NamedTuple):
     line: int | None
 
 
-_MADE: contextvars.ContextVar[list[Made] | None] = contextvars.ContextVar(
+# What is recorded: Made's fields as a plain tuple (every decorator of a 1,000-step runbook
+# records one; a NamedTuple is built only for what ``lost`` returns).
+Fields = tuple[str, str, str | None, int | None]
+_MADE: contextvars.ContextVar[list[Fields] | None] = contextvars.ContextVar(
     "runbook_made", default=None
 )
 
@@ -30,13 +33,13 @@ _MADE: contextvars.ContextVar[list[Made] | None] = contextvars.ContextVar(
 def record(what: str, name: str, file: str | None, line: int | None) -> None:
     made = _MADE.get()
     if made is not None:
-        made.append(Made(what, name, file, line))
+        made.append((what, name, file, line))
 
 
 @contextlib.contextmanager
-def made_while() -> Iterator[list[Made]]:
-    """Record what is made inside the block (a runbook's import)."""
-    made: list[Made] = []
+def made_while() -> Iterator[list[Fields]]:
+    """Record what is made inside the block (a runbook's import); read once it is done."""
+    made: list[Fields] = []
     token = _MADE.set(made)
     try:
         yield made
@@ -45,13 +48,14 @@ def made_while() -> Iterator[list[Made]]:
 
 
 def lost(
-    made: Iterable[Made], file: str, found: Iterable[tuple[str | None, int | None]]
+    made: Iterable[Fields], file: str, found: Iterable[tuple[str | None, int | None]]
 ) -> Made | None:
     """The first thing made in ``file`` at a place (file, line) nothing collected comes from.
     Compared by place, not identity: a strategy may build its group in steps, and a factory
     makes every step at the same line."""
     kept = set(found)
-    for thing in made:
+    for fields in made:
+        thing = Made(*fields)
         if thing.file == file and (thing.file, thing.line) not in kept:
             return thing
     return None

@@ -627,7 +627,7 @@ def test_steps_a_factory_makes_and_the_module_assigns_are_collected(write_runboo
 def test_what_was_made_elsewhere_is_not_checked_here() -> None:
     from runbook.made import Made, lost
 
-    made = [Made("step", "x", "/other.py", 3), Made("step", "y", "/rb.py", 5)]
+    made = [("step", "x", "/other.py", 3), ("step", "y", "/rb.py", 5)]
     assert lost(made, "/rb.py", [("/rb.py", 5)]) is None
     assert lost(made, "/rb.py", []) == Made("step", "y", "/rb.py", 5)
 
