@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +25,7 @@ from runbook.errors import DefinitionError
 from runbook.groups import StepGroup
 from runbook.importer import CONF_NAME, ROOT_MARKERS, find_conftests, import_path, resources_of
 from runbook.injection import BUILTINS, Names, analyze, parameters, step_name
-from runbook.made import lost, lost_message, made_while
+from runbook.made import Named, Place, lost, lost_message, made_while
 from runbook.markers import ROLLBACK_ATTR, STEP_ATTR, StepOptions
 from runbook.params import ParamSpec
 
@@ -72,7 +72,7 @@ def load(
         resources.update(resources_of(mod, str(conf)))  # nearer folders override outer ones
     with made_while() as made:
         module = import_path(path, f"runbook_{path.stem}_{sha[:12]}")
-    missing = lost(made, str(path), _places(module))
+    missing = lost(made, str(path), *_places(module))
     if missing is not None:
         raise DefinitionError(lost_message(missing), file=str(path), line=missing.line)
     resources.update(resources_of(module, str(path)))
@@ -88,13 +88,18 @@ def load(
     return _collect(path, sha, module, resources, tuple(conf_modules), names, fleet=fleet)
 
 
-def _places(module: ModuleType) -> Iterator[tuple[str | None, int | None]]:
-    """Where each step and group the module's names hold was made (``runbook.made``)."""
+def _places(module: ModuleType) -> tuple[list[Named], list[Place]]:
+    """Each step (each function once, under however many names) and each group the module's
+    names hold, by where it was made (``runbook.made``)."""
+    steps: dict[int, Named] = {}
+    groups: list[Place] = []
     for value in vars(module).values():
         if isinstance(value, StepGroup):
-            yield value.file, value.line
+            groups.append((value.file, value.line))
         elif callable(value) and (opts := getattr(value, STEP_ATTR, None)) is not None:
-            yield opts.file, opts.line
+            name = opts.name or str(getattr(value, "__name__", "?"))
+            steps[id(value)] = (name, opts.file, opts.line)
+    return list(steps.values()), groups
 
 
 def _plugin_resource_names() -> Iterable[str]:

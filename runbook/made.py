@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -47,16 +48,32 @@ def made_while() -> Iterator[list[Fields]]:
         _MADE.reset(token)
 
 
+Place = tuple[str | None, int | None]
+Named = tuple[str, str | None, int | None]  # a step's name and where it was made
+
+
 def lost(
-    made: Iterable[Fields], file: str, found: Iterable[tuple[str | None, int | None]]
+    made: Iterable[Fields], file: str, steps: Iterable[Named], groups: Iterable[Place]
 ) -> Made | None:
-    """The first thing made in ``file`` at a place (file, line) nothing collected comes from.
-    Compared by place, not identity: a strategy may build its group in steps, and a factory
-    makes every step at the same line."""
-    kept = set(found)
+    """The first thing made in ``file`` that collection will not find, by name and place.
+
+    Steps are counted: a factory makes every step at one line, and a loop that decorates one
+    function per region, holding only the last under its name, loses the others; each step
+    made needs one held with its name where it was made. Groups need only one held per place,
+    since a strategy may build its group in steps (a copy with its ``bind``)."""
+    held_steps = Counter(steps)
+    held_groups = set(groups)
+    seen: Counter[Named] = Counter()
     for fields in made:
         thing = Made(*fields)
-        if thing.file == file and (thing.file, thing.line) not in kept:
+        if thing.file != file:
+            continue
+        if thing.what in ("step", "probe"):
+            key = (thing.name, thing.file, thing.line)
+            seen[key] += 1
+            if seen[key] > held_steps[key]:
+                return thing
+        elif (thing.file, thing.line) not in held_groups:
             return thing
     return None
 
@@ -65,7 +82,8 @@ def lost_message(thing: Made) -> str:
     if thing.name:
         return (
             f"{thing.what} {thing.name!r} is not held by a module-level name (defined inside a "
-            "class or a function, or redefined below under the same name), so it would never run"
+            "class or a function, redefined below under the same name, or one of several made in "
+            "a loop under one name), so it would never run"
         )
     return (
         f"{thing.what}() makes its steps only when assigned to a module-level name "

@@ -628,8 +628,34 @@ def test_what_was_made_elsewhere_is_not_checked_here() -> None:
     from runbook.made import Made, lost
 
     made = [("step", "x", "/other.py", 3), ("step", "y", "/rb.py", 5)]
-    assert lost(made, "/rb.py", [("/rb.py", 5)]) is None
-    assert lost(made, "/rb.py", []) == Made("step", "y", "/rb.py", 5)
+    assert lost(made, "/rb.py", [("y", "/rb.py", 5)], []) is None
+    assert lost(made, "/rb.py", [], []) == Made("step", "y", "/rb.py", 5)
+
+
+def test_steps_a_loop_makes_under_one_name_are_refused_naming_the_one_lost(
+    write_runbook,
+) -> None:
+    path = write_runbook(
+        "from runbook import step\n\n"
+        'for region in ("eu", "us"):\n'
+        '    @step(name=f"deploy-{region}")\n'
+        "    def deploy():\n"
+        "        pass\n"
+    )
+    with pytest.raises(DefinitionError) as refused:
+        load(path)
+    assert "step 'deploy-eu' is not held by a module-level name" in str(refused.value)
+    assert "one of several made in a loop under one name" in str(refused.value)
+    held = write_runbook(
+        "from runbook import step\n\n"
+        'for region in ("eu", "us"):\n'
+        '    @step(name=f"deploy-{region}")\n'
+        "    def deploy():\n"
+        "        pass\n"
+        '    globals()[f"deploy_{region}"] = deploy\n',
+        name="held",
+    )
+    assert set(load(held).steps) == {"deploy-eu", "deploy-us"}
 
 
 def test_an_async_when_is_refused_at_its_step(write_runbook) -> None:
