@@ -25,9 +25,10 @@ from runbook.errors import DefinitionError
 from runbook.groups import StepGroup
 from runbook.importer import CONF_NAME, ROOT_MARKERS, find_conftests, import_path, resources_of
 from runbook.injection import BUILTINS, Names, analyze, parameters, step_name
-from runbook.made import Named, Place, lost, lost_message, made_while
+from runbook.made import Fields, lost, lost_message, made_while
 from runbook.markers import ROLLBACK_ATTR, STEP_ATTR, StepOptions
 from runbook.params import ParamSpec
+from runbook.values import is_seconds
 
 # The names of the modules split out of this one, kept where they were.
 _parameters = parameters
@@ -72,9 +73,6 @@ def load(
         resources.update(resources_of(mod, str(conf)))  # nearer folders override outer ones
     with made_while() as made:
         module = import_path(path, f"runbook_{path.stem}_{sha[:12]}")
-    missing = lost(made, str(path), *_places(module))
-    if missing is not None:
-        raise DefinitionError(lost_message(missing), file=str(path), line=missing.line)
     resources.update(resources_of(module, str(path)))
 
     known = BUILTINS | set(resources) | set(extra_names)
@@ -85,21 +83,9 @@ def load(
         names = Names(known, _plugin_resource_names)
     else:
         names = Names(known | set(plugins.resources()))
-    return _collect(path, sha, module, resources, tuple(conf_modules), names, fleet=fleet)
-
-
-def _places(module: ModuleType) -> tuple[list[Named], list[Place]]:
-    """Each step (each function once, under however many names) and each group the module's
-    names hold, by where it was made (``runbook.made``)."""
-    steps: dict[int, Named] = {}
-    groups: list[Place] = []
-    for value in vars(module).values():
-        if isinstance(value, StepGroup):
-            groups.append((value.file, value.line))
-        elif callable(value) and (opts := getattr(value, STEP_ATTR, None)) is not None:
-            name = opts.name or str(getattr(value, "__name__", "?"))
-            steps[id(value)] = (name, opts.file, opts.line)
-    return list(steps.values()), groups
+    return _collect(
+        path, sha, module, resources, tuple(conf_modules), names, fleet=fleet, made=made
+    )
 
 
 def _plugin_resource_names() -> Iterable[str]:
@@ -132,7 +118,10 @@ def _collect(
     values: Mapping[str, Any] | None = None,
     *,
     fleet: Any = None,
+    made: Iterable[Fields] | None = None,
 ) -> Runbook:
+    """``made``: what the module's import made (``runbook.made``), refused where this scan of
+    its names does not find it."""
     params: dict[str, ParamSpec] = {}
     raw_steps: list[tuple[str, Callable[..., Any], StepOptions]] = []
     groups: dict[str, StepGroup] = {}
@@ -152,6 +141,11 @@ def _collect(
             if (rb := getattr(value, ROLLBACK_ATTR, None)) is not None:
                 seen.add(id(value))
                 rollbacks.append((value, rb))
+    if made is not None:
+        held = [(step, opts.file, opts.line) for step, _, opts in raw_steps]
+        missing = lost(made, str(path), held, [(g.file, g.line) for g in groups.values()])
+        if missing is not None:
+            raise DefinitionError(lost_message(missing), file=str(path), line=missing.line)
     raw_steps.sort(key=lambda s: s[2].line or 0)
 
     fleet = _fleet_for(module, path, fleet)
@@ -367,11 +361,6 @@ def _fleet_for(module: ModuleType, path: Path, fleet: Any) -> Any:
     return fleet
 
 
-def _seconds(value: Any) -> bool:
-    """A number of seconds: an int or float, not a bool, not NaN."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
-
-
 def _check_options(name: str, o: StepOptions) -> None:
     where = (o.file, o.line)
     if type(name) is not str or not (name.isidentifier() or name == "".join(name.split()) != ""):
@@ -391,11 +380,11 @@ def _check_options(name: str, o: StepOptions) -> None:
                 )
     if isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0:
         raise DefinitionError(f"step {name!r}: retries must be an integer >= 0", *where)
-    if not _seconds(o.backoff) or o.backoff < 0:
+    if not is_seconds(o.backoff) or o.backoff < 0:
         raise DefinitionError(f"step {name!r}: backoff must be seconds >= 0", *where)
-    if not _seconds(o.backoff_max) or o.backoff_max < 0:
+    if not is_seconds(o.backoff_max) or o.backoff_max < 0:
         raise DefinitionError(f"step {name!r}: backoff_max must be seconds >= 0", *where)
-    if o.timeout is not None and (not _seconds(o.timeout) or o.timeout <= 0):
+    if o.timeout is not None and (not is_seconds(o.timeout) or o.timeout <= 0):
         raise DefinitionError(f"step {name!r}: timeout must be seconds > 0", *where)
     if o.lock is not None and (not isinstance(o.lock, str) or not o.lock.strip()):
         raise DefinitionError(f"step {name!r}: lock must be a name template", *where)

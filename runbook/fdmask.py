@@ -101,6 +101,13 @@ class Pump:
         os.dup2(self.saved, self.fd)
         # The reader ends at the pipe's end of file: now, unless a child process holds it.
 
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of the parent's read end and saved
+        descriptor (a dead parent then gives the child EPIPE, not a pipe nobody reads)."""
+        for fd in (self._read, self.saved):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def _run(self) -> None:
         read = self._read
         try:
@@ -201,9 +208,7 @@ class Pumps:
         those readers, and a run of the child's own starts pumps of its own over them (its
         secrets are not the parent's)."""
         for pump in self.active.values():
-            for fd in (pump._read, pump.saved):  # the parent's; a dead parent then gives EPIPE
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            pump.forget()
         self.active, self.depth = {}, None
 
     def sync(self) -> None:

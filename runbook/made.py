@@ -23,8 +23,8 @@ class Made(NamedTuple):
     line: int | None
 
 
-# What is recorded: Made's fields as a plain tuple (every decorator of a 1,000-step runbook
-# records one; a NamedTuple is built only for what ``lost`` returns).
+# What is recorded: Made's fields as a plain tuple, which every decorator of a 1,000-step
+# runbook builds; a ``Made`` is built only for the one ``lost`` returns.
 Fields = tuple[str, str, str | None, int | None]
 _MADE: contextvars.ContextVar[list[Fields] | None] = contextvars.ContextVar(
     "runbook_made", default=None
@@ -64,17 +64,16 @@ def lost(
     held_steps = Counter(steps)
     held_groups = set(groups)
     seen: Counter[Named] = Counter()
-    for fields in made:
-        thing = Made(*fields)
-        if thing.file != file:
+    for what, name, where, line in made:
+        if where != file:
             continue
-        if thing.what in ("step", "probe"):
-            key = (thing.name, thing.file, thing.line)
+        if what in ("step", "probe"):
+            key = (name, where, line)
             seen[key] += 1
             if seen[key] > held_steps[key]:
-                return thing
-        elif (thing.file, thing.line) not in held_groups:
-            return thing
+                return Made(what, name, where, line)
+        elif (where, line) not in held_groups:
+            return Made(what, name, where, line)
     return None
 
 

@@ -40,6 +40,7 @@ from runbook.providers import Providers
 from runbook.result import RunResult
 from runbook.store.base import RunRecord, RunStore
 from runbook.trail import trail_option
+from runbook.values import is_seconds
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -562,7 +563,6 @@ def _check_numbers(
         ("paused_lease", paused_lease, True),
         ("flush_deadline", flush_deadline, False),
     ):
-        number = isinstance(value, int | float) and not isinstance(value, bool) and value == value
-        if not number or value < 0 or (positive and value == 0):
+        if not is_seconds(value) or value < 0 or (positive and value == 0):
             bound = "> 0" if positive else ">= 0"
             raise UsageError(f"Runner({name}=...) must be seconds {bound}, got {value!r}")

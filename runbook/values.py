@@ -76,6 +76,11 @@ def json_problem(value: Any) -> str | None:
     return None
 
 
+def is_seconds(value: Any) -> bool:
+    """A number of seconds as an option takes it: an int or float, not a bool, not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def when_verdict(step: str, value: Any) -> bool:
     """What a ``when=`` returned, as the decision to run the step. A truthy value runs it, as
     ``if`` would; an awaitable (a lambda calling an ``async def``) is a ``TypeError``, because
