@@ -28,7 +28,7 @@ from runbook.injection import BUILTINS, Names, analyze, parameters, step_name
 from runbook.made import Fields, lost, lost_message, made_while
 from runbook.markers import ROLLBACK_ATTR, STEP_ATTR, StepOptions
 from runbook.params import ParamSpec
-from runbook.values import is_seconds
+from runbook.values import is_async, is_seconds, is_word
 
 # The names of the modules split out of this one, kept where they were.
 _parameters = parameters
@@ -260,7 +260,7 @@ def _collect(
         if opts.when is not None:
             if not callable(opts.when):
                 raise DefinitionError(f"step {name!r}: when= must be callable", *where)
-            if inspect.iscoroutinefunction(inspect.unwrap(opts.when)):
+            if is_async(opts.when):
                 raise DefinitionError(  # its coroutine is truthy: the step would always run
                     f"step {name!r}: when= must be a plain function, not async def (it decides "
                     "before the step starts; an async one returns a coroutine, always true)",
@@ -363,7 +363,7 @@ def _fleet_for(module: ModuleType, path: Path, fleet: Any) -> Any:
 
 def _check_options(name: str, o: StepOptions) -> None:
     where = (o.file, o.line)
-    if type(name) is not str or not (name.isidentifier() or name == "".join(name.split()) != ""):
+    if not is_word(name):
         raise DefinitionError(  # --step NAME, the audit and the store all refer to it
             f"a step name must be a non-empty word without spaces, got {name!r}", *where
         )

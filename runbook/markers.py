@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from runbook.made import record
+from runbook.values import is_async
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,7 +86,7 @@ class Approval:
             object.__setattr__(self, name, tuple(value))
         if self.reason is not None and not callable(self.reason):
             raise ValueError(f"Approval(reason=...) must be a function, got {self.reason!r}")
-        if self.reason is not None and inspect.iscoroutinefunction(inspect.unwrap(self.reason)):
+        if self.reason is not None and is_async(self.reason):
             raise ValueError(  # the approver would be shown "<coroutine object ...>"
                 "Approval(reason=...) must be a plain function, not async def: its text is "
                 "written when the gate is reached"
@@ -333,8 +334,7 @@ def resource(
     def mark(f: F) -> F:
         file, line = _where(f)
         for factory in (f, fake):
-            plain = inspect.unwrap(factory) if factory is not None else None
-            if inspect.iscoroutinefunction(plain) or inspect.isasyncgenfunction(plain):
+            if factory is not None and is_async(factory):
                 from runbook.errors import DefinitionError
 
                 raise DefinitionError(  # a step would be handed the coroutine, not the value

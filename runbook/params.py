@@ -11,7 +11,7 @@ from typing import Any
 
 from runbook.errors import DefinitionError, ParamError
 from runbook.redact import MIN_SECRET, Redactor, secret_values
-from runbook.values import json_problem
+from runbook.values import is_word, json_problem
 
 
 class _Required:
@@ -157,7 +157,7 @@ def param(
 def _declaration_problem(name: Any, typ: Any, choices: Any, secret: Any, env: Any) -> str | None:
     """What is wrong with a ``param(...)`` declaration, found at import: a mistake here would
     otherwise surface as a confusing error in the one run that needs the value."""
-    if not isinstance(name, str) or not name or "=" in name or name != "".join(name.split()):
+    if not is_word(name) or "=" in name:
         return f"param(name): the name must be a word that -p NAME=VALUE can give, got {name!r}"
     if name in _PARAMS_ATTRIBUTES:
         return (

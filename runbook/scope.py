@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runbook.errors import DefinitionError, RunbookError
+from runbook.values import discard
 
 
 def bound_to_run(value: Any, ctx: Any) -> Any:
@@ -81,8 +82,7 @@ class ResourceScope:
             value = next(gen)
             self._teardown.append((name, gen))
         elif inspect.isawaitable(value) or inspect.isasyncgen(value):
-            if inspect.iscoroutine(value):
-                value.close()  # never awaited: no warning on top of the error
+            discard(value)
             raise RunbookError(  # a factory that is not async def but returns a coroutine
                 f"resource {name!r} returned {type(value).__name__}, not a value: a factory is "
                 "a plain function or generator"

@@ -19,7 +19,7 @@ _PLAIN = frozenset({type(None), bool, int})
 def output_problem(step: str, output: Any) -> TypeError | None:
     """Why ``output`` cannot be a step's output, as the error to fail the step with, or None."""
     if inspect.iscoroutine(output):  # a sync step returning an async call it did not await
-        output.close()  # no "never awaited" warning on top of the error
+        discard(output)
         return TypeError(
             f"step {step!r} returned a coroutine, not its result: make the step async def and "
             "await it, or call asyncio.run(...) in it"
@@ -76,6 +76,25 @@ def json_problem(value: Any) -> str | None:
     return None
 
 
+def is_word(value: Any) -> bool:
+    """A name a command line can give: a non-empty string without whitespace."""
+    return type(value) is str and (value.isidentifier() or value == "".join(value.split()) != "")
+
+
+def is_async(func: Any) -> bool:
+    """An ``async def`` (or async generator) function, under any decorators: called where
+    runbook calls synchronously, it returns a coroutine, which is always true and never runs."""
+    plain = inspect.unwrap(func)
+    return inspect.iscoroutinefunction(plain) or inspect.isasyncgenfunction(plain)
+
+
+def discard(value: Any) -> None:
+    """Close a coroutine that will never be awaited (it is being refused), so Python adds no
+    "coroutine was never awaited" warning to the error that says so."""
+    if inspect.iscoroutine(value):
+        value.close()
+
+
 def is_seconds(value: Any) -> bool:
     """A number of seconds as an option takes it: an int or float, not a bool, not NaN."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
@@ -87,9 +106,7 @@ def when_verdict(step: str, value: Any) -> bool:
     it is always truthy and the step would run whatever it would have said. ``async def``
     itself is refused at collection."""
     if inspect.isawaitable(value):
-        close = getattr(value, "close", None)
-        if close is not None:
-            close()  # never awaited: no "coroutine was never awaited" warning on top
+        discard(value)
         raise TypeError(
             f"when= of step {step!r} returned an awaitable ({type(value).__name__}): it must "
             "return True or False itself"
